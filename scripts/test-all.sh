@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine with a Rust toolchain, then
+# runs every check: formatting, clippy (warnings are errors) and every test of the workspace.
+# No test is skipped for a missing dependency: this script installs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Python: the official MCP SDK, the independent client the mock server and gateway are tested with.
+step "python test environment (.venv: mcp==2.3.0)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp' 2>/dev/null; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check 'mcp==2.3.0'
+fi
+export TOLLGATE_TEST_PYTHON="$root/.venv/bin/python"
+
+# Node: the official MCP conformance suite. 0.1.13+ needs Node 22; 0.1.12 runs on Node 20.
+step "node test environment (.ci/node: @modelcontextprotocol/conformance@0.1.12)"
+if ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ]; then
+    npm install --silent --no-audit --no-fund --prefix .ci/node '@modelcontextprotocol/conformance@0.1.12'
+fi
+export TOLLGATE_TEST_CONFORMANCE="$root/.ci/node/node_modules/.bin/conformance"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+# CI=true makes insta fail on a snapshot mismatch instead of writing a new one silently.
+cargo test --workspace --all-targets --locked
