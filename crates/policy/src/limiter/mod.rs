@@ -1,0 +1,1 @@
+//! The strict sliding-window limiter and the counter stores behind it.
