@@ -22,7 +22,7 @@ if ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ]; then
-    npm install --silent --no-audit --no-fund --prefix .ci/node '@modelcontextprotocol/conformance@0.1.12'
+    npm ci --silent --no-audit --no-fund --prefix .ci/node
 fi
 export TOLLGATE_TEST_CONFORMANCE="$root/.ci/node/node_modules/.bin/conformance"
 
