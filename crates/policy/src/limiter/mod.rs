@@ -1,1 +1,94 @@
 //! The strict sliding-window limiter and the counter stores behind it.
+//!
+//! # Semantics
+//! A limit is `max` calls per `window`, kept per counter key (counter name + scope value). A
+//! call at `now` is admitted iff fewer than `max` admitted timestamps `t` of that key satisfy
+//! `t + window > now`, i.e. lie in the half-open interval `(now - window, now]`. So in every
+//! interval of length `window` at most `max` calls are admitted, and a call exactly `window`
+//! after the oldest admitted one is admitted again.
+//!
+//! - All or nothing: when several limits apply and one refuses, none is consumed.
+//! - Exactness: `retry_after` is the first instant at which the same call would be admitted
+//!   (the latest over the refusing limits), minus `now`.
+//! - Time going backwards (clock skew, out-of-order replays): time never goes backwards inside
+//!   a store. A call whose `now` is earlier than the latest instant the store has seen is
+//!   evaluated, and recorded, at that instant; `retry_after` is still measured from the call's
+//!   own `now`. Strictness then holds over the recorded timestamps, nothing underflows, and
+//!   evicting idle keys cannot change a later decision.
+//! - Memory: per key a ring of at most `max` timestamps (only the newest `max` can matter).
+//!   A key whose newest timestamp has left its window is idle and can be evicted without
+//!   changing any decision; `MemoryStore` does this amortised during `acquire`.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+
+/// Whose calls a counter counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Per agent credential.
+    #[default]
+    Grant,
+    /// Per MCP session.
+    Session,
+    /// One budget for everybody.
+    Global,
+}
+
+/// One limit as a counter store sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LimitSpec {
+    pub counter: Arc<str>,
+    pub window: Duration,
+    pub max: u32,
+    pub scope: Scope,
+}
+
+/// The key a limit is kept under: the counter name and the scope's value (a grant name, a
+/// session id, or `*` for the global scope).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CounterKey {
+    pub counter: Arc<str>,
+    pub scope_value: Arc<str>,
+}
+
+/// The state of one counter key, as seen by the call that was just decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterState {
+    pub counter: Arc<str>,
+    pub key: Arc<str>,
+    /// Calls admitted in the window ending at the call's instant (after taking, if admitted).
+    pub used: u32,
+    pub max: u32,
+    pub window: Duration,
+    /// When the oldest admitted call in the window leaves it.
+    pub oldest_leaves_at: Option<Duration>,
+}
+
+/// The answer of a counter store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Acquire {
+    Admitted {
+        states: Vec<CounterState>,
+    },
+    Refused {
+        retry_after: Duration,
+        states: Vec<CounterState>,
+        /// Indexes (into the `limits` argument) of the limits that refused.
+        refused_by: Vec<usize>,
+    },
+}
+
+/// Where counters live. Implementations must make one `acquire` atomic with respect to every
+/// other `acquire` touching the same keys.
+pub trait CounterStore: Send + Sync + std::fmt::Debug {
+    /// All-or-nothing: admitted only if every limit admits; then every limit is taken.
+    /// `dry_run` computes the same answer and takes nothing (for `explain` and what-if replays).
+    fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire;
+}

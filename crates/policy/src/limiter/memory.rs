@@ -1,0 +1,235 @@
+//! The in-memory counter store: sharded maps of timestamp rings.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::{Acquire, CounterKey, CounterState, CounterStore, LimitSpec};
+
+/// How many acquires a shard serves between two sweeps of its idle keys.
+const SWEEP_EVERY: u32 = 1024;
+
+#[derive(Debug, Default)]
+struct Entry {
+    /// Admitted timestamps, oldest first, at most `max` of them.
+    ring: VecDeque<Duration>,
+    /// The window this key was last used with, for eviction.
+    window: Duration,
+}
+
+impl Entry {
+    fn newest(&self) -> Option<Duration> {
+        self.ring.back().copied()
+    }
+
+    /// Idle: every admitted call has left the window, so forgetting the key changes nothing.
+    fn is_idle(&self, now: Duration) -> bool {
+        self.newest()
+            .is_none_or(|t| t.saturating_add(self.window) <= now)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    keys: HashMap<CounterKey, Entry>,
+    ops: u32,
+}
+
+/// Strict sliding-window counters in memory, shared by every session of one gateway.
+#[derive(Debug)]
+pub struct MemoryStore {
+    shards: Vec<Mutex<Shard>>,
+    /// The latest instant this store has seen, in nanoseconds. Time never goes backwards
+    /// inside the store: an earlier `now` is evaluated at this instant, so evicting a key
+    /// idle at this instant can never change a later decision.
+    high_water: AtomicU64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The per-limit verdict computed before anything is taken.
+struct Verdict {
+    at: Duration,
+    in_window: usize,
+    oldest: Option<Duration>,
+    retry_at: Option<Duration>,
+}
+
+fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
+    // `now` is already clamped to the store's high-water mark, which is at least every
+    // stored timestamp.
+    let at = now;
+    let in_window: Vec<Duration> = entry
+        .map(|e| {
+            e.ring
+                .iter()
+                .copied()
+                .filter(|t| t.saturating_add(spec.window) > at)
+                .collect()
+        })
+        .unwrap_or_default();
+    let max = spec.max as usize;
+    // Admitting needs at most max - 1 calls in the window: the first instant where that holds
+    // is when the (len - max + 1)-th oldest leaves it.
+    let retry_at = (in_window.len() >= max).then(|| {
+        let leaving = in_window.len() + 1 - max.max(1);
+        in_window
+            .get(leaving.saturating_sub(1))
+            .map_or(at, |t| t.saturating_add(spec.window))
+    });
+    Verdict {
+        at,
+        in_window: in_window.len(),
+        oldest: in_window.first().map(|t| t.saturating_add(spec.window)),
+        retry_at: if spec.max == 0 {
+            Some(Duration::MAX)
+        } else {
+            retry_at
+        },
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::with_shards(64)
+    }
+
+    pub fn with_shards(n: usize) -> Self {
+        Self {
+            shards: (0..n.max(1))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+            high_water: AtomicU64::new(0),
+        }
+    }
+
+    /// Moves the high-water mark to `now` if it is later, and returns the instant to evaluate at.
+    fn advance(&self, now: Duration) -> Duration {
+        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        let previous = self.high_water.fetch_max(nanos, Ordering::AcqRel);
+        Duration::from_nanos(previous.max(nanos))
+    }
+
+    fn shard_of(&self, key: &CounterKey) -> usize {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        // A panic elsewhere cannot leave a ring half-updated in a way that breaks the bound,
+        // so a poisoned lock is still safe to use.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The number of keys held (idle ones included until they are swept).
+    pub fn len(&self) -> usize {
+        (0..self.shards.len())
+            .map(|i| self.lock(i).keys.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every idle key. Changes no decision.
+    pub fn evict_idle(&self, now: Duration) {
+        let now = self.advance(now);
+        for i in 0..self.shards.len() {
+            self.lock(i).keys.retain(|_, e| !e.is_idle(now));
+        }
+    }
+}
+
+impl CounterStore for MemoryStore {
+    fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire {
+        let asked = now;
+        let now = self.advance(now);
+        // Lock every shard involved in ascending order, so two acquires never deadlock.
+        let mut shard_ids: Vec<usize> = limits.iter().map(|(k, _)| self.shard_of(k)).collect();
+        shard_ids.sort_unstable();
+        shard_ids.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
+            shard_ids.iter().map(|&i| (i, self.lock(i))).collect();
+        let guard_of = |key: &CounterKey| -> usize {
+            let s = self.shard_of(key);
+            guards.iter().position(|(i, _)| *i == s).unwrap_or(0)
+        };
+        let slots: Vec<usize> = limits.iter().map(|(k, _)| guard_of(k)).collect();
+
+        // The same key named twice in one call counts once.
+        let first_of = |idx: usize| limits.iter().position(|(k, _)| *k == limits[idx].0);
+        let verdicts: Vec<Verdict> = limits
+            .iter()
+            .zip(&slots)
+            .map(|((key, spec), &slot)| judge(guards[slot].1.keys.get(key), spec, now))
+            .collect();
+        let refused_by: Vec<usize> = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.retry_at.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        let admitted = refused_by.is_empty();
+        let take = admitted && !dry_run;
+
+        let mut states = Vec::with_capacity(limits.len());
+        for (idx, (((key, spec), v), &slot)) in limits.iter().zip(&verdicts).zip(&slots).enumerate()
+        {
+            let shard = &mut guards[slot].1;
+            if take && first_of(idx) == Some(idx) {
+                let entry = shard.keys.entry(key.clone()).or_default();
+                entry.window = spec.window;
+                entry.ring.push_back(v.at);
+                while entry.ring.len() > spec.max as usize {
+                    entry.ring.pop_front();
+                }
+            }
+            let counted = if admitted {
+                v.in_window + 1
+            } else {
+                v.in_window
+            };
+            states.push(CounterState {
+                counter: key.counter.clone(),
+                key: key.scope_value.clone(),
+                used: u32::try_from(counted).unwrap_or(u32::MAX),
+                max: spec.max,
+                window: spec.window,
+                oldest_leaves_at: v
+                    .oldest
+                    .or(admitted.then(|| v.at.saturating_add(spec.window))),
+            });
+        }
+        for (_, shard) in &mut guards {
+            shard.ops = shard.ops.wrapping_add(1);
+            if shard.ops % SWEEP_EVERY == 0 {
+                shard.keys.retain(|_, e| !e.is_idle(now));
+            }
+        }
+        if admitted {
+            Acquire::Admitted { states }
+        } else {
+            let retry_at = verdicts
+                .iter()
+                .filter_map(|v| v.retry_at)
+                .max()
+                .unwrap_or(now);
+            Acquire::Refused {
+                retry_after: retry_at.saturating_sub(asked),
+                states,
+                refused_by,
+            }
+        }
+    }
+}
