@@ -34,4 +34,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 # CI=true makes insta fail on a snapshot mismatch instead of writing a new one silently.
-cargo test --workspace --all-targets --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+# One closing line over every test binary (cargo prints one `test result:` line per binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

@@ -1,1 +1,0 @@
-//! Integration tests; see the module list in tests.rs.
