@@ -12,17 +12,18 @@ use super::{Acquire, CounterKey, CounterState, CounterStore, LimitSpec};
 /// How many acquires a shard serves between two sweeps of its idle keys.
 const SWEEP_EVERY: u32 = 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
-    /// Admitted timestamps, oldest first, at most `max` of them.
-    ring: VecDeque<Duration>,
+    /// Admitted timestamps in nanoseconds, oldest first, at most `max` of them (8 bytes each:
+    /// half a `Duration`, which matters at a million keys).
+    ring: VecDeque<u64>,
     /// The window this key was last used with, for eviction.
     window: Duration,
 }
 
 impl Entry {
     fn newest(&self) -> Option<Duration> {
-        self.ring.back().copied()
+        self.ring.back().copied().map(Duration::from_nanos)
     }
 
     /// Idle: every admitted call has left the window, so forgetting the key changes nothing.
@@ -54,6 +55,10 @@ impl Default for MemoryStore {
     }
 }
 
+fn nanos(t: Duration) -> u64 {
+    u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The per-limit verdict computed before anything is taken.
 struct Verdict {
     at: Duration,
@@ -70,7 +75,7 @@ fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
         .map(|e| {
             e.ring
                 .iter()
-                .copied()
+                .map(|&t| Duration::from_nanos(t))
                 .filter(|t| t.saturating_add(spec.window) > at)
                 .collect()
         })
@@ -112,9 +117,9 @@ impl MemoryStore {
 
     /// Moves the high-water mark to `now` if it is later, and returns the instant to evaluate at.
     fn advance(&self, now: Duration) -> Duration {
-        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        let previous = self.high_water.fetch_max(nanos, Ordering::AcqRel);
-        Duration::from_nanos(previous.max(nanos))
+        let now = nanos(now);
+        let previous = self.high_water.fetch_max(now, Ordering::AcqRel);
+        Duration::from_nanos(previous.max(now))
     }
 
     fn shard_of(&self, key: &CounterKey) -> usize {
@@ -188,9 +193,13 @@ impl CounterStore for MemoryStore {
         {
             let shard = &mut guards[slot].1;
             if take && first_of(idx) == Some(idx) {
-                let entry = shard.keys.entry(key.clone()).or_default();
+                let entry = shard.keys.entry(key.clone()).or_insert_with(|| Entry {
+                    // Exactly `max` slots (capped so a huge max does not allocate up front).
+                    ring: VecDeque::with_capacity((spec.max as usize).min(64)),
+                    window: spec.window,
+                });
                 entry.window = spec.window;
-                entry.ring.push_back(v.at);
+                entry.ring.push_back(nanos(v.at));
                 while entry.ring.len() > spec.max as usize {
                     entry.ring.pop_front();
                 }
