@@ -2,3 +2,4 @@
 //! `decide(call, now)` and the strict sliding-window limiter. No IO, no clock, no tokio:
 //! time is always passed in.
 pub mod limiter;
+pub mod model;

@@ -1,0 +1,302 @@
+//! The policy document, version "1", as serde types: what a policy file says, before any
+//! compilation. Every struct refuses unknown fields, so a misspelt key is an error rather than
+//! a silently ignored rule.
+//!
+//! This is the document layer only: source spans, diagnostics, selectors and `decide` build on
+//! it (issue 2).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::limiter::Scope;
+
+/// What a rule (or `default`) does with a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    #[default]
+    Allow,
+    Deny,
+    RequireApproval,
+}
+
+/// A policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    /// Must be "1".
+    pub version: Version,
+    /// What happens to a tool no rule selects.
+    pub default: Action,
+    /// Selector → rule.
+    #[serde(default)]
+    pub tools: BTreeMap<String, Rule>,
+}
+
+/// The policy language version; only "1" exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Version {
+    #[serde(rename = "1")]
+    V1,
+}
+
+/// One rule: the action for the tools its selector matches, and its limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Allow when omitted.
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitDecl>,
+    /// The `{max, window}` shorthand: one limit on a counter named after the selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A named limit: at most `max` calls per `window`, per value of `scope`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitDecl {
+    pub counter: String,
+    pub window: Window,
+    pub max: Max,
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// The shorthand `rate_limit: {max, window}`, scoped to the grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: Max,
+    pub window: Window,
+}
+
+/// A limit's `max`: a whole number of calls, at least 1 (`max: 0` would be a deny written as
+/// a limit: say `action: deny` instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Max(pub u32);
+
+impl<'de> Deserialize<'de> for Max {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        match u32::try_from(n) {
+            Ok(0) => Err(de::Error::custom(
+                "`max` must be at least 1; to refuse every call use `action: \"deny\"`",
+            )),
+            Ok(n) => Ok(Max(n)),
+            Err(_) => Err(de::Error::custom(format!(
+                "`max` must be a whole number from 1 to {}, not `{n}`",
+                u32::MAX
+            ))),
+        }
+    }
+}
+
+/// A window length: `second`, `minute`, `hour`, `day`, a whole number of seconds, or a
+/// duration string of a whole number and one unit (`90s`, `5m`, `1h`, `1d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window(pub Duration);
+
+impl Window {
+    /// Parses the string forms; the error says what is accepted.
+    pub fn parse(text: &str) -> Result<Window, String> {
+        let secs = match text {
+            "second" => Some(1),
+            "minute" => Some(60),
+            "hour" => Some(3_600),
+            "day" => Some(86_400),
+            _ => {
+                // The unit is the last character; everything before it must be digits.
+                let (number, unit) = text
+                    .char_indices()
+                    .last()
+                    .map_or(("", ""), |(i, _)| text.split_at(i));
+                let factor = match unit {
+                    "s" => Some(1u64),
+                    "m" => Some(60),
+                    "h" => Some(3_600),
+                    "d" => Some(86_400),
+                    _ => None,
+                };
+                match (number.parse::<u64>(), factor) {
+                    (Ok(n), Some(f)) if number.bytes().all(|b| b.is_ascii_digit()) => {
+                        n.checked_mul(f)
+                    }
+                    _ => None,
+                }
+            }
+        };
+        match secs {
+            Some(0) => Err(format!(
+                "window `{text}` is empty: a window must be at least 1 second"
+            )),
+            Some(s) => Ok(Window(Duration::from_secs(s))),
+            None => Err(format!(
+                "`{text}` is not a window: use `second`, `minute`, `hour`, `day`, a number of seconds, or a duration such as `90s`, `5m`, `1h`, `1d`"
+            )),
+        }
+    }
+}
+
+impl Serialize for Window {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0.as_secs())
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct WindowVisitor;
+        impl Visitor<'_> for WindowVisitor {
+            type Value = Window;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a window: `minute`, a number of seconds, or a duration such as `5m`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Window, E> {
+                Window::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Window, E> {
+                if v == 0 {
+                    return Err(E::custom("a window must be at least 1 second, not `0`"));
+                }
+                Ok(Window(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Window, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!("a window cannot be negative, not `{v}`"))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Window, E> {
+                Err(E::custom(format!(
+                    "a window is a whole number of seconds, not `{v}`"
+                )))
+            }
+        }
+        d.deserialize_any(WindowVisitor)
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PolicyDoc, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The seed's policy (shared/seed/policy.json) is accepted verbatim.
+    #[test]
+    fn seed_policy_is_accepted_verbatim() {
+        let doc = parse(include_str!("../../../examples/policies/seed.json")).unwrap();
+        assert_eq!(doc.default, Action::Deny);
+        let rule = &doc.tools["CancelAHORunBatch"];
+        assert_eq!(rule.action, Action::Allow, "action defaults to allow");
+        let limit = &rule.limits[0];
+        assert_eq!(limit.counter, "cancelahorunbatch_rate");
+        assert_eq!(limit.window, Window(Duration::from_secs(60)));
+        assert_eq!(limit.max, Max(10));
+        assert_eq!(limit.scope, Scope::Grant);
+    }
+
+    #[test]
+    fn every_window_form_parses_to_seconds() {
+        for (text, secs) in [
+            ("second", 1),
+            ("minute", 60),
+            ("hour", 3_600),
+            ("day", 86_400),
+            ("90s", 90),
+            ("5m", 300),
+            ("1h", 3_600),
+            ("2d", 172_800),
+        ] {
+            assert_eq!(
+                Window::parse(text),
+                Ok(Window(Duration::from_secs(secs))),
+                "{text}"
+            );
+        }
+        let w: Window = serde_json::from_str("45").unwrap();
+        assert_eq!(w, Window(Duration::from_secs(45)));
+    }
+
+    #[test]
+    fn bad_windows_are_refused_with_what_is_accepted() {
+        for text in [
+            "\"fortnight\"",
+            "\"5x\"",
+            "\"m\"",
+            "\"-5m\"",
+            "\"\"",
+            "\"1.5h\"",
+            "\"é\"",
+        ] {
+            let err = serde_json::from_str::<Window>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not a window"), "{text}: {err}");
+        }
+        for (text, says) in [
+            ("0", "at least 1 second"),
+            ("\"0s\"", "at least 1 second"),
+            ("-3", "negative"),
+            ("1.5", "whole number"),
+        ] {
+            let err = serde_json::from_str::<Window>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn max_zero_and_negative_max_are_refused() {
+        let limit = |max: &str| format!(r#"{{"counter":"c","window":"minute","max":{max}}}"#);
+        let err = serde_json::from_str::<LimitDecl>(&limit("0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1") && err.contains("deny"), "{err}");
+        let err = serde_json::from_str::<LimitDecl>(&limit("-1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("whole number from 1"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = parse(r#"{"version":"1","default":"deny","tools":{"x":{"acton":"deny"}}}"#)
+            .unwrap_err();
+        assert!(err.contains("unknown field `acton`"), "{err}");
+        let err = parse(r#"{"version":"2","default":"deny"}"#).unwrap_err();
+        assert!(err.contains("unknown variant `2`"), "{err}");
+    }
+
+    #[test]
+    fn rate_limit_shorthand_and_scopes_parse() {
+        let doc = parse(
+            r#"{"version":"1","default":"allow","tools":{
+                "Delete*":{"action":"require_approval","reason":"destructive",
+                           "limits":[{"counter":"destructive_budget","window":"1h","max":5,"scope":"global"}]},
+                "list_k8s_resources":{"rate_limit":{"max":100,"window":60}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.tools["Delete*"].limits[0].scope, Scope::Global);
+        assert_eq!(doc.tools["Delete*"].action, Action::RequireApproval);
+        let rl = doc.tools["list_k8s_resources"].rate_limit.as_ref().unwrap();
+        assert_eq!(
+            (rl.max, rl.window),
+            (Max(100), Window(Duration::from_secs(60)))
+        );
+    }
+}
