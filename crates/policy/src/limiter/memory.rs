@@ -71,28 +71,29 @@ fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
     // `now` is already clamped to the store's high-water mark, which is at least every
     // stored timestamp.
     let at = now;
-    let in_window: Vec<Duration> = entry
-        .map(|e| {
-            e.ring
-                .iter()
-                .map(|&t| Duration::from_nanos(t))
-                .filter(|t| t.saturating_add(spec.window) > at)
-                .collect()
-        })
-        .unwrap_or_default();
+    // The admitted instants still in the window, oldest first. Walked lazily rather than
+    // collected: this is the hot path of every decision.
+    let in_window = || {
+        entry
+            .into_iter()
+            .flat_map(|e| e.ring.iter())
+            .map(|&t| Duration::from_nanos(t))
+            .filter(|t| t.saturating_add(spec.window) > at)
+    };
+    let count = in_window().count();
     let max = spec.max as usize;
     // Admitting needs at most max - 1 calls in the window: the first instant where that holds
-    // is when the (len - max + 1)-th oldest leaves it.
-    let retry_at = (in_window.len() >= max).then(|| {
-        let leaving = in_window.len() + 1 - max.max(1);
-        in_window
-            .get(leaving.saturating_sub(1))
+    // is when the (count - max + 1)-th oldest leaves it.
+    let retry_at = (count >= max).then(|| {
+        let leaving = count + 1 - max.max(1);
+        in_window()
+            .nth(leaving.saturating_sub(1))
             .map_or(at, |t| t.saturating_add(spec.window))
     });
     Verdict {
         at,
-        in_window: in_window.len(),
-        oldest: in_window.first().map(|t| t.saturating_add(spec.window)),
+        in_window: count,
+        oldest: in_window().next().map(|t| t.saturating_add(spec.window)),
         retry_at: if spec.max == 0 {
             Some(Duration::MAX)
         } else {
