@@ -61,16 +61,14 @@ fn nanos(t: Duration) -> u64 {
 
 /// The per-limit verdict computed before anything is taken.
 struct Verdict {
-    at: Duration,
     in_window: usize,
     oldest: Option<Duration>,
     retry_at: Option<Duration>,
 }
 
+/// Judges one limit at `now`, which is already clamped to the store's high-water mark (so it
+/// is at least every stored timestamp).
 fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
-    // `now` is already clamped to the store's high-water mark, which is at least every
-    // stored timestamp.
-    let at = now;
     // The admitted instants still in the window, oldest first. Walked lazily rather than
     // collected: this is the hot path of every decision.
     let in_window = || {
@@ -78,27 +76,27 @@ fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
             .into_iter()
             .flat_map(|e| e.ring.iter())
             .map(|&t| Duration::from_nanos(t))
-            .filter(|t| t.saturating_add(spec.window) > at)
+            .filter(|t| t.saturating_add(spec.window) > now)
     };
     let count = in_window().count();
     let max = spec.max as usize;
     // Admitting needs at most max - 1 calls in the window: the first instant where that holds
-    // is when the (count - max + 1)-th oldest leaves it.
-    let retry_at = (count >= max).then(|| {
-        let leaving = count + 1 - max.max(1);
-        in_window()
-            .nth(leaving.saturating_sub(1))
-            .map_or(at, |t| t.saturating_add(spec.window))
-    });
+    // is when the (count - max + 1)-th oldest, at index count - max, leaves it.
+    let retry_at = if max == 0 {
+        Some(Duration::MAX)
+    } else if count >= max {
+        Some(
+            in_window()
+                .nth(count - max)
+                .map_or(now, |t| t.saturating_add(spec.window)),
+        )
+    } else {
+        None
+    };
     Verdict {
-        at,
         in_window: count,
         oldest: in_window().next().map(|t| t.saturating_add(spec.window)),
-        retry_at: if spec.max == 0 {
-            Some(Duration::MAX)
-        } else {
-            retry_at
-        },
+        retry_at,
     }
 }
 
@@ -161,17 +159,19 @@ impl CounterStore for MemoryStore {
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire {
         let asked = now;
         let now = self.advance(now);
-        // Lock every shard involved in ascending order, so two acquires never deadlock.
-        let mut shard_ids: Vec<usize> = limits.iter().map(|(k, _)| self.shard_of(k)).collect();
+        // Hash each key once; lock every shard involved in ascending order, so two acquires
+        // never deadlock.
+        let shard_of_limit: Vec<usize> = limits.iter().map(|(k, _)| self.shard_of(k)).collect();
+        let mut shard_ids = shard_of_limit.clone();
         shard_ids.sort_unstable();
         shard_ids.dedup();
         let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
             shard_ids.iter().map(|&i| (i, self.lock(i))).collect();
-        let guard_of = |key: &CounterKey| -> usize {
-            let s = self.shard_of(key);
-            guards.iter().position(|(i, _)| *i == s).unwrap_or(0)
-        };
-        let slots: Vec<usize> = limits.iter().map(|(k, _)| guard_of(k)).collect();
+        // Each limit's index into `guards` (the sorted, deduplicated shard list).
+        let slots: Vec<usize> = shard_of_limit
+            .iter()
+            .map(|s| shard_ids.binary_search(s).unwrap_or(0))
+            .collect();
 
         // The same key named twice in one call counts once.
         let first_of = |idx: usize| limits.iter().position(|(k, _)| *k == limits[idx].0);
@@ -200,7 +200,7 @@ impl CounterStore for MemoryStore {
                     window: spec.window,
                 });
                 entry.window = spec.window;
-                entry.ring.push_back(nanos(v.at));
+                entry.ring.push_back(nanos(now));
                 while entry.ring.len() > spec.max as usize {
                     entry.ring.pop_front();
                 }
@@ -218,7 +218,7 @@ impl CounterStore for MemoryStore {
                 window: spec.window,
                 oldest_leaves_at: v
                     .oldest
-                    .or(admitted.then(|| v.at.saturating_add(spec.window))),
+                    .or(admitted.then(|| now.saturating_add(spec.window))),
             });
         }
         for (_, shard) in &mut guards {
