@@ -24,14 +24,14 @@ fn unknown_subcommand_exits_2_with_a_message() {
     assert!(stderr.contains("frobnicate"), "stderr: {stderr}");
 }
 
-/// Without a subcommand the binary says none is available and exits 2, never 0.
+/// Without a subcommand the binary prints its help, says one is required, and exits 2, never 0.
 #[test]
 fn no_subcommand_is_a_usage_error() {
     let out = tollgate().output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("no subcommands are available"),
+        stderr.contains("a subcommand is required"),
         "stderr: {stderr}"
     );
 }

@@ -1,7 +1,5 @@
-//! `tollgate`: the one user-facing binary. Subcommands (`check`, `explain`, `catalog`,
-//! `mock-eks`, `gateway`, ...) arrive with their issues, each as a thin module in `cmd/`:
-//! parse, call a library crate, map the result to an exit code. None is wired yet, so the
-//! binary offers only `--help` and `--version` rather than commands that pretend.
+//! `tollgate`: the one user-facing binary. Each subcommand is a thin module in `cmd/`: parse,
+//! call a library crate, map the result to an exit code.
 //!
 //! Exit codes (documented in README.md):
 //! - 0: ok
@@ -10,25 +8,50 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod cmd;
 
 /// Tollgate: a policy-enforcing MCP gateway and the harness that proves its policies.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// One variant per module in `cmd/`; each module owns its `Args` and its `run`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    // Subcommands are listed here, one line each.
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        // One arm per subcommand.
+    }
+}
 
 fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(Cli {}) => {
-            // No subcommand exists yet: show what the binary is and say so, as a usage error.
-            let _ = Cli::command().print_help();
-            eprintln!("\nerror: no subcommands are available in this build yet");
-            ExitCode::from(2)
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(err) => {
             let code = if err.use_stderr() { 2 } else { 0 };
             let _ = err.print();
-            ExitCode::from(code)
+            return ExitCode::from(code);
+        }
+    };
+    let Some(command) = cli.command else {
+        let _ = Cli::command().print_help();
+        eprintln!("\nerror: a subcommand is required");
+        return ExitCode::from(2);
+    };
+    match dispatch(command) {
+        Ok(code) => code,
+        Err(err) => {
+            // Bad input or configuration: the message says what and where.
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
         }
     }
 }

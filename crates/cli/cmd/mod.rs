@@ -1,0 +1,2 @@
+//! The subcommands, one module each: `pub struct Args` (clap) and
+//! `pub fn run(args: Args) -> anyhow::Result<ExitCode>` (an `Err` is exit code 2).
