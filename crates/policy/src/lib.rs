@@ -1,5 +1,17 @@
 //! The Tollgate policy engine: the policy model, loading and validation with diagnostics,
-//! `decide(call, now)` and the strict sliding-window limiter. No IO, no clock, no tokio:
-//! time is always passed in.
+//! `decide(call, now)` and the strict sliding-window limiter. No IO but reading a policy file
+//! on request, no clock, no tokio: time is always passed in.
+pub mod diag;
+pub mod engine;
 pub mod limiter;
 pub mod model;
+pub mod policy;
+pub mod selector;
+pub mod source;
+
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use engine::{Call, Decision, DecisionKind, Engine, Explanation, RuleRef, Violation};
+pub use limiter::{CounterState, CounterStore, MemoryStore, Scope};
+pub use model::{Action, PolicyDoc, TimeoutOutcome};
+pub use policy::Policy;
+pub use selector::{Annotation, RiskClass, ToolMeta};

@@ -5,17 +5,19 @@
 //! This is the document layer only: source spans, diagnostics, selectors and `decide` build on
 //! it (issue 2).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::limiter::Scope;
 
 /// What a rule (or `default`) does with a call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     #[default]
@@ -25,58 +27,158 @@ pub enum Action {
 }
 
 /// A policy file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDoc {
-    /// Must be "1".
+    /// The JSON Schema this file follows (for editors; ignored by Tollgate).
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The policy language version: "1".
     pub version: Version,
     /// What happens to a tool no rule selects.
     pub default: Action,
-    /// Selector → rule.
+    /// How long a held call waits for a human, and what happens then, for every rule that
+    /// requires approval and does not say otherwise (default: 5 minutes, then deny).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// Hide from `tools/list` the tools this policy always refuses (a gateway option).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hide_from_list: bool,
+    /// Selector → rule. A selector is an exact tool name, a glob (`Delete*`), a risk class
+    /// (`class:destructive`) or an MCP tool annotation (`annotation:destructiveHint`).
     #[serde(default)]
     pub tools: BTreeMap<String, Rule>,
 }
 
 /// The policy language version; only "1" exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Version {
     #[serde(rename = "1")]
     V1,
 }
 
-/// One rule: the action for the tools its selector matches, and its limits.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One rule: the action for the tools its selector matches, its limits, its argument checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
-    /// Allow when omitted.
-    #[serde(default)]
-    pub action: Action,
+    /// `allow` when omitted (except in a rule with `when`, whose cases decide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// Why: shown to the agent on a refusal and recorded in the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Named limits; a counter named in several rules is one shared budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<LimitDecl>,
-    /// The `{max, window}` shorthand: one limit on a counter named after the selector.
+    /// The `{max, window}` shorthand: one limit on a counter of this rule's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// For `require_approval`: the timeout and the outcome when nobody answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// Checks on argument values, by argument name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, ArgRule>,
+    /// Branches on one argument's value; each case is a rule of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Box<When>>,
+    /// Arguments whose values the audit log and recordings replace with `"[redacted]"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
+}
+
+/// A branch on the value of one argument: `{"argument": "operation", "cases": {"read": {..},
+/// "delete": {..}}, "otherwise": {..}}`. A value no case names takes `otherwise`; without
+/// `otherwise` it is an invalid argument.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// The argument whose value picks the case.
+    pub argument: String,
+    /// Argument value (as a string) → rule.
+    pub cases: BTreeMap<String, Rule>,
+    /// The rule for any other value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otherwise: Option<Rule>,
+}
+
+/// How a held call ends when nobody answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutOutcome {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// Approval settings: `{"timeout": "5m", "on_timeout": "deny"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// How long the call is held; a window-like duration (`"5m"`, `300`). Default 5 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Window>,
+    /// `deny` (the default) or `allow`.
+    #[serde(default)]
+    pub on_timeout: TimeoutOutcome,
+}
+
+/// Checks on one argument. Every check given must pass.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArgRule {
+    /// The value must be one of these.
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// The value must be none of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_enum: Option<Vec<serde_json::Value>>,
+    /// A string value must match this regular expression (unanchored: use `^...$` for a
+    /// whole-value match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// A string value must start with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A number must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// A number must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// A string (in characters) or array (in elements) must be at most this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+    /// The argument must be present (and not null).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// The argument must be absent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forbidden: bool,
 }
 
 /// A named limit: at most `max` calls per `window`, per value of `scope`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitDecl {
+    /// The counter's name; rules naming the same counter share one budget.
     pub counter: String,
     pub window: Window,
     pub max: Max,
+    /// `grant` (the default), `session` or `global`.
     #[serde(default)]
     pub scope: Scope,
 }
 
-/// The shorthand `rate_limit: {max, window}`, scoped to the grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The shorthand `rate_limit: {max, window}`. Its counter belongs to the rule alone and, as
+/// the seed's documentation says, is tracked per agent session unless `scope` says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub max: Max,
     pub window: Window,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
 }
 
 /// A limit's `max`: a whole number of calls, at least 1 (`max: 0` would be a deny written as
@@ -147,6 +249,38 @@ impl Window {
     }
 }
 
+impl JsonSchema for Max {
+    fn schema_name() -> Cow<'static, str> {
+        "Max".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A whole number of calls, at least 1.",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": u32::MAX,
+        })
+    }
+}
+
+impl JsonSchema for Window {
+    fn schema_name() -> Cow<'static, str> {
+        "Window".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "`second`, `minute`, `hour`, `day`, a whole number of seconds, or a whole number and a unit (`90s`, `5m`, `1h`, `1d`).",
+            "oneOf": [
+                { "type": "string", "enum": ["second", "minute", "hour", "day"] },
+                { "type": "integer", "minimum": 1 },
+                { "type": "string", "pattern": "^[0-9]+[smhd]$" },
+            ],
+        })
+    }
+}
+
 impl Serialize for Window {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(self.0.as_secs())
@@ -201,7 +335,7 @@ mod tests {
         let doc = parse(include_str!("../../../examples/policies/seed.json")).unwrap();
         assert_eq!(doc.default, Action::Deny);
         let rule = &doc.tools["CancelAHORunBatch"];
-        assert_eq!(rule.action, Action::Allow, "action defaults to allow");
+        assert_eq!(rule.action, None, "action is omitted: allow");
         let limit = &rule.limits[0];
         assert_eq!(limit.counter, "cancelahorunbatch_rate");
         assert_eq!(limit.window, Window(Duration::from_secs(60)));
@@ -292,7 +426,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(doc.tools["Delete*"].limits[0].scope, Scope::Global);
-        assert_eq!(doc.tools["Delete*"].action, Action::RequireApproval);
+        assert_eq!(doc.tools["Delete*"].action, Some(Action::RequireApproval));
         let rl = doc.tools["list_k8s_resources"].rate_limit.as_ref().unwrap();
         assert_eq!(
             (rl.max, rl.window),

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 pub use memory::MemoryStore;
 
 /// Whose calls a counter counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Per agent credential.
@@ -66,9 +68,46 @@ pub struct CounterState {
     /// Calls admitted in the window ending at the call's instant (after taking, if admitted).
     pub used: u32,
     pub max: u32,
+    #[serde(rename = "window_seconds", with = "seconds")]
     pub window: Duration,
-    /// When the oldest admitted call in the window leaves it.
+    /// When the oldest admitted call in the window leaves it (virtual time, in seconds).
+    #[serde(rename = "oldest_leaves_at_seconds", with = "opt_seconds")]
     pub oldest_leaves_at: Option<Duration>,
+}
+
+/// Durations as (fractional) seconds in JSON, the unit people read in audit logs.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// The answer of a counter store.

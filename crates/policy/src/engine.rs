@@ -1,0 +1,633 @@
+//! The decision engine: `decide(call, now)` for one tool call, and `explain`, which walks the
+//! same path without taking from any counter.
+//!
+//! Order of evaluation for one call (docs/policy.md, "Evaluation order"):
+//! 1. select the rule (exact, pattern, class, annotation, default);
+//! 2. the rule's argument checks, then its branch on one argument (a missing value, or one no
+//!    case names without `otherwise`, is an invalid argument), then the case's own checks;
+//! 3. every violation found → `invalid_arguments` (no counter is touched);
+//! 4. `deny` → `deny`;
+//! 5. limits, all or nothing → `rate_limited` with the exact time to retry;
+//! 6. `require_approval` → `approval_required`: the call's limits are taken when it is held,
+//!    and a denied or expired approval does not give them back (a runaway agent cannot flood
+//!    the approvers for free);
+//! 7. `allow`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use crate::limiter::{Acquire, CounterKey, CounterState, CounterStore, LimitSpec, Scope};
+use crate::model::{Action, TimeoutOutcome};
+use crate::policy::{ArgCheck, Policy, RuleBody, case_key, scope_name};
+use crate::selector::{Tier, ToolMeta};
+
+/// One tool call as the gateway sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Call {
+    pub tool: String,
+    pub arguments: Value,
+    /// The agent's credential, as the gateway mapped it.
+    pub grant: String,
+    /// The MCP session.
+    pub session: String,
+    #[serde(default)]
+    pub meta: ToolMeta,
+}
+
+/// A pointer to the rule that decided, for messages and audit records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRef {
+    /// The selector (`CancelAHORunBatch`, `Delete*`, `default`).
+    pub selector: Arc<str>,
+    /// JSON pointer into the policy: `/tools/Delete*`, `/tools/x/when/cases/delete`, `/default`.
+    pub pointer: Arc<str>,
+    /// Where that rule is written (1-based).
+    pub line: usize,
+    pub column: usize,
+}
+
+/// One failed argument check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// JSON path of the argument: `$.operation`.
+    pub path: String,
+    pub message: String,
+}
+
+/// What the policy says about a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum DecisionKind {
+    Allow,
+    Deny,
+    RateLimited {
+        #[serde(rename = "retry_after_seconds", serialize_with = "secs")]
+        retry_after: Duration,
+    },
+    ApprovalRequired {
+        #[serde(rename = "timeout_seconds", serialize_with = "secs")]
+        timeout: Duration,
+        on_timeout: TimeoutOutcome,
+    },
+    InvalidArguments {
+        violations: Vec<Violation>,
+    },
+}
+
+impl DecisionKind {
+    /// The decision's name as transcripts and the audit log print it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DecisionKind::Allow => "allow",
+            DecisionKind::Deny => "deny",
+            DecisionKind::RateLimited { .. } => "rate_limited",
+            DecisionKind::ApprovalRequired { .. } => "approval_required",
+            DecisionKind::InvalidArguments { .. } => "invalid_arguments",
+        }
+    }
+}
+
+fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A decision with what decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    #[serde(flatten)]
+    pub kind: DecisionKind,
+    pub rule: RuleRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Arc<str>>,
+    /// The counters the call was measured against, after the decision.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<CounterState>,
+}
+
+impl Decision {
+    /// Whether the call may go on to the upstream (now, or after an approval).
+    pub fn admits(&self) -> bool {
+        matches!(self.kind, DecisionKind::Allow)
+    }
+
+    /// One line for an agent or a transcript: what was decided, by which rule, why.
+    pub fn summary(&self, tool: &str) -> String {
+        let rule = format!("rule `{}` ({})", self.rule.selector, self.rule.pointer);
+        let reason = self
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        match &self.kind {
+            DecisionKind::Allow => format!("`{tool}` allowed by {rule}"),
+            DecisionKind::Deny => format!("`{tool}` denied by {rule}{reason}"),
+            DecisionKind::RateLimited { retry_after } => {
+                let counters = self
+                    .limits
+                    .iter()
+                    .filter(|s| s.used >= s.max)
+                    .map(|s| {
+                        format!(
+                            "{} {}/{} per {}",
+                            s.counter,
+                            s.used,
+                            s.max,
+                            window_text(s.window)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "`{tool}` rate limited by {rule}{reason} ({counters}); retry in {}",
+                    duration_text(*retry_after)
+                )
+            }
+            DecisionKind::ApprovalRequired {
+                timeout,
+                on_timeout,
+            } => format!(
+                "`{tool}` requires approval under {rule}{reason}; held for up to {}, then {}",
+                duration_text(*timeout),
+                match on_timeout {
+                    TimeoutOutcome::Deny => "denied",
+                    TimeoutOutcome::Allow => "allowed",
+                }
+            ),
+            DecisionKind::InvalidArguments { violations } => {
+                let list = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.path, v.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                format!("`{tool}` has invalid arguments under {rule}{reason}: {list}")
+            }
+        }
+    }
+}
+
+/// A duration for people: `48s`, `1.5s`, `2m30s`.
+pub fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{:.3}s", d.as_secs_f64())
+            .trim_end_matches('0')
+            .to_owned();
+    }
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+fn window_text(d: Duration) -> String {
+    match d.as_secs() {
+        1 => "second".into(),
+        60 => "minute".into(),
+        3600 => "hour".into(),
+        86_400 => "day".into(),
+        _ => duration_text(d),
+    }
+}
+
+/// The engine: a compiled policy and a counter store.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    policy: Arc<Policy>,
+    store: Arc<dyn CounterStore>,
+}
+
+/// The path one call took through the policy, for `tollgate explain`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub tool: String,
+    /// Every selector that matches the tool, in precedence order; the first one decides.
+    pub candidates: Vec<Candidate>,
+    /// The branch taken, if the rule branches: `operation = "delete"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The decision, with counters as they would be (nothing is taken).
+    pub decision: Decision,
+    /// The limits that apply, with their keys.
+    pub limits: Vec<LimitLine>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub selector: Arc<str>,
+    pub tier: Tier,
+    pub pointer: Arc<str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitLine {
+    pub counter: Arc<str>,
+    pub scope: &'static str,
+    pub key: Arc<str>,
+    pub max: u32,
+    pub window_seconds: u64,
+}
+
+impl Engine {
+    pub fn new(policy: Arc<Policy>, store: Arc<dyn CounterStore>) -> Engine {
+        Engine { policy, store }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    pub fn store(&self) -> &Arc<dyn CounterStore> {
+        &self.store
+    }
+
+    /// Decides one call at virtual time `now`, taking from the counters when it admits.
+    pub fn decide(&self, call: &Call, now: Duration) -> Decision {
+        self.evaluate(call, now, false).0
+    }
+
+    /// What `decide` would say now, without taking from any counter, and the path it took.
+    pub fn explain(&self, call: &Call, now: Duration) -> Explanation {
+        let (decision, branch, body) = self.evaluate(call, now, true);
+        let candidates = self
+            .policy
+            .candidates(&call.tool, &call.meta)
+            .into_iter()
+            .map(|(r, tier)| Candidate {
+                selector: Arc::clone(&r.text),
+                tier,
+                pointer: Arc::clone(&r.body.pointer),
+            })
+            .collect();
+        let limits = body
+            .limits
+            .iter()
+            .map(|l| LimitLine {
+                counter: Arc::clone(&l.counter),
+                scope: scope_name(l.scope),
+                key: scope_value(l.scope, call),
+                max: l.max,
+                window_seconds: l.window.as_secs(),
+            })
+            .collect();
+        Explanation {
+            tool: call.tool.clone(),
+            candidates,
+            branch,
+            decision,
+            limits,
+        }
+    }
+
+    fn evaluate(
+        &self,
+        call: &Call,
+        now: Duration,
+        dry_run: bool,
+    ) -> (Decision, Option<String>, Arc<RuleBody>) {
+        let policy = &*self.policy;
+        let rule = policy.select(&call.tool, &call.meta);
+        let mut body = rule.map_or_else(|| Arc::clone(&policy.default), |r| Arc::clone(&r.body));
+        let mut violations = Vec::new();
+        check_arguments(&body.arguments, &call.arguments, &mut violations);
+        let mut branch_text = None;
+        if let Some(branch) = &body.when {
+            let value = call.arguments.get(&branch.argument);
+            let key = value.and_then(case_key);
+            let chosen = key
+                .as_ref()
+                .and_then(|k| branch.cases.get(k))
+                .or(branch.otherwise.as_ref())
+                .cloned();
+            match chosen {
+                Some(case) => {
+                    branch_text = Some(match &key {
+                        Some(k) if branch.cases.contains_key(k) => {
+                            format!("{} = {}", branch.argument, json_text(value))
+                        }
+                        _ => format!("{} = {} (otherwise)", branch.argument, json_text(value)),
+                    });
+                    check_arguments(&case.arguments, &call.arguments, &mut violations);
+                    body = case;
+                }
+                None => {
+                    let cases = branch
+                        .cases
+                        .keys()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let message = match value {
+                        None | Some(Value::Null) => format!("is required: one of {cases}"),
+                        Some(v) => format!("must be one of {cases}, not {}", json_text(Some(v))),
+                    };
+                    violations.push(Violation {
+                        path: json_path(&branch.argument),
+                        message,
+                    });
+                }
+            }
+        }
+        let rule_ref = self.rule_ref(&body);
+        let reason = body.reason.clone().or_else(|| {
+            (rule.is_none() && body.action != Action::Allow).then(|| {
+                Arc::from(format!(
+                    "no rule names `{}` and the policy's default is {}",
+                    call.tool,
+                    action_name(body.action)
+                ))
+            })
+        });
+        let decision = |kind, limits| Decision {
+            kind,
+            rule: rule_ref.clone(),
+            reason: reason.clone(),
+            limits,
+        };
+        if !violations.is_empty() {
+            return (
+                decision(DecisionKind::InvalidArguments { violations }, Vec::new()),
+                branch_text,
+                body,
+            );
+        }
+        if body.action == Action::Deny {
+            return (decision(DecisionKind::Deny, Vec::new()), branch_text, body);
+        }
+        let mut states = Vec::new();
+        if !body.limits.is_empty() {
+            let keys: Vec<(CounterKey, LimitSpec)> = body
+                .limits
+                .iter()
+                .map(|l| {
+                    (
+                        CounterKey {
+                            counter: Arc::clone(&l.counter),
+                            scope_value: scope_value(l.scope, call),
+                        },
+                        l.clone(),
+                    )
+                })
+                .collect();
+            match self.store.acquire(&keys, now, dry_run) {
+                Acquire::Admitted { states: s } => states = s,
+                Acquire::Refused {
+                    retry_after,
+                    states,
+                    ..
+                } => {
+                    return (
+                        decision(DecisionKind::RateLimited { retry_after }, states),
+                        branch_text,
+                        body,
+                    );
+                }
+            }
+        }
+        let kind = match body.action {
+            Action::RequireApproval => DecisionKind::ApprovalRequired {
+                timeout: body.approval.0,
+                on_timeout: body.approval.1,
+            },
+            Action::Allow | Action::Deny => DecisionKind::Allow,
+        };
+        (decision(kind, states), branch_text, body)
+    }
+
+    fn rule_ref(&self, body: &RuleBody) -> RuleRef {
+        let source = &self.policy.source;
+        let (line, column) = source
+            .key_span(&body.pointer)
+            .map_or((0, 0), |s| source.line_col(s.start));
+        RuleRef {
+            selector: Arc::clone(&body.selector),
+            pointer: Arc::clone(&body.pointer),
+            line,
+            column,
+        }
+    }
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+        Action::RequireApproval => "require_approval",
+    }
+}
+
+fn scope_value(scope: Scope, call: &Call) -> Arc<str> {
+    match scope {
+        Scope::Grant => Arc::from(call.grant.as_str()),
+        Scope::Session => Arc::from(call.session.as_str()),
+        Scope::Global => Arc::from("*"),
+    }
+}
+
+/// `$.name`, or `$["odd name"]` when the name is not a plain identifier.
+fn json_path(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        format!("$.{name}")
+    } else {
+        format!("$[{}]", Value::String(name.to_owned()))
+    }
+}
+
+/// A value as JSON text, shortened for messages.
+fn json_text(value: Option<&Value>) -> String {
+    let text = value.map_or_else(|| "nothing".to_owned(), Value::to_string);
+    if text.chars().count() > 60 {
+        let cut: String = text.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Runs every argument check; arguments that are not an object count as having no argument.
+fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violation>) {
+    for check in checks {
+        let path = json_path(&check.name);
+        let value = arguments.get(&check.name).filter(|v| !v.is_null());
+        let rule = &check.rule;
+        let mut fail = |message: String| {
+            out.push(Violation {
+                path: path.clone(),
+                message,
+            });
+        };
+        let Some(value) = value else {
+            if rule.required {
+                fail("is required".into());
+            }
+            continue;
+        };
+        if rule.forbidden {
+            fail("must not be given".into());
+            continue;
+        }
+        if let Some(allowed) = &rule.one_of
+            && !allowed.contains(value)
+        {
+            let list = allowed
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            fail(format!(
+                "must be one of {list}, not {}",
+                json_text(Some(value))
+            ));
+        }
+        if let Some(refused) = &rule.not_enum
+            && refused.contains(value)
+        {
+            fail(format!("must not be {}", json_text(Some(value))));
+        }
+        if rule.pattern.is_some() || rule.prefix.is_some() {
+            match value.as_str() {
+                None => fail(format!("must be a string, not {}", type_name(value))),
+                Some(s) => {
+                    if let (Some(re), Some(p)) = (&check.regex, &rule.pattern)
+                        && !re.is_match(s)
+                    {
+                        fail(format!(
+                            "{} does not match the pattern `{p}`",
+                            json_text(Some(value))
+                        ));
+                    }
+                    if let Some(prefix) = &rule.prefix
+                        && !s.starts_with(prefix.as_str())
+                    {
+                        fail(format!(
+                            "must start with `{prefix}`, not {}",
+                            json_text(Some(value))
+                        ));
+                    }
+                }
+            }
+        }
+        if rule.min.is_some() || rule.max.is_some() {
+            match value.as_f64() {
+                None => fail(format!("must be a number, not {}", type_name(value))),
+                Some(n) => {
+                    if let Some(min) = rule.min
+                        && n < min
+                    {
+                        fail(format!("must be at least {min}, not {n}"));
+                    }
+                    if let Some(max) = rule.max
+                        && n > max
+                    {
+                        fail(format!("must be at most {max}, not {n}"));
+                    }
+                }
+            }
+        }
+        if let Some(limit) = rule.max_length {
+            let len = match value {
+                Value::String(s) => Some(s.chars().count() as u64),
+                Value::Array(a) => Some(a.len() as u64),
+                _ => None,
+            };
+            match len {
+                None => fail(format!(
+                    "must be a string or an array, not {}",
+                    type_name(value)
+                )),
+                Some(len) if len > limit => {
+                    fail(format!("is {len} long, over the maximum of {limit}"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+impl Explanation {
+    /// The explanation as a person reads it.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let d = &self.decision;
+        out.push_str(&format!("tool: {}\n", self.tool));
+        out.push_str("matching selectors, highest precedence first:\n");
+        if self.candidates.is_empty() {
+            out.push_str("  (none: the policy's default applies)\n");
+        }
+        for (i, c) in self.candidates.iter().enumerate() {
+            let mark = if i == 0 { "->" } else { "  " };
+            out.push_str(&format!(
+                "  {mark} {} [{}] at {}\n",
+                c.selector, c.tier, c.pointer
+            ));
+        }
+        if let Some(branch) = &self.branch {
+            out.push_str(&format!("branch: {branch}\n"));
+        }
+        out.push_str(&format!(
+            "rule: {} at {} (line {}, column {})\n",
+            d.rule.selector, d.rule.pointer, d.rule.line, d.rule.column
+        ));
+        for l in &self.limits {
+            let state = d.limits.iter().find(|s| s.counter == l.counter);
+            let used = state.map_or(0, |s| s.used);
+            out.push_str(&format!(
+                "limit: {} scope={} key={} {used}/{} per {}\n",
+                l.counter,
+                l.scope,
+                l.key,
+                l.max,
+                window_text(Duration::from_secs(l.window_seconds))
+            ));
+        }
+        out.push_str(&format!("decision: {}\n", d.kind.name()));
+        if let Some(reason) = &d.reason {
+            out.push_str(&format!("reason: {reason}\n"));
+        }
+        match &d.kind {
+            DecisionKind::RateLimited { retry_after } => {
+                out.push_str(&format!("retry in: {}\n", duration_text(*retry_after)));
+            }
+            DecisionKind::ApprovalRequired {
+                timeout,
+                on_timeout,
+            } => {
+                out.push_str(&format!(
+                    "approval: held up to {}, then {}\n",
+                    duration_text(*timeout),
+                    match on_timeout {
+                        TimeoutOutcome::Deny => "deny",
+                        TimeoutOutcome::Allow => "allow",
+                    }
+                ));
+            }
+            DecisionKind::InvalidArguments { violations } => {
+                for v in violations {
+                    out.push_str(&format!("violation: {} {}\n", v.path, v.message));
+                }
+            }
+            DecisionKind::Allow | DecisionKind::Deny => {}
+        }
+        out
+    }
+}
