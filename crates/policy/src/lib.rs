@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod engine;
 pub mod limiter;
+pub mod lint;
 pub mod model;
 pub mod policy;
 pub mod selector;
@@ -12,6 +13,7 @@ pub mod source;
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use engine::{Call, Decision, DecisionKind, Engine, Explanation, RuleRef, Violation};
 pub use limiter::{CounterState, CounterStore, MemoryStore, Scope};
+pub use lint::KnownTool;
 pub use model::{Action, PolicyDoc, TimeoutOutcome};
 pub use policy::Policy;
 pub use selector::{Annotation, RiskClass, ToolMeta};
