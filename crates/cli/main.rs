@@ -24,11 +24,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are listed here, one line each.
+    /// Validate policy files: errors and warnings with file:line:col, like a compiler.
+    Check(cmd::check::Args),
+    /// Show which rule decides a call, through which branch and limits, and the decision.
+    Explain(cmd::explain::Args),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
+        Command::Check(args) => cmd::check::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
     }
 }
 

@@ -592,7 +592,7 @@ impl Explanation {
             let state = d.limits.iter().find(|s| s.counter == l.counter);
             let used = state.map_or(0, |s| s.used);
             out.push_str(&format!(
-                "limit: {} scope={} key={} {used}/{} per {}\n",
+                "limit: {} scope={} key={}: {used}/{} per {} counting this call\n",
                 l.counter,
                 l.scope,
                 l.key,

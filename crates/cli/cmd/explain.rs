@@ -1,0 +1,114 @@
+//! `tollgate explain POLICY TOOL [--args JSON] [--grant G] [--session S] [--class C]
+//! [--format human|json]`: which rule decides a call, through which branch, against which
+//! limits, and what the decision would be, without taking from any counter.
+//!
+//! Exit codes: 0 explained (whatever the decision), 2 a broken policy or bad arguments.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tollgate_policy::{Call, Engine, MemoryStore, Policy, RiskClass};
+
+use super::known::{KnownSource, known_tools};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The policy file.
+    #[arg(value_name = "POLICY")]
+    policy: PathBuf,
+    /// The tool being called.
+    #[arg(value_name = "TOOL")]
+    tool: String,
+    /// The call's arguments, a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    args: String,
+    /// The agent's grant (what `scope: grant` limits count by).
+    #[arg(long, default_value = "default")]
+    grant: String,
+    /// The MCP session (what `scope: session` limits count by).
+    #[arg(long, default_value = "session-1")]
+    session: String,
+    /// The tool's risk class, overriding the catalogue's (read, write, execute, destructive).
+    #[arg(long, value_parser = parse_class)]
+    class: Option<RiskClass>,
+    #[command(flatten)]
+    known: KnownSource,
+    /// `human` or `json`.
+    #[arg(long, value_enum, default_value_t = super::check::Format::Human)]
+    format: super::check::Format,
+}
+
+fn parse_class(text: &str) -> Result<RiskClass, String> {
+    RiskClass::parse(text).ok_or_else(|| {
+        format!("`{text}` is not a risk class: use read, write, execute or destructive")
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = match Policy::load(&args.policy) {
+        Ok(p) => p,
+        Err(diags) => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let mut stderr = std::io::stderr().lock();
+            for d in &diags.0 {
+                let text = if color {
+                    d.render_color()
+                } else {
+                    d.render_plain()
+                };
+                writeln!(stderr, "{text}")?;
+            }
+            writeln!(
+                stderr,
+                "error: `{}` is not a valid policy (see `tollgate check`)",
+                args.policy.display()
+            )?;
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let arguments: serde_json::Value = serde_json::from_str(&args.args)
+        .with_context(|| format!("--args is not JSON: `{}`", args.args))?;
+    anyhow::ensure!(
+        arguments.is_object(),
+        "--args must be a JSON object of argument names to values, such as '{{\"operation\": \"read\"}}'"
+    );
+    let known = known_tools(&args.known)?;
+    let mut meta = known
+        .iter()
+        .find(|k| k.name == args.tool)
+        .map(|k| k.meta.clone())
+        .unwrap_or_default();
+    if let Some(class) = args.class {
+        meta.class = Some(class);
+    }
+    let call = Call {
+        tool: args.tool.clone(),
+        arguments,
+        grant: args.grant,
+        session: args.session,
+        meta,
+    };
+    let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+    let explanation = engine.explain(&call, Duration::ZERO);
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        super::check::Format::Human => {
+            write!(stdout, "{}", explanation.render())?;
+            if !known.is_empty() && !known.iter().any(|k| k.name == call.tool) {
+                writeln!(
+                    stdout,
+                    "note: `{}` is not in the catalogue; class selectors cannot match it",
+                    call.tool
+                )?;
+            }
+        }
+        super::check::Format::Json => {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&explanation)?)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
