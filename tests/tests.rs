@@ -6,5 +6,7 @@
 
 // Shared helpers: locating the binary and the workspace root.
 mod util;
+// `tollgate check` and `tollgate explain`: the broken-policy corpus, exit codes.
+mod check;
 // The binary's contract with its caller: version, help and exit codes.
 mod cli;

@@ -164,6 +164,9 @@ impl Diagnostic {
     }
 
     fn render(&self, theme: GraphicalTheme) -> String {
+        if self.has_long_lines() {
+            return self.render_compact();
+        }
         let mut out = String::new();
         let handler = GraphicalReportHandler::new_themed(theme)
             .with_width(100)
@@ -174,6 +177,47 @@ impl Diagnostic {
         if self.labels.is_empty() {
             // Without a source excerpt the report would not say which file: say it.
             out = format!("{out}  --> {}\n", self.file);
+        }
+        out
+    }
+
+    /// Whether a labelled line is too long to quote (a minified or hostile file): such a
+    /// line would flood the terminal, so the report names the position instead.
+    fn has_long_lines(&self) -> bool {
+        const MAX_QUOTED_LINE: usize = 200;
+        let Some(text) = &self.text else {
+            return false;
+        };
+        self.labels.iter().any(|l| {
+            let start = text
+                .get(..l.span.start)
+                .and_then(|t| t.rfind('\n'))
+                .map_or(0, |i| i + 1);
+            let end = text
+                .get(l.span.start..)
+                .and_then(|t| t.find('\n'))
+                .map_or(text.len(), |i| l.span.start + i);
+            end.saturating_sub(start) > MAX_QUOTED_LINE
+        })
+    }
+
+    /// The report without source excerpts: message, each position as file:line:col with its
+    /// label, and the help line.
+    fn render_compact(&self) -> String {
+        let mark = match self.severity {
+            Severity::Error => "×",
+            Severity::Warning => "⚠",
+        };
+        let mut out = format!("{}\n\n  {mark} {}\n", self.code, self.message);
+        for l in &self.labels {
+            let (line, col) = self
+                .text
+                .as_ref()
+                .map_or((0, 0), |t| line_col(t, l.span.start));
+            out.push_str(&format!("  --> {}:{line}:{col}: {}\n", self.file, l.text));
+        }
+        if let Some(help) = &self.help {
+            out.push_str(&format!("  help: {help}\n"));
         }
         out
     }

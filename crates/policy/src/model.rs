@@ -51,10 +51,46 @@ pub struct PolicyDoc {
 }
 
 /// The policy language version; only "1" exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum Version {
     #[serde(rename = "1")]
     V1,
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct VersionVisitor;
+        impl Visitor<'_> for VersionVisitor {
+            type Value = Version;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the string \"1\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Version, E> {
+                match v {
+                    "1" => Ok(Version::V1),
+                    other => Err(E::custom(format!(
+                        "unknown policy version `{other}`: this Tollgate reads version \"1\""
+                    ))),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Version, E> {
+                Err(E::custom(format!(
+                    "the version is a string: write \"{v}\", not {v}"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Version, E> {
+                Err(E::custom(format!(
+                    "the version is a string: write \"{v}\", not {v}"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Version, E> {
+                Err(E::custom(format!(
+                    "the version is a string: write \"1\", not {v}"
+                )))
+            }
+        }
+        d.deserialize_any(VersionVisitor)
+    }
 }
 
 /// One rule: the action for the tools its selector matches, its limits, its argument checks.
@@ -189,17 +225,45 @@ pub struct Max(pub u32);
 
 impl<'de> Deserialize<'de> for Max {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
-        match u32::try_from(n) {
-            Ok(0) => Err(de::Error::custom(
-                "`max` must be at least 1; to refuse every call use `action: \"deny\"`",
-            )),
-            Ok(n) => Ok(Max(n)),
-            Err(_) => Err(de::Error::custom(format!(
-                "`max` must be a whole number from 1 to {}, not `{n}`",
-                u32::MAX
-            ))),
+        struct MaxVisitor;
+        impl Visitor<'_> for MaxVisitor {
+            type Value = Max;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of calls, at least 1")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Max, E> {
+                match u32::try_from(n) {
+                    Ok(0) => Err(E::custom(
+                        "`max` must be at least 1; to refuse every call use `action: \"deny\"`",
+                    )),
+                    Ok(n) => Ok(Max(n)),
+                    Err(_) => Err(E::custom(format!(
+                        "`max` must be a whole number from 1 to {}, not `{n}`",
+                        u32::MAX
+                    ))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Max, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "`max` must be a whole number from 1 to {}, not `{n}`",
+                        u32::MAX
+                    ))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Max, E> {
+                Err(E::custom(format!(
+                    "`max` is a whole number of calls, not `{n}`"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Max, E> {
+                Err(E::custom(format!(
+                    "`max` is a number, not the string \"{v}\": write it without quotes"
+                )))
+            }
         }
+        d.deserialize_any(MaxVisitor)
     }
 }
 
@@ -413,7 +477,7 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("unknown field `acton`"), "{err}");
         let err = parse(r#"{"version":"2","default":"deny"}"#).unwrap_err();
-        assert!(err.contains("unknown variant `2`"), "{err}");
+        assert!(err.contains("unknown policy version `2`"), "{err}");
     }
 
     #[test]

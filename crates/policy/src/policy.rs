@@ -119,7 +119,8 @@ impl Policy {
                 format!(
                     "policy file `{name}` is not UTF-8: invalid byte at line {line}, column {column} (byte {offset})"
                 ),
-            )])
+            )
+            .with_help("save the file as UTF-8 (tool names are ASCII; reasons may use any Unicode)")])
         })?;
         Policy::parse(&name, &text)
     }
@@ -746,9 +747,9 @@ impl Compiler<'_> {
             Some((first, first_pointer)) if *first != spec => {
                 let describe = |s: &LimitSpec| {
                     format!(
-                        "max {} per {}s, scope {}",
+                        "max {} per {}, scope {}",
                         s.max,
-                        s.window.as_secs(),
+                        crate::engine::window_text(s.window),
                         scope_name(s.scope)
                     )
                 };
@@ -777,7 +778,8 @@ impl Compiler<'_> {
                 Ok(r) => Some(r),
                 Err(e) => {
                     let detail = e.to_string();
-                    let last = detail.lines().last().unwrap_or_default().trim().to_owned();
+                    let last = detail.lines().last().unwrap_or_default().trim();
+                    let last = last.strip_prefix("error: ").unwrap_or(last).to_owned();
                     self.diags.push(
                         Diagnostic::error(
                             self.file,
@@ -879,22 +881,15 @@ impl Compiler<'_> {
     }
 }
 
-/// A name both patterns match, for the conflict message: the first pattern with each `*`
-/// filled from the second where that works, else a plain description.
+/// A name both patterns match, for the conflict message.
 fn example_overlap(a: &str, b: &str) -> String {
-    for fill in ["", "X"] {
-        let candidate = a.replace('*', fill).replace('?', "X");
-        if let (Ok(ga), Ok(gb)) = (
-            crate::selector::Glob::parse(a),
-            crate::selector::Glob::parse(b),
-        ) && ga.is_match(&candidate)
-            && gb.is_match(&candidate)
-        {
-            return candidate;
-        }
+    match (
+        crate::selector::Glob::parse(a),
+        crate::selector::Glob::parse(b),
+    ) {
+        (Ok(ga), Ok(gb)) => ga.witness(&gb).unwrap_or_default(),
+        _ => String::new(),
     }
-    let merged = format!("{}{}", a.trim_end_matches('*'), b.trim_start_matches('*'));
-    merged.replace(['*', '?'], "")
 }
 
 pub(crate) fn scope_name(scope: Scope) -> &'static str {

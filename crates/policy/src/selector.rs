@@ -14,7 +14,7 @@
 //! patterns (an automaton product), treating a character class `[..]` as any character, which
 //! errs on the side of reporting.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -351,42 +351,60 @@ impl Glob {
         self.matcher.is_match(name)
     }
 
-    /// Whether some tool name matches both patterns: a search over the product of the two
-    /// patterns' automata. A character class counts as any character, so the answer may be
-    /// "yes" for classes that are in fact disjoint, never "no" for patterns that overlap.
+    /// Whether some tool name matches both patterns. A character class counts as any
+    /// character, so the answer may be "yes" for classes that are in fact disjoint, never "no"
+    /// for patterns that overlap.
     pub fn overlaps(&self, other: &Glob) -> bool {
+        self.witness(other).is_some()
+    }
+
+    /// A shortest name both patterns match, found by a breadth-first search over the product
+    /// of the two patterns' automata (classes stand for any character, written `X`).
+    pub fn witness(&self, other: &Glob) -> Option<String> {
         let (a, b) = (&self.tokens, &other.tokens);
-        let mut seen = HashSet::new();
-        let mut stack = vec![(0usize, 0usize)];
-        while let Some((i, j)) = stack.pop() {
-            if !seen.insert((i, j)) {
-                continue;
+        // State (i, j): positions in both patterns. Parent links rebuild the name.
+        let mut parent: HashMap<(usize, usize), Option<((usize, usize), Option<char>)>> =
+            HashMap::new();
+        let mut queue = VecDeque::from([(0usize, 0usize)]);
+        parent.insert((0, 0), None);
+        while let Some((i, j)) = queue.pop_front() {
+            if i == a.len() && j == b.len() {
+                let mut name: Vec<char> = Vec::new();
+                let mut at = (i, j);
+                while let Some(Some((prev, c))) = parent.get(&at) {
+                    name.extend(c);
+                    at = *prev;
+                }
+                return Some(name.into_iter().rev().collect());
             }
-            // Epsilon moves: a star may match the empty string.
+            let mut next = Vec::new();
+            // A star may match the empty string.
             if a.get(i) == Some(&Token::Any) {
-                stack.push((i + 1, j));
+                next.push(((i + 1, j), None));
             }
             if b.get(j) == Some(&Token::Any) {
-                stack.push((i, j + 1));
+                next.push(((i, j + 1), None));
             }
-            if i == a.len() && j == b.len() {
-                return true;
+            if let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
+                let c = match (x, y) {
+                    (Token::Literal(p), Token::Literal(q)) => (p == q).then_some(p),
+                    (Token::Literal(p), _) | (_, Token::Literal(p)) => Some(p),
+                    _ => Some('X'),
+                };
+                if let Some(c) = c {
+                    let ni = if x == Token::Any { i } else { i + 1 };
+                    let nj = if y == Token::Any { j } else { j + 1 };
+                    next.push(((ni, nj), Some(c)));
+                }
             }
-            let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) else {
-                continue;
-            };
-            // Consume one character on both sides; a star stays where it is.
-            let compatible = match (x, y) {
-                (Token::Literal(p), Token::Literal(q)) => p == q,
-                _ => true,
-            };
-            if compatible {
-                let ni = if x == Token::Any { i } else { i + 1 };
-                let nj = if y == Token::Any { j } else { j + 1 };
-                stack.push((ni, nj));
+            for (state, c) in next {
+                if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(state) {
+                    e.insert(Some(((i, j), c)));
+                    queue.push_back(state);
+                }
             }
         }
-        false
+        None
     }
 }
 
