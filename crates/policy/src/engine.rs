@@ -402,15 +402,11 @@ impl Engine {
     }
 
     fn rule_ref(&self, body: &RuleBody) -> RuleRef {
-        let source = &self.policy.source;
-        let (line, column) = source
-            .key_span(&body.pointer)
-            .map_or((0, 0), |s| source.line_col(s.start));
         RuleRef {
             selector: Arc::clone(&body.selector),
             pointer: Arc::clone(&body.pointer),
-            line,
-            column,
+            line: body.position.0,
+            column: body.position.1,
         }
     }
 }

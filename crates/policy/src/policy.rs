@@ -65,6 +65,9 @@ pub(crate) struct RuleBody {
     pub arguments: Vec<ArgCheck>,
     pub when: Option<Branch>,
     pub redact: Vec<String>,
+    /// Where the body is written (1-based line and column of its key), computed once: a
+    /// decision names it on every call.
+    pub position: (usize, usize),
 }
 
 #[derive(Debug)]
@@ -207,6 +210,12 @@ impl Policy {
             }
         }
     }
+}
+
+/// The 1-based line and column of the key at `pointer` (0, 0 when it has no span).
+fn position_of(file: &SourceFile, pointer: &str) -> (usize, usize) {
+    file.key_span(pointer)
+        .map_or((0, 0), |s| file.line_col(s.start))
 }
 
 fn glob_rank(selector: &Selector) -> Option<Specificity> {
@@ -474,6 +483,7 @@ fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
         arguments: Vec::new(),
         when: None,
         redact: Vec::new(),
+        position: position_of(&file, "/default"),
     });
     let mut rules = Vec::new();
     for (text, rule) in &doc.tools {
@@ -733,6 +743,7 @@ impl Compiler<'_> {
             arguments,
             when,
             redact: rule.redact.clone(),
+            position: position_of(self.file, pointer),
         })
     }
 
@@ -870,7 +881,7 @@ impl Compiler<'_> {
             }
             let help = if tier == Tier::Glob {
                 format!(
-                    "neither pattern is more specific (same number of literal characters and wildcards): add a rule for the tools both match, make one pattern more specific, or give both the same rule (e.g. a tool such as `{}`)",
+                    "both match a tool such as `{}` and neither is more specific (same number of literal characters and wildcards): add an exact rule for such tools, make one pattern more specific, or give both the same rule",
                     example_overlap(&a, &b)
                 )
             } else {

@@ -26,6 +26,8 @@ pub struct SourceFile {
     spans: HashMap<String, NodeSpan>,
     /// Keys that appear twice in one object: (pointer of the object member, first key, second key).
     pub duplicates: Vec<(String, Range<usize>, Range<usize>)>,
+    /// Byte offset of the start of every line, for positions in O(log n).
+    line_starts: Vec<usize>,
 }
 
 /// The key (for object members) and the value of one node.
@@ -44,6 +46,9 @@ impl SourceFile {
             text: Arc::from(text),
             spans: HashMap::new(),
             duplicates: Vec::new(),
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
         };
         if nesting_depth(text) > MAX_DEPTH {
             return file;
@@ -138,7 +143,19 @@ impl SourceFile {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        line_col(&self.text, offset)
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self
+            .line_starts
+            .get(line.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        (line.max(1), column)
     }
 
     /// The byte offset of a 1-based line and column (in characters), clamped to the text.
@@ -244,5 +261,14 @@ mod tests {
         let file = SourceFile::new("p.json", "{\n  \"é\": 1\n}");
         let offset = file.offset_of(2, 8);
         assert_eq!(file.line_col(offset), (2, 8));
+        for offset in 0..=file.text.len() {
+            if file.text.is_char_boundary(offset) {
+                assert_eq!(
+                    file.line_col(offset),
+                    line_col(&file.text, offset),
+                    "{offset}"
+                );
+            }
+        }
     }
 }

@@ -69,33 +69,30 @@ struct Verdict {
 /// Judges one limit at `now`, which is already clamped to the store's high-water mark (so it
 /// is at least every stored timestamp).
 fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
-    // The admitted instants still in the window, oldest first. Walked lazily rather than
-    // collected: this is the hot path of every decision.
-    let in_window = || {
-        entry
-            .into_iter()
-            .flat_map(|e| e.ring.iter())
-            .map(|&t| Duration::from_nanos(t))
-            .filter(|t| t.saturating_add(spec.window) > now)
+    // The ring is in time order (the store's clock never goes back), so the calls still in
+    // the half-open window (now - window, now] are a suffix of it: find where it starts by
+    // binary search rather than walking every call.
+    let ring = entry.map(|e| &e.ring);
+    let len = ring.map_or(0, VecDeque::len);
+    let first = ring.map_or(0, |r| {
+        r.partition_point(|&t| Duration::from_nanos(t).saturating_add(spec.window) <= now)
+    });
+    let at = |i: usize| {
+        ring.and_then(|r| r.get(i))
+            .map(|&t| Duration::from_nanos(t).saturating_add(spec.window))
     };
-    let count = in_window().count();
+    let count = len - first;
     let max = spec.max as usize;
-    // Admitting needs at most max - 1 calls in the window: the first instant where that holds
-    // is when the (count - max + 1)-th oldest, at index count - max, leaves it.
     let retry_at = if max == 0 {
         Some(Duration::MAX)
     } else if count >= max {
-        Some(
-            in_window()
-                .nth(count - max)
-                .map_or(now, |t| t.saturating_add(spec.window)),
-        )
+        Some(at(first + (count - max)).unwrap_or(now))
     } else {
         None
     };
     Verdict {
         in_window: count,
-        oldest: in_window().next().map(|t| t.saturating_add(spec.window)),
+        oldest: if count > 0 { at(first) } else { None },
         retry_at,
     }
 }
@@ -200,6 +197,15 @@ impl CounterStore for MemoryStore {
                     window: spec.window,
                 });
                 entry.window = spec.window;
+                // Calls that have left the window are dropped as new ones arrive, so a ring
+                // holds at most `max` calls and at most one window's worth.
+                while entry
+                    .ring
+                    .front()
+                    .is_some_and(|&t| Duration::from_nanos(t).saturating_add(spec.window) <= now)
+                {
+                    entry.ring.pop_front();
+                }
                 entry.ring.push_back(nanos(now));
                 while entry.ring.len() > spec.max as usize {
                     entry.ring.pop_front();
