@@ -236,6 +236,9 @@ pub(crate) fn closest<'a>(input: &str, names: impl Iterator<Item = &'a str>) -> 
         .map(|(_, n)| n)
 }
 
+/// A position in each of two patterns, for the product search.
+type State = (usize, usize);
+
 /// One element of a glob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
@@ -363,8 +366,7 @@ impl Glob {
     pub fn witness(&self, other: &Glob) -> Option<String> {
         let (a, b) = (&self.tokens, &other.tokens);
         // State (i, j): positions in both patterns. Parent links rebuild the name.
-        let mut parent: HashMap<(usize, usize), Option<((usize, usize), Option<char>)>> =
-            HashMap::new();
+        let mut parent: HashMap<State, Option<(State, Option<char>)>> = HashMap::new();
         let mut queue = VecDeque::from([(0usize, 0usize)]);
         parent.insert((0, 0), None);
         while let Some((i, j)) = queue.pop_front() {
