@@ -10,3 +10,5 @@ mod util;
 mod check;
 // The binary's contract with its caller: version, help and exit codes.
 mod cli;
+// `tollgate catalog`: filters, JSON export, bad input.
+mod catalog;

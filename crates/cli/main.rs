@@ -24,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are listed here, one line each.
+    /// List and export the risk-classified tool catalogue.
+    Catalog(cmd::catalog::Args),
     /// Validate policy files: errors and warnings with file:line:col, like a compiler.
     Check(cmd::check::Args),
     /// Show which rule decides a call, through which branch and limits, and the decision.
@@ -33,6 +35,7 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
+        Command::Catalog(args) => cmd::catalog::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Explain(args) => cmd::explain::run(args),
     }

@@ -1,19 +1,57 @@
 //! The tools a policy is checked against: the embedded catalogue, or a catalogue export given
-//! with `--catalog FILE` (the JSON `tollgate catalog --format json` writes).
+//! with `--catalog FILE` (the JSON `tollgate catalog --format json` writes). The policy crate
+//! does not know the catalogue; this is where its classes and annotations are translated.
 
 use std::path::PathBuf;
 
-use tollgate_policy::KnownTool;
+use anyhow::Context;
+use tollgate_catalog::{Catalog, CatalogTool};
+use tollgate_policy::{Annotation, KnownTool, RiskClass};
 
 #[derive(Debug, clap::Args)]
 pub struct KnownSource {
-    /// A catalogue export (`tollgate catalog --format json`) to check tool names against,
-    /// instead of the embedded catalogue.
+    /// A catalogue export (`tollgate catalog --format json`) to check tool names and classes
+    /// against, instead of the embedded catalogue.
     #[arg(long, value_name = "FILE")]
     catalog: Option<PathBuf>,
 }
 
 pub fn known_tools(source: &KnownSource) -> anyhow::Result<Vec<KnownTool>> {
-    let _ = &source.catalog;
-    Ok(Vec::new())
+    let loaded;
+    let catalog = match &source.catalog {
+        None => Catalog::embedded(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read catalogue `{}`", path.display()))?;
+            loaded = Catalog::from_json(&text).with_context(|| {
+                format!(
+                    "`{}` is not a catalogue export (`tollgate catalog --format json`)",
+                    path.display()
+                )
+            })?;
+            &loaded
+        }
+    };
+    Ok(catalog.tools().iter().map(known_tool).collect())
+}
+
+/// One catalogue tool as the policy engine sees it.
+pub fn known_tool(tool: &CatalogTool) -> KnownTool {
+    let class = match tool.class {
+        tollgate_catalog::RiskClass::Read => RiskClass::Read,
+        tollgate_catalog::RiskClass::Write => RiskClass::Write,
+        tollgate_catalog::RiskClass::Execute => RiskClass::Execute,
+        tollgate_catalog::RiskClass::Destructive => RiskClass::Destructive,
+    };
+    let a = &tool.annotations;
+    let annotations: Vec<Annotation> = [
+        (a.read_only_hint, Annotation::ReadOnly),
+        (a.destructive_hint, Annotation::Destructive),
+        (a.idempotent_hint, Annotation::Idempotent),
+        (a.open_world_hint, Annotation::OpenWorld),
+    ]
+    .into_iter()
+    .filter_map(|(on, hint)| on.then_some(hint))
+    .collect();
+    KnownTool::new(tool.name.clone(), Some(class), &annotations)
 }
