@@ -1,0 +1,247 @@
+//! Strict parsing of what arrives on the wire. Every way a message can be malformed is a typed
+//! [`WireError`], and [`WireError::code`] maps each to its JSON-RPC error in one place:
+//!
+//! | error | JSON-RPC code |
+//! |---|---|
+//! | too large, not UTF-8, not JSON, nested too deeply, duplicate key | -32700 parse error |
+//! | not an object, wrong or missing `jsonrpc`, bad `id`, bad `method`, empty batch | -32600 invalid request |
+//!
+//! Duplicate keys are refused anywhere in a message: two parsers that keep different copies of
+//! a duplicated key (first or last) would see different arguments, and a gateway that checks one
+//! copy while the server acts on the other can be bypassed.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::jsonrpc::{ErrorCode, Incoming};
+
+/// Bounds on one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest message in bytes (default 4 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("message is not UTF-8 (invalid byte at offset {offset})")]
+    NotUtf8 { offset: usize },
+    #[error("message nests too deeply (over 128 levels)")]
+    TooDeep,
+    #[error("duplicate key `{key}` in one object")]
+    DuplicateKey { key: String },
+    #[error("message is not JSON: {0}")]
+    NotJson(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl WireError {
+    /// The JSON-RPC error code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            WireError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            _ => ErrorCode::ParseError,
+        }
+    }
+}
+
+/// Parses one wire message (a single JSON-RPC message or a batch) strictly.
+pub fn parse_incoming(bytes: &[u8], limits: Limits) -> Result<Incoming, WireError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(WireError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| WireError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let value = parse_strict(text)?;
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(WireError::InvalidRequest("empty batch".into()));
+            }
+            Ok(Incoming::Batch(items))
+        }
+        Value::Object(_) => Ok(Incoming::Single(value)),
+        other => Err(WireError::InvalidRequest(format!(
+            "a message is a JSON object (or a batch array), not {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// Parses JSON text, refusing duplicate keys and nesting deeper than serde_json's limit.
+pub fn parse_strict(text: &str) -> Result<Value, WireError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = <StrictValue as serde::Deserialize>::deserialize(&mut de).map_err(classify)?;
+    de.end().map_err(classify)?;
+    Ok(value.0)
+}
+
+fn classify(e: serde_json::Error) -> WireError {
+    let text = e.to_string();
+    if let Some(key) = text
+        .strip_prefix("duplicate key `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return WireError::DuplicateKey {
+            key: key.to_owned(),
+        };
+    }
+    if text.contains("recursion limit exceeded") {
+        return WireError::TooDeep;
+    }
+    WireError::NotJson(text)
+}
+
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A `serde_json::Value` whose objects refuse duplicate keys.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    fn parse(text: &[u8]) -> Result<Incoming, WireError> {
+        parse_incoming(text, Limits::default())
+    }
+
+    #[test]
+    fn each_malformation_is_its_own_error() {
+        assert!(
+            matches!(parse(b"{\"a\":1,\"a\":2}"), Err(WireError::DuplicateKey { key }) if key == "a")
+        );
+        assert!(matches!(
+            parse(br#"{"params":{"arguments":{"x":1,"x":2}}}"#),
+            Err(WireError::DuplicateKey { .. })
+        ));
+        assert!(matches!(
+            parse(b"{\"a\":\"\xff\"}"),
+            Err(WireError::NotUtf8 { offset: 6 })
+        ));
+        assert!(matches!(
+            parse(&b"[".repeat(10_000)),
+            Err(WireError::TooDeep)
+        ));
+        assert!(matches!(parse(b"{"), Err(WireError::NotJson(_))));
+        assert!(matches!(parse(b"[]"), Err(WireError::InvalidRequest(_))));
+        assert!(matches!(parse(b"42"), Err(WireError::InvalidRequest(_))));
+        let big = vec![b' '; 5 * 1024 * 1024];
+        assert!(matches!(parse(&big), Err(WireError::TooLarge { .. })));
+        assert_eq!(WireError::TooDeep.code(), ErrorCode::ParseError);
+        assert_eq!(
+            WireError::InvalidRequest("x".into()).code(),
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn batches_and_singles_are_told_apart() {
+        assert!(
+            matches!(parse(b"[{\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":1}]").unwrap(), Incoming::Batch(v) if v.len() == 1)
+        );
+        assert!(matches!(
+            parse(b"{\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":1}").unwrap(),
+            Incoming::Single(_)
+        ));
+    }
+}
