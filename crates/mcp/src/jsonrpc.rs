@@ -149,7 +149,7 @@ pub fn salvage_id(value: &Value) -> Option<&Value> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+#[expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 mod tests {
     use super::*;
 
