@@ -1,0 +1,348 @@
+//! The simulated AWS and Kubernetes world behind the mock EKS server: clusters, nodegroups,
+//! Kubernetes objects, pod logs, events, insights, CloudWatch logs, CloudFormation stacks, IAM
+//! roles with inline policies, HealthOmics run batches. Seeded from a [`Fixture`]; tool calls
+//! read and change it. Deterministic: no clock (timestamps come from the fixture's base time
+//! plus a logical counter), no randomness, ordered maps.
+//!
+//! Flags, as the real server has them:
+//! - without `allow_write`, every call that would change the world is refused with the real
+//!   server's texts for its tools, and with `Operation NAME is not allowed without write
+//!   access` for the extended tools whose class is not `read`;
+//! - without `allow_sensitive_data_access`, pod logs, CloudWatch logs and Kubernetes Secrets
+//!   are refused with the real server's texts.
+
+mod aws;
+mod real;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tollgate_catalog::CatalogTool;
+
+/// The real server's flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    pub allow_write: bool,
+    pub allow_sensitive_data_access: bool,
+}
+
+/// What a tool call returns: MCP text content items (the real server sends a summary line and,
+/// for data, a second item with a JSON body), whether it is an error, and the JSON body as
+/// `structuredContent`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolOutput {
+    pub content: Vec<String>,
+    pub is_error: bool,
+    pub structured: Option<Value>,
+}
+
+impl ToolOutput {
+    pub(crate) fn error(text: impl Into<String>) -> Self {
+        ToolOutput {
+            content: vec![text.into()],
+            is_error: true,
+            structured: None,
+        }
+    }
+
+    pub(crate) fn data(summary: impl Into<String>, body: Value) -> Self {
+        ToolOutput {
+            content: vec![
+                summary.into(),
+                serde_json::to_string(&body).unwrap_or_default(),
+            ],
+            is_error: false,
+            structured: Some(body),
+        }
+    }
+
+    /// Every content item, one per line.
+    pub fn text(&self) -> String {
+        self.content.join("\n")
+    }
+
+    /// The MCP `CallToolResult`.
+    pub fn to_result(&self) -> Value {
+        let content: Vec<Value> = self
+            .content
+            .iter()
+            .map(|t| serde_json::json!({"type": "text", "text": t}))
+            .collect();
+        let mut result = serde_json::json!({"content": content, "isError": self.is_error});
+        if let Some(s) = &self.structured
+            && s.is_object()
+        {
+            result["structuredContent"] = s.clone();
+        }
+        result
+    }
+}
+
+/// The world's starting state. `Fixture::default()` is the built-in world
+/// (crates/mock-eks/fixtures/default.json).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    /// RFC 3339 instant the world's logical clock starts at.
+    pub base_time: String,
+    pub region: String,
+    pub account: String,
+    #[serde(default)]
+    pub clusters: Vec<ClusterFx>,
+    #[serde(default)]
+    pub stacks: Vec<StackFx>,
+    #[serde(default)]
+    pub roles: Vec<RoleFx>,
+    #[serde(default)]
+    pub run_batches: Vec<BatchFx>,
+    /// Files `apply_yaml` can read, by path; `generate_app_manifest` adds to them. The mock
+    /// touches no disk.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFx {
+    pub name: String,
+    pub version: String,
+    pub status: String,
+    pub vpc_id: String,
+    #[serde(default)]
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub nodegroups: Vec<NodegroupFx>,
+    /// Kubernetes objects as JSON (apiVersion, kind, metadata.name, metadata.namespace...).
+    #[serde(default)]
+    pub resources: Vec<Value>,
+    /// `namespace/pod` → log lines.
+    #[serde(default)]
+    pub pod_logs: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub events: Vec<EventFx>,
+    #[serde(default)]
+    pub insights: Vec<Value>,
+    /// CloudWatch log type (`application`, `control-plane`, ...) → lines.
+    #[serde(default)]
+    pub log_groups: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodegroupFx {
+    pub name: String,
+    pub instance_types: Vec<String>,
+    pub desired_size: u32,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFx {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub reason: String,
+    pub message: String,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackFx {
+    pub name: String,
+    pub cluster: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFx {
+    pub name: String,
+    #[serde(default)]
+    pub managed_policies: Vec<String>,
+    #[serde(default)]
+    pub inline_policies: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFx {
+    pub id: String,
+    pub name: String,
+    /// PENDING, RUNNING, CANCELLING, CANCELLED, COMPLETED, FAILED.
+    pub status: String,
+    pub runs: u32,
+}
+
+/// A fixture that cannot be used, with where and what.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("cannot read fixture `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("fixture `{path}`, line {line} column {column}, at `{at}`: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        at: String,
+        message: String,
+    },
+}
+
+const DEFAULT_FIXTURE: &str = include_str!("../../fixtures/default.json");
+
+impl Default for Fixture {
+    fn default() -> Self {
+        // The built-in fixture is checked by the tests; an empty world is the safe fallback.
+        Fixture::parse("<built-in>", DEFAULT_FIXTURE).unwrap_or_else(|_| Fixture {
+            base_time: "2026-11-01T00:00:00Z".into(),
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+            clusters: Vec::new(),
+            stacks: Vec::new(),
+            roles: Vec::new(),
+            run_batches: Vec::new(),
+            files: BTreeMap::new(),
+        })
+    }
+}
+
+impl Fixture {
+    /// Parses a fixture (JSON); the error names the JSON path, line and column.
+    pub fn parse(name: &str, text: &str) -> Result<Fixture, FixtureError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            let message = inner.to_string();
+            let message = message
+                .rfind(" at line ")
+                .map_or(message.clone(), |i| message[..i].to_owned());
+            FixtureError::Invalid {
+                path: name.to_owned(),
+                line: inner.line(),
+                column: inner.column(),
+                at,
+                message,
+            }
+        })
+    }
+
+    pub fn from_path(path: &Path) -> Result<Fixture, FixtureError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| FixtureError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Fixture::parse(&name, &text)
+    }
+}
+
+/// The world: the fixture's state as calls change it.
+#[derive(Debug)]
+pub struct World {
+    pub(crate) state: Fixture,
+    /// A logical clock: one tick per call, for timestamps and request ids.
+    pub(crate) tick: u64,
+    validators: HashMap<String, validate::ArgValidator>,
+}
+
+impl World {
+    pub fn new(fixture: &Fixture) -> World {
+        World {
+            state: fixture.clone(),
+            tick: 0,
+            validators: HashMap::new(),
+        }
+    }
+
+    pub fn default_world() -> World {
+        World::new(&Fixture::default())
+    }
+
+    /// The current state (for tests and the scenario runner's journal).
+    pub fn state(&self) -> &Fixture {
+        &self.state
+    }
+
+    /// Calls one tool. Never panics: arguments that do not fit the tool's schema are an
+    /// `is_error` result saying what is wrong where.
+    pub fn call(&mut self, tool: &CatalogTool, args: &Value, flags: &Flags) -> ToolOutput {
+        self.tick += 1;
+        let empty = Value::Object(serde_json::Map::new());
+        let args = if args.is_null() { &empty } else { args };
+        if tool.is_real() {
+            if let Some(message) = validate::pydantic_errors(tool, args) {
+                return ToolOutput::error(message);
+            }
+            return real::call(self, &tool.name, args, flags);
+        }
+        let validator = self
+            .validators
+            .entry(tool.name.clone())
+            .or_insert_with(|| validate::ArgValidator::new(&tool.input_schema));
+        if let Some(message) = validator.errors(&tool.name, args) {
+            return ToolOutput::error(message);
+        }
+        if tool.class != tollgate_catalog::RiskClass::Read && !flags.allow_write {
+            return ToolOutput::error(format!(
+                "Operation {} is not allowed without write access",
+                tool.name
+            ));
+        }
+        aws::call(self, tool, args)
+    }
+
+    /// An RFC 3339 timestamp `tick` seconds after the fixture's base time.
+    pub(crate) fn now(&self) -> String {
+        timestamp_after(&self.state.base_time, self.tick)
+    }
+
+    /// A deterministic request id.
+    pub(crate) fn request_id(&self) -> String {
+        format!("mock-{:08}", self.tick)
+    }
+}
+
+/// `base` (RFC 3339, `YYYY-MM-DDTHH:MM:SSZ`) plus `secs` seconds, without a date library: the
+/// mock only needs a readable, monotonic, deterministic stamp.
+pub(crate) fn timestamp_after(base: &str, secs: u64) -> String {
+    let parse = |r: std::ops::Range<usize>| base.get(r).and_then(|s| s.parse::<u64>().ok());
+    match (
+        parse(0..4),
+        parse(5..7),
+        parse(8..10),
+        parse(11..13),
+        parse(14..16),
+        parse(17..19),
+    ) {
+        (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) => {
+            let total = h * 3600 + mi * 60 + s + secs;
+            let (days, rest) = (total / 86_400, total % 86_400);
+            // Days past the base date roll over within a 28-day month for simplicity; fixtures
+            // run for hours, not weeks.
+            let day = (d - 1 + days) % 28 + 1;
+            format!(
+                "{y:04}-{mo:02}-{day:02}T{:02}:{:02}:{:02}Z",
+                rest / 3600,
+                (rest % 3600) / 60,
+                rest % 60
+            )
+        }
+        _ => base.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

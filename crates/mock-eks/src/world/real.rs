@@ -1,0 +1,792 @@
+//! The 16 tools of the real Amazon EKS MCP server, over the simulated world. Refusals and
+//! validation errors use the real server's texts (tests/fixtures/reference/
+//! eks-mcp-server-0.2.1.calls-readonly.json); answers carry a summary line and a JSON body.
+
+use serde_json::{Value, json};
+
+use super::{ClusterFx, Flags, ToolOutput, World};
+
+const K8S_OPERATIONS: [&str; 5] = ["create", "replace", "patch", "delete", "read"];
+const STACK_OPERATIONS: [&str; 4] = ["generate", "deploy", "describe", "delete"];
+
+pub(crate) fn str_arg<'a>(args: &'a Value, name: &str) -> Option<&'a str> {
+    args.get(name).and_then(Value::as_str)
+}
+
+/// An integer argument as pydantic's lax mode reads it (a number or a numeric string).
+pub(crate) fn int_arg(args: &Value, name: &str, default: i64) -> i64 {
+    match args.get(name) {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .unwrap_or(default),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(default),
+        _ => default,
+    }
+}
+
+fn bool_arg(args: &Value, name: &str, default: bool) -> bool {
+    match args.get(name) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => {
+            matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+        }
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        _ => default,
+    }
+}
+
+pub(crate) fn call(world: &mut World, tool: &str, args: &Value, flags: &Flags) -> ToolOutput {
+    match tool {
+        "list_k8s_resources" => list_k8s_resources(world, args),
+        "get_pod_logs" => get_pod_logs(world, args, flags),
+        "get_k8s_events" => get_k8s_events(world, args),
+        "list_api_versions" => list_api_versions(world, args),
+        "manage_k8s_resource" => manage_k8s_resource(world, args, flags),
+        "apply_yaml" => apply_yaml(world, args, flags),
+        "generate_app_manifest" => generate_app_manifest(world, args, flags),
+        "search_eks_troubleshoot_guide" => search_guide(args),
+        "get_cloudwatch_logs" => get_cloudwatch_logs(world, args, flags),
+        "get_cloudwatch_metrics" => get_cloudwatch_metrics(world, args),
+        "manage_eks_stacks" => manage_eks_stacks(world, args, flags),
+        "add_inline_policy" => add_inline_policy(world, args, flags),
+        "get_policies_for_role" => get_policies_for_role(world, args),
+        "get_eks_metrics_guidance" => get_eks_metrics_guidance(args),
+        "get_eks_vpc_config" => get_eks_vpc_config(world, args),
+        "get_eks_insights" => get_eks_insights(world, args),
+        other => ToolOutput::error(format!("Unknown tool: {other}")),
+    }
+}
+
+fn cluster<'a>(world: &'a World, name: &str) -> Option<&'a ClusterFx> {
+    world.state.clusters.iter().find(|c| c.name == name)
+}
+
+fn cluster_mut<'a>(world: &'a mut World, name: &str) -> Option<&'a mut ClusterFx> {
+    world.state.clusters.iter_mut().find(|c| c.name == name)
+}
+
+/// The error the real server gives when it cannot reach a cluster, with the mock's reason.
+fn no_cluster(what: &str, name: &str) -> ToolOutput {
+    ToolOutput::error(format!(
+        "{what}: Failed to get cluster credentials: cluster {name} not found"
+    ))
+}
+
+fn meta<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+}
+
+fn matches_object(
+    obj: &Value,
+    kind: &str,
+    api_version: Option<&str>,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> bool {
+    obj.get("kind").and_then(Value::as_str) == Some(kind)
+        && api_version.is_none_or(|v| obj.get("apiVersion").and_then(Value::as_str) == Some(v))
+        && name.is_none_or(|n| meta(obj, "name") == Some(n))
+        && namespace.is_none_or(|ns| {
+            meta(obj, "namespace").unwrap_or("default") == ns || kind == "Namespace"
+        })
+}
+
+/// `a=b,c=d` equality selectors over labels (or over `metadata.name` / `metadata.namespace` /
+/// `status.phase` for field selectors).
+fn selector_matches(obj: &Value, selector: Option<&str>, fields: bool) -> bool {
+    let Some(selector) = selector.filter(|s| !s.trim().is_empty()) else {
+        return true;
+    };
+    selector.split(',').all(|term| {
+        let (key, want, negate) = match term.split_once("!=") {
+            Some((k, v)) => (k.trim(), v.trim(), true),
+            None => match term.split_once('=') {
+                Some((k, v)) => (k.trim(), v.trim_start_matches('=').trim(), false),
+                None => return false,
+            },
+        };
+        let have = if fields {
+            let mut node = obj;
+            for part in key.split('.') {
+                node = node.get(part).unwrap_or(&Value::Null);
+            }
+            node.as_str()
+        } else {
+            obj.get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(|l| l.get(key))
+                .and_then(Value::as_str)
+        };
+        (have == Some(want)) != negate
+    })
+}
+
+fn summary(obj: &Value) -> Value {
+    json!({
+        "name": meta(obj, "name"),
+        "namespace": meta(obj, "namespace"),
+        "creationTimestamp": meta(obj, "creationTimestamp"),
+        "labels": obj.get("metadata").and_then(|m| m.get("labels")).cloned().unwrap_or(Value::Null),
+    })
+}
+
+fn list_k8s_resources(world: &World, args: &Value) -> ToolOutput {
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    let kind = str_arg(args, "kind").unwrap_or_default();
+    let api_version = str_arg(args, "api_version");
+    let namespace = str_arg(args, "namespace");
+    let Some(c) = cluster(world, cluster_name) else {
+        return no_cluster(&format!("Failed to list {kind} resources"), cluster_name);
+    };
+    let items: Vec<Value> = c
+        .resources
+        .iter()
+        .filter(|o| matches_object(o, kind, api_version, None, namespace))
+        .filter(|o| selector_matches(o, str_arg(args, "label_selector"), false))
+        .filter(|o| selector_matches(o, str_arg(args, "field_selector"), true))
+        .map(summary)
+        .collect();
+    let n = items.len();
+    ToolOutput::data(
+        format!(
+            "Successfully listed {n} {kind} resources in {}",
+            namespace.map_or("all namespaces".to_owned(), |ns| format!("{ns}/"))
+        ),
+        json!({"kind": kind, "api_version": api_version, "namespace": namespace, "count": n, "items": items}),
+    )
+}
+
+fn get_pod_logs(world: &World, args: &Value, flags: &Flags) -> ToolOutput {
+    if !flags.allow_sensitive_data_access {
+        return ToolOutput::error("Access to pod logs requires --allow-sensitive-data-access flag");
+    }
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    let ns = str_arg(args, "namespace").unwrap_or_default();
+    let pod = str_arg(args, "pod_name").unwrap_or_default();
+    let Some(c) = cluster(world, cluster_name) else {
+        return no_cluster(
+            &format!("Failed to get logs for pod {ns}/{pod}"),
+            cluster_name,
+        );
+    };
+    let Some(lines) = c.pod_logs.get(&format!("{ns}/{pod}")) else {
+        return ToolOutput::error(format!(
+            "Failed to get logs for pod {ns}/{pod}: pods \"{pod}\" not found"
+        ));
+    };
+    let tail = usize::try_from(int_arg(args, "tail_lines", 100).max(0)).unwrap_or(0);
+    let limit = usize::try_from(int_arg(args, "limit_bytes", 10_240).max(0)).unwrap_or(0);
+    let mut selected: Vec<&str> = lines.iter().rev().take(tail).map(String::as_str).collect();
+    selected.reverse();
+    let mut text = selected.join("\n");
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    ToolOutput::data(
+        format!(
+            "Successfully retrieved {} log lines from pod {ns}/{pod}",
+            selected.len()
+        ),
+        json!({"pod_name": pod, "namespace": ns, "log_lines": text.lines().collect::<Vec<_>>()}),
+    )
+}
+
+fn get_k8s_events(world: &World, args: &Value) -> ToolOutput {
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    let kind = str_arg(args, "kind").unwrap_or_default();
+    let name = str_arg(args, "name").unwrap_or_default();
+    let ns = str_arg(args, "namespace");
+    let Some(c) = cluster(world, cluster_name) else {
+        return no_cluster(
+            &format!("Failed to get events for {kind} {name}"),
+            cluster_name,
+        );
+    };
+    let events: Vec<Value> = c
+        .events
+        .iter()
+        .filter(|e| e.kind == kind && e.name == name && ns.is_none_or(|n| e.namespace == n))
+        .map(|e| json!({"type": e.event_type, "reason": e.reason, "message": e.message, "count": e.count}))
+        .collect();
+    ToolOutput::data(
+        format!(
+            "Successfully retrieved {} events for {kind} {name}",
+            events.len()
+        ),
+        json!({"involved_object": {"kind": kind, "name": name, "namespace": ns}, "count": events.len(), "events": events}),
+    )
+}
+
+fn list_api_versions(world: &World, args: &Value) -> ToolOutput {
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    if cluster(world, cluster_name).is_none() {
+        return no_cluster("Failed to list API versions", cluster_name);
+    }
+    let versions = [
+        "v1",
+        "apps/v1",
+        "batch/v1",
+        "autoscaling/v2",
+        "networking.k8s.io/v1",
+        "policy/v1",
+        "rbac.authorization.k8s.io/v1",
+        "storage.k8s.io/v1",
+        "apiextensions.k8s.io/v1",
+    ];
+    ToolOutput::data(
+        format!("Successfully retrieved {} API versions", versions.len()),
+        json!({"cluster_name": cluster_name, "api_versions": versions, "count": versions.len()}),
+    )
+}
+
+fn manage_k8s_resource(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
+    let op = str_arg(args, "operation").unwrap_or_default();
+    if !K8S_OPERATIONS.contains(&op) {
+        return ToolOutput::error(format!(
+            "Invalid operation: {op}. Valid operations are: {}",
+            K8S_OPERATIONS.join(", ")
+        ));
+    }
+    if op != "read" && !flags.allow_write {
+        return ToolOutput::error(format!(
+            "Operation {op} is not allowed without write access"
+        ));
+    }
+    let kind = str_arg(args, "kind").unwrap_or_default().to_owned();
+    if kind == "Secret" && !flags.allow_sensitive_data_access {
+        return ToolOutput::error(
+            "Access to Kubernetes Secrets requires --allow-sensitive-data-access flag",
+        );
+    }
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default().to_owned();
+    let api_version = str_arg(args, "api_version").unwrap_or_default().to_owned();
+    let body = args.get("body").filter(|b| b.is_object()).cloned();
+    let name = str_arg(args, "name").map(str::to_owned).or_else(|| {
+        body.as_ref()
+            .and_then(|b| meta(b, "name").map(str::to_owned))
+    });
+    let namespace = str_arg(args, "namespace")
+        .map(str::to_owned)
+        .or_else(|| {
+            body.as_ref()
+                .and_then(|b| meta(b, "namespace").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "default".to_owned());
+    let now = world.now();
+    let Some(c) = cluster_mut(world, &cluster_name) else {
+        return no_cluster(&format!("Failed to {op} {kind} resource"), &cluster_name);
+    };
+    let Some(name) = name else {
+        return ToolOutput::error(format!(
+            "Failed to {op} {kind} resource: a resource name is required (give `name` or `body.metadata.name`)"
+        ));
+    };
+    let position = c
+        .resources
+        .iter()
+        .position(|o| matches_object(o, &kind, Some(&api_version), Some(&name), Some(&namespace)));
+    let label = format!("{kind} {namespace}/{name}");
+    match (op, position) {
+        ("read", Some(i)) => {
+            let obj = c.resources[i].clone();
+            ToolOutput::data(format!("Successfully retrieved {label}"), obj)
+        }
+        ("delete", Some(i)) => {
+            c.resources.remove(i);
+            ToolOutput::data(
+                format!("Successfully deleted {label}"),
+                json!({"kind": kind, "name": name, "namespace": namespace, "deleted": true}),
+            )
+        }
+        ("read" | "delete" | "patch" | "replace", None) => ToolOutput::error(format!(
+            "Failed to {op} {label}: {} \"{name}\" not found",
+            kind.to_lowercase()
+        )),
+        ("create", Some(_)) => ToolOutput::error(format!(
+            "Failed to create {label}: {} \"{name}\" already exists",
+            kind.to_lowercase()
+        )),
+        ("create" | "replace", found) => {
+            let Some(mut obj) = body else {
+                return ToolOutput::error(format!(
+                    "Failed to {op} {label}: `body` is required for {op}"
+                ));
+            };
+            obj["apiVersion"] = json!(api_version);
+            obj["kind"] = json!(kind);
+            obj["metadata"]["name"] = json!(name);
+            obj["metadata"]["namespace"] = json!(namespace);
+            obj["metadata"]["creationTimestamp"] = json!(now);
+            match found {
+                Some(i) => c.resources[i] = obj.clone(),
+                None => c.resources.push(obj.clone()),
+            }
+            let verb = if op == "create" {
+                "created"
+            } else {
+                "replaced"
+            };
+            ToolOutput::data(format!("Successfully {verb} {label}"), obj)
+        }
+        ("patch", Some(i)) => {
+            let Some(patch) = body else {
+                return ToolOutput::error(format!(
+                    "Failed to patch {label}: `body` is required for patch"
+                ));
+            };
+            merge_patch(&mut c.resources[i], &patch);
+            ToolOutput::data(
+                format!("Successfully patched {label}"),
+                c.resources[i].clone(),
+            )
+        }
+        _ => ToolOutput::error(format!("Failed to {op} {label}")),
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn apply_yaml(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
+    if !flags.allow_write {
+        return ToolOutput::error("Operation apply_yaml is not allowed without write access");
+    }
+    let path = str_arg(args, "yaml_path").unwrap_or_default().to_owned();
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default().to_owned();
+    let namespace = str_arg(args, "namespace").unwrap_or("default").to_owned();
+    let force = bool_arg(args, "force", true);
+    let Some(text) = world.state.files.get(&path).cloned() else {
+        return ToolOutput::error(format!(
+            "Failed to apply YAML from file {path}: file not found"
+        ));
+    };
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        match <Value as serde::Deserialize>::deserialize(doc) {
+            Ok(Value::Null) => {}
+            Ok(v) if v.get("kind").is_some() && meta(&v, "name").is_some() => docs.push(v),
+            Ok(_) => {
+                return ToolOutput::error(format!(
+                    "Failed to apply YAML from file {path}: every document needs `kind` and `metadata.name`"
+                ));
+            }
+            Err(e) => {
+                return ToolOutput::error(format!("Failed to apply YAML from file {path}: {e}"));
+            }
+        }
+    }
+    let now = world.now();
+    let Some(c) = cluster_mut(world, &cluster_name) else {
+        return no_cluster(
+            &format!("Failed to apply YAML from file {path}"),
+            &cluster_name,
+        );
+    };
+    let mut applied = Vec::new();
+    for mut obj in docs {
+        if meta(&obj, "namespace").is_none() {
+            obj["metadata"]["namespace"] = json!(namespace);
+        }
+        obj["metadata"]["creationTimestamp"] = json!(now);
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let name = meta(&obj, "name").unwrap_or_default().to_owned();
+        let ns = meta(&obj, "namespace").unwrap_or_default().to_owned();
+        let api = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        match c
+            .resources
+            .iter()
+            .position(|o| matches_object(o, &kind, api.as_deref(), Some(&name), Some(&ns)))
+        {
+            Some(_) if !force => {
+                return ToolOutput::error(format!(
+                    "Failed to apply YAML from file {path}: {kind} {ns}/{name} already exists (force is false)"
+                ));
+            }
+            Some(i) => c.resources[i] = obj,
+            None => c.resources.push(obj),
+        }
+        applied.push(json!({"kind": kind, "name": name, "namespace": ns}));
+    }
+    ToolOutput::data(
+        format!("Successfully applied all resources from YAML file {path}"),
+        json!({"yaml_path": path, "cluster_name": cluster_name, "resources_applied": applied}),
+    )
+}
+
+fn generate_app_manifest(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
+    if !flags.allow_write {
+        return ToolOutput::error(
+            "Operation generate_app_manifest is not allowed without write access",
+        );
+    }
+    let app = str_arg(args, "app_name").unwrap_or_default();
+    let image = str_arg(args, "image_uri").unwrap_or_default();
+    let dir = str_arg(args, "output_dir")
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let ns = str_arg(args, "namespace").unwrap_or("default");
+    let port = int_arg(args, "port", 80);
+    let replicas = int_arg(args, "replicas", 2);
+    let cpu = str_arg(args, "cpu").unwrap_or("100m");
+    let memory = str_arg(args, "memory").unwrap_or("128Mi");
+    let scheme = str_arg(args, "load_balancer_scheme").unwrap_or("internal");
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {app}\n  template:\n    metadata:\n      labels:\n        app: {app}\n    spec:\n      containers:\n        - name: {app}\n          image: {image}\n          ports:\n            - containerPort: {port}\n          resources:\n            requests:\n              cpu: {cpu}\n              memory: {memory}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {app}\n  namespace: {ns}\n  annotations:\n    service.beta.kubernetes.io/aws-load-balancer-scheme: {scheme}\nspec:\n  type: LoadBalancer\n  selector:\n    app: {app}\n  ports:\n    - port: {port}\n"
+    );
+    let path = format!("{dir}/{app}-manifest.yaml");
+    world.state.files.insert(path.clone(), manifest.clone());
+    ToolOutput::data(
+        format!("Successfully generated manifest for {app} at {path}"),
+        json!({"output_file_path": path, "manifest": manifest}),
+    )
+}
+
+fn search_guide(args: &Value) -> ToolOutput {
+    let query = str_arg(args, "query").unwrap_or_default().to_lowercase();
+    // A small built-in guide (our own text), matched by keywords.
+    let guide = [
+        (
+            "crashloopbackoff",
+            "Pods in CrashLoopBackOff",
+            "Read the container's previous logs, check liveness probes, and check that the container's dependencies (databases, secrets) are reachable.",
+        ),
+        (
+            "imagepullbackoff",
+            "Image pull failures",
+            "Check the image URI and tag, the node role's ECR permissions, and the VPC endpoints for ECR if nodes have no internet access.",
+        ),
+        (
+            "node notready",
+            "Nodes not joining or NotReady",
+            "Check the node role in the aws-auth config map or access entries, the node's security group, and kubelet logs.",
+        ),
+        (
+            "pending",
+            "Pods stuck in Pending",
+            "Check the scheduler events: insufficient CPU or memory, taints without tolerations, or no node matching the pod's selectors.",
+        ),
+        (
+            "dns",
+            "DNS resolution failures",
+            "Check that CoreDNS pods are running, the kube-dns service, and security groups for UDP and TCP 53.",
+        ),
+    ];
+    let hits: Vec<Value> = guide
+        .iter()
+        .filter(|(key, title, _)| {
+            key.split(' ').all(|k| query.contains(k)) || query.contains(&title.to_lowercase())
+        })
+        .map(|(_, title, advice)| json!({"title": title, "advice": advice}))
+        .collect();
+    ToolOutput::data(
+        format!(
+            "Found {} troubleshooting entries for query: {query}",
+            hits.len()
+        ),
+        json!({"query": query, "results": hits}),
+    )
+}
+
+fn get_cloudwatch_logs(world: &World, args: &Value, flags: &Flags) -> ToolOutput {
+    if !flags.allow_sensitive_data_access {
+        return ToolOutput::error(
+            "Access to CloudWatch logs requires --allow-sensitive-data-access flag",
+        );
+    }
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    let log_type = str_arg(args, "log_type").unwrap_or_default();
+    let resource = str_arg(args, "resource_name");
+    let filter = str_arg(args, "filter_pattern");
+    let limit = usize::try_from(int_arg(args, "limit", 50).max(0)).unwrap_or(0);
+    let Some(c) = cluster(world, cluster_name) else {
+        return no_cluster("Failed to get CloudWatch logs", cluster_name);
+    };
+    let Some(lines) = c.log_groups.get(log_type) else {
+        return ToolOutput::error(format!(
+            "Failed to get CloudWatch logs: log group /aws/containerinsights/{cluster_name}/{log_type} does not exist"
+        ));
+    };
+    let entries: Vec<Value> = lines
+        .iter()
+        .filter(|l| resource.is_none_or(|r| l.contains(r)) && filter.is_none_or(|f| l.contains(f)))
+        .take(limit)
+        .map(|l| json!({"message": l}))
+        .collect();
+    ToolOutput::data(
+        format!(
+            "Successfully retrieved {} log entries for {log_type} in cluster {cluster_name}",
+            entries.len()
+        ),
+        json!({"log_group": format!("/aws/containerinsights/{cluster_name}/{log_type}"), "entries": entries}),
+    )
+}
+
+fn get_cloudwatch_metrics(world: &World, args: &Value) -> ToolOutput {
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    let metric = str_arg(args, "metric_name").unwrap_or_default();
+    let minutes = int_arg(args, "minutes", 15).clamp(1, 1440);
+    let period = int_arg(args, "period", 60).max(1);
+    let limit = int_arg(args, "limit", 50).max(0);
+    if cluster(world, cluster_name).is_none() {
+        return no_cluster("Failed to get CloudWatch metrics", cluster_name);
+    }
+    // Deterministic values: a sawtooth seeded by the metric's name.
+    let seed: i64 = metric.bytes().map(i64::from).sum::<i64>() % 50;
+    let points = ((minutes * 60) / period).min(limit);
+    let values: Vec<Value> = (0..points)
+        .map(|i| json!({"timestamp": super::timestamp_after(&world.state.base_time, u64::try_from(i * period).unwrap_or(0)), "value": seed + (i % 10) * 3}))
+        .collect();
+    ToolOutput::data(
+        format!(
+            "Successfully retrieved {} data points for metric {metric}",
+            values.len()
+        ),
+        json!({"metric_name": metric, "namespace": str_arg(args, "namespace"), "dimensions": args.get("dimensions"), "datapoints": values}),
+    )
+}
+
+fn manage_eks_stacks(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
+    let op = str_arg(args, "operation").unwrap_or_default();
+    if !STACK_OPERATIONS.contains(&op) {
+        return ToolOutput::error(format!(
+            "Invalid operation: {op}. Valid operations are: {}",
+            STACK_OPERATIONS.join(", ")
+        ));
+    }
+    if op != "describe" && !flags.allow_write {
+        return ToolOutput::error(format!(
+            "Operation {op} is not allowed without write access"
+        ));
+    }
+    let Some(cluster_name) = str_arg(args, "cluster_name").map(str::to_owned) else {
+        return ToolOutput::error(format!("cluster_name is required for the {op} operation"));
+    };
+    let stack_name = format!("eks-{cluster_name}-stack");
+    let position = world
+        .state
+        .stacks
+        .iter()
+        .position(|s| s.cluster == cluster_name);
+    match (op, position) {
+        ("describe", Some(i)) => {
+            let s = &world.state.stacks[i];
+            ToolOutput::data(
+                format!(
+                    "Successfully described CloudFormation stack {} for cluster {cluster_name}",
+                    s.name
+                ),
+                json!({"stack_name": s.name, "cluster_name": s.cluster, "status": s.status}),
+            )
+        }
+        ("describe" | "delete", None) => ToolOutput::error(format!(
+            "No CloudFormation stack found for cluster {cluster_name}"
+        )),
+        ("delete", Some(i)) => {
+            let s = world.state.stacks.remove(i);
+            world.state.clusters.retain(|c| c.name != cluster_name);
+            ToolOutput::data(
+                format!(
+                    "Successfully initiated deletion of CloudFormation stack {} for cluster {cluster_name}",
+                    s.name
+                ),
+                json!({"stack_name": s.name, "cluster_name": cluster_name, "status": "DELETE_IN_PROGRESS"}),
+            )
+        }
+        ("generate", _) => {
+            let Some(path) = str_arg(args, "template_file").map(str::to_owned) else {
+                return ToolOutput::error("template_file is required for the generate operation");
+            };
+            let template = format!(
+                "AWSTemplateFormatVersion: '2010-09-09'\nDescription: EKS cluster {cluster_name} (generated by the mock)\nResources:\n  Cluster:\n    Type: AWS::EKS::Cluster\n    Properties:\n      Name: {cluster_name}\n"
+            );
+            world.state.files.insert(path.clone(), template);
+            ToolOutput::data(
+                format!("Successfully generated CloudFormation template at {path}"),
+                json!({"template_path": path, "cluster_name": cluster_name}),
+            )
+        }
+        ("deploy", Some(_)) => ToolOutput::error(format!(
+            "Stack {stack_name} already exists for cluster {cluster_name}"
+        )),
+        ("deploy", None) => {
+            let Some(path) = str_arg(args, "template_file") else {
+                return ToolOutput::error("template_file is required for the deploy operation");
+            };
+            if !world.state.files.contains_key(path) {
+                return ToolOutput::error(format!("Template file {path} not found"));
+            }
+            world.state.stacks.push(super::StackFx {
+                name: stack_name.clone(),
+                cluster: cluster_name.clone(),
+                status: "CREATE_IN_PROGRESS".into(),
+            });
+            ToolOutput::data(
+                format!("Successfully initiated deployment of CloudFormation stack {stack_name}"),
+                json!({"stack_name": stack_name, "cluster_name": cluster_name, "status": "CREATE_IN_PROGRESS"}),
+            )
+        }
+        _ => ToolOutput::error(format!("Invalid operation: {op}")),
+    }
+}
+
+fn add_inline_policy(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
+    if !flags.allow_write {
+        return ToolOutput::error("Adding inline policies requires --allow-write flag");
+    }
+    let role = str_arg(args, "role_name").unwrap_or_default();
+    let policy = str_arg(args, "policy_name").unwrap_or_default();
+    let permissions = args.get("permissions").cloned().unwrap_or(Value::Null);
+    let Some(r) = world.state.roles.iter_mut().find(|r| r.name == role) else {
+        return ToolOutput::error(format!(
+            "Failed to add inline policy {policy}: role {role} not found"
+        ));
+    };
+    if r.inline_policies.contains_key(policy) {
+        return ToolOutput::error(format!(
+            "Policy {policy} already exists in role {role}. Cannot modify existing policies."
+        ));
+    }
+    let statements = if permissions.is_array() {
+        permissions
+    } else {
+        json!([permissions])
+    };
+    let document = json!({"Version": "2012-10-17", "Statement": statements});
+    r.inline_policies
+        .insert(policy.to_owned(), document.clone());
+    ToolOutput::data(
+        format!("Successfully created new inline policy {policy} in role {role}"),
+        json!({"role_name": role, "policy_name": policy, "policy_document": document}),
+    )
+}
+
+fn get_policies_for_role(world: &World, args: &Value) -> ToolOutput {
+    let role = str_arg(args, "role_name").unwrap_or_default();
+    let Some(r) = world.state.roles.iter().find(|r| r.name == role) else {
+        return ToolOutput::error(format!(
+            "Failed to describe IAM role {role}: role not found"
+        ));
+    };
+    ToolOutput::data(
+        format!("Successfully retrieved details for IAM role: {role}"),
+        json!({"role_name": role, "managed_policies": r.managed_policies, "inline_policies": r.inline_policies}),
+    )
+}
+
+fn get_eks_metrics_guidance(args: &Value) -> ToolOutput {
+    let resource = str_arg(args, "resource_type").unwrap_or_default();
+    let metrics: &[(&str, &str)] = match resource {
+        "cluster" => &[
+            ("cluster_node_count", "Nodes in the cluster"),
+            ("cluster_failed_node_count", "Nodes failing health checks"),
+        ],
+        "node" => &[
+            ("node_cpu_utilization", "CPU used on the node, percent"),
+            (
+                "node_memory_utilization",
+                "Memory used on the node, percent",
+            ),
+            ("node_number_of_running_pods", "Pods running on the node"),
+        ],
+        "pod" => &[
+            (
+                "pod_cpu_utilization",
+                "CPU used by the pod, percent of the node",
+            ),
+            (
+                "pod_memory_utilization",
+                "Memory used by the pod, percent of the node",
+            ),
+            (
+                "pod_number_of_container_restarts",
+                "Container restarts in the pod",
+            ),
+        ],
+        "namespace" => &[(
+            "namespace_number_of_running_pods",
+            "Pods running in the namespace",
+        )],
+        "service" => &[("service_number_of_running_pods", "Pods behind the service")],
+        other => {
+            return ToolOutput::error(format!(
+                "Invalid resource type: {other}. Valid resource types are: cluster, node, pod, namespace, service"
+            ));
+        }
+    };
+    let list: Vec<Value> = metrics
+        .iter()
+        .map(|(n, d)| json!({"name": n, "description": d}))
+        .collect();
+    ToolOutput::data(
+        format!(
+            "Successfully retrieved {} metrics for resource type {resource}",
+            list.len()
+        ),
+        json!({"resource_type": resource, "metrics": list}),
+    )
+}
+
+fn get_eks_vpc_config(world: &World, args: &Value) -> ToolOutput {
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    let Some(c) = cluster(world, cluster_name) else {
+        return no_cluster("Failed to get VPC configuration", cluster_name);
+    };
+    ToolOutput::data(
+        format!("Retrieved VPC configuration for cluster {cluster_name}"),
+        json!({"cluster_name": c.name, "vpc_id": c.vpc_id, "subnets": c.subnets, "security_groups": c.security_groups}),
+    )
+}
+
+fn get_eks_insights(world: &World, args: &Value) -> ToolOutput {
+    let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
+    let Some(c) = cluster(world, cluster_name) else {
+        return no_cluster("Failed to get EKS insights", cluster_name);
+    };
+    let id = str_arg(args, "insight_id");
+    let category = str_arg(args, "category");
+    let insights: Vec<&Value> = c
+        .insights
+        .iter()
+        .filter(|i| id.is_none_or(|x| i.get("id").and_then(Value::as_str) == Some(x)))
+        .filter(|i| category.is_none_or(|x| i.get("category").and_then(Value::as_str) == Some(x)))
+        .collect();
+    if let Some(id) = id
+        && insights.is_empty()
+    {
+        return ToolOutput::error(format!("Insight {id} not found in cluster {cluster_name}"));
+    }
+    ToolOutput::data(
+        format!(
+            "Successfully retrieved {} insights for cluster {cluster_name}",
+            insights.len()
+        ),
+        json!({"cluster_name": cluster_name, "insights": insights}),
+    )
+}
