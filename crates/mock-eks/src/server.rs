@@ -1,0 +1,471 @@
+//! The protocol layer of the mock server, in process: no sockets, no real sleeping. One
+//! `handle` call takes one wire message (or batch) of one session at a virtual instant and
+//! returns the answer, the virtual latency a fault adds, and an effect the transport must act
+//! out (crash, hang, malformed output, a slow trickle). The stdio and HTTP transports wrap it;
+//! the scenario runner drives it directly in virtual time.
+//!
+//! Protocol behaviour (docs/mock-eks.md):
+//! - `initialize` negotiates 2025-03-26, 2025-06-18 or 2025-11-25 (an unknown version gets
+//!   2025-11-25); a request carrying `_meta` with protocol version 2026-07-28 is stateless and
+//!   needs no `initialize`; `server/discover` answers the stateless handshake.
+//! - Before `initialize`, a session-ful request other than `ping` is refused with -32600
+//!   (invalid request), naming the method and what to do.
+//! - Batches are accepted in sessions that negotiated 2025-03-26 (and before negotiation);
+//!   later versions refuse them with -32600.
+//! - `tools/list` pages with an opaque cursor when a page size is set; a bad cursor is -32602.
+//! - `tools/call` of a tool the server does not expose is an `isError` result
+//!   (`Unknown tool: NAME`), as the real server answers; bad params are -32602.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tollgate_catalog::{Catalog, CatalogError, CatalogTool};
+use tollgate_mcp::jsonrpc::salvage_id;
+use tollgate_mcp::protocol::{META_SERVER_INFO, meta_version};
+use tollgate_mcp::{
+    ErrorCode, Incoming, Limits, Message, ProtocolVersion, error_response, parse_incoming,
+    result_response,
+};
+
+use crate::faults::{FaultEffect, FaultPlan, Faults};
+use crate::world::{Fixture, Flags, World};
+
+/// The server's name in `serverInfo`.
+pub const SERVER_NAME: &str = "tollgate-mock-eks";
+
+/// How the mock is set up.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Which tools: `real`, `default`, `full`, or names and globs (see `Catalog::select`).
+    pub tools: String,
+    /// `tools/list` page size; `None` answers everything in one page.
+    pub page_size: Option<usize>,
+    pub flags: Flags,
+    pub fixture: Fixture,
+    pub faults: FaultPlan,
+    pub limits: Limits,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            tools: "default".into(),
+            page_size: None,
+            flags: Flags::default(),
+            fixture: Fixture::default(),
+            faults: FaultPlan::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One request as the mock received it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JournalEntry {
+    /// 0-based, in arrival order.
+    pub index: u64,
+    pub session: String,
+    /// Virtual (or, over a transport, real) milliseconds since the mock started.
+    pub at_ms: u64,
+    pub protocol_version: Option<&'static str>,
+    pub method: String,
+    pub id: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    /// `result`, `is_error` (a tool error result), `error` (a JSON-RPC error) or `none`.
+    pub outcome: &'static str,
+}
+
+/// The answer to one wire message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    /// The JSON to send back (`None` for notifications and responses).
+    pub response: Option<Value>,
+    /// Extra latency a fault asks for.
+    pub latency: Duration,
+    /// What the transport must do besides answering.
+    pub effect: Option<FaultEffect>,
+}
+
+#[derive(Debug, Default)]
+struct Session {
+    version: Option<ProtocolVersion>,
+}
+
+/// The mock server's state.
+#[derive(Debug)]
+pub struct MockEks {
+    tools: Vec<CatalogTool>,
+    by_name: HashMap<String, usize>,
+    page_size: Option<usize>,
+    flags: Flags,
+    limits: Limits,
+    world: World,
+    sessions: HashMap<String, Session>,
+    journal: Vec<JournalEntry>,
+    faults: Faults,
+}
+
+impl MockEks {
+    /// Builds the mock; a tool selection that names nothing is an error.
+    pub fn new(config: MockConfig) -> Result<MockEks, CatalogError> {
+        let tools: Vec<CatalogTool> = Catalog::embedded()
+            .select(&config.tools)?
+            .into_iter()
+            .cloned()
+            .collect();
+        let by_name = tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(MockEks {
+            tools,
+            by_name,
+            page_size: config.page_size.filter(|n| *n > 0),
+            flags: config.flags,
+            limits: config.limits,
+            world: World::new(&config.fixture),
+            sessions: HashMap::new(),
+            journal: Vec::new(),
+            faults: Faults::new(config.faults),
+        })
+    }
+
+    /// Every request received so far.
+    pub fn journal(&self) -> &[JournalEntry] {
+        &self.journal
+    }
+
+    /// The tools this server exposes.
+    pub fn tools(&self) -> &[CatalogTool] {
+        &self.tools
+    }
+
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    /// Switches fault injection on or off (the scenario runner toggles it mid-run).
+    pub fn set_faults_enabled(&mut self, on: bool) {
+        self.faults.set_enabled(on);
+    }
+
+    /// Forgets a session (HTTP DELETE). Returns whether it existed.
+    pub fn end_session(&mut self, session: &str) -> bool {
+        self.sessions.remove(session).is_some()
+    }
+
+    /// Whether a session has been initialized (HTTP uses it to refuse unknown session ids).
+    pub fn has_session(&self, session: &str) -> bool {
+        self.sessions.contains_key(session)
+    }
+
+    /// Handles raw bytes from the wire.
+    pub fn handle(&mut self, session: &str, bytes: &[u8], now: Duration) -> Handled {
+        match parse_incoming(bytes, self.limits) {
+            Err(e) => Handled {
+                response: Some(error_response(None, e.code(), &e.to_string(), None)),
+                latency: Duration::ZERO,
+                effect: None,
+            },
+            Ok(Incoming::Single(v)) => self.handle_one(session, &v, now),
+            Ok(Incoming::Batch(items)) => self.handle_batch(session, &items, now),
+        }
+    }
+
+    fn handle_batch(&mut self, session: &str, items: &[Value], now: Duration) -> Handled {
+        let version = self.sessions.get(session).and_then(|s| s.version);
+        if let Some(v) = version
+            && !v.allows_batches()
+        {
+            return Handled {
+                response: Some(error_response(
+                    None,
+                    ErrorCode::InvalidRequest,
+                    &format!(
+                        "JSON-RPC batches are not supported in protocol version {v}: send one message at a time (batches exist only in 2025-03-26)"
+                    ),
+                    None,
+                )),
+                latency: Duration::ZERO,
+                effect: None,
+            };
+        }
+        let mut responses = Vec::new();
+        let mut latency = Duration::ZERO;
+        let mut effect = None;
+        for item in items {
+            let h = self.handle_one(session, item, now);
+            latency = latency.max(h.latency);
+            effect = effect.or(h.effect);
+            responses.extend(h.response);
+        }
+        Handled {
+            response: (!responses.is_empty()).then_some(Value::Array(responses)),
+            latency,
+            effect,
+        }
+    }
+
+    fn handle_one(&mut self, session: &str, value: &Value, now: Duration) -> Handled {
+        let plain = |response: Value| Handled {
+            response: Some(response),
+            latency: Duration::ZERO,
+            effect: None,
+        };
+        let message = match Message::classify(value) {
+            Ok(m) => m,
+            Err(e) => {
+                return plain(error_response(
+                    salvage_id(value),
+                    e.code(),
+                    &e.to_string(),
+                    None,
+                ));
+            }
+        };
+        let (id, method, params) = match message {
+            Message::Request { id, method, params } => (Some(id), method, params),
+            Message::Notification { method, params } => (None, method, params),
+            // The mock sends no requests, so responses from the client are ignored.
+            Message::Response { .. } | Message::Error { .. } => {
+                return Handled {
+                    response: None,
+                    latency: Duration::ZERO,
+                    effect: None,
+                };
+            }
+        };
+        let stateless = meta_version(params) == Some(ProtocolVersion::V2026_07_28.as_str());
+        let version = if stateless {
+            Some(ProtocolVersion::V2026_07_28)
+        } else {
+            self.sessions.get(session).and_then(|s| s.version)
+        };
+        let mut entry = JournalEntry {
+            index: self.journal.len() as u64,
+            session: session.to_owned(),
+            at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            protocol_version: version.map(ProtocolVersion::as_str),
+            method: method.to_owned(),
+            id: id.cloned(),
+            tool: None,
+            arguments: None,
+            outcome: "none",
+        };
+        let Some(id) = id else {
+            // Notifications: `initialized`, `cancelled`, progress... need no answer.
+            self.journal.push(entry);
+            return Handled {
+                response: None,
+                latency: Duration::ZERO,
+                effect: None,
+            };
+        };
+        let mut handled = match method {
+            "initialize" => plain(self.initialize(session, id, params)),
+            "ping" => plain(result_response(id, json!({}))),
+            "server/discover" => plain(result_response(id, self.discover())),
+            _ if version.is_none() => plain(error_response(
+                Some(id),
+                ErrorCode::InvalidRequest,
+                &format!(
+                    "received `{method}` before `initialize`: initialize the session first, or send `_meta` with protocol version 2026-07-28 (stateless)"
+                ),
+                None,
+            )),
+            "tools/list" => plain(self.list_tools(id, params)),
+            "tools/call" => self.call_tool(id, params, &mut entry),
+            "resources/list" => plain(result_response(id, json!({"resources": []}))),
+            "resources/templates/list" => {
+                plain(result_response(id, json!({"resourceTemplates": []})))
+            }
+            "prompts/list" => plain(result_response(id, json!({"prompts": []}))),
+            other => plain(error_response(
+                Some(id),
+                ErrorCode::MethodNotFound,
+                &format!("Method not found: {other}"),
+                None,
+            )),
+        };
+        if stateless
+            && let Some(result) = handled.response.as_mut().and_then(|r| r.get_mut("result"))
+        {
+            result["resultType"] = json!("complete");
+            result["_meta"] = json!({META_SERVER_INFO: server_info()});
+        }
+        if entry.outcome == "none" {
+            entry.outcome = match &handled.response {
+                Some(r) if r.get("error").is_some() => "error",
+                Some(_) => "result",
+                None => "none",
+            };
+        }
+        if entry.protocol_version.is_none() {
+            entry.protocol_version = self
+                .sessions
+                .get(session)
+                .and_then(|s| s.version)
+                .map(ProtocolVersion::as_str);
+        }
+        self.journal.push(entry);
+        handled
+    }
+
+    fn initialize(&mut self, session: &str, id: &Value, params: Option<&Value>) -> Value {
+        let Some(requested) = params
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+        else {
+            return error_response(
+                Some(id),
+                ErrorCode::InvalidParams,
+                "`initialize` needs `params.protocolVersion` (a string such as \"2025-11-25\")",
+                None,
+            );
+        };
+        let version = ProtocolVersion::negotiate(requested);
+        self.sessions.insert(
+            session.to_owned(),
+            Session {
+                version: Some(version),
+            },
+        );
+        result_response(
+            id,
+            json!({
+                "protocolVersion": version.as_str(),
+                "capabilities": capabilities(),
+                "serverInfo": server_info(),
+                "instructions": "A mock of the Amazon EKS MCP server for tests: a simulated, deterministic world. Nothing here touches AWS.",
+            }),
+        )
+    }
+
+    fn discover(&self) -> Value {
+        json!({
+            "supportedVersions": ProtocolVersion::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+            "capabilities": capabilities(),
+            "instructions": "A mock of the Amazon EKS MCP server for tests: a simulated, deterministic world. Nothing here touches AWS.",
+            "cacheScope": "private",
+            "ttlMs": 0,
+        })
+    }
+
+    fn list_tools(&self, id: &Value, params: Option<&Value>) -> Value {
+        let start = match params.and_then(|p| p.get("cursor")) {
+            None | Some(Value::Null) => 0,
+            Some(Value::String(c)) => match c
+                .strip_prefix("offset-")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                Some(n) if n <= self.tools.len() => n,
+                _ => {
+                    return error_response(
+                        Some(id),
+                        ErrorCode::InvalidParams,
+                        &format!("invalid cursor `{c}`: pass back a `nextCursor` this server gave"),
+                        None,
+                    );
+                }
+            },
+            Some(other) => {
+                return error_response(
+                    Some(id),
+                    ErrorCode::InvalidParams,
+                    &format!("`cursor` must be a string, not {other}"),
+                    None,
+                );
+            }
+        };
+        let end = self
+            .page_size
+            .map_or(self.tools.len(), |n| (start + n).min(self.tools.len()));
+        let page: Vec<Value> = self.tools[start..end]
+            .iter()
+            .map(CatalogTool::to_mcp)
+            .collect();
+        let mut result = json!({"tools": page});
+        if end < self.tools.len() {
+            result["nextCursor"] = json!(format!("offset-{end}"));
+        }
+        result_response(id, result)
+    }
+
+    fn call_tool(
+        &mut self,
+        id: &Value,
+        params: Option<&Value>,
+        entry: &mut JournalEntry,
+    ) -> Handled {
+        let plain = |response: Value| Handled {
+            response: Some(response),
+            latency: Duration::ZERO,
+            effect: None,
+        };
+        let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
+            return plain(error_response(
+                Some(id),
+                ErrorCode::InvalidParams,
+                "`tools/call` needs `params.name`, the tool's name (a string)",
+                None,
+            ));
+        };
+        let arguments = params
+            .and_then(|p| p.get("arguments"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        entry.tool = Some(name.to_owned());
+        entry.arguments = Some(arguments.clone());
+        if !(arguments.is_object() || arguments.is_null()) {
+            return plain(error_response(
+                Some(id),
+                ErrorCode::InvalidParams,
+                "`params.arguments` must be an object",
+                None,
+            ));
+        }
+        let fault = self.faults.on_call(name, entry.index);
+        if let Some(f) = &fault
+            && let Some(response) = f.replace_response(id)
+        {
+            entry.outcome = if response.get("error").is_some() {
+                "error"
+            } else {
+                "is_error"
+            };
+            return Handled {
+                response: Some(response),
+                latency: f.latency,
+                effect: f.effect.clone(),
+            };
+        }
+        let output = match self.by_name.get(name).and_then(|&i| self.tools.get(i)) {
+            Some(tool) => self.world.call(tool, &arguments, &self.flags),
+            None => crate::world::ToolOutput::error(format!("Unknown tool: {name}")),
+        };
+        entry.outcome = if output.is_error {
+            "is_error"
+        } else {
+            "result"
+        };
+        Handled {
+            response: Some(result_response(id, output.to_result())),
+            latency: fault.as_ref().map_or(Duration::ZERO, |f| f.latency),
+            effect: fault.and_then(|f| f.effect),
+        }
+    }
+}
+
+fn capabilities() -> Value {
+    json!({"tools": {"listChanged": false}, "resources": {"listChanged": false, "subscribe": false}, "prompts": {"listChanged": false}})
+}
+
+fn server_info() -> Value {
+    json!({"name": SERVER_NAME, "version": env!("CARGO_PKG_VERSION")})
+}
