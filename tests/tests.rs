@@ -12,3 +12,5 @@ mod check;
 mod cli;
 // `tollgate catalog`: filters, JSON export, bad input.
 mod catalog;
+// `tollgate mock-eks` over stdio and HTTP: the Python SDK, raw bad input, conformance.
+mod mock_eks;

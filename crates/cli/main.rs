@@ -24,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are listed here, one line each.
+    /// Run the mock Amazon EKS MCP server (stdio, or Streamable HTTP with --http).
+    MockEks(cmd::mock_eks::Args),
     /// List and export the risk-classified tool catalogue.
     Catalog(cmd::catalog::Args),
     /// Validate policy files: errors and warnings with file:line:col, like a compiler.
@@ -35,6 +37,7 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
+        Command::MockEks(args) => cmd::mock_eks::run(args),
         Command::Catalog(args) => cmd::catalog::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Explain(args) => cmd::explain::run(args),

@@ -131,7 +131,8 @@ pub enum CatalogError {
     Empty,
 }
 
-/// The catalogue: tools in a stable order (the real tools first, then by name) with O(1)
+/// The catalogue: tools in a stable order (the real tools first, in the real server's order,
+/// then the generated ones by name) with O(1)
 /// lookup by name.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -175,7 +176,14 @@ impl Catalog {
         services: BTreeMap<String, String>,
         mut tools: Vec<CatalogTool>,
     ) -> Result<Catalog, CatalogError> {
-        tools.sort_by(|a, b| (!a.is_real(), &a.name).cmp(&(!b.is_real(), &b.name)));
+        // The real tools keep the real server's order (a stable sort leaves them as the file
+        // has them); the generated ones follow by name.
+        tools.sort_by(|a, b| match (a.is_real(), b.is_real()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            (false, false) => a.name.cmp(&b.name),
+        });
         let mut by_name = HashMap::with_capacity(tools.len());
         for (i, t) in tools.iter().enumerate() {
             if by_name.insert(t.name.clone(), i).is_some() {

@@ -4,3 +4,4 @@ pub mod catalog;
 pub mod check;
 pub mod explain;
 mod known;
+pub mod mock_eks;

@@ -298,6 +298,14 @@ impl MockEks {
         {
             result["resultType"] = json!("complete");
             result["_meta"] = json!({META_SERVER_INFO: server_info()});
+            // Listings are cacheable in the stateless protocol: say they may not be reused.
+            if matches!(
+                method,
+                "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list"
+            ) {
+                result["cacheScope"] = json!("private");
+                result["ttlMs"] = json!(0);
+            }
         }
         if entry.outcome == "none" {
             entry.outcome = match &handled.response {

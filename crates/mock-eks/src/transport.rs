@@ -1,1 +1,414 @@
-//! placeholder
+//! The mock server over real transports: MCP over stdio (one JSON message per line) and
+//! Streamable HTTP (axum, at `/mcp`). Both wrap the in-process [`MockEks`]: state changes
+//! happen in arrival order under one lock; a fault's latency is then slept for real, per
+//! request, so a slow call does not hold up the others; effects are acted out (a crash exits
+//! the process, a hang never answers, a malformed answer is a line that is not JSON, a trickle
+//! sends the answer a few bytes at a time).
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tollgate_mcp::protocol::{HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, META_PROTOCOL_VERSION};
+use tollgate_mcp::{ErrorCode, ProtocolVersion, error_response};
+
+use crate::faults::FaultEffect;
+use crate::server::{Handled, MockEks};
+
+/// The exit code of a process that a `crash` fault ends.
+pub const CRASH_EXIT_CODE: i32 = 70;
+
+/// The mock shared by a transport's tasks, with the journal file it appends to.
+#[derive(Debug)]
+pub struct Shared {
+    mock: Mutex<MockEks>,
+    journal: Mutex<Option<(std::fs::File, usize)>>,
+    start: Instant,
+}
+
+impl Shared {
+    pub fn new(mock: MockEks, journal: Option<std::fs::File>) -> Arc<Shared> {
+        Arc::new(Shared {
+            mock: Mutex::new(mock),
+            journal: Mutex::new(journal.map(|f| (f, 0))),
+            start: Instant::now(),
+        })
+    }
+
+    /// Handles one message and appends the new journal entries to the journal file, one JSON
+    /// line each, flushed before the answer goes out.
+    pub fn handle(&self, session: &str, bytes: &[u8]) -> Handled {
+        let mut mock = self.mock.lock().unwrap_or_else(PoisonError::into_inner);
+        let handled = mock.handle(session, bytes, self.start.elapsed());
+        let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((file, written)) = journal.as_mut() {
+            for entry in mock.journal().get(*written..).unwrap_or_default() {
+                if let Ok(line) = serde_json::to_string(entry) {
+                    // A journal write failure must not take the server down; the test reading
+                    // the journal will see the gap.
+                    let _ = writeln!(file, "{line}").and_then(|()| file.flush());
+                }
+            }
+            *written = mock.journal().len();
+        }
+        handled
+    }
+
+    fn with_mock<T>(&self, f: impl FnOnce(&mut MockEks) -> T) -> T {
+        f(&mut self.mock.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Serves MCP over this process's stdin and stdout until stdin closes. Lines longer than
+/// `max_line` bytes are refused with a parse error (and skipped), never buffered whole.
+pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(chunk) = rx.recv().await {
+            if stdout.write_all(&chunk).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut reader = BufReader::new(tokio::io::stdin());
+    let mut hung = false;
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut reader)
+            .take(max_line as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            break;
+        }
+        if line.len() > max_line && line.last() != Some(&b'\n') {
+            // Skip the rest of the over-long line, then answer for it.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = (&mut reader)
+                    .take(64 * 1024)
+                    .read_until(b'\n', &mut rest)
+                    .await?;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+            let e = error_response(
+                None,
+                ErrorCode::ParseError,
+                &format!("message is over the limit of {max_line} bytes"),
+                None,
+            );
+            let _ = tx.send(format!("{e}\n").into_bytes());
+            continue;
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) || hung {
+            continue;
+        }
+        let handled = shared.handle("stdio", &line);
+        match handled.effect {
+            Some(FaultEffect::Crash) => std::process::exit(CRASH_EXIT_CODE),
+            Some(FaultEffect::Hang) => {
+                // A hung server answers nothing more; it still leaves when stdin closes.
+                hung = true;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(response) = handled.response else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if !handled.latency.is_zero() {
+                tokio::time::sleep(handled.latency).await;
+            }
+            match handled.effect {
+                Some(FaultEffect::Malformed) => {
+                    let _ = tx.send(
+                        b"{\"jsonrpc\": \"2.0\", \"result\": <malformed by fault>\n".to_vec(),
+                    );
+                }
+                Some(FaultEffect::Trickle { bytes_per_second }) => {
+                    let bytes = format!("{response}\n").into_bytes();
+                    trickle(&bytes, bytes_per_second, |chunk| {
+                        tx.send(chunk.to_vec()).is_ok()
+                    })
+                    .await;
+                }
+                _ => {
+                    let _ = tx.send(format!("{response}\n").into_bytes());
+                }
+            }
+        });
+    }
+    drop(tx);
+    // Answers still sleeping on a fault's latency are dropped with the process; the writer
+    // finishes what was already queued.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    Ok(())
+}
+
+async fn trickle(bytes: &[u8], bytes_per_second: u64, mut send: impl FnMut(&[u8]) -> bool) {
+    let chunk = usize::try_from(bytes_per_second.clamp(1, 1 << 20))
+        .unwrap_or(1)
+        .div_ceil(10)
+        .max(1);
+    for part in bytes.chunks(chunk) {
+        if !send(part) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Options of the HTTP transport.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// The largest request body (413 above it).
+    pub max_body: usize,
+    /// Answer every request with an SSE stream, even when the client accepts JSON.
+    pub always_sse: bool,
+}
+
+#[derive(Debug)]
+struct HttpState {
+    shared: Arc<Shared>,
+    sessions: AtomicU64,
+    options: HttpOptions,
+}
+
+/// The Streamable HTTP router: `POST /mcp`, `DELETE /mcp`, `GET /mcp` (405: this server
+/// opens no server-to-client stream).
+pub fn router(shared: Arc<Shared>, options: HttpOptions) -> Router {
+    let state = Arc::new(HttpState {
+        shared,
+        sessions: AtomicU64::new(0),
+        options,
+    });
+    Router::new()
+        .route("/mcp", post(http_post).delete(http_delete).get(http_get))
+        .layer(DefaultBodyLimit::max(options.max_body))
+        .with_state(state)
+}
+
+fn rpc_error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = error_response(None, code, message, None);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Browsers send `Origin`; a local server must refuse other sites' pages (DNS rebinding).
+fn origin_allowed(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let host = origin.split("://").nth(1).unwrap_or(origin);
+    let host = host.split(['/', ':']).next().unwrap_or(host);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+fn session_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(HEADER_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Whether a body opens a session (an `initialize`) or is stateless (2026-07-28 `_meta`).
+fn peek(body: &[u8]) -> (bool, bool) {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return (false, false);
+    };
+    let items: Vec<&Value> = match &value {
+        Value::Array(a) => a.iter().collect(),
+        v => vec![v],
+    };
+    let initialize = items
+        .iter()
+        .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));
+    let stateless = items.iter().all(|m| {
+        m.get("params")
+            .and_then(|p| p.get("_meta"))
+            .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
+            .and_then(Value::as_str)
+            == Some(ProtocolVersion::V2026_07_28.as_str())
+    });
+    (initialize, stateless)
+}
+
+async fn http_post(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !origin_allowed(&headers) {
+        return rpc_error_response(
+            StatusCode::FORBIDDEN,
+            ErrorCode::InvalidRequest,
+            "Forbidden: Origin is not a local address",
+        );
+    }
+    if let Some(v) = headers
+        .get(HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        && ProtocolVersion::parse(v).is_none()
+    {
+        return rpc_error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            &format!("Bad Request: unsupported MCP-Protocol-Version `{v}`"),
+        );
+    }
+    let (initialize, stateless) = peek(&body);
+    let mut new_session = None;
+    let session = if initialize {
+        let n = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("mock-session-{n}");
+        new_session = Some(id.clone());
+        id
+    } else if stateless {
+        "stateless".to_owned()
+    } else {
+        match session_header(&headers) {
+            None => {
+                return rpc_error_response(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidRequest,
+                    "Bad Request: Mcp-Session-Id header is required (send `initialize` first)",
+                );
+            }
+            Some(id) if !state.shared.with_mock(|m| m.has_session(&id)) => {
+                return rpc_error_response(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::InvalidRequest,
+                    "Session not found: initialize a new session",
+                );
+            }
+            Some(id) => id,
+        }
+    };
+    let handled = state.shared.handle(&session, &body);
+    match handled.effect {
+        Some(FaultEffect::Crash) => std::process::exit(CRASH_EXIT_CODE),
+        Some(FaultEffect::Hang) => {
+            // Never answer; the client's timeout ends the exchange.
+            std::future::pending::<()>().await;
+        }
+        _ => {}
+    }
+    if !handled.latency.is_zero() {
+        tokio::time::sleep(handled.latency).await;
+    }
+    let Some(response) = handled.response else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let wants_json = accept.contains("application/json") || accept.contains("*/*");
+    let sse = state.options.always_sse || (!wants_json && accept.contains("text/event-stream"));
+    let text = match handled.effect {
+        Some(FaultEffect::Malformed) => {
+            "{\"jsonrpc\": \"2.0\", \"result\": <malformed by fault>".to_owned()
+        }
+        _ => response.to_string(),
+    };
+    let (content_type, payload) = if sse {
+        (
+            "text/event-stream",
+            tollgate_mcp::sse::encode_event(&text, None),
+        )
+    } else {
+        ("application/json", text)
+    };
+    let body = match handled.effect {
+        Some(FaultEffect::Trickle { bytes_per_second }) => {
+            let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+            let bytes = payload.into_bytes();
+            tokio::spawn(async move {
+                trickle(&bytes, bytes_per_second, |chunk| {
+                    tx.send(Ok(Bytes::copy_from_slice(chunk))).is_ok()
+                })
+                .await;
+            });
+            Body::from_stream(tokio_stream(rx))
+        }
+        _ => Body::from(payload),
+    };
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(id) = new_session
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        resp.headers_mut().insert(HEADER_SESSION_ID, v);
+    }
+    resp
+}
+
+/// An mpsc receiver as a stream, without pulling in tokio-stream.
+fn tokio_stream<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn http_delete(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    match session_header(&headers) {
+        None => rpc_error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "Bad Request: Mcp-Session-Id header is required",
+        ),
+        Some(id) if state.shared.with_mock(|m| m.end_session(&id)) => {
+            StatusCode::OK.into_response()
+        }
+        Some(_) => rpc_error_response(
+            StatusCode::NOT_FOUND,
+            ErrorCode::InvalidRequest,
+            "Session not found",
+        ),
+    }
+}
+
+async fn http_get() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST, DELETE")],
+        "this server opens no server-to-client stream",
+    )
+        .into_response()
+}
+
+/// Serves the router on a bound listener until `shutdown` resolves.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    options: HttpOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared, options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
