@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 
 //! The one integration-test binary (as ripgrep does): each module drives the built `tollgate`
 //! binary or the library crates end to end. Modules join this list as their issues land
