@@ -1,2 +1,11 @@
-//! The enforcing gateway: the session core (in-process, clock injected), enforcement, the
-//! hash-chained audit log and recordings; transports and upstream connectors at the edge.
+//! The enforcing gateway: a transparent MCP proxy that decides every tool call with the policy
+//! engine before forwarding it, audits every decision in a hash-chained log, and answers
+//! refusals as tool errors an agent can act on.
+//!
+//! - [`audit`]: the hash-chained audit log and its verifier;
+//! - [`tokens`]: bearer tokens mapped to grants;
+//! - [`core`]: one session's enforcement, in process, with time passed in;
+//! - [`refusal`]: what a refused call looks like to the agent.
+
+pub mod audit;
+pub mod tokens;
