@@ -8,4 +8,6 @@
 //! - [`refusal`]: what a refused call looks like to the agent.
 
 pub mod audit;
+pub mod core;
+pub mod refusal;
 pub mod tokens;

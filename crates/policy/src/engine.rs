@@ -187,7 +187,7 @@ pub fn duration_text(d: Duration) -> String {
 }
 
 /// A window for people: `minute`, `hour`, or a duration.
-pub(crate) fn window_text(d: Duration) -> String {
+pub fn window_text(d: Duration) -> String {
     match d.as_secs() {
         1 => "second".into(),
         60 => "minute".into(),

@@ -1,0 +1,326 @@
+//! The session core against the in-process mock EKS server, in virtual time: decisions before
+//! forwarding, refusal shapes, the mock's journal proving nothing refused reached it, batches,
+//! timeouts, and an audit log that verifies.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_gateway::audit::{AuditLog, verify};
+use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore};
+use tollgate_mock_eks::world::Flags;
+use tollgate_mock_eks::{MockConfig, MockEks};
+use tollgate_policy::{Engine, MemoryStore, Policy};
+
+/// A client, the gateway session and the mock, wired in process.
+struct Rig {
+    core: SessionCore,
+    mock: MockEks,
+    to_client: Vec<Value>,
+}
+
+impl Rig {
+    fn new(policy: &str, audit: Option<AuditLog>, options: GatewayOptions) -> Rig {
+        let policy = Policy::parse("policy.json", policy).unwrap_or_else(|d| panic!("{d}"));
+        let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+        let gateway = Gateway::new(engine, audit, options);
+        let mock = MockEks::new(MockConfig {
+            flags: Flags {
+                allow_write: true,
+                allow_sensitive_data_access: true,
+            },
+            ..MockConfig::default()
+        })
+        .unwrap();
+        Rig {
+            core: gateway.session("ci-bot", "s1"),
+            mock,
+            to_client: Vec::new(),
+        }
+    }
+
+    /// Sends client bytes and pumps every message to its destination until quiet.
+    fn send_raw(&mut self, bytes: &[u8], now: Duration) {
+        let outs = self.core.from_client(bytes, now);
+        self.pump(outs, now);
+    }
+
+    fn send(&mut self, msg: Value, now: Duration) -> Vec<Value> {
+        let before = self.to_client.len();
+        self.send_raw(msg.to_string().as_bytes(), now);
+        self.to_client[before..].to_vec()
+    }
+
+    fn pump(&mut self, mut outs: Vec<Out>, now: Duration) {
+        for _ in 0..1000 {
+            let Some(out) = (!outs.is_empty()).then(|| outs.remove(0)) else {
+                return;
+            };
+            match out {
+                Out::Client(v) => self.to_client.push(v),
+                Out::Upstream(v) => {
+                    let h = self.mock.handle("s1", v.to_string().as_bytes(), now);
+                    if let Some(r) = h.response {
+                        outs.extend(self.core.from_upstream(r.to_string().as_bytes(), now));
+                    }
+                }
+            }
+        }
+        panic!("messages kept flowing");
+    }
+
+    fn initialize(&mut self, version: &str) {
+        self.send(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), Duration::ZERO);
+        self.send(
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            Duration::ZERO,
+        );
+    }
+
+    fn calls_in_journal(&self, tool: &str) -> usize {
+        self.mock
+            .journal()
+            .iter()
+            .filter(|e| e.tool.as_deref() == Some(tool))
+            .count()
+    }
+}
+
+fn call(id: u64, tool: &str, args: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+}
+
+const SEED: &str = include_str!("../../../examples/policies/seed.json");
+
+/// The seed's runaway agent: 15 cancels a second apart; 10 go through, 5 are rate limited, and
+/// the mock's journal holds exactly the 10 (promise 1: nothing refused reaches the upstream).
+#[test]
+fn runaway_agent_is_cut_at_ten_and_the_journal_proves_it() {
+    let mut rig = Rig::new(SEED, None, GatewayOptions::default());
+    rig.initialize("2025-11-25");
+    let mut decisions = Vec::new();
+    for i in 0..15u64 {
+        let answer = rig.send(
+            call(
+                i + 1,
+                "CancelAHORunBatch",
+                json!({"batchId": format!("rb-{:04}", i % 12 + 1)}),
+            ),
+            Duration::from_secs(i),
+        );
+        let result = &answer.last().unwrap()["result"];
+        decisions.push(
+            result["structuredContent"]["tollgate"]["decision"]
+                .as_str()
+                .unwrap_or("forwarded")
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        decisions.iter().filter(|d| *d == "forwarded").count(),
+        10,
+        "{decisions:?}"
+    );
+    assert_eq!(decisions.iter().filter(|d| *d == "rate_limited").count(), 5);
+    assert_eq!(rig.calls_in_journal("CancelAHORunBatch"), 10);
+}
+
+/// What the agent reads for each kind of refusal (reviewed snapshot).
+#[test]
+fn refusal_shapes() {
+    let policy = r#"{"version": "1", "default": "deny", "tools": {
+        "CancelAHORunBatch": {"reason": "runaway guard", "limits": [{"counter": "cancel_rate", "window": "minute", "max": 1}]},
+        "manage_k8s_resource": {"arguments": {"namespace": {"not_enum": ["kube-system"]}}, "when": {"argument": "operation",
+            "cases": {"read": {}}, "otherwise": {"action": "deny", "reason": "writes go through CI"}}},
+        "add_inline_policy": {"action": "require_approval", "reason": "grants IAM permissions"}}}"#;
+    let mut rig = Rig::new(policy, None, GatewayOptions::default());
+    rig.initialize("2025-06-18");
+    let mut transcript = String::new();
+    let cases = [
+        (
+            "allowed and forwarded",
+            call(1, "CancelAHORunBatch", json!({"batchId": "rb-0001"})),
+            Duration::from_secs(12),
+        ),
+        (
+            "rate limited",
+            call(2, "CancelAHORunBatch", json!({"batchId": "rb-0002"})),
+            Duration::from_secs(12),
+        ),
+        (
+            "denied by a branch",
+            call(
+                3,
+                "manage_k8s_resource",
+                json!({"operation": "delete", "cluster_name": "prod-eks", "kind": "Pod", "api_version": "v1", "name": "x", "namespace": "shop"}),
+            ),
+            Duration::from_secs(13),
+        ),
+        (
+            "invalid arguments",
+            call(
+                4,
+                "manage_k8s_resource",
+                json!({"operation": "read", "cluster_name": "prod-eks", "kind": "Pod", "api_version": "v1", "name": "x", "namespace": "kube-system"}),
+            ),
+            Duration::from_secs(13),
+        ),
+        (
+            "default deny",
+            call(
+                5,
+                "get_pod_logs",
+                json!({"cluster_name": "prod-eks", "namespace": "shop", "pod_name": "x"}),
+            ),
+            Duration::from_secs(14),
+        ),
+        (
+            "approval required",
+            call(
+                6,
+                "add_inline_policy",
+                json!({"policy_name": "p", "role_name": "r", "permissions": {}}),
+            ),
+            Duration::from_secs(15),
+        ),
+        (
+            "not advertised",
+            call(7, "DeleteEKSCluster", json!({"name": "prod-eks"})),
+            Duration::from_secs(16),
+        ),
+    ];
+    for (what, msg, at) in cases {
+        let answer = rig.send(msg, at);
+        transcript.push_str(&format!(
+            "== {what}\n{}\n",
+            serde_json::to_string_pretty(answer.last().unwrap()).unwrap()
+        ));
+    }
+    insta::assert_snapshot!(transcript);
+    assert_eq!(rig.calls_in_journal("manage_k8s_resource"), 0);
+    assert_eq!(rig.calls_in_journal("CancelAHORunBatch"), 1);
+    assert_eq!(rig.calls_in_journal("DeleteEKSCluster"), 0);
+}
+
+/// A message with a duplicated key is refused with its id and never forwarded.
+#[test]
+fn duplicate_keys_are_refused_and_not_forwarded() {
+    let mut rig = Rig::new(SEED, None, GatewayOptions::default());
+    rig.initialize("2025-11-25");
+    let before = rig.mock.journal().len();
+    rig.send_raw(br#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"CancelAHORunBatch","arguments":{"batchId":"rb-0001","batchId":"rb-0002"}}}"#, Duration::ZERO);
+    let answer = rig.to_client.last().unwrap();
+    assert_eq!(answer["id"], 9);
+    assert_eq!(answer["error"]["code"], -32600);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`batchId` twice")
+    );
+    assert_eq!(rig.mock.journal().len(), before);
+}
+
+/// In a 2025-03-26 batch, allowed calls are forwarded as one batch and the refusals are merged
+/// into the one array the client gets back.
+#[test]
+fn batches_forward_the_allowed_and_merge_the_refusals() {
+    let mut rig = Rig::new(SEED, None, GatewayOptions::default());
+    rig.initialize("2025-03-26");
+    // List first, so the batch is decided at once.
+    rig.send(
+        json!({"jsonrpc": "2.0", "id": 100, "method": "tools/list"}),
+        Duration::ZERO,
+    );
+    let answers = rig.send(json!([
+        call(1, "CancelAHORunBatch", json!({"batchId": "rb-0001"})),
+        call(2, "list_k8s_resources", json!({"cluster_name": "prod-eks", "kind": "Pod", "api_version": "v1"})),
+        {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+    ]), Duration::from_secs(1));
+    let array = answers.last().unwrap().as_array().unwrap();
+    let mut ids: Vec<u64> = array.iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3]);
+    let refused = array.iter().find(|a| a["id"] == 2).unwrap();
+    assert_eq!(
+        refused["result"]["structuredContent"]["tollgate"]["decision"],
+        "deny"
+    );
+    assert_eq!(rig.calls_in_journal("list_k8s_resources"), 0);
+    assert_eq!(rig.calls_in_journal("CancelAHORunBatch"), 1);
+}
+
+/// A call the upstream does not answer in time gets an error result at the deadline and the
+/// upstream is told to cancel.
+#[test]
+fn upstream_timeouts_answer_in_bounded_time() {
+    let policy = Policy::parse("p", r#"{"version": "1", "default": "allow"}"#).unwrap();
+    let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+    let gateway = Gateway::new(
+        engine,
+        None,
+        GatewayOptions {
+            call_timeout: Duration::from_secs(5),
+            ..GatewayOptions::default()
+        },
+    );
+    let mut core = gateway.session("g", "s");
+    let t0 = Duration::ZERO;
+    // Teach the core the upstream's tools by passing a tools/list answer through.
+    core.from_upstream(json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "slow", "inputSchema": {"type": "object"}}]}}).to_string().as_bytes(), t0);
+    let outs = core.from_client(call(2, "slow", json!({})).to_string().as_bytes(), t0);
+    assert!(matches!(outs.as_slice(), [Out::Upstream(_)]));
+    assert!(core.tick(Duration::from_secs(4)).is_empty());
+    assert_eq!(core.next_deadline(), Some(Duration::from_secs(5)));
+    let outs = core.tick(Duration::from_secs(5));
+    assert!(matches!(&outs[0], Out::Upstream(v) if v["method"] == "notifications/cancelled"));
+    let Out::Client(answer) = &outs[1] else {
+        panic!("{outs:?}")
+    };
+    assert_eq!(
+        answer["result"]["structuredContent"]["tollgate"]["decision"],
+        "upstream_timeout"
+    );
+    // The late answer is dropped: the client already has one.
+    let late = core.from_upstream(
+        json!({"jsonrpc": "2.0", "id": 2, "result": {"content": []}})
+            .to_string()
+            .as_bytes(),
+        Duration::from_secs(6),
+    );
+    assert!(late.is_empty());
+}
+
+/// Every decision and outcome is in the audit log, decisions before their outcomes, and the
+/// chain verifies.
+#[test]
+fn audit_log_records_decisions_then_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut rig = Rig::new(
+        SEED,
+        Some(AuditLog::open(&path, false).unwrap()),
+        GatewayOptions::default(),
+    );
+    rig.initialize("2025-11-25");
+    for i in 0..12u64 {
+        rig.send(
+            call(i + 1, "CancelAHORunBatch", json!({"batchId": "rb-0001"})),
+            Duration::from_secs(i),
+        );
+    }
+    let report = verify(&path, None).unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+    let records = tollgate_gateway::audit::read_records(&path).unwrap();
+    let decisions = records.iter().filter(|r| r["kind"] == "decision").count();
+    let outcomes = records.iter().filter(|r| r["kind"] == "outcome").count();
+    assert_eq!((decisions, outcomes), (12, 10));
+    let first_outcome = records.iter().position(|r| r["kind"] == "outcome").unwrap();
+    assert_eq!(records[first_outcome - 1]["kind"], "decision");
+    assert_eq!(
+        records[first_outcome]["decision_seq"],
+        records[first_outcome - 1]["seq"]
+    );
+}
