@@ -24,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are listed here, one line each.
+    /// Run the enforcing gateway in front of an MCP server (stdio, or HTTP with --listen).
+    Gateway(cmd::gateway::Args),
     /// Run the mock Amazon EKS MCP server (stdio, or Streamable HTTP with --http).
     MockEks(cmd::mock_eks::Args),
     /// List and export the risk-classified tool catalogue.
@@ -37,6 +39,7 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
+        Command::Gateway(args) => cmd::gateway::run(args),
         Command::MockEks(args) => cmd::mock_eks::run(args),
         Command::Catalog(args) => cmd::catalog::run(args),
         Command::Check(args) => cmd::check::run(args),

@@ -16,15 +16,21 @@ from mcp import Client, StdioServerParameters
 
 
 async def main() -> None:
+    # Everything after --stdio is the server's command line, `--` included (argparse would
+    # swallow it).
+    argv = sys.argv[1:]
+    command = []
+    if "--stdio" in argv:
+        i = argv.index("--stdio")
+        argv, command = argv[:i], argv[i + 1:]
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", default="auto")
     parser.add_argument("--url")
-    parser.add_argument("--stdio", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.url:
         server = args.url
     else:
-        server = StdioServerParameters(command=args.stdio[0], args=args.stdio[1:])
+        server = StdioServerParameters(command=command[0], args=command[1:])
     out = {}
     async with Client(server, mode=args.mode, read_timeout_seconds=30) as client:
         out["protocol_version"] = client.protocol_version

@@ -3,5 +3,6 @@
 pub mod catalog;
 pub mod check;
 pub mod explain;
+pub mod gateway;
 mod known;
 pub mod mock_eks;

@@ -11,3 +11,5 @@ pub mod audit;
 pub mod core;
 pub mod refusal;
 pub mod tokens;
+pub mod transport;
+pub mod upstream;

@@ -1,0 +1,234 @@
+//! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
+//! [--tokens FILE] [--grant NAME] [--call-timeout SECS] [--max-message-bytes N]
+//! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
+//!
+//! Without `--listen` it speaks MCP on its own stdin/stdout for one client (grant `--grant`),
+//! so a desktop client's `mcpServers` entry can wrap any stdio server with it. With `--listen`
+//! it serves Streamable HTTP at `/mcp`; `--tokens` maps bearer tokens to grants.
+//!
+//! Exit codes: 0 after a clean shutdown, 2 for bad flags, an invalid policy, an unusable audit
+//! log or tokens file.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sha2::Digest;
+use tokio::sync::{mpsc, watch};
+use tollgate_gateway::audit::AuditLog;
+use tollgate_gateway::core::{Gateway, GatewayOptions};
+use tollgate_gateway::tokens::Tokens;
+use tollgate_gateway::transport::{ClientInput, HttpFront, Sessions, http_router, run_session};
+use tollgate_gateway::upstream::UpstreamSpec;
+use tollgate_mcp::Limits;
+use tollgate_policy::{Engine, MemoryStore, Policy};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Append every decision and outcome to this hash-chained log (created if missing).
+    #[arg(long, value_name = "FILE")]
+    audit: Option<PathBuf>,
+    /// Also fdatasync each audit record (survives power loss; a disk sync per call).
+    #[arg(long)]
+    audit_fsync: bool,
+    /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Bearer tokens file (`TOKEN GRANT` per line; `sha256:HEX` tokens); HTTP only.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// The grant of the stdio client (and of HTTP clients when no tokens file is given).
+    #[arg(long, default_value = "default")]
+    grant: String,
+    /// Seconds a forwarded call may wait for the upstream.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    call_timeout: u64,
+    /// The largest message accepted from the client, in bytes.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_bytes)]
+    max_message_bytes: usize,
+    /// The upstream's Streamable HTTP URL.
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    upstream_url: Option<String>,
+    /// The upstream as a command to run (after `--`), spoken to over stdio.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = match Policy::load(&args.policy) {
+        Ok(p) => p,
+        Err(diags) => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let mut stderr = std::io::stderr().lock();
+            for d in &diags.0 {
+                writeln!(
+                    stderr,
+                    "{}",
+                    if color {
+                        d.render_color()
+                    } else {
+                        d.render_plain()
+                    }
+                )?;
+            }
+            writeln!(
+                stderr,
+                "error: `{}` is not a valid policy; the gateway does not start",
+                args.policy.display()
+            )?;
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let spec = match (&args.upstream_url, args.command.split_first()) {
+        (Some(url), _) => UpstreamSpec::Url(url.clone()),
+        (None, Some((program, rest))) => UpstreamSpec::Command {
+            program: program.clone(),
+            args: rest.to_vec(),
+        },
+        (None, None) => {
+            anyhow::bail!("no upstream: give `--upstream-url URL` or `-- COMMAND ARGS...`")
+        }
+    };
+    let tokens = args
+        .tokens
+        .as_ref()
+        .map(|p| Tokens::from_path(p))
+        .transpose()?;
+    if tokens.is_some() && args.listen.is_none() {
+        anyhow::bail!(
+            "`--tokens` applies to HTTP clients: add `--listen ADDR`, or use `--grant NAME` for the stdio client"
+        );
+    }
+    let audit = args
+        .audit
+        .as_ref()
+        .map(|p| AuditLog::open(p, args.audit_fsync))
+        .transpose()?;
+    let policy_hash = hex::encode(sha2::Sha256::digest(policy.source.text.as_bytes()));
+    let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+    let options = GatewayOptions {
+        limits: Limits {
+            max_bytes: args.max_message_bytes,
+        },
+        call_timeout: Duration::from_secs(args.call_timeout.max(1)),
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::new(engine, audit, options);
+    let start = Instant::now();
+    gateway
+        .open(start.elapsed(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION")}))
+        .map_err(anyhow::Error::msg)
+        .context("writing the audit log")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let max_line = args.max_message_bytes;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    runtime.block_on(async {
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        match args.listen {
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel::<ClientInput>();
+                let (sink, mut out) = mpsc::unbounded_channel::<serde_json::Value>();
+                // Reading stdin blocks: a thread feeds the session.
+                std::thread::spawn(move || {
+                    let stdin = std::io::stdin();
+                    for line in stdin.lock().split(b'\n') {
+                        let Ok(mut line) = line else { break };
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        if line.iter().all(u8::is_ascii_whitespace) {
+                            continue;
+                        }
+                        if tx
+                            .send(ClientInput {
+                                bytes: line,
+                                reply: None,
+                            })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let writer = tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let mut stdout = tokio::io::stdout();
+                    while let Some(v) = out.recv().await {
+                        let line = format!("{v}\n");
+                        if stdout.write_all(line.as_bytes()).await.is_err()
+                            || stdout.flush().await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let core = gateway.session(&args.grant, "stdio");
+                run_session(core, spec, rx, sink, start, max_line, stop_rx).await;
+                let _ = writer.await;
+            }
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let local = listener.local_addr()?;
+                writeln!(std::io::stderr().lock(), "listening on http://{local}/mcp")?;
+                let front = Arc::new(HttpFront {
+                    gateway: Arc::clone(&gateway),
+                    spec,
+                    tokens,
+                    default_grant: args.grant.clone(),
+                    sessions: tokio::sync::Mutex::new(Sessions::default()),
+                    start,
+                    max_line,
+                    shutdown: stop_rx.clone(),
+                    next: std::sync::atomic::AtomicU64::new(0),
+                });
+                let mut stop = stop_rx;
+                axum::serve(listener, http_router(front, max_line))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await?;
+                // Let session tasks drain their calls in flight.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    gateway
+        .close(start.elapsed())
+        .map_err(anyhow::Error::msg)
+        .context("writing the audit log")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,542 @@
+//! Running sessions for real: one task per client session drives a [`SessionCore`] between the
+//! client (this process's stdio, or HTTP requests) and its own upstream connection, with the
+//! real clock. Time for the policy is the monotonic time since the gateway started.
+//!
+//! - Timeouts: the task wakes at the core's next deadline and lets it answer late calls.
+//! - Upstream crash: pending calls get an error result at once; a child upstream is restarted
+//!   with backoff (100 ms doubling to 5 s) and re-initialized with the client's own
+//!   `initialize`, so the session goes on.
+//! - Shutdown: the task stops reading the client, waits (bounded) for the calls in flight, and
+//!   stops the upstream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tollgate_mcp::protocol::{HEADER_SESSION_ID, META_PROTOCOL_VERSION};
+use tollgate_mcp::{ErrorCode, error_response};
+
+use crate::core::{Out, SessionCore};
+use crate::upstream::{FromUpstream, Upstream, UpstreamSpec};
+
+/// How long a shutdown waits for calls in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+const REINIT_PREFIX: &str = "tollgate-reinit-";
+
+/// What a client sends a session task.
+#[derive(Debug)]
+pub struct ClientInput {
+    pub bytes: Vec<u8>,
+    /// For HTTP: where the answer goes (`None` means "nothing to answer": 202).
+    pub reply: Option<oneshot::Sender<Option<Value>>>,
+}
+
+/// Where the session sends messages for the client that no request is waiting for (stdio
+/// writes them; HTTP has no stream for them and drops them, logged).
+pub type ClientSink = mpsc::UnboundedSender<Value>;
+
+struct Waiter {
+    ids: Vec<String>,
+    batch: bool,
+    got: Vec<Value>,
+    reply: oneshot::Sender<Option<Value>>,
+}
+
+/// The ids of the requests in a client message (a batch's, or the one).
+fn request_ids(bytes: &[u8]) -> (Vec<String>, bool) {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return (Vec::new(), false);
+    };
+    let one = |m: &Value| m.get("method").and(m.get("id")).map(Value::to_string);
+    match &v {
+        Value::Array(items) => (items.iter().filter_map(one).collect(), true),
+        m => (one(m).into_iter().collect(), false),
+    }
+}
+
+/// Drives one session until the client goes away or `shutdown` turns true.
+pub async fn run_session(
+    mut core: SessionCore,
+    spec: UpstreamSpec,
+    mut client: mpsc::UnboundedReceiver<ClientInput>,
+    sink: ClientSink,
+    start: Instant,
+    max_line: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let now = || start.elapsed();
+    let mut upstream = match Upstream::connect(&spec, max_line) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::error!("cannot start the upstream: {e}");
+            None
+        }
+    };
+    let mut waiters: Vec<Waiter> = Vec::new();
+    let mut initialize: Option<Value> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut restarts = 0u64;
+    let mut closing = false;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        if closing && !core.has_pending() {
+            break;
+        }
+        let deadline = core.next_deadline().map(|d| start + d);
+        let sleep_until = match (deadline, drain_deadline) {
+            (Some(a), Some(b)) => Some(tokio::time::Instant::from_std(a).min(b)),
+            (Some(a), None) => Some(tokio::time::Instant::from_std(a)),
+            (None, b) => b,
+        };
+        let timer = async {
+            match sleep_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let from_upstream = async {
+            match upstream.as_mut() {
+                Some(u) => u.rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outs: Vec<Out> = tokio::select! {
+            input = client.recv(), if !closing => match input {
+                None => {
+                    closing = true;
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                    Vec::new()
+                }
+                Some(input) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&input.bytes)
+                        && v.get("method").and_then(Value::as_str) == Some("initialize")
+                    {
+                        initialize = Some(v);
+                    }
+                    let (ids, batch) = request_ids(&input.bytes);
+                    let outs = core.from_client(&input.bytes, now());
+                    if let Some(reply) = input.reply {
+                        if ids.is_empty() {
+                            // Notifications and responses: nothing to wait for, unless the
+                            // message was refused outright (a parse error answers it).
+                            let direct: Vec<&Value> = outs.iter().filter_map(|o| match o { Out::Client(v) => Some(v), Out::Upstream(_) => None }).collect();
+                            let _ = reply.send(direct.first().map(|v| (*v).clone()));
+                        } else {
+                            waiters.push(Waiter { ids, batch, got: Vec::new(), reply });
+                        }
+                    }
+                    outs
+                }
+            },
+            msg = from_upstream => match msg {
+                Some(FromUpstream::Message(bytes)) => {
+                    let is_reinit = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(|s| s.starts_with(REINIT_PREFIX))).unwrap_or(false);
+                    if is_reinit {
+                        backoff = Duration::from_millis(100);
+                        Vec::new()
+                    } else {
+                        core.from_upstream(&bytes, now())
+                    }
+                }
+                closed => {
+                    let why = match closed {
+                        Some(FromUpstream::Closed(why)) => why,
+                        _ => "the upstream connection closed".to_owned(),
+                    };
+                    tracing::warn!("upstream closed: {why}");
+                    let outs = core.upstream_closed(now(), &why);
+                    if let Some(u) = upstream.take() {
+                        u.shutdown().await;
+                    }
+                    if matches!(spec, UpstreamSpec::Command { .. }) && !closing {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        restarts += 1;
+                        match Upstream::connect(&spec, max_line) {
+                            Ok(u) => {
+                                if let Some(init) = &initialize {
+                                    let mut again = init.clone();
+                                    again["id"] = json!(format!("{REINIT_PREFIX}{restarts}"));
+                                    u.send(again);
+                                    u.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+                                }
+                                upstream = Some(u);
+                            }
+                            Err(e) => tracing::error!("cannot restart the upstream: {e}"),
+                        }
+                    }
+                    outs
+                }
+            },
+            () = timer => {
+                if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    break;
+                }
+                core.tick(now())
+            },
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closing = true;
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                }
+                Vec::new()
+            },
+        };
+        for out in outs {
+            match out {
+                Out::Upstream(v) => {
+                    let sent = upstream.as_ref().is_some_and(|u| u.send(v.clone()));
+                    if !sent {
+                        for o in core.upstream_closed(now(), "the upstream is not running") {
+                            if let Out::Client(c) = o {
+                                deliver(c, &mut waiters, &sink);
+                            }
+                        }
+                    }
+                }
+                Out::Client(v) => deliver(v, &mut waiters, &sink),
+            }
+        }
+    }
+    if let Some(u) = upstream.take() {
+        u.shutdown().await;
+    }
+}
+
+/// Hands a message to the HTTP request waiting for it, or to the sink.
+fn deliver(v: Value, waiters: &mut Vec<Waiter>, sink: &ClientSink) {
+    let ids: Vec<String> = match &v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|m| m.get("id").map(Value::to_string))
+            .collect(),
+        m => m.get("id").map(Value::to_string).into_iter().collect(),
+    };
+    let is_response = match &v {
+        Value::Array(_) => true,
+        m => m.get("result").is_some() || m.get("error").is_some(),
+    };
+    if is_response
+        && let Some(i) = waiters.iter().position(|w| {
+            ids.iter().any(|id| w.ids.contains(id)) || (ids == ["null"] && !w.ids.is_empty())
+        })
+    {
+        let w = &mut waiters[i];
+        match v {
+            Value::Array(items) => w.got.extend(items),
+            single => w.got.push(single),
+        }
+        let answered = w
+            .got
+            .iter()
+            .filter_map(|m| m.get("id").map(Value::to_string))
+            .collect::<Vec<_>>();
+        let done = !w.batch || w.ids.iter().all(|id| answered.contains(id));
+        if done {
+            let w = waiters.remove(i);
+            let answer = if w.batch {
+                Value::Array(w.got)
+            } else {
+                w.got.into_iter().next().unwrap_or(Value::Null)
+            };
+            let _ = w.reply.send(Some(answer));
+        }
+        return;
+    }
+    let _ = sink.send(v);
+}
+
+/// The sessions of an HTTP gateway, by `Mcp-Session-Id`.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    pub by_id: HashMap<String, mpsc::UnboundedSender<ClientInput>>,
+}
+
+/// Shared by the HTTP handlers.
+#[derive(Debug)]
+pub struct HttpFront {
+    pub gateway: Arc<crate::core::Gateway>,
+    pub spec: UpstreamSpec,
+    pub tokens: Option<crate::tokens::Tokens>,
+    pub default_grant: String,
+    pub sessions: tokio::sync::Mutex<Sessions>,
+    pub start: Instant,
+    pub max_line: usize,
+    pub shutdown: watch::Receiver<bool>,
+    pub next: std::sync::atomic::AtomicU64,
+}
+
+/// How long an HTTP request waits for its answer before the gateway gives up on it (calls
+/// have their own, shorter, upstream timeouts; this bounds everything else).
+const HTTP_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = error_response(None, ErrorCode::InvalidRequest, message, None);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The gateway's Streamable HTTP front at `/mcp`.
+pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
+    Router::new()
+        .route(
+            "/mcp",
+            post(http_post).delete(http_delete).get(|| async {
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    [(header::ALLOW, "POST, DELETE")],
+                    "this gateway opens no server-to-client stream",
+                )
+                    .into_response()
+            }),
+        )
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(front)
+}
+
+fn origin_allowed(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let host = origin.split("://").nth(1).unwrap_or(origin);
+    let host = host.split(['/', ':']).next().unwrap_or(host);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// The grant of a request: from its bearer token when tokens are configured.
+fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let Some(tokens) = &front.tokens else {
+        return Ok(front.default_grant.clone());
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented.and_then(|t| tokens.lookup(t.trim())) {
+        Some(grant) => Ok(grant.to_owned()),
+        None => {
+            let mut r = json_error(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: present a valid bearer token (Authorization: Bearer TOKEN)",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(Box::new(r))
+        }
+    }
+}
+
+fn peek(body: &[u8]) -> (bool, bool) {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return (false, false);
+    };
+    let items: Vec<&Value> = match &value {
+        Value::Array(a) => a.iter().collect(),
+        v => vec![v],
+    };
+    let initialize = items
+        .iter()
+        .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));
+    let stateless = !items.is_empty()
+        && items.iter().all(|m| {
+            m.get("params")
+                .and_then(|p| p.get("_meta"))
+                .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
+                .is_some()
+        });
+    (initialize, stateless)
+}
+
+fn spawn_session(
+    front: &Arc<HttpFront>,
+    grant: &str,
+    session: &str,
+) -> mpsc::UnboundedSender<ClientInput> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (sink, mut drops) = mpsc::unbounded_channel::<Value>();
+    let core = front.gateway.session(grant, session);
+    tokio::spawn(run_session(
+        core,
+        front.spec.clone(),
+        rx,
+        sink,
+        front.start,
+        front.max_line,
+        front.shutdown.clone(),
+    ));
+    tokio::spawn(async move {
+        // Server-to-client messages with no request waiting: no stream carries them here.
+        while let Some(v) = drops.recv().await {
+            tracing::debug!("dropped a server-to-client message (no GET stream): {v}");
+        }
+    });
+    tx
+}
+
+async fn http_post(
+    State(front): State<Arc<HttpFront>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !origin_allowed(&headers) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden: Origin is not a local address",
+        );
+    }
+    let grant = match grant_of(&front, &headers) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let (initialize, stateless) = peek(&body);
+    let header_session = headers
+        .get(HEADER_SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut new_session = None;
+    let tx = {
+        let mut sessions = front.sessions.lock().await;
+        if initialize {
+            let n = front
+                .next
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            let nonce: u64 = rand_nonce();
+            let id = format!("tg-{n}-{nonce:016x}");
+            let tx = spawn_session(&front, &grant, &id);
+            sessions
+                .by_id
+                .insert(format!("{grant}\u{0}{id}"), tx.clone());
+            new_session = Some(id);
+            tx
+        } else if let Some(id) = &header_session {
+            match sessions.by_id.get(&format!("{grant}\u{0}{id}")) {
+                Some(tx) => tx.clone(),
+                None => {
+                    return json_error(
+                        StatusCode::NOT_FOUND,
+                        "Session not found: initialize a new session",
+                    );
+                }
+            }
+        } else if stateless {
+            // The stateless protocol has no sessions: its requests share one gateway session
+            // per grant, so `scope: session` limits count per grant for these clients.
+            let key = format!("{grant}\u{0}stateless");
+            match sessions.by_id.get(&key) {
+                Some(tx) if !tx.is_closed() => tx.clone(),
+                _ => {
+                    let tx = spawn_session(&front, &grant, &format!("stateless:{grant}"));
+                    sessions.by_id.insert(key, tx.clone());
+                    tx
+                }
+            }
+        } else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: Mcp-Session-Id header is required (send `initialize` first)",
+            );
+        }
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if tx
+        .send(ClientInput {
+            bytes: body.to_vec(),
+            reply: Some(reply_tx),
+        })
+        .is_err()
+    {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session is shutting down",
+        );
+    }
+    let answer = match tokio::time::timeout(HTTP_ANSWER_TIMEOUT, reply_rx).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(_)) => {
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                "the session ended before answering",
+            );
+        }
+        Err(_) => return json_error(StatusCode::GATEWAY_TIMEOUT, "no answer in time"),
+    };
+    let Some(answer) = answer else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let sse = !(accept.contains("application/json") || accept.contains("*/*"))
+        && accept.contains("text/event-stream");
+    let mut resp = if sse {
+        (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            tollgate_mcp::sse::encode_event(&answer.to_string(), None),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            answer.to_string(),
+        )
+            .into_response()
+    };
+    if let Some(id) = new_session
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        resp.headers_mut().insert(HEADER_SESSION_ID, v);
+    }
+    resp
+}
+
+async fn http_delete(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
+    let grant = match grant_of(&front, &headers) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let Some(id) = headers.get(HEADER_SESSION_ID).and_then(|v| v.to_str().ok()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        );
+    };
+    // Dropping the session's sender ends its task once its calls in flight are answered.
+    match front
+        .sessions
+        .lock()
+        .await
+        .by_id
+        .remove(&format!("{grant}\u{0}{id}"))
+    {
+        Some(_) => StatusCode::OK.into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "Session not found"),
+    }
+}
+
+/// An unguessable session-id suffix.
+fn rand_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process and per instance.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
