@@ -12,7 +12,7 @@ use crate::util::{root, tollgate};
 
 /// The Python interpreter with `mcp==2.3.0` (scripts/test-all.sh creates it). A missing one
 /// fails the test: the test command installs it, nothing is skipped.
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("TOLLGATE_TEST_PYTHON").unwrap_or_else(|_| {
         let venv = root().join(".venv/bin/python");
         assert!(venv.exists(), "TOLLGATE_TEST_PYTHON is not set and .venv/bin/python is missing: run `bash scripts/test-all.sh`");
@@ -21,7 +21,7 @@ fn python() -> String {
 }
 
 /// A child process killed when the test ends, however it ends.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -31,7 +31,7 @@ impl Drop for Guard {
 }
 
 /// Starts `tollgate mock-eks --http 127.0.0.1:0 ARGS` and returns its URL.
-fn start_http(args: &[&str]) -> (Guard, String) {
+pub(crate) fn start_http(args: &[&str]) -> (Guard, String) {
     let mut child = tollgate()
         .args(["mock-eks", "--http", "127.0.0.1:0"])
         .args(args)
@@ -50,7 +50,7 @@ fn start_http(args: &[&str]) -> (Guard, String) {
     (Guard(child), url)
 }
 
-fn run_python_client(mode: &str, target: &[&str]) -> Value {
+pub(crate) fn run_python_client(mode: &str, target: &[&str]) -> Value {
     let out = Command::new(python())
         .arg(root().join("tests/python/mcp_client.py"))
         .args(["--mode", mode])
@@ -65,7 +65,7 @@ fn run_python_client(mode: &str, target: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn check_client_summary(summary: &Value, version: &str, pages_at_least: u64) {
+pub(crate) fn check_client_summary(summary: &Value, version: &str, pages_at_least: u64) {
     assert_eq!(summary["protocol_version"], version);
     assert_eq!(summary["server_name"], "tollgate-mock-eks");
     let tools = summary["tools"].as_array().unwrap();
@@ -248,42 +248,50 @@ fn http_sessions_and_refusals() {
     });
 }
 
-/// The MCP conformance suite (@modelcontextprotocol/conformance 0.1.12) against the HTTP mock:
-/// exactly the scenarios that apply to an EKS server pass (docs/conformance.md lists the others
-/// and why they do not apply).
-#[test]
-fn conformance_suite_passes_the_applicable_scenarios() {
-    let conformance = std::env::var("TOLLGATE_TEST_CONFORMANCE").unwrap_or_else(|_| {
+/// The conformance runner (`$TOLLGATE_TEST_CONFORMANCE`, installed by scripts/test-all.sh).
+pub(crate) fn conformance_bin() -> String {
+    std::env::var("TOLLGATE_TEST_CONFORMANCE").unwrap_or_else(|_| {
         let bin = root().join(".ci/node/node_modules/.bin/conformance");
         assert!(bin.exists(), "TOLLGATE_TEST_CONFORMANCE is not set and .ci/node is not installed: run `bash scripts/test-all.sh`");
         bin.to_string_lossy().into_owned()
-    });
-    let (_guard, url) = start_http(&[]);
+    })
+}
+
+/// The scenarios that pass against an MCP server at `url`, sorted.
+pub(crate) fn conformance_passing(url: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(conformance)
-        .args(["server", "--url", &url, "-o", dir.path().to_str().unwrap()])
+    let out = Command::new(conformance_bin())
+        .args(["server", "--url", url, "-o", dir.path().to_str().unwrap()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut passing: Vec<&str> = text
+    let mut passing: Vec<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("✓ "))
         .filter_map(|l| l.split(':').next())
+        .map(str::to_owned)
         .collect();
     passing.sort_unstable();
-    assert_eq!(
-        passing,
-        [
-            "dns-rebinding-protection",
-            "ping",
-            "prompts-list",
-            "resources-list",
-            "server-initialize",
-            "server-sse-multiple-streams",
-            "tools-call-error",
-            "tools-call-simple-text",
-            "tools-list",
-        ],
-        "{text}"
-    );
+    passing
+}
+
+/// What passes against the mock (docs/conformance.md says why the rest does not apply).
+pub(crate) const CONFORMANCE_PASSING: [&str; 9] = [
+    "dns-rebinding-protection",
+    "ping",
+    "prompts-list",
+    "resources-list",
+    "server-initialize",
+    "server-sse-multiple-streams",
+    "tools-call-error",
+    "tools-call-simple-text",
+    "tools-list",
+];
+
+/// The MCP conformance suite (@modelcontextprotocol/conformance 0.1.12) against the HTTP mock:
+/// exactly the scenarios that apply to an EKS server pass.
+#[test]
+fn conformance_suite_passes_the_applicable_scenarios() {
+    let (_guard, url) = start_http(&[]);
+    assert_eq!(conformance_passing(&url), CONFORMANCE_PASSING);
 }

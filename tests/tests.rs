@@ -14,3 +14,5 @@ mod cli;
 mod catalog;
 // `tollgate mock-eks` over stdio and HTTP: the Python SDK, raw bad input, conformance.
 mod mock_eks;
+// `tollgate gateway` end to end in front of the mock.
+mod gateway;

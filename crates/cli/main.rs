@@ -24,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are listed here, one line each.
+    /// Verify, tail and query the gateway's hash-chained audit log.
+    Audit(cmd::audit::Args),
     /// Run the enforcing gateway in front of an MCP server (stdio, or HTTP with --listen).
     Gateway(cmd::gateway::Args),
     /// Run the mock Amazon EKS MCP server (stdio, or Streamable HTTP with --http).
@@ -39,6 +41,7 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
+        Command::Audit(args) => cmd::audit::run(args),
         Command::Gateway(args) => cmd::gateway::run(args),
         Command::MockEks(args) => cmd::mock_eks::run(args),
         Command::Catalog(args) => cmd::catalog::run(args),

@@ -520,7 +520,7 @@ impl SessionCore {
                         .and_then(Value::as_bool)
                         .unwrap_or(false);
                     let _ = self.gateway.audit(now, "outcome", json!({
-                        "session": self.session, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
+                        "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
                         "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,
                         "error": v.get("error"),
                     }));
@@ -635,7 +635,7 @@ impl SessionCore {
             };
             self.expired.insert(key);
             let waited = now.saturating_sub(p.started);
-            let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
+            let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
             let text = format!(
                 "The upstream server did not answer the call to `{}` within {}s; Tollgate stopped waiting and asked it to cancel. The call may or may not have taken effect.",
                 p.tool,
@@ -667,7 +667,7 @@ impl SessionCore {
                 )));
                 continue;
             }
-            let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "error": why}));
+            let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "error": why}));
             let text = format!(
                 "The upstream server went away while running `{}` ({why}); the call may or may not have taken effect.",
                 p.tool
