@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use tollgate_catalog::{CatalogTool, ToolSource};
 
 use super::real::str_arg;
-use super::{BatchFx, ToolOutput, World};
+use super::{BatchFx, BatchStatus, RunFx, RunStatus, ToolOutput, World};
 
 fn aws_error(code: &str, operation: &str, message: &str) -> ToolOutput {
     ToolOutput::error(format!(
@@ -44,47 +44,76 @@ pub(crate) fn call(world: &mut World, tool: &CatalogTool, args: &Value) -> ToolO
 }
 
 fn batch_json(b: &BatchFx) -> Value {
-    json!({"id": b.id, "name": b.name, "status": b.status, "totalRuns": b.runs})
+    json!({"id": b.id, "name": b.name, "status": b.status.as_str(), "totalRuns": b.runs})
 }
 
+fn run_json(r: &RunFx) -> Value {
+    json!({"id": r.id, "name": r.name, "status": r.status.as_str(), "batchId": r.batch_id})
+}
+
+fn not_found(op: &str, what: &str, id: &str) -> ToolOutput {
+    aws_error(
+        "ResourceNotFoundException",
+        op,
+        &format!("{what} {id} not found"),
+    )
+}
+
+/// HealthOmics run batches and runs. Cancelling a batch cancels its unfinished runs; a
+/// batch or run that has finished cannot be cancelled again (`ConflictException`).
 fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
-    let id = str_arg(args, "batchId").unwrap_or_default().to_owned();
-    let find = |w: &World| w.state.run_batches.iter().position(|b| b.id == id);
-    Some(match op {
-        "CancelRunBatch" => match find(world) {
-            None => aws_error(
-                "ResourceNotFoundException",
-                op,
-                &format!("Run batch {id} not found"),
-            ),
-            Some(i) => {
-                let b = &mut world.state.run_batches[i];
-                if b.status != "RUNNING" && b.status != "PENDING" {
-                    let status = b.status.clone();
-                    return Some(aws_error(
-                        "ConflictException",
-                        op,
-                        &format!(
-                            "Run batch {id} is {status}; only a PENDING or RUNNING batch can be cancelled"
-                        ),
-                    ));
+    let batch_id = str_arg(args, "batchId").unwrap_or_default().to_owned();
+    let run_id = str_arg(args, "id").unwrap_or_default().to_owned();
+    let batch = world
+        .state
+        .run_batches
+        .iter()
+        .position(|b| b.id == batch_id);
+    let run = world.state.runs.iter().position(|r| r.id == run_id);
+    let out = match (op, batch, run) {
+        (
+            "CancelRunBatch" | "GetBatch" | "DeleteRunBatch" | "DeleteBatch" | "ListRunsInBatch",
+            None,
+            _,
+        ) => not_found(op, "Run batch", &batch_id),
+        ("CancelRunBatch", Some(i), _) => {
+            let status = world.state.run_batches[i].status;
+            if !status.is_active() {
+                return Some(aws_error(
+                    "ConflictException",
+                    op,
+                    &format!(
+                        "Run batch {batch_id} is {}; only a CREATING, PENDING, SUBMITTING or INPROGRESS batch can be cancelled",
+                        status.as_str()
+                    ),
+                ));
+            }
+            world.state.run_batches[i].status = BatchStatus::Cancelled;
+            for r in &mut world.state.runs {
+                if r.batch_id.as_deref() == Some(&batch_id) && r.status.is_active() {
+                    r.status = RunStatus::Cancelled;
                 }
-                b.status = "CANCELLED".into();
-                ok(world, op, json!({}))
             }
-        },
-        "GetBatch" => match find(world) {
-            None => aws_error(
-                "ResourceNotFoundException",
-                op,
-                &format!("Run batch {id} not found"),
-            ),
-            Some(i) => {
-                let body = batch_json(&world.state.run_batches[i]);
-                ok(world, op, body)
+            ok(world, op, json!({}))
+        }
+        ("GetBatch", Some(i), _) => {
+            let b = &world.state.run_batches[i];
+            let mut body = batch_json(b);
+            let mut summary = Map::new();
+            for r in world
+                .state
+                .runs
+                .iter()
+                .filter(|r| r.batch_id.as_deref() == Some(&b.id))
+            {
+                let key = r.status.as_str().to_ascii_lowercase();
+                let n = summary.get(&key).and_then(Value::as_u64).unwrap_or(0);
+                summary.insert(key, json!(n + 1));
             }
-        },
-        "ListBatch" => {
+            body["runSummary"] = Value::Object(summary);
+            ok(world, op, body)
+        }
+        ("ListBatch", _, _) => {
             let status = str_arg(args, "status");
             let name = str_arg(args, "name");
             let items: Vec<Value> = world
@@ -92,58 +121,140 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 .run_batches
                 .iter()
                 .filter(|b| {
-                    status.is_none_or(|s| b.status == s) && name.is_none_or(|n| b.name == n)
+                    status.is_none_or(|s| b.status.as_str() == s)
+                        && name.is_none_or(|n| b.name == n)
                 })
                 .map(batch_json)
                 .collect();
             ok(world, op, json!({"items": items}))
         }
-        "StartRunBatch" => {
+        ("ListRunsInBatch", Some(_), _) => {
+            let cancelled = world
+                .state
+                .run_batches
+                .iter()
+                .any(|b| b.id == batch_id && b.status == BatchStatus::Cancelled);
+            let items: Vec<Value> = world
+                .state
+                .runs
+                .iter()
+                .filter(|r| r.batch_id.as_deref() == Some(&batch_id))
+                .map(|r| {
+                    let submission = if cancelled && r.status == RunStatus::Cancelled {
+                        "CANCEL_SUCCESS"
+                    } else {
+                        "SUCCESS"
+                    };
+                    json!({"runId": r.id, "runSettingId": r.name, "submissionStatus": submission})
+                })
+                .collect();
+            ok(world, op, json!({"runs": items}))
+        }
+        ("StartRunBatch", _, _) => {
             let n = world.state.run_batches.len() + 1;
+            let runs = args
+                .get("batchRunSettings")
+                .and_then(|s| s.get("inlineSettings"))
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             let batch = BatchFx {
                 id: format!("rb-{n:04}"),
                 name: str_arg(args, "batchName").unwrap_or("unnamed").to_owned(),
-                status: "PENDING".into(),
-                runs: u32::try_from(
-                    args.get("batchRunSettings")
-                        .and_then(|s| s.get("inlineSettings"))
-                        .and_then(Value::as_array)
-                        .map_or(0, Vec::len),
-                )
-                .unwrap_or(u32::MAX),
+                status: BatchStatus::Pending,
+                runs: u32::try_from(runs).unwrap_or(u32::MAX),
             };
-            let body = json!({"id": batch.id, "status": batch.status});
+            for i in 1..=runs {
+                world.state.runs.push(RunFx {
+                    id: format!("{}-r{i:03}", batch.id),
+                    name: format!("{}-{i:03}", batch.name),
+                    status: RunStatus::Pending,
+                    batch_id: Some(batch.id.clone()),
+                });
+            }
+            let body = json!({"id": batch.id, "status": batch.status.as_str()});
             world.state.run_batches.push(batch);
             ok(world, op, body)
         }
-        "DeleteRunBatch" | "DeleteBatch" => match find(world) {
-            None => aws_error(
-                "ResourceNotFoundException",
-                op,
-                &format!("Run batch {id} not found"),
-            ),
-            Some(i)
-                if matches!(
-                    world.state.run_batches[i].status.as_str(),
-                    "RUNNING" | "PENDING" | "CANCELLING"
-                ) =>
-            {
-                aws_error(
+        ("DeleteRunBatch" | "DeleteBatch", Some(i), _) => {
+            let status = world.state.run_batches[i].status;
+            if status.is_active() || status == BatchStatus::Stopping {
+                return Some(aws_error(
                     "ConflictException",
                     op,
                     &format!(
-                        "Run batch {id} is still {}; cancel it first",
-                        world.state.run_batches[i].status
+                        "Run batch {batch_id} is still {}; cancel it first",
+                        status.as_str()
                     ),
-                )
+                ));
             }
-            Some(i) => {
+            if op == "DeleteRunBatch" {
+                // Deletes the batch's runs and keeps the batch, marked RUNS_DELETED.
+                world
+                    .state
+                    .runs
+                    .retain(|r| r.batch_id.as_deref() != Some(&batch_id));
+                world.state.run_batches[i].status = BatchStatus::RunsDeleted;
+            } else {
                 world.state.run_batches.remove(i);
-                ok(world, op, json!({}))
             }
-        },
+            ok(world, op, json!({}))
+        }
+        ("GetRun" | "CancelRun" | "DeleteRun", _, None) => not_found(op, "Run", &run_id),
+        ("GetRun", _, Some(i)) => {
+            let body = run_json(&world.state.runs[i]);
+            ok(world, op, body)
+        }
+        ("CancelRun", _, Some(i)) => {
+            let status = world.state.runs[i].status;
+            if !status.is_active() {
+                return Some(aws_error(
+                    "ConflictException",
+                    op,
+                    &format!(
+                        "Run {run_id} is {}; only a PENDING, STARTING or RUNNING run can be cancelled",
+                        status.as_str()
+                    ),
+                ));
+            }
+            world.state.runs[i].status = RunStatus::Cancelled;
+            ok(world, op, json!({}))
+        }
+        ("DeleteRun", _, Some(i)) => {
+            let status = world.state.runs[i].status;
+            if status.is_active() {
+                return Some(aws_error(
+                    "ConflictException",
+                    op,
+                    &format!("Run {run_id} is still {}; cancel it first", status.as_str()),
+                ));
+            }
+            world.state.runs.remove(i);
+            ok(world, op, json!({}))
+        }
+        ("ListRuns", _, _) => {
+            let status = str_arg(args, "status");
+            let name = str_arg(args, "name");
+            let batch = str_arg(args, "batchId");
+            let limit =
+                usize::try_from(super::real::int_arg(args, "maxResults", 100).clamp(1, 100))
+                    .unwrap_or(100);
+            let items: Vec<Value> = world
+                .state
+                .runs
+                .iter()
+                .filter(|r| {
+                    status.is_none_or(|s| r.status.as_str() == s)
+                        && name.is_none_or(|n| r.name == n)
+                        && batch.is_none_or(|b| r.batch_id.as_deref() == Some(b))
+                })
+                .take(limit)
+                .map(run_json)
+                .collect();
+            ok(world, op, json!({"items": items}))
+        }
         _ => return None,
-    })
+    };
+    Some(out)
 }
 
 fn eks(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {

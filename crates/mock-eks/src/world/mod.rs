@@ -12,6 +12,7 @@
 //!   are refused with the real server's texts.
 
 mod aws;
+mod pyjson;
 mod real;
 mod validate;
 
@@ -30,8 +31,9 @@ pub struct Flags {
 }
 
 /// What a tool call returns: MCP text content items (the real server sends a summary line and,
-/// for data, a second item with a JSON body), whether it is an error, and the JSON body as
-/// `structuredContent`.
+/// for data, a second item with a JSON body), whether it is an error, and `structuredContent`.
+/// The real tools send none (the real server declares no output schemas and sends none); the
+/// extended tools send their JSON body there too.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolOutput {
     pub content: Vec<String>,
@@ -50,13 +52,18 @@ impl ToolOutput {
 
     pub(crate) fn data(summary: impl Into<String>, body: Value) -> Self {
         ToolOutput {
-            content: vec![
-                summary.into(),
-                serde_json::to_string(&body).unwrap_or_default(),
-            ],
+            content: vec![summary.into(), pyjson::dumps(&body)],
             is_error: false,
             structured: Some(body),
         }
+    }
+
+    /// The JSON body of a data answer (the last content item), whatever `structured` holds.
+    pub fn body(&self) -> Option<Value> {
+        self.content
+            .last()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .filter(|_| self.content.len() > 1)
     }
 
     /// Every content item, one per line.
@@ -98,6 +105,9 @@ pub struct Fixture {
     pub roles: Vec<RoleFx>,
     #[serde(default)]
     pub run_batches: Vec<BatchFx>,
+    /// HealthOmics runs; batches without listed runs get generated ones (see [`BatchFx`]).
+    #[serde(default)]
+    pub runs: Vec<RunFx>,
     /// Files `apply_yaml` can read, by path; `generate_app_manifest` adds to them. The mock
     /// touches no disk.
     #[serde(default)]
@@ -172,14 +182,127 @@ pub struct RoleFx {
     pub inline_policies: BTreeMap<String, Value>,
 }
 
+/// A HealthOmics run batch. Its runs are the fixture's `runs` that name it, or, when the
+/// fixture lists none, `runs` generated ones (`{id}-r001`, ...) in the state matching the
+/// batch's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchFx {
     pub id: String,
     pub name: String,
-    /// PENDING, RUNNING, CANCELLING, CANCELLED, COMPLETED, FAILED.
-    pub status: String,
+    pub status: BatchStatus,
+    /// How many runs the batch started.
     pub runs: u32,
+}
+
+/// HealthOmics' run-batch states, as its API names them (`INPROGRESS` is a running batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BatchStatus {
+    Creating,
+    Pending,
+    Submitting,
+    Inprogress,
+    Stopping,
+    Cancelled,
+    Failed,
+    Processed,
+    RunsDeleting,
+    RunsDeleteFailed,
+    RunsDeleted,
+}
+
+impl BatchStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Creating => "CREATING",
+            BatchStatus::Pending => "PENDING",
+            BatchStatus::Submitting => "SUBMITTING",
+            BatchStatus::Inprogress => "INPROGRESS",
+            BatchStatus::Stopping => "STOPPING",
+            BatchStatus::Cancelled => "CANCELLED",
+            BatchStatus::Failed => "FAILED",
+            BatchStatus::Processed => "PROCESSED",
+            BatchStatus::RunsDeleting => "RUNS_DELETING",
+            BatchStatus::RunsDeleteFailed => "RUNS_DELETE_FAILED",
+            BatchStatus::RunsDeleted => "RUNS_DELETED",
+        }
+    }
+
+    /// Whether the batch is still starting or running runs (and so can be cancelled).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            BatchStatus::Creating
+                | BatchStatus::Pending
+                | BatchStatus::Submitting
+                | BatchStatus::Inprogress
+        )
+    }
+}
+
+/// A HealthOmics workflow run, possibly part of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFx {
+    pub id: String,
+    pub name: String,
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+}
+
+/// HealthOmics' run states, as its API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunStatus {
+    Pending,
+    Starting,
+    Running,
+    Stopping,
+    Completed,
+    Deleted,
+    Cancelled,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "PENDING",
+            RunStatus::Starting => "STARTING",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Stopping => "STOPPING",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Deleted => "DELETED",
+            RunStatus::Cancelled => "CANCELLED",
+            RunStatus::Failed => "FAILED",
+        }
+    }
+
+    /// Whether the run has not finished yet (and so can be cancelled).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Pending | RunStatus::Starting | RunStatus::Running
+        )
+    }
+
+    /// The state a generated run of a batch in `status` is in.
+    fn for_batch(status: BatchStatus) -> RunStatus {
+        match status {
+            BatchStatus::Creating | BatchStatus::Pending | BatchStatus::Submitting => {
+                RunStatus::Pending
+            }
+            BatchStatus::Inprogress => RunStatus::Running,
+            BatchStatus::Stopping | BatchStatus::Cancelled => RunStatus::Cancelled,
+            BatchStatus::Failed => RunStatus::Failed,
+            BatchStatus::Processed => RunStatus::Completed,
+            BatchStatus::RunsDeleting
+            | BatchStatus::RunsDeleteFailed
+            | BatchStatus::RunsDeleted => RunStatus::Deleted,
+        }
+    }
 }
 
 /// A fixture that cannot be used, with where and what.
@@ -213,6 +336,7 @@ impl Default for Fixture {
             stacks: Vec::new(),
             roles: Vec::new(),
             run_batches: Vec::new(),
+            runs: Vec::new(),
             files: BTreeMap::new(),
         })
     }
@@ -260,8 +384,24 @@ pub struct World {
 
 impl World {
     pub fn new(fixture: &Fixture) -> World {
+        let mut state = fixture.clone();
+        for batch in &fixture.run_batches {
+            if fixture
+                .runs
+                .iter()
+                .any(|r| r.batch_id.as_deref() == Some(&batch.id))
+            {
+                continue;
+            }
+            state.runs.extend((1..=batch.runs).map(|i| RunFx {
+                id: format!("{}-r{i:03}", batch.id),
+                name: format!("{}-{i:03}", batch.name),
+                status: RunStatus::for_batch(batch.status),
+                batch_id: Some(batch.id.clone()),
+            }));
+        }
         World {
-            state: fixture.clone(),
+            state,
             tick: 0,
             validators: HashMap::new(),
         }
@@ -286,7 +426,9 @@ impl World {
             if let Some(message) = validate::pydantic_errors(tool, args) {
                 return ToolOutput::error(message);
             }
-            return real::call(self, &tool.name, args, flags);
+            let mut out = real::call(self, &tool.name, args, flags);
+            out.structured = None;
+            return out;
         }
         let validator = self
             .validators

@@ -73,7 +73,7 @@ fn list_then_apply_yaml_then_list_shows_the_new_resources() {
             READ_ONLY,
         )
     };
-    assert_eq!(list(&mut w).structured.unwrap()["count"], 2);
+    assert_eq!(list(&mut w).body().unwrap()["count"], 2);
     let out = call(
         &mut w,
         "apply_yaml",
@@ -81,7 +81,7 @@ fn list_then_apply_yaml_then_list_shows_the_new_resources() {
         ALL,
     );
     assert!(!out.is_error, "{}", out.text());
-    let after = list(&mut w).structured.unwrap();
+    let after = list(&mut w).body().unwrap();
     assert_eq!(after["count"], 3);
     assert!(
         after["items"]
@@ -133,7 +133,7 @@ fn cancelling_a_run_batch_twice_fails_the_second_time() {
     assert!(second.is_error);
     assert_eq!(
         second.content[0],
-        "An error occurred (ConflictException) when calling the CancelRunBatch operation: Run batch rb-0001 is CANCELLED; only a PENDING or RUNNING batch can be cancelled"
+        "An error occurred (ConflictException) when calling the CancelRunBatch operation: Run batch rb-0001 is CANCELLED; only a CREATING, PENDING, SUBMITTING or INPROGRESS batch can be cancelled"
     );
     let unknown = call(
         &mut w,
@@ -194,7 +194,7 @@ fn a_second_inline_policy_of_the_same_name_fails() {
         json!({"role_name": "ci-deployer"}),
         READ_ONLY,
     );
-    assert!(roles.structured.unwrap()["inline_policies"]["p1"].is_object());
+    assert!(roles.body().unwrap()["inline_policies"]["p1"].is_object());
 }
 
 #[test]

@@ -1,0 +1,100 @@
+//! JSON text the way the real server writes its answer bodies: Python's `json.dumps` with its
+//! default settings (`", "` and `": "` separators, every non-ASCII character escaped as
+//! `\uXXXX`). Clients that compare bodies byte for byte, or show them to a model, see the same
+//! text from the mock as from the real server.
+
+use std::io;
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::ser::{CharEscape, Formatter, Serializer};
+
+struct PythonFormatter;
+
+impl Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        // `ensure_ascii=True`: characters outside ASCII become `\uXXXX`, as UTF-16 code units
+        // (surrogate pairs beyond the Basic Multilingual Plane).
+        let mut units = [0u16; 2];
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                let mut buf = [0u8; 1];
+                w.write_all(c.encode_utf8(&mut buf).as_bytes())?;
+            } else {
+                for unit in c.encode_utf16(&mut units) {
+                    write!(w, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
+        // Python writes control characters as `\u00XX` in lower case, like serde_json, and
+        // uses the short forms for the usual ones; the default formatter agrees.
+        serde_json::ser::CompactFormatter.write_char_escape(w, escape)
+    }
+}
+
+/// `json.dumps(value)` as Python writes it.
+pub(crate) fn dumps(value: &Value) -> String {
+    let mut out = Vec::new();
+    let mut ser = Serializer::with_formatter(&mut out, PythonFormatter);
+    // Serialising a `Value` into memory cannot fail; an empty body would be the fallback.
+    if value.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use serde_json::json;
+
+    use super::dumps;
+
+    #[test]
+    fn writes_like_python_json_dumps() {
+        // What `python3 -c 'import json; print(json.dumps({"a": [1, "é😀\n"], "b": {}}))'` prints.
+        assert_eq!(
+            dumps(&json!({"a": [1, "é😀\n"], "b": {}, "c": null, "d": 1.5})),
+            r#"{"a": [1, "\u00e9\ud83d\ude00\n"], "b": {}, "c": null, "d": 1.5}"#
+        );
+        // The text is still JSON and reads back to the same value.
+        let v = json!({"k": ["x", {"y": true}]});
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&dumps(&v)).unwrap(),
+            v
+        );
+    }
+}
