@@ -400,6 +400,15 @@ impl World {
                 batch_id: Some(batch.id.clone()),
             }));
         }
+        // Objects the fixture gives without a creation time were created at the base time.
+        for cluster in &mut state.clusters {
+            for obj in &mut cluster.resources {
+                if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.entry("creationTimestamp")
+                        .or_insert_with(|| Value::String(fixture.base_time.clone()));
+                }
+            }
+        }
         World {
             state,
             tick: 0,

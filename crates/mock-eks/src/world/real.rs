@@ -66,10 +66,11 @@ fn cluster_mut<'a>(world: &'a mut World, name: &str) -> Option<&'a mut ClusterFx
     world.state.clusters.iter_mut().find(|c| c.name == name)
 }
 
-/// The error the real server gives when it cannot reach a cluster, with the mock's reason.
+/// The error the real server gives when it cannot reach a cluster: its prefix, then what EKS
+/// answers for a cluster that does not exist.
 fn no_cluster(what: &str, name: &str) -> ToolOutput {
     ToolOutput::error(format!(
-        "{what}: Failed to get cluster credentials: cluster {name} not found"
+        "{what}: Failed to get cluster credentials: An error occurred (ResourceNotFoundException) when calling the DescribeCluster operation: No cluster found for name: {name}."
     ))
 }
 
@@ -153,7 +154,7 @@ fn list_k8s_resources(world: &World, args: &Value) -> ToolOutput {
     ToolOutput::data(
         format!(
             "Successfully listed {n} {kind} resources in {}",
-            namespace.map_or("all namespaces".to_owned(), |ns| format!("{ns}/"))
+            namespace.map_or("all namespaces".to_owned(), |ns| format!("namespace {ns}"))
         ),
         json!({"kind": kind, "api_version": api_version, "namespace": namespace, "count": n, "items": items}),
     )
@@ -469,7 +470,8 @@ fn generate_app_manifest(world: &mut World, args: &Value, flags: &Flags) -> Tool
 }
 
 fn search_guide(args: &Value) -> ToolOutput {
-    let query = str_arg(args, "query").unwrap_or_default().to_lowercase();
+    let original = str_arg(args, "query").unwrap_or_default();
+    let query = original.to_lowercase();
     // A small built-in guide (our own text), matched by keywords.
     let guide = [
         (
@@ -507,10 +509,10 @@ fn search_guide(args: &Value) -> ToolOutput {
         .collect();
     ToolOutput::data(
         format!(
-            "Found {} troubleshooting entries for query: {query}",
+            "Found {} troubleshooting entries for query: {original}",
             hits.len()
         ),
-        json!({"query": query, "results": hits}),
+        json!({"query": original, "results": hits}),
     )
 }
 
@@ -700,49 +702,191 @@ fn get_policies_for_role(world: &World, args: &Value) -> ToolOutput {
     )
 }
 
-fn get_eks_metrics_guidance(args: &Value) -> ToolOutput {
-    let resource = str_arg(args, "resource_type").unwrap_or_default();
-    let metrics: &[(&str, &str)] = match resource {
+/// Dimension sets, as CloudWatch Container Insights publishes them.
+const POD_ALL: &[&str] = &[
+    "PodName,Namespace,ClusterName",
+    "Namespace,ClusterName",
+    "Service,Namespace,ClusterName",
+    "ClusterName",
+];
+const POD_ONE: &[&str] = &["PodName,Namespace,ClusterName", "ClusterName"];
+const POD_ONLY: &[&str] = &["PodName,Namespace,ClusterName"];
+const NODE_ALL: &[&str] = &["NodeName,InstanceId,ClusterName", "ClusterName"];
+const CLUSTER: &[&str] = &["ClusterName"];
+const NAMESPACE: &[&str] = &["Namespace,ClusterName"];
+const SERVICE: &[&str] = &["Service,Namespace,ClusterName"];
+
+/// The Container Insights metrics for each resource type (our own short descriptions).
+fn metrics_for(
+    resource: &str,
+) -> Option<&'static [(&'static str, &'static str, &'static [&'static str])]> {
+    Some(match resource {
         "cluster" => &[
-            ("cluster_node_count", "Nodes in the cluster"),
-            ("cluster_failed_node_count", "Nodes failing health checks"),
+            (
+                "cluster_failed_node_count",
+                "Nodes in the cluster failing a health check.",
+                CLUSTER,
+            ),
+            ("cluster_node_count", "Nodes in the cluster.", CLUSTER),
+            (
+                "cluster_number_of_running_pods",
+                "Pods running in the cluster.",
+                CLUSTER,
+            ),
         ],
         "node" => &[
-            ("node_cpu_utilization", "CPU used on the node, percent"),
+            (
+                "node_cpu_limit",
+                "CPU units the node can give to pods.",
+                CLUSTER,
+            ),
+            (
+                "node_cpu_reserved_capacity",
+                "Share of the node's CPU requested by pods, percent.",
+                NODE_ALL,
+            ),
+            (
+                "node_cpu_usage_total",
+                "CPU units in use on the node.",
+                CLUSTER,
+            ),
+            (
+                "node_cpu_utilization",
+                "CPU in use on the node, percent.",
+                NODE_ALL,
+            ),
+            (
+                "node_filesystem_utilization",
+                "Node file system in use, percent.",
+                NODE_ALL,
+            ),
+            (
+                "node_memory_limit",
+                "Memory the node can give to pods, bytes.",
+                CLUSTER,
+            ),
+            (
+                "node_memory_reserved_capacity",
+                "Share of the node's memory requested by pods, percent.",
+                NODE_ALL,
+            ),
             (
                 "node_memory_utilization",
-                "Memory used on the node, percent",
+                "Memory in use on the node, percent.",
+                NODE_ALL,
             ),
-            ("node_number_of_running_pods", "Pods running on the node"),
+            (
+                "node_memory_working_set",
+                "Memory in the node's working set, bytes.",
+                CLUSTER,
+            ),
+            (
+                "node_network_total_bytes",
+                "Bytes sent and received by the node per second.",
+                NODE_ALL,
+            ),
+            (
+                "node_number_of_running_containers",
+                "Containers running on the node.",
+                NODE_ALL,
+            ),
+            (
+                "node_number_of_running_pods",
+                "Pods running on the node.",
+                NODE_ALL,
+            ),
         ],
         "pod" => &[
             (
+                "pod_cpu_limit",
+                "CPU limit of the pod's containers.",
+                POD_ONLY,
+            ),
+            (
+                "pod_cpu_request",
+                "CPU requested by the pod's containers.",
+                POD_ONLY,
+            ),
+            (
+                "pod_cpu_reserved_capacity",
+                "Share of the cluster's CPU requested by the pod, percent.",
+                POD_ONE,
+            ),
+            (
                 "pod_cpu_utilization",
-                "CPU used by the pod, percent of the node",
+                "CPU in use by the pod, percent of the node.",
+                POD_ALL,
+            ),
+            (
+                "pod_cpu_utilization_over_pod_limit",
+                "CPU in use by the pod, percent of its limit.",
+                POD_ALL,
+            ),
+            (
+                "pod_memory_limit",
+                "Memory limit of the pod's containers, bytes.",
+                POD_ONLY,
+            ),
+            (
+                "pod_memory_request",
+                "Memory requested by the pod's containers, bytes.",
+                POD_ONLY,
+            ),
+            (
+                "pod_memory_reserved_capacity",
+                "Share of the cluster's memory requested by the pod, percent.",
+                POD_ONE,
             ),
             (
                 "pod_memory_utilization",
-                "Memory used by the pod, percent of the node",
+                "Memory in use by the pod, percent of the node.",
+                POD_ALL,
+            ),
+            (
+                "pod_memory_utilization_over_pod_limit",
+                "Memory in use by the pod, percent of its limit.",
+                POD_ALL,
+            ),
+            (
+                "pod_network_rx_bytes",
+                "Bytes received by the pod per second.",
+                POD_ALL,
+            ),
+            (
+                "pod_network_tx_bytes",
+                "Bytes sent by the pod per second.",
+                POD_ALL,
             ),
             (
                 "pod_number_of_container_restarts",
-                "Container restarts in the pod",
+                "Container restarts in the pod.",
+                POD_ONLY,
             ),
         ],
         "namespace" => &[(
             "namespace_number_of_running_pods",
-            "Pods running in the namespace",
+            "Pods running in the namespace.",
+            NAMESPACE,
         )],
-        "service" => &[("service_number_of_running_pods", "Pods behind the service")],
-        other => {
-            return ToolOutput::error(format!(
-                "Invalid resource type: {other}. Valid resource types are: cluster, node, pod, namespace, service"
-            ));
-        }
+        "service" => &[(
+            "service_number_of_running_pods",
+            "Pods running behind the service.",
+            SERVICE,
+        )],
+        _ => return None,
+    })
+}
+
+fn get_eks_metrics_guidance(args: &Value) -> ToolOutput {
+    let resource = str_arg(args, "resource_type").unwrap_or_default();
+    let Some(metrics) = metrics_for(resource) else {
+        return ToolOutput::error(format!(
+            "Invalid resource type: {resource}. Valid resource types are: cluster, node, pod, namespace, service"
+        ));
     };
     let list: Vec<Value> = metrics
         .iter()
-        .map(|(n, d)| json!({"name": n, "description": d}))
+        .map(|(n, d, dims)| json!({"description": d, "dimensions": dims, "name": n}))
         .collect();
     ToolOutput::data(
         format!(

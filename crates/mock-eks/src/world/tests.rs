@@ -300,3 +300,101 @@ mod never_panics {
         }
     }
 }
+
+/// Every real tool's answer on the built-in world, granted and refused: what a client reads.
+#[test]
+fn real_tools_transcript() {
+    let script: Vec<(&str, Value)> = vec![
+        (
+            "list_k8s_resources",
+            json!({"cluster_name": "prod-eks", "kind": "Pod", "api_version": "v1", "namespace": "shop", "label_selector": "app=web"}),
+        ),
+        (
+            "list_k8s_resources",
+            json!({"cluster_name": "c1", "kind": "Pod", "api_version": "v1"}),
+        ),
+        (
+            "get_pod_logs",
+            json!({"cluster_name": "prod-eks", "namespace": "shop", "pod_name": "checkout-5c8b4-x9y8z", "tail_lines": 2}),
+        ),
+        (
+            "get_k8s_events",
+            json!({"cluster_name": "prod-eks", "kind": "Pod", "name": "checkout-5c8b4-x9y8z", "namespace": "shop"}),
+        ),
+        ("list_api_versions", json!({"cluster_name": "staging-eks"})),
+        (
+            "manage_k8s_resource",
+            json!({"operation": "patch", "cluster_name": "prod-eks", "kind": "Deployment", "api_version": "apps/v1", "name": "checkout", "namespace": "shop", "body": {"spec": {"replicas": 3}}}),
+        ),
+        (
+            "manage_k8s_resource",
+            json!({"operation": "read", "cluster_name": "prod-eks", "kind": "Secret", "api_version": "v1", "name": "db-credentials", "namespace": "shop"}),
+        ),
+        (
+            "apply_yaml",
+            json!({"yaml_path": "manifests/redis.yaml", "cluster_name": "staging-eks", "namespace": "shop"}),
+        ),
+        (
+            "apply_yaml",
+            json!({"yaml_path": "manifests/missing.yaml", "cluster_name": "staging-eks", "namespace": "shop"}),
+        ),
+        (
+            "generate_app_manifest",
+            json!({"app_name": "api", "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/api:1.0", "output_dir": "out", "port": 8080}),
+        ),
+        (
+            "search_eks_troubleshoot_guide",
+            json!({"query": "pods in CrashLoopBackOff"}),
+        ),
+        (
+            "get_cloudwatch_logs",
+            json!({"resource_type": "pod", "cluster_name": "prod-eks", "log_type": "application", "filter_pattern": "FATAL"}),
+        ),
+        (
+            "get_cloudwatch_metrics",
+            json!({"cluster_name": "prod-eks", "metric_name": "node_cpu_utilization", "namespace": "ContainerInsights", "dimensions": {"ClusterName": "prod-eks"}, "minutes": 3}),
+        ),
+        (
+            "manage_eks_stacks",
+            json!({"operation": "describe", "cluster_name": "prod-eks"}),
+        ),
+        (
+            "manage_eks_stacks",
+            json!({"operation": "generate", "cluster_name": "dev-eks", "template_file": "dev.yaml"}),
+        ),
+        (
+            "add_inline_policy",
+            json!({"policy_name": "read-artifacts", "role_name": "prod-eks-node-role", "permissions": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}}),
+        ),
+        (
+            "get_policies_for_role",
+            json!({"role_name": "prod-eks-node-role"}),
+        ),
+        (
+            "get_eks_metrics_guidance",
+            json!({"resource_type": "namespace"}),
+        ),
+        ("get_eks_vpc_config", json!({"cluster_name": "prod-eks"})),
+        (
+            "get_eks_insights",
+            json!({"cluster_name": "prod-eks", "category": "MISCONFIGURATION"}),
+        ),
+        (
+            "get_k8s_events",
+            json!({"cluster_name": "prod-eks", "kind": 5}),
+        ),
+    ];
+    let mut transcript = String::new();
+    for (flags, label) in [(ALL, "granted"), (READ_ONLY, "read-only")] {
+        let mut w = World::default_world();
+        for (tool, args) in &script {
+            let out = call(&mut w, tool, args.clone(), flags);
+            transcript.push_str(&format!(
+                "[{label}] {tool} {args}\n{}\n{}\n\n",
+                if out.is_error { "ERROR" } else { "ok" },
+                out.text()
+            ));
+        }
+    }
+    insta::assert_snapshot!(transcript);
+}
