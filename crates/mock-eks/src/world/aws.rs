@@ -9,7 +9,9 @@ use serde_json::{Map, Value, json};
 use tollgate_catalog::{CatalogTool, ToolSource};
 
 use super::real::str_arg;
-use super::{BatchFx, BatchStatus, RunFx, RunStatus, ToolOutput, World};
+use super::{
+    BatchFx, BatchStatus, NodegroupFx, RoleFx, RunFx, RunStatus, StackFx, ToolOutput, World,
+};
 
 fn aws_error(code: &str, operation: &str, message: &str) -> ToolOutput {
     ToolOutput::error(format!(
@@ -41,6 +43,14 @@ pub(crate) fn call(world: &mut World, tool: &CatalogTool, args: &Value) -> ToolO
         Some(out) => out,
         None => generic(world, op, args),
     }
+}
+
+/// The page size a list call asks for (`maxItems`, `maxResults` or `MaxItems`), capped at 100.
+fn page_size(args: &Value) -> usize {
+    ["maxItems", "maxResults", "MaxItems"]
+        .iter()
+        .find_map(|k| args.get(*k).and_then(Value::as_u64))
+        .map_or(100, |n| usize::try_from(n.clamp(1, 100)).unwrap_or(100))
 }
 
 fn batch_json(b: &BatchFx) -> Value {
@@ -124,6 +134,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                     status.is_none_or(|s| b.status.as_str() == s)
                         && name.is_none_or(|n| b.name == n)
                 })
+                .take(page_size(args))
                 .map(batch_json)
                 .collect();
             ok(world, op, json!({"items": items}))
@@ -139,6 +150,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 .runs
                 .iter()
                 .filter(|r| r.batch_id.as_deref() == Some(&batch_id))
+                .take(page_size(args))
                 .map(|r| {
                     let submission = if cancelled && r.status == RunStatus::Cancelled {
                         "CANCEL_SUCCESS"
@@ -235,9 +247,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             let status = str_arg(args, "status");
             let name = str_arg(args, "name");
             let batch = str_arg(args, "batchId");
-            let limit =
-                usize::try_from(super::real::int_arg(args, "maxResults", 100).clamp(1, 100))
-                    .unwrap_or(100);
+            let limit = page_size(args);
             let items: Vec<Value> = world
                 .state
                 .runs
@@ -321,6 +331,71 @@ fn eks(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             let body = json!({"nodegroups": groups});
             ok(world, op, body)
         }
+        ("CreateNodegroup", Some(i)) => {
+            let group = str_arg(args, "nodegroupName")
+                .unwrap_or_default()
+                .to_owned();
+            if world.state.clusters[i]
+                .nodegroups
+                .iter()
+                .any(|n| n.name == group)
+            {
+                return Some(aws_error(
+                    "ResourceInUseException",
+                    op,
+                    &format!("NodeGroup already exists with name {group} and cluster name {name}"),
+                ));
+            }
+            let instance_types: Vec<String> = args
+                .get("instanceTypes")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .filter(|v: &Vec<String>| !v.is_empty())
+                .unwrap_or_else(|| vec!["t3.medium".to_owned()]);
+            let desired = args
+                .get("scalingConfig")
+                .and_then(|c| c.get("desiredSize"))
+                .and_then(Value::as_u64)
+                .map_or(2, |n| u32::try_from(n).unwrap_or(u32::MAX));
+            world.state.clusters[i].nodegroups.push(NodegroupFx {
+                name: group.clone(),
+                instance_types: instance_types.clone(),
+                desired_size: desired,
+                status: "CREATING".into(),
+            });
+            let body = json!({"nodegroup": {"nodegroupName": group, "clusterName": name, "instanceTypes": instance_types,
+                "scalingConfig": {"desiredSize": desired}, "status": "CREATING"}});
+            ok(world, op, body)
+        }
+        ("UpdateNodegroupConfig", Some(i)) => {
+            let group = str_arg(args, "nodegroupName").unwrap_or_default();
+            let tick = world.tick;
+            let Some(n) = world.state.clusters[i]
+                .nodegroups
+                .iter_mut()
+                .find(|n| n.name == group)
+            else {
+                return Some(aws_error(
+                    "ResourceNotFoundException",
+                    op,
+                    &format!("No node group found for name: {group}."),
+                ));
+            };
+            if let Some(size) = args
+                .get("scalingConfig")
+                .and_then(|c| c.get("desiredSize"))
+                .and_then(Value::as_u64)
+            {
+                n.desired_size = u32::try_from(size).unwrap_or(u32::MAX);
+            }
+            let body = json!({"update": {"id": format!("upd-{tick:08}"), "status": "InProgress", "type": "ConfigUpdate"}});
+            ok(world, op, body)
+        }
         ("DescribeNodegroup" | "DeleteNodegroup", Some(i)) => {
             let group = str_arg(args, "nodegroupName").unwrap_or_default();
             let Some(g) = world.state.clusters[i]
@@ -348,8 +423,13 @@ fn eks(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             ok(world, op, body)
         }
         (
-            "DescribeCluster" | "DeleteCluster" | "ListNodegroups" | "DescribeNodegroup"
-            | "DeleteNodegroup",
+            "DescribeCluster"
+            | "DeleteCluster"
+            | "ListNodegroups"
+            | "DescribeNodegroup"
+            | "DeleteNodegroup"
+            | "CreateNodegroup"
+            | "UpdateNodegroupConfig",
             None,
         ) => missing(),
         _ => return None,
@@ -368,6 +448,41 @@ fn iam(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
         )
     };
     Some(match (op, position) {
+        ("CreateRole", Some(_)) => aws_error(
+            "EntityAlreadyExists",
+            op,
+            &format!("Role with name {role} already exists."),
+        ),
+        ("CreateRole", None) => {
+            world.state.roles.push(RoleFx {
+                name: role.clone(),
+                managed_policies: Vec::new(),
+                inline_policies: std::collections::BTreeMap::new(),
+            });
+            let body = json!({"Role": {"RoleName": role, "Arn": format!("arn:aws:iam::{account}:role/{role}")}});
+            ok(world, op, body)
+        }
+        ("AttachRolePolicy", Some(i)) => {
+            let arn = str_arg(args, "PolicyArn").unwrap_or_default().to_owned();
+            let policies = &mut world.state.roles[i].managed_policies;
+            if !policies.contains(&arn) {
+                policies.push(arn);
+            }
+            ok(world, op, json!({}))
+        }
+        ("DetachRolePolicy", Some(i)) => {
+            let arn = str_arg(args, "PolicyArn").unwrap_or_default();
+            let policies = &mut world.state.roles[i].managed_policies;
+            let Some(p) = policies.iter().position(|a| a == arn) else {
+                return Some(aws_error(
+                    "NoSuchEntity",
+                    op,
+                    &format!("Policy {arn} was not found."),
+                ));
+            };
+            policies.remove(p);
+            ok(world, op, json!({}))
+        }
         ("ListRoles", _) => {
             let roles: Vec<Value> = world.state.roles.iter().map(|r| json!({"RoleName": r.name, "Arn": format!("arn:aws:iam::{account}:role/{}", r.name)})).collect();
             ok(world, op, json!({"Roles": roles, "IsTruncated": false}))
@@ -448,7 +563,9 @@ fn iam(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             | "ListAttachedRolePolicies"
             | "GetRolePolicy"
             | "DeleteRolePolicy"
-            | "PutRolePolicy",
+            | "PutRolePolicy"
+            | "AttachRolePolicy"
+            | "DetachRolePolicy",
             None,
         ) => missing(),
         _ => return None,
@@ -482,6 +599,34 @@ fn cfn(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             };
             ok(world, op, json!({ key: stacks }))
         }
+        "CreateStack" => {
+            let n = name.unwrap_or_default();
+            if world.state.stacks.iter().any(|s| s.name == n) {
+                return Some(aws_error(
+                    "AlreadyExistsException",
+                    op,
+                    &format!("Stack [{n}] already exists"),
+                ));
+            }
+            let cluster = args
+                .get("Tags")
+                .and_then(Value::as_array)
+                .and_then(|tags| {
+                    tags.iter()
+                        .find(|t| t.get("Key").and_then(Value::as_str) == Some("cluster"))
+                })
+                .and_then(|t| str_arg(t, "Value"))
+                .unwrap_or_default()
+                .to_owned();
+            world.state.stacks.push(StackFx {
+                name: n.clone(),
+                cluster,
+                status: "CREATE_IN_PROGRESS".into(),
+            });
+            let (region, account, tick) = (&world.state.region, &world.state.account, world.tick);
+            let id = format!("arn:aws:cloudformation:{region}:{account}:stack/{n}/mock-{tick:08}");
+            ok(world, op, json!({"StackId": id}))
+        }
         "DeleteStack" => {
             let n = name.unwrap_or_default();
             // CloudFormation deletes of unknown stacks succeed silently; so does the mock.
@@ -492,15 +637,19 @@ fn cfn(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
     })
 }
 
-/// The answer for operations the world does not model: the identifiers the call named.
+/// The answer for operations the world does not model: the identifiers the call named (the
+/// arguments named `...Name`, `...Id`, `...Arn` or their plurals, when they hold strings).
 fn generic(world: &World, op: &str, args: &Value) -> ToolOutput {
     let mut echo = Map::new();
     if let Some(obj) = args.as_object() {
         for (k, v) in obj {
             let key = k.to_ascii_lowercase();
-            if (key.ends_with("name") || key.ends_with("id") || key.ends_with("arn"))
-                && v.is_string()
-            {
+            let identifier = ["name", "id", "arn", "names", "ids", "arns"]
+                .iter()
+                .any(|suffix| key.ends_with(suffix));
+            let strings =
+                v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+            if identifier && strings {
                 echo.insert(k.clone(), v.clone());
             }
         }

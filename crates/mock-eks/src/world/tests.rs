@@ -398,3 +398,106 @@ fn real_tools_transcript() {
     }
     insta::assert_snapshot!(transcript);
 }
+
+/// The extended tools the world models, in a sequence whose answers depend on each other, plus
+/// a generic one, a schema error and a write refused without `allow_write`: what a client reads.
+#[test]
+fn extended_tools_transcript() {
+    let script: Vec<(&str, Value, Flags)> = vec![
+        (
+            "ListAHOBatch",
+            json!({"status": "INPROGRESS", "maxItems": 3}),
+            READ_ONLY,
+        ),
+        (
+            "CancelAHORunBatch",
+            json!({"batchId": "rb-0004"}),
+            READ_ONLY,
+        ),
+        ("CancelAHORunBatch", json!({"batchId": "rb-0004"}), ALL),
+        ("GetAHOBatch", json!({"batchId": "rb-0004"}), READ_ONLY),
+        (
+            "ListAHORuns",
+            json!({"batchId": "rb-0004", "maxResults": 2}),
+            READ_ONLY,
+        ),
+        (
+            "ListAHORunsInBatch",
+            json!({"batchId": "rb-0004", "maxItems": 2}),
+            READ_ONLY,
+        ),
+        ("CancelAHORunBatch", json!({"batchId": "rb-0004"}), ALL),
+        ("CancelAHORun", json!({"id": "rb-0005-r001"}), ALL),
+        ("CancelAHORun", json!({"id": "rb-0005-r001"}), ALL),
+        ("DeleteAHORunBatch", json!({"batchId": "rb-0005"}), ALL),
+        ("DeleteAHORunBatch", json!({"batchId": "rb-0013"}), ALL),
+        ("GetAHOBatch", json!({"batchId": "rb-0013"}), READ_ONLY),
+        ("GetAHOBatch", json!({"batchId": 13}), READ_ONLY),
+        (
+            "DescribeEKSCluster",
+            json!({"name": "staging-eks"}),
+            READ_ONLY,
+        ),
+        ("DeleteEKSCluster", json!({"name": "staging-eks"}), ALL),
+        (
+            "UpdateEKSNodegroupConfig",
+            json!({"clusterName": "staging-eks", "nodegroupName": "general", "scalingConfig": {"desiredSize": 5}}),
+            ALL,
+        ),
+        (
+            "DescribeEKSNodegroup",
+            json!({"clusterName": "staging-eks", "nodegroupName": "general"}),
+            READ_ONLY,
+        ),
+        (
+            "DeleteEKSNodegroup",
+            json!({"clusterName": "staging-eks", "nodegroupName": "general"}),
+            ALL,
+        ),
+        ("DeleteEKSCluster", json!({"name": "staging-eks"}), ALL),
+        ("ListEKSClusters", json!({}), READ_ONLY),
+        (
+            "CreateIAMRole",
+            json!({"RoleName": "ci-deployer", "AssumeRolePolicyDocument": "{}"}),
+            ALL,
+        ),
+        (
+            "PutIAMRolePolicy",
+            json!({"RoleName": "ci-deployer", "PolicyName": "deploy", "PolicyDocument": "{\"Version\": \"2012-10-17\", \"Statement\": []}"}),
+            ALL,
+        ),
+        (
+            "ListIAMRolePolicies",
+            json!({"RoleName": "ci-deployer"}),
+            READ_ONLY,
+        ),
+        ("DeleteIAMRole", json!({"RoleName": "ci-deployer"}), ALL),
+        (
+            "CreateCFNStack",
+            json!({"StackName": "extra", "Tags": [{"Key": "cluster", "Value": "prod-eks"}]}),
+            ALL,
+        ),
+        ("ListCFNStacks", json!({}), READ_ONLY),
+        (
+            "DescribeECRRepositories",
+            json!({"repositoryNames": ["web"], "registryId": "123456789012"}),
+            READ_ONLY,
+        ),
+    ];
+    let mut w = World::default_world();
+    let mut transcript = String::new();
+    for (tool, args, flags) in script {
+        let out = call(&mut w, tool, args.clone(), flags);
+        transcript.push_str(&format!(
+            "[{}] {tool} {args}\n{}\n{}\n\n",
+            if flags.allow_write {
+                "write"
+            } else {
+                "read-only"
+            },
+            if out.is_error { "ERROR" } else { "ok" },
+            out.text()
+        ));
+    }
+    insta::assert_snapshot!(transcript);
+}
