@@ -346,7 +346,7 @@ impl Fixture {
     /// Parses a fixture (JSON); the error names the JSON path, line and column.
     pub fn parse(name: &str, text: &str) -> Result<Fixture, FixtureError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let fixture: Fixture = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
             let message = inner.to_string();
@@ -360,7 +360,21 @@ impl Fixture {
                 at,
                 message,
             }
-        })
+        })?;
+        if !is_utc_timestamp(&fixture.base_time) {
+            let (line, column) = position_of(text, "\"base_time\"");
+            return Err(FixtureError::Invalid {
+                path: name.to_owned(),
+                line,
+                column,
+                at: "base_time".into(),
+                message: format!(
+                    "`{}` is not a UTC time like `2026-11-01T08:00:00Z`",
+                    fixture.base_time
+                ),
+            });
+        }
+        Ok(fixture)
     }
 
     pub fn from_path(path: &Path) -> Result<Fixture, FixtureError> {
@@ -466,6 +480,35 @@ impl World {
     }
 }
 
+/// Whether `s` is `YYYY-MM-DDTHH:MM:SSZ` with a plausible date and time.
+fn is_utc_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        s.get(r.clone())
+            .filter(|p| p.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    b.len() == 20
+        && (b[4], b[7], b[10], b[13], b[16], b[19]) == (b'-', b'-', b'T', b':', b':', b'Z')
+        && digits(0..4).is_some()
+        && digits(5..7).is_some_and(|m| (1..=12).contains(&m))
+        && digits(8..10).is_some_and(|d| (1..=31).contains(&d))
+        && digits(11..13).is_some_and(|h| h < 24)
+        && digits(14..16).is_some_and(|m| m < 60)
+        && digits(17..19).is_some_and(|s| s < 60)
+}
+
+/// The 1-based line and column where `needle` first occurs in `text` (1:1 when it does not).
+fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    let Some(at) = text.find(needle) else {
+        return (1, 1);
+    };
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(at, |nl| at - nl - 1) + 1;
+    (line, column)
+}
+
 /// `base` (RFC 3339, `YYYY-MM-DDTHH:MM:SSZ`) plus `secs` seconds, without a date library: the
 /// mock only needs a readable, monotonic, deterministic stamp.
 pub(crate) fn timestamp_after(base: &str, secs: u64) -> String {
@@ -483,7 +526,7 @@ pub(crate) fn timestamp_after(base: &str, secs: u64) -> String {
             let (days, rest) = (total / 86_400, total % 86_400);
             // Days past the base date roll over within a 28-day month for simplicity; fixtures
             // run for hours, not weeks.
-            let day = (d - 1 + days) % 28 + 1;
+            let day = (d.saturating_sub(1) + days) % 28 + 1;
             format!(
                 "{y:04}-{mo:02}-{day:02}T{:02}:{:02}:{:02}Z",
                 rest / 3600,

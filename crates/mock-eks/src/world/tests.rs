@@ -214,7 +214,7 @@ fn sensitive_reads_need_the_flag() {
 fn fixture_errors_name_the_path_and_position() {
     let err = Fixture::parse(
         "bad.json",
-        r#"{"base_time": "x", "region": "r", "account": "a", "clusters": [{"name": 5}]}"#,
+        r#"{"base_time": "2026-11-01T08:00:00Z", "region": "r", "account": "a", "clusters": [{"name": 5}]}"#,
     )
     .unwrap_err();
     let text = err.to_string();
@@ -231,6 +231,27 @@ fn fixture_errors_name_the_path_and_position() {
         .to_string()
         .contains("unknown field `extra`")
     );
+    assert_eq!(
+        Fixture::parse(
+            "w.json",
+            "{\"region\": \"r\", \"account\": \"a\",\n  \"base_time\": \"2026-11-00T08:00:00Z\"}"
+        )
+        .unwrap_err()
+        .to_string(),
+        "fixture `w.json`, line 2 column 3, at `base_time`: `2026-11-00T08:00:00Z` is not a UTC time like `2026-11-01T08:00:00Z`"
+    );
+    let err = Fixture::parse(
+        "w.json",
+        r#"{"base_time": "2026-11-01T08:00:00Z", "region": "r", "account": "a", "run_batches": [{"id": "rb-1", "name": "n", "status": "RUNNING", "runs": 1}]}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("run_batches[0].status") && err.contains("INPROGRESS"),
+        "{err}"
+    );
+    // The built-in fixture parses (`Fixture::default` would fall back to an empty world).
+    Fixture::parse("default.json", include_str!("../../fixtures/default.json")).unwrap();
 }
 
 /// The same calls on two worlds give the same outputs: nothing depends on the clock or chance.
@@ -272,7 +293,38 @@ mod never_panics {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
-            "[a-z0-9 ./-]{0,12}".prop_map(Value::String),
+            any::<f64>().prop_map(Value::from),
+            "[a-z0-9 ./=,-]{0,12}".prop_map(Value::String),
+            // Names the built-in world knows, so calls also reach the stateful paths.
+            prop::sample::select(vec![
+                "prod-eks",
+                "staging-eks",
+                "shop",
+                "web",
+                "rb-0001",
+                "rb-0013",
+                "rb-0002-r001",
+                "ci-deployer",
+                "create",
+                "read",
+                "patch",
+                "delete",
+                "replace",
+                "deploy",
+                "describe",
+                "generate",
+                "Pod",
+                "Deployment",
+                "Secret",
+                "v1",
+                "apps/v1",
+                "manifests/redis.yaml",
+                "pod",
+                "INPROGRESS",
+                "général",
+                "",
+            ])
+            .prop_map(|s| Value::String(s.to_owned())),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
@@ -283,19 +335,68 @@ mod never_panics {
         })
     }
 
+    /// Arguments for `tool`: arbitrary JSON, or an object over the tool's own parameter names
+    /// (those `mask` selects) with arbitrary values, which gets past the shape checks more often.
+    fn arguments(
+        tool: &tollgate_catalog::CatalogTool,
+        raw: &Value,
+        values: &[Value],
+        mask: u32,
+    ) -> Value {
+        if mask.is_multiple_of(4) {
+            return raw.clone();
+        }
+        let names: Vec<&String> = tool
+            .input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().collect())
+            .unwrap_or_default();
+        let mut obj = serde_json::Map::new();
+        for (i, (name, value)) in names.iter().zip(values.iter().cycle()).enumerate().take(12) {
+            if mask & (1 << (i + 2)) != 0 {
+                obj.insert((*name).clone(), value.clone());
+            }
+        }
+        Value::Object(obj)
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
         /// `World::call` never panics on any JSON arguments, for every real tool and a sample
-        /// of extended tools, and a schema-invalid call is always an error result.
+        /// of extended tools; arguments that are not an object, or that an extended tool's
+        /// JSON Schema rejects, always give an error result.
         #[test]
-        fn call_never_panics_on_arbitrary_arguments(args in arb_json(), pick in 0usize..1000, sensitive in any::<bool>()) {
+        fn call_never_panics_and_invalid_arguments_are_errors(
+            raw in arb_json(),
+            values in prop::collection::vec(arb_json(), 1..6),
+            mask in any::<u32>(),
+            pick in 0usize..10_000,
+            write in any::<bool>(),
+            sensitive in any::<bool>(),
+        ) {
             let catalog = Catalog::embedded();
             let tools = catalog.tools();
-            let tool = &tools[pick % tools.len()];
+            let extended = &tools[pick % tools.len()];
+            let flags = Flags { allow_write: write, allow_sensitive_data_access: sensitive };
             let mut w = World::default_world();
-            let flags = Flags { allow_write: true, allow_sensitive_data_access: sensitive };
-            let out = w.call(tool, &args, &flags);
-            if !args.is_object() && !args.is_null() {
-                prop_assert!(out.is_error, "{} accepted {}", tool.name, args);
+            for tool in tools.iter().filter(|t| t.is_real()).chain([extended]) {
+                let args = arguments(tool, &raw, &values, mask);
+                let out = w.call(tool, &args, &flags);
+                prop_assert!(!out.content.is_empty(), "{} gave no content", tool.name);
+                if !args.is_object() && !args.is_null() {
+                    prop_assert!(out.is_error, "{} accepted {}", tool.name, args);
+                }
+                if !tool.is_real() {
+                    let checked = if args.is_null() { json!({}) } else { args.clone() };
+                    let schema_ok = jsonschema::validator_for(&tool.input_schema)
+                        .map(|v| v.is_valid(&checked))
+                        .unwrap_or(true);
+                    if !schema_ok {
+                        prop_assert!(out.is_error, "{} accepted {}", tool.name, args);
+                    }
+                }
             }
         }
     }
