@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::mock_eks::{CONFORMANCE_PASSING, Guard, check_client_summary, conformance_passing, run_python_client, start_http};
+use crate::mock_eks::{
+    CONFORMANCE_PASSING, Guard, check_client_summary, conformance_passing, run_python_client,
+    start_http,
+};
 use crate::util::{root, tollgate};
 
 fn bin() -> &'static str {
@@ -26,25 +29,51 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 const ALLOW_ALL: &str = r#"{"version": "1", "default": "allow"}"#;
 
 fn lines_of(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn journal_calls(path: &Path, tool: &str) -> Vec<Value> {
-    lines_of(path).into_iter().filter(|e| e["tool"] == tool).collect()
+    lines_of(path)
+        .into_iter()
+        .filter(|e| e["tool"] == tool)
+        .collect()
 }
 
 /// Starts `tollgate gateway --listen 127.0.0.1:0 ARGS` and returns its URL.
 fn start_gateway_http(args: &[&str]) -> (Guard, String) {
-    let mut child = tollgate().args(["gateway", "--listen", "127.0.0.1:0"]).args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = tollgate()
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
     (Guard(child), url)
 }
 
 /// Runs the stdio gateway over `input` lines and returns its answers.
 fn stdio_gateway(args: &[&str], input: &[Value], linger: Duration) -> Vec<Value> {
-    let mut child = tollgate().arg("gateway").args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = tollgate()
+        .arg("gateway")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     for m in input {
         writeln!(stdin, "{m}").unwrap();
@@ -52,9 +81,16 @@ fn stdio_gateway(args: &[&str], input: &[Value], linger: Duration) -> Vec<Value>
     std::thread::sleep(linger);
     drop(stdin);
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn initialize(id: u64) -> Value {
@@ -73,26 +109,68 @@ fn stdio_runaway_agent_is_cut_and_audited() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.jsonl");
     let audit = dir.path().join("audit.jsonl");
-    let mut input = vec![initialize(1), json!({"jsonrpc": "2.0", "method": "notifications/initialized"})];
+    let mut input = vec![
+        initialize(1),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ];
     for i in 0..15u64 {
-        input.push(call(i + 2, "CancelAHORunBatch", json!({"batchId": format!("rb-{:04}", i % 12 + 1)})));
+        input.push(call(
+            i + 2,
+            "CancelAHORunBatch",
+            json!({"batchId": format!("rb-{:04}", i % 12 + 1)}),
+        ));
     }
     let answers = stdio_gateway(
-        &["--policy", &root().join("examples/policies/seed.json").to_string_lossy(), "--grant", "ci-bot", "--audit", audit.to_str().unwrap(), "--", bin(), "mock-eks", "--allow-write", "--journal", journal.to_str().unwrap()],
+        &[
+            "--policy",
+            &root().join("examples/policies/seed.json").to_string_lossy(),
+            "--grant",
+            "ci-bot",
+            "--audit",
+            audit.to_str().unwrap(),
+            "--",
+            bin(),
+            "mock-eks",
+            "--allow-write",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
         &input,
         Duration::from_millis(500),
     );
-    let refused: Vec<&Value> = answers.iter().filter(|a| a["result"]["structuredContent"]["tollgate"]["decision"] == "rate_limited").collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a["result"]["structuredContent"]["tollgate"]["decision"] == "rate_limited")
+        .collect();
     assert_eq!(refused.len(), 5);
-    assert!(refused[0]["result"]["content"][0]["text"].as_str().unwrap().contains("Retry in"));
+    assert!(
+        refused[0]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Retry in")
+    );
     assert_eq!(journal_calls(&journal, "CancelAHORunBatch").len(), 10);
-    let out = tollgate().args(["audit", "verify", audit.to_str().unwrap()]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = tollgate()
+        .args(["audit", "verify", audit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let records = lines_of(&audit);
     assert_eq!(records.first().unwrap()["kind"], "open");
     assert_eq!(records.last().unwrap()["kind"], "close");
-    assert_eq!(records.iter().filter(|r| r["kind"] == "decision").count(), 15);
-    assert_eq!(records.iter().filter(|r| r["kind"] == "outcome").count(), 10);
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "decision").count(),
+        15
+    );
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "outcome").count(),
+        10
+    );
 }
 
 /// The official Python SDK through the gateway, stdio and HTTP, auto (stateless) and legacy
@@ -102,7 +180,22 @@ fn python_sdk_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "allow.json", ALLOW_ALL);
     for (mode, version) in [("auto", "2026-07-28"), ("legacy", "2025-11-25")] {
-        let summary = run_python_client(mode, &["--stdio", bin(), "gateway", "--policy", &policy, "--", bin(), "mock-eks", "--allow-write", "--page-size", "5"]);
+        let summary = run_python_client(
+            mode,
+            &[
+                "--stdio",
+                bin(),
+                "gateway",
+                "--policy",
+                &policy,
+                "--",
+                bin(),
+                "mock-eks",
+                "--allow-write",
+                "--page-size",
+                "5",
+            ],
+        );
         check_client_summary(&summary, version, 5);
         let (_mock, mock_url) = start_http(&["--allow-write"]);
         let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &mock_url]);
@@ -112,17 +205,46 @@ fn python_sdk_through_the_gateway() {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn http_session(http: &reqwest::Client, url: &str, token: &str) -> String {
-    let r = http.post(url).bearer_auth(token).header("accept", "application/json, text/event-stream").header("content-type", "application/json").body(initialize(0).to_string()).send().await.unwrap();
+    let r = http
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(initialize(0).to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     r.headers()["mcp-session-id"].to_str().unwrap().to_owned()
 }
 
-async fn http_call(http: &reqwest::Client, url: &str, token: &str, session: &str, msg: Value) -> Value {
-    http.post(url).bearer_auth(token).header("mcp-session-id", session).header("accept", "application/json, text/event-stream").header("content-type", "application/json").body(msg.to_string()).send().await.unwrap().json().await.unwrap()
+async fn http_call(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: &str,
+    msg: Value,
+) -> Value {
+    http.post(url)
+        .bearer_auth(token)
+        .header("mcp-session-id", session)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(msg.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Bearer tokens map to grants (a `sha256:` entry too), a bad or missing token is 401, and a
@@ -130,35 +252,100 @@ async fn http_call(http: &reqwest::Client, url: &str, token: &str, session: &str
 #[test]
 fn http_tokens_map_to_grants() {
     let dir = tempfile::tempdir().unwrap();
-    let policy = write(dir.path(), "p.json", r#"{"version": "1", "default": "deny", "tools": {"CancelAHORunBatch": {"limits": [{"counter": "c", "window": "hour", "max": 1}]}}}"#);
+    let policy = write(
+        dir.path(),
+        "p.json",
+        r#"{"version": "1", "default": "deny", "tools": {"CancelAHORunBatch": {"limits": [{"counter": "c", "window": "hour", "max": 1}]}}}"#,
+    );
     let hashed = "sha256:".to_owned() + &sha256_hex("analyst-token-00000");
-    let tokens = write(dir.path(), "tokens", &format!("# test tokens\nci-bot-token-000000 ci-bot\n{hashed} analyst\n"));
+    let tokens = write(
+        dir.path(),
+        "tokens",
+        &format!("# test tokens\nci-bot-token-000000 ci-bot\n{hashed} analyst\n"),
+    );
     let (_mock, mock_url) = start_http(&["--allow-write"]);
-    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--tokens", &tokens, "--upstream-url", &mock_url]);
+    let (_gw, url) = start_gateway_http(&[
+        "--policy",
+        &policy,
+        "--tokens",
+        &tokens,
+        "--upstream-url",
+        &mock_url,
+    ]);
     rt().block_on(async {
         let http = reqwest::Client::new();
-        let r = http.post(&url).header("content-type", "application/json").body(initialize(0).to_string()).send().await.unwrap();
+        let r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(initialize(0).to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()["www-authenticate"], "Bearer");
-        let r = http.post(&url).bearer_auth("wrong-token-0000000").body(initialize(0).to_string()).send().await.unwrap();
+        let r = http
+            .post(&url)
+            .bearer_auth("wrong-token-0000000")
+            .body(initialize(0).to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         let ci = http_session(&http, &url, "ci-bot-token-000000").await;
         let analyst = http_session(&http, &url, "analyst-token-00000").await;
-        let first = http_call(&http, &url, "ci-bot-token-000000", &ci, call(1, "CancelAHORunBatch", json!({"batchId": "rb-0001"}))).await;
+        let first = http_call(
+            &http,
+            &url,
+            "ci-bot-token-000000",
+            &ci,
+            call(1, "CancelAHORunBatch", json!({"batchId": "rb-0001"})),
+        )
+        .await;
         assert_eq!(first["result"]["isError"], false, "{first}");
-        let second = http_call(&http, &url, "ci-bot-token-000000", &ci, call(2, "CancelAHORunBatch", json!({"batchId": "rb-0002"}))).await;
-        assert_eq!(second["result"]["structuredContent"]["tollgate"]["decision"], "rate_limited");
+        let second = http_call(
+            &http,
+            &url,
+            "ci-bot-token-000000",
+            &ci,
+            call(2, "CancelAHORunBatch", json!({"batchId": "rb-0002"})),
+        )
+        .await;
+        assert_eq!(
+            second["result"]["structuredContent"]["tollgate"]["decision"],
+            "rate_limited"
+        );
         // The analyst's grant has its own budget.
-        let other = http_call(&http, &url, "analyst-token-00000", &analyst, call(1, "CancelAHORunBatch", json!({"batchId": "rb-0003"}))).await;
+        let other = http_call(
+            &http,
+            &url,
+            "analyst-token-00000",
+            &analyst,
+            call(1, "CancelAHORunBatch", json!({"batchId": "rb-0003"})),
+        )
+        .await;
         assert_eq!(other["result"]["isError"], false, "{other}");
         // A session id presented with another grant's token is not found.
-        let r = http.post(&url).bearer_auth("analyst-token-00000").header("mcp-session-id", &ci).header("content-type", "application/json").body(call(3, "CancelAHORunBatch", json!({"batchId": "rb-0004"})).to_string()).send().await.unwrap();
+        let r = http
+            .post(&url)
+            .bearer_auth("analyst-token-00000")
+            .header("mcp-session-id", &ci)
+            .header("content-type", "application/json")
+            .body(call(3, "CancelAHORunBatch", json!({"batchId": "rb-0004"})).to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
     });
 }
 
 fn sha256_hex(text: &str) -> String {
-    let out = Command::new(crate::mock_eks::python()).args(["-c", &format!("import hashlib; print(hashlib.sha256(b'{text}').hexdigest())")]).output().unwrap();
+    let out = Command::new(crate::mock_eks::python())
+        .args([
+            "-c",
+            &format!("import hashlib; print(hashlib.sha256(b'{text}').hexdigest())"),
+        ])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -168,7 +355,11 @@ fn sha256_hex(text: &str) -> String {
 fn concurrent_sessions_never_exceed_a_shared_counter() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.jsonl");
-    let policy = write(dir.path(), "p.json", r#"{"version": "1", "default": "deny", "tools": {"GetAHOBatch": {"limits": [{"counter": "reads", "window": "hour", "max": 20, "scope": "global"}]}}}"#);
+    let policy = write(
+        dir.path(),
+        "p.json",
+        r#"{"version": "1", "default": "deny", "tools": {"GetAHOBatch": {"limits": [{"counter": "reads", "window": "hour", "max": 20, "scope": "global"}]}}}"#,
+    );
     let (_mock, mock_url) = start_http(&["--journal", journal.to_str().unwrap()]);
     let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &mock_url]);
     let results = rt().block_on(async {
@@ -180,8 +371,20 @@ fn concurrent_sessions_never_exceed_a_shared_counter() {
                 let s = http_session(&http, &url, "unused").await;
                 let mut decisions = Vec::new();
                 for i in 0..10 {
-                    let a = http_call(&http, &url, "unused", &s, call(i + 1, "GetAHOBatch", json!({"batchId": "rb-0001"}))).await;
-                    decisions.push(a["result"]["structuredContent"]["tollgate"]["decision"].as_str().unwrap_or("forwarded").to_owned());
+                    let a = http_call(
+                        &http,
+                        &url,
+                        "unused",
+                        &s,
+                        call(i + 1, "GetAHOBatch", json!({"batchId": "rb-0001"})),
+                    )
+                    .await;
+                    decisions.push(
+                        a["result"]["structuredContent"]["tollgate"]["decision"]
+                            .as_str()
+                            .unwrap_or("forwarded")
+                            .to_owned(),
+                    );
                 }
                 decisions
             }));
@@ -192,7 +395,11 @@ fn concurrent_sessions_never_exceed_a_shared_counter() {
         }
         all
     });
-    assert_eq!(results.iter().filter(|d| *d == "forwarded").count(), 20, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|d| *d == "forwarded").count(),
+        20,
+        "{results:?}"
+    );
     assert_eq!(results.iter().filter(|d| *d == "rate_limited").count(), 60);
     assert_eq!(journal_calls(&journal, "GetAHOBatch").len(), 20);
 }
@@ -206,9 +413,22 @@ fn upstream_crash_errors_the_call_and_restarts_the_child() {
     let policy = write(dir.path(), "allow.json", ALLOW_ALL);
     // Crash on the first call only: after the restart the journal index starts again at 0,
     // so the rule is bounded by tool, not by index.
-    let faults = write(dir.path(), "faults.json", r#"{"faults": [{"tool": "list_api_versions", "effect": "crash"}]}"#);
+    let faults = write(
+        dir.path(),
+        "faults.json",
+        r#"{"faults": [{"tool": "list_api_versions", "effect": "crash"}]}"#,
+    );
     let mut child = tollgate()
-        .args(["gateway", "--policy", &policy, "--", bin(), "mock-eks", "--faults", &faults])
+        .args([
+            "gateway",
+            "--policy",
+            &policy,
+            "--",
+            bin(),
+            "mock-eks",
+            "--faults",
+            &faults,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -220,16 +440,29 @@ fn upstream_crash_errors_the_call_and_restarts_the_child() {
     send(initialize(1));
     let _init = answers.next().unwrap().unwrap();
     send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-    send(call(2, "list_api_versions", json!({"cluster_name": "prod-eks"})));
+    send(call(
+        2,
+        "list_api_versions",
+        json!({"cluster_name": "prod-eks"}),
+    ));
     let crashed: Value = serde_json::from_str(&answers.next().unwrap().unwrap()).unwrap();
     assert_eq!(crashed["id"], 2);
-    assert_eq!(crashed["result"]["structuredContent"]["tollgate"]["decision"], "upstream_failed", "{crashed}");
+    assert_eq!(
+        crashed["result"]["structuredContent"]["tollgate"]["decision"], "upstream_failed",
+        "{crashed}"
+    );
     // The restarted child answers the same session.
-    send(call(3, "get_eks_vpc_config", json!({"cluster_name": "prod-eks"})));
+    send(call(
+        3,
+        "get_eks_vpc_config",
+        json!({"cluster_name": "prod-eks"}),
+    ));
     let after: Value = serde_json::from_str(&answers.next().unwrap().unwrap()).unwrap();
     assert_eq!(after["id"], 3);
-    assert_eq!(after["result"]["content"][0]["text"], "Retrieved VPC configuration for cluster prod-eks", "{after}");
-    drop(send);
+    assert_eq!(
+        after["result"]["content"][0]["text"], "Retrieved VPC configuration for cluster prod-eks",
+        "{after}"
+    );
     drop(stdin);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
@@ -239,16 +472,37 @@ fn upstream_crash_errors_the_call_and_restarts_the_child() {
 fn hung_upstream_is_answered_at_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "allow.json", ALLOW_ALL);
-    let faults = write(dir.path(), "faults.json", r#"{"faults": [{"tool": "get_eks_vpc_config", "effect": "hang"}]}"#);
+    let faults = write(
+        dir.path(),
+        "faults.json",
+        r#"{"faults": [{"tool": "get_eks_vpc_config", "effect": "hang"}]}"#,
+    );
     let start = Instant::now();
     let answers = stdio_gateway(
-        &["--policy", &policy, "--call-timeout", "1", "--", bin(), "mock-eks", "--faults", &faults],
-        &[initialize(1), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), call(2, "get_eks_vpc_config", json!({"cluster_name": "prod-eks"}))],
+        &[
+            "--policy",
+            &policy,
+            "--call-timeout",
+            "1",
+            "--",
+            bin(),
+            "mock-eks",
+            "--faults",
+            &faults,
+        ],
+        &[
+            initialize(1),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            call(2, "get_eks_vpc_config", json!({"cluster_name": "prod-eks"})),
+        ],
         Duration::from_millis(1500),
     );
     assert!(start.elapsed() < Duration::from_secs(20));
     let answer = answers.iter().find(|a| a["id"] == 2).unwrap();
-    assert_eq!(answer["result"]["structuredContent"]["tollgate"]["decision"], "upstream_timeout", "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["tollgate"]["decision"], "upstream_timeout",
+        "{answer}"
+    );
 }
 
 /// Promise 4: `kill -9` of the gateway under load loses no record of a forwarded call: every
@@ -260,7 +514,14 @@ fn kill_9_loses_no_record_of_a_forwarded_call() {
     let audit = dir.path().join("audit.jsonl");
     let policy = write(dir.path(), "allow.json", ALLOW_ALL);
     let (_mock, mock_url) = start_http(&["--journal", journal.to_str().unwrap()]);
-    let (mut gw, url) = start_gateway_http(&["--policy", &policy, "--audit", audit.to_str().unwrap(), "--upstream-url", &mock_url]);
+    let (mut gw, url) = start_gateway_http(&[
+        "--policy",
+        &policy,
+        "--audit",
+        audit.to_str().unwrap(),
+        "--upstream-url",
+        &mock_url,
+    ]);
     rt().block_on(async {
         let http = reqwest::Client::new();
         let mut tasks = Vec::new();
@@ -269,7 +530,13 @@ fn kill_9_loses_no_record_of_a_forwarded_call() {
             tasks.push(tokio::spawn(async move {
                 let s = http_session(&http, &url, "x").await;
                 for i in 0..200u64 {
-                    let r = http.post(&url).header("mcp-session-id", &s).header("content-type", "application/json").body(call(i + 1, "GetAHOBatch", json!({"batchId": "rb-0001"})).to_string()).send().await;
+                    let r = http
+                        .post(&url)
+                        .header("mcp-session-id", &s)
+                        .header("content-type", "application/json")
+                        .body(call(i + 1, "GetAHOBatch", json!({"batchId": "rb-0001"})).to_string())
+                        .send()
+                        .await;
                     if r.is_err() {
                         return;
                     }
@@ -286,18 +553,34 @@ fn kill_9_loses_no_record_of_a_forwarded_call() {
     let _ = gw.0.wait();
     let forwarded = journal_calls(&journal, "GetAHOBatch");
     assert!(!forwarded.is_empty(), "the load reached the mock");
-    let out = tollgate().args(["audit", "verify", audit.to_str().unwrap()]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = tollgate()
+        .args(["audit", "verify", audit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let decisions: Vec<(String, String)> = lines_of(&audit)
         .into_iter()
         .filter(|r| r["kind"] == "decision" && r["decision"]["decision"] == "allow")
-        .map(|r| (r["session"].as_str().unwrap().to_owned(), r["id"].to_string()))
+        .map(|r| {
+            (
+                r["session"].as_str().unwrap().to_owned(),
+                r["id"].to_string(),
+            )
+        })
         .collect();
     // Each forwarded call (journal: upstream session, id) has an allow decision for the same id.
     let mut ids: Vec<String> = decisions.iter().map(|(_, id)| id.clone()).collect();
     ids.sort();
     for entry in &forwarded {
-        assert!(ids.binary_search(&entry["id"].to_string()).is_ok(), "no decision for {entry}");
+        assert!(
+            ids.binary_search(&entry["id"].to_string()).is_ok(),
+            "no decision for {entry}"
+        );
     }
     assert!(decisions.len() >= forwarded.len());
 }
@@ -311,14 +594,32 @@ fn conformance_through_the_gateway_matches_direct() {
     let (_mock, mock_url) = start_http(&[]);
     let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &mock_url]);
     let through = conformance_passing(&url);
-    let missing: Vec<&str> = CONFORMANCE_PASSING.iter().copied().filter(|s| !through.iter().any(|t| t == s)).collect();
-    assert!(missing.is_empty(), "through the gateway these fail: {missing:?} (passing: {through:?})");
+    let missing: Vec<&str> = CONFORMANCE_PASSING
+        .iter()
+        .copied()
+        .filter(|s| !through.iter().any(|t| t == s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "through the gateway these fail: {missing:?} (passing: {through:?})"
+    );
 }
 
 /// A broken policy never starts a gateway: exit 2 with the diagnostic.
 #[test]
 fn a_broken_policy_is_exit_2() {
-    let out = tollgate().args(["gateway", "--policy", "tests/check/broken/08-misspelt-field.json", "--", bin(), "mock-eks"]).current_dir(root()).output().unwrap();
+    let out = tollgate()
+        .args([
+            "gateway",
+            "--policy",
+            "tests/check/broken/08-misspelt-field.json",
+            "--",
+            bin(),
+            "mock-eks",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `acton`"));
 }
