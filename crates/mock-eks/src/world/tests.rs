@@ -602,3 +602,25 @@ fn extended_tools_transcript() {
     }
     insta::assert_snapshot!(transcript);
 }
+
+/// Argument errors of the real tools, word for word as pydantic 2.14 writes them (the expected
+/// texts were produced by pydantic itself, see testdata/pydantic.json).
+#[test]
+fn real_tool_argument_errors_match_pydantic() {
+    let data: Value = serde_json::from_str(include_str!("testdata/pydantic.json")).unwrap();
+    let cases = data["cases"].as_array().unwrap();
+    assert!(cases.len() >= 7);
+    for case in cases {
+        let tool = Catalog::embedded()
+            .get(case["tool"].as_str().unwrap())
+            .unwrap();
+        let got = super::validate::pydantic_errors(tool, &case["arguments"]);
+        assert_eq!(
+            got.as_deref(),
+            case["error"].as_str(),
+            "{} {}",
+            tool.name,
+            case["arguments"]
+        );
+    }
+}
