@@ -454,8 +454,12 @@ fn iam(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             &format!("Role with name {role} already exists."),
         ),
         ("CreateRole", None) => {
+            let trust = str_arg(args, "AssumeRolePolicyDocument")
+                .and_then(|d| serde_json::from_str::<Value>(d).ok());
             world.state.roles.push(RoleFx {
                 name: role.clone(),
+                description: str_arg(args, "Description").map(str::to_owned),
+                assume_role_policy: trust,
                 managed_policies: Vec::new(),
                 inline_policies: std::collections::BTreeMap::new(),
             });

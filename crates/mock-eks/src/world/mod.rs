@@ -162,6 +162,14 @@ pub struct EventFx {
     pub reason: String,
     pub message: String,
     pub count: u32,
+    /// When the event was first and last seen; the fixture's base time when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_timestamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_timestamp: Option<String>,
+    /// The component that reported it (`kubelet`, `deployment-controller`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting_component: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +184,11 @@ pub struct StackFx {
 #[serde(deny_unknown_fields)]
 pub struct RoleFx {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The trust policy; an EC2 trust when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assume_role_policy: Option<Value>,
     #[serde(default)]
     pub managed_policies: Vec<String>,
     #[serde(default)]

@@ -40,7 +40,7 @@ pub(crate) fn call(world: &mut World, tool: &str, args: &Value, flags: &Flags) -
     match tool {
         "list_k8s_resources" => list_k8s_resources(world, args),
         "get_pod_logs" => get_pod_logs(world, args, flags),
-        "get_k8s_events" => get_k8s_events(world, args),
+        "get_k8s_events" => get_k8s_events(world, args, flags),
         "list_api_versions" => list_api_versions(world, args),
         "manage_k8s_resource" => manage_k8s_resource(world, args, flags),
         "apply_yaml" => apply_yaml(world, args, flags),
@@ -125,13 +125,29 @@ fn selector_matches(obj: &Value, selector: Option<&str>, fields: bool) -> bool {
     })
 }
 
+/// The real server's `ResourceSummary` of one object.
 fn summary(obj: &Value) -> Value {
+    let field = |k: &str| {
+        obj.get("metadata")
+            .and_then(|m| m.get(k))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
     json!({
-        "name": meta(obj, "name"),
+        "name": meta(obj, "name").unwrap_or_default(),
         "namespace": meta(obj, "namespace"),
-        "creationTimestamp": meta(obj, "creationTimestamp"),
-        "labels": obj.get("metadata").and_then(|m| m.get("labels")).cloned().unwrap_or(Value::Null),
+        "creation_timestamp": meta(obj, "creationTimestamp"),
+        "labels": field("labels"),
+        "annotations": field("annotations"),
     })
+}
+
+/// `namespace/name`, or `name` when no namespace was given, as the real server labels objects.
+fn qualified(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    }
 }
 
 fn list_k8s_resources(world: &World, args: &Value) -> ToolOutput {
@@ -152,9 +168,10 @@ fn list_k8s_resources(world: &World, args: &Value) -> ToolOutput {
         .collect();
     let n = items.len();
     ToolOutput::data(
+        // The real server's wording, `in shop/all namespaces` included.
         format!(
-            "Successfully listed {n} {kind} resources in {}",
-            namespace.map_or("all namespaces".to_owned(), |ns| format!("namespace {ns}"))
+            "Successfully listed {n} {kind} resources in {}all namespaces",
+            namespace.map_or(String::new(), |ns| format!("{ns}/"))
         ),
         json!({"kind": kind, "api_version": api_version, "namespace": namespace, "count": n, "items": items}),
     )
@@ -167,15 +184,17 @@ fn get_pod_logs(world: &World, args: &Value, flags: &Flags) -> ToolOutput {
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
     let ns = str_arg(args, "namespace").unwrap_or_default();
     let pod = str_arg(args, "pod_name").unwrap_or_default();
+    let container = str_arg(args, "container_name");
+    let container_info = container.map_or(String::new(), |c| format!(" (container: {c})"));
     let Some(c) = cluster(world, cluster_name) else {
         return no_cluster(
-            &format!("Failed to get logs for pod {ns}/{pod}"),
+            &format!("Failed to get logs from pod {ns}/{pod}{container_info}"),
             cluster_name,
         );
     };
     let Some(lines) = c.pod_logs.get(&format!("{ns}/{pod}")) else {
         return ToolOutput::error(format!(
-            "Failed to get logs for pod {ns}/{pod}: pods \"{pod}\" not found"
+            "Failed to get logs from pod {ns}/{pod}{container_info}: (404)\nReason: Not Found: pods \"{pod}\" not found"
         ));
     };
     let tail = usize::try_from(int_arg(args, "tail_lines", 100).max(0)).unwrap_or(0);
@@ -192,43 +211,69 @@ fn get_pod_logs(world: &World, args: &Value, flags: &Flags) -> ToolOutput {
     }
     ToolOutput::data(
         format!(
-            "Successfully retrieved {} log lines from pod {ns}/{pod}",
-            selected.len()
+            "Successfully retrieved {} log lines from pod {ns}/{pod}{container_info}",
+            text.lines().count()
         ),
-        json!({"pod_name": pod, "namespace": ns, "log_lines": text.lines().collect::<Vec<_>>()}),
+        json!({"pod_name": pod, "namespace": ns, "container_name": container, "log_lines": text.lines().collect::<Vec<_>>()}),
     )
 }
 
-fn get_k8s_events(world: &World, args: &Value) -> ToolOutput {
+fn get_k8s_events(world: &World, args: &Value, flags: &Flags) -> ToolOutput {
+    if !flags.allow_sensitive_data_access {
+        return ToolOutput::error(
+            "Access to Kubernetes events requires --allow-sensitive-data-access flag",
+        );
+    }
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
     let kind = str_arg(args, "kind").unwrap_or_default();
     let name = str_arg(args, "name").unwrap_or_default();
     let ns = str_arg(args, "namespace");
+    let label = qualified(ns, name);
     let Some(c) = cluster(world, cluster_name) else {
         return no_cluster(
-            &format!("Failed to get events for {kind} {name}"),
+            &format!("Failed to get events for {kind} {label}"),
             cluster_name,
         );
     };
+    let base = &world.state.base_time;
     let events: Vec<Value> = c
         .events
         .iter()
         .filter(|e| e.kind == kind && e.name == name && ns.is_none_or(|n| e.namespace == n))
-        .map(|e| json!({"type": e.event_type, "reason": e.reason, "message": e.message, "count": e.count}))
+        .map(|e| {
+            json!({
+                "first_timestamp": e.first_timestamp.as_deref().unwrap_or(base),
+                "last_timestamp": e.last_timestamp.as_deref().unwrap_or(base),
+                "count": e.count,
+                "message": e.message,
+                "reason": e.reason,
+                "reporting_component": e.reporting_component,
+                "type": e.event_type,
+            })
+        })
         .collect();
     ToolOutput::data(
         format!(
-            "Successfully retrieved {} events for {kind} {name}",
+            "Successfully retrieved {} events for {kind} {label}",
             events.len()
         ),
-        json!({"involved_object": {"kind": kind, "name": name, "namespace": ns}, "count": events.len(), "events": events}),
+        json!({
+            "involved_object_kind": kind,
+            "involved_object_name": name,
+            "involved_object_namespace": ns,
+            "count": events.len(),
+            "events": events,
+        }),
     )
 }
 
 fn list_api_versions(world: &World, args: &Value) -> ToolOutput {
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
     if cluster(world, cluster_name).is_none() {
-        return no_cluster("Failed to list API versions", cluster_name);
+        return no_cluster(
+            &format!("Failed to get API versions from cluster {cluster_name}"),
+            cluster_name,
+        );
     }
     let versions = [
         "v1",
@@ -242,8 +287,32 @@ fn list_api_versions(world: &World, args: &Value) -> ToolOutput {
         "apiextensions.k8s.io/v1",
     ];
     ToolOutput::data(
-        format!("Successfully retrieved {} API versions", versions.len()),
+        format!(
+            "Successfully retrieved {} API versions from cluster {cluster_name}",
+            versions.len()
+        ),
         json!({"cluster_name": cluster_name, "api_versions": versions, "count": versions.len()}),
+    )
+}
+
+/// The Kubernetes API's plural resource name for a kind, lower case (`Deployment` →
+/// `deployments`, `Ingress` → `ingresses`, `NetworkPolicy` → `networkpolicies`).
+fn plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else if lower.ends_with('s') {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+/// How the Kubernetes Python client's `ApiException` reads for a missing object.
+fn k8s_not_found(kind: &str, name: &str) -> String {
+    format!(
+        "(404)\nReason: Not Found: {} \"{name}\" not found",
+        plural(kind)
     )
 }
 
@@ -261,7 +330,8 @@ fn manage_k8s_resource(world: &mut World, args: &Value, flags: &Flags) -> ToolOu
         ));
     }
     let kind = str_arg(args, "kind").unwrap_or_default().to_owned();
-    if kind == "Secret" && !flags.allow_sensitive_data_access {
+    // The real server guards reading Secrets only; writing one needs `--allow-write` alone.
+    if op == "read" && kind.to_lowercase() == "secret" && !flags.allow_sensitive_data_access {
         return ToolOutput::error(
             "Access to Kubernetes Secrets requires --allow-sensitive-data-access flag",
         );
@@ -269,55 +339,70 @@ fn manage_k8s_resource(world: &mut World, args: &Value, flags: &Flags) -> ToolOu
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default().to_owned();
     let api_version = str_arg(args, "api_version").unwrap_or_default().to_owned();
     let body = args.get("body").filter(|b| b.is_object()).cloned();
+    let ns_param = str_arg(args, "namespace").map(str::to_owned);
     let name = str_arg(args, "name").map(str::to_owned).or_else(|| {
         body.as_ref()
             .and_then(|b| meta(b, "name").map(str::to_owned))
     });
-    let namespace = str_arg(args, "namespace")
-        .map(str::to_owned)
+    // Where the object lives: the namespace given, else the body's, else `default`.
+    let namespace = ns_param
+        .clone()
         .or_else(|| {
             body.as_ref()
                 .and_then(|b| meta(b, "namespace").map(str::to_owned))
         })
         .unwrap_or_else(|| "default".to_owned());
+    let label = format!(
+        "{kind} {}",
+        qualified(ns_param.as_deref(), name.as_deref().unwrap_or_default())
+    );
+    let response = |resource: Option<Value>| {
+        json!({
+            "kind": kind,
+            "name": name.clone().unwrap_or_default(),
+            "namespace": ns_param,
+            "api_version": api_version,
+            "operation": op,
+            "resource": resource,
+        })
+    };
     let now = world.now();
     let Some(c) = cluster_mut(world, &cluster_name) else {
-        return no_cluster(&format!("Failed to {op} {kind} resource"), &cluster_name);
+        return no_cluster(&format!("Failed to {op} {label}"), &cluster_name);
     };
-    let Some(name) = name else {
+    let Some(name) = name.clone() else {
         return ToolOutput::error(format!(
-            "Failed to {op} {kind} resource: a resource name is required (give `name` or `body.metadata.name`)"
+            "Failed to {op} {label}: a resource name is required (give `name` or `body.metadata.name`)"
         ));
     };
     let position = c
         .resources
         .iter()
         .position(|o| matches_object(o, &kind, Some(&api_version), Some(&name), Some(&namespace)));
-    let label = format!("{kind} {namespace}/{name}");
     match (op, position) {
         ("read", Some(i)) => {
             let obj = c.resources[i].clone();
-            ToolOutput::data(format!("Successfully retrieved {label}"), obj)
+            ToolOutput::data(
+                format!("Successfully retrieved {label}"),
+                response(Some(obj)),
+            )
         }
         ("delete", Some(i)) => {
             c.resources.remove(i);
-            ToolOutput::data(
-                format!("Successfully deleted {label}"),
-                json!({"kind": kind, "name": name, "namespace": namespace, "deleted": true}),
-            )
+            ToolOutput::data(format!("Successfully deleted {label}"), response(None))
         }
         ("read" | "delete" | "patch" | "replace", None) => ToolOutput::error(format!(
-            "Failed to {op} {label}: {} \"{name}\" not found",
-            kind.to_lowercase()
+            "Failed to {op} {label}: {}",
+            k8s_not_found(&kind, &name)
         )),
         ("create", Some(_)) => ToolOutput::error(format!(
-            "Failed to create {label}: {} \"{name}\" already exists",
-            kind.to_lowercase()
+            "Failed to create {label}: (409)\nReason: Conflict: {} \"{name}\" already exists",
+            plural(&kind)
         )),
         ("create" | "replace", found) => {
             let Some(mut obj) = body else {
                 return ToolOutput::error(format!(
-                    "Failed to {op} {label}: `body` is required for {op}"
+                    "Failed to {op} {label}: body is required for {op} operation"
                 ));
             };
             obj["apiVersion"] = json!(api_version);
@@ -326,27 +411,24 @@ fn manage_k8s_resource(world: &mut World, args: &Value, flags: &Flags) -> ToolOu
             obj["metadata"]["namespace"] = json!(namespace);
             obj["metadata"]["creationTimestamp"] = json!(now);
             match found {
-                Some(i) => c.resources[i] = obj.clone(),
-                None => c.resources.push(obj.clone()),
+                Some(i) => c.resources[i] = obj,
+                None => c.resources.push(obj),
             }
             let verb = if op == "create" {
                 "created"
             } else {
                 "replaced"
             };
-            ToolOutput::data(format!("Successfully {verb} {label}"), obj)
+            ToolOutput::data(format!("Successfully {verb} {label}"), response(None))
         }
         ("patch", Some(i)) => {
             let Some(patch) = body else {
                 return ToolOutput::error(format!(
-                    "Failed to patch {label}: `body` is required for patch"
+                    "Failed to patch {label}: body is required for patch operation"
                 ));
             };
             merge_patch(&mut c.resources[i], &patch);
-            ToolOutput::data(
-                format!("Successfully patched {label}"),
-                c.resources[i].clone(),
-            )
+            ToolOutput::data(format!("Successfully patched {label}"), response(None))
         }
         _ => ToolOutput::error(format!("Failed to {op} {label}")),
     }
@@ -376,10 +458,16 @@ fn apply_yaml(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default().to_owned();
     let namespace = str_arg(args, "namespace").unwrap_or("default").to_owned();
     let force = bool_arg(args, "force", true);
+    // The real server's order: the path must be absolute, the cluster reachable, then the
+    // file is read (from the fixture's `files`: the mock touches no disk) and parsed.
+    if !path.starts_with('/') {
+        return ToolOutput::error(format!("Path must be absolute: {path}"));
+    }
+    if cluster(world, &cluster_name).is_none() {
+        return no_cluster("Error applying YAML from file", &cluster_name);
+    }
     let Some(text) = world.state.files.get(&path).cloned() else {
-        return ToolOutput::error(format!(
-            "Failed to apply YAML from file {path}: file not found"
-        ));
+        return ToolOutput::error(format!("YAML file not found: {path}"));
     };
     let mut docs = Vec::new();
     for doc in serde_norway::Deserializer::from_str(&text) {
@@ -392,7 +480,7 @@ fn apply_yaml(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
                 ));
             }
             Err(e) => {
-                return ToolOutput::error(format!("Failed to apply YAML from file {path}: {e}"));
+                return ToolOutput::error(format!("Error applying YAML from file: {e}"));
             }
         }
     }
@@ -403,7 +491,7 @@ fn apply_yaml(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
             &cluster_name,
         );
     };
-    let mut applied = Vec::new();
+    let (mut created, mut updated) = (0u32, 0u32);
     for mut obj in docs {
         if meta(&obj, "namespace").is_none() {
             obj["metadata"]["namespace"] = json!(namespace);
@@ -427,17 +515,25 @@ fn apply_yaml(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
         {
             Some(_) if !force => {
                 return ToolOutput::error(format!(
-                    "Failed to apply YAML from file {path}: {kind} {ns}/{name} already exists (force is false)"
+                    "Failed to apply YAML from file {path}: (409)\nReason: Conflict: {} \"{name}\" already exists",
+                    plural(&kind)
                 ));
             }
-            Some(i) => c.resources[i] = obj,
-            None => c.resources.push(obj),
+            Some(i) => {
+                c.resources[i] = obj;
+                updated += 1;
+            }
+            None => {
+                c.resources.push(obj);
+                created += 1;
+            }
         }
-        applied.push(json!({"kind": kind, "name": name, "namespace": ns}));
     }
     ToolOutput::data(
-        format!("Successfully applied all resources from YAML file {path}"),
-        json!({"yaml_path": path, "cluster_name": cluster_name, "resources_applied": applied}),
+        format!(
+            "Successfully applied all resources from YAML file {path} ({created} created, {updated} updated)"
+        ),
+        json!({"force_applied": force, "resources_created": created, "resources_updated": updated}),
     )
 }
 
@@ -449,9 +545,11 @@ fn generate_app_manifest(world: &mut World, args: &Value, flags: &Flags) -> Tool
     }
     let app = str_arg(args, "app_name").unwrap_or_default();
     let image = str_arg(args, "image_uri").unwrap_or_default();
-    let dir = str_arg(args, "output_dir")
-        .unwrap_or_default()
-        .trim_end_matches('/');
+    let dir = str_arg(args, "output_dir").unwrap_or_default();
+    if !dir.starts_with('/') {
+        return ToolOutput::error(format!("Output directory path must be absolute: {dir}"));
+    }
+    let dir = dir.trim_end_matches('/');
     let ns = str_arg(args, "namespace").unwrap_or("default");
     let port = int_arg(args, "port", 80);
     let replicas = int_arg(args, "replicas", 2);
@@ -462,10 +560,13 @@ fn generate_app_manifest(world: &mut World, args: &Value, flags: &Flags) -> Tool
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\n  namespace: {ns}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {app}\n  template:\n    metadata:\n      labels:\n        app: {app}\n    spec:\n      containers:\n        - name: {app}\n          image: {image}\n          ports:\n            - containerPort: {port}\n          resources:\n            requests:\n              cpu: {cpu}\n              memory: {memory}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {app}\n  namespace: {ns}\n  annotations:\n    service.beta.kubernetes.io/aws-load-balancer-scheme: {scheme}\nspec:\n  type: LoadBalancer\n  selector:\n    app: {app}\n  ports:\n    - port: {port}\n"
     );
     let path = format!("{dir}/{app}-manifest.yaml");
-    world.state.files.insert(path.clone(), manifest.clone());
+    // Written to the world's files, where `apply_yaml` finds it.
+    world.state.files.insert(path.clone(), manifest);
     ToolOutput::data(
-        format!("Successfully generated manifest for {app} at {path}"),
-        json!({"output_file_path": path, "manifest": manifest}),
+        format!(
+            "Successfully generated YAML for {app} application with image {image} and saved to {path}"
+        ),
+        json!({"output_file_path": path}),
     )
 }
 
@@ -658,6 +759,13 @@ fn manage_eks_stacks(world: &mut World, args: &Value, flags: &Flags) -> ToolOutp
     }
 }
 
+/// IAM's answer for a role that does not exist, as boto reports it.
+fn no_role(operation: &str, role: &str) -> String {
+    format!(
+        "An error occurred (NoSuchEntity) when calling the {operation} operation: The role with name {role} cannot be found."
+    )
+}
+
 fn add_inline_policy(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
     if !flags.allow_write {
         return ToolOutput::error("Adding inline policies requires --allow-write flag");
@@ -667,7 +775,8 @@ fn add_inline_policy(world: &mut World, args: &Value, flags: &Flags) -> ToolOutp
     let permissions = args.get("permissions").cloned().unwrap_or(Value::Null);
     let Some(r) = world.state.roles.iter_mut().find(|r| r.name == role) else {
         return ToolOutput::error(format!(
-            "Failed to add inline policy {policy}: role {role} not found"
+            "Failed to create inline policy: {}",
+            no_role("GetRolePolicy", role)
         ));
     };
     if r.inline_policies.contains_key(policy) {
@@ -675,17 +784,15 @@ fn add_inline_policy(world: &mut World, args: &Value, flags: &Flags) -> ToolOutp
             "Policy {policy} already exists in role {role}. Cannot modify existing policies."
         ));
     }
-    let statements = if permissions.is_array() {
-        permissions
-    } else {
-        json!([permissions])
+    let statements = match &permissions {
+        Value::Array(_) => permissions.clone(),
+        other => json!([other]),
     };
     let document = json!({"Version": "2012-10-17", "Statement": statements});
-    r.inline_policies
-        .insert(policy.to_owned(), document.clone());
+    r.inline_policies.insert(policy.to_owned(), document);
     ToolOutput::data(
         format!("Successfully created new inline policy {policy} in role {role}"),
-        json!({"role_name": role, "policy_name": policy, "policy_document": document}),
+        json!({"policy_name": policy, "role_name": role, "permissions_added": permissions}),
     )
 }
 
@@ -693,12 +800,38 @@ fn get_policies_for_role(world: &World, args: &Value) -> ToolOutput {
     let role = str_arg(args, "role_name").unwrap_or_default();
     let Some(r) = world.state.roles.iter().find(|r| r.name == role) else {
         return ToolOutput::error(format!(
-            "Failed to describe IAM role {role}: role not found"
+            "Failed to describe IAM role: {}",
+            no_role("GetRole", role)
         ));
     };
+    let trust = r.assume_role_policy.clone().unwrap_or_else(|| {
+        json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+    });
+    let managed: Vec<Value> = r
+        .managed_policies
+        .iter()
+        .map(|arn| {
+            json!({
+                "policy_type": "Managed",
+                "description": format!("AWS managed policy {}", arn.rsplit('/').next().unwrap_or(arn)),
+                "policy_document": null,
+            })
+        })
+        .collect();
+    let inline: Vec<Value> = r
+        .inline_policies
+        .values()
+        .map(|d| json!({"policy_type": "Inline", "description": null, "policy_document": d}))
+        .collect();
     ToolOutput::data(
         format!("Successfully retrieved details for IAM role: {role}"),
-        json!({"role_name": role, "managed_policies": r.managed_policies, "inline_policies": r.inline_policies}),
+        json!({
+            "role_arn": format!("arn:aws:iam::{}:role/{role}", world.state.account),
+            "assume_role_policy_document": trust,
+            "description": r.description,
+            "managed_policies": managed,
+            "inline_policies": inline,
+        }),
     )
 }
 
