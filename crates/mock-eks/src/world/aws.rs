@@ -585,7 +585,26 @@ fn cfn(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 .stacks
                 .iter()
                 .filter(|s| name.as_ref().is_none_or(|n| &s.name == n))
-                .map(|s| json!({"StackName": s.name, "StackStatus": s.status, "Tags": [{"Key": "cluster", "Value": s.cluster}]}))
+                .map(|s| {
+                    let tags: Vec<Value> = s
+                        .tags
+                        .iter()
+                        .map(|(k, v)| json!({"Key": k, "Value": v}))
+                        .collect();
+                    let outputs: Vec<Value> = s
+                        .outputs
+                        .iter()
+                        .map(|(k, v)| json!({"OutputKey": k, "OutputValue": v}))
+                        .collect();
+                    json!({
+                        "StackName": s.name,
+                        "StackId": format!("arn:aws:cloudformation:{}:{}:stack/{}/mock", world.state.region, world.state.account, s.name),
+                        "StackStatus": s.status,
+                        "CreationTime": s.creation_time.as_deref().unwrap_or(&world.state.base_time),
+                        "Tags": tags,
+                        "Outputs": outputs,
+                    })
+                })
                 .collect();
             if let Some(n) = &name
                 && stacks.is_empty()
@@ -622,13 +641,18 @@ fn cfn(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 .and_then(|t| str_arg(t, "Value"))
                 .unwrap_or_default()
                 .to_owned();
-            world.state.stacks.push(StackFx {
-                name: n.clone(),
-                cluster,
-                status: "CREATE_IN_PROGRESS".into(),
-            });
-            let (region, account, tick) = (&world.state.region, &world.state.account, world.tick);
-            let id = format!("arn:aws:cloudformation:{region}:{account}:stack/{n}/mock-{tick:08}");
+            let now = world.now();
+            let mut stack = StackFx::new(n.clone(), cluster, "CREATE_IN_PROGRESS", now);
+            if let Some(tags) = args.get("Tags").and_then(Value::as_array) {
+                for t in tags {
+                    if let (Some(k), Some(v)) = (str_arg(t, "Key"), str_arg(t, "Value")) {
+                        stack.tags.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+            }
+            world.state.stacks.push(stack);
+            let (region, account) = (&world.state.region, &world.state.account);
+            let id = format!("arn:aws:cloudformation:{region}:{account}:stack/{n}/mock");
             ok(world, op, json!({"StackId": id}))
         }
         "DeleteStack" => {

@@ -178,6 +178,29 @@ pub struct StackFx {
     pub name: String,
     pub cluster: String,
     pub status: String,
+    /// Stack tags. `manage_eks_stacks` deploys, describes and deletes only the stacks tagged
+    /// `CreatedBy: EksMcpServer`, as the real server does.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// When the stack was created; the fixture's base time when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_time: Option<String>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl StackFx {
+    /// A stack as a deploy creates it, at `now`.
+    pub(crate) fn new(name: String, cluster: String, status: &str, now: String) -> StackFx {
+        StackFx {
+            name,
+            cluster,
+            status: status.to_owned(),
+            tags: BTreeMap::new(),
+            creation_time: Some(now),
+            outputs: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -522,33 +545,67 @@ fn position_of(text: &str, needle: &str) -> (usize, usize) {
     (line, column)
 }
 
-/// `base` (RFC 3339, `YYYY-MM-DDTHH:MM:SSZ`) plus `secs` seconds, without a date library: the
-/// mock only needs a readable, monotonic, deterministic stamp.
-pub(crate) fn timestamp_after(base: &str, secs: u64) -> String {
-    let parse = |r: std::ops::Range<usize>| base.get(r).and_then(|s| s.parse::<u64>().ok());
-    match (
+/// `base` (RFC 3339, `YYYY-MM-DDTHH:MM:SSZ`, checked when the fixture is parsed) moved by
+/// `secs` seconds, forwards or backwards, in the proleptic Gregorian calendar. A stamp that
+/// does not parse is returned unchanged.
+pub(crate) fn timestamp_offset(base: &str, secs: i64) -> String {
+    let parse = |r: std::ops::Range<usize>| base.get(r).and_then(|s| s.parse::<i64>().ok());
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) = (
         parse(0..4),
         parse(5..7),
         parse(8..10),
         parse(11..13),
         parse(14..16),
         parse(17..19),
-    ) {
-        (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(s)) => {
-            let total = h * 3600 + mi * 60 + s + secs;
-            let (days, rest) = (total / 86_400, total % 86_400);
-            // Days past the base date roll over within a 28-day month for simplicity; fixtures
-            // run for hours, not weeks.
-            let day = (d.saturating_sub(1) + days) % 28 + 1;
-            format!(
-                "{y:04}-{mo:02}-{day:02}T{:02}:{:02}:{:02}Z",
-                rest / 3600,
-                (rest % 3600) / 60,
-                rest % 60
-            )
-        }
-        _ => base.to_owned(),
-    }
+    ) else {
+        return base.to_owned();
+    };
+    let total = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s + secs;
+    let (days, rest) = (total.div_euclid(86_400), total.rem_euclid(86_400));
+    let (y, mo, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        (rest % 3600) / 60,
+        rest % 60
+    )
+}
+
+/// `base` plus `secs` seconds (see [`timestamp_offset`]).
+pub(crate) fn timestamp_after(base: &str, secs: u64) -> String {
+    timestamp_offset(base, i64::try_from(secs).unwrap_or(i64::MAX / 2))
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date of a day count since 1970-01-01 (the inverse of [`days_from_civil`]).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[cfg(test)]

@@ -617,37 +617,72 @@ fn search_guide(args: &Value) -> ToolOutput {
     )
 }
 
+/// A Python-style rendering of an optional string argument in a sentence (`None` when absent).
+fn or_none(v: Option<&str>) -> &str {
+    v.unwrap_or("None")
+}
+
+/// The query window: `minutes` before the world's current time, to now.
+fn window(world: &World, minutes: i64) -> (String, String) {
+    let now = i64::try_from(world.tick).unwrap_or(i64::MAX / 2);
+    let start = super::timestamp_offset(&world.state.base_time, now - minutes.clamp(0, 1440) * 60);
+    (start, world.now())
+}
+
 fn get_cloudwatch_logs(world: &World, args: &Value, flags: &Flags) -> ToolOutput {
     if !flags.allow_sensitive_data_access {
         return ToolOutput::error(
             "Access to CloudWatch logs requires --allow-sensitive-data-access flag",
         );
     }
+    let resource_type = str_arg(args, "resource_type").unwrap_or_default();
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
     let log_type = str_arg(args, "log_type").unwrap_or_default();
     let resource = str_arg(args, "resource_name");
     let filter = str_arg(args, "filter_pattern");
     let limit = usize::try_from(int_arg(args, "limit", 50).max(0)).unwrap_or(0);
-    let Some(c) = cluster(world, cluster_name) else {
-        return no_cluster("Failed to get CloudWatch logs", cluster_name);
+    // The real server's log group for each log type; anything else is a full group name.
+    let log_group = match log_type {
+        "application" | "host" | "performance" | "dataplane" => {
+            format!("/aws/containerinsights/{cluster_name}/{log_type}")
+        }
+        "control-plane" => format!("/aws/eks/{cluster_name}/cluster"),
+        other => other.to_owned(),
     };
-    let Some(lines) = c.log_groups.get(log_type) else {
+    let failed = format!(
+        "Failed to get logs for {resource_type} {}",
+        or_none(resource)
+    );
+    let lines = cluster(world, cluster_name).and_then(|c| c.log_groups.get(log_type));
+    let Some(lines) = lines else {
         return ToolOutput::error(format!(
-            "Failed to get CloudWatch logs: log group /aws/containerinsights/{cluster_name}/{log_type} does not exist"
+            "{failed}: An error occurred (ResourceNotFoundException) when calling the StartQuery operation: Log group '{log_group}' does not exist for account ID '{}'",
+            world.state.account
         ));
     };
+    let (start, end) = window(world, int_arg(args, "minutes", 15));
     let entries: Vec<Value> = lines
         .iter()
         .filter(|l| resource.is_none_or(|r| l.contains(r)) && filter.is_none_or(|f| l.contains(f)))
         .take(limit)
-        .map(|l| json!({"message": l}))
+        .map(|l| json!({"timestamp": end, "message": l}))
         .collect();
     ToolOutput::data(
         format!(
-            "Successfully retrieved {} log entries for {log_type} in cluster {cluster_name}",
-            entries.len()
+            "Successfully retrieved {} log entries for {resource_type} {} in cluster {cluster_name}",
+            entries.len(),
+            or_none(resource)
         ),
-        json!({"log_group": format!("/aws/containerinsights/{cluster_name}/{log_type}"), "entries": entries}),
+        json!({
+            "resource_type": resource_type,
+            "resource_name": resource,
+            "cluster_name": cluster_name,
+            "log_type": log_type,
+            "log_group": log_group,
+            "start_time": start,
+            "end_time": end,
+            "log_entries": entries,
+        }),
     )
 }
 
@@ -658,104 +693,201 @@ fn get_cloudwatch_metrics(world: &World, args: &Value) -> ToolOutput {
     let period = int_arg(args, "period", 60).max(1);
     let limit = int_arg(args, "limit", 50).max(0);
     if cluster(world, cluster_name).is_none() {
-        return no_cluster("Failed to get CloudWatch metrics", cluster_name);
+        // CloudWatch answers an empty series for a cluster that publishes nothing.
+        let (start, end) = window(world, minutes);
+        return ToolOutput::data(
+            format!(
+                "Successfully retrieved 0 metric data points for {metric} in cluster {cluster_name}"
+            ),
+            json!({"metric_name": metric, "namespace": str_arg(args, "namespace"), "cluster_name": cluster_name,
+                "start_time": start, "end_time": end, "data_points": []}),
+        );
     }
-    // Deterministic values: a sawtooth seeded by the metric's name.
+    // Deterministic values: a sawtooth seeded by the metric's name, newest first as
+    // CloudWatch returns them.
     let seed: i64 = metric.bytes().map(i64::from).sum::<i64>() % 50;
     let points = ((minutes * 60) / period).min(limit);
+    let (start, end) = window(world, minutes);
+    let newest = i64::try_from(world.tick).unwrap_or(i64::MAX / 2);
     let values: Vec<Value> = (0..points)
-        .map(|i| json!({"timestamp": super::timestamp_after(&world.state.base_time, u64::try_from(i * period).unwrap_or(0)), "value": seed + (i % 10) * 3}))
+        .map(|i| {
+            let at = super::timestamp_offset(&world.state.base_time, newest - i * period);
+            // Python sends floats: `12.0`, not `12`.
+            let value = f64::from(u32::try_from(seed + (i % 10) * 3).unwrap_or(0));
+            json!({"timestamp": at, "value": value})
+        })
         .collect();
     ToolOutput::data(
         format!(
-            "Successfully retrieved {} data points for metric {metric}",
+            "Successfully retrieved {} metric data points for {metric} in cluster {cluster_name}",
             values.len()
         ),
-        json!({"metric_name": metric, "namespace": str_arg(args, "namespace"), "dimensions": args.get("dimensions"), "datapoints": values}),
+        json!({"metric_name": metric, "namespace": str_arg(args, "namespace"), "cluster_name": cluster_name,
+            "start_time": start, "end_time": end, "data_points": values}),
+    )
+}
+
+/// The tag the real server puts on the stacks it creates, and checks before changing one.
+const STACK_TAG: (&str, &str) = ("CreatedBy", "EksMcpServer");
+
+fn stack_id(world: &World, name: &str) -> String {
+    format!(
+        "arn:aws:cloudformation:{}:{}:stack/{name}/mock",
+        world.state.region, world.state.account
+    )
+}
+
+/// The real server's refusal to touch a stack it did not create.
+fn not_owned(stack_name: &str, operation: &str) -> String {
+    format!(
+        "Stack {stack_name} exists but was not created by {}. For safety reasons, this tool will only {operation} stacks that were created by itself. To manage this stack, please use the AWS Console, CLI, or the tool that created it.",
+        STACK_TAG.1
     )
 }
 
 fn manage_eks_stacks(world: &mut World, args: &Value, flags: &Flags) -> ToolOutput {
     let op = str_arg(args, "operation").unwrap_or_default();
-    if !STACK_OPERATIONS.contains(&op) {
-        return ToolOutput::error(format!(
-            "Invalid operation: {op}. Valid operations are: {}",
-            STACK_OPERATIONS.join(", ")
-        ));
-    }
+    // The real server checks write access before it looks at the operation's name.
     if op != "describe" && !flags.allow_write {
         return ToolOutput::error(format!(
             "Operation {op} is not allowed without write access"
         ));
     }
+    if !STACK_OPERATIONS.contains(&op) {
+        return ToolOutput::error(format!(
+            "Invalid operation: {op}. Must be one of: {}",
+            STACK_OPERATIONS.join(", ")
+        ));
+    }
+    let template = str_arg(args, "template_file").map(str::to_owned);
+    // Missing arguments are a `ValueError` the SDK reports as a tool error.
+    let required = |what: &str| {
+        ToolOutput::error(format!(
+            "Error executing tool manage_eks_stacks: {what} is required for {op} operation"
+        ))
+    };
+    if matches!(op, "generate" | "deploy") && template.is_none() {
+        return required("template_file");
+    }
     let Some(cluster_name) = str_arg(args, "cluster_name").map(str::to_owned) else {
-        return ToolOutput::error(format!("cluster_name is required for the {op} operation"));
+        return required("cluster_name");
     };
     let stack_name = format!("eks-{cluster_name}-stack");
-    let position = world
-        .state
-        .stacks
-        .iter()
-        .position(|s| s.cluster == cluster_name);
-    match (op, position) {
-        ("describe", Some(i)) => {
-            let s = &world.state.stacks[i];
+    let position = world.state.stacks.iter().position(|s| s.name == stack_name);
+    let owned =
+        |s: &super::StackFx| s.tags.get(STACK_TAG.0).map(String::as_str) == Some(STACK_TAG.1);
+    let missing = || {
+        format!(
+            "Stack {stack_name} not found or cannot be accessed: An error occurred (ValidationError) when calling the DescribeStacks operation: Stack with id {stack_name} does not exist"
+        )
+    };
+    let now = world.now();
+    match op {
+        "generate" => {
+            let path = template.unwrap_or_default();
+            let text = format!(
+                "AWSTemplateFormatVersion: '2010-09-09'\nDescription: EKS cluster with a dedicated VPC (generated by the mock)\nParameters:\n  ClusterName:\n    Default: {cluster_name}\n    Type: String\nResources:\n  EksCluster:\n    Type: AWS::EKS::Cluster\n    Properties:\n      Name: !Ref ClusterName\n"
+            );
+            world.state.files.insert(path.clone(), text);
             ToolOutput::data(
                 format!(
-                    "Successfully described CloudFormation stack {} for cluster {cluster_name}",
-                    s.name
+                    "CloudFormation template generated at {path} with cluster name {cluster_name}"
                 ),
-                json!({"stack_name": s.name, "cluster_name": s.cluster, "status": s.status}),
+                json!({"template_path": path}),
             )
         }
-        ("describe" | "delete", None) => ToolOutput::error(format!(
-            "No CloudFormation stack found for cluster {cluster_name}"
-        )),
-        ("delete", Some(i)) => {
-            let s = world.state.stacks.remove(i);
+        "deploy" => {
+            let path = template.unwrap_or_default();
+            if !world.state.files.contains_key(&path) {
+                return ToolOutput::error(format!(
+                    "Failed to deploy stack: [Errno 2] No such file or directory: '{path}'"
+                ));
+            }
+            let id = stack_id(world, &stack_name);
+            let operation = match position {
+                Some(i) if !owned(&world.state.stacks[i]) => {
+                    return ToolOutput::error(not_owned(&stack_name, "update"));
+                }
+                Some(i) => {
+                    world.state.stacks[i].status = "UPDATE_IN_PROGRESS".into();
+                    "update"
+                }
+                None => {
+                    let mut stack = super::StackFx::new(
+                        stack_name.clone(),
+                        cluster_name.clone(),
+                        "CREATE_IN_PROGRESS",
+                        now,
+                    );
+                    stack.tags.insert(STACK_TAG.0.into(), STACK_TAG.1.into());
+                    world.state.stacks.push(stack);
+                    // The stack's cluster appears at once, still being created.
+                    if cluster(world, &cluster_name).is_none() {
+                        world.state.clusters.push(ClusterFx {
+                            name: cluster_name.clone(),
+                            version: "1.32".into(),
+                            status: "CREATING".into(),
+                            vpc_id: format!("vpc-mock-{}", world.tick),
+                            subnets: Vec::new(),
+                            security_groups: Vec::new(),
+                            nodegroups: Vec::new(),
+                            resources: Vec::new(),
+                            pod_logs: Default::default(),
+                            events: Vec::new(),
+                            insights: Vec::new(),
+                            log_groups: Default::default(),
+                        });
+                    }
+                    "creation"
+                }
+            };
+            ToolOutput::data(
+                format!(
+                    "CloudFormation stack {operation} initiated. Stack {operation} is in progress and typically takes 15-20 minutes to complete."
+                ),
+                json!({"stack_name": stack_name, "stack_arn": id, "cluster_name": cluster_name}),
+            )
+        }
+        "describe" => {
+            let Some(i) = position else {
+                return ToolOutput::error(missing());
+            };
+            let s = &world.state.stacks[i];
+            if !owned(s) {
+                return ToolOutput::error(not_owned(&stack_name, "describe"));
+            }
+            let body = json!({
+                "stack_name": stack_name,
+                "stack_id": stack_id(world, &stack_name),
+                "cluster_name": cluster_name,
+                "creation_time": s.creation_time.clone().unwrap_or_else(|| world.state.base_time.clone()),
+                "stack_status": s.status,
+                "outputs": s.outputs,
+            });
+            ToolOutput::data(
+                format!(
+                    "Successfully described CloudFormation stack {stack_name} for EKS cluster {cluster_name}"
+                ),
+                body,
+            )
+        }
+        _ => {
+            let Some(i) = position else {
+                return ToolOutput::error(missing());
+            };
+            if !owned(&world.state.stacks[i]) {
+                return ToolOutput::error(not_owned(&stack_name, "delete"));
+            }
+            world.state.stacks.remove(i);
+            // Deleting the stack deletes the cluster it made.
             world.state.clusters.retain(|c| c.name != cluster_name);
             ToolOutput::data(
                 format!(
-                    "Successfully initiated deletion of CloudFormation stack {} for cluster {cluster_name}",
-                    s.name
+                    "Initiated deletion of CloudFormation stack {stack_name} for EKS cluster {cluster_name}. Deletion is in progress."
                 ),
-                json!({"stack_name": s.name, "cluster_name": cluster_name, "status": "DELETE_IN_PROGRESS"}),
+                json!({"stack_name": stack_name, "stack_id": stack_id(world, &stack_name), "cluster_name": cluster_name}),
             )
         }
-        ("generate", _) => {
-            let Some(path) = str_arg(args, "template_file").map(str::to_owned) else {
-                return ToolOutput::error("template_file is required for the generate operation");
-            };
-            let template = format!(
-                "AWSTemplateFormatVersion: '2010-09-09'\nDescription: EKS cluster {cluster_name} (generated by the mock)\nResources:\n  Cluster:\n    Type: AWS::EKS::Cluster\n    Properties:\n      Name: {cluster_name}\n"
-            );
-            world.state.files.insert(path.clone(), template);
-            ToolOutput::data(
-                format!("Successfully generated CloudFormation template at {path}"),
-                json!({"template_path": path, "cluster_name": cluster_name}),
-            )
-        }
-        ("deploy", Some(_)) => ToolOutput::error(format!(
-            "Stack {stack_name} already exists for cluster {cluster_name}"
-        )),
-        ("deploy", None) => {
-            let Some(path) = str_arg(args, "template_file") else {
-                return ToolOutput::error("template_file is required for the deploy operation");
-            };
-            if !world.state.files.contains_key(path) {
-                return ToolOutput::error(format!("Template file {path} not found"));
-            }
-            world.state.stacks.push(super::StackFx {
-                name: stack_name.clone(),
-                cluster: cluster_name.clone(),
-                status: "CREATE_IN_PROGRESS".into(),
-            });
-            ToolOutput::data(
-                format!("Successfully initiated deployment of CloudFormation stack {stack_name}"),
-                json!({"stack_name": stack_name, "cluster_name": cluster_name, "status": "CREATE_IN_PROGRESS"}),
-            )
-        }
-        _ => ToolOutput::error(format!("Invalid operation: {op}")),
     }
 }
 

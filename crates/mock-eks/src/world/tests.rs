@@ -262,6 +262,33 @@ fn fixture_errors_name_the_path_and_position() {
     Fixture::parse("default.json", include_str!("../../fixtures/default.json")).unwrap();
 }
 
+/// The logical clock's stamps follow the calendar both ways.
+#[test]
+fn timestamps_cross_days_months_and_years() {
+    use super::timestamp_offset;
+    assert_eq!(
+        timestamp_offset("2026-11-01T08:00:00Z", 13),
+        "2026-11-01T08:00:13Z"
+    );
+    assert_eq!(
+        timestamp_offset("2026-11-01T08:00:00Z", -60 * 15),
+        "2026-11-01T07:45:00Z"
+    );
+    assert_eq!(
+        timestamp_offset("2026-11-01T00:00:00Z", -1),
+        "2026-10-31T23:59:59Z"
+    );
+    assert_eq!(
+        timestamp_offset("2028-02-28T23:00:00Z", 3600),
+        "2028-02-29T00:00:00Z"
+    );
+    assert_eq!(
+        timestamp_offset("2026-12-31T23:59:59Z", 1),
+        "2027-01-01T00:00:00Z"
+    );
+    assert_eq!(timestamp_offset("not a time", 5), "not a time");
+}
+
 /// The same calls on two worlds give the same outputs: nothing depends on the clock or chance.
 #[test]
 fn the_world_is_deterministic() {
@@ -469,8 +496,21 @@ fn real_tools_transcript() {
         ),
         (
             "manage_eks_stacks",
-            json!({"operation": "generate", "cluster_name": "dev-eks", "template_file": "dev.yaml"}),
+            json!({"operation": "generate", "cluster_name": "dev-eks", "template_file": "/srv/dev.yaml"}),
         ),
+        (
+            "manage_eks_stacks",
+            json!({"operation": "deploy", "cluster_name": "dev-eks", "template_file": "/srv/dev.yaml"}),
+        ),
+        (
+            "manage_eks_stacks",
+            json!({"operation": "describe", "cluster_name": "legacy-eks"}),
+        ),
+        (
+            "manage_eks_stacks",
+            json!({"operation": "bogus", "cluster_name": "dev-eks"}),
+        ),
+        ("manage_eks_stacks", json!({"operation": "generate"})),
         (
             "add_inline_policy",
             json!({"policy_name": "read-artifacts", "role_name": "prod-eks-node-role", "permissions": {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}}),
