@@ -571,6 +571,20 @@ pub(crate) fn timestamp_offset(base: &str, secs: i64) -> String {
     )
 }
 
+/// Seconds since 1970-01-01T00:00:00Z of a `YYYY-MM-DDTHH:MM:SSZ` stamp.
+pub(crate) fn epoch_of(stamp: &str) -> Option<i64> {
+    if !is_utc_timestamp(stamp) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| stamp.get(r).and_then(|s| s.parse::<i64>().ok());
+    Some(
+        days_from_civil(n(0..4)?, n(5..7)?, n(8..10)?) * 86_400
+            + n(11..13)? * 3600
+            + n(14..16)? * 60
+            + n(17..19)?,
+    )
+}
+
 /// `base` plus `secs` seconds (see [`timestamp_offset`]).
 pub(crate) fn timestamp_after(base: &str, secs: u64) -> String {
     timestamp_offset(base, i64::try_from(secs).unwrap_or(i64::MAX / 2))

@@ -737,6 +737,23 @@ fn stack_id(world: &World, name: &str) -> String {
     )
 }
 
+/// The real server's `ManageEksStacksData`: every field, empty unless `fields` sets it.
+fn stack_data(op: &str, fields: Value) -> Value {
+    let mut data = json!({
+        "operation": op,
+        "template_path": "",
+        "stack_arn": "",
+        "creation_time": "",
+        "stack_status": "",
+        "outputs": {},
+        "stack_name": "",
+        "stack_id": "",
+        "cluster_name": "",
+    });
+    merge_patch(&mut data, &fields);
+    data
+}
+
 /// The real server's refusal to touch a stack it did not create.
 fn not_owned(stack_name: &str, operation: &str) -> String {
     format!(
@@ -793,7 +810,7 @@ fn manage_eks_stacks(world: &mut World, args: &Value, flags: &Flags) -> ToolOutp
                 format!(
                     "CloudFormation template generated at {path} with cluster name {cluster_name}"
                 ),
-                json!({"template_path": path}),
+                stack_data(op, json!({"template_path": path})),
             )
         }
         "deploy" => {
@@ -845,7 +862,10 @@ fn manage_eks_stacks(world: &mut World, args: &Value, flags: &Flags) -> ToolOutp
                 format!(
                     "CloudFormation stack {operation} initiated. Stack {operation} is in progress and typically takes 15-20 minutes to complete."
                 ),
-                json!({"stack_name": stack_name, "stack_arn": id, "cluster_name": cluster_name}),
+                stack_data(
+                    op,
+                    json!({"stack_name": stack_name, "stack_arn": id, "cluster_name": cluster_name}),
+                ),
             )
         }
         "describe" => {
@@ -856,14 +876,17 @@ fn manage_eks_stacks(world: &mut World, args: &Value, flags: &Flags) -> ToolOutp
             if !owned(s) {
                 return ToolOutput::error(not_owned(&stack_name, "describe"));
             }
-            let body = json!({
-                "stack_name": stack_name,
-                "stack_id": stack_id(world, &stack_name),
-                "cluster_name": cluster_name,
-                "creation_time": s.creation_time.clone().unwrap_or_else(|| world.state.base_time.clone()),
-                "stack_status": s.status,
-                "outputs": s.outputs,
-            });
+            let body = stack_data(
+                op,
+                json!({
+                    "stack_name": stack_name,
+                    "stack_id": stack_id(world, &stack_name),
+                    "cluster_name": cluster_name,
+                    "creation_time": s.creation_time.clone().unwrap_or_else(|| world.state.base_time.clone()),
+                    "stack_status": s.status,
+                    "outputs": s.outputs,
+                }),
+            );
             ToolOutput::data(
                 format!(
                     "Successfully described CloudFormation stack {stack_name} for EKS cluster {cluster_name}"
@@ -885,7 +908,10 @@ fn manage_eks_stacks(world: &mut World, args: &Value, flags: &Flags) -> ToolOutp
                 format!(
                     "Initiated deletion of CloudFormation stack {stack_name} for EKS cluster {cluster_name}. Deletion is in progress."
                 ),
-                json!({"stack_name": stack_name, "stack_id": stack_id(world, &stack_name), "cluster_name": cluster_name}),
+                stack_data(
+                    op,
+                    json!({"stack_name": stack_name, "stack_id": stack_id(world, &stack_name), "cluster_name": cluster_name}),
+                ),
             )
         }
     }
@@ -1165,37 +1191,125 @@ fn get_eks_metrics_guidance(args: &Value) -> ToolOutput {
 fn get_eks_vpc_config(world: &World, args: &Value) -> ToolOutput {
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
     let Some(c) = cluster(world, cluster_name) else {
-        return no_cluster("Failed to get VPC configuration", cluster_name);
+        return ToolOutput::error(format!(
+            "Error retrieving VPC configuration: An error occurred (ResourceNotFoundException) when calling the DescribeCluster operation: No cluster found for name: {cluster_name}."
+        ));
     };
+    if let Some(vpc) = str_arg(args, "vpc_id")
+        && vpc != c.vpc_id
+    {
+        return ToolOutput::error(format!(
+            "Error retrieving VPC configuration: An error occurred (InvalidVpcID.NotFound) when calling the DescribeVpcs operation: The vpc ID '{vpc}' does not exist"
+        ));
+    }
+    // A /16 per cluster, a /20 per subnet: derived from the positions, so stable.
+    let index = world
+        .state
+        .clusters
+        .iter()
+        .position(|x| x.name == c.name)
+        .unwrap_or(0);
+    let cidr = format!("10.{}.0.0/16", index % 256);
+    let subnets: Vec<Value> = c
+        .subnets
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            json!({
+                "subnet_id": id,
+                "cidr_block": format!("10.{}.{}.0/20", index % 256, (n * 16) % 256),
+                "az_name": format!("{}{}", world.state.region, ["a", "b", "c", "d"][n % 4]),
+                "available_ips": 4091,
+                "is_public": false,
+                "assign_public_ip": false,
+                "disallowed_az": false,
+            })
+        })
+        .collect();
     ToolOutput::data(
-        format!("Retrieved VPC configuration for cluster {cluster_name}"),
-        json!({"cluster_name": c.name, "vpc_id": c.vpc_id, "subnets": c.subnets, "security_groups": c.security_groups}),
+        format!(
+            "Retrieved VPC configuration for {} (cluster {cluster_name})",
+            c.vpc_id
+        ),
+        json!({
+            "vpc_id": c.vpc_id,
+            "cidr_block": cidr,
+            "additional_cidr_blocks": [],
+            "routes": [{"destination_cidr_block": cidr, "target_type": "local", "target_id": "local", "state": "active"}],
+            "remote_node_cidr_blocks": [],
+            "remote_pod_cidr_blocks": [],
+            "subnets": subnets,
+            "cluster_name": cluster_name,
+        }),
     )
+}
+
+/// One insight as the real server reports it (`EksInsightItem`), from the fixture's fields
+/// (`id`, `name`, `category`, `status`, and optionally `description`, `reason`,
+/// `recommendation`, `kubernetes_version`).
+fn insight_item(world: &World, i: &Value, detail: bool) -> Value {
+    let field = |k: &str| i.get(k).and_then(Value::as_str);
+    let epoch = epoch_seconds(&world.state.base_time);
+    let mut item = json!({
+        "id": field("id").unwrap_or_default(),
+        "name": field("name").unwrap_or_default(),
+        "category": field("category").unwrap_or_default(),
+        "kubernetes_version": field("kubernetes_version"),
+        "last_refresh_time": epoch,
+        "last_transition_time": epoch,
+        "description": field("description").unwrap_or_else(|| field("name").unwrap_or_default()),
+        "insight_status": {
+            "status": field("status").unwrap_or("UNKNOWN"),
+            "reason": field("reason").unwrap_or_default(),
+        },
+        "recommendation": Value::Null,
+        "additional_info": Value::Null,
+        "resources": Value::Null,
+        "category_specific_summary": Value::Null,
+    });
+    if detail {
+        item["recommendation"] = json!(field("recommendation"));
+        item["additional_info"] = json!({});
+        item["resources"] = json!([]);
+        item["category_specific_summary"] = json!({});
+    }
+    item
+}
+
+/// Seconds since 1970 of an RFC 3339 UTC stamp, as a float like boto's timestamps give.
+fn epoch_seconds(stamp: &str) -> f64 {
+    // Stamps are years 0-9999, far inside the range an f64 holds exactly.
+    super::epoch_of(stamp).map_or(0.0, |s| s as f64)
 }
 
 fn get_eks_insights(world: &World, args: &Value) -> ToolOutput {
     let cluster_name = str_arg(args, "cluster_name").unwrap_or_default();
     let Some(c) = cluster(world, cluster_name) else {
-        return no_cluster("Failed to get EKS insights", cluster_name);
+        return ToolOutput::error(format!(
+            "Error listing insights: An error occurred (ResourceNotFoundException) when calling the ListInsights operation: No cluster found for name: {cluster_name}."
+        ));
     };
     let id = str_arg(args, "insight_id");
     let category = str_arg(args, "category");
-    let insights: Vec<&Value> = c
+    let insights: Vec<Value> = c
         .insights
         .iter()
         .filter(|i| id.is_none_or(|x| i.get("id").and_then(Value::as_str) == Some(x)))
         .filter(|i| category.is_none_or(|x| i.get("category").and_then(Value::as_str) == Some(x)))
+        .map(|i| insight_item(world, i, id.is_some()))
         .collect();
     if let Some(id) = id
         && insights.is_empty()
     {
-        return ToolOutput::error(format!("Insight {id} not found in cluster {cluster_name}"));
+        return ToolOutput::error(format!(
+            "Error getting insight details: An error occurred (ResourceNotFoundException) when calling the DescribeInsight operation: No insight found for id: {id}."
+        ));
     }
     ToolOutput::data(
         format!(
             "Successfully retrieved {} insights for cluster {cluster_name}",
             insights.len()
         ),
-        json!({"cluster_name": cluster_name, "insights": insights}),
+        json!({"cluster_name": cluster_name, "insights": insights, "next_token": null, "detail_mode": id.is_some()}),
     )
 }
