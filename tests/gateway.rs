@@ -263,12 +263,15 @@ fn http_tokens_map_to_grants() {
         "tokens",
         &format!("# test tokens\nci-bot-token-000000 ci-bot\n{hashed} analyst\n"),
     );
+    let recording = dir.path().join("recording.jsonl");
     let (_mock, mock_url) = start_http(&["--allow-write"]);
     let (_gw, url) = start_gateway_http(&[
         "--policy",
         &policy,
         "--tokens",
         &tokens,
+        "--record",
+        recording.to_str().unwrap(),
         "--upstream-url",
         &mock_url,
     ]);
@@ -336,6 +339,23 @@ fn http_tokens_map_to_grants() {
             .unwrap();
         assert_eq!(r.status(), 404);
     });
+    // The recording has every message in every direction, and never a token.
+    let text = std::fs::read_to_string(&recording).unwrap();
+    assert!(!text.contains("ci-bot-token-000000") && !text.contains("analyst-token-00000"));
+    let dirs: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["dir"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        dirs.into_iter().collect::<Vec<_>>(),
+        ["client", "to_client", "to_upstream", "upstream"]
+    );
+    assert!(text.lines().any(|l| l.contains("\"grant\":\"analyst\"")));
 }
 
 fn sha256_hex(text: &str) -> String {

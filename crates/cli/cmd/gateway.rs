@@ -20,7 +20,7 @@ use anyhow::Context;
 use sha2::Digest;
 use tokio::sync::{mpsc, watch};
 use tollgate_gateway::audit::AuditLog;
-use tollgate_gateway::core::{Gateway, GatewayOptions};
+use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{ClientInput, HttpFront, Sessions, http_router, run_session};
 use tollgate_gateway::upstream::UpstreamSpec;
@@ -38,6 +38,9 @@ pub struct Args {
     /// Also fdatasync each audit record (survives power loss; a disk sync per call).
     #[arg(long)]
     audit_fsync: bool,
+    /// Append every message of every session to this file (JSON lines; headers never).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
@@ -120,7 +123,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         call_timeout: Duration::from_secs(args.call_timeout.max(1)),
         ..GatewayOptions::default()
     };
-    let gateway = Gateway::new(engine, audit, options);
+    let gateway = match &args.record {
+        None => Gateway::new(engine, audit, options),
+        Some(path) => {
+            let recorder = Recorder::create(path)
+                .with_context(|| format!("cannot open recording `{}`", path.display()))?;
+            Gateway::new_recording(engine, audit, options, recorder)
+        }
+    };
     let start = Instant::now();
     gateway
         .open(start.elapsed(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION")}))

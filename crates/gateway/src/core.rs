@@ -59,6 +59,32 @@ pub struct Gateway {
     engine: Engine,
     audit: Option<Mutex<AuditLog>>,
     options: GatewayOptions,
+    recorder: Option<Mutex<Recorder>>,
+}
+
+/// The `--record FILE` writer: every message of every session, one JSON line each
+/// (docs/gateway.md, "Recordings"): `{"t_ms", "session", "grant", "dir", "message"}` where `dir`
+/// is `client` (from the client), `to_client`, `to_upstream` or `upstream` (from the upstream).
+/// Messages only: HTTP headers (and so bearer tokens) are never recorded.
+#[derive(Debug)]
+pub struct Recorder {
+    file: std::fs::File,
+}
+
+impl Recorder {
+    pub fn create(path: &std::path::Path) -> std::io::Result<Recorder> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Recorder { file })
+    }
+
+    fn write(&mut self, line: &Value) {
+        use std::io::Write;
+        // A recording is a debugging aid: a failed write must not stop the gateway.
+        let _ = writeln!(self.file, "{line}");
+    }
 }
 
 /// Where a message goes.
@@ -74,7 +100,32 @@ impl Gateway {
             engine,
             audit: audit.map(Mutex::new),
             options,
+            recorder: None,
         })
+    }
+
+    /// The same gateway, recording every message to `recorder`.
+    pub fn new_recording(
+        engine: Engine,
+        audit: Option<AuditLog>,
+        options: GatewayOptions,
+        recorder: Recorder,
+    ) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            engine,
+            audit: audit.map(Mutex::new),
+            options,
+            recorder: Some(Mutex::new(recorder)),
+        })
+    }
+
+    fn record(&self, now: Duration, session: &str, grant: &str, dir: &str, message: Value) {
+        if let Some(r) = &self.recorder {
+            let line = json!({"t_ms": ms(now), "session": session, "grant": grant, "dir": dir, "message": message});
+            r.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .write(&line);
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -193,6 +244,35 @@ impl SessionCore {
 
     /// Handles bytes from the client.
     pub fn from_client(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
+        self.record_in("client", bytes, now);
+        let outs = self.from_client_inner(bytes, now);
+        self.record_out(&outs, now);
+        outs
+    }
+
+    fn record_in(&self, dir: &str, bytes: &[u8], now: Duration) {
+        if self.gateway.recorder.is_some() {
+            let message = serde_json::from_slice::<Value>(bytes)
+                .unwrap_or_else(|_| json!({"unparsed": String::from_utf8_lossy(bytes)}));
+            self.gateway
+                .record(now, &self.session, &self.grant, dir, message);
+        }
+    }
+
+    fn record_out(&self, outs: &[Out], now: Duration) {
+        if self.gateway.recorder.is_some() {
+            for o in outs {
+                let (dir, v) = match o {
+                    Out::Client(v) => ("to_client", v),
+                    Out::Upstream(v) => ("to_upstream", v),
+                };
+                self.gateway
+                    .record(now, &self.session, &self.grant, dir, v.clone());
+            }
+        }
+    }
+
+    fn from_client_inner(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         match parse_incoming(bytes, self.gateway.options.limits) {
             Err(WireError::DuplicateKey { key }) => {
                 // Salvage the id with a lenient parse so the client can match the refusal.
@@ -461,6 +541,13 @@ impl SessionCore {
 
     /// Handles bytes from the upstream.
     pub fn from_upstream(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
+        self.record_in("upstream", bytes, now);
+        let outs = self.from_upstream_inner(bytes, now);
+        self.record_out(&outs, now);
+        outs
+    }
+
+    fn from_upstream_inner(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         // The upstream is trusted less than the client is not: it gets the size limit, but
         // duplicate keys in its answers are its own business.
         if bytes.len() > self.gateway.options.limits.max_bytes {
@@ -609,7 +696,7 @@ impl SessionCore {
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
         for msg in held {
-            out.extend(self.from_client(msg.to_string().as_bytes(), now));
+            out.extend(self.from_client_inner(msg.to_string().as_bytes(), now));
         }
         if failed {
             self.advertised = None;
@@ -619,6 +706,12 @@ impl SessionCore {
 
     /// Answers every forwarded call whose deadline has passed, and tells the upstream to stop.
     pub fn tick(&mut self, now: Duration) -> Vec<Out> {
+        let outs = self.tick_inner(now);
+        self.record_out(&outs, now);
+        outs
+    }
+
+    fn tick_inner(&mut self, now: Duration) -> Vec<Out> {
         let expired: Vec<String> = self
             .pending
             .iter()
@@ -652,6 +745,12 @@ impl SessionCore {
 
     /// The upstream went away: every pending call gets an error result.
     pub fn upstream_closed(&mut self, now: Duration, why: &str) -> Vec<Out> {
+        let outs = self.upstream_closed_inner(now, why);
+        self.record_out(&outs, now);
+        outs
+    }
+
+    fn upstream_closed_inner(&mut self, now: Duration, why: &str) -> Vec<Out> {
         let mut out = Vec::new();
         let pending: BTreeMap<String, Pending> = self.pending.drain().collect();
         for (key, p) in pending {
