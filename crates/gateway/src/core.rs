@@ -245,7 +245,7 @@ impl SessionCore {
     /// Handles bytes from the client.
     pub fn from_client(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         self.record_in("client", bytes, now);
-        let outs = self.from_client_inner(bytes, now);
+        let outs = self.handle_client(bytes, now);
         self.record_out(&outs, now);
         outs
     }
@@ -272,7 +272,7 @@ impl SessionCore {
         }
     }
 
-    fn from_client_inner(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
+    fn handle_client(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         match parse_incoming(bytes, self.gateway.options.limits) {
             Err(WireError::DuplicateKey { key }) => {
                 // Salvage the id with a lenient parse so the client can match the refusal.
@@ -542,12 +542,12 @@ impl SessionCore {
     /// Handles bytes from the upstream.
     pub fn from_upstream(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         self.record_in("upstream", bytes, now);
-        let outs = self.from_upstream_inner(bytes, now);
+        let outs = self.handle_upstream(bytes, now);
         self.record_out(&outs, now);
         outs
     }
 
-    fn from_upstream_inner(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
+    fn handle_upstream(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         // The upstream is trusted less than the client is not: it gets the size limit, but
         // duplicate keys in its answers are its own business.
         if bytes.len() > self.gateway.options.limits.max_bytes {
@@ -696,7 +696,7 @@ impl SessionCore {
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
         for msg in held {
-            out.extend(self.from_client_inner(msg.to_string().as_bytes(), now));
+            out.extend(self.handle_client(msg.to_string().as_bytes(), now));
         }
         if failed {
             self.advertised = None;
