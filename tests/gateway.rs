@@ -643,3 +643,111 @@ fn a_broken_policy_is_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `acton`"));
 }
+
+/// A Streamable HTTP upstream that answers the handshake and the tool list properly, then
+/// misbehaves on `tools/call` as `call` says.
+fn misbehaving_upstream(
+    rt: &tokio::runtime::Runtime,
+    call: wiremock::ResponseTemplate,
+) -> wiremock::MockServer {
+    use wiremock::matchers::{body_string_contains, method};
+    use wiremock::{Mock, ResponseTemplate};
+    rt.block_on(async {
+        let server = wiremock::MockServer::start().await;
+        let init = json!({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "wiremock", "version": "1"}}});
+        Mock::given(method("POST")).and(body_string_contains("\"initialize\"")).respond_with(ResponseTemplate::new(200).insert_header("mcp-session-id", "w-1").set_body_json(init)).mount(&server).await;
+        Mock::given(method("POST")).and(body_string_contains("notifications/")).respond_with(ResponseTemplate::new(202)).mount(&server).await;
+        // The gateway's own listing uses a string id it chose; answer any tools/list with it.
+        Mock::given(method("POST")).and(body_string_contains("tools/list")).respond_with(|req: &wiremock::Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap();
+            ResponseTemplate::new(200).set_body_json(json!({"jsonrpc": "2.0", "id": body["id"], "result": {"tools": [{"name": "t", "inputSchema": {"type": "object"}}]}}))
+        }).mount(&server).await;
+        Mock::given(method("POST")).and(body_string_contains("tools/call")).respond_with(call).mount(&server).await;
+        server
+    })
+}
+
+/// What the stdio gateway answers call 2 with, in front of `upstream`.
+fn call_through(upstream: &str, timeout: &str, linger: Duration) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let answers = stdio_gateway(
+        &[
+            "--policy",
+            &policy,
+            "--call-timeout",
+            timeout,
+            "--upstream-url",
+            upstream,
+        ],
+        &[
+            initialize(1),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            call(2, "t", json!({})),
+        ],
+        linger,
+    );
+    answers
+        .into_iter()
+        .find(|a| a["id"] == 2)
+        .unwrap_or_else(|| panic!("no answer to call 2"))
+}
+
+/// An HTTP upstream that fails in each way gets the call a clear answer in bounded time: a 500
+/// with an HTML page, invalid JSON, an SSE stream cut before its event ends, a slow answer.
+#[test]
+fn misbehaving_http_upstreams_get_clear_answers() {
+    use wiremock::ResponseTemplate;
+    let rt = rt();
+    let cases: [(&str, ResponseTemplate, &str); 3] = [
+        (
+            "500",
+            ResponseTemplate::new(500).set_body_string("<html>Internal Server Error</html>"),
+            "HTTP 500",
+        ),
+        (
+            "invalid JSON",
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/json")
+                .set_body_string("{\"jsonrpc\": \"2.0\", \"id\": 2, \"result\": {"),
+            "not JSON",
+        ),
+        (
+            "SSE cut",
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/event-stream")
+                .set_body_string("event: message\ndata: {\"jsonrpc\": \"2.0\", \"id\": 2, \"res"),
+            "not JSON",
+        ),
+    ];
+    for (what, template, says) in cases {
+        let server = misbehaving_upstream(&rt, template);
+        let answer = call_through(
+            &format!("{}/mcp", server.uri()),
+            "10",
+            Duration::from_millis(800),
+        );
+        assert_eq!(answer["error"]["code"], -32603, "{what}: {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{what}: {answer}"
+        );
+    }
+    let slow = misbehaving_upstream(
+        &rt,
+        ResponseTemplate::new(200)
+            .set_delay(Duration::from_secs(30))
+            .set_body_json(json!({"jsonrpc": "2.0", "id": 2, "result": {"content": []}})),
+    );
+    let start = Instant::now();
+    let answer = call_through(
+        &format!("{}/mcp", slow.uri()),
+        "1",
+        Duration::from_millis(1800),
+    );
+    assert_eq!(
+        answer["result"]["structuredContent"]["tollgate"]["decision"], "upstream_timeout",
+        "{answer}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
