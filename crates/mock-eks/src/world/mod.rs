@@ -1,15 +1,17 @@
 //! The simulated AWS and Kubernetes world behind the mock EKS server: clusters, nodegroups,
 //! Kubernetes objects, pod logs, events, insights, CloudWatch logs, CloudFormation stacks, IAM
-//! roles with inline policies, HealthOmics run batches. Seeded from a [`Fixture`]; tool calls
-//! read and change it. Deterministic: no clock (timestamps come from the fixture's base time
-//! plus a logical counter), no randomness, ordered maps.
+//! roles with inline policies, HealthOmics run batches and runs. Seeded from a [`Fixture`];
+//! tool calls read and change it. Deterministic: no clock (timestamps come from the fixture's
+//! base time plus a logical counter), no randomness, ordered maps. README.md next to this file
+//! describes the fixture and every tool's behaviour for users.
 //!
 //! Flags, as the real server has them:
-//! - without `allow_write`, every call that would change the world is refused with the real
+//! - without `allow_write`, every call that would change the world is refused: with the real
 //!   server's texts for its tools, and with `Operation NAME is not allowed without write
-//!   access` for the extended tools whose class is not `read`;
-//! - without `allow_sensitive_data_access`, pod logs, CloudWatch logs and Kubernetes Secrets
-//!   are refused with the real server's texts.
+//!   access` for the extended tools whose class is not `read` (the catalogue's class decides,
+//!   so a policy author sees the same line between reads and writes as the gateway does);
+//! - without `allow_sensitive_data_access`, pod logs, Kubernetes events, CloudWatch logs and
+//!   reading Kubernetes Secrets are refused with the real server's texts.
 
 mod aws;
 mod pyjson;
@@ -363,6 +365,14 @@ const DEFAULT_FIXTURE: &str = include_str!("../../fixtures/default.json");
 
 impl Default for Fixture {
     fn default() -> Self {
+        // Parsed once per process: servers and tests build many worlds from it.
+        static BUILT_IN: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        BUILT_IN.get_or_init(Fixture::parse_built_in).clone()
+    }
+}
+
+impl Fixture {
+    fn parse_built_in() -> Fixture {
         // The built-in fixture is checked by the tests; an empty world is the safe fallback.
         Fixture::parse("<built-in>", DEFAULT_FIXTURE).unwrap_or_else(|_| Fixture {
             base_time: "2026-11-01T00:00:00Z".into(),
