@@ -262,6 +262,41 @@ fn fixture_errors_name_the_path_and_position() {
     Fixture::parse("default.json", include_str!("../../fixtures/default.json")).unwrap();
 }
 
+/// Schema errors of extended tools name the JSON path of the offending value.
+#[test]
+fn extended_argument_errors_name_the_json_path() {
+    use super::validate::json_path;
+    assert_eq!(json_path(""), "$");
+    assert_eq!(json_path("/a/0/b"), "$.a[0].b");
+    assert_eq!(json_path("/tags/a~1b/x y"), "$.tags[\"a/b\"][\"x y\"]");
+    let mut w = World::default_world();
+    let out = call(
+        &mut w,
+        "StartAHORunBatch",
+        json!({"requestId": "r", "defaultRunSetting": {"workflowId": "w"},
+               "batchRunSettings": {"inlineSettings": [{"runSettingId": "a", "name": 7}]}}),
+        ALL,
+    );
+    assert!(out.is_error);
+    assert!(
+        out.content[0]
+            .contains("$.batchRunSettings.inlineSettings[0].name: 7 is not of type \"string\""),
+        "{}",
+        out.content[0]
+    );
+    let out = call(
+        &mut w,
+        "GetAHOBatch",
+        json!({"batchId": "rb-0001", "extra": 1}),
+        ALL,
+    );
+    assert!(
+        out.content[0].contains("$: Additional properties are not allowed"),
+        "{}",
+        out.content[0]
+    );
+}
+
 /// The logical clock's stamps follow the calendar both ways.
 #[test]
 fn timestamps_cross_days_months_and_years() {

@@ -467,6 +467,29 @@ pub(crate) fn pydantic_errors(tool: &CatalogTool, args: &Value) -> Option<String
     ))
 }
 
+/// A JSON pointer (`/a/0/b~1c`) as a JSON path (`$.a[0]["b/c"]`): array indexes in brackets,
+/// names that are not plain identifiers quoted.
+pub(crate) fn json_path(pointer: &str) -> String {
+    let mut path = String::from("$");
+    for raw in pointer.split('/').skip(1) {
+        let segment = raw.replace("~1", "/").replace("~0", "~");
+        let plain = !segment.is_empty()
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && !segment.starts_with(|c: char| c.is_ascii_digit());
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            path.push_str(&format!("[{segment}]"));
+        } else if plain {
+            path.push('.');
+            path.push_str(&segment);
+        } else {
+            path.push_str(&format!("[{}]", serde_json::Value::String(segment)));
+        }
+    }
+    path
+}
+
 /// A compiled JSON Schema for one extended tool.
 pub(crate) struct ArgValidator {
     validator: Option<jsonschema::Validator>,
@@ -494,12 +517,7 @@ impl ArgValidator {
             .iter_errors(args)
             .take(10)
             .map(|e| {
-                let pointer = e.instance_path().to_string();
-                let path = if pointer.is_empty() {
-                    "$".to_owned()
-                } else {
-                    format!("${}", pointer.replace('/', "."))
-                };
+                let path = json_path(&e.instance_path().to_string());
                 format!("{path}: {e}")
             })
             .collect();
