@@ -1002,6 +1002,11 @@ const POD_ALL: &[&str] = &[
 ];
 const POD_ONE: &[&str] = &["PodName,Namespace,ClusterName", "ClusterName"];
 const POD_ONLY: &[&str] = &["PodName,Namespace,ClusterName"];
+const POD_GPU: &[&str] = &[
+    "ClusterName",
+    "ClusterName,Namespace,PodName",
+    "ClusterName,FullPodName,Namespace,PodName",
+];
 const NODE_ALL: &[&str] = &["NodeName,InstanceId,ClusterName", "ClusterName"];
 const CLUSTER: &[&str] = &["ClusterName"];
 const NAMESPACE: &[&str] = &["Namespace,ClusterName"];
@@ -1087,17 +1092,8 @@ fn metrics_for(
                 NODE_ALL,
             ),
         ],
+        // The names, order and dimension sets the real server's guidance lists for pods.
         "pod" => &[
-            (
-                "pod_cpu_limit",
-                "CPU limit of the pod's containers.",
-                POD_ONLY,
-            ),
-            (
-                "pod_cpu_request",
-                "CPU requested by the pod's containers.",
-                POD_ONLY,
-            ),
             (
                 "pod_cpu_reserved_capacity",
                 "Share of the cluster's CPU requested by the pod, percent.",
@@ -1113,15 +1109,13 @@ fn metrics_for(
                 "CPU in use by the pod, percent of its limit.",
                 POD_ALL,
             ),
+            ("pod_gpu_request", "GPUs requested by the pod.", POD_GPU),
+            ("pod_gpu_limit", "GPU limit of the pod.", POD_GPU),
+            ("pod_gpu_usage_total", "GPUs in use by the pod.", POD_GPU),
             (
-                "pod_memory_limit",
-                "Memory limit of the pod's containers, bytes.",
-                POD_ONLY,
-            ),
-            (
-                "pod_memory_request",
-                "Memory requested by the pod's containers, bytes.",
-                POD_ONLY,
+                "pod_gpu_reserved_capacity",
+                "Share of the cluster's GPUs requested by the pod, percent.",
+                POD_GPU,
             ),
             (
                 "pod_memory_reserved_capacity",

@@ -262,6 +262,49 @@ fn fixture_errors_name_the_path_and_position() {
     Fixture::parse("default.json", include_str!("../../fixtures/default.json")).unwrap();
 }
 
+/// The pod metrics guidance lists the metrics and dimension sets the real server lists, in its
+/// order (the descriptions are ours).
+#[test]
+fn pod_metrics_guidance_matches_the_real_list() {
+    let reference: Value = serde_json::from_str(include_str!(
+        "../../../../tests/fixtures/reference/eks-mcp-server-0.2.1.calls-readonly.json"
+    ))
+    .unwrap();
+    let pair = reference
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["request"]["params"]["name"] == "get_eks_metrics_guidance")
+        .unwrap();
+    let want: Value = serde_json::from_str(
+        pair["response"]["result"]["content"][1]["text"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut w = World::default_world();
+    let out = call(
+        &mut w,
+        "get_eks_metrics_guidance",
+        json!({"resource_type": "pod"}),
+        READ_ONLY,
+    );
+    assert_eq!(
+        out.content[0],
+        pair["response"]["result"]["content"][0]["text"]
+    );
+    let got = out.body().unwrap();
+    let names = |v: &Value| -> Vec<(Value, Value)> {
+        v["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].clone(), m["dimensions"].clone()))
+            .collect()
+    };
+    assert_eq!(names(&got), names(&want));
+}
+
 /// Schema errors of extended tools name the JSON path of the offending value.
 #[test]
 fn extended_argument_errors_name_the_json_path() {
