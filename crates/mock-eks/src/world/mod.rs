@@ -407,20 +407,7 @@ impl Fixture {
                 message,
             }
         })?;
-        if !is_utc_timestamp(&fixture.base_time) {
-            let (line, column) = position_of(text, "\"base_time\"");
-            return Err(FixtureError::Invalid {
-                path: name.to_owned(),
-                line,
-                column,
-                at: "base_time".into(),
-                message: format!(
-                    "`{}` is not a UTC time like `2026-11-01T08:00:00Z`",
-                    fixture.base_time
-                ),
-            });
-        }
-        Ok(fixture)
+        fixture.checked(name, text)
     }
 
     pub fn from_path(path: &Path) -> Result<Fixture, FixtureError> {
@@ -429,7 +416,59 @@ impl Fixture {
             path: name.clone(),
             source,
         })?;
-        Fixture::parse(&name, &text)
+        let yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+        if yaml {
+            Fixture::parse_yaml(&name, &text)
+        } else {
+            Fixture::parse(&name, &text)
+        }
+    }
+
+    /// Parses a fixture written in YAML (the same fields as the JSON form); the error names the
+    /// path, line and column.
+    pub fn parse_yaml(name: &str, text: &str) -> Result<Fixture, FixtureError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let fixture: Fixture = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner.location().map_or((1, 1), |l| (l.line(), l.column()));
+            let message = inner.to_string();
+            let message = message
+                .rfind(" at line ")
+                .map_or(message.clone(), |i| message[..i].to_owned());
+            FixtureError::Invalid {
+                path: name.to_owned(),
+                line,
+                column,
+                at,
+                message,
+            }
+        })?;
+        fixture.checked(name, text)
+    }
+
+    /// Checks what serde cannot: the base time's format.
+    fn checked(self, name: &str, text: &str) -> Result<Fixture, FixtureError> {
+        if !is_utc_timestamp(&self.base_time) {
+            // The key as JSON writes it, else as YAML does.
+            let (line, column) = position_of(text, "\"base_time\"")
+                .or_else(|| position_of(text, "base_time"))
+                .unwrap_or((1, 1));
+            return Err(FixtureError::Invalid {
+                path: name.to_owned(),
+                line,
+                column,
+                at: "base_time".into(),
+                message: format!(
+                    "`{}` is not a UTC time like `2026-11-01T08:00:00Z`",
+                    self.base_time
+                ),
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -544,15 +583,13 @@ fn is_utc_timestamp(s: &str) -> bool {
         && digits(17..19).is_some_and(|s| s < 60)
 }
 
-/// The 1-based line and column where `needle` first occurs in `text` (1:1 when it does not).
-fn position_of(text: &str, needle: &str) -> (usize, usize) {
-    let Some(at) = text.find(needle) else {
-        return (1, 1);
-    };
+/// The 1-based line and column where `needle` first occurs in `text`.
+fn position_of(text: &str, needle: &str) -> Option<(usize, usize)> {
+    let at = text.find(needle)?;
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map_or(at, |nl| at - nl - 1) + 1;
-    (line, column)
+    Some((line, column))
 }
 
 /// `base` (RFC 3339, `YYYY-MM-DDTHH:MM:SSZ`, checked when the fixture is parsed) moved by

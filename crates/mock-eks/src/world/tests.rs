@@ -258,6 +258,20 @@ fn fixture_errors_name_the_path_and_position() {
         err.contains("run_batches[0].status") && err.contains("INPROGRESS"),
         "{err}"
     );
+    // YAML fixtures: the same fields, the same located errors.
+    let yaml = "base_time: 2026-11-01T08:00:00Z\nregion: r\naccount: a\nroles:\n  - name: r1\n    managed_policies: nope\n";
+    let err = Fixture::parse_yaml("w.yaml", yaml).unwrap_err().to_string();
+    assert!(
+        err.starts_with("fixture `w.yaml`, line 6 column")
+            && err.contains("roles[0].managed_policies"),
+        "{err}"
+    );
+    let ok = Fixture::parse_yaml(
+        "w.yaml",
+        "base_time: 2026-11-01T08:00:00Z\nregion: r\naccount: a\n",
+    )
+    .unwrap();
+    assert_eq!(ok.region, "r");
     // The built-in fixture parses (`Fixture::default` would fall back to an empty world).
     Fixture::parse("default.json", include_str!("../../fixtures/default.json")).unwrap();
 }
