@@ -37,12 +37,133 @@ pub(crate) fn call(world: &mut World, tool: &CatalogTool, args: &Value) -> ToolO
         "eks" => eks(world, op, args),
         "iam" => iam(world, op, args),
         "cloudformation" => cfn(world, op, args),
+        "logs" => logs(world, op, args),
         _ => None,
     };
     match modelled {
         Some(out) => out,
         None => generic(world, op, args),
     }
+}
+
+/// Extended operations that hand out what the real server guards with
+/// `--allow-sensitive-data-access`: log contents, and credentials or tokens.
+pub(crate) fn is_sensitive(tool: &CatalogTool) -> bool {
+    let ToolSource::Aws {
+        service, operation, ..
+    } = &tool.source
+    else {
+        return false;
+    };
+    let op = operation.as_str();
+    match service.as_str() {
+        "logs" => matches!(
+            op,
+            "GetLogEvents"
+                | "FilterLogEvents"
+                | "GetLogRecord"
+                | "GetQueryResults"
+                | "GetLogObject"
+        ),
+        "sts" => {
+            op.starts_with("Get") || op == "DecodeAuthorizationMessage" || op.starts_with("Assume")
+        }
+        "ecr" => op == "GetAuthorizationToken",
+        "kms" => matches!(
+            op,
+            "Decrypt"
+                | "GenerateDataKey"
+                | "GenerateDataKeyPair"
+                | "GenerateDataKeyWithoutPlaintext"
+                | "GenerateDataKeyPairWithoutPlaintext"
+                | "GenerateRandom"
+        ),
+        _ => false,
+    }
+}
+
+/// Every log group the world's clusters have, by CloudWatch name, with its lines.
+fn log_groups(world: &World) -> Vec<(String, &Vec<String>)> {
+    let mut groups = Vec::new();
+    for c in &world.state.clusters {
+        for (kind, lines) in &c.log_groups {
+            let name = if kind == "control-plane" {
+                format!("/aws/eks/{}/cluster", c.name)
+            } else {
+                format!("/aws/containerinsights/{}/{kind}", c.name)
+            };
+            groups.push((name, lines));
+        }
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    groups
+}
+
+/// CloudWatch Logs over the clusters' log groups: describe the groups, read and filter events.
+fn logs(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
+    let group_arg = str_arg(args, "logGroupName")
+        .or_else(|| str_arg(args, "logGroupIdentifier"))
+        .map(str::to_owned);
+    let limit = args
+        .get("limit")
+        .and_then(Value::as_u64)
+        .map_or(100, |n| usize::try_from(n.clamp(1, 10_000)).unwrap_or(100));
+    let epoch_ms = super::epoch_of(&world.state.base_time).unwrap_or(0) * 1000;
+    let account = world.state.account.clone();
+    let region = world.state.region.clone();
+    let out = match op {
+        "DescribeLogGroups" => {
+            let prefix = str_arg(args, "logGroupNamePrefix").unwrap_or_default();
+            let pattern = str_arg(args, "logGroupNamePattern");
+            let groups: Vec<Value> = log_groups(world)
+                .into_iter()
+                .filter(|(n, _)| n.starts_with(prefix) && pattern.is_none_or(|p| n.contains(p)))
+                .take(limit)
+                .map(|(n, lines)| {
+                    json!({
+                        "logGroupName": n,
+                        "arn": format!("arn:aws:logs:{region}:{account}:log-group:{n}:*"),
+                        "storedBytes": lines.iter().map(String::len).sum::<usize>(),
+                        "creationTime": epoch_ms,
+                    })
+                })
+                .collect();
+            ok(world, op, json!({"logGroups": groups}))
+        }
+        "GetLogEvents" | "FilterLogEvents" => {
+            let Some(group) = group_arg else {
+                return Some(aws_error(
+                    "InvalidParameterException",
+                    op,
+                    "Either logGroupName or logGroupIdentifier must be given.",
+                ));
+            };
+            let groups = log_groups(world);
+            let Some((_, lines)) = groups.iter().find(|(n, _)| *n == group) else {
+                return Some(aws_error(
+                    "ResourceNotFoundException",
+                    op,
+                    "The specified log group does not exist.",
+                ));
+            };
+            let filter = str_arg(args, "filterPattern")
+                .map(|p| p.trim_matches('"').to_owned())
+                .filter(|p| !p.is_empty());
+            let events: Vec<Value> = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| filter.as_ref().is_none_or(|f| l.contains(f.as_str())))
+                .take(limit)
+                .map(|(i, l)| {
+                    let at = epoch_ms + i64::try_from(i).unwrap_or(0) * 1000;
+                    json!({"timestamp": at, "message": l, "ingestionTime": at, "logStreamName": "mock-stream"})
+                })
+                .collect();
+            ok(world, op, json!({"events": events}))
+        }
+        _ => return None,
+    };
+    Some(out)
 }
 
 /// The page size a list call asks for (`maxItems`, `maxResults` or `MaxItems`), capped at 100.

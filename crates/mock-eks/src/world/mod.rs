@@ -11,7 +11,8 @@
 //!   access` for the extended tools whose class is not `read` (the catalogue's class decides,
 //!   so a policy author sees the same line between reads and writes as the gateway does);
 //! - without `allow_sensitive_data_access`, pod logs, Kubernetes events, CloudWatch logs and
-//!   reading Kubernetes Secrets are refused with the real server's texts.
+//!   reading Kubernetes Secrets are refused with the real server's texts, and so are the
+//!   extended operations that return log contents or credentials (`aws::is_sensitive`).
 
 mod aws;
 mod pyjson;
@@ -548,6 +549,12 @@ impl World {
         if tool.class != tollgate_catalog::RiskClass::Read && !flags.allow_write {
             return ToolOutput::error(format!(
                 "Operation {} is not allowed without write access",
+                tool.name
+            ));
+        }
+        if !flags.allow_sensitive_data_access && aws::is_sensitive(tool) {
+            return ToolOutput::error(format!(
+                "Access to {} requires --allow-sensitive-data-access flag",
                 tool.name
             ));
         }

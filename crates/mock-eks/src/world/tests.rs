@@ -724,6 +724,22 @@ fn extended_tools_transcript() {
             json!({"repositoryNames": ["web"], "registryId": "123456789012"}),
             READ_ONLY,
         ),
+        (
+            "DescribeCWLLogGroups",
+            json!({"logGroupNamePrefix": "/aws/containerinsights/prod-eks"}),
+            READ_ONLY,
+        ),
+        (
+            "FilterCWLLogEvents",
+            json!({"logGroupName": "/aws/containerinsights/prod-eks/application", "filterPattern": "FATAL"}),
+            READ_ONLY,
+        ),
+        (
+            "FilterCWLLogEvents",
+            json!({"logGroupName": "/aws/containerinsights/prod-eks/application", "filterPattern": "FATAL"}),
+            ALL,
+        ),
+        ("GetECRAuthorizationToken", json!({}), READ_ONLY),
     ];
     let mut w = World::default_world();
     let mut transcript = String::new();
@@ -731,8 +747,9 @@ fn extended_tools_transcript() {
         let out = call(&mut w, tool, args.clone(), flags);
         transcript.push_str(&format!(
             "[{}] {tool} {args}\n{}\n{}\n\n",
+            // ALL grants both flags; READ_ONLY neither.
             if flags.allow_write {
-                "write"
+                "all"
             } else {
                 "read-only"
             },
