@@ -536,7 +536,11 @@ impl World {
                 return ToolOutput::error(message);
             }
             let mut out = real::call(self, &tool.name, args, flags);
-            out.structured = None;
+            // The body as the real server writes it, its models' key order included; no
+            // `structuredContent`, as the real server sends none.
+            if let (Some(body), Some(text)) = (out.structured.take(), out.content.get_mut(1)) {
+                *text = pyjson::dumps_ordered(&body, real::key_order(&tool.name));
+            }
             return out;
         }
         let validator = self

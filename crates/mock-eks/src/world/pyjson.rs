@@ -75,6 +75,47 @@ pub(crate) fn dumps(value: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// `json.dumps` of a Python object whose dictionaries were built in a known order: keys in
+/// `order` come first, in that order, the others after them alphabetically. The real server
+/// dumps pydantic models, whose keys follow their fields' declaration order; one list per tool
+/// covers its models, nested ones included.
+pub(crate) fn dumps_ordered(value: &Value, order: &[&str]) -> String {
+    let mut out = String::new();
+    write_ordered(value, order, &mut out);
+    out
+}
+
+fn write_ordered(value: &Value, order: &[&str], out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            let rank = |k: &str| order.iter().position(|o| *o == k).unwrap_or(usize::MAX);
+            entries.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then_with(|| a.0.cmp(b.0)));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&dumps(&Value::String(k.clone())));
+                out.push_str(": ");
+                write_ordered(v, order, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_ordered(v, order, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&dumps(scalar)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![expect(clippy::unwrap_used, reason = "tests")]
@@ -95,6 +136,16 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&dumps(&v)).unwrap(),
             v
+        );
+    }
+
+    #[test]
+    fn ordered_keys_come_first_then_the_rest_alphabetically() {
+        let v =
+            json!({"b": 1, "count": 2, "kind": "Pod", "items": [{"z": 1, "name": "p", "a": "é"}]});
+        assert_eq!(
+            super::dumps_ordered(&v, &["kind", "name", "count", "items"]),
+            r#"{"kind": "Pod", "count": 2, "items": [{"name": "p", "a": "\u00e9", "z": 1}], "b": 1}"#
         );
     }
 }
