@@ -751,3 +751,47 @@ fn misbehaving_http_upstreams_get_clear_answers() {
     );
     assert!(start.elapsed() < Duration::from_secs(20));
 }
+
+/// Transparency against a server with every MCP feature (@modelcontextprotocol/server-everything
+/// 2026.8.31, installed by the test command): the conformance suite gives the same per-scenario
+/// results through the gateway (allow-all) as directly, except that the gateway also refuses
+/// foreign `Origin`s, which the server itself does not.
+#[test]
+fn conformance_against_server_everything_is_the_same_through_the_gateway() {
+    let node_bin = std::path::Path::new(&crate::mock_eks::conformance_bin())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(node_bin.join("mcp-server-everything"))
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready when the port accepts connections (bounded: 15 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server-everything did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _everything = Guard(child);
+    let direct_url = format!("http://127.0.0.1:{port}/mcp");
+    let direct = conformance_passing(&direct_url);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &direct_url]);
+    let through = conformance_passing(&url);
+    let mut expected = direct.clone();
+    if !expected.iter().any(|s| s == "dns-rebinding-protection") {
+        expected.push("dns-rebinding-protection".into());
+        expected.sort_unstable();
+    }
+    assert!(direct.len() >= 10, "server-everything passes {direct:?}");
+    assert_eq!(through, expected);
+}

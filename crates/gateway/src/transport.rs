@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tollgate_mcp::protocol::{HEADER_SESSION_ID, META_PROTOCOL_VERSION};
 use tollgate_mcp::{ErrorCode, error_response};
 
@@ -37,7 +37,9 @@ const REINIT_PREFIX: &str = "tollgate-reinit-";
 pub struct ClientInput {
     pub bytes: Vec<u8>,
     /// For HTTP: where the answer goes (`None` means "nothing to answer": 202).
-    pub reply: Option<oneshot::Sender<Option<Value>>>,
+    /// Messages for this request: server-to-client messages sent while it is pending, then its
+    /// answer; the channel closes after the answer (or at once, with nothing, for 202).
+    pub reply: Option<mpsc::UnboundedSender<Value>>,
 }
 
 /// Where the session sends messages for the client that no request is waiting for (stdio
@@ -48,7 +50,7 @@ struct Waiter {
     ids: Vec<String>,
     batch: bool,
     got: Vec<Value>,
-    reply: oneshot::Sender<Option<Value>>,
+    reply: mpsc::UnboundedSender<Value>,
 }
 
 /// The ids of the requests in a client message (a batch's, or the one).
@@ -129,7 +131,9 @@ pub async fn run_session(
                             // Notifications and responses: nothing to wait for, unless the
                             // message was refused outright (a parse error answers it).
                             let direct: Vec<&Value> = outs.iter().filter_map(|o| match o { Out::Client(v) => Some(v), Out::Upstream(_) => None }).collect();
-                            let _ = reply.send(direct.first().map(|v| (*v).clone()));
+                            if let Some(v) = direct.first() {
+                                let _ = reply.send((*v).clone());
+                            }
                         } else {
                             waiters.push(Waiter { ids, batch, got: Vec::new(), reply });
                         }
@@ -248,8 +252,14 @@ fn deliver(v: Value, waiters: &mut Vec<Waiter>, sink: &ClientSink) {
             } else {
                 w.got.into_iter().next().unwrap_or(Value::Null)
             };
-            let _ = w.reply.send(Some(answer));
+            let _ = w.reply.send(answer);
         }
+        return;
+    }
+    // A server-to-client request or notification: it goes on the stream of a request in
+    // flight (the oldest), as Streamable HTTP carries them; with none, to the sink.
+    if !is_response && let Some(w) = waiters.first() {
+        let _ = w.reply.send(v);
         return;
     }
     let _ = sink.send(v);
@@ -451,7 +461,7 @@ async fn http_post(
             );
         }
     };
-    let (reply_tx, reply_rx) = oneshot::channel();
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel();
     if tx
         .send(ClientInput {
             bytes: body.to_vec(),
@@ -464,32 +474,66 @@ async fn http_post(
             "the session is shutting down",
         );
     }
-    let answer = match tokio::time::timeout(HTTP_ANSWER_TIMEOUT, reply_rx).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(_)) => {
-            return json_error(
-                StatusCode::BAD_GATEWAY,
-                "the session ended before answering",
-            );
-        }
+    let first = match tokio::time::timeout(HTTP_ANSWER_TIMEOUT, reply_rx.recv()).await {
+        Ok(first) => first,
         Err(_) => return json_error(StatusCode::GATEWAY_TIMEOUT, "no answer in time"),
     };
-    let Some(answer) = answer else {
+    let Some(first) = first else {
         return StatusCode::ACCEPTED.into_response();
     };
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("*/*");
-    let sse = !(accept.contains("application/json") || accept.contains("*/*"))
-        && accept.contains("text/event-stream");
-    let mut resp = if sse {
+    let accepts_sse = accept.contains("text/event-stream");
+    let accepts_json = accept.contains("application/json") || accept.contains("*/*");
+    let is_answer =
+        first.is_array() || first.get("result").is_some() || first.get("error").is_some();
+    let mut resp = if is_answer && accepts_json {
         (
-            [(header::CONTENT_TYPE, "text/event-stream")],
-            tollgate_mcp::sse::encode_event(&answer.to_string(), None),
+            [(header::CONTENT_TYPE, "application/json")],
+            first.to_string(),
         )
             .into_response()
+    } else if accepts_sse {
+        // Server messages before the answer: stream them, then the answer, as SSE events.
+        let stream =
+            futures::stream::unfold((Some(first), reply_rx), |(pending, mut rx)| async move {
+                let next = match pending {
+                    Some(v) => Some(v),
+                    None => rx.recv().await,
+                };
+                next.map(|v| {
+                    let event = tollgate_mcp::sse::encode_event(&v.to_string(), None);
+                    (
+                        Ok::<_, std::convert::Infallible>(Bytes::from(event)),
+                        (None, rx),
+                    )
+                })
+            });
+        let mut r = Response::new(axum::body::Body::from_stream(stream));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        r
     } else {
+        // A JSON-only client cannot receive server messages: wait for the answer itself.
+        let mut answer = first;
+        while !(answer.is_array()
+            || answer.get("result").is_some()
+            || answer.get("error").is_some())
+        {
+            match tokio::time::timeout(HTTP_ANSWER_TIMEOUT, reply_rx.recv()).await {
+                Ok(Some(v)) => answer = v,
+                _ => {
+                    return json_error(
+                        StatusCode::BAD_GATEWAY,
+                        "the session ended before answering",
+                    );
+                }
+            }
+        }
         (
             [(header::CONTENT_TYPE, "application/json")],
             answer.to_string(),

@@ -206,40 +206,72 @@ fn http_upstream(url: String) -> Upstream {
                     .get("content-type")
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|c| c.starts_with("text/event-stream"));
+                if status == reqwest::StatusCode::ACCEPTED {
+                    return;
+                }
+                if is_sse && status.is_success() {
+                    // Read the stream as it comes: a server may send requests (sampling,
+                    // elicitation) or progress before its answer, and wait for the client.
+                    let mut stream = resp.bytes_stream();
+                    let mut buffer = String::new();
+                    let mut answered = false;
+                    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                        let Ok(chunk) = chunk else { break };
+                        buffer.push_str(&String::from_utf8_lossy(&chunk));
+                        let normalized = buffer.replace("\r\n", "\n");
+                        let Some(cut) = normalized.rfind("\n\n") else {
+                            buffer = normalized;
+                            continue;
+                        };
+                        let (complete, rest) = normalized.split_at(cut + 2);
+                        for m in tollgate_mcp::sse::decode_events(complete) {
+                            let Ok(v) = serde_json::from_str::<Value>(&m) else {
+                                return fail("the upstream sent an event that is not JSON".into());
+                            };
+                            if is_init && let Some(pv) = v["result"]["protocolVersion"].as_str() {
+                                session.lock().await.1 = Some(pv.to_owned());
+                            }
+                            if v.get("id") == id.as_ref()
+                                && (v.get("result").is_some() || v.get("error").is_some())
+                            {
+                                answered = true;
+                            }
+                            if in_tx.send(FromUpstream::Message(m.into_bytes())).is_err() {
+                                return;
+                            }
+                        }
+                        buffer = rest.to_owned();
+                    }
+                    if !answered && id.is_some() && msg.get("method").is_some() {
+                        let what = if buffer.trim().is_empty() {
+                            "ended"
+                        } else {
+                            "was cut"
+                        };
+                        return fail(format!(
+                            "the upstream's event stream {what} before the answer (the data so far is not JSON)"
+                        ));
+                    }
+                    return;
+                }
                 let body = match resp.text().await {
                     Ok(b) => b,
                     Err(e) => return fail(format!("the upstream's answer broke off: {e}")),
                 };
-                if status == reqwest::StatusCode::ACCEPTED
-                    || (status.is_success() && body.trim().is_empty())
-                {
+                if status.is_success() && body.trim().is_empty() {
                     return;
                 }
                 if !status.is_success() && serde_json::from_str::<Value>(&body).is_err() {
                     let excerpt: String = body.chars().take(200).collect();
                     return fail(format!("the upstream answered HTTP {status}: {excerpt}"));
                 }
-                let messages = if is_sse {
-                    tollgate_mcp::sse::decode_events(&body)
-                } else {
-                    vec![body]
+                let Ok(v) = serde_json::from_str::<Value>(&body) else {
+                    return fail("the upstream answered with something that is not JSON".into());
                 };
-                if messages.is_empty() {
-                    return fail("the upstream's event stream ended without an answer".into());
+                if is_init && let Some(pv) = v["result"]["protocolVersion"].as_str() {
+                    session.lock().await.1 = Some(pv.to_owned());
                 }
-                for m in messages {
-                    let Ok(v) = serde_json::from_str::<Value>(&m) else {
-                        return fail(
-                            "the upstream answered with something that is not JSON".into(),
-                        );
-                    };
-                    if is_init && let Some(pv) = v["result"]["protocolVersion"].as_str() {
-                        session.lock().await.1 = Some(pv.to_owned());
-                    }
-                    if in_tx.send(FromUpstream::Message(m.into_bytes())).is_err() {
-                        return;
-                    }
-                }
+                let _ = in_tx.send(FromUpstream::Message(body.into_bytes()));
             };
             if init_first {
                 // The session id must be known before anything else is sent.

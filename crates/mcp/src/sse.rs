@@ -33,8 +33,11 @@ pub fn decode_events(stream: &str) -> Vec<String> {
                 data.push(v.strip_prefix(' ').unwrap_or(v));
             }
         }
-        if event == "message" && !data.is_empty() {
-            out.push(data.join("\n"));
+        // An event with an empty `data` carries no message: servers send one first to prime
+        // resumption (an `id` to reconnect from), and some send keep-alives.
+        let joined = data.join("\n");
+        if event == "message" && !joined.trim().is_empty() {
+            out.push(joined);
         }
     }
     out
