@@ -9,22 +9,26 @@ root=$(pwd)
 step() { printf '\n==> %s\n' "$*"; }
 
 # Python: the official MCP SDK, the independent client the mock server and gateway are tested with.
-step "python test environment (.venv: mcp==2.3.0)"
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp' 2>/dev/null; then
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check 'mcp==2.3.0'
+# And the real Amazon EKS MCP server (awslabs.eks-mcp-server 0.2.1), which runs offline for
+# tools/list and refused calls: the gateway is tested in front of it.
+step "python test environment (.venv: mcp==2.3.0, awslabs.eks-mcp-server==0.2.1)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp' 2>/dev/null || [ ! -x .venv/bin/awslabs.eks-mcp-server ]; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check 'mcp==2.3.0' 'awslabs.eks-mcp-server==0.2.1'
 fi
 export TOLLGATE_TEST_PYTHON="$root/.venv/bin/python"
+export TOLLGATE_TEST_EKS_SERVER="$root/.venv/bin/awslabs.eks-mcp-server"
 
 # Node: the official MCP conformance suite. 0.1.13+ needs Node 22; 0.1.12 runs on Node 20.
-step "node test environment (.ci/node: @modelcontextprotocol/conformance@0.1.12)"
+step "node test environment (.ci/node: conformance 0.1.12, inspector 2.12.0, server-everything 2026.8.31)"
 if ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
-if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ]; then
+if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/inspector ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/server-everything ]; then
     npm ci --silent --no-audit --no-fund --prefix .ci/node
 fi
 export TOLLGATE_TEST_CONFORMANCE="$root/.ci/node/node_modules/.bin/conformance"
+export TOLLGATE_TEST_INSPECTOR="$root/.ci/node/node_modules/.bin/mcp-inspector"
 
 step "cargo fmt --check"
 cargo fmt --all --check

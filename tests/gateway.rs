@@ -795,3 +795,188 @@ fn conformance_against_server_everything_is_the_same_through_the_gateway() {
     assert!(direct.len() >= 10, "server-everything passes {direct:?}");
     assert_eq!(through, expected);
 }
+
+/// A shell script that runs `tollgate gateway --policy POLICY ARGS -- UPSTREAM...`: for clients
+/// (the Inspector CLI) that take a server command and would swallow the gateway's `--`.
+fn gateway_script(dir: &Path, policy: &str, args: &[&str], upstream: &[&str]) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut line = format!("exec {} gateway --policy {}", quote(bin()), quote(policy));
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    line.push_str(" --");
+    for u in upstream {
+        line.push(' ');
+        line.push_str(&quote(u));
+    }
+    let path = dir.join("gateway.sh");
+    std::fs::write(&path, format!("#!/bin/sh\n{line}\n")).unwrap();
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&path, perms).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn inspector() -> String {
+    std::env::var("TOLLGATE_TEST_INSPECTOR").unwrap_or_else(|_| {
+        let bin = root().join(".ci/node/node_modules/.bin/mcp-inspector");
+        assert!(bin.exists(), "TOLLGATE_TEST_INSPECTOR is not set and .ci/node is not installed: run `bash scripts/test-all.sh`");
+        bin.to_string_lossy().into_owned()
+    })
+}
+
+/// The MCP Inspector CLI (2.12.0) through the stdio gateway: it lists the tools, and a call the
+/// policy refuses comes back as the refusal, which never reached the mock.
+#[test]
+fn inspector_cli_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.jsonl");
+    let seed = root()
+        .join("examples/policies/seed.json")
+        .to_string_lossy()
+        .into_owned();
+    let script = gateway_script(
+        dir.path(),
+        &seed,
+        &[],
+        &[
+            bin(),
+            "mock-eks",
+            "--allow-write",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+    );
+    let list = Command::new(inspector())
+        .args(["--cli", &script, "--method", "tools/list"])
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let tools: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 23);
+    let refused = Command::new(inspector())
+        .args([
+            "--cli",
+            &script,
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "DeleteAHORunBatch",
+            "--tool-arg",
+            "batchId=rb-0001",
+        ])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(answer["isError"], true, "{answer}");
+    assert_eq!(answer["structuredContent"]["tollgate"]["decision"], "deny");
+    assert!(journal_calls(&journal, "DeleteAHORunBatch").is_empty());
+}
+
+/// In front of the real awslabs.eks-mcp-server 0.2.1 (stdio, offline, dummy credentials): its 16
+/// tools pass through, a refused call never reaches it (the recording shows nothing forwarded),
+/// and an allowed one returns the server's own answer.
+#[test]
+fn in_front_of_the_real_eks_server() {
+    let server = std::env::var("TOLLGATE_TEST_EKS_SERVER").unwrap_or_else(|_| {
+        let bin = root().join(".venv/bin/awslabs.eks-mcp-server");
+        assert!(bin.exists(), "TOLLGATE_TEST_EKS_SERVER is not set and .venv has no awslabs.eks-mcp-server: run `bash scripts/test-all.sh`");
+        bin.to_string_lossy().into_owned()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("recording.jsonl");
+    let policy = write(
+        dir.path(),
+        "p.json",
+        r#"{"version": "1", "default": "deny", "tools": {
+        "get_eks_metrics_guidance": {},
+        "list_k8s_resources": {}}}"#,
+    );
+    let mut child = tollgate()
+        .args([
+            "gateway",
+            "--policy",
+            &policy,
+            "--record",
+            recording.to_str().unwrap(),
+            "--",
+            &server,
+        ])
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut answers = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> Value { serde_json::from_str(&answers.next().unwrap().unwrap()).unwrap() };
+    writeln!(stdin, "{}", initialize(1)).unwrap();
+    let init = next();
+    assert_eq!(
+        init["result"]["serverInfo"]["name"],
+        "awslabs.eks-mcp-server"
+    );
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    )
+    .unwrap();
+    let list = next();
+    assert_eq!(list["result"]["tools"].as_array().unwrap().len(), 16);
+    writeln!(stdin, "{}", call(3, "manage_k8s_resource", json!({"operation": "delete", "cluster_name": "c1", "kind": "Pod", "api_version": "v1", "name": "p"}))).unwrap();
+    let refused = next();
+    assert_eq!(
+        refused["result"]["structuredContent"]["tollgate"]["decision"], "deny",
+        "{refused}"
+    );
+    writeln!(
+        stdin,
+        "{}",
+        call(
+            4,
+            "get_eks_metrics_guidance",
+            json!({"resource_type": "pod"})
+        )
+    )
+    .unwrap();
+    let allowed = next();
+    assert_eq!(allowed["id"], 4);
+    assert!(
+        allowed["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("metrics for resource type pod"),
+        "{allowed}"
+    );
+    drop(stdin);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let forwarded: Vec<Value> = lines_of(&recording)
+        .into_iter()
+        .filter(|r| r["dir"] == "to_upstream" && r["message"]["method"] == "tools/call")
+        .collect();
+    assert_eq!(
+        forwarded.len(),
+        1,
+        "only the allowed call was forwarded: {forwarded:?}"
+    );
+    assert_eq!(
+        forwarded[0]["message"]["params"]["name"],
+        "get_eks_metrics_guidance"
+    );
+}
