@@ -177,8 +177,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     use tokio::io::AsyncWriteExt;
                     let mut stdout = tokio::io::stdout();
                     while let Some(v) = out.recv().await {
-                        let line = format!("{v}\n");
-                        if stdout.write_all(line.as_bytes()).await.is_err()
+                        // Write whatever else is already queued before flushing once.
+                        let mut batch = format!("{v}\n");
+                        while let Ok(more) = out.try_recv() {
+                            batch.push_str(&format!("{more}\n"));
+                            if batch.len() > 1 << 20 {
+                                break;
+                            }
+                        }
+                        if stdout.write_all(batch.as_bytes()).await.is_err()
                             || stdout.flush().await.is_err()
                         {
                             break;

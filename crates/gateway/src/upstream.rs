@@ -80,8 +80,15 @@ fn spawn_child(program: &str, args: &[String], max_line: usize) -> std::io::Resu
     let (in_tx, rx) = mpsc::unbounded_channel::<FromUpstream>();
     tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
-            let line = format!("{msg}\n");
-            if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            // Write whatever else is already queued before flushing once.
+            let mut batch = format!("{msg}\n");
+            while let Ok(more) = out_rx.try_recv() {
+                batch.push_str(&format!("{more}\n"));
+                if batch.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if stdin.write_all(batch.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
                 break;
             }
         }

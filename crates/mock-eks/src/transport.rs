@@ -76,7 +76,15 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
     let writer = tokio::spawn(async move {
         let mut stdout = tokio::io::stdout();
         while let Some(chunk) = rx.recv().await {
-            if stdout.write_all(&chunk).await.is_err() || stdout.flush().await.is_err() {
+            // Write whatever else is already queued before flushing once.
+            let mut batch = chunk;
+            while let Ok(more) = rx.try_recv() {
+                batch.extend_from_slice(&more);
+                if batch.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if stdout.write_all(&batch).await.is_err() || stdout.flush().await.is_err() {
                 break;
             }
         }
@@ -133,6 +141,11 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
         let Some(response) = handled.response else {
             continue;
         };
+        if handled.latency.is_zero() && handled.effect.is_none() {
+            // The common case needs no task of its own: answer in order, at once.
+            let _ = tx.send(format!("{response}\n").into_bytes());
+            continue;
+        }
         let tx = tx.clone();
         tokio::spawn(async move {
             if !handled.latency.is_zero() {
