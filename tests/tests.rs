@@ -16,3 +16,5 @@ mod catalog;
 mod mock_eks;
 // `tollgate gateway` end to end in front of the mock.
 mod gateway;
+// Scenarios in virtual time: every transcript snapshot, `tollgate test`.
+mod scenarios;

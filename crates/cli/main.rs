@@ -24,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are listed here, one line each.
+    /// Run scenarios in virtual time; check expectations and transcript snapshots.
+    Test(cmd::test::Args),
     /// Verify, tail and query the gateway's hash-chained audit log.
     Audit(cmd::audit::Args),
     /// Run the enforcing gateway in front of an MCP server (stdio, or HTTP with --listen).
@@ -41,6 +43,7 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
+        Command::Test(args) => cmd::test::run(args),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Gateway(args) => cmd::gateway::run(args),
         Command::MockEks(args) => cmd::mock_eks::run(args),

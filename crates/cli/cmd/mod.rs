@@ -7,3 +7,4 @@ pub mod explain;
 pub mod gateway;
 mod known;
 pub mod mock_eks;
+pub mod test;

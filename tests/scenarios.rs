@@ -1,0 +1,109 @@
+//! Every scenario under scenarios/ through insta (the transcripts are reviewed snapshots under
+//! snapshots/scenarios/, the same files `tollgate test` compares with), and `tollgate test`
+//! itself: exit codes, a broken scenario's location, a mismatch's `.snap.new`, determinism.
+
+use std::path::Path;
+
+use crate::util::{root, tollgate};
+
+/// Each scenario's expectations hold and its transcript matches its snapshot.
+#[test]
+fn every_scenario_matches_its_snapshot() {
+    let mut files: Vec<_> = std::fs::read_dir(root().join("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let loaded = tollgate_scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let outcome = tollgate_scenario::run(loaded);
+        assert!(
+            outcome.failures.is_empty(),
+            "{}: {:?}",
+            file.display(),
+            outcome.failures
+        );
+        let name = file.file_stem().unwrap().to_str().unwrap().to_owned();
+        insta::with_settings!({
+            snapshot_path => root().join("snapshots/scenarios"),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(name, outcome.transcript);
+        });
+    }
+}
+
+/// The same scenario gives a byte-identical transcript every time (promise 6).
+#[test]
+fn transcripts_are_deterministic() {
+    let file = root().join("scenarios/runaway-agent.yaml");
+    let a = tollgate_scenario::run(tollgate_scenario::load(&file).unwrap());
+    let b = tollgate_scenario::run(tollgate_scenario::load(&file).unwrap());
+    assert_eq!(a, b);
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// `tollgate test`: 0 when everything holds; 1 with a diff and a `.snap.new` when a transcript
+/// changed or an expectation fails; 2 with file:line:col for a broken scenario.
+#[test]
+fn tollgate_test_exit_codes() {
+    let out = tollgate().arg("test").current_dir(root()).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let scenario = write(
+        dir.path(),
+        "s.yaml",
+        "name: s\npolicy: {version: \"1\", default: deny}\nagents: {a: {grant: g}}\nsteps:\n  - {agent: a, call: GetAHOBatch, args: {batchId: rb-0001}, expect: {decision: deny}}\n",
+    );
+    let run = |extra: &[&str]| {
+        tollgate()
+            .args(["test", &scenario, "--snapshots", snaps.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = run(&[]);
+    assert_eq!(first.status.code(), Some(1), "no snapshot yet");
+    assert!(snaps.join("s.snap.new").exists());
+    assert_eq!(run(&["--accept"]).status.code(), Some(0));
+    assert_eq!(run(&[]).status.code(), Some(0));
+    std::fs::write(
+        &scenario,
+        std::fs::read_to_string(&scenario)
+            .unwrap()
+            .replace("expect: {decision: deny}", "expect: {decision: allow}"),
+    )
+    .unwrap();
+    let failed = run(&[]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("was deny, expected allow"));
+    let broken = write(
+        dir.path(),
+        "b.yaml",
+        "name: b\npolicy: {version: \"1\", default: deny}\nagents: {a: {grant: g}}\nsteps:\n  - {agent: a, call: X, repat: 3}\n",
+    );
+    let out = tollgate()
+        .args(["test", &broken, "--snapshots", snaps.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("b.yaml:5:") && text.contains("unknown field `repat`"),
+        "{text}"
+    );
+}
