@@ -197,8 +197,7 @@ pub fn run(loaded: Loaded) -> Outcome {
     transcript.push('\n');
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     let mut failures = Vec::new();
-    let mut next_id = 1u64;
-    for e in &events {
+    for (id, e) in (1u64..).zip(events.iter()) {
         let agent = &scenario.agents[&e.agent];
         let session_id = agent.session.clone().unwrap_or_else(|| e.agent.clone());
         let core = sessions.entry(e.agent.clone()).or_insert_with(|| {
@@ -208,8 +207,6 @@ pub fn run(loaded: Loaded) -> Outcome {
             pump(&mut core, &mut mock, &session_id, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), e.at);
             core
         });
-        let id = next_id;
-        next_id += 1;
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": e.tool, "arguments": e.args}});
         let answers = pump(core, &mut mock, &session_id, msg, e.at);
         let answer = answers
