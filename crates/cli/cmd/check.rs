@@ -40,8 +40,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     let mut stdout = std::io::stdout().lock();
     for path in &args.policies {
+        let mut summary = None;
         let diagnostics: Vec<Diagnostic> = match Policy::load(path) {
-            Ok(policy) => policy.lint(&known),
+            Ok(policy) => {
+                summary = Some(policy.summary());
+                policy.lint(&known)
+            }
             Err(diags) => diags.0,
         };
         let e = diagnostics
@@ -62,9 +66,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     };
                     writeln!(stderr, "{text}")?;
                 }
+                let about = summary
+                    .as_deref()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
                 let verdict = match (e, w) {
-                    (0, 0) => "ok".to_owned(),
-                    (0, w) => format!("ok, {}", plural(w, "warning")),
+                    (0, 0) => format!("ok{about}"),
+                    (0, w) => format!("ok{about}, {}", plural(w, "warning")),
                     (e, w) => format!("{}, {}", plural(e, "error"), plural(w, "warning")),
                 };
                 writeln!(stdout, "{}: {verdict}", path.display())?;
@@ -72,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Format::Json => reports.push(serde_json::json!({
                 "file": path.display().to_string(),
                 "valid": e == 0,
+                "summary": summary,
                 "errors": e,
                 "warnings": w,
                 "diagnostics": diagnostics.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),

@@ -210,6 +210,8 @@ pub struct Explanation {
     pub tool: String,
     /// Every selector that matches the tool, in precedence order; the first one decides.
     pub candidates: Vec<Candidate>,
+    /// Every other rule, and why it does not apply.
+    pub not_matching: Vec<NotMatching>,
     /// The branch taken, if the rule branches: `operation = "delete"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
@@ -224,6 +226,14 @@ pub struct Candidate {
     pub selector: Arc<str>,
     pub tier: Tier,
     pub pointer: Arc<str>,
+}
+
+/// A rule whose selector does not match the call's tool, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotMatching {
+    pub selector: Arc<str>,
+    pub tier: Tier,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -277,9 +287,21 @@ impl Engine {
                 window_seconds: l.window.as_secs(),
             })
             .collect();
+        let not_matching = self
+            .policy
+            .rules
+            .iter()
+            .filter(|r| !r.selector.matches(&call.tool, &call.meta))
+            .map(|r| NotMatching {
+                selector: Arc::clone(&r.text),
+                tier: r.selector.tier(),
+                why: why_not(&r.selector, &call.tool, &call.meta),
+            })
+            .collect();
         Explanation {
             tool: call.tool.clone(),
             candidates,
+            not_matching,
             branch,
             decision,
             limits,
@@ -408,6 +430,25 @@ impl Engine {
             line: body.position.0,
             column: body.position.1,
         }
+    }
+}
+
+/// Why a selector does not match a tool, for `explain`.
+fn why_not(selector: &crate::selector::Selector, tool: &str, meta: &ToolMeta) -> String {
+    use crate::selector::Selector;
+    match selector {
+        Selector::Exact(name) if name.eq_ignore_ascii_case(tool) => {
+            format!(
+                "names `{name}`, which differs from `{tool}` in case (names are case-sensitive)"
+            )
+        }
+        Selector::Exact(name) => format!("names `{name}`, not `{tool}`"),
+        Selector::Glob(g) => format!("the pattern `{}` does not match `{tool}`", g.text),
+        Selector::Class(c) => match meta.class {
+            Some(have) => format!("`{tool}` is class {have}, not {c}"),
+            None => format!("the class of `{tool}` is unknown (not in the catalogue)"),
+        },
+        Selector::Annotation(a) => format!("`{tool}` does not carry {a}"),
     }
 }
 
@@ -572,11 +613,21 @@ impl Explanation {
             out.push_str("  (none: the policy's default applies)\n");
         }
         for (i, c) in self.candidates.iter().enumerate() {
-            let mark = if i == 0 { "->" } else { "  " };
+            let (mark, note) = if i == 0 {
+                ("->", "decides")
+            } else {
+                ("  ", "matches, but a rule above takes precedence")
+            };
             out.push_str(&format!(
-                "  {mark} {} [{}] at {}\n",
+                "  {mark} {} [{}] at {}: {note}\n",
                 c.selector, c.tier, c.pointer
             ));
+        }
+        if !self.not_matching.is_empty() {
+            out.push_str("other rules:\n");
+            for n in &self.not_matching {
+                out.push_str(&format!("     {} [{}]: {}\n", n.selector, n.tier, n.why));
+            }
         }
         if let Some(branch) = &self.branch {
             out.push_str(&format!("branch: {branch}\n"));

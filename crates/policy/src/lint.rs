@@ -5,7 +5,7 @@
 
 use crate::diag::Diagnostic;
 use crate::policy::Policy;
-use crate::selector::{Annotation, RiskClass, Selector, Tier, ToolMeta, closest};
+use crate::selector::{Annotation, RiskClass, Selector, Tier, ToolMeta};
 use crate::source::escape_pointer;
 
 /// A tool the policy may be checked against (from the catalogue or an upstream's list).
@@ -40,6 +40,11 @@ impl Policy {
         if known.is_empty() {
             return out;
         }
+        // Lower-cased once: suggestions compare every unknown name with every known one.
+        let lowered: Vec<(String, &str)> = known
+            .iter()
+            .map(|k| (k.name.to_lowercase(), k.name.as_str()))
+            .collect();
         for rule in &self.rules {
             let pointer = format!("/tools/{}", escape_pointer(&rule.text));
             match &rule.selector {
@@ -47,7 +52,7 @@ impl Policy {
                     if known.iter().any(|k| &k.name == name) {
                         continue;
                     }
-                    let (message, help) = near_miss(name, known);
+                    let (message, help) = near_miss(name, known, &lowered);
                     out.push(
                         Diagnostic::warning(file, "policy::unknown_tool", message)
                             .at_key(file, &pointer, "no such tool")
@@ -124,7 +129,7 @@ impl Policy {
 }
 
 /// What is wrong with an exact name that names no tool, and the likely intended one.
-fn near_miss(name: &str, known: &[KnownTool]) -> (String, String) {
+fn near_miss(name: &str, known: &[KnownTool], lowered: &[(String, &str)]) -> (String, String) {
     if let Some(k) = known.iter().find(|k| k.name.eq_ignore_ascii_case(name)) {
         return (
             format!(
@@ -146,7 +151,7 @@ fn near_miss(name: &str, known: &[KnownTool]) -> (String, String) {
             .iter()
             .find(|k| k.name == skeleton)
             .map(|k| k.name.as_str())
-            .or_else(|| closest(&skeleton, known.iter().map(|k| k.name.as_str())));
+            .or_else(|| closest_lowered(&skeleton, lowered));
         return (
             format!("`{name}` names no known tool; it contains non-ASCII {listed}"),
             match target {
@@ -155,7 +160,7 @@ fn near_miss(name: &str, known: &[KnownTool]) -> (String, String) {
             },
         );
     }
-    match closest(name, known.iter().map(|k| k.name.as_str())) {
+    match closest_lowered(name, lowered) {
         Some(t) => (
             format!("`{name}` names no known tool"),
             format!("did you mean `{t}`?"),
@@ -165,6 +170,17 @@ fn near_miss(name: &str, known: &[KnownTool]) -> (String, String) {
             "list the tools with `tollgate catalog`; a rule for a tool that does not exist never applies".into(),
         ),
     }
+}
+
+/// The closest known name (Jaro-Winkler on lower case, at least 0.8), over pre-lowered names.
+fn closest_lowered<'a>(input: &str, lowered: &[(String, &'a str)]) -> Option<&'a str> {
+    let input = input.to_lowercase();
+    lowered
+        .iter()
+        .map(|(l, n)| (strsim::jaro_winkler(&input, l), *n))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| n)
 }
 
 /// The ASCII letter a common look-alike stands for (Cyrillic and Greek homoglyphs, fullwidth

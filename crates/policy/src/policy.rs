@@ -174,6 +174,54 @@ impl Policy {
         self.rules.iter().map(|r| (&*r.text, r.selector.tier()))
     }
 
+    /// One line for `tollgate check`: the rules by kind, the counters, what `default` does.
+    pub fn summary(&self) -> String {
+        let count = |t: Tier| self.rules.iter().filter(|r| r.selector.tier() == t).count();
+        let mut kinds = Vec::new();
+        for (t, word) in [
+            (Tier::Exact, "exact"),
+            (Tier::Glob, "pattern"),
+            (Tier::Class, "class"),
+            (Tier::Annotation, "annotation"),
+        ] {
+            let n = count(t);
+            if n > 0 {
+                kinds.push(format!("{n} {word}"));
+            }
+        }
+        let mut counters = std::collections::BTreeSet::new();
+        fn walk<'a>(b: &'a RuleBody, out: &mut std::collections::BTreeSet<&'a str>) {
+            for l in &b.limits {
+                out.insert(&l.counter);
+            }
+            if let Some(w) = &b.when {
+                for c in w.cases.values().chain(w.otherwise.iter()) {
+                    walk(c, out);
+                }
+            }
+        }
+        for r in &self.rules {
+            walk(&r.body, &mut counters);
+        }
+        let rules = self.rules.len();
+        format!(
+            "{rules} rule{}{}, {} counter{}, default {}",
+            if rules == 1 { "" } else { "s" },
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            counters.len(),
+            if counters.len() == 1 { "" } else { "s" },
+            match self.default.action {
+                Action::Allow => "allow",
+                Action::Deny => "deny",
+                Action::RequireApproval => "require_approval",
+            }
+        )
+    }
+
     /// The default action.
     pub fn default_action(&self) -> Action {
         self.default.action
