@@ -324,3 +324,49 @@ fn audit_log_records_decisions_then_outcomes() {
         records[first_outcome - 1]["seq"]
     );
 }
+
+/// Bad client input gets its JSON-RPC error from the gateway and nothing reaches the upstream:
+/// oversized, deeply nested, invalid UTF-8, not JSON, a wrong `jsonrpc`, a call without a name,
+/// arguments that are not an object.
+#[test]
+fn bad_client_input_is_answered_and_never_forwarded() {
+    let mut rig = Rig::new(
+        r#"{"version": "1", "default": "allow"}"#,
+        None,
+        GatewayOptions {
+            limits: tollgate_mcp::Limits {
+                max_bytes: 64 * 1024,
+            },
+            ..GatewayOptions::default()
+        },
+    );
+    rig.initialize("2025-11-25");
+    let before = rig.mock.journal().len();
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"list_api_versions","arguments":{{"pad":"{}"}}}}}}"#,
+        "x".repeat(100_000)
+    );
+    let cases: Vec<(&str, Vec<u8>, i64)> = vec![
+        ("oversized", huge.into_bytes(), -32700),
+        ("deep", "[".repeat(50_000).into_bytes(), -32700),
+        ("invalid UTF-8", b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"list_api_versions\xff\"}}".to_vec(), -32700),
+        ("not JSON", b"{\"jsonrpc\":".to_vec(), -32700),
+        ("wrong version", br#"{"jsonrpc":"1.0","id":3,"method":"tools/call","params":{"name":"list_api_versions"}}"#.to_vec(), -32600),
+        ("no tool name", br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#.to_vec(), -32602),
+        ("arguments not an object", br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"list_api_versions","arguments":"x"}}"#.to_vec(), -32602),
+    ];
+    for (what, bytes, code) in cases {
+        let n = rig.to_client.len();
+        rig.send_raw(&bytes, Duration::ZERO);
+        let answer = rig
+            .to_client
+            .get(n)
+            .unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(answer["error"]["code"], code, "{what}: {answer}");
+    }
+    assert_eq!(
+        rig.mock.journal().len(),
+        before,
+        "nothing reached the upstream"
+    );
+}
