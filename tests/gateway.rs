@@ -984,3 +984,55 @@ fn in_front_of_the_real_eks_server() {
         "get_eks_metrics_guidance"
     );
 }
+
+/// SIGTERM drains: a call in flight when the gateway is told to stop still gets the upstream's
+/// answer, the gateway exits 0, and its audit log ends with the closing record.
+#[test]
+fn sigterm_drains_calls_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let faults = write(
+        dir.path(),
+        "faults.json",
+        r#"{"faults": [{"tool": "get_eks_insights", "latency_ms": 1500}]}"#,
+    );
+    let (_mock, mock_url) = start_http(&["--faults", &faults]);
+    let (mut gw, url) = start_gateway_http(&[
+        "--policy",
+        &policy,
+        "--audit",
+        audit.to_str().unwrap(),
+        "--upstream-url",
+        &mock_url,
+    ]);
+    let answer = rt().block_on(async {
+        let http = reqwest::Client::new();
+        let s = http_session(&http, &url, "x").await;
+        let pending = tokio::spawn({
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http_call(
+                    &http,
+                    &url,
+                    "x",
+                    &s,
+                    call(1, "get_eks_insights", json!({"cluster_name": "prod-eks"})),
+                )
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = Command::new("kill")
+            .args(["-TERM", &gw.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        pending.await.unwrap()
+    });
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert_eq!(gw.0.wait().unwrap().code(), Some(0));
+    let records = lines_of(&audit);
+    assert_eq!(records.last().unwrap()["kind"], "close");
+    assert!(records.iter().any(|r| r["kind"] == "outcome"));
+}
