@@ -131,7 +131,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         if problems.is_empty() {
-            writeln!(out, "ok     {} ({} calls)", file.display(), outcome.calls)?;
+            let calls = if outcome.calls == 1 {
+                "1 call".to_owned()
+            } else {
+                format!("{} calls", outcome.calls)
+            };
+            writeln!(out, "ok     {} ({calls})", file.display())?;
             passed += 1;
         } else {
             writeln!(out, "FAILED {}", file.display())?;

@@ -55,6 +55,10 @@ pub struct Upstream {
     pub allow_write: bool,
     #[serde(default)]
     pub allow_sensitive_data_access: bool,
+    /// The mock's fault rules (docs/mock-eks.md): `is_error` and `rpc_error` answers apply in
+    /// virtual time; latencies are not simulated yet.
+    #[serde(default)]
+    pub faults: Option<tollgate_mock_eks::faults::FaultPlan>,
 }
 
 impl Default for Upstream {
@@ -63,6 +67,7 @@ impl Default for Upstream {
             tools: default_tools(),
             allow_write: false,
             allow_sensitive_data_access: false,
+            faults: None,
         }
     }
 }
@@ -93,6 +98,10 @@ pub struct Step {
     pub call: Option<String>,
     #[serde(default)]
     pub args: Option<Value>,
+    /// The exact bytes the agent sends instead of a generated call (for malformed input such
+    /// as duplicate keys); `call` still names the tool for the transcript.
+    #[serde(default)]
+    pub raw: Option<String>,
     /// How many calls (default 1).
     #[serde(default)]
     pub repeat: Option<u32>,

@@ -137,6 +137,7 @@ struct Event {
     agent: String,
     tool: String,
     args: Value,
+    raw: Option<String>,
 }
 
 /// Runs a loaded scenario in virtual time.
@@ -152,6 +153,7 @@ pub fn run(loaded: Loaded) -> Outcome {
             allow_write: scenario.upstream.allow_write,
             allow_sensitive_data_access: scenario.upstream.allow_sensitive_data_access,
         },
+        faults: scenario.upstream.faults.clone().unwrap_or_default(),
         ..MockConfig::default()
     }) {
         Ok(m) => m,
@@ -182,6 +184,7 @@ pub fn run(loaded: Loaded) -> Outcome {
                 agent: step.agent.clone().unwrap_or_default(),
                 tool: step.call.clone().unwrap_or_default(),
                 args: step.args.clone().unwrap_or_else(|| json!({})),
+                raw: step.raw.clone(),
             });
             cursor = cursor.max(at);
         }
@@ -207,12 +210,21 @@ pub fn run(loaded: Loaded) -> Outcome {
             pump(&mut core, &mut mock, &session_id, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), e.at);
             core
         });
-        let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": e.tool, "arguments": e.args}});
-        let answers = pump(core, &mut mock, &session_id, msg, e.at);
-        let answer = answers
-            .into_iter()
-            .find(|a| a["id"] == id)
-            .unwrap_or(Value::Null);
+        let answers = match &e.raw {
+            Some(raw) => pump_bytes(core, &mut mock, &session_id, raw.as_bytes(), e.at),
+            None => {
+                let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": e.tool, "arguments": e.args}});
+                pump(core, &mut mock, &session_id, msg, e.at)
+            }
+        };
+        // A raw message carries its own id (or none that parses): take the last answer.
+        let answer = match &e.raw {
+            Some(_) => answers.last().cloned().unwrap_or(Value::Null),
+            None => answers
+                .into_iter()
+                .find(|a| a["id"] == id)
+                .unwrap_or(Value::Null),
+        };
         let (decision, detail, message) = describe(&answer);
         *totals.entry(decision.clone()).or_default() += 1;
         transcript.push_str(&format!(
@@ -304,7 +316,17 @@ fn pump(
     msg: Value,
     now: Duration,
 ) -> Vec<Value> {
-    let mut outs = core.from_client(msg.to_string().as_bytes(), now);
+    pump_bytes(core, mock, session, msg.to_string().as_bytes(), now)
+}
+
+fn pump_bytes(
+    core: &mut SessionCore,
+    mock: &mut MockEks,
+    session: &str,
+    bytes: &[u8],
+    now: Duration,
+) -> Vec<Value> {
+    let mut outs = core.from_client(bytes, now);
     let mut to_client = Vec::new();
     // Bounded: a session core and a mock never ping-pong more than a handful of times per
     // message (tool listing pages, then the call).
