@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tollgate_catalog::{Catalog, CatalogTool};
-use tollgate_policy::{Annotation, KnownTool, RiskClass};
+use tollgate_policy::{Annotation, KnownTool};
 
 #[derive(Debug, clap::Args)]
 pub struct KnownSource {
@@ -37,12 +37,7 @@ pub fn known_tools(source: &KnownSource) -> anyhow::Result<Vec<KnownTool>> {
 
 /// One catalogue tool as the policy engine sees it.
 pub fn known_tool(tool: &CatalogTool) -> KnownTool {
-    let class = match tool.class {
-        tollgate_catalog::RiskClass::Read => RiskClass::Read,
-        tollgate_catalog::RiskClass::Write => RiskClass::Write,
-        tollgate_catalog::RiskClass::Execute => RiskClass::Execute,
-        tollgate_catalog::RiskClass::Destructive => RiskClass::Destructive,
-    };
+    let class = tollgate_gateway::core::policy_class(tool.class);
     let a = &tool.annotations;
     let annotations: Vec<Annotation> = [
         (a.read_only_hint, Annotation::ReadOnly),

@@ -449,12 +449,7 @@ impl SessionCore {
         };
         let engine = self.gateway.engine();
         let catalog_tool = tollgate_catalog::Catalog::embedded().get(&name);
-        let class = catalog_tool.map(|t| match t.class_for(&arguments) {
-            tollgate_catalog::RiskClass::Read => RiskClass::Read,
-            tollgate_catalog::RiskClass::Write => RiskClass::Write,
-            tollgate_catalog::RiskClass::Execute => RiskClass::Execute,
-            tollgate_catalog::RiskClass::Destructive => RiskClass::Destructive,
-        });
+        let class = catalog_tool.map(|t| policy_class(t.class_for(&arguments)));
         let call = Call {
             tool: name.clone(),
             arguments,
@@ -655,15 +650,9 @@ impl SessionCore {
         if let Some(tools) = v["result"]["tools"].as_array_mut() {
             tools.retain(|t| {
                 let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
-                let class =
-                    tollgate_catalog::Catalog::embedded()
-                        .get(name)
-                        .map(|c| match c.class {
-                            tollgate_catalog::RiskClass::Read => RiskClass::Read,
-                            tollgate_catalog::RiskClass::Write => RiskClass::Write,
-                            tollgate_catalog::RiskClass::Execute => RiskClass::Execute,
-                            tollgate_catalog::RiskClass::Destructive => RiskClass::Destructive,
-                        });
+                let class = tollgate_catalog::Catalog::embedded()
+                    .get(name)
+                    .map(|c| policy_class(c.class));
                 let meta = ToolMeta {
                     class,
                     annotations: tool_info(t).annotations.into_iter().collect(),
@@ -788,6 +777,16 @@ impl SessionCore {
         }
         self.listing = None;
         out
+    }
+}
+
+/// The catalogue's risk class as the policy engine's (the engine does not know the catalogue).
+pub fn policy_class(class: tollgate_catalog::RiskClass) -> RiskClass {
+    match class {
+        tollgate_catalog::RiskClass::Read => RiskClass::Read,
+        tollgate_catalog::RiskClass::Write => RiskClass::Write,
+        tollgate_catalog::RiskClass::Execute => RiskClass::Execute,
+        tollgate_catalog::RiskClass::Destructive => RiskClass::Destructive,
     }
 }
 

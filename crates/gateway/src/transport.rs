@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
-use tollgate_mcp::protocol::{HEADER_SESSION_ID, META_PROTOCOL_VERSION};
+use tollgate_mcp::protocol::HEADER_SESSION_ID;
 use tollgate_mcp::{ErrorCode, error_response};
 
 use crate::core::{Out, SessionCore};
@@ -317,15 +317,6 @@ pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
         .with_state(front)
 }
 
-fn origin_allowed(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return true;
-    };
-    let host = origin.split("://").nth(1).unwrap_or(origin);
-    let host = host.split(['/', ':']).next().unwrap_or(host);
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-}
-
 /// The grant of a request: from its bearer token when tokens are configured.
 fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let Some(tokens) = &front.tokens else {
@@ -347,27 +338,6 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
             Err(Box::new(r))
         }
     }
-}
-
-fn peek(body: &[u8]) -> (bool, bool) {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return (false, false);
-    };
-    let items: Vec<&Value> = match &value {
-        Value::Array(a) => a.iter().collect(),
-        v => vec![v],
-    };
-    let initialize = items
-        .iter()
-        .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));
-    let stateless = !items.is_empty()
-        && items.iter().all(|m| {
-            m.get("params")
-                .and_then(|p| p.get("_meta"))
-                .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
-                .is_some()
-        });
-    (initialize, stateless)
 }
 
 fn spawn_session(
@@ -401,7 +371,9 @@ async fn http_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !origin_allowed(&headers) {
+    if !tollgate_mcp::http::origin_is_local(
+        headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
+    ) {
         return json_error(
             StatusCode::FORBIDDEN,
             "Forbidden: Origin is not a local address",
@@ -411,7 +383,10 @@ async fn http_post(
         Ok(g) => g,
         Err(r) => return *r,
     };
-    let (initialize, stateless) = peek(&body);
+    let tollgate_mcp::http::BodyKind {
+        opens_session: initialize,
+        stateless,
+    } = tollgate_mcp::http::body_kind(&body);
     let header_session = headers
         .get(HEADER_SESSION_ID)
         .and_then(|v| v.to_str().ok())

@@ -3,6 +3,7 @@
 //! version), stdio line framing and Server-Sent-Events framing. No policy lives here: the mock
 //! server and the gateway both build on it.
 
+pub mod http;
 pub mod jsonrpc;
 pub mod protocol;
 pub mod sse;

@@ -16,10 +16,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::Value;
+
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use tollgate_mcp::protocol::{HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID, META_PROTOCOL_VERSION};
+use tollgate_mcp::protocol::{HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID};
 use tollgate_mcp::{ErrorCode, ProtocolVersion, error_response};
 
 use crate::faults::FaultEffect;
@@ -230,16 +230,6 @@ fn rpc_error_response(status: StatusCode, code: ErrorCode, message: &str) -> Res
         .into_response()
 }
 
-/// Browsers send `Origin`; a local server must refuse other sites' pages (DNS rebinding).
-fn origin_allowed(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return true;
-    };
-    let host = origin.split("://").nth(1).unwrap_or(origin);
-    let host = host.split(['/', ':']).next().unwrap_or(host);
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
-}
-
 fn session_header(headers: &HeaderMap) -> Option<String> {
     headers
         .get(HEADER_SESSION_ID)
@@ -247,34 +237,14 @@ fn session_header(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Whether a body opens a session (an `initialize`) or is stateless (2026-07-28 `_meta`).
-fn peek(body: &[u8]) -> (bool, bool) {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return (false, false);
-    };
-    let items: Vec<&Value> = match &value {
-        Value::Array(a) => a.iter().collect(),
-        v => vec![v],
-    };
-    let initialize = items
-        .iter()
-        .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));
-    let stateless = items.iter().all(|m| {
-        m.get("params")
-            .and_then(|p| p.get("_meta"))
-            .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
-            .and_then(Value::as_str)
-            == Some(ProtocolVersion::V2026_07_28.as_str())
-    });
-    (initialize, stateless)
-}
-
 async fn http_post(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !origin_allowed(&headers) {
+    if !tollgate_mcp::http::origin_is_local(
+        headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
+    ) {
         return rpc_error_response(
             StatusCode::FORBIDDEN,
             ErrorCode::InvalidRequest,
@@ -292,7 +262,10 @@ async fn http_post(
             &format!("Bad Request: unsupported MCP-Protocol-Version `{v}`"),
         );
     }
-    let (initialize, stateless) = peek(&body);
+    let tollgate_mcp::http::BodyKind {
+        opens_session: initialize,
+        stateless,
+    } = tollgate_mcp::http::body_kind(&body);
     let mut new_session = None;
     let session = if initialize {
         let n = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
