@@ -45,23 +45,7 @@ fn journal_calls(path: &Path, tool: &str) -> Vec<Value> {
 
 /// Starts `tollgate gateway --listen 127.0.0.1:0 ARGS` and returns its URL.
 fn start_gateway_http(args: &[&str]) -> (Guard, String) {
-    let mut child = tollgate()
-        .args(["gateway", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    (Guard(child), url)
+    crate::mock_eks::start_listening(&[&["gateway", "--listen", "127.0.0.1:0"], args].concat())
 }
 
 /// Runs the stdio gateway over `input` lines and returns its answers.

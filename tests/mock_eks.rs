@@ -30,10 +30,10 @@ impl Drop for Guard {
     }
 }
 
-/// Starts `tollgate mock-eks --http 127.0.0.1:0 ARGS` and returns its URL.
-pub(crate) fn start_http(args: &[&str]) -> (Guard, String) {
+/// Starts `tollgate ARGS` (a server that prints `listening on URL` on stderr first) and returns
+/// it with its URL.
+pub(crate) fn start_listening(args: &[&str]) -> (Guard, String) {
     let mut child = tollgate()
-        .args(["mock-eks", "--http", "127.0.0.1:0"])
         .args(args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -48,6 +48,11 @@ pub(crate) fn start_http(args: &[&str]) -> (Guard, String) {
         .unwrap_or_else(|| panic!("{line}"))
         .to_owned();
     (Guard(child), url)
+}
+
+/// Starts `tollgate mock-eks --http 127.0.0.1:0 ARGS` and returns its URL.
+pub(crate) fn start_http(args: &[&str]) -> (Guard, String) {
+    start_listening(&[&["mock-eks", "--http", "127.0.0.1:0"], args].concat())
 }
 
 pub(crate) fn run_python_client(mode: &str, target: &[&str]) -> Value {
