@@ -1020,3 +1020,42 @@ fn sigterm_drains_calls_in_flight() {
     assert_eq!(records.last().unwrap()["kind"], "close");
     assert!(records.iter().any(|r| r["kind"] == "outcome"));
 }
+
+/// A slow or stalled client holds only its own connection: with one client stuck half-way
+/// through its headers and another stuck half-way through its body, a third is served at once.
+#[test]
+fn stalled_clients_do_not_hold_up_others() {
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let (_mock, mock_url) = start_http(&[]);
+    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &mock_url]);
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let mut half_headers = TcpStream::connect(&addr).unwrap();
+    half_headers
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .unwrap();
+    let mut half_body = TcpStream::connect(&addr).unwrap();
+    half_body
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"jsonrpc\":")
+        .unwrap();
+    let start = Instant::now();
+    let answer = rt().block_on(async {
+        let http = reqwest::Client::new();
+        let s = http_session(&http, &url, "x").await;
+        http_call(
+            &http,
+            &url,
+            "x",
+            &s,
+            call(1, "GetAHOBatch", json!({"batchId": "rb-0001"})),
+        )
+        .await
+    });
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    drop((half_headers, half_body));
+}
