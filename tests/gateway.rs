@@ -814,8 +814,9 @@ fn inspector() -> String {
     })
 }
 
-/// The MCP Inspector CLI (2.12.0) through the stdio gateway: it lists the tools, and a call the
-/// policy refuses comes back as the refusal, which never reached the mock.
+/// The MCP Inspector CLI (2.12.0) through the gateway, over stdio and over Streamable HTTP: it
+/// lists the tools, and a call the policy refuses comes back as the refusal, which never reached
+/// the mock.
 #[test]
 fn inspector_cli_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
@@ -863,6 +864,48 @@ fn inspector_cli_through_the_gateway() {
     let answer: Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(answer["isError"], true, "{answer}");
     assert_eq!(answer["structuredContent"]["tollgate"]["decision"], "deny");
+    assert!(journal_calls(&journal, "DeleteAHORunBatch").is_empty());
+    // The same over Streamable HTTP.
+    let (_mock, mock_url) = start_http(&["--journal", journal.to_str().unwrap()]);
+    let (_gw, url) = start_gateway_http(&["--policy", &seed, "--upstream-url", &mock_url]);
+    let list = Command::new(inspector())
+        .args([
+            "--cli",
+            &url,
+            "--transport",
+            "http",
+            "--method",
+            "tools/list",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let tools: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 23);
+    let refused = Command::new(inspector())
+        .args([
+            "--cli",
+            &url,
+            "--transport",
+            "http",
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "DeleteAHORunBatch",
+            "--tool-arg",
+            "batchId=rb-0001",
+        ])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(
+        answer["structuredContent"]["tollgate"]["decision"], "deny",
+        "{answer}"
+    );
     assert!(journal_calls(&journal, "DeleteAHORunBatch").is_empty());
 }
 
