@@ -1102,3 +1102,43 @@ fn stalled_clients_do_not_hold_up_others() {
     assert!(start.elapsed() < Duration::from_secs(10));
     drop((half_headers, half_body));
 }
+
+/// Server-to-client messages that belong to no request (a stdio upstream's notifications) reach
+/// an HTTP client on its session's GET stream: server-everything's simulated logging.
+#[test]
+fn unsolicited_server_messages_reach_the_get_stream() {
+    let node_bin = std::path::Path::new(&crate::mock_eks::conformance_bin())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let everything = node_bin
+        .join("mcp-server-everything")
+        .to_string_lossy()
+        .into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--", &everything, "stdio"]);
+    let got = rt().block_on(async {
+        let http = reqwest::Client::new();
+        let s = http_session(&http, &url, "x").await;
+        let mut get = http.get(&url).header("mcp-session-id", &s).header("accept", "text/event-stream").send().await.unwrap();
+        assert_eq!(get.status(), 200);
+        let post = |m: Value| http.post(&url).header("mcp-session-id", &s).header("content-type", "application/json").header("accept", "application/json").body(m.to_string()).send();
+        post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await.unwrap();
+        post(json!({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "debug"}})).await.unwrap();
+        post(call(3, "toggle-simulated-logging", json!({}))).await.unwrap();
+        let mut text = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !text.contains("notifications/message") {
+            match tokio::time::timeout_at(deadline, get.chunk()).await {
+                Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => break,
+            }
+        }
+        text
+    });
+    assert!(
+        got.contains("\"method\":\"notifications/message\""),
+        "{got}"
+    );
+}

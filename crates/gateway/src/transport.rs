@@ -268,7 +268,15 @@ fn deliver(v: Value, waiters: &mut Vec<Waiter>, sink: &ClientSink) {
 /// The sessions of an HTTP gateway, by `Mcp-Session-Id`.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    pub by_id: HashMap<String, mpsc::UnboundedSender<ClientInput>>,
+    pub by_id: HashMap<String, SessionHandle>,
+}
+
+/// One HTTP session: where its requests go, and its open GET stream (if any) for
+/// server-to-client messages sent while no request of it is in flight.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    tx: mpsc::UnboundedSender<ClientInput>,
+    stream: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<Value>>>>,
 }
 
 /// Shared by the HTTP handlers.
@@ -302,17 +310,7 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 /// The gateway's Streamable HTTP front at `/mcp`.
 pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
     Router::new()
-        .route(
-            "/mcp",
-            post(http_post).delete(http_delete).get(|| async {
-                (
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    [(header::ALLOW, "POST, DELETE")],
-                    "this gateway opens no server-to-client stream",
-                )
-                    .into_response()
-            }),
-        )
+        .route("/mcp", post(http_post).delete(http_delete).get(http_get))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(front)
 }
@@ -340,13 +338,9 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     }
 }
 
-fn spawn_session(
-    front: &Arc<HttpFront>,
-    grant: &str,
-    session: &str,
-) -> mpsc::UnboundedSender<ClientInput> {
+fn spawn_session(front: &Arc<HttpFront>, grant: &str, session: &str) -> SessionHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (sink, mut drops) = mpsc::unbounded_channel::<Value>();
+    let (sink, mut unsolicited) = mpsc::unbounded_channel::<Value>();
     let core = front.gateway.session(grant, session);
     tokio::spawn(run_session(
         core,
@@ -357,13 +351,76 @@ fn spawn_session(
         front.max_line,
         front.shutdown.clone(),
     ));
+    let stream: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<Value>>>> = Arc::default();
+    let slot = Arc::clone(&stream);
     tokio::spawn(async move {
-        // Server-to-client messages with no request waiting: no stream carries them here.
-        while let Some(v) = drops.recv().await {
-            tracing::debug!("dropped a server-to-client message (no GET stream): {v}");
+        // Server-to-client messages with no request in flight go on the session's GET stream;
+        // without one, no stream can carry them (logged).
+        while let Some(v) = unsolicited.recv().await {
+            let sent = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|s| s.send(v.clone()).is_ok());
+            if !sent {
+                tracing::debug!("dropped a server-to-client message (no GET stream open): {v}");
+            }
         }
     });
-    tx
+    SessionHandle { tx, stream }
+}
+
+/// `GET /mcp`: the session's stream of server-to-client messages that belong to no request
+/// (notifications such as `tools/list_changed`, server requests). A new GET replaces the old.
+async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
+    let grant = match grant_of(&front, &headers) {
+        Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !accept.contains("text/event-stream") {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "GET /mcp is an event stream: send Accept: text/event-stream",
+        )
+            .into_response();
+    }
+    let Some(id) = headers.get(HEADER_SESSION_ID).and_then(|v| v.to_str().ok()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: Mcp-Session-Id header is required",
+        );
+    };
+    let Some(handle) = front
+        .sessions
+        .lock()
+        .await
+        .by_id
+        .get(&format!("{grant}\u{0}{id}"))
+        .cloned()
+    else {
+        return json_error(StatusCode::NOT_FOUND, "Session not found");
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
+    *handle
+        .stream
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|v| {
+            let event = tollgate_mcp::sse::encode_event(&v.to_string(), None);
+            (Ok::<_, std::convert::Infallible>(Bytes::from(event)), rx)
+        })
+    });
+    let mut r = Response::new(axum::body::Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
 }
 
 async fn http_post(
@@ -401,15 +458,14 @@ async fn http_post(
                 + 1;
             let nonce: u64 = rand_nonce();
             let id = format!("tg-{n}-{nonce:016x}");
-            let tx = spawn_session(&front, &grant, &id);
-            sessions
-                .by_id
-                .insert(format!("{grant}\u{0}{id}"), tx.clone());
+            let handle = spawn_session(&front, &grant, &id);
+            let tx = handle.tx.clone();
+            sessions.by_id.insert(format!("{grant}\u{0}{id}"), handle);
             new_session = Some(id);
             tx
         } else if let Some(id) = &header_session {
             match sessions.by_id.get(&format!("{grant}\u{0}{id}")) {
-                Some(tx) => tx.clone(),
+                Some(handle) => handle.tx.clone(),
                 None => {
                     return json_error(
                         StatusCode::NOT_FOUND,
@@ -422,10 +478,11 @@ async fn http_post(
             // per grant, so `scope: session` limits count per grant for these clients.
             let key = format!("{grant}\u{0}stateless");
             match sessions.by_id.get(&key) {
-                Some(tx) if !tx.is_closed() => tx.clone(),
+                Some(handle) if !handle.tx.is_closed() => handle.tx.clone(),
                 _ => {
-                    let tx = spawn_session(&front, &grant, &format!("stateless:{grant}"));
-                    sessions.by_id.insert(key, tx.clone());
+                    let handle = spawn_session(&front, &grant, &format!("stateless:{grant}"));
+                    let tx = handle.tx.clone();
+                    sessions.by_id.insert(key, handle);
                     tx
                 }
             }
