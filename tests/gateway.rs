@@ -1142,3 +1142,107 @@ fn unsolicited_server_messages_reach_the_get_stream() {
         "{got}"
     );
 }
+
+/// SIGHUP reloads the policy (promise 7): a valid new policy takes over, audited with its hash;
+/// a broken one is refused with its diagnostics and the running policy stays; counters go on.
+#[test]
+fn sighup_reloads_a_valid_policy_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let policy_path = dir.path().join("policy.json");
+    std::fs::write(&policy_path, r#"{"version": "1", "default": "deny"}"#).unwrap();
+    let mut child = tollgate()
+        .args([
+            "gateway",
+            "--policy",
+            policy_path.to_str().unwrap(),
+            "--audit",
+            audit.to_str().unwrap(),
+            "--",
+            bin(),
+            "mock-eks",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut answers = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ask = |m: Value| -> Value {
+        writeln!(stdin, "{m}").unwrap();
+        serde_json::from_str(&answers.next().unwrap().unwrap()).unwrap()
+    };
+    ask(initialize(1));
+    let decision = |a: &Value| {
+        a["result"]["structuredContent"]["tollgate"]["decision"]
+            .as_str()
+            .unwrap_or("forwarded")
+            .to_owned()
+    };
+    let hup = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    assert_eq!(
+        decision(&ask(call(2, "GetAHOBatch", json!({"batchId": "rb-0001"})))),
+        "deny"
+    );
+    std::fs::write(&policy_path, r#"{"version": "1", "default": "deny", "tools": {"GetAHOBatch": {"limits": [{"counter": "r", "window": "hour", "max": 1}]}}}"#).unwrap();
+    hup(child.id());
+    // The reload is asynchronous: ask until the new policy answers (bounded).
+    let mut after = String::new();
+    for i in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        after = decision(&ask(call(
+            10 + i,
+            "GetAHOBatch",
+            json!({"batchId": "rb-0001"}),
+        )));
+        if after != "deny" {
+            break;
+        }
+    }
+    assert_eq!(after, "forwarded");
+    std::fs::write(
+        &policy_path,
+        r#"{"version": "1", "default": "allow", "tools": {"x": {"acton": "deny"}}}"#,
+    )
+    .unwrap();
+    hup(child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    // Still the reloaded policy: its one-per-hour counter is spent, and nothing else is allowed.
+    assert_eq!(
+        decision(&ask(call(
+            100,
+            "GetAHOBatch",
+            json!({"batchId": "rb-0001"})
+        ))),
+        "rate_limited"
+    );
+    assert_eq!(decision(&ask(call(101, "ListAHOBatch", json!({})))), "deny");
+    drop(stdin);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(
+        stderr.contains("unknown field `acton`") && stderr.contains("the running policy stays"),
+        "{stderr}"
+    );
+    let kinds: Vec<String> = lines_of(&audit)
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_owned())
+        .filter(|k| k.starts_with("reload"))
+        .collect();
+    assert_eq!(kinds, ["reload", "reload_refused"]);
+}

@@ -147,6 +147,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
+        // SIGHUP reloads the policy: validated first; a broken one is refused with its
+        // diagnostics and the running one stays.
+        let reloader = Arc::clone(&gateway);
+        let policy_path = args.policy.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                reload(&reloader, &policy_path, start.elapsed());
+            }
+        });
         match args.listen {
             None => {
                 let (tx, rx) = mpsc::unbounded_channel::<ClientInput>();
@@ -230,6 +244,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the policy file again and swaps it in if it is valid.
+fn reload(gateway: &Gateway, path: &std::path::Path, now: Duration) {
+    let mut stderr = std::io::stderr().lock();
+    match Policy::load(path) {
+        Ok(policy) => {
+            let hash = hex::encode(sha2::Sha256::digest(policy.source.text.as_bytes()));
+            let fields =
+                serde_json::json!({"policy": path.display().to_string(), "policy_sha256": hash});
+            match gateway.reload(policy, now, fields) {
+                Ok(()) => {
+                    let _ = writeln!(
+                        stderr,
+                        "reloaded `{}` (sha256 {})",
+                        path.display(),
+                        &hash[..16]
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        stderr,
+                        "error: reload of `{}` refused: the audit log cannot record it ({e}); the running policy stays",
+                        path.display()
+                    );
+                }
+            }
+        }
+        Err(diags) => {
+            let _ = writeln!(stderr, "{}", diags.render_plain());
+            let _ = writeln!(
+                stderr,
+                "error: `{}` is not a valid policy; the running policy stays",
+                path.display()
+            );
+            let errors = diags.errors().count();
+            let _ = gateway.reload_refused(
+                now,
+                serde_json::json!({"policy": path.display().to_string(), "errors": errors}),
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -56,7 +56,8 @@ impl Default for GatewayOptions {
 /// What every session shares: the engine (policy and counters), the audit log, the options.
 #[derive(Debug)]
 pub struct Gateway {
-    engine: Engine,
+    /// Swapped whole by a reload; a decision holds the engine it started with.
+    engine: std::sync::RwLock<Arc<Engine>>,
     audit: Option<Mutex<AuditLog>>,
     options: GatewayOptions,
     recorder: Option<Mutex<Recorder>>,
@@ -97,7 +98,7 @@ pub enum Out {
 impl Gateway {
     pub fn new(engine: Engine, audit: Option<AuditLog>, options: GatewayOptions) -> Arc<Gateway> {
         Arc::new(Gateway {
-            engine,
+            engine: std::sync::RwLock::new(Arc::new(engine)),
             audit: audit.map(Mutex::new),
             options,
             recorder: None,
@@ -112,7 +113,7 @@ impl Gateway {
         recorder: Recorder,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
-            engine,
+            engine: std::sync::RwLock::new(Arc::new(engine)),
             audit: audit.map(Mutex::new),
             options,
             recorder: Some(Mutex::new(recorder)),
@@ -128,8 +129,31 @@ impl Gateway {
         }
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine deciding now.
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the policy with a validated one, keeping the counter store: counters the new
+    /// policy keeps go on counting. The reload is audited with the policy's hash. (A policy that
+    /// failed validation never gets here: `Policy::load` refused it.)
+    pub fn reload(
+        &self,
+        policy: tollgate_policy::Policy,
+        now: Duration,
+        fields: Value,
+    ) -> Result<(), String> {
+        let store = Arc::clone(self.engine().store());
+        let engine = Arc::new(Engine::new(Arc::new(policy), store));
+        // Audit first: a reload that cannot be recorded does not happen.
+        self.audit(now, "reload", fields)?;
+        *self.engine.write().unwrap_or_else(PoisonError::into_inner) = engine;
+        Ok(())
+    }
+
+    /// Records a reload that was refused (the old policy keeps running).
+    pub fn reload_refused(&self, now: Duration, fields: Value) -> Result<(), String> {
+        self.audit(now, "reload_refused", fields).map(|_| ())
     }
 
     /// A new session for one client (its grant and session id).
@@ -643,7 +667,8 @@ impl SessionCore {
 
     /// With `hide_from_list`, removes the tools the policy refuses whatever the arguments.
     fn hide_tools(&self, v: &mut Value) {
-        let policy = self.gateway.engine().policy();
+        let engine = self.gateway.engine();
+        let policy = engine.policy();
         if !policy.doc.hide_from_list {
             return;
         }
