@@ -261,6 +261,24 @@ fn http_tokens_map_to_grants() {
     ]);
     rt().block_on(async {
         let http = reqwest::Client::new();
+        // Health endpoints need no token.
+        let base = url.trim_end_matches("/mcp");
+        assert_eq!(
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            http.get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         let r = http
             .post(&url)
             .header("content-type", "application/json")

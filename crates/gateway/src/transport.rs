@@ -307,10 +307,22 @@ fn json_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// The gateway's Streamable HTTP front at `/mcp`.
+/// The gateway's Streamable HTTP front at `/mcp`, with `/healthz` (the process answers) and
+/// `/readyz` (it takes new sessions: 503 once a shutdown has begun). Neither needs a token.
 pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
     Router::new()
         .route("/mcp", post(http_post).delete(http_delete).get(http_get))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|State(front): State<Arc<HttpFront>>| async move {
+                if *front.shutdown.borrow() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+                } else {
+                    (StatusCode::OK, "ready\n").into_response()
+                }
+            }),
+        )
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(front)
 }
