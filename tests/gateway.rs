@@ -422,6 +422,26 @@ fn concurrent_sessions_never_exceed_a_shared_counter() {
         20,
         "{results:?}"
     );
+    // The metrics count the same decisions.
+    let metrics = rt().block_on(async {
+        reqwest::get(url.replace("/mcp", "/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.contains(
+            r#"tollgate_decisions_total{tool="GetAHOBatch",decision="allow",rule="GetAHOBatch"} 20"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"tollgate_decisions_total{tool="GetAHOBatch",decision="rate_limited",rule="GetAHOBatch"} 60"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"tollgate_upstream_latency_seconds_count{tool="GetAHOBatch"} 20"#),
+        "{metrics}"
+    );
     assert_eq!(results.iter().filter(|d| *d == "rate_limited").count(), 60);
     assert_eq!(journal_calls(&journal, "GetAHOBatch").len(), 20);
 }

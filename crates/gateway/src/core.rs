@@ -61,6 +61,7 @@ pub struct Gateway {
     audit: Option<Mutex<AuditLog>>,
     options: GatewayOptions,
     recorder: Option<Mutex<Recorder>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The `--record FILE` writer: every message of every session, one JSON line each
@@ -102,6 +103,7 @@ impl Gateway {
             audit: audit.map(Mutex::new),
             options,
             recorder: None,
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 
@@ -117,6 +119,7 @@ impl Gateway {
             audit: audit.map(Mutex::new),
             options,
             recorder: Some(Mutex::new(recorder)),
+            metrics: crate::metrics::Metrics::default(),
         })
     }
 
@@ -485,6 +488,15 @@ impl SessionCore {
             },
         };
         let decision = engine.decide(&call, now);
+        self.gateway
+            .metrics
+            .decisions
+            .get_or_create(&crate::metrics::DecisionLabels {
+                tool: name.clone(),
+                decision: decision.kind.name().to_owned(),
+                rule: decision.rule.selector.to_string(),
+            })
+            .inc();
         let redactions = engine.policy().redactions(&name, &call.meta);
         let record = json!({
             "session": self.session,
@@ -522,6 +534,7 @@ impl SessionCore {
                 batch,
             },
         );
+        self.gateway.metrics.in_flight.inc();
         // Forward what was validated, re-serialized from the parsed value, never the raw bytes.
         let mut forwarded = original;
         forwarded["params"]["arguments"] = call.arguments;
@@ -620,6 +633,14 @@ impl SessionCore {
             }
             if let Some(p) = self.pending.remove(&id_key(id)) {
                 if !p.tool.is_empty() {
+                    self.gateway.metrics.in_flight.dec();
+                    self.gateway
+                        .metrics
+                        .upstream_latency
+                        .get_or_create(&crate::metrics::ToolLabels {
+                            tool: p.tool.clone(),
+                        })
+                        .observe(now.saturating_sub(p.started).as_secs_f64());
                     let is_error = v
                         .get("result")
                         .and_then(|r| r.get("isError"))
@@ -741,6 +762,7 @@ impl SessionCore {
                 continue;
             };
             self.expired.insert(key);
+            self.gateway.metrics.in_flight.dec();
             let waited = now.saturating_sub(p.started);
             let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
             let text = format!(
@@ -780,6 +802,7 @@ impl SessionCore {
                 )));
                 continue;
             }
+            self.gateway.metrics.in_flight.dec();
             let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "error": why}));
             let text = format!(
                 "The upstream server went away while running `{}` ({why}); the call may or may not have taken effect.",

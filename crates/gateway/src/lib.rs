@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod core;
+pub mod metrics;
 pub mod refusal;
 pub mod tokens;
 pub mod transport;

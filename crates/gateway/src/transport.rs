@@ -307,12 +307,26 @@ fn json_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// The gateway's Streamable HTTP front at `/mcp`, with `/healthz` (the process answers) and
-/// `/readyz` (it takes new sessions: 503 once a shutdown has begun). Neither needs a token.
+/// The gateway's Streamable HTTP front at `/mcp`, with `/healthz` (the process answers),
+/// `/readyz` (it takes new sessions: 503 once a shutdown has begun) and `/metrics`
+/// (Prometheus). None needs a token: bind the listener where only operators reach it.
 pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
     Router::new()
         .route("/mcp", post(http_post).delete(http_delete).get(http_get))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(|State(front): State<Arc<HttpFront>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    front.gateway.metrics.encode(),
+                )
+                    .into_response()
+            }),
+        )
         .route(
             "/readyz",
             axum::routing::get(|State(front): State<Arc<HttpFront>>| async move {

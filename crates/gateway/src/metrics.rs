@@ -1,0 +1,76 @@
+//! Prometheus metrics (`GET /metrics` on the HTTP front): decisions by tool, decision and rule;
+//! upstream latency by tool; calls in flight.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub tool: String,
+    pub decision: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub tool: String,
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub upstream_latency: Family<ToolLabels, Histogram>,
+    pub in_flight: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Tool calls decided, by tool, decision and rule",
+            decisions.clone(),
+        );
+        let upstream_latency = Family::<ToolLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs to about 52 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+        });
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from forwarding a call to its answer",
+            upstream_latency.clone(),
+        );
+        let in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "calls_in_flight",
+            "Calls forwarded and not answered yet",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            decisions,
+            upstream_latency,
+            in_flight,
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
