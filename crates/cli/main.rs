@@ -54,6 +54,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Logs go to stderr, filtered by RUST_LOG (e.g. `RUST_LOG=tollgate_gateway=debug`); quiet
+    // unless asked, so stdout stays the protocol or the report.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
