@@ -41,3 +41,8 @@ echo "== the audit log: tollgate audit query audit.jsonl"
 echo
 echo "== tollgate audit verify audit.jsonl"
 "$tollgate" audit verify "$work/audit.jsonl"
+
+echo
+echo "== the same incident as a regression test, in virtual time (3 minutes of agent, no waiting):"
+echo "   tollgate test scenarios/runaway-agent.yaml"
+"$tollgate" test scenarios/runaway-agent.yaml
