@@ -146,10 +146,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             failed += 1;
         }
     }
+    let n = files.len();
+    let noun = if n == 1 { "scenario" } else { "scenarios" };
     writeln!(
         out,
-        "\n{} scenarios: {passed} passed, {failed} failed, {broken} broken",
-        files.len()
+        "\n{n} {noun}: {passed} passed, {failed} failed, {broken} broken"
     )?;
     Ok(if broken > 0 {
         ExitCode::from(2)
