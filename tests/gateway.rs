@@ -1196,6 +1196,8 @@ fn sighup_reloads_a_valid_policy_and_refuses_a_broken_one() {
             policy_path.to_str().unwrap(),
             "--audit",
             audit.to_str().unwrap(),
+            // This test is about SIGHUP alone; the file watch has its own test.
+            "--no-watch",
             "--",
             bin(),
             "mock-eks",
@@ -1283,4 +1285,122 @@ fn sighup_reloads_a_valid_policy_and_refuses_a_broken_one() {
         .filter(|k| k.starts_with("reload"))
         .collect();
     assert_eq!(kinds, ["reload", "reload_refused"]);
+}
+
+/// Saving the policy file reloads it (an editor's write-then-rename too): the client that
+/// listed the tools hears `notifications/tools/list_changed` when the visible set changes, the
+/// new rules decide the next call, a broken save is refused once with its diagnostics while
+/// the running policy stays, and saving the same bytes again does nothing.
+#[test]
+fn saving_the_policy_file_reloads_it_and_tells_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let policy_path = dir.path().join("policy.json");
+    let save = |text: &str| {
+        let tmp = dir.path().join(".policy.json.swp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &policy_path).unwrap();
+    };
+    save(
+        r#"{"version": "1", "default": "allow", "hide_from_list": true, "tools": {"GetAHOBatch": {"action": "deny"}}}"#,
+    );
+    let mut child = tollgate()
+        .args([
+            "gateway",
+            "--policy",
+            policy_path.to_str().unwrap(),
+            "--audit",
+            audit.to_str().unwrap(),
+            "--",
+            bin(),
+            "mock-eks",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut send = |m: Value| writeln!(stdin, "{m}").unwrap();
+    send(initialize(1));
+    assert_eq!(
+        next()["result"]["capabilities"]["tools"]["listChanged"],
+        json!(true)
+    );
+    let listed = |answer: &Value| -> Vec<String> {
+        answer["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    assert!(!listed(&next()).contains(&"GetAHOBatch".to_owned()));
+
+    save(r#"{"version": "1", "default": "allow", "hide_from_list": true}"#);
+    // The watch reloads within a bounded time and the session tells its client.
+    assert_eq!(
+        next(),
+        json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+    );
+    send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}));
+    assert!(listed(&next()).contains(&"GetAHOBatch".to_owned()));
+    send(call(4, "GetAHOBatch", json!({"batchId": "rb-0001"})));
+    let answer = next();
+    assert!(
+        answer["result"]["structuredContent"]["tollgate"].is_null(),
+        "{answer}"
+    );
+
+    let broken = r#"{"version": "1", "default": "allow", "tools": {"x": {"acton": "deny"}}}"#;
+    save(broken);
+    std::thread::sleep(Duration::from_millis(700));
+    save(broken);
+    std::thread::sleep(Duration::from_millis(700));
+    // Still the reloaded policy.
+    send(call(5, "GetAHOBatch", json!({"batchId": "rb-0001"})));
+    assert!(next()["result"]["structuredContent"]["tollgate"].is_null());
+    drop(stdin);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        stderr.matches("unknown field `acton`").count(),
+        1,
+        "{stderr}"
+    );
+    let reloads: Vec<(String, String)> = lines_of(&audit)
+        .iter()
+        .filter(|r| r["kind"].as_str().unwrap().starts_with("reload"))
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_owned(),
+                r["cause"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            ("reload".to_owned(), "file_watch".to_owned()),
+            ("reload_refused".to_owned(), "file_watch".to_owned())
+        ]
+    );
 }

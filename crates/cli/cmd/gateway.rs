@@ -56,6 +56,9 @@ pub struct Args {
     /// The largest message accepted from the client, in bytes.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_bytes)]
     max_message_bytes: usize,
+    /// Do not watch the policy file: reload only on SIGHUP.
+    #[arg(long)]
+    no_watch: bool,
     /// The upstream's Streamable HTTP URL.
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream_url: Option<String>,
@@ -147,10 +150,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
-        // SIGHUP reloads the policy: validated first; a broken one is refused with its
-        // diagnostics and the running one stays.
-        let reloader = Arc::clone(&gateway);
-        let policy_path = args.policy.clone();
+        // SIGHUP and (unless --no-watch) a change of the policy file reload the policy:
+        // validated first; a broken one is refused with its diagnostics and the running one
+        // stays. One task does every reload, so they never race each other.
+        let (reload_tx, reload_rx) = mpsc::unbounded_channel::<ReloadCause>();
+        let hup_tx = reload_tx.clone();
         tokio::spawn(async move {
             let Ok(mut hup) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -158,9 +162,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return;
             };
             while hup.recv().await.is_some() {
-                reload(&reloader, &policy_path, start.elapsed());
+                if hup_tx.send(ReloadCause::Signal).is_err() {
+                    return;
+                }
             }
         });
+        let _watcher = if args.no_watch {
+            None
+        } else {
+            watch_policy(&args.policy, reload_tx)
+        };
+        tokio::spawn(reloads(
+            Arc::clone(&gateway),
+            args.policy.clone(),
+            start,
+            file_hash(&args.policy),
+            reload_rx,
+        ));
         match args.listen {
             None => {
                 let (tx, rx) = mpsc::unbounded_channel::<ClientInput>();
@@ -246,21 +264,117 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why the policy is loaded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReloadCause {
+    /// SIGHUP: always reloads.
+    Signal,
+    /// The file changed on disk: reloads only when its content did.
+    FileChanged,
+}
+
+impl ReloadCause {
+    fn name(self) -> &'static str {
+        match self {
+            ReloadCause::Signal => "sighup",
+            ReloadCause::FileChanged => "file_watch",
+        }
+    }
+}
+
+/// How long a file change settles before it is read: editors write in several steps
+/// (truncate, write, rename), and one save should be one reload.
+const WATCH_SETTLE: Duration = Duration::from_millis(150);
+
+fn file_hash(path: &std::path::Path) -> Option<Vec<u8>> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| sha2::Sha256::digest(&bytes).to_vec())
+}
+
+/// Watches the policy's folder (so a save by rename is seen too) and reports changes of the
+/// policy file. `None`, with a warning, when the platform cannot watch: SIGHUP still works.
+fn watch_policy(
+    path: &std::path::Path,
+    tx: mpsc::UnboundedSender<ReloadCause>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let absolute = std::path::absolute(path).ok()?;
+    let folder = absolute.parent()?.to_path_buf();
+    let name = absolute.file_name()?.to_os_string();
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        if event
+            .paths
+            .iter()
+            .any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            let _ = tx.send(ReloadCause::FileChanged);
+        }
+    };
+    let watched = notify::recommended_watcher(handler).and_then(|mut w| {
+        w.watch(&folder, notify::RecursiveMode::NonRecursive)
+            .map(|()| w)
+    });
+    match watched {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch `{}` for changes ({e}); reload with SIGHUP instead",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Does every reload, one at a time, in the order asked.
+async fn reloads(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    start: Instant,
+    mut last_seen: Option<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<ReloadCause>,
+) {
+    while let Some(mut cause) = rx.recv().await {
+        if cause == ReloadCause::FileChanged {
+            tokio::time::sleep(WATCH_SETTLE).await;
+        }
+        // Changes that arrived meanwhile are covered by this reload; a SIGHUP among them
+        // makes it unconditional.
+        while let Ok(more) = rx.try_recv() {
+            if more == ReloadCause::Signal {
+                cause = ReloadCause::Signal;
+            }
+        }
+        let hash = file_hash(&path);
+        if cause == ReloadCause::FileChanged && (hash.is_none() || hash == last_seen) {
+            // Unchanged content (a touch, our own read) or a file gone mid-save: nothing to do.
+            continue;
+        }
+        last_seen = hash;
+        reload(&gateway, &path, start.elapsed(), cause);
+    }
+}
+
 /// Loads the policy file again and swaps it in if it is valid.
-fn reload(gateway: &Gateway, path: &std::path::Path, now: Duration) {
+fn reload(gateway: &Gateway, path: &std::path::Path, now: Duration, cause: ReloadCause) {
     let mut stderr = std::io::stderr().lock();
     match Policy::load(path) {
         Ok(policy) => {
             let hash = hex::encode(sha2::Sha256::digest(policy.source.text.as_bytes()));
-            let fields =
-                serde_json::json!({"policy": path.display().to_string(), "policy_sha256": hash});
+            let fields = serde_json::json!({"policy": path.display().to_string(), "policy_sha256": hash, "cause": cause.name()});
             match gateway.reload(policy, now, fields) {
                 Ok(()) => {
                     let _ = writeln!(
                         stderr,
-                        "reloaded `{}` (sha256 {})",
+                        "reloaded `{}` (sha256 {}, {})",
                         path.display(),
-                        &hash[..16]
+                        &hash[..16],
+                        cause.name()
                     );
                 }
                 Err(e) => {
@@ -282,7 +396,7 @@ fn reload(gateway: &Gateway, path: &std::path::Path, now: Duration) {
             let errors = diags.errors().count();
             let _ = gateway.reload_refused(
                 now,
-                serde_json::json!({"policy": path.display().to_string(), "errors": errors}),
+                serde_json::json!({"policy": path.display().to_string(), "errors": errors, "cause": cause.name()}),
             );
         }
     }

@@ -62,6 +62,9 @@ pub struct Gateway {
     options: GatewayOptions,
     recorder: Option<Mutex<Recorder>>,
     pub metrics: crate::metrics::Metrics,
+    /// Bumped by every reload, so session loops can tell their clients when the tools they
+    /// may see changed (`notifications/tools/list_changed`).
+    policy_generation: tokio::sync::watch::Sender<u64>,
 }
 
 /// The `--record FILE` writer: every message of every session, one JSON line each
@@ -104,6 +107,7 @@ impl Gateway {
             options,
             recorder: None,
             metrics: crate::metrics::Metrics::default(),
+            policy_generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -120,6 +124,7 @@ impl Gateway {
             options,
             recorder: Some(Mutex::new(recorder)),
             metrics: crate::metrics::Metrics::default(),
+            policy_generation: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -151,7 +156,14 @@ impl Gateway {
         // Audit first: a reload that cannot be recorded does not happen.
         self.audit(now, "reload", fields)?;
         *self.engine.write().unwrap_or_else(PoisonError::into_inner) = engine;
+        self.policy_generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// Changes with every reload: a session loop waits on it and then calls
+    /// [`SessionCore::policy_changed`].
+    pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.policy_generation.subscribe()
     }
 
     /// Records a reload that was refused (the old policy keeps running).
@@ -173,6 +185,8 @@ impl Gateway {
             next_internal: 0,
             next_batch: 0,
             expired: HashSet::new(),
+            listed_under: None,
+            handshake_ids: HashSet::new(),
         }
     }
 
@@ -248,6 +262,12 @@ pub struct SessionCore {
     next_batch: u64,
     /// Ids of calls answered by a timeout, whose late answers are dropped.
     expired: HashSet<String>,
+    /// The engine under which the client was last shown a tool list: what it may see is
+    /// compared against the new engine's view after a reload.
+    listed_under: Option<Arc<Engine>>,
+    /// Ids of the client's `initialize` / `server/discover` requests in flight: their answers
+    /// get `capabilities.tools.listChanged`, since a reload can change the visible tools.
+    handshake_ids: HashSet<String>,
 }
 
 fn id_key(id: &Value) -> String {
@@ -257,6 +277,11 @@ fn id_key(id: &Value) -> String {
 impl SessionCore {
     pub fn grant(&self) -> &str {
         &self.grant
+    }
+
+    /// Changes with every reload of the gateway's policy (see [`Self::policy_changed`]).
+    pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.gateway.policy_changes()
     }
 
     /// Whether calls are waiting for the upstream.
@@ -398,7 +423,10 @@ impl SessionCore {
                 let params = params.cloned();
                 self.call(id, params, v, batch, now, out)
             }
-            Message::Request { id, .. } => {
+            Message::Request { id, method, .. } => {
+                if method == "initialize" || method == "server/discover" {
+                    self.handshake_ids.insert(id_key(id));
+                }
                 // Other requests pass through; remember batch membership for the merge.
                 if let Some(b) = batch {
                     self.pending.insert(
@@ -656,10 +684,23 @@ impl SessionCore {
                 // A late answer to a call that already timed out: the client has its answer.
                 return Vec::new();
             }
+            if self.handshake_ids.remove(&id_key(id)) {
+                let mut v = v;
+                if let Some(tools) = v
+                    .get_mut("result")
+                    .and_then(|r| r.get_mut("capabilities"))
+                    .and_then(|c| c.get_mut("tools"))
+                    .and_then(Value::as_object_mut)
+                {
+                    tools.insert("listChanged".into(), Value::Bool(true));
+                }
+                return vec![Out::Client(v)];
+            }
             if v.get("result").and_then(|r| r.get("tools")).is_some() {
                 let mut v = v;
                 self.absorb_listing(&v);
                 self.hide_tools(&mut v);
+                self.listed_under = Some(self.gateway.engine());
                 return vec![Out::Client(v)];
             }
         }
@@ -686,6 +727,33 @@ impl SessionCore {
         }
     }
 
+    /// After a reload: if the client has listed the tools and the set it may see changed
+    /// (`hide_from_list` hides a different set), it is told with
+    /// `notifications/tools/list_changed`, so it lists them again.
+    pub fn policy_changed(&mut self, now: Duration) -> Vec<Out> {
+        let Some(before) = self.listed_under.clone() else {
+            return Vec::new();
+        };
+        let Some(advertised) = &self.advertised else {
+            return Vec::new();
+        };
+        let after = self.gateway.engine();
+        if Arc::ptr_eq(&before, &after) {
+            return Vec::new();
+        }
+        let changed = visible_tools(advertised, &before) != visible_tools(advertised, &after);
+        self.listed_under = Some(after);
+        if !changed {
+            return Vec::new();
+        }
+        let outs = vec![Out::Client(json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/tools/list_changed",
+        }))];
+        self.record_out(&outs, now);
+        outs
+    }
+
     /// With `hide_from_list`, removes the tools the policy refuses whatever the arguments.
     fn hide_tools(&self, v: &mut Value) {
         let engine = self.gateway.engine();
@@ -696,14 +764,7 @@ impl SessionCore {
         if let Some(tools) = v["result"]["tools"].as_array_mut() {
             tools.retain(|t| {
                 let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
-                let class = tollgate_catalog::Catalog::embedded()
-                    .get(name)
-                    .map(|c| policy_class(c.class));
-                let meta = ToolMeta {
-                    class,
-                    annotations: tool_info(t).annotations.into_iter().collect(),
-                };
-                !policy.always_denies(name, &meta)
+                tool_visible(&engine, name, &tool_info(t))
             });
         }
     }
@@ -826,6 +887,34 @@ impl SessionCore {
         self.listing = None;
         out
     }
+}
+
+/// The names of `advertised` a client may see under `engine` (all of them unless the policy
+/// hides the tools it always refuses).
+fn visible_tools(advertised: &HashMap<String, ToolInfo>, engine: &Engine) -> Vec<String> {
+    let mut names: Vec<String> = advertised
+        .iter()
+        .filter(|(name, info)| tool_visible(engine, name, info))
+        .map(|(name, _)| name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether a client may see `name` in `tools/list` under `engine`: with `hide_from_list`, the
+/// tools the policy refuses whatever the arguments are hidden.
+fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool {
+    let policy = engine.policy();
+    if !policy.doc.hide_from_list {
+        return true;
+    }
+    let meta = ToolMeta {
+        class: tollgate_catalog::Catalog::embedded()
+            .get(name)
+            .map(|c| policy_class(c.class)),
+        annotations: info.annotations.iter().copied().collect(),
+    };
+    !policy.always_denies(name, &meta)
 }
 
 /// The catalogue's risk class as the policy engine's (the engine does not know the catalogue).

@@ -89,6 +89,8 @@ pub async fn run_session(
     let mut restarts = 0u64;
     let mut closing = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut policy_changes = core.policy_changes();
+    let mut reloads_open = true;
     loop {
         if closing && !core.has_pending() {
             break;
@@ -186,6 +188,15 @@ pub async fn run_session(
                     break;
                 }
                 core.tick(now())
+            },
+            changed = policy_changes.changed(), if reloads_open => {
+                if changed.is_ok() {
+                    core.policy_changed(now())
+                } else {
+                    // The gateway is gone: nothing will reload it any more.
+                    reloads_open = false;
+                    Vec::new()
+                }
             },
             changed = shutdown.changed(), if !closing => {
                 if changed.is_err() || *shutdown.borrow() {

@@ -16,6 +16,7 @@ use tollgate_policy::{Engine, MemoryStore, Policy};
 
 /// A client, the gateway session and the mock, wired in process.
 struct Rig {
+    gateway: Arc<Gateway>,
     core: SessionCore,
     mock: MockEks,
     to_client: Vec<Value>,
@@ -36,6 +37,7 @@ impl Rig {
         .unwrap();
         Rig {
             core: gateway.session("ci-bot", "s1"),
+            gateway,
             mock,
             to_client: Vec::new(),
         }
@@ -369,4 +371,75 @@ fn bad_client_input_is_answered_and_never_forwarded() {
         before,
         "nothing reached the upstream"
     );
+}
+
+fn listed_names(answer: &[Value]) -> Vec<String> {
+    answer[0]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `hide_from_list` hides the tools a policy always refuses; a reload that changes that set
+/// sends the client `notifications/tools/list_changed` (once), a reload that keeps it sends
+/// nothing, and the handshake tells the client to expect the notification.
+#[test]
+fn reload_that_changes_the_visible_tools_sends_list_changed() {
+    let hiding = r#"{"version": "1", "default": "allow", "hide_from_list": true,
+        "tools": {"CancelAHORunBatch": {"action": "deny", "reason": "no cancels today"}}}"#;
+    let open = r#"{"version": "1", "default": "allow", "hide_from_list": true}"#;
+    let mut rig = Rig::new(hiding, None, GatewayOptions::default());
+    let init = rig.send(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), Duration::ZERO);
+    assert_eq!(
+        init[0]["result"]["capabilities"]["tools"]["listChanged"],
+        json!(true)
+    );
+    rig.send(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Duration::ZERO,
+    );
+
+    // Before anything is listed, a reload has nobody to tell.
+    assert!(rig.core.policy_changed(Duration::ZERO).is_empty());
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let names = listed_names(&rig.send(list.clone(), Duration::ZERO));
+    assert!(
+        !names.contains(&"CancelAHORunBatch".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"GetAHOBatch".to_owned()), "{names:?}");
+
+    let secs = Duration::from_secs;
+    rig.gateway
+        .reload(
+            Policy::parse("open.json", open).unwrap(),
+            secs(1),
+            json!({}),
+        )
+        .unwrap();
+    let outs = rig.core.policy_changed(secs(1));
+    assert_eq!(
+        outs,
+        vec![Out::Client(
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        )]
+    );
+    // Told once: asking again without another reload says nothing.
+    assert!(rig.core.policy_changed(secs(1)).is_empty());
+    let names = listed_names(&rig.send(list.clone(), secs(2)));
+    assert!(names.contains(&"CancelAHORunBatch".to_owned()), "{names:?}");
+
+    // A different policy that shows the same tools: no notification.
+    let same = r#"{"version": "1", "default": "allow", "hide_from_list": true,
+        "tools": {"CancelAHORunBatch": {"rate_limit": {"max": 5, "window": "minute"}}}}"#;
+    rig.gateway
+        .reload(
+            Policy::parse("same.json", same).unwrap(),
+            secs(3),
+            json!({}),
+        )
+        .unwrap();
+    assert!(rig.core.policy_changed(secs(3)).is_empty());
 }
