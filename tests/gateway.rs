@@ -784,30 +784,7 @@ fn misbehaving_http_upstreams_get_clear_answers() {
 /// foreign `Origin`s, which the server itself does not.
 #[test]
 fn conformance_against_server_everything_is_the_same_through_the_gateway() {
-    let node_bin = std::path::Path::new(&crate::mock_eks::conformance_bin())
-        .parent()
-        .unwrap()
-        .to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(node_bin.join("mcp-server-everything"))
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Ready when the port accepts connections (bounded: 15 s).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server-everything did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _everything = Guard(child);
-    let direct_url = format!("http://127.0.0.1:{port}/mcp");
+    let (_everything, direct_url) = start_everything_http();
     let direct = conformance_passing(&direct_url);
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "allow.json", ALLOW_ALL);
@@ -1145,23 +1122,74 @@ fn stalled_clients_do_not_hold_up_others() {
 /// an HTTP client on its session's GET stream: server-everything's simulated logging.
 #[test]
 fn unsolicited_server_messages_reach_the_get_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--", &everything_bin(), "stdio"]);
+    let got = simulated_logging_on_get_stream(&url);
+    assert!(
+        got.contains("\"method\":\"notifications/message\""),
+        "{got}"
+    );
+}
+
+/// The same through an HTTP upstream: the gateway opens the upstream's own GET stream once the
+/// session is initialized, and relays what arrives there to the client's GET stream.
+#[test]
+fn an_http_upstreams_get_stream_reaches_the_clients_get_stream() {
+    let (_everything, upstream) = start_everything_http();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &upstream]);
+    let got = simulated_logging_on_get_stream(&url);
+    assert!(
+        got.contains("\"method\":\"notifications/message\""),
+        "{got}"
+    );
+}
+
+fn everything_bin() -> String {
     let node_bin = std::path::Path::new(&crate::mock_eks::conformance_bin())
         .parent()
         .unwrap()
         .to_owned();
-    let everything = node_bin
+    node_bin
         .join("mcp-server-everything")
         .to_string_lossy()
-        .into_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
-    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--", &everything, "stdio"]);
-    let got = rt().block_on(async {
+        .into_owned()
+}
+
+/// server-everything over Streamable HTTP on a free port: the process guard and its URL.
+fn start_everything_http() -> (Guard, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(everything_bin())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready when the port accepts connections (bounded: 15 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server-everything did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Guard(child), format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// Opens a session and its GET stream on the gateway at `url`, turns on server-everything's
+/// simulated logging, and returns what the GET stream carried (bounded: 20 s).
+fn simulated_logging_on_get_stream(url: &str) -> String {
+    rt().block_on(async {
         let http = reqwest::Client::new();
-        let s = http_session(&http, &url, "x").await;
-        let mut get = http.get(&url).header("mcp-session-id", &s).header("accept", "text/event-stream").send().await.unwrap();
+        let s = http_session(&http, url, "x").await;
+        let mut get = http.get(url).header("mcp-session-id", &s).header("accept", "text/event-stream").send().await.unwrap();
         assert_eq!(get.status(), 200);
-        let post = |m: Value| http.post(&url).header("mcp-session-id", &s).header("content-type", "application/json").header("accept", "application/json").body(m.to_string()).send();
+        let post = |m: Value| http.post(url).header("mcp-session-id", &s).header("content-type", "application/json").header("accept", "application/json").body(m.to_string()).send();
         post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await.unwrap();
         post(json!({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "debug"}})).await.unwrap();
         post(call(3, "toggle-simulated-logging", json!({}))).await.unwrap();
@@ -1174,11 +1202,7 @@ fn unsolicited_server_messages_reach_the_get_stream() {
             }
         }
         text
-    });
-    assert!(
-        got.contains("\"method\":\"notifications/message\""),
-        "{got}"
-    );
+    })
 }
 
 /// SIGHUP reloads the policy (promise 7): a valid new policy takes over, audited with its hash;

@@ -158,14 +158,18 @@ fn http_upstream(url: String) -> Upstream {
     let (in_tx, rx) = mpsc::unbounded_channel::<FromUpstream>();
     tokio::spawn(async move {
         let client = reqwest::Client::new();
-        let session: std::sync::Arc<tokio::sync::Mutex<(Option<String>, Option<String>)>> =
-            Default::default();
+        let session: HttpSession = Default::default();
+        let mut get_stream_open = false;
+        let (stream_client, stream_url) = (client.clone(), url.clone());
+        let (stream_session, stream_tx) = (std::sync::Arc::clone(&session), in_tx.clone());
         while let Some(msg) = out_rx.recv().await {
             let client = client.clone();
             let url = url.clone();
             let in_tx = in_tx.clone();
             let session = std::sync::Arc::clone(&session);
             let init_first = is_initialize(&msg);
+            let initialized =
+                msg.get("method").and_then(Value::as_str) == Some("notifications/initialized");
             // Requests run concurrently: a slow call does not hold up the others.
             let task = async move {
                 let id = msg.get("id").cloned();
@@ -220,18 +224,11 @@ fn http_upstream(url: String) -> Upstream {
                     // Read the stream as it comes: a server may send requests (sampling,
                     // elicitation) or progress before its answer, and wait for the client.
                     let mut stream = resp.bytes_stream();
-                    let mut buffer = String::new();
+                    let mut events = SseReader::default();
                     let mut answered = false;
                     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
                         let Ok(chunk) = chunk else { break };
-                        buffer.push_str(&String::from_utf8_lossy(&chunk));
-                        let normalized = buffer.replace("\r\n", "\n");
-                        let Some(cut) = normalized.rfind("\n\n") else {
-                            buffer = normalized;
-                            continue;
-                        };
-                        let (complete, rest) = normalized.split_at(cut + 2);
-                        for m in tollgate_mcp::sse::decode_events(complete) {
+                        for m in events.push(&chunk) {
                             let Ok(v) = serde_json::from_str::<Value>(&m) else {
                                 return fail("the upstream sent an event that is not JSON".into());
                             };
@@ -247,10 +244,9 @@ fn http_upstream(url: String) -> Upstream {
                                 return;
                             }
                         }
-                        buffer = rest.to_owned();
                     }
                     if !answered && id.is_some() && msg.get("method").is_some() {
-                        let what = if buffer.trim().is_empty() {
+                        let what = if events.is_empty() {
                             "ended"
                         } else {
                             "was cut"
@@ -283,6 +279,17 @@ fn http_upstream(url: String) -> Upstream {
             if init_first {
                 // The session id must be known before anything else is sent.
                 task.await;
+            } else if initialized && !get_stream_open {
+                // The session is set up: open the GET stream, where the upstream sends what
+                // belongs to no request (notifications, its own requests).
+                task.await;
+                get_stream_open = true;
+                tokio::spawn(get_stream(
+                    stream_client.clone(),
+                    stream_url.clone(),
+                    std::sync::Arc::clone(&stream_session),
+                    stream_tx.clone(),
+                ));
             } else {
                 tokio::spawn(task);
             }
@@ -292,6 +299,90 @@ fn http_upstream(url: String) -> Upstream {
         tx,
         rx,
         child: None,
+    }
+}
+
+/// An HTTP upstream session: its `Mcp-Session-Id` and negotiated protocol version.
+type HttpSession = std::sync::Arc<tokio::sync::Mutex<(Option<String>, Option<String>)>>;
+
+/// Splits an SSE byte stream into the data of its complete events (empty priming events are
+/// skipped by the decoder); a partial event waits for the next chunk.
+#[derive(Debug, Default)]
+struct SseReader {
+    buffer: String,
+}
+
+impl SseReader {
+    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.buffer.push_str(&String::from_utf8_lossy(chunk));
+        let normalized = self.buffer.replace("\r\n", "\n");
+        let Some(cut) = normalized.rfind("\n\n") else {
+            self.buffer = normalized;
+            return Vec::new();
+        };
+        let (complete, rest) = normalized.split_at(cut + 2);
+        let events = tollgate_mcp::sse::decode_events(complete);
+        self.buffer = rest.to_owned();
+        events
+    }
+
+    /// Whether nothing of a partial event is waiting.
+    fn is_empty(&self) -> bool {
+        self.buffer.trim().is_empty()
+    }
+}
+
+/// The upstream's GET stream (Streamable HTTP): messages that belong to no request. A server
+/// without one answers 405 and nothing more is tried; a stream that ends is opened again with
+/// a growing pause (up to 5 s) until the session's connection is dropped.
+async fn get_stream(
+    client: reqwest::Client,
+    url: String,
+    session: HttpSession,
+    in_tx: mpsc::UnboundedSender<FromUpstream>,
+) {
+    let mut pause = Duration::from_millis(100);
+    while !in_tx.is_closed() {
+        let (sid, version) = session.lock().await.clone();
+        let mut req = client.get(&url).header("accept", "text/event-stream");
+        if let Some(s) = &sid {
+            req = req.header(HEADER_SESSION_ID, s);
+        }
+        if let Some(v) = &version {
+            req = req.header(HEADER_PROTOCOL_VERSION, v);
+        }
+        match req.send().await {
+            Ok(resp) if resp.status().is_success() => {
+                let mut stream = resp.bytes_stream();
+                let mut events = SseReader::default();
+                loop {
+                    // The session's connection dropped: stop listening at once.
+                    let chunk = tokio::select! {
+                        () = in_tx.closed() => return,
+                        chunk = futures::StreamExt::next(&mut stream) => chunk,
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
+                    for m in events.push(&chunk) {
+                        if serde_json::from_str::<Value>(&m).is_err() {
+                            tracing::warn!(
+                                "the upstream's GET stream sent an event that is not JSON"
+                            );
+                            continue;
+                        }
+                        if in_tx.send(FromUpstream::Message(m.into_bytes())).is_err() {
+                            return;
+                        }
+                    }
+                    pause = Duration::from_millis(100);
+                }
+            }
+            // 405: the server offers no GET stream; 404/400: no such session any more.
+            Ok(resp) if resp.status().is_client_error() => return,
+            Ok(resp) => tracing::warn!("the upstream's GET stream answered HTTP {}", resp.status()),
+            Err(e) => tracing::warn!("the upstream's GET stream failed: {e}"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
