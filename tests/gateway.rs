@@ -603,13 +603,22 @@ fn kill_9_loses_no_record_of_a_forwarded_call() {
         .args(["audit", "verify", audit.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let decisions: Vec<(String, String)> = lines_of(&audit)
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = std::fs::read_to_string(&audit).unwrap();
+    // SIGKILL can land inside the write of the last record (the kernel copies page by page):
+    // that record's call was never forwarded, since forwarding waits for the write. So the log
+    // either verifies whole, or its one problem is an incomplete last line.
+    if out.status.code() != Some(0) {
+        assert!(!text.ends_with('\n'), "{report}");
+        assert!(report.contains("the last line is incomplete"), "{report}");
+        assert_eq!(report.matches("the chain is broken").count(), 1, "{report}");
+    }
+    let complete: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(complete.len() + 1 >= text.lines().count());
+    let decisions: Vec<(String, String)> = complete
         .into_iter()
         .filter(|r| r["kind"] == "decision" && r["decision"]["decision"] == "allow")
         .map(|r| {

@@ -24,6 +24,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Subcommands are listed here, one line each.
+    /// The demo: a runaway agent replayed live through a real gateway in front of the mock EKS server.
+    Demo(cmd::demo::Args),
     /// Run scenarios in virtual time; check expectations and transcript snapshots.
     Test(cmd::test::Args),
     /// Verify, tail and query the gateway's hash-chained audit log.
@@ -43,6 +45,7 @@ enum Command {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Test(args) => cmd::test::run(args),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Gateway(args) => cmd::gateway::run(args),

@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, watch};
 use tollgate_gateway::audit::AuditLog;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::tokens::Tokens;
-use tollgate_gateway::transport::{ClientInput, HttpFront, Sessions, http_router, run_session};
+use tollgate_gateway::transport::{
+    ClientInput, Clock, HttpFront, Sessions, http_router, run_session,
+};
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
 use tollgate_policy::{Engine, MemoryStore, Policy};
@@ -56,6 +58,10 @@ pub struct Args {
     /// The largest message accepted from the client, in bytes.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_bytes)]
     max_message_bytes: usize,
+    /// Run the gateway's clock (limits, timeouts, audit times) F times as fast as the wall
+    /// clock: for demos and live replays of scenarios, never for production.
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = positive_scale)]
+    time_scale: f64,
     /// Do not watch the policy file: reload only on SIGHUP.
     #[arg(long)]
     no_watch: bool,
@@ -134,9 +140,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Gateway::new_recording(engine, audit, options, recorder)
         }
     };
-    let start = Instant::now();
+    let clock = Clock::scaled(Instant::now(), args.time_scale);
     gateway
-        .open(start.elapsed(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION")}))
+        .open(clock.now(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "time_scale": clock.scale()}))
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,7 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tokio::spawn(reloads(
             Arc::clone(&gateway),
             args.policy.clone(),
-            start,
+            clock,
             file_hash(&args.policy),
             reload_rx,
         ));
@@ -225,7 +231,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 });
                 let core = gateway.session(&args.grant, "stdio");
-                run_session(core, spec, rx, sink, start, max_line, stop_rx).await;
+                run_session(core, spec, rx, sink, clock, max_line, stop_rx).await;
                 let _ = writer.await;
             }
             Some(addr) => {
@@ -240,7 +246,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     tokens,
                     default_grant: args.grant.clone(),
                     sessions: tokio::sync::Mutex::new(Sessions::default()),
-                    start,
+                    clock,
                     max_line,
                     shutdown: stop_rx.clone(),
                     next: std::sync::atomic::AtomicU64::new(0),
@@ -258,10 +264,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     gateway
-        .close(start.elapsed())
+        .close(clock.now())
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn positive_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= 10_000.0 => Ok(f),
+        _ => Err(format!(
+            "`{text}` is not a time scale: give a number above 0 and at most 10000, e.g. 30"
+        )),
+    }
 }
 
 /// Why the policy is loaded again.
@@ -335,7 +350,7 @@ fn watch_policy(
 async fn reloads(
     gateway: Arc<Gateway>,
     path: PathBuf,
-    start: Instant,
+    clock: Clock,
     mut last_seen: Option<Vec<u8>>,
     mut rx: mpsc::UnboundedReceiver<ReloadCause>,
 ) {
@@ -356,7 +371,7 @@ async fn reloads(
             continue;
         }
         last_seen = hash;
-        reload(&gateway, &path, start.elapsed(), cause);
+        reload(&gateway, &path, clock.now(), cause);
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod check;
+pub mod demo;
 pub mod explain;
 pub mod gateway;
 mod known;

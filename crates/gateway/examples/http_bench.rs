@@ -57,7 +57,7 @@ async fn start_gateway(upstream: String) -> String {
         tokens: None,
         default_grant: "bench".into(),
         sessions: tokio::sync::Mutex::new(Sessions::default()),
-        start: Instant::now(),
+        clock: tollgate_gateway::clock::Clock::start(),
         max_line: 4 << 20,
         shutdown: rx,
         next: std::sync::atomic::AtomicU64::new(0),

@@ -3,11 +3,13 @@
 //! refusals as tool errors an agent can act on.
 //!
 //! - [`audit`]: the hash-chained audit log and its verifier;
+//! - [`clock`]: the real (optionally scaled) clock the transports read;
 //! - [`tokens`]: bearer tokens mapped to grants;
 //! - [`core`]: one session's enforcement, in process, with time passed in;
 //! - [`refusal`]: what a refused call looks like to the agent.
 
 pub mod audit;
+pub mod clock;
 pub mod core;
 pub mod metrics;
 pub mod refusal;

@@ -1,6 +1,7 @@
 //! Running sessions for real: one task per client session drives a [`SessionCore`] between the
 //! client (this process's stdio, or HTTP requests) and its own upstream connection, with the
-//! real clock. Time for the policy is the monotonic time since the gateway started.
+//! real clock ([`Clock`]). Time for the policy is the monotonic time since the gateway started
+//! (scaled by `--time-scale`).
 //!
 //! - Timeouts: the task wakes at the core's next deadline and lets it answer late calls.
 //! - Upstream crash: pending calls get an error result at once; a child upstream is restarted
@@ -11,9 +12,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
+
+pub use crate::clock::Clock;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -71,11 +74,11 @@ pub async fn run_session(
     spec: UpstreamSpec,
     mut client: mpsc::UnboundedReceiver<ClientInput>,
     sink: ClientSink,
-    start: Instant,
+    clock: Clock,
     max_line: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let now = || start.elapsed();
+    let now = || clock.now();
     let mut upstream = match Upstream::connect(&spec, max_line) {
         Ok(u) => Some(u),
         Err(e) => {
@@ -95,7 +98,7 @@ pub async fn run_session(
         if closing && !core.has_pending() {
             break;
         }
-        let deadline = core.next_deadline().map(|d| start + d);
+        let deadline = core.next_deadline().map(|d| clock.instant_at(d));
         let sleep_until = match (deadline, drain_deadline) {
             (Some(a), Some(b)) => Some(tokio::time::Instant::from_std(a).min(b)),
             (Some(a), None) => Some(tokio::time::Instant::from_std(a)),
@@ -298,7 +301,7 @@ pub struct HttpFront {
     pub tokens: Option<crate::tokens::Tokens>,
     pub default_grant: String,
     pub sessions: tokio::sync::Mutex<Sessions>,
-    pub start: Instant,
+    pub clock: Clock,
     pub max_line: usize,
     pub shutdown: watch::Receiver<bool>,
     pub next: std::sync::atomic::AtomicU64,
@@ -384,7 +387,7 @@ fn spawn_session(front: &Arc<HttpFront>, grant: &str, session: &str) -> SessionH
         front.spec.clone(),
         rx,
         sink,
-        front.start,
+        front.clock,
         front.max_line,
         front.shutdown.clone(),
     ));

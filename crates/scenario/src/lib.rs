@@ -348,7 +348,7 @@ fn pump_bytes(
 }
 
 /// The decision, a short detail and the refusal message of a client answer.
-fn describe(answer: &Value) -> (String, String, Option<String>) {
+pub fn describe(answer: &Value) -> (String, String, Option<String>) {
     if let Some(err) = answer.get("error") {
         return (
             "error".into(),

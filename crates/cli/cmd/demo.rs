@@ -1,0 +1,499 @@
+//! `tollgate demo [--time-scale F] [--keep DIR]`: the main job on the embedded defaults.
+//!
+//! The mock Amazon EKS MCP server runs in this process (Streamable HTTP on loopback, in-memory
+//! state, a journal file); a real `tollgate gateway` process enforces the seed's policy in front
+//! of it with the in-memory counter store, an audit log and a recording. Two agents then replay
+//! the embedded scenario `scenarios/runaway-burst.yaml` live, over HTTP with their own bearer
+//! tokens, on a gateway clock running `--time-scale` times as fast as the wall clock (20 by
+//! default: a minute of the incident takes three seconds). The demo prints what each agent read,
+//! the audit log's summary and verification, and what reached the upstream; then replays the
+//! same scenario in virtual time and checks that both runs decided every call alike.
+//!
+//! Exit codes: 0 when the live run and the virtual-time run agree and the audit log verifies,
+//! 1 when they do not, 2 when the demo cannot run (a port, a process, a file).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tollgate_mock_eks::transport::{HttpOptions, Shared, serve_http};
+use tollgate_mock_eks::world::Flags;
+use tollgate_mock_eks::{MockConfig, MockEks};
+use tollgate_scenario::format::Scenario;
+
+const SEED_POLICY: &str = include_str!("../../../examples/policies/seed.json");
+const SCENARIO: &str = include_str!("../../../scenarios/runaway-burst.yaml");
+const SCENARIO_PATH: &str = "scenarios/runaway-burst.yaml";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How much faster than the wall clock the gateway's clock runs during the replay.
+    #[arg(long, value_name = "F", default_value_t = 20.0)]
+    time_scale: f64,
+    /// Keep the policy, audit log, recording and journal in DIR (created) instead of a
+    /// temporary folder removed at the end.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// One call of the replay, at its scenario time.
+#[derive(Debug)]
+struct Scheduled {
+    at: Duration,
+    agent: String,
+    tool: String,
+    args: Value,
+}
+
+/// A child process stopped (SIGKILL) when dropped, unless it already exited.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0 && args.time_scale <= 1000.0) {
+        bail!(
+            "`--time-scale {}` is not usable: give a number above 0 and at most 1000",
+            args.time_scale
+        );
+    }
+    let (dir, temporary) = match &args.keep {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the folder `{}`", dir.display()))?;
+    let result = demo(&args, &dir);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
+    let policy = dir.join("seed.json");
+    let audit = dir.join("audit.jsonl");
+    let recording = dir.join("recording.jsonl");
+    let journal = dir.join("journal.jsonl");
+    let tokens = dir.join("tokens.txt");
+    let scenario_file = dir.join("runaway-burst.yaml");
+    let write = |path: &Path, text: &str| {
+        std::fs::write(path, text).with_context(|| format!("cannot write `{}`", path.display()))
+    };
+    write(&policy, SEED_POLICY)?;
+    // The scenario names the policy relative to itself: here it sits beside it.
+    write(
+        &scenario_file,
+        &SCENARIO.replace("../examples/policies/seed.json", "seed.json"),
+    )?;
+    let loaded = tollgate_scenario::load(&scenario_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let schedule = schedule(&loaded.scenario)?;
+    let agents: BTreeMap<String, String> = loaded
+        .scenario
+        .agents
+        .iter()
+        .map(|(name, a)| (name.clone(), a.grant.clone()))
+        .collect();
+    let token_of = |agent: &str| format!("demo-token-{agent}");
+    let token_lines: String = agents
+        .iter()
+        .map(|(agent, grant)| format!("{} {grant}\n", token_of(agent)))
+        .collect();
+    write(&tokens, &format!("# TOKEN GRANT\n{token_lines}"))?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "== the policy: the seed's (examples/policies/seed.json): CancelAHORunBatch 10 per minute per grant; default deny"
+    )?;
+    writeln!(
+        out,
+        "== the scenario: {SCENARIO_PATH}, live, on a gateway clock {}x the wall clock",
+        args.time_scale
+    )?;
+    if let Some(d) = &loaded.scenario.description {
+        writeln!(out, "   {}", d.trim())?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let live = runtime.block_on(async {
+        // The mock EKS server, in this process.
+        let mock = MockEks::new(MockConfig {
+            tools: loaded.scenario.upstream.tools.clone(),
+            flags: Flags {
+                allow_write: loaded.scenario.upstream.allow_write,
+                allow_sensitive_data_access: loaded.scenario.upstream.allow_sensitive_data_access,
+            },
+            ..MockConfig::default()
+        })
+        .map_err(|e| anyhow::anyhow!("the mock EKS server cannot start: {e}"))?;
+        let journal_file = std::fs::File::create(&journal)
+            .with_context(|| format!("cannot create `{}`", journal.display()))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on a loopback port for the mock EKS server")?;
+        let mock_url = format!("http://{}/mcp", listener.local_addr()?);
+        let (stop_mock, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = Shared::new(mock, Some(journal_file));
+        let options = HttpOptions {
+            max_body: 4 << 20,
+            always_sse: false,
+        };
+        tokio::spawn(serve_http(listener, shared, options, async move {
+            let _ = stopped.await;
+        }));
+
+        // The gateway, a real process of this binary.
+        let exe = std::env::current_exe().context("cannot find this program's own path")?;
+        let scale = args.time_scale.to_string();
+        let mut gateway = ChildGuard(
+            Command::new(&exe)
+                .arg("gateway")
+                .arg("--policy")
+                .arg(&policy)
+                .arg("--audit")
+                .arg(&audit)
+                .arg("--record")
+                .arg(&recording)
+                .arg("--tokens")
+                .arg(&tokens)
+                .args(["--listen", "127.0.0.1:0", "--time-scale", &scale])
+                .args(["--upstream-url", &mock_url])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("cannot start `{} gateway`", exe.display()))?,
+        );
+        let url = gateway_url(&mut gateway.0)?;
+        writeln!(
+            std::io::stdout(),
+            "== tollgate gateway --policy seed.json --tokens tokens.txt --audit audit.jsonl --record recording.jsonl --listen {} --time-scale {scale} --upstream-url {mock_url}\n",
+            url.trim_start_matches("http://").trim_end_matches("/mcp"),
+        )?;
+
+        let http = reqwest::Client::new();
+        let mut sessions = BTreeMap::new();
+        for agent in agents.keys() {
+            let sid = initialize(&http, &url, &token_of(agent), agent).await?;
+            sessions.insert(agent.clone(), sid);
+        }
+        let wall_start = Instant::now();
+        let mut live = Vec::new();
+        for (id, call) in (1u64..).zip(&schedule) {
+            let due = wall_start + call.at.div_f64(args.time_scale);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": call.tool, "arguments": call.args}});
+            let answer = post(&http, &url, &token_of(&call.agent), &sessions[&call.agent], &msg)
+                .await
+                .with_context(|| format!("the call to `{}` at {:?} failed", call.tool, call.at))?;
+            let (decision, detail, message) = tollgate_scenario::describe(&answer);
+            let mut line = format!(
+                "+{:>10.3}s grant={} {} -> {decision}",
+                call.at.as_secs_f64(),
+                agents[&call.agent],
+                call.tool
+            );
+            if !detail.is_empty() {
+                line.push_str(&format!(" ({detail})"));
+            }
+            writeln!(std::io::stdout(), "{line}")?;
+            if decision != "allow"
+                && let Some(m) = &message
+            {
+                writeln!(std::io::stdout(), "    {m}")?;
+            }
+            live.push(decision);
+        }
+        stop_gateway(&mut gateway.0);
+        let _ = stop_mock.send(());
+        anyhow::Ok(live)
+    })?;
+
+    // The audit log.
+    writeln!(out, "\n== the audit log (audit.jsonl):")?;
+    let records: Vec<Value> = std::fs::read_to_string(&audit)
+        .with_context(|| format!("cannot read `{}`", audit.display()))?
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_decision: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &records {
+        *by_kind
+            .entry(r["kind"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+        if r["kind"] == "decision" {
+            *by_decision
+                .entry(r["decision"]["decision"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+    }
+    writeln!(out, "   records by kind:     {}", counts(&by_kind))?;
+    writeln!(out, "   decisions:           {}", counts(&by_decision))?;
+    let report = tollgate_gateway::audit::verify(&audit, None)
+        .with_context(|| format!("cannot read `{}`", audit.display()))?;
+    let verified = report.problems.is_empty();
+    if verified {
+        writeln!(
+            out,
+            "   tollgate audit verify: {} records, the hash chain is intact{}",
+            report.records,
+            if report.closed {
+                ", closed cleanly"
+            } else {
+                ""
+            }
+        )?;
+    } else {
+        writeln!(
+            out,
+            "   tollgate audit verify: BROKEN: {:?}",
+            report.problems
+        )?;
+    }
+
+    // What reached the upstream.
+    let mut reached: BTreeMap<String, u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(&journal)
+        .with_context(|| format!("cannot read `{}`", journal.display()))?
+        .lines()
+    {
+        let Ok(e) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if e["method"] == "tools/call" {
+            *reached
+                .entry(e["tool"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+    }
+    writeln!(
+        out,
+        "\n== what reached the mock EKS server (its journal): {}",
+        counts(&reached)
+    )?;
+    let allowed = live.iter().filter(|d| *d == "allow").count() as u64;
+    let reached_total: u64 = reached.values().sum();
+
+    // The same scenario in virtual time.
+    let virtual_run = tollgate_scenario::run(
+        tollgate_scenario::load(&scenario_file).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let virtual_decisions: Vec<String> = virtual_run
+        .transcript
+        .lines()
+        .filter(|l| l.starts_with('+'))
+        .filter_map(|l| l.split(" -> ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned())
+        .collect();
+    let differ: Vec<usize> = (0..live.len().max(virtual_decisions.len()))
+        .filter(|&i| live.get(i) != virtual_decisions.get(i))
+        .collect();
+    writeln!(
+        out,
+        "\n== the same scenario in virtual time (no waiting): {} calls, {}",
+        virtual_decisions.len(),
+        if differ.is_empty() {
+            "every decision the same as live".to_owned()
+        } else {
+            format!(
+                "{} decisions differ from live (calls {:?})",
+                differ.len(),
+                differ.iter().map(|i| i + 1).collect::<Vec<_>>()
+            )
+        }
+    )?;
+    writeln!(
+        out,
+        "\n== to keep this incident as a regression test (virtual time, snapshot-checked):\n   tollgate test {SCENARIO_PATH}"
+    )?;
+    if args.keep.is_some() {
+        writeln!(
+            out,
+            "   the live run's files are in {}: seed.json, audit.jsonl, recording.jsonl, journal.jsonl",
+            dir.display()
+        )?;
+    }
+    let ok = differ.is_empty()
+        && verified
+        && virtual_run.failures.is_empty()
+        && allowed == reached_total;
+    if allowed != reached_total {
+        writeln!(
+            out,
+            "error: {allowed} calls were allowed but {reached_total} reached the upstream"
+        )?;
+    }
+    for f in &virtual_run.failures {
+        writeln!(out, "error: {f}")?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The scenario's calls in time order (calls at the same instant keep the file's order), as
+/// the virtual-time runner orders them.
+fn schedule(scenario: &Scenario) -> anyhow::Result<Vec<Scheduled>> {
+    let mut calls = Vec::new();
+    let mut cursor = Duration::ZERO;
+    for step in &scenario.steps {
+        if let Some(d) = step.advance {
+            cursor += d;
+            continue;
+        }
+        let (Some(agent), Some(tool)) = (&step.agent, &step.call) else {
+            bail!("the demo scenario has a step that is neither a call nor an advance");
+        };
+        if step.raw.is_some() {
+            bail!("the demo replays calls, not raw messages");
+        }
+        let start = step.at.unwrap_or(cursor);
+        let every = step.every.unwrap_or(Duration::ZERO);
+        for k in 0..step.repeat.unwrap_or(1) {
+            let at = start + every * k;
+            calls.push(Scheduled {
+                at,
+                agent: agent.clone(),
+                tool: tool.clone(),
+                args: step.args.clone().unwrap_or_else(|| json!({})),
+            });
+            cursor = cursor.max(at);
+        }
+    }
+    calls.sort_by_key(|c| c.at);
+    Ok(calls)
+}
+
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads the gateway's stderr until it says where it listens (bounded: 15 s).
+fn gateway_url(child: &mut Child) -> anyhow::Result<String> {
+    let Some(stderr) = child.stderr.take() else {
+        bail!("the gateway's stderr could not be read");
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            } else {
+                // Anything else the gateway says is a problem worth showing.
+                let _ = writeln!(std::io::stderr(), "gateway: {line}");
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(15))
+        .context("the gateway did not start listening within 15 s")
+}
+
+/// SIGTERM, so the gateway drains and writes its closing audit record; SIGKILL if that fails
+/// or takes over 5 s.
+fn stop_gateway(child: &mut Child) {
+    let termed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if termed {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn initialize(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    agent: &str,
+) -> anyhow::Result<String> {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": agent, "version": "demo"}}});
+    let r = http
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(init.to_string())
+        .send()
+        .await
+        .context("the gateway cannot be reached")?;
+    let Some(sid) = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        bail!(
+            "the gateway answered initialize without a session ({})",
+            r.status()
+        );
+    };
+    post(
+        http,
+        url,
+        token,
+        &sid,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await?;
+    Ok(sid)
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: &str,
+    msg: &Value,
+) -> anyhow::Result<Value> {
+    let r = http
+        .post(url)
+        .bearer_auth(token)
+        .header("mcp-session-id", session)
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .body(msg.to_string())
+        .send()
+        .await?;
+    let text = r.text().await?;
+    if text.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_str(&text)?)
+}
