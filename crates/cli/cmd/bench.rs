@@ -60,6 +60,10 @@ pub struct Args {
     /// Run the gateway without an audit log.
     #[arg(long)]
     no_audit: bool,
+    /// Run the gateway from another `tollgate` executable (an A/B comparison of two builds in
+    /// one run); the mock always runs from this one.
+    #[arg(long, value_name = "PATH")]
+    gateway_exe: Option<PathBuf>,
 }
 
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
@@ -98,6 +102,11 @@ fn run_in(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
     let policy = dir.join("policy.json");
     std::fs::write(&policy, POLICY)?;
     let exe = std::env::current_exe().context("cannot find the tollgate executable")?;
+    let gateway_exe = args.gateway_exe.clone().unwrap_or_else(|| exe.clone());
+    let exe = Exes {
+        mock: exe,
+        gateway: gateway_exe,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -146,6 +155,12 @@ fn run_in(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
 
 // ---------------------------------------------------------------------------------------------
 // Processes
+
+/// The executables that run the mock and the gateway.
+struct Exes {
+    mock: PathBuf,
+    gateway: PathBuf,
+}
 
 /// A child process, killed when dropped.
 struct Proc {
@@ -560,13 +575,13 @@ async fn http_round(
 
 async fn http(
     args: &Args,
-    exe: &Path,
+    exe: &Exes,
     policy: &Path,
     audit: Option<PathBuf>,
     out: &mut impl Write,
 ) -> anyhow::Result<bool> {
     let (mock, mock_url) = spawn_listening(
-        exe,
+        &exe.mock,
         &["mock-eks".into(), "--http".into(), "127.0.0.1:0".into()],
     )?;
     let mut g = gateway_args(policy, audit.as_ref());
@@ -576,7 +591,7 @@ async fn http(
         "--upstream-url".into(),
         mock_url.clone(),
     ]);
-    let (gateway, gateway_url) = spawn_listening(exe, &g)?;
+    let (gateway, gateway_url) = spawn_listening(&exe.gateway, &g)?;
     let mut rounds = Vec::new();
     for r in 0..args.rounds {
         // Alternate which path goes first, so a drift in the machine's load favours neither.
@@ -760,7 +775,7 @@ async fn stdio_round(
 
 async fn stdio(
     args: &Args,
-    exe: &Path,
+    exe: &Exes,
     policy: &Path,
     audit: Option<PathBuf>,
     out: &mut impl Write,
@@ -769,21 +784,21 @@ async fn stdio(
     let mut through = gateway_args(policy, audit.as_ref());
     through.extend([
         "--".to_owned(),
-        exe.display().to_string(),
+        exe.mock.display().to_string(),
         "mock-eks".to_owned(),
     ]);
     let mut rounds = Vec::new();
     for r in 0..args.rounds {
         let (d, g) = if r % 2 == 0 {
-            let d = stdio_round(exe, &direct, args.calls, args.clients, false).await;
+            let d = stdio_round(&exe.mock, &direct, args.calls, args.clients, false).await;
             (
                 d,
-                stdio_round(exe, &through, args.calls, args.clients, true).await,
+                stdio_round(&exe.gateway, &through, args.calls, args.clients, true).await,
             )
         } else {
-            let g = stdio_round(exe, &through, args.calls, args.clients, true).await;
+            let g = stdio_round(&exe.gateway, &through, args.calls, args.clients, true).await;
             (
-                stdio_round(exe, &direct, args.calls, args.clients, false).await,
+                stdio_round(&exe.mock, &direct, args.calls, args.clients, false).await,
                 g,
             )
         };
@@ -812,13 +827,13 @@ async fn stdio(
 
 async fn sessions(
     args: &Args,
-    exe: &Path,
+    exe: &Exes,
     policy: &Path,
     audit: Option<PathBuf>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let (mock, mock_url) = spawn_listening(
-        exe,
+        &exe.mock,
         &["mock-eks".into(), "--http".into(), "127.0.0.1:0".into()],
     )?;
     let mut g = gateway_args(policy, audit.as_ref());
@@ -828,7 +843,7 @@ async fn sessions(
         "--upstream-url".into(),
         mock_url,
     ]);
-    let (gateway, url) = spawn_listening(exe, &g)?;
+    let (gateway, url) = spawn_listening(&exe.gateway, &g)?;
     // Warm up: one session with calls, so the baseline holds the runtime's and the
     // allocator's steady state rather than a cold process.
     let mut conn = HttpConn::connect(&url).await?;
