@@ -484,7 +484,7 @@ impl MockEks {
             "result"
         };
         Handled {
-            response: Some(result_response(id, output.to_result())),
+            response: Some(result_response(id, output.into_result())),
             latency: fault.as_ref().map_or(Duration::ZERO, |f| f.latency),
             effect: fault.and_then(|f| f.effect),
         }
