@@ -40,6 +40,8 @@ enum Command {
     Check(cmd::check::Args),
     /// Show which rule decides a call, through which branch and limits, and the decision.
     Explain(cmd::explain::Args),
+    /// Measure the gateway against the mock side by side (HTTP, stdio, idle sessions).
+    Bench(cmd::bench::Args),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -53,6 +55,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Catalog(args) => cmd::catalog::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     }
 }
 

@@ -145,10 +145,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .open(clock.now(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "time_scale": clock.scale()}))
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // A stdio gateway serves one session: one thread runs it without waking another thread
+    // for each message it passes on (a thread still reads stdin). HTTP serves many sessions.
+    let runtime = match args.listen {
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
+    };
     let max_line = args.max_message_bytes;
     let (stop_tx, stop_rx) = watch::channel(false);
     runtime.block_on(async {

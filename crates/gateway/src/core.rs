@@ -190,6 +190,20 @@ impl Gateway {
         }
     }
 
+    /// [`Gateway::audit`] with the record built only when there is a log to write it to (a
+    /// replay without an audit log skips building it).
+    fn audit_with(
+        &self,
+        now: Duration,
+        kind: &str,
+        fields: impl FnOnce() -> Value,
+    ) -> Result<Option<u64>, String> {
+        match &self.audit {
+            None => Ok(None),
+            Some(_) => self.audit(now, kind, fields()),
+        }
+    }
+
     /// Appends an audit record; `None` when there is no audit log.
     fn audit(&self, now: Duration, kind: &str, fields: Value) -> Result<Option<u64>, String> {
         let Some(log) = &self.audit else {
@@ -302,6 +316,39 @@ impl SessionCore {
         outs
     }
 
+    /// The same as [`SessionCore::from_client`] of the value's text, for an in-process caller
+    /// that holds the message as a value (the scenario runner): the text is skipped when it
+    /// would parse back to the same value (`tollgate_mcp::reparses_identically`: no floats, no
+    /// deep nesting, surely under the size limit), and taken otherwise, so what comes out is the
+    /// same either way.
+    pub fn from_client_value(&mut self, value: Value, now: Duration) -> Vec<Out> {
+        if !tollgate_mcp::reparses_identically(&value, self.gateway.options.limits) {
+            return self.from_client(value.to_string().as_bytes(), now);
+        }
+        if self.gateway.recorder.is_some() {
+            self.gateway
+                .record(now, &self.session, &self.grant, "client", value.clone());
+        }
+        let outs = self.handle_incoming(tollgate_mcp::incoming(value), now);
+        self.record_out(&outs, now);
+        outs
+    }
+
+    /// The same as [`SessionCore::from_upstream`] of the value's text (see
+    /// [`SessionCore::from_client_value`]).
+    pub fn from_upstream_value(&mut self, value: Value, now: Duration) -> Vec<Out> {
+        if !tollgate_mcp::reparses_identically(&value, self.gateway.options.limits) {
+            return self.from_upstream(value.to_string().as_bytes(), now);
+        }
+        if self.gateway.recorder.is_some() {
+            self.gateway
+                .record(now, &self.session, &self.grant, "upstream", value.clone());
+        }
+        let outs = self.upstream_value(value, now);
+        self.record_out(&outs, now);
+        outs
+    }
+
     fn record_in(&self, dir: &str, bytes: &[u8], now: Duration) {
         if self.gateway.recorder.is_some() {
             let message = serde_json::from_slice::<Value>(bytes)
@@ -348,6 +395,13 @@ impl SessionCore {
                     None,
                 ))]
             }
+            parsed => self.handle_incoming(parsed, now),
+        }
+    }
+
+    /// A client message after parsing (from text, or a value that needed none).
+    fn handle_incoming(&mut self, parsed: Result<Incoming, WireError>, now: Duration) -> Vec<Out> {
+        match parsed {
             Err(e) => vec![Out::Client(error_response(
                 None,
                 e.code(),
@@ -525,16 +579,18 @@ impl SessionCore {
                 rule: decision.rule.selector.to_string(),
             })
             .inc();
-        let redactions = engine.policy().redactions(&name, &call.meta);
-        let record = json!({
-            "session": self.session,
-            "grant": self.grant,
-            "id": id,
-            "tool": name,
-            "arguments": redact(&call.arguments, &redactions),
-            "decision": decision,
-        });
-        let seq = match self.gateway.audit(now, "decision", record) {
+        let record = || {
+            let redactions = engine.policy().redactions(&name, &call.meta);
+            json!({
+                "session": self.session,
+                "grant": self.grant,
+                "id": id,
+                "tool": name,
+                "arguments": redact(&call.arguments, &redactions),
+                "decision": decision,
+            })
+        };
+        let seq = match self.gateway.audit_with(now, "decision", record) {
             Ok(seq) => seq,
             // No record, no forwarding: an unaudited call is refused (fail closed).
             Err(e) => return vec![self.audit_failure(&id, &name, &e)],
@@ -618,6 +674,11 @@ impl SessionCore {
             // answers the client.
             return Vec::new();
         };
+        self.upstream_value(value, now)
+    }
+
+    /// An upstream message after parsing.
+    fn upstream_value(&mut self, value: Value, now: Duration) -> Vec<Out> {
         match value {
             Value::Array(items) => {
                 let mut out = Vec::new();
@@ -674,7 +735,7 @@ impl SessionCore {
                         .and_then(|r| r.get("isError"))
                         .and_then(Value::as_bool)
                         .unwrap_or(false);
-                    let _ = self.gateway.audit(now, "outcome", json!({
+                    let _ = self.gateway.audit_with(now, "outcome", || json!({
                         "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
                         "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,
                         "error": v.get("error"),

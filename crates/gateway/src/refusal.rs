@@ -9,7 +9,7 @@
 //!   `retry_after_seconds`, `violations` (JSON path and message each), `limits` (counter
 //!   states).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tollgate_policy::engine::duration_text;
 use tollgate_policy::{Decision, DecisionKind};
 
@@ -17,12 +17,24 @@ use tollgate_policy::{Decision, DecisionKind};
 pub const META_KEY: &str = "dev.tollgate/decision";
 
 fn result(text: String, detail: Value) -> Value {
-    json!({
-        "content": [{"type": "text", "text": text}],
-        "isError": true,
-        "structuredContent": {"tollgate": detail},
-        "_meta": {META_KEY: detail},
-    })
+    // Built by hand: `json!` would copy `detail` through a serializer twice.
+    let one = |k: &str, v: Value| Value::Object(Map::from_iter([(k.to_owned(), v)]));
+    let content = Map::from_iter([
+        ("type".to_owned(), Value::from("text")),
+        ("text".to_owned(), Value::from(text)),
+    ]);
+    Value::Object(Map::from_iter([
+        (
+            "content".to_owned(),
+            Value::Array(vec![Value::Object(content)]),
+        ),
+        ("isError".to_owned(), Value::Bool(true)),
+        (
+            "structuredContent".to_owned(),
+            one("tollgate", detail.clone()),
+        ),
+        ("_meta".to_owned(), one(META_KEY, detail)),
+    ]))
 }
 
 /// The tool result for a call the policy refused.

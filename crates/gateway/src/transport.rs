@@ -56,8 +56,46 @@ struct Waiter {
     reply: mpsc::UnboundedSender<Value>,
 }
 
+/// Whether JSON text may hold `needle` in a string: it does literally, or it has an escape
+/// (`\u0069nitialize` is `initialize` too), so only texts that may hold it need parsing.
+pub(crate) fn may_contain(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.contains(&b'\\') || bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The envelope fields `request_ids` needs; every other field is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default)]
+    method: Option<serde::de::IgnoredAny>,
+}
+
+/// A field that is present is `Some`, even when it is `null` (`"id": null` is an id here).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// The ids of the requests in a client message (a batch's, or the one).
 fn request_ids(bytes: &[u8]) -> (Vec<String>, bool) {
+    let one = |m: Envelope| m.method.and(m.id).map(|id| id.to_string());
+    let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if batch {
+        match serde_json::from_slice::<Vec<Envelope>>(bytes) {
+            Ok(items) => (items.into_iter().filter_map(one).collect(), true),
+            Err(_) => request_ids_lenient(bytes),
+        }
+    } else {
+        match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(m) => (one(m).into_iter().collect(), false),
+            Err(_) => request_ids_lenient(bytes),
+        }
+    }
+}
+
+/// The same from a full parse, for texts the envelope does not fit (a duplicated `id`, items
+/// that are not objects): what the gateway answered before the envelope fast path existed.
+fn request_ids_lenient(bytes: &[u8]) -> (Vec<String>, bool) {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
         return (Vec::new(), false);
     };
@@ -124,7 +162,8 @@ pub async fn run_session(
                     Vec::new()
                 }
                 Some(input) => {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&input.bytes)
+                    if may_contain(&input.bytes, b"initialize")
+                        && let Ok(v) = serde_json::from_slice::<Value>(&input.bytes)
                         && v.get("method").and_then(Value::as_str) == Some("initialize")
                     {
                         initialize = Some(v);
@@ -148,7 +187,7 @@ pub async fn run_session(
             },
             msg = from_upstream => match msg {
                 Some(FromUpstream::Message(bytes)) => {
-                    let is_reinit = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(|s| s.starts_with(REINIT_PREFIX))).unwrap_or(false);
+                    let is_reinit = may_contain(&bytes, REINIT_PREFIX.as_bytes()) && serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(|s| s.starts_with(REINIT_PREFIX))).unwrap_or(false);
                     if is_reinit {
                         backoff = Duration::from_millis(100);
                         Vec::new()
@@ -212,7 +251,7 @@ pub async fn run_session(
         for out in outs {
             match out {
                 Out::Upstream(v) => {
-                    let sent = upstream.as_ref().is_some_and(|u| u.send(v.clone()));
+                    let sent = upstream.as_ref().is_some_and(|u| u.send(v));
                     if !sent {
                         for o in core.upstream_closed(now(), "the upstream is not running") {
                             if let Out::Client(c) = o {

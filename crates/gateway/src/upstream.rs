@@ -157,7 +157,19 @@ fn http_upstream(url: String) -> Upstream {
     let (tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let (in_tx, rx) = mpsc::unbounded_channel::<FromUpstream>();
     tokio::spawn(async move {
-        let client = reqwest::Client::new();
+        // One client for the whole process: its pool keeps HTTP/1.1 connections to the upstream
+        // alive and shares them between sessions (each request carries its own session id), and
+        // an idle session costs no client of its own.
+        let client = shared_client();
+        let url = match reqwest::Url::parse(&url) {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = in_tx.send(FromUpstream::Closed(format!(
+                    "the upstream URL `{url}` is not valid: {e}"
+                )));
+                return;
+            }
+        };
         let session: HttpSession = Default::default();
         let mut get_stream_open = false;
         let (stream_client, stream_url) = (client.clone(), url.clone());
@@ -190,7 +202,7 @@ fn http_upstream(url: String) -> Upstream {
                 let is_init = is_initialize(&msg);
                 let (sid, version) = session.lock().await.clone();
                 let mut req = client
-                    .post(&url)
+                    .post(url.clone())
                     .header("accept", "application/json, text/event-stream")
                     .header("content-type", "application/json")
                     .body(msg.to_string());
@@ -264,14 +276,19 @@ fn http_upstream(url: String) -> Upstream {
                 if status.is_success() && body.trim().is_empty() {
                     return;
                 }
-                if !status.is_success() && serde_json::from_str::<Value>(&body).is_err() {
+                // Checked without building a value: the session core parses the answer itself.
+                let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok();
+                if !status.is_success() && !is_json {
                     let excerpt: String = body.chars().take(200).collect();
                     return fail(format!("the upstream answered HTTP {status}: {excerpt}"));
                 }
-                let Ok(v) = serde_json::from_str::<Value>(&body) else {
+                if !is_json {
                     return fail("the upstream answered with something that is not JSON".into());
-                };
-                if is_init && let Some(pv) = v["result"]["protocolVersion"].as_str() {
+                }
+                if is_init
+                    && let Ok(v) = serde_json::from_str::<Value>(&body)
+                    && let Some(pv) = v["result"]["protocolVersion"].as_str()
+                {
                     session.lock().await.1 = Some(pv.to_owned());
                 }
                 let _ = in_tx.send(FromUpstream::Message(body.into_bytes()));
@@ -337,14 +354,16 @@ impl SseReader {
 /// a growing pause (up to 5 s) until the session's connection is dropped.
 async fn get_stream(
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     session: HttpSession,
     in_tx: mpsc::UnboundedSender<FromUpstream>,
 ) {
     let mut pause = Duration::from_millis(100);
     while !in_tx.is_closed() {
         let (sid, version) = session.lock().await.clone();
-        let mut req = client.get(&url).header("accept", "text/event-stream");
+        let mut req = client
+            .get(url.clone())
+            .header("accept", "text/event-stream");
         if let Some(s) = &sid {
             req = req.header(HEADER_SESSION_ID, s);
         }
@@ -384,6 +403,12 @@ async fn get_stream(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     }
+}
+
+/// The process's HTTP client for upstreams (built on first use).
+fn shared_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new).clone()
 }
 
 fn is_initialize(msg: &Value) -> bool {

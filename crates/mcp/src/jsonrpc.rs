@@ -2,7 +2,7 @@
 //! arrived as, so unknown fields pass through untouched; [`Message::classify`] tells what it
 //! is and checks the envelope (`jsonrpc: "2.0"`, the id's type, the method's type).
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 
 use crate::strict::{WireError, kind};
 
@@ -128,16 +128,32 @@ pub fn error_response(
     message: &str,
     data: Option<Value>,
 ) -> Value {
-    let mut error = json!({"code": code.code(), "message": message});
+    let mut error = Map::new();
+    error.insert("code".into(), code.code().into());
+    error.insert("message".into(), message.into());
     if let Some(data) = data {
-        error["data"] = data;
+        error.insert("data".into(), data);
     }
-    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error})
+    envelope(
+        id.cloned().unwrap_or(Value::Null),
+        "error",
+        Value::Object(error),
+    )
 }
 
 /// A JSON-RPC result response.
 pub fn result_response(id: &Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+    envelope(id.clone(), "result", result)
+}
+
+/// `{"jsonrpc": "2.0", "id": id, key: body}`, moving `body` in (`json!` would copy it through
+/// a serializer).
+fn envelope(id: Value, key: &str, body: Value) -> Value {
+    let mut m = Map::new();
+    m.insert("jsonrpc".into(), "2.0".into());
+    m.insert("id".into(), id);
+    m.insert(key.into(), body);
+    Value::Object(m)
 }
 
 /// The id of a message that failed classification, when it has a readable one (so the error
@@ -152,6 +168,7 @@ pub fn salvage_id(value: &Value) -> Option<&Value> {
 #[expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn envelopes_are_checked() {

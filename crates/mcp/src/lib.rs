@@ -11,4 +11,4 @@ pub mod strict;
 
 pub use jsonrpc::{ErrorCode, Incoming, Message, error_response, result_response};
 pub use protocol::ProtocolVersion;
-pub use strict::{Limits, WireError, parse_incoming};
+pub use strict::{Limits, WireError, incoming, parse_incoming, reparses_identically};

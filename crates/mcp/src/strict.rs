@@ -70,7 +70,11 @@ pub fn parse_incoming(bytes: &[u8], limits: Limits) -> Result<Incoming, WireErro
     let text = std::str::from_utf8(bytes).map_err(|e| WireError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    let value = parse_strict(text)?;
+    incoming(parse_strict(text)?)
+}
+
+/// A parsed message as [`parse_incoming`] classifies it: an object, or a non-empty batch.
+pub fn incoming(value: Value) -> Result<Incoming, WireError> {
     match value {
         Value::Array(items) => {
             if items.is_empty() {
@@ -84,6 +88,59 @@ pub fn parse_incoming(bytes: &[u8], limits: Limits) -> Result<Incoming, WireErro
             kind(&other)
         ))),
     }
+}
+
+/// Whether `parse_incoming(value.to_string())` would give back `value` itself, so an
+/// in-process caller may hand over the value and skip the text: it has no floating-point number
+/// (a float's shortest text can parse back one unit in the last place off), it nests well under
+/// the parser's depth limit, and an upper bound of its text's length is under `limits` (a
+/// value cannot hold a duplicate key or invalid UTF-8). When this says no, callers take the
+/// text path, so the answer is the same either way; it only decides which path is taken.
+pub fn reparses_identically(value: &Value, limits: Limits) -> bool {
+    // Sixty-four levels: far under serde_json's 128, whatever it counts as one level.
+    fn walk(v: &Value, depth: usize, budget: &mut usize) -> bool {
+        // Each node's text is at most its content plus punctuation; a string's at most six
+        // bytes per byte (`\u00XX`) plus its quotes.
+        let cost = match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(n) if n.is_f64() => return false,
+            Value::Number(_) => 21,
+            Value::String(s) => s.len() * 6 + 3,
+            Value::Array(items) => {
+                if depth >= 64 {
+                    return false;
+                }
+                if !items.iter().all(|i| walk(i, depth + 1, budget)) {
+                    return false;
+                }
+                items.len() + 2
+            }
+            Value::Object(map) => {
+                if depth >= 64 {
+                    return false;
+                }
+                for (k, i) in map {
+                    let Some(rest) = budget.checked_sub(k.len() * 6 + 4) else {
+                        return false;
+                    };
+                    *budget = rest;
+                    if !walk(i, depth + 1, budget) {
+                        return false;
+                    }
+                }
+                2
+            }
+        };
+        match budget.checked_sub(cost) {
+            Some(rest) => {
+                *budget = rest;
+                true
+            }
+            None => false,
+        }
+    }
+    let mut budget = limits.max_bytes;
+    walk(value, 0, &mut budget)
 }
 
 /// Parses JSON text, refusing duplicate keys and nesting deeper than serde_json's limit.
@@ -197,7 +254,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+#[expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 mod tests {
     use super::*;
 
@@ -232,6 +289,36 @@ mod tests {
             WireError::InvalidRequest("x".into()).code(),
             ErrorCode::InvalidRequest
         );
+    }
+
+    /// The value path's guard: it says yes only when the text path would give back the same
+    /// value, and no for floats, deep nesting and texts that could be over the size limit.
+    #[test]
+    fn reparses_identically_only_when_the_text_round_trip_is_exact() {
+        let small = Limits { max_bytes: 200 };
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "GetAHOBatch", "arguments": {"batchId": "rb-0001", "n": -3, "ok": true, "x": null, "l": ["é\n\u{1}"]}}});
+        assert!(reparses_identically(&call, Limits::default()));
+        let Incoming::Single(back) = parse(call.to_string().as_bytes()).unwrap() else {
+            panic!("a single message")
+        };
+        assert_eq!(back, call);
+        assert!(!reparses_identically(
+            &serde_json::json!({"a": 0.1}),
+            Limits::default()
+        ));
+        let mut deep = serde_json::json!(1);
+        for _ in 0..70 {
+            deep = serde_json::json!([deep]);
+        }
+        assert!(!reparses_identically(&deep, Limits::default()));
+        assert!(!reparses_identically(
+            &serde_json::json!({"a": "x".repeat(100)}),
+            small
+        ));
+        assert!(reparses_identically(
+            &serde_json::json!({"a": "x".repeat(10)}),
+            small
+        ));
     }
 
     #[test]

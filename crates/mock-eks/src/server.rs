@@ -167,7 +167,28 @@ impl MockEks {
 
     /// Handles raw bytes from the wire.
     pub fn handle(&mut self, session: &str, bytes: &[u8], now: Duration) -> Handled {
-        match parse_incoming(bytes, self.limits) {
+        let parsed = parse_incoming(bytes, self.limits);
+        self.handle_parsed(session, parsed, now)
+    }
+
+    /// The same as [`MockEks::handle`] of the value's text, for an in-process caller that holds
+    /// the message as a value (the scenario runner): the text is skipped when it would parse back
+    /// to the same value, and taken otherwise, so the answer is the same either way.
+    pub fn handle_value(&mut self, session: &str, value: Value, now: Duration) -> Handled {
+        if !tollgate_mcp::reparses_identically(&value, self.limits) {
+            return self.handle(session, value.to_string().as_bytes(), now);
+        }
+        let parsed = tollgate_mcp::incoming(value);
+        self.handle_parsed(session, parsed, now)
+    }
+
+    fn handle_parsed(
+        &mut self,
+        session: &str,
+        parsed: Result<Incoming, tollgate_mcp::WireError>,
+        now: Duration,
+    ) -> Handled {
+        match parsed {
             Err(e) => Handled {
                 response: Some(error_response(None, e.code(), &e.to_string(), None)),
                 latency: Duration::ZERO,
@@ -463,7 +484,7 @@ impl MockEks {
             "result"
         };
         Handled {
-            response: Some(result_response(id, output.to_result())),
+            response: Some(result_response(id, output.into_result())),
             latency: fault.as_ref().map_or(Duration::ZERO, |f| f.latency),
             effect: fault.and_then(|f| f.effect),
         }

@@ -316,7 +316,10 @@ fn pump(
     msg: Value,
     now: Duration,
 ) -> Vec<Value> {
-    pump_bytes(core, mock, session, msg.to_string().as_bytes(), now)
+    // Values, not text, between the runner, the core and the mock: each hop skips the text
+    // exactly when it would parse back to the same value, so the transcript is the same.
+    let outs = core.from_client_value(msg, now);
+    drain(core, mock, session, outs, now)
 }
 
 fn pump_bytes(
@@ -326,7 +329,18 @@ fn pump_bytes(
     bytes: &[u8],
     now: Duration,
 ) -> Vec<Value> {
-    let mut outs = core.from_client(bytes, now);
+    let outs = core.from_client(bytes, now);
+    drain(core, mock, session, outs, now)
+}
+
+/// Delivers what the core sent until quiet; returns what reached the client.
+fn drain(
+    core: &mut SessionCore,
+    mock: &mut MockEks,
+    session: &str,
+    mut outs: Vec<Out>,
+    now: Duration,
+) -> Vec<Value> {
     let mut to_client = Vec::new();
     // Bounded: a session core and a mock never ping-pong more than a handful of times per
     // message (tool listing pages, then the call).
@@ -337,9 +351,9 @@ fn pump_bytes(
         match outs.remove(0) {
             Out::Client(v) => to_client.push(v),
             Out::Upstream(v) => {
-                let h = mock.handle(session, v.to_string().as_bytes(), now);
+                let h = mock.handle_value(session, v, now);
                 if let Some(r) = h.response {
-                    outs.extend(core.from_upstream(r.to_string().as_bytes(), now));
+                    outs.extend(core.from_upstream_value(r, now));
                 }
             }
         }

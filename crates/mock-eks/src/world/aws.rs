@@ -200,7 +200,12 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
         .run_batches
         .iter()
         .position(|b| b.id == batch_id);
-    let run = world.state.runs.iter().position(|r| r.id == run_id);
+    // Only the run operations look a run up (a scan of every run).
+    let run = if matches!(op, "GetRun" | "CancelRun" | "DeleteRun") {
+        world.state.runs.iter().position(|r| r.id == run_id)
+    } else {
+        None
+    };
     let out = match (op, batch, run) {
         (
             "CancelRunBatch" | "GetBatch" | "DeleteRunBatch" | "DeleteBatch" | "ListRunsInBatch",
@@ -230,17 +235,23 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
         ("GetBatch", Some(i), _) => {
             let b = &world.state.run_batches[i];
             let mut body = batch_json(b);
-            let mut summary = Map::new();
+            // Counted by state first: one key per state, not one allocation per run.
+            let mut counts: Vec<(RunStatus, u64)> = Vec::new();
             for r in world
                 .state
                 .runs
                 .iter()
                 .filter(|r| r.batch_id.as_deref() == Some(&b.id))
             {
-                let key = r.status.as_str().to_ascii_lowercase();
-                let n = summary.get(&key).and_then(Value::as_u64).unwrap_or(0);
-                summary.insert(key, json!(n + 1));
+                match counts.iter_mut().find(|(s, _)| *s == r.status) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((r.status, 1)),
+                }
             }
+            let summary: Map<String, Value> = counts
+                .into_iter()
+                .map(|(s, n)| (s.as_str().to_ascii_lowercase(), json!(n)))
+                .collect();
             body["runSummary"] = Value::Object(summary);
             ok(world, op, body)
         }

@@ -74,6 +74,30 @@ impl ToolOutput {
         self.content.join("\n")
     }
 
+    /// [`ToolOutput::to_result`], moving the texts and the body instead of copying them.
+    pub fn into_result(self) -> Value {
+        let content: Vec<Value> = self
+            .content
+            .into_iter()
+            .map(|t| {
+                Value::Object(serde_json::Map::from_iter([
+                    ("type".to_owned(), Value::from("text")),
+                    ("text".to_owned(), Value::from(t)),
+                ]))
+            })
+            .collect();
+        let mut result = serde_json::Map::from_iter([
+            ("content".to_owned(), Value::Array(content)),
+            ("isError".to_owned(), Value::Bool(self.is_error)),
+        ]);
+        if let Some(s) = self.structured
+            && s.is_object()
+        {
+            result.insert("structuredContent".to_owned(), s);
+        }
+        Value::Object(result)
+    }
+
     /// The MCP `CallToolResult`.
     pub fn to_result(&self) -> Value {
         let content: Vec<Value> = self

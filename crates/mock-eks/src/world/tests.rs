@@ -781,3 +781,22 @@ fn real_tool_argument_errors_match_pydantic() {
         );
     }
 }
+
+/// The mock's answer path moves a tool output into its result: it must build exactly the result
+/// `to_result` builds, for data answers (with `structuredContent`), errors and the real tools.
+#[test]
+fn into_result_builds_the_same_result_as_to_result() {
+    let mut w = World::new(&Fixture::default());
+    for (tool, args) in [
+        ("GetAHOBatch", json!({"batchId": "rb-0001"})),
+        ("GetAHOBatch", json!({"batchId": "rb-nope"})),
+        ("CancelAHORunBatch", json!({"batchId": "rb-0013"})),
+        (
+            "list_k8s_resources",
+            json!({"cluster_name": "prod", "kind": "Pod", "api_version": "v1"}),
+        ),
+    ] {
+        let out = call(&mut w, tool, args, ALL);
+        assert_eq!(out.clone().into_result(), out.to_result(), "{tool}");
+    }
+}
