@@ -506,22 +506,20 @@ struct Compiler<'a> {
 }
 
 fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
-    let default_approval =
-        doc.approval
-            .map_or(
-                (
-                    DEFAULT_APPROVAL_TIMEOUT,
-                    TimeoutOutcome::Deny,
-                    ApprovalVia::Operators,
-                ),
-                |a| {
-                    (
-                        a.timeout.map_or(DEFAULT_APPROVAL_TIMEOUT, |w| w.0),
-                        a.on_timeout,
-                        a.via.unwrap_or_default(),
-                    )
-                },
-            );
+    let default_approval = doc.approval.map_or(
+        (
+            DEFAULT_APPROVAL_TIMEOUT,
+            TimeoutOutcome::Deny,
+            ApprovalVia::Operators,
+        ),
+        |a| {
+            (
+                a.timeout.map_or(DEFAULT_APPROVAL_TIMEOUT, |w| w.0),
+                a.on_timeout,
+                a.via.unwrap_or_default(),
+            )
+        },
+    );
     let mut c = Compiler {
         file: &file,
         default_approval,

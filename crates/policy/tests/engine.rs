@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate_policy::{
-    Annotation, ApprovalVia, Call, DecisionKind, Engine, MemoryStore, Policy, RiskClass, TimeoutOutcome,
-    ToolMeta,
+    Annotation, ApprovalVia, Call, DecisionKind, Engine, MemoryStore, Policy, RiskClass,
+    TimeoutOutcome, ToolMeta,
 };
 
 fn engine(policy: Value) -> Engine {
@@ -286,7 +286,10 @@ fn approval_takes_the_budget_when_approved_not_when_held() {
         &*first.rule.pointer,
         "/tools/manage_k8s_resource/when/cases/delete"
     );
-    assert_eq!(e.admit_approved(&delete, secs(20)).kind, DecisionKind::Allow);
+    assert_eq!(
+        e.admit_approved(&delete, secs(20)).kind,
+        DecisionKind::Allow
+    );
     // The hour is full: a new delete is refused without asking anybody.
     assert_eq!(
         e.decide(&delete, secs(30)).kind,
@@ -304,7 +307,10 @@ fn approval_takes_the_budget_when_approved_not_when_held() {
     );
     assert_eq!(late.limits[0].used, 2);
     // An hour after the first approval, the budget has room again.
-    assert_eq!(e.admit_approved(&delete, secs(3610)).kind, DecisionKind::Allow);
+    assert_eq!(
+        e.admit_approved(&delete, secs(3610)).kind,
+        DecisionKind::Allow
+    );
 }
 
 /// A value no case names, or a missing branch argument, is an invalid argument when there is
