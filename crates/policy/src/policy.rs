@@ -243,6 +243,25 @@ impl Policy {
         names
     }
 
+    /// The longest time any rule of this policy may hold a call for approval (zero when no
+    /// rule asks): how long a transport must be ready to wait for an answer.
+    pub fn longest_approval(&self) -> Duration {
+        let bodies = std::iter::once(&self.default).chain(self.rules.iter().map(|r| &r.body));
+        let mut longest = Duration::ZERO;
+        for body in bodies {
+            let cases = body
+                .when
+                .iter()
+                .flat_map(|b| b.cases.values().chain(b.otherwise.iter()));
+            for b in std::iter::once(body).chain(cases) {
+                if b.action == Action::RequireApproval {
+                    longest = longest.max(b.approval.0);
+                }
+            }
+        }
+        longest
+    }
+
     /// Whether `tool` is refused whatever its arguments (a deny rule with no branch, or the
     /// default deny): what `hide_from_list` hides.
     pub fn always_denies(&self, tool: &str, meta: &ToolMeta) -> bool {
