@@ -517,3 +517,157 @@ fn gateway_refuses_admin_tokens_it_cannot_keep_apart() {
         "{err}"
     );
 }
+
+/// The console in headless Chromium (Debian's `chromium`, driven by playwright-core): an
+/// operator enters the admin token, sees three held calls with their tool, redacted
+/// arguments, grant, session and age, clicks approve on one and deny (with a reason) on
+/// another; the two agents get the upstream's answer and the refusal naming the approver and
+/// the reason; the audit log records both as alice's; the third stays pending (and is shown
+/// in the screenshot kept at target/test-artifacts/approvals-console.png).
+#[test]
+fn console_approves_and_denies_with_real_clicks() {
+    let root = crate::util::root();
+    let chromium =
+        std::env::var("TOLLGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let playwright = std::env::var("TOLLGATE_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
+        root.join(".ci/node/node_modules/playwright-core")
+            .to_string_lossy()
+            .into_owned()
+    });
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: scripts/test-all.sh installs it (apt-get install -y chromium)"
+    );
+    assert!(
+        Path::new(&playwright).exists(),
+        "{playwright} is missing: scripts/test-all.sh installs it (npm ci --prefix .ci/node)"
+    );
+    let artifacts = root.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("approvals-console.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let stack = Stack::start();
+    let runtime = rt();
+    let http = reqwest::Client::new();
+    let (approved, denied, agents) = runtime.block_on(async {
+        let a = Agent::open(&stack.url, AGENT_TOKEN).await;
+        let b = Agent::open(&stack.url, ANALYST_TOKEN).await;
+        let c = Agent::open(&stack.url, AGENT_TOKEN).await;
+        let mut held = Vec::new();
+        for (n, agent, role) in [(1, &a, "web"), (2, &b, "billing"), (3, &c, "ops")] {
+            let agent = agent.clone();
+            held.push(tokio::spawn(async move {
+                agent
+                    .call(n, "add_inline_policy", inline_policy_args(role))
+                    .await
+            }));
+            stack.pending(&http, n as usize).await;
+        }
+        let mut held = held.into_iter();
+        (
+            held.next().unwrap(),
+            held.next().unwrap(),
+            (held.next().unwrap(), c),
+        )
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("node")
+        .arg(root.join("tests/console/approvals-console.cjs"))
+        .env("BASE", &stack.base)
+        .env("TOKEN", ADMIN_TOKEN)
+        .env("APPROVE", "1")
+        .env("DENY", "2")
+        .env("REASON", "not during the freeze")
+        .env("SCREENSHOT", &screenshot)
+        .env("USER_DATA_DIR", profile.path())
+        .env("CHROMIUM", &chromium)
+        .env("PLAYWRIGHT_CORE", &playwright)
+        .output()
+        .unwrap();
+    let (said, err) = text(&out);
+    assert!(out.status.success(), "{err}\n{said}");
+    let report: Value = serde_json::from_str(said.trim()).unwrap();
+    assert_eq!(
+        report["problems"],
+        json!([]),
+        "no script errors in the page"
+    );
+    assert_eq!(report["who"], "approving as alice");
+    // What the operator saw before clicking: every held call, redacted, with grant and age.
+    let before = report["pendingBefore"].as_array().unwrap();
+    assert_eq!(before.len(), 3);
+    let first: Vec<&str> = before[0]["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(first[0], "1");
+    assert!(first[1].starts_with("add_inline_policy"), "{first:?}");
+    assert!(
+        first[2].contains("[redacted]") && !first[2].contains("s3:*"),
+        "{first:?}"
+    );
+    assert_eq!(first[3], "ci-bot");
+    assert!(first[4].starts_with("tg-"), "the session id: {first:?}");
+    assert!(first[5].ends_with('s'), "an age: {first:?}");
+    assert_eq!(before[1]["cells"][3], "analyst");
+    let decisions = report["decisions"].as_array().unwrap();
+    let of = |id: &str| decisions.iter().find(|d| d["id"] == id).unwrap();
+    assert_eq!(
+        (of("1")["verdict"].as_str(), of("1")["by"].as_str()),
+        (Some("approved"), Some("alice"))
+    );
+    assert_eq!(of("2")["reason"], "not during the freeze");
+    assert_eq!(report["pendingAfter"], json!(["3"]));
+
+    // The agents' outcomes.
+    let (approved, denied) =
+        runtime.block_on(async { (approved.await.unwrap(), denied.await.unwrap()) });
+    assert_eq!(decision(&approved), "forwarded", "{approved}");
+    assert_eq!(decision(&denied), "approval_denied");
+    let text_of = denied["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text_of.contains("`alice` denied it") && text_of.contains("not during the freeze"),
+        "{text_of}"
+    );
+    assert_eq!(stack.journal_calls("add_inline_policy"), 1);
+    // The audit log: both verdicts are alice's.
+    let verdicts: Vec<(Value, Value, Value)> = stack
+        .audit()
+        .iter()
+        .filter(|r| r["kind"] == "approval")
+        .map(|r| {
+            (
+                r["approval_id"].clone(),
+                r["verdict"].clone(),
+                r["approver"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (json!(1), json!("approved"), json!("alice")),
+            (json!(2), json!("denied"), json!("alice"))
+        ]
+    );
+    // Release the third agent; its call never reached the mock.
+    let (third, _c) = agents;
+    runtime.block_on(async {
+        let r = http
+            .post(format!("{}/admin/approvals/3/deny", stack.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(decision(&third.await.unwrap()), "approval_denied");
+    });
+    assert_eq!(stack.journal_calls("add_inline_policy"), 1);
+    assert!(
+        screenshot.exists(),
+        "the screenshot is kept as a test artifact"
+    );
+}
