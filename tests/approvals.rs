@@ -671,3 +671,87 @@ fn console_approves_and_denies_with_real_clicks() {
         "the screenshot is kept as a test artifact"
     );
 }
+
+/// Elicitation with a real client: the official Python SDK, declaring the capability, through
+/// the stdio gateway (no operators at all). A rule with `via: elicitation` asks its user; the
+/// first question is accepted (the call reaches the mock and its answer comes back), the
+/// second declined (refused, naming the client's user); the audit log records both with the
+/// approver `elicitation`.
+#[test]
+fn elicitation_asks_the_python_sdk_clients_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    std::fs::write(
+        p("policy.json"),
+        r#"{"version": "1", "default": "allow", "tools": {
+            "get_pod_logs": {"action": "require_approval", "reason": "logs may hold customer data",
+                             "approval": {"timeout": "1m", "via": "elicitation"}}}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::mock_eks::python())
+        .arg(crate::util::root().join("tests/python/elicitation_client.py"))
+        .arg("--stdio")
+        .arg(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "gateway",
+            "--policy",
+            &p("policy.json"),
+            "--audit",
+            &p("audit.jsonl"),
+        ])
+        .args([
+            "--grant",
+            "desktop",
+            "--",
+            env!("CARGO_BIN_EXE_tollgate"),
+            "mock-eks",
+        ])
+        .args([
+            "--allow-sensitive-data-access",
+            "--journal",
+            &p("journal.jsonl"),
+        ])
+        .output()
+        .unwrap();
+    let (said, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let summary: Value = serde_json::from_str(&said).unwrap();
+    assert_eq!(summary["protocol_version"], "2025-11-25");
+    let asked = summary["asked"].as_array().unwrap();
+    assert_eq!(asked.len(), 2, "{summary}");
+    let question = asked[0]["message"].as_str().unwrap();
+    assert!(
+        question.contains("`get_pod_logs`") && question.contains("logs may hold customer data"),
+        "{question}"
+    );
+    let calls = summary["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["decision"], Value::Null, "forwarded: {summary}");
+    assert_eq!(calls[1]["decision"], "approval_denied");
+    assert!(
+        calls[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("the client's user (asked through elicitation) denied it"),
+        "{summary}"
+    );
+    let journal = lines(&dir.path().join("journal.jsonl"));
+    assert_eq!(
+        journal
+            .iter()
+            .filter(|e| e["tool"] == "get_pod_logs")
+            .count(),
+        1
+    );
+    let verdicts: Vec<(Value, Value)> = lines(&dir.path().join("audit.jsonl"))
+        .iter()
+        .filter(|r| r["kind"] == "approval")
+        .map(|r| (r["verdict"].clone(), r["approver"].clone()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (json!("approved"), json!("elicitation")),
+            (json!("denied"), json!("elicitation"))
+        ]
+    );
+}
