@@ -1436,6 +1436,27 @@ impl SessionCore {
         out
     }
 
+    /// The session is ending (the gateway shuts down, or the client left): every held call is
+    /// withdrawn (audited) and answered with a refusal, since nobody will decide it here.
+    pub fn release_held(&mut self, now: Duration, why: &str) -> Vec<Out> {
+        let mut out = Vec::new();
+        let held = std::mem::take(&mut self.awaiting);
+        for (approval, h) in held {
+            self.conclude(approval, VerdictKind::Withdrawn, why, now);
+            let text = format!(
+                "Tollgate refused the call to `{}`: it was waiting for a human's approval (approval {approval}) when {why}; nothing was forwarded. Call again later.",
+                h.call.tool
+            );
+            out.push(Out::Client(result_response(
+                &h.id,
+                refusal::gateway(&h.call.tool, &self.grant, "approval_withdrawn", text),
+            )));
+        }
+        self.elicits.clear();
+        self.record_out(&out, now);
+        out
+    }
+
     /// The upstream went away: every pending call gets an error result.
     pub fn upstream_closed(&mut self, now: Duration, why: &str) -> Vec<Out> {
         let outs = self.upstream_closed_inner(now, why);

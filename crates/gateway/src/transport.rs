@@ -214,6 +214,12 @@ pub async fn run_session(
             }
         }
     }
+    // Calls still held for approval get an answer: nobody will decide them in this session.
+    for out in core.release_held(now(), "the gateway's session ended") {
+        if let Out::Client(v) = out {
+            deliver(v, &mut waiters, &sink);
+        }
+    }
     if let Some(u) = upstream.take() {
         u.shutdown().await;
     }

@@ -590,3 +590,24 @@ fn held_call_refusals() {
     ));
     insta::assert_snapshot!(transcript);
 }
+
+/// A session that ends (the gateway shuts down) answers its held calls with
+/// `approval_withdrawn` rather than leaving the agents waiting; nothing was forwarded.
+#[test]
+fn ending_a_session_answers_its_held_calls() {
+    let mut rig = Rig::new(None, Rig::operators());
+    let s = rig.session("ci-bot", json!({}));
+    rig.send(s, inline_policy(1), SECS(0));
+    let outs = rig.sessions[s]
+        .0
+        .release_held(SECS(5), "the gateway shut down");
+    let [Out::Client(answer)] = outs.as_slice() else {
+        panic!("{outs:?}")
+    };
+    assert_eq!(answer["id"], 1);
+    assert_eq!(decision_of(answer), "approval_withdrawn");
+    let (pending, recent) = rig.gateway.list_approvals(SECS(5));
+    assert!(pending.is_empty());
+    assert_eq!(recent[0].verdict.verdict.name(), "withdrawn");
+    assert_eq!(rig.in_journal("add_inline_policy"), 0);
+}
