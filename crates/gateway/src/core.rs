@@ -379,7 +379,6 @@ struct Held {
     rule: RuleRef,
     reason: Option<String>,
     on_timeout: TimeoutOutcome,
-    batch: Option<u64>,
     /// The id of the `elicitation/create` request asking the client's user, if any.
     elicit: Option<String>,
 }
@@ -778,7 +777,6 @@ impl SessionCore {
                     redacted,
                     decision,
                     decision_seq: seq,
-                    batch,
                 },
                 now,
                 out,
@@ -919,7 +917,6 @@ impl SessionCore {
                 rule: r.decision.rule.clone(),
                 reason,
                 on_timeout,
-                batch: r.batch,
                 elicit,
             },
         );
@@ -1173,15 +1170,10 @@ impl SessionCore {
             return;
         }
         let Held {
-            id,
-            call,
-            original,
-            batch,
-            ..
+            id, call, original, ..
         } = h;
         // A held call of a batch is answered on its own (the batch's other answers went
         // earlier), so it forwards as a single message.
-        let _ = batch;
         self.forward(
             &id,
             &call.tool,
@@ -1554,7 +1546,6 @@ struct HoldRequest {
     redacted: Value,
     decision: Decision,
     decision_seq: Option<u64>,
-    batch: Option<u64>,
 }
 
 /// What an `initialize` says about elicitation: present means supported; form mode is
