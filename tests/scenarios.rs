@@ -107,3 +107,33 @@ fn tollgate_test_exit_codes() {
         "{text}"
     );
 }
+
+/// `approve` and `deny` steps name an approver the scenario lists and say which held call
+/// they decide; otherwise the scenario is broken (exit 2) and the message says what to write.
+#[test]
+fn approval_steps_that_cannot_be_run_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let head =
+        "name: x\npolicy: {version: \"1\", default: require_approval}\nagents:\n  a: {grant: g}\n";
+    for (steps, says) in [
+        (
+            "steps:\n  - {approve: {tool: t, by: mallory}}\n",
+            "`mallory` is not an approver; list the operators who decide in `approvers: [...]` (now: none)",
+        ),
+        (
+            "approvers: [alice]\nsteps:\n  - {deny: {by: alice}}\n",
+            "say which held call to decide: `tool: NAME`",
+        ),
+        (
+            "approvers: [alice]\nsteps:\n  - {approve: {held: 1, by: alice}, advance: 1s}\n",
+            "a step is one of `call`, `advance`, `approve` or `deny`, not several",
+        ),
+    ] {
+        let file = write(dir.path(), "s.yaml", &format!("{head}{steps}"));
+        let out = tollgate().args(["test", &file]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(text.contains(says), "{steps}: {text}");
+    }
+}

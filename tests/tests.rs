@@ -16,5 +16,7 @@ mod catalog;
 mod mock_eks;
 // `tollgate gateway` end to end in front of the mock.
 mod gateway;
+// Human approvals: the admin API, `tollgate approvals`, the console in headless Chromium.
+mod approvals;
 // Scenarios in virtual time: every transcript snapshot, `tollgate test`.
 mod scenarios;

@@ -30,6 +30,8 @@ enum Command {
     Test(cmd::test::Args),
     /// Verify, tail and query the gateway's hash-chained audit log.
     Audit(cmd::audit::Args),
+    /// List, approve and deny the calls a gateway holds for a human's approval.
+    Approvals(cmd::approvals::Args),
     /// Run the enforcing gateway in front of an MCP server (stdio, or HTTP with --listen).
     Gateway(cmd::gateway::Args),
     /// Run the mock Amazon EKS MCP server (stdio, or Streamable HTTP with --http).
@@ -50,6 +52,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Test(args) => cmd::test::run(args),
         Command::Audit(args) => cmd::audit::run(args),
+        Command::Approvals(args) => cmd::approvals::run(args),
         Command::Gateway(args) => cmd::gateway::run(args),
         Command::MockEks(args) => cmd::mock_eks::run(args),
         Command::Catalog(args) => cmd::catalog::run(args),

@@ -1,5 +1,5 @@
 //! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
-//! [--tokens FILE] [--grant NAME] [--call-timeout SECS] [--max-message-bytes N]
+//! [--tokens FILE] [--admin-tokens FILE] [--grant NAME] [--call-timeout SECS] [--max-message-bytes N]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
 //!
 //! Without `--listen` it speaks MCP on its own stdin/stdout for one client (grant `--grant`),
@@ -49,6 +49,13 @@ pub struct Args {
     /// Bearer tokens file (`TOKEN GRANT` per line; `sha256:HEX` tokens); HTTP only.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
+    /// Approvers' tokens (`TOKEN NAME` per line, as `--tokens`): turns on held calls for
+    /// approval, the admin API at /admin and the console at /ui; HTTP only.
+    #[arg(long, value_name = "FILE")]
+    admin_tokens: Option<PathBuf>,
+    /// The most calls one grant may have waiting for approval at once.
+    #[arg(long, value_name = "N", default_value_t = GatewayOptions::default().max_held_per_grant)]
+    max_held_per_grant: usize,
     /// The grant of the stdio client (and of HTTP clients when no tokens file is given).
     #[arg(long, default_value = "default")]
     grant: String,
@@ -118,6 +125,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "`--tokens` applies to HTTP clients: add `--listen ADDR`, or use `--grant NAME` for the stdio client"
         );
     }
+    let admin_tokens = args
+        .admin_tokens
+        .as_ref()
+        .map(|p| Tokens::from_path(p))
+        .transpose()?;
+    if admin_tokens.is_some() && args.listen.is_none() {
+        anyhow::bail!(
+            "`--admin-tokens` serves the admin API on the HTTP listener: add `--listen ADDR`"
+        );
+    }
+    if let (Some(admins), Some(agents)) = (&admin_tokens, &tokens)
+        && let Some((admin, grant)) = admins.shared_with(agents)
+    {
+        anyhow::bail!(
+            "the same token is approver `{admin}` in `--admin-tokens` and grant `{grant}` in `--tokens`: an agent could approve its own calls; give approvers tokens of their own"
+        );
+    }
     let audit = args
         .audit
         .as_ref()
@@ -130,6 +154,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_bytes: args.max_message_bytes,
         },
         call_timeout: Duration::from_secs(args.call_timeout.max(1)),
+        approvals: admin_tokens.is_some(),
+        max_held_per_grant: args.max_held_per_grant.max(1),
         ..GatewayOptions::default()
     };
     let gateway = match &args.record {
@@ -246,11 +272,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 let local = listener.local_addr()?;
-                writeln!(std::io::stderr().lock(), "listening on http://{local}/mcp")?;
+                // One write: tests read the first line and may close the pipe after it.
+                let mut banner = format!("listening on http://{local}/mcp\n");
+                if admin_tokens.is_some() {
+                    banner.push_str(&format!(
+                        "approvals: console at http://{local}/ui, API at http://{local}/admin/approvals\n"
+                    ));
+                }
+                std::io::stderr().lock().write_all(banner.as_bytes())?;
                 let front = Arc::new(HttpFront {
                     gateway: Arc::clone(&gateway),
                     spec,
                     tokens,
+                    admin_tokens,
                     default_grant: args.grant.clone(),
                     sessions: tokio::sync::Mutex::new(Sessions::default()),
                     clock,

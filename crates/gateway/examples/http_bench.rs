@@ -55,6 +55,7 @@ async fn start_gateway(upstream: String) -> String {
         gateway,
         spec: UpstreamSpec::Url(upstream),
         tokens: None,
+        admin_tokens: None,
         default_grant: "bench".into(),
         sessions: tokio::sync::Mutex::new(Sessions::default()),
         clock: tollgate_gateway::clock::Clock::start(),

@@ -19,6 +19,7 @@
 //! error result.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,8 +29,14 @@ use tollgate_mcp::{
     ErrorCode, Incoming, Limits, Message, WireError, error_response, parse_incoming,
     result_response,
 };
-use tollgate_policy::{Annotation, Call, Engine, RiskClass, ToolMeta};
+use tollgate_policy::{
+    Annotation, ApprovalVia, Call, Decision, DecisionKind, Engine, RiskClass, RuleRef,
+    TimeoutOutcome, ToolMeta,
+};
 
+use crate::approvals::{
+    ApprovalError, DecidedApproval, Decider, PendingApproval, Registry, Verdict, VerdictKind,
+};
 use crate::audit::{AuditLog, redact};
 use crate::refusal;
 
@@ -41,6 +48,13 @@ pub struct GatewayOptions {
     pub call_timeout: Duration,
     /// Per-tool timeouts (exact names), overriding `call_timeout`.
     pub tool_timeouts: HashMap<String, Duration>,
+    /// Whether operators can decide approvals (the admin API is on, or an in-process driver
+    /// such as the scenario runner decides them). Without it, and without elicitation, a call
+    /// that requires approval is refused at once: nobody could approve it.
+    pub approvals: bool,
+    /// How many calls one grant may have waiting for approval at once; the next is refused
+    /// (`approval_queue_full`), so a runaway agent cannot flood the approvers.
+    pub max_held_per_grant: usize,
 }
 
 impl Default for GatewayOptions {
@@ -49,6 +63,8 @@ impl Default for GatewayOptions {
             limits: Limits::default(),
             call_timeout: Duration::from_secs(60),
             tool_timeouts: HashMap::new(),
+            approvals: false,
+            max_held_per_grant: 16,
         }
     }
 }
@@ -65,6 +81,8 @@ pub struct Gateway {
     /// Bumped by every reload, so session loops can tell their clients when the tools they
     /// may see changed (`notifications/tools/list_changed`).
     policy_generation: tokio::sync::watch::Sender<u64>,
+    approvals: Registry,
+    next_core: AtomicU64,
 }
 
 /// The `--record FILE` writer: every message of every session, one JSON line each
@@ -101,14 +119,27 @@ pub enum Out {
 
 impl Gateway {
     pub fn new(engine: Engine, audit: Option<AuditLog>, options: GatewayOptions) -> Arc<Gateway> {
-        Arc::new(Gateway {
+        Arc::new(Gateway::build(engine, audit, options, None))
+    }
+
+    fn build(
+        engine: Engine,
+        audit: Option<AuditLog>,
+        options: GatewayOptions,
+        recorder: Option<Recorder>,
+    ) -> Gateway {
+        let metrics = crate::metrics::Metrics::default();
+        let approvals = Registry::new(metrics.approvals_pending.clone());
+        Gateway {
             engine: std::sync::RwLock::new(Arc::new(engine)),
             audit: audit.map(Mutex::new),
             options,
-            recorder: None,
-            metrics: crate::metrics::Metrics::default(),
+            recorder: recorder.map(Mutex::new),
+            metrics,
             policy_generation: tokio::sync::watch::Sender::new(0),
-        })
+            approvals,
+            next_core: AtomicU64::new(1),
+        }
     }
 
     /// The same gateway, recording every message to `recorder`.
@@ -118,14 +149,7 @@ impl Gateway {
         options: GatewayOptions,
         recorder: Recorder,
     ) -> Arc<Gateway> {
-        Arc::new(Gateway {
-            engine: std::sync::RwLock::new(Arc::new(engine)),
-            audit: audit.map(Mutex::new),
-            options,
-            recorder: Some(Mutex::new(recorder)),
-            metrics: crate::metrics::Metrics::default(),
-            policy_generation: tokio::sync::watch::Sender::new(0),
-        })
+        Arc::new(Gateway::build(engine, audit, options, Some(recorder)))
     }
 
     fn record(&self, now: Duration, session: &str, grant: &str, dir: &str, message: Value) {
@@ -173,8 +197,15 @@ impl Gateway {
 
     /// A new session for one client (its grant and session id).
     pub fn session(self: &Arc<Self>, grant: &str, session: &str) -> SessionCore {
+        let core_id = self.next_core.fetch_add(1, Ordering::Relaxed);
         SessionCore {
             gateway: Arc::clone(self),
+            core_id,
+            waker: self.approvals.waker(core_id),
+            awaiting: BTreeMap::new(),
+            elicits: HashMap::new(),
+            elicitation: None,
+            last_now: Duration::ZERO,
             grant: grant.to_owned(),
             session: session.to_owned(),
             advertised: None,
@@ -202,6 +233,105 @@ impl Gateway {
             None => Ok(None),
             Some(_) => self.audit(now, kind, fields()),
         }
+    }
+
+    /// The options this gateway runs with.
+    pub fn options(&self) -> &GatewayOptions {
+        &self.options
+    }
+
+    /// The registry of held calls (for the live feed and the scenario runner).
+    pub fn approvals(&self) -> &Registry {
+        &self.approvals
+    }
+
+    /// The calls waiting for approval at `now`, oldest first, and the latest decisions,
+    /// newest first.
+    pub fn list_approvals(&self, now: Duration) -> (Vec<PendingApproval>, Vec<DecidedApproval>) {
+        self.approvals.list(ms(now))
+    }
+
+    /// An operator approves held call `id`: it is audited (who, when, why), then the session
+    /// holding it forwards it, taking its limits at `now`.
+    pub fn approve(
+        &self,
+        id: u64,
+        approver: &str,
+        reason: Option<&str>,
+        now: Duration,
+    ) -> Result<DecidedApproval, ApprovalError> {
+        self.decide_approval(
+            id,
+            VerdictKind::Approved,
+            approver,
+            reason,
+            now,
+            Decider::Operator,
+        )
+    }
+
+    /// An operator denies held call `id`: audited, then the agent gets a refusal naming the
+    /// approver and their reason.
+    pub fn deny(
+        &self,
+        id: u64,
+        approver: &str,
+        reason: Option<&str>,
+        now: Duration,
+    ) -> Result<DecidedApproval, ApprovalError> {
+        self.decide_approval(
+            id,
+            VerdictKind::Denied,
+            approver,
+            reason,
+            now,
+            Decider::Operator,
+        )
+    }
+
+    fn decide_approval(
+        &self,
+        id: u64,
+        verdict: VerdictKind,
+        approver: &str,
+        reason: Option<&str>,
+        now: Duration,
+        decider: Decider,
+    ) -> Result<DecidedApproval, ApprovalError> {
+        let verdict = Verdict {
+            verdict,
+            approver: Some(approver.to_owned()),
+            reason: reason
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+            decided_at_ms: ms(now),
+        };
+        self.approvals.decide(id, verdict, decider, |a, v| {
+            self.approval_record(now, a, v).map(|_| ())
+        })
+    }
+
+    /// The audit record of a verdict.
+    fn approval_record(
+        &self,
+        now: Duration,
+        a: &PendingApproval,
+        v: &Verdict,
+    ) -> Result<Option<u64>, String> {
+        let mut record = json!({
+            "approval_id": a.id, "verdict": v.verdict.name(), "approver": v.approver,
+            "session": a.session, "grant": a.grant, "id": a.request_id, "tool": a.tool,
+            "decision_seq": a.decision_seq, "via": a.via,
+            "waited_ms": ms(now).saturating_sub(a.created_at_ms),
+        });
+        if let Some(r) = &v.reason {
+            record["reason"] = json!(r);
+        }
+        if v.verdict == VerdictKind::Expired {
+            record["on_timeout"] = json!(a.on_timeout);
+        }
+        self.audit(now, "approval", record)
     }
 
     /// Appends an audit record; `None` when there is no audit log.
@@ -259,10 +389,52 @@ struct BatchState {
     local: Vec<Value>,
 }
 
+/// A call held for approval, in the session that holds it.
+#[derive(Debug)]
+struct Held {
+    /// The agent's request id.
+    id: Value,
+    call: Call,
+    /// The message as the client sent it (forwarded with the validated arguments).
+    original: Value,
+    /// The engine that decided to hold it: its rule takes the limits when approved.
+    engine: Arc<Engine>,
+    redacted: Value,
+    decision_seq: Option<u64>,
+    started: Duration,
+    deadline: Duration,
+    rule: RuleRef,
+    reason: Option<String>,
+    on_timeout: TimeoutOutcome,
+    /// The id of the `elicitation/create` request asking the client's user, if any.
+    elicit: Option<String>,
+}
+
+/// What the client declared in `initialize` about elicitation.
+#[derive(Debug, Clone)]
+struct ClientElicitation {
+    form: bool,
+    /// Whether `elicitation/create` carries `mode` (2025-11-25 and later).
+    with_mode: bool,
+}
+
+/// The prefix of the ids of the gateway's own `elicitation/create` requests.
+const ELICIT_PREFIX: &str = "tollgate-elicit-";
+
 /// One client session.
 #[derive(Debug)]
 pub struct SessionCore {
     gateway: Arc<Gateway>,
+    /// This core's number in the gateway (the approval registry knows calls by it).
+    core_id: u64,
+    waker: Arc<tokio::sync::Notify>,
+    /// Calls held for approval, by approval id.
+    awaiting: BTreeMap<u64, Held>,
+    /// Elicitation request id → approval id.
+    elicits: HashMap<String, u64>,
+    elicitation: Option<ClientElicitation>,
+    /// The latest instant the core was given (for records written when it is dropped).
+    last_now: Duration,
     grant: String,
     session: String,
     advertised: Option<HashMap<String, ToolInfo>>,
@@ -298,18 +470,34 @@ impl SessionCore {
         self.gateway.policy_changes()
     }
 
-    /// Whether calls are waiting for the upstream.
+    /// Whether calls are waiting for the upstream. (Calls held for approval are not: when the
+    /// client goes away they are withdrawn, since nobody is left to answer.)
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty() || !self.held.is_empty()
     }
 
-    /// The earliest deadline of a forwarded call, for the transport's timer.
+    /// The earliest deadline of a forwarded call or of a call held for approval, for the
+    /// transport's timer.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.pending.values().map(|p| p.deadline).min()
+        let forwarded = self.pending.values().map(|p| p.deadline);
+        let held = self.awaiting.values().map(|h| h.deadline);
+        forwarded.chain(held).min()
+    }
+
+    /// Notified when one of this session's held calls is decided: the transport then calls
+    /// [`SessionCore::tick`].
+    pub fn approval_waker(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.waker)
+    }
+
+    /// The approval ids of the calls this session holds, oldest first.
+    pub fn held_approvals(&self) -> Vec<u64> {
+        self.awaiting.keys().copied().collect()
     }
 
     /// Handles bytes from the client.
     pub fn from_client(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
+        self.last_now = self.last_now.max(now);
         self.record_in("client", bytes, now);
         let outs = self.handle_client(bytes, now);
         self.record_out(&outs, now);
@@ -477,8 +665,48 @@ impl SessionCore {
                 let params = params.cloned();
                 self.call(id, params, v, batch, now, out)
             }
+            Message::Response { id, result } if self.is_elicit(id) => {
+                let (id, result) = (id.clone(), result.clone());
+                self.elicitation_answer(&id, Ok(&result), now, out)
+            }
+            Message::Error { id, error } if self.is_elicit(id) => {
+                let (id, error) = (id.clone(), error.clone());
+                self.elicitation_answer(&id, Err(&error), now, out)
+            }
+            Message::Notification {
+                method: "notifications/cancelled",
+                params,
+            } if self.cancels_held(params) => {
+                let request = params.and_then(|p| p.get("requestId")).cloned();
+                self.withdraw_request(request.as_ref(), now, out);
+                Vec::new()
+            }
+            Message::Request {
+                id,
+                method: "initialize",
+                params,
+            } => {
+                self.handshake_ids.insert(id_key(id));
+                self.elicitation = client_elicitation(params);
+                if let Some(b) = batch
+                    && let Some(id) = v.get("id")
+                {
+                    self.pending.insert(
+                        id_key(id),
+                        Pending {
+                            tool: String::new(),
+                            audit_seq: None,
+                            started: now,
+                            deadline: Duration::MAX,
+                            batch: Some(b),
+                        },
+                    );
+                }
+                out.push(Out::Upstream(v));
+                Vec::new()
+            }
             Message::Request { id, method, .. } => {
-                if method == "initialize" || method == "server/discover" {
+                if method == "server/discover" {
                     self.handshake_ids.insert(id_key(id));
                 }
                 // Other requests pass through; remember batch membership for the merge.
@@ -579,39 +807,122 @@ impl SessionCore {
                 rule: decision.rule.selector.to_string(),
             })
             .inc();
-        let record = || {
+        // A call that requires approval is held when somebody can approve it, and when its
+        // grant has room in the queue; the decision record says which.
+        let mut approval_note = None;
+        let hold = match &decision.kind {
+            DecisionKind::ApprovalRequired { via, .. } => match self.approval_channel(*via) {
+                None => {
+                    approval_note = Some("no_channel");
+                    None
+                }
+                Some(_)
+                    if self.gateway.approvals.held_by(&self.grant)
+                        >= self.gateway.options.max_held_per_grant =>
+                {
+                    approval_note = Some("queue_full");
+                    None
+                }
+                Some(channel) => Some((self.gateway.approvals.allocate(), channel)),
+            },
+            _ => None,
+        };
+        let redact_arguments = || {
             let redactions = engine.policy().redactions(&name, &call.meta);
-            json!({
+            redact(&call.arguments, &redactions)
+        };
+        // The approver sees the redacted arguments too; otherwise they are only needed for the
+        // audit record, built only when there is an audit log.
+        let redacted = hold.as_ref().map(|_| redact_arguments());
+        let record = || {
+            let mut record = json!({
                 "session": self.session,
                 "grant": self.grant,
                 "id": id,
                 "tool": name,
-                "arguments": redact(&call.arguments, &redactions),
+                "arguments": redacted.clone().unwrap_or_else(redact_arguments),
                 "decision": decision,
-            })
+            });
+            if let Some(note) = approval_note {
+                record["approval"] = json!(note);
+            }
+            if let Some((approval, channel)) = &hold {
+                record["approval_id"] = json!(approval);
+                record["approval_via"] = json!(channel);
+            }
+            record
         };
+        let queue_full = approval_note == Some("queue_full");
         let seq = match self.gateway.audit_with(now, "decision", record) {
             Ok(seq) => seq,
             // No record, no forwarding: an unaudited call is refused (fail closed).
             Err(e) => return vec![self.audit_failure(&id, &name, &e)],
         };
+        if let Some((approval, channel)) = hold {
+            return self.hold(
+                approval,
+                channel,
+                HoldRequest {
+                    id,
+                    call,
+                    original,
+                    engine,
+                    redacted: redacted.unwrap_or_default(),
+                    decision,
+                    decision_seq: seq,
+                },
+                now,
+                out,
+            );
+        }
+        if queue_full {
+            let text = format!(
+                "Tollgate refused the call to `{name}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
+                self.grant, self.gateway.options.max_held_per_grant
+            );
+            return vec![result_response(
+                &id,
+                refusal::gateway(&name, &self.grant, "approval_queue_full", text),
+            )];
+        }
         if !decision.admits() {
             return vec![result_response(
                 &id,
                 refusal::from_decision(&name, &self.grant, &decision),
             )];
         }
+        self.forward(&id, &name, call.arguments, original, seq, batch, now, out);
+        Vec::new()
+    }
+
+    /// Forwards an admitted call: what was validated, re-serialized from the parsed value,
+    /// never the raw bytes.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call's parts, used once each"
+    )]
+    fn forward(
+        &mut self,
+        id: &Value,
+        name: &str,
+        arguments: Value,
+        original: Value,
+        seq: Option<u64>,
+        batch: Option<u64>,
+        now: Duration,
+        out: &mut Vec<Out>,
+    ) {
         let timeout = self
             .gateway
             .options
             .tool_timeouts
-            .get(&name)
+            .get(name)
             .copied()
             .unwrap_or(self.gateway.options.call_timeout);
         self.pending.insert(
-            id_key(&id),
+            id_key(id),
             Pending {
-                tool: name.clone(),
+                tool: name.to_owned(),
                 audit_seq: seq,
                 started: now,
                 deadline: now.saturating_add(timeout),
@@ -619,11 +930,353 @@ impl SessionCore {
             },
         );
         self.gateway.metrics.in_flight.inc();
-        // Forward what was validated, re-serialized from the parsed value, never the raw bytes.
         let mut forwarded = original;
-        forwarded["params"]["arguments"] = call.arguments;
+        forwarded["params"]["arguments"] = arguments;
         out.push(Out::Upstream(forwarded));
+    }
+
+    /// Who can approve a call under `via` in this session: `operators`, `elicitation`, or
+    /// nobody.
+    fn approval_channel(&self, via: ApprovalVia) -> Option<&'static str> {
+        let elicit = self.elicitation.as_ref().is_some_and(|e| e.form);
+        match via {
+            ApprovalVia::Elicitation if elicit => Some("elicitation"),
+            _ if self.gateway.options.approvals => Some("operators"),
+            _ => None,
+        }
+    }
+
+    /// Holds a call for approval: registers it, and asks the client's user when the channel
+    /// is elicitation. The agent's answer comes when it is decided (see `tick`).
+    fn hold(
+        &mut self,
+        approval: u64,
+        channel: &'static str,
+        r: HoldRequest,
+        now: Duration,
+        out: &mut Vec<Out>,
+    ) -> Vec<Value> {
+        let DecisionKind::ApprovalRequired {
+            timeout,
+            on_timeout,
+            ..
+        } = r.decision.kind
+        else {
+            return Vec::new();
+        };
+        let deadline = now.saturating_add(timeout);
+        let reason = r.decision.reason.as_deref().map(str::to_owned);
+        self.gateway.approvals.insert(
+            self.core_id,
+            PendingApproval {
+                id: approval,
+                tool: r.call.tool.clone(),
+                arguments: r.redacted.clone(),
+                grant: self.grant.clone(),
+                session: self.session.clone(),
+                request_id: r.id.clone(),
+                rule: r.decision.rule.clone(),
+                policy_reason: reason.clone(),
+                via: channel,
+                on_timeout,
+                created_at_ms: ms(now),
+                deadline_ms: ms(deadline),
+                decision_seq: r.decision_seq,
+            },
+        );
+        let elicit = (channel == "elicitation").then(|| format!("{ELICIT_PREFIX}{approval}"));
+        if let Some(eid) = &elicit {
+            self.elicits.insert(eid.clone(), approval);
+            out.push(Out::Client(self.elicitation_request(
+                eid,
+                approval,
+                &r.call.tool,
+                &r.redacted,
+                &r.decision,
+                timeout,
+            )));
+        }
+        self.awaiting.insert(
+            approval,
+            Held {
+                id: r.id,
+                call: r.call,
+                original: r.original,
+                engine: r.engine,
+                redacted: r.redacted,
+                decision_seq: r.decision_seq,
+                started: now,
+                deadline,
+                rule: r.decision.rule.clone(),
+                reason,
+                on_timeout,
+                elicit,
+            },
+        );
         Vec::new()
+    }
+
+    fn elicitation_request(
+        &self,
+        eid: &str,
+        approval: u64,
+        tool: &str,
+        arguments: &Value,
+        decision: &Decision,
+        timeout: Duration,
+    ) -> Value {
+        let mut args = arguments.to_string();
+        if args.chars().count() > 400 {
+            args = args.chars().take(397).collect::<String>() + "...";
+        }
+        let why = decision
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        let message = format!(
+            "The agent wants to call `{tool}` with {args}. The gateway's policy (rule `{}`) requires your approval{why}. Accept to run the call, decline to refuse it. Tollgate approval {approval}; it is refused in {} if you do not answer.",
+            decision.rule.selector,
+            tollgate_policy::engine::duration_text(timeout)
+        );
+        let mut params = json!({
+            "message": message,
+            "requestedSchema": {"type": "object", "properties": {}},
+        });
+        if self.elicitation.as_ref().is_some_and(|e| e.with_mode) {
+            params["mode"] = json!("form");
+        }
+        json!({"jsonrpc": "2.0", "id": eid, "method": "elicitation/create", "params": params})
+    }
+
+    fn is_elicit(&self, id: &Value) -> bool {
+        id.as_str().is_some_and(|s| self.elicits.contains_key(s))
+    }
+
+    /// The client's answer to an `elicitation/create`: accept approves, decline and cancel
+    /// (and an error) deny; the approver recorded is `elicitation`.
+    fn elicitation_answer(
+        &mut self,
+        id: &Value,
+        answer: Result<&Value, &Value>,
+        now: Duration,
+        out: &mut Vec<Out>,
+    ) -> Vec<Value> {
+        let Some(approval) = id.as_str().and_then(|s| self.elicits.remove(s)) else {
+            return Vec::new();
+        };
+        let (verdict, reason) = match answer {
+            Ok(r) => match r.get("action").and_then(Value::as_str) {
+                Some("accept") => (VerdictKind::Approved, None),
+                Some("decline") => (VerdictKind::Denied, Some("the user declined".to_owned())),
+                Some("cancel") => (
+                    VerdictKind::Denied,
+                    Some("the user dismissed the question without answering".to_owned()),
+                ),
+                other => (
+                    VerdictKind::Denied,
+                    Some(format!(
+                        "the client answered the elicitation with action {}, which is not accept",
+                        other.map_or_else(|| "(none)".to_owned(), |a| format!("`{a}`"))
+                    )),
+                ),
+            },
+            Err(e) => (
+                VerdictKind::Denied,
+                Some(format!(
+                    "the client could not ask its user: {}",
+                    e.get("message").and_then(Value::as_str).unwrap_or("error")
+                )),
+            ),
+        };
+        let decided = self.gateway.decide_approval(
+            approval,
+            verdict,
+            "elicitation",
+            reason.as_deref(),
+            now,
+            Decider::Elicitation,
+        );
+        if let Err(e) = decided {
+            // Expired meanwhile, or the audit log failed (then the call stays held until
+            // its timeout): nothing to act on now.
+            tracing::warn!("elicitation answer for approval {approval} not taken: {e}");
+        }
+        out.extend(self.settle(now));
+        Vec::new()
+    }
+
+    /// Whether a client's `notifications/cancelled` names a call held for approval.
+    fn cancels_held(&self, params: Option<&Value>) -> bool {
+        let Some(request) = params.and_then(|p| p.get("requestId")) else {
+            return false;
+        };
+        self.awaiting.values().any(|h| &h.id == request)
+    }
+
+    /// The agent cancelled a held call: it is withdrawn (audited) and nobody answers it.
+    fn withdraw_request(&mut self, request: Option<&Value>, now: Duration, out: &mut Vec<Out>) {
+        let Some(approval) = self
+            .awaiting
+            .iter()
+            .find(|(_, h)| Some(&h.id) == request)
+            .map(|(a, _)| *a)
+        else {
+            return;
+        };
+        if let Some(h) = self.awaiting.remove(&approval) {
+            self.conclude(
+                approval,
+                VerdictKind::Withdrawn,
+                "the agent cancelled the call",
+                now,
+            );
+            if let Some(eid) = h.elicit {
+                self.elicits.remove(&eid);
+                out.push(Out::Client(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": eid, "reason": "the agent cancelled the call"}})));
+            }
+        }
+    }
+
+    /// Ends a held approval without an operator (expiry, withdrawal), auditing it if it was
+    /// still undecided; returns the verdict that stands (a decision that came first wins).
+    fn conclude(
+        &self,
+        approval: u64,
+        kind: VerdictKind,
+        why: &str,
+        now: Duration,
+    ) -> Option<Verdict> {
+        let verdict = Verdict {
+            verdict: kind,
+            approver: None,
+            reason: Some(why.to_owned()),
+            decided_at_ms: ms(now),
+        };
+        self.gateway.approvals.conclude(approval, verdict, |a, v| {
+            if let Err(e) = self.gateway.approval_record(now, a, v) {
+                tracing::error!("cannot audit the end of approval {}: {e}", a.id);
+            }
+        })
+    }
+
+    /// Acts on every decided or expired held call of this session.
+    fn settle(&mut self, now: Duration) -> Vec<Out> {
+        let mut out = Vec::new();
+        let mut verdicts: Vec<(u64, Verdict)> = self.gateway.approvals.take_decided(self.core_id);
+        let due: Vec<u64> = self
+            .awaiting
+            .iter()
+            .filter(|(a, h)| h.deadline <= now && !verdicts.iter().any(|(v, _)| v == *a))
+            .map(|(a, _)| *a)
+            .collect();
+        for approval in due {
+            if let Some(v) = self.conclude(
+                approval,
+                VerdictKind::Expired,
+                "nobody decided before the deadline",
+                now,
+            ) {
+                verdicts.push((approval, v));
+            }
+        }
+        verdicts.sort_by_key(|(a, _)| *a);
+        for (approval, verdict) in verdicts {
+            let Some(h) = self.awaiting.remove(&approval) else {
+                continue;
+            };
+            if let Some(eid) = &h.elicit
+                && self.elicits.remove(eid).is_some()
+            {
+                // The question is moot (expired): tell the client to stop asking.
+                out.push(Out::Client(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": eid, "reason": "the approval timed out"}})));
+            }
+            self.act(approval, h, &verdict, now, &mut out);
+        }
+        out
+    }
+
+    fn act(
+        &mut self,
+        approval: u64,
+        h: Held,
+        verdict: &Verdict,
+        now: Duration,
+        out: &mut Vec<Out>,
+    ) {
+        let held = refusal::HeldCall {
+            tool: &h.call.tool,
+            grant: &self.grant,
+            approval,
+            rule: &h.rule,
+            policy_reason: h.reason.as_deref(),
+            waited: now.saturating_sub(h.started),
+        };
+        let admit = match verdict.verdict {
+            VerdictKind::Approved => true,
+            VerdictKind::Expired => h.on_timeout == TimeoutOutcome::Allow,
+            VerdictKind::Denied | VerdictKind::Withdrawn => false,
+        };
+        if verdict.verdict == VerdictKind::Withdrawn {
+            return;
+        }
+        if !admit {
+            let answer = match verdict.verdict {
+                VerdictKind::Denied => refusal::approval_denied(
+                    &held,
+                    verdict.approver.as_deref().unwrap_or("an approver"),
+                    verdict.reason.as_deref(),
+                ),
+                _ => refusal::approval_timeout(&held),
+            };
+            out.push(Out::Client(result_response(&h.id, answer)));
+            return;
+        }
+        // Admitted by a human (or by the timeout): the limits are taken now, and the release
+        // is a decision of its own, audited before the call is forwarded.
+        let decision = h.engine.admit_approved(&h.call, now);
+        self.gateway
+            .metrics
+            .decisions
+            .get_or_create(&crate::metrics::DecisionLabels {
+                tool: h.call.tool.clone(),
+                decision: decision.kind.name().to_owned(),
+                rule: decision.rule.selector.to_string(),
+            })
+            .inc();
+        let record = json!({
+            "session": self.session, "grant": self.grant, "id": h.id, "tool": h.call.tool,
+            "arguments": h.redacted, "decision": decision, "approval_id": approval,
+            "approved_by": verdict.approver, "held_decision_seq": h.decision_seq,
+        });
+        let seq = match self.gateway.audit(now, "decision", record) {
+            Ok(seq) => seq,
+            Err(e) => {
+                out.push(Out::Client(self.audit_failure(&h.id, &h.call.tool, &e)));
+                return;
+            }
+        };
+        if !decision.admits() {
+            let answer =
+                refusal::approved_but_rate_limited(&held, verdict.approver.as_deref(), &decision);
+            out.push(Out::Client(result_response(&h.id, answer)));
+            return;
+        }
+        let Held {
+            id, call, original, ..
+        } = h;
+        // A held call of a batch is answered on its own (the batch's other answers went
+        // earlier), so it forwards as a single message.
+        self.forward(
+            &id,
+            &call.tool,
+            call.arguments,
+            original,
+            seq,
+            None,
+            now,
+            out,
+        );
     }
 
     fn audit_failure(&self, id: &Value, tool: &str, error: &str) -> Value {
@@ -657,6 +1310,7 @@ impl SessionCore {
 
     /// Handles bytes from the upstream.
     pub fn from_upstream(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
+        self.last_now = self.last_now.max(now);
         self.record_in("upstream", bytes, now);
         let outs = self.handle_upstream(bytes, now);
         self.record_out(&outs, now);
@@ -862,8 +1516,12 @@ impl SessionCore {
     }
 
     /// Answers every forwarded call whose deadline has passed, and tells the upstream to stop.
+    /// Also acts on held calls: those decided since (forwarded or refused) and those whose
+    /// approval deadline has passed (the policy's `on_timeout`).
     pub fn tick(&mut self, now: Duration) -> Vec<Out> {
-        let outs = self.tick_inner(now);
+        self.last_now = self.last_now.max(now);
+        let mut outs = self.settle(now);
+        outs.extend(self.tick_inner(now));
         self.record_out(&outs, now);
         outs
     }
@@ -898,6 +1556,27 @@ impl SessionCore {
                 refusal::gateway(&p.tool, &self.grant, "upstream_timeout", text),
             )));
         }
+        out
+    }
+
+    /// The session is ending (the gateway shuts down, or the client left): every held call is
+    /// withdrawn (audited) and answered with a refusal, since nobody will decide it here.
+    pub fn release_held(&mut self, now: Duration, why: &str) -> Vec<Out> {
+        let mut out = Vec::new();
+        let held = std::mem::take(&mut self.awaiting);
+        for (approval, h) in held {
+            self.conclude(approval, VerdictKind::Withdrawn, why, now);
+            let text = format!(
+                "Tollgate refused the call to `{}`: it was waiting for a human's approval (approval {approval}) when {why}; nothing was forwarded. Call again later.",
+                h.call.tool
+            );
+            out.push(Out::Client(result_response(
+                &h.id,
+                refusal::gateway(&h.call.tool, &self.grant, "approval_withdrawn", text),
+            )));
+        }
+        self.elicits.clear();
+        self.record_out(&out, now);
         out
     }
 
@@ -1015,4 +1694,51 @@ fn tool_info(t: &Value) -> ToolInfo {
         annotations.push(Annotation::OpenWorld);
     }
     ToolInfo { annotations }
+}
+
+/// The parts of a call about to be held.
+struct HoldRequest {
+    id: Value,
+    call: Call,
+    original: Value,
+    engine: Arc<Engine>,
+    redacted: Value,
+    decision: Decision,
+    decision_seq: Option<u64>,
+}
+
+/// What an `initialize` says about elicitation: present means supported; form mode is
+/// supported when `form` is declared, or when neither mode is (the 2025-06-18 shape, `{}`).
+fn client_elicitation(params: Option<&Value>) -> Option<ClientElicitation> {
+    let params = params?;
+    let e = params.get("capabilities")?.get("elicitation")?;
+    let e = e.as_object()?;
+    let has = |k: &str| e.get(k).is_some_and(|v| !v.is_null());
+    let form = has("form") || !has("url");
+    let version = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Some(ClientElicitation {
+        form,
+        // Protocol versions are dates: they compare as strings.
+        with_mode: version >= "2025-11-25",
+    })
+}
+
+impl Drop for SessionCore {
+    /// The session ended: its held calls are withdrawn (audited), since nobody is left to
+    /// answer them.
+    fn drop(&mut self) {
+        let held: Vec<u64> = self.awaiting.keys().copied().collect();
+        for approval in held {
+            self.conclude(
+                approval,
+                VerdictKind::Withdrawn,
+                "the agent's session ended",
+                self.last_now,
+            );
+        }
+        self.gateway.approvals.forget_core(self.core_id);
+    }
 }

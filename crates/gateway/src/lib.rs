@@ -2,12 +2,16 @@
 //! engine before forwarding it, audits every decision in a hash-chained log, and answers
 //! refusals as tool errors an agent can act on.
 //!
+//! - [`admin`]: the admin HTTP API (approvals) and the console at `/ui`;
+//! - [`approvals`]: the calls held for a human's approval, shared by all sessions;
 //! - [`audit`]: the hash-chained audit log and its verifier;
 //! - [`clock`]: the real (optionally scaled) clock the transports read;
 //! - [`tokens`]: bearer tokens mapped to grants;
 //! - [`core`]: one session's enforcement, in process, with time passed in;
 //! - [`refusal`]: what a refused call looks like to the agent.
 
+pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod clock;
 pub mod core;

@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics` on the HTTP front): decisions by tool, decision and rule;
-//! upstream latency by tool; calls in flight.
+//! upstream latency by tool; calls in flight; calls waiting for approval.
 
 use std::sync::atomic::AtomicI64;
 
@@ -29,6 +29,8 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     pub upstream_latency: Family<ToolLabels, Histogram>,
     pub in_flight: Gauge<i64, AtomicI64>,
+    /// Calls held for a human's approval and not decided yet (all sessions).
+    pub approvals_pending: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -55,8 +57,15 @@ impl Default for Metrics {
             "Calls forwarded and not answered yet",
             in_flight.clone(),
         );
+        let approvals_pending = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "approvals_pending",
+            "Calls held for a human's approval, not decided yet",
+            approvals_pending.clone(),
+        );
         Metrics {
             registry,
+            approvals_pending,
             decisions,
             upstream_latency,
             in_flight,

@@ -50,21 +50,7 @@ pub fn from_decision(tool: &str, grant: &str, d: &Decision) -> Value {
             "Tollgate denied the call to `{tool}` under {rule}.{reason} Do not retry: this call will be refused again."
         ),
         DecisionKind::RateLimited { retry_after } => {
-            let full: Vec<String> = d
-                .limits
-                .iter()
-                .filter(|s| s.used >= s.max)
-                .map(|s| {
-                    format!(
-                        "counter `{}` allows {} call{} per {} for `{}`",
-                        s.counter,
-                        s.max,
-                        if s.max == 1 { "" } else { "s" },
-                        tollgate_policy::engine::window_text(s.window),
-                        s.key
-                    )
-                })
-                .collect();
+            let full = full_counters(d);
             format!(
                 "Tollgate rate-limited the call to `{tool}` under {rule}: {}.{reason} Retry in {}.",
                 full.join("; "),
@@ -92,9 +78,128 @@ pub fn from_decision(tool: &str, grant: &str, d: &Decision) -> Value {
     result(text, detail)
 }
 
+/// "counter `c` allows 2 calls per hour for `ci-bot`", for each counter that is full.
+fn full_counters(d: &Decision) -> Vec<String> {
+    d.limits
+        .iter()
+        .filter(|s| s.used >= s.max)
+        .map(|s| {
+            format!(
+                "counter `{}` allows {} call{} per {} for `{}`",
+                s.counter,
+                s.max,
+                if s.max == 1 { "" } else { "s" },
+                tollgate_policy::engine::window_text(s.window),
+                s.key
+            )
+        })
+        .collect()
+}
+
 /// The tool result for a call the gateway refused before the policy: not advertised by the
 /// upstream, duplicate keys, the audit log unavailable.
 pub fn gateway(tool: &str, grant: &str, decision: &str, text: String) -> Value {
     let detail = json!({"decision": decision, "tool": tool, "grant": grant, "reason": text});
     result(text, detail)
+}
+
+/// What the agent is told about a held call that did not go through.
+#[derive(Debug, Clone)]
+pub struct HeldCall<'a> {
+    pub tool: &'a str,
+    pub grant: &'a str,
+    pub approval: u64,
+    pub rule: &'a tollgate_policy::RuleRef,
+    pub policy_reason: Option<&'a str>,
+    /// How long the call was held.
+    pub waited: std::time::Duration,
+}
+
+impl HeldCall<'_> {
+    fn detail(&self, decision: &str) -> Value {
+        let mut d = json!({
+            "decision": decision, "tool": self.tool, "grant": self.grant,
+            "approval_id": self.approval, "rule": self.rule,
+            "waited_seconds": self.waited.as_secs_f64(),
+        });
+        if let Some(r) = self.policy_reason {
+            d["reason"] = json!(r);
+        }
+        d
+    }
+
+    fn rule_text(&self) -> String {
+        format!("rule `{}` ({})", self.rule.selector, self.rule.pointer)
+    }
+}
+
+/// A held call that an approver (an operator's name, or `elicitation`) denied.
+pub fn approval_denied(held: &HeldCall<'_>, approver: &str, reason: Option<&str>) -> Value {
+    let who = if approver == "elicitation" {
+        "the client's user (asked through elicitation)".to_owned()
+    } else {
+        format!("`{approver}`")
+    };
+    let because = reason
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| format!(" Their reason: {r}."))
+        .unwrap_or_else(|| " They gave no reason.".to_owned());
+    let text = format!(
+        "Tollgate refused the call to `{}`: {} requires a human's approval, and {who} denied it (approval {}).{because} Do not retry the same call unless the approver asks you to.",
+        held.tool,
+        held.rule_text(),
+        held.approval
+    );
+    let mut d = held.detail("approval_denied");
+    d["approver"] = json!(approver);
+    if let Some(r) = reason {
+        d["approver_reason"] = json!(r);
+    }
+    result(text, d)
+}
+
+/// A held call nobody decided in time, under `on_timeout: deny`.
+pub fn approval_timeout(held: &HeldCall<'_>) -> Value {
+    let text = format!(
+        "Tollgate refused the call to `{}`: {} requires a human's approval, and nobody approved it within {} (approval {}), so it timed out and was denied. Retry when an approver is available, or ask one to watch for it.",
+        held.tool,
+        held.rule_text(),
+        duration_text(held.waited),
+        held.approval
+    );
+    result(text, held.detail("approval_timeout"))
+}
+
+/// A held call that was approved (or allowed by its timeout) but whose limits filled up
+/// while it waited: refused as rate limited, nothing taken.
+pub fn approved_but_rate_limited(
+    held: &HeldCall<'_>,
+    approver: Option<&str>,
+    d: &Decision,
+) -> Value {
+    let mut base = from_decision(held.tool, held.grant, d);
+    let by = approver.map_or_else(
+        || "its approval timed out with `on_timeout: allow`".to_owned(),
+        |a| format!("`{a}` approved it (approval {})", held.approval),
+    );
+    if let DecisionKind::RateLimited { retry_after } = d.kind {
+        let full = full_counters(d).join("; ");
+        base["content"][0]["text"] = json!(format!(
+            "Tollgate refused the call to `{}`: {by}, but its budget filled up while it waited: {full}. Nothing was taken from the budget. Retry in {}.",
+            held.tool,
+            duration_text(retry_after)
+        ));
+    }
+    for key in ["structuredContent", "_meta"] {
+        let slot = if key == "_meta" {
+            &mut base[key][META_KEY]
+        } else {
+            &mut base[key]["tollgate"]
+        };
+        slot["approval_id"] = json!(held.approval);
+        if let Some(a) = approver {
+            slot["approver"] = json!(a);
+        }
+    }
+    base
 }

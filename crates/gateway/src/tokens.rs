@@ -110,6 +110,18 @@ impl Tokens {
         found
     }
 
+    /// The first token listed in both files, as (this file's name, the other's name).
+    pub fn shared_with<'a>(&'a self, other: &'a Tokens) -> Option<(&'a str, &'a str)> {
+        for (h, name) in &self.entries {
+            for (g, other_name) in &other.entries {
+                if bool::from(h.ct_eq(g)) {
+                    return Some((name.as_str(), other_name.as_str()));
+                }
+            }
+        }
+        None
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

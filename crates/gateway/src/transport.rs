@@ -132,6 +132,7 @@ pub async fn run_session(
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut policy_changes = core.policy_changes();
     let mut reloads_open = true;
+    let approvals = core.approval_waker();
     loop {
         if closing && !core.has_pending() {
             break;
@@ -240,6 +241,8 @@ pub async fn run_session(
                     Vec::new()
                 }
             },
+            // One of this session's held calls was decided (by an operator, elsewhere).
+            () = approvals.notified() => core.tick(now()),
             changed = shutdown.changed(), if !closing => {
                 if changed.is_err() || *shutdown.borrow() {
                     closing = true;
@@ -262,6 +265,12 @@ pub async fn run_session(
                 }
                 Out::Client(v) => deliver(v, &mut waiters, &sink),
             }
+        }
+    }
+    // Calls still held for approval get an answer: nobody will decide them in this session.
+    for out in core.release_held(now(), "the gateway's session ended") {
+        if let Out::Client(v) = out {
+            deliver(v, &mut waiters, &sink);
         }
     }
     if let Some(u) = upstream.take() {
@@ -338,6 +347,8 @@ pub struct HttpFront {
     pub gateway: Arc<crate::core::Gateway>,
     pub spec: UpstreamSpec,
     pub tokens: Option<crate::tokens::Tokens>,
+    /// `--admin-tokens`: the approvers of the admin API (none: the admin API is off).
+    pub admin_tokens: Option<crate::tokens::Tokens>,
     pub default_grant: String,
     pub sessions: tokio::sync::Mutex<Sessions>,
     pub clock: Clock,
@@ -347,8 +358,19 @@ pub struct HttpFront {
 }
 
 /// How long an HTTP request waits for its answer before the gateway gives up on it (calls
-/// have their own, shorter, upstream timeouts; this bounds everything else).
+/// have their own, shorter, upstream timeouts; this bounds everything else). A call held for
+/// approval may wait longer: see [`answer_timeout`].
 const HTTP_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long an HTTP request may wait for its answer: the longest of the fixed bound and the
+/// longest approval the policy may hold a call for, plus the upstream's timeout after it.
+fn answer_timeout(front: &HttpFront) -> Duration {
+    let held = front.gateway.engine().policy().longest_approval();
+    if held.is_zero() {
+        return HTTP_ANSWER_TIMEOUT;
+    }
+    HTTP_ANSWER_TIMEOUT.max(held + front.gateway.options().call_timeout + Duration::from_secs(30))
+}
 
 fn json_error(status: StatusCode, message: &str) -> Response {
     let body = error_response(None, ErrorCode::InvalidRequest, message, None);
@@ -362,7 +384,8 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 
 /// The gateway's Streamable HTTP front at `/mcp`, with `/healthz` (the process answers),
 /// `/readyz` (it takes new sessions: 503 once a shutdown has begun) and `/metrics`
-/// (Prometheus). None needs a token: bind the listener where only operators reach it.
+/// (Prometheus), none of which needs a token (bind the listener where only operators reach
+/// it), and the admin API under `/admin` with its console at `/ui` ([`crate::admin`]).
 pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
     Router::new()
         .route("/mcp", post(http_post).delete(http_delete).get(http_get))
@@ -390,19 +413,32 @@ pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
                 }
             }),
         )
+        .merge(crate::admin::router())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(front)
 }
 
 /// The grant of a request: from its bearer token when tokens are configured.
 fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
-    let Some(tokens) = &front.tokens else {
-        return Ok(front.default_grant.clone());
-    };
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    // An admin token is not an agent's: an approver's credential never makes calls.
+    if let (Some(admin), Some(t)) = (&front.admin_tokens, presented)
+        && admin.lookup(t.trim()).is_some()
+    {
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: this is an admin token (from --admin-tokens); it works on /admin and /ui only. Present an agent's token at /mcp.",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(Box::new(r));
+    }
+    let Some(tokens) = &front.tokens else {
+        return Ok(front.default_grant.clone());
+    };
     match presented.and_then(|t| tokens.lookup(t.trim())) {
         Some(grant) => Ok(grant.to_owned()),
         None => {
@@ -585,7 +621,8 @@ async fn http_post(
             "the session is shutting down",
         );
     }
-    let first = match tokio::time::timeout(HTTP_ANSWER_TIMEOUT, reply_rx.recv()).await {
+    let wait = answer_timeout(&front);
+    let first = match tokio::time::timeout(wait, reply_rx.recv()).await {
         Ok(first) => first,
         Err(_) => return json_error(StatusCode::GATEWAY_TIMEOUT, "no answer in time"),
     };
@@ -635,7 +672,7 @@ async fn http_post(
             || answer.get("result").is_some()
             || answer.get("error").is_some())
         {
-            match tokio::time::timeout(HTTP_ANSWER_TIMEOUT, reply_rx.recv()).await {
+            match tokio::time::timeout(wait, reply_rx.recv()).await {
                 Ok(Some(v)) => answer = v,
                 _ => {
                     return json_error(

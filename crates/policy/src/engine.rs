@@ -8,9 +8,11 @@
 //! 3. every violation found → `invalid_arguments` (no counter is touched);
 //! 4. `deny` → `deny`;
 //! 5. limits, all or nothing → `rate_limited` with the exact time to retry;
-//! 6. `require_approval` → `approval_required`: the call's limits are taken when it is held,
-//!    and a denied or expired approval does not give them back (a runaway agent cannot flood
-//!    the approvers for free);
+//! 6. `require_approval` → `approval_required`: the call's limits are *checked* when it is
+//!    held (a call that could not be admitted now is rate limited at once, without asking
+//!    anybody) and *taken* only when it is approved, by [`Engine::admit_approved`] at the
+//!    instant of the approval: a denied or expired call was refused, and a refused call
+//!    consumes nothing. (The gateway bounds how many calls one grant may hold at once.)
 //! 7. `allow`.
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::limiter::{Acquire, CounterKey, CounterState, CounterStore, LimitSpec, Scope};
-use crate::model::{Action, TimeoutOutcome};
+use crate::model::{Action, ApprovalVia, TimeoutOutcome};
 use crate::policy::{ArgCheck, Policy, RuleBody, case_key, scope_name};
 use crate::selector::{Tier, ToolMeta};
 
@@ -71,6 +73,9 @@ pub enum DecisionKind {
         #[serde(rename = "timeout_seconds", serialize_with = "secs")]
         timeout: Duration,
         on_timeout: TimeoutOutcome,
+        /// Who is asked; omitted when it is the operators.
+        #[serde(skip_serializing_if = "ApprovalVia::is_operators")]
+        via: ApprovalVia,
     },
     InvalidArguments {
         violations: Vec<Violation>,
@@ -148,6 +153,7 @@ impl Decision {
             DecisionKind::ApprovalRequired {
                 timeout,
                 on_timeout,
+                ..
             } => format!(
                 "`{tool}` requires approval under {rule}{reason}; held for up to {}, then {}",
                 duration_text(*timeout),
@@ -195,6 +201,17 @@ pub fn window_text(d: Duration) -> String {
         86_400 => "day".into(),
         _ => duration_text(d),
     }
+}
+
+/// Why `evaluate` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A new call: take from the counters if it is admitted now.
+    Decide,
+    /// `explain`: take nothing.
+    Explain,
+    /// A held call was approved: take from the counters now.
+    Approved,
 }
 
 /// The engine: a compiled policy and a counter store.
@@ -258,14 +275,25 @@ impl Engine {
         &self.store
     }
 
-    /// Decides one call at virtual time `now`, taking from the counters when it admits.
+    /// Decides one call at virtual time `now`, taking from the counters when it admits. A
+    /// call that requires approval has its limits checked, not taken (see
+    /// [`Engine::admit_approved`]).
     pub fn decide(&self, call: &Call, now: Duration) -> Decision {
-        self.evaluate(call, now, false).0
+        self.evaluate(call, now, Mode::Decide).0
+    }
+
+    /// A call that `decide` held for approval has been approved (or has timed out with
+    /// `on_timeout: allow`) at `now`: its limits are taken now, all or nothing. The answer is
+    /// `allow` (with the counters after taking) or `rate_limited` (the budget filled up while
+    /// the call waited; nothing is taken). The rule is the one `decide` chose: the same
+    /// policy selects the same rule for the same call.
+    pub fn admit_approved(&self, call: &Call, now: Duration) -> Decision {
+        self.evaluate(call, now, Mode::Approved).0
     }
 
     /// What `decide` would say now, without taking from any counter, and the path it took.
     pub fn explain(&self, call: &Call, now: Duration) -> Explanation {
-        let (decision, branch, body) = self.evaluate(call, now, true);
+        let (decision, branch, body) = self.evaluate(call, now, Mode::Explain);
         let candidates = self
             .policy
             .candidates(&call.tool, &call.meta)
@@ -312,7 +340,7 @@ impl Engine {
         &self,
         call: &Call,
         now: Duration,
-        dry_run: bool,
+        mode: Mode,
     ) -> (Decision, Option<String>, Arc<RuleBody>) {
         let policy = &*self.policy;
         let rule = policy.select(&call.tool, &call.meta);
@@ -398,6 +426,12 @@ impl Engine {
                     )
                 })
                 .collect();
+            // A call about to be held is measured, not counted: it is counted when approved.
+            let dry_run = match mode {
+                Mode::Explain => true,
+                Mode::Decide => body.action == Action::RequireApproval,
+                Mode::Approved => false,
+            };
             match self.store.acquire(&keys, now, dry_run) {
                 Acquire::Admitted { states: s } => states = s,
                 Acquire::Refused {
@@ -414,10 +448,12 @@ impl Engine {
             }
         }
         let kind = match body.action {
-            Action::RequireApproval => DecisionKind::ApprovalRequired {
+            Action::RequireApproval if mode != Mode::Approved => DecisionKind::ApprovalRequired {
                 timeout: body.approval.0,
                 on_timeout: body.approval.1,
+                via: body.approval.2,
             },
+            Action::RequireApproval => DecisionKind::Allow,
             Action::Allow | Action::Deny => DecisionKind::Allow,
         };
         (decision(kind, states), branch_text, body)
@@ -659,6 +695,7 @@ impl Explanation {
             DecisionKind::ApprovalRequired {
                 timeout,
                 on_timeout,
+                ..
             } => {
                 out.push_str(&format!(
                     "approval: held up to {}, then {}\n",

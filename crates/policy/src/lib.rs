@@ -14,6 +14,6 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use engine::{Call, Decision, DecisionKind, Engine, Explanation, RuleRef, Violation};
 pub use limiter::{CounterState, CounterStore, MemoryStore, Scope};
 pub use lint::KnownTool;
-pub use model::{Action, PolicyDoc, TimeoutOutcome};
+pub use model::{Action, ApprovalVia, PolicyDoc, TimeoutOutcome};
 pub use policy::Policy;
 pub use selector::{Annotation, RiskClass, ToolMeta};

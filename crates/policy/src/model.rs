@@ -157,6 +157,31 @@ pub struct Approval {
     /// `deny` (the default) or `allow`.
     #[serde(default)]
     pub on_timeout: TimeoutOutcome,
+    /// Who is asked: `operators` (the gateway's admin API, CLI and console; the default), or
+    /// `elicitation`: the client's own user, through MCP `elicitation/create`, when the client
+    /// declared that capability (the operators otherwise). A rule without `via` takes the
+    /// policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<ApprovalVia>,
+}
+
+/// Who approves a held call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalVia {
+    /// The gateway's operators: `tollgate approvals`, the admin API, the console.
+    #[default]
+    Operators,
+    /// The client's user, through MCP elicitation, when the client supports it. This trusts
+    /// the client application to show the question to a person: use it only for clients
+    /// where a human answers (a desktop assistant), never for unattended agents.
+    Elicitation,
+}
+
+impl ApprovalVia {
+    pub fn is_operators(&self) -> bool {
+        *self == ApprovalVia::Operators
+    }
 }
 
 /// Checks on one argument. Every check given must pass.

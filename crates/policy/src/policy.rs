@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::limiter::{LimitSpec, Scope};
-use crate::model::{Action, ArgRule, PolicyDoc, Rule, TimeoutOutcome};
+use crate::model::{Action, ApprovalVia, ArgRule, PolicyDoc, Rule, TimeoutOutcome};
 use crate::selector::{Annotation, RiskClass, Selector, Specificity, Tier, ToolMeta, closest};
 use crate::source::{SourceFile, escape_pointer};
 
@@ -61,7 +61,7 @@ pub(crate) struct RuleBody {
     pub action: Action,
     pub reason: Option<Arc<str>>,
     pub limits: Vec<LimitSpec>,
-    pub approval: (Duration, TimeoutOutcome),
+    pub approval: (Duration, TimeoutOutcome, ApprovalVia),
     pub arguments: Vec<ArgCheck>,
     pub when: Option<Branch>,
     pub redact: Vec<String>,
@@ -241,6 +241,25 @@ impl Policy {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// The longest time any rule of this policy may hold a call for approval (zero when no
+    /// rule asks): how long a transport must be ready to wait for an answer.
+    pub fn longest_approval(&self) -> Duration {
+        let bodies = std::iter::once(&self.default).chain(self.rules.iter().map(|r| &r.body));
+        let mut longest = Duration::ZERO;
+        for body in bodies {
+            let cases = body
+                .when
+                .iter()
+                .flat_map(|b| b.cases.values().chain(b.otherwise.iter()));
+            for b in std::iter::once(body).chain(cases) {
+                if b.action == Action::RequireApproval {
+                    longest = longest.max(b.approval.0);
+                }
+            }
+        }
+        longest
     }
 
     /// Whether `tool` is refused whatever its arguments (a deny rule with no branch, or the
@@ -498,7 +517,7 @@ fn parse_unknown(message: &str) -> Option<(String, Vec<String>)> {
 /// Validation and compilation: everything the types cannot say.
 struct Compiler<'a> {
     file: &'a SourceFile,
-    default_approval: (Duration, TimeoutOutcome),
+    default_approval: (Duration, TimeoutOutcome, ApprovalVia),
     diags: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// Counter name → (its spec, the pointer of its first declaration).
@@ -506,14 +525,20 @@ struct Compiler<'a> {
 }
 
 fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
-    let default_approval =
-        doc.approval
-            .map_or((DEFAULT_APPROVAL_TIMEOUT, TimeoutOutcome::Deny), |a| {
-                (
-                    a.timeout.map_or(DEFAULT_APPROVAL_TIMEOUT, |w| w.0),
-                    a.on_timeout,
-                )
-            });
+    let default_approval = doc.approval.map_or(
+        (
+            DEFAULT_APPROVAL_TIMEOUT,
+            TimeoutOutcome::Deny,
+            ApprovalVia::Operators,
+        ),
+        |a| {
+            (
+                a.timeout.map_or(DEFAULT_APPROVAL_TIMEOUT, |w| w.0),
+                a.on_timeout,
+                a.via.unwrap_or_default(),
+            )
+        },
+    );
     let mut c = Compiler {
         file: &file,
         default_approval,
@@ -752,6 +777,7 @@ impl Compiler<'_> {
             (
                 a.timeout.map_or(self.default_approval.0, |w| w.0),
                 a.on_timeout,
+                a.via.unwrap_or(self.default_approval.2),
             )
         });
         let when = match &rule.when {

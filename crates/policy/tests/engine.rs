@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate_policy::{
-    Annotation, Call, DecisionKind, Engine, MemoryStore, Policy, RiskClass, TimeoutOutcome,
-    ToolMeta,
+    Annotation, ApprovalVia, Call, DecisionKind, Engine, MemoryStore, Policy, RiskClass,
+    TimeoutOutcome, ToolMeta,
 };
 
 fn engine(policy: Value) -> Engine {
@@ -250,7 +250,8 @@ fn branches_on_operation_give_each_case_its_own_action_and_limits() {
         delete.kind,
         DecisionKind::ApprovalRequired {
             timeout: secs(600),
-            on_timeout: TimeoutOutcome::Deny
+            on_timeout: TimeoutOutcome::Deny,
+            via: ApprovalVia::Operators
         }
     );
     assert_eq!(
@@ -259,14 +260,56 @@ fn branches_on_operation_give_each_case_its_own_action_and_limits() {
     );
     let create = e.decide(&call("manage_k8s_resource", args("create")), T0);
     assert_eq!(create.kind, DecisionKind::Deny);
-    // Held calls take their limits: the third delete within the hour is rate limited.
-    e.decide(&call("manage_k8s_resource", args("delete")), secs(1));
-    let third = e.decide(&call("manage_k8s_resource", args("delete")), secs(2));
+}
+
+/// Held calls are measured, not counted: holding many deletes takes nothing; approving takes
+/// at the approval's instant, all or nothing; once two approved deletes fill the hour, the
+/// next one is rate limited at once (nobody is asked) and a third approval finds the budget
+/// full and takes nothing (a refused call consumes nothing).
+#[test]
+fn approval_takes_the_budget_when_approved_not_when_held() {
+    let e = engine(manage_policy());
+    let delete = call(
+        "manage_k8s_resource",
+        json!({"operation": "delete", "cluster_name": "staging-eks", "kind": "Pod"}),
+    );
+    for i in 0..5 {
+        assert!(matches!(
+            e.decide(&delete, secs(i)).kind,
+            DecisionKind::ApprovalRequired { .. }
+        ));
+    }
+    let first = e.admit_approved(&delete, secs(10));
+    assert_eq!(first.kind, DecisionKind::Allow);
+    assert_eq!(first.limits[0].used, 1);
     assert_eq!(
-        third.kind,
+        &*first.rule.pointer,
+        "/tools/manage_k8s_resource/when/cases/delete"
+    );
+    assert_eq!(
+        e.admit_approved(&delete, secs(20)).kind,
+        DecisionKind::Allow
+    );
+    // The hour is full: a new delete is refused without asking anybody.
+    assert_eq!(
+        e.decide(&delete, secs(30)).kind,
         DecisionKind::RateLimited {
-            retry_after: secs(3598)
+            retry_after: secs(3580)
         }
+    );
+    // A call held before the budget filled, approved now, is refused and takes nothing.
+    let late = e.admit_approved(&delete, secs(40));
+    assert_eq!(
+        late.kind,
+        DecisionKind::RateLimited {
+            retry_after: secs(3570)
+        }
+    );
+    assert_eq!(late.limits[0].used, 2);
+    // An hour after the first approval, the budget has room again.
+    assert_eq!(
+        e.admit_approved(&delete, secs(3610)).kind,
+        DecisionKind::Allow
     );
 }
 
@@ -419,14 +462,16 @@ fn approval_timeouts_come_from_the_rule_the_policy_or_five_minutes() {
         e.decide(&call("a", json!({})), T0).kind,
         DecisionKind::ApprovalRequired {
             timeout: secs(30),
-            on_timeout: TimeoutOutcome::Deny
+            on_timeout: TimeoutOutcome::Deny,
+            via: ApprovalVia::Operators
         }
     );
     assert_eq!(
         e.decide(&call("other", json!({})), T0).kind,
         DecisionKind::ApprovalRequired {
             timeout: secs(120),
-            on_timeout: TimeoutOutcome::Allow
+            on_timeout: TimeoutOutcome::Allow,
+            via: ApprovalVia::Operators
         }
     );
     let e = engine(json!({"version": "1", "default": "require_approval"}));
@@ -434,7 +479,8 @@ fn approval_timeouts_come_from_the_rule_the_policy_or_five_minutes() {
         e.decide(&call("x", json!({})), T0).kind,
         DecisionKind::ApprovalRequired {
             timeout: secs(300),
-            on_timeout: TimeoutOutcome::Deny
+            on_timeout: TimeoutOutcome::Deny,
+            via: ApprovalVia::Operators
         }
     );
 }

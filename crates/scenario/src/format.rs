@@ -33,6 +33,11 @@ pub struct Scenario {
     pub upstream: Upstream,
     /// Agent name → its grant and session.
     pub agents: BTreeMap<String, Agent>,
+    /// The operators who may approve or deny held calls (`approve` and `deny` steps name one
+    /// of them). Without approvers a call that requires approval is refused at once, as by a
+    /// gateway without `--admin-tokens`.
+    #[serde(default)]
+    pub approvers: Vec<String>,
     pub steps: Vec<Step>,
     #[serde(default)]
     pub expect: Option<Totals>,
@@ -111,9 +116,32 @@ pub struct Step {
     /// Let time pass without a call.
     #[serde(default, deserialize_with = "opt_duration")]
     pub advance: Option<Duration>,
+    /// An operator approves a held call (docs/approvals.md).
+    #[serde(default)]
+    pub approve: Option<Decide>,
+    /// An operator denies a held call.
+    #[serde(default)]
+    pub deny: Option<Decide>,
     /// What each call of this step must be decided as, and text its message must contain.
     #[serde(default)]
     pub expect: Option<StepExpect>,
+}
+
+/// Which held call an `approve` or `deny` step decides, and who decides it:
+/// `{tool: add_inline_policy, by: alice, reason: "ticket OPS-7"}` (the oldest pending call of
+/// that tool) or `{held: 2, by: bob}` (the second call held in the run).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decide {
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// The order of holding, from 1 (the approval id).
+    #[serde(default)]
+    pub held: Option<u64>,
+    /// The approver's name, as the audit log records it.
+    pub by: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

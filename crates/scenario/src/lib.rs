@@ -68,34 +68,60 @@ pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
         message,
     };
     for (i, step) in scenario.steps.iter().enumerate() {
-        match (&step.call, &step.advance) {
-            (Some(_), Some(_)) => {
+        let kinds = [
+            step.call.is_some(),
+            step.advance.is_some(),
+            step.approve.is_some(),
+            step.deny.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => {
                 return Err(bad(format!(
-                    "step {}: a step is a `call` or an `advance`, not both",
+                    "step {}: give `call: TOOL`, `advance: DURATION`, `approve: {{...}}` or `deny: {{...}}`",
                     i + 1
                 )));
             }
-            (None, None) => {
+            1 => {}
+            _ => {
                 return Err(bad(format!(
-                    "step {}: give `call: TOOL` or `advance: DURATION`",
+                    "step {}: a step is one of `call`, `advance`, `approve` or `deny`, not several",
                     i + 1
                 )));
             }
-            (Some(_), None) => {
-                let agent = step
-                    .agent
-                    .as_deref()
-                    .ok_or_else(|| bad(format!("step {}: a call needs `agent`", i + 1)))?;
-                if !scenario.agents.contains_key(agent) {
-                    let known: Vec<&str> = scenario.agents.keys().map(String::as_str).collect();
-                    return Err(bad(format!(
-                        "step {}: unknown agent `{agent}`; the agents are {}",
-                        i + 1,
-                        known.join(", ")
-                    )));
-                }
+        }
+        if let Some(d) = step.approve.as_ref().or(step.deny.as_ref()) {
+            if d.tool.is_some() == d.held.is_some() {
+                return Err(bad(format!(
+                    "step {}: say which held call to decide: `tool: NAME` (the oldest pending call of that tool) or `held: N` (the N-th call held), one of the two",
+                    i + 1
+                )));
             }
-            (None, Some(_)) => {}
+            if !scenario.approvers.contains(&d.by) {
+                return Err(bad(format!(
+                    "step {}: `{}` is not an approver; list the operators who decide in `approvers: [...]` (now: {})",
+                    i + 1,
+                    d.by,
+                    if scenario.approvers.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        scenario.approvers.join(", ")
+                    }
+                )));
+            }
+        }
+        if step.call.is_some() {
+            let agent = step
+                .agent
+                .as_deref()
+                .ok_or_else(|| bad(format!("step {}: a call needs `agent`", i + 1)))?;
+            if !scenario.agents.contains_key(agent) {
+                let known: Vec<&str> = scenario.agents.keys().map(String::as_str).collect();
+                return Err(bad(format!(
+                    "step {}: unknown agent `{agent}`; the agents are {}",
+                    i + 1,
+                    known.join(", ")
+                )));
+            }
         }
         if step.repeat == Some(0) {
             return Err(bad(format!("step {}: `repeat` is at least 1", i + 1)));
@@ -138,15 +164,30 @@ struct Event {
     tool: String,
     args: Value,
     raw: Option<String>,
+    /// An `approve` (true) or `deny` (false) step.
+    decide: Option<(bool, format::Decide)>,
 }
 
 /// Runs a loaded scenario in virtual time.
+///
+/// A scenario with `approvers` has operators: a call that requires approval is held (its line
+/// says `held`), decided by `approve` and `deny` steps, or ended by its timeout at exactly its
+/// deadline; its outcome is printed when it comes. Without approvers nobody could approve, and
+/// such a call is refused at once, as by a gateway without `--admin-tokens`.
 pub fn run(loaded: Loaded) -> Outcome {
     let Loaded {
         scenario, policy, ..
     } = loaded;
+    let approvers = !scenario.approvers.is_empty();
     let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
-    let gateway = Gateway::new(engine, None, GatewayOptions::default());
+    let gateway = Gateway::new(
+        engine,
+        None,
+        GatewayOptions {
+            approvals: approvers,
+            ..GatewayOptions::default()
+        },
+    );
     let mut mock = match MockEks::new(MockConfig {
         tools: scenario.upstream.tools.clone(),
         flags: Flags {
@@ -165,7 +206,7 @@ pub fn run(loaded: Loaded) -> Outcome {
             };
         }
     };
-    // Expand the steps into timed calls.
+    // Expand the steps into timed calls and decisions.
     let mut events = Vec::new();
     let mut cursor = Duration::ZERO;
     for (i, step) in scenario.steps.iter().enumerate() {
@@ -174,6 +215,24 @@ pub fn run(loaded: Loaded) -> Outcome {
             continue;
         }
         let start = step.at.unwrap_or(cursor);
+        if let Some((approve, d)) = step
+            .approve
+            .as_ref()
+            .map(|d| (true, d))
+            .or(step.deny.as_ref().map(|d| (false, d)))
+        {
+            events.push(Event {
+                at: start,
+                step: i,
+                agent: String::new(),
+                tool: String::new(),
+                args: Value::Null,
+                raw: None,
+                decide: Some((approve, d.clone())),
+            });
+            cursor = cursor.max(start);
+            continue;
+        }
         let every = step.every.unwrap_or(Duration::ZERO);
         let repeat = step.repeat.unwrap_or(1);
         for k in 0..repeat {
@@ -185,6 +244,7 @@ pub fn run(loaded: Loaded) -> Outcome {
                 tool: step.call.clone().unwrap_or_default(),
                 args: step.args.clone().unwrap_or_else(|| json!({})),
                 raw: step.raw.clone(),
+                decide: None,
             });
             cursor = cursor.max(at);
         }
@@ -192,24 +252,39 @@ pub fn run(loaded: Loaded) -> Outcome {
     // Stable: calls at the same instant keep the order of the file.
     events.sort_by_key(|e| e.at);
 
-    let mut sessions: BTreeMap<String, SessionCore> = BTreeMap::new();
-    let mut transcript = format!("scenario: {}\n", scenario.name);
+    let mut run = Run {
+        scenario: &scenario,
+        gateway: &gateway,
+        sessions: BTreeMap::new(),
+        held: BTreeMap::new(),
+        transcript: format!("scenario: {}\n", scenario.name),
+        totals: BTreeMap::new(),
+        failures: Vec::new(),
+    };
     if let Some(d) = &scenario.description {
-        transcript.push_str(&format!("  {}\n", d.trim()));
+        run.transcript.push_str(&format!("  {}\n", d.trim()));
     }
-    transcript.push('\n');
-    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failures = Vec::new();
+    run.transcript.push('\n');
+    let mut calls = 0u64;
     for (id, e) in (1u64..).zip(events.iter()) {
+        if approvers {
+            run.settle_until(&mut mock, e.at);
+        }
+        if let Some((approve, d)) = &e.decide {
+            run.decide(&mut mock, e, *approve, d);
+            continue;
+        }
+        calls += 1;
         let agent = &scenario.agents[&e.agent];
         let session_id = agent.session.clone().unwrap_or_else(|| e.agent.clone());
-        let core = sessions.entry(e.agent.clone()).or_insert_with(|| {
+        let core = run.sessions.entry(e.agent.clone()).or_insert_with(|| {
             let mut core = gateway.session(&agent.grant, &session_id);
             let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": e.agent, "version": "scenario"}}});
             pump(&mut core, &mut mock, &session_id, init, e.at);
             pump(&mut core, &mut mock, &session_id, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), e.at);
             core
         });
+        let held_before = core.held_approvals();
         let answers = match &e.raw {
             Some(raw) => pump_bytes(core, &mut mock, &session_id, raw.as_bytes(), e.at),
             None => {
@@ -217,6 +292,30 @@ pub fn run(loaded: Loaded) -> Outcome {
                 pump(core, &mut mock, &session_id, msg, e.at)
             }
         };
+        let newly_held = core
+            .held_approvals()
+            .into_iter()
+            .find(|a| !held_before.contains(a));
+        if let Some(approval) = newly_held {
+            // Held for a human: the answer comes when it is decided, or at its deadline.
+            run.transcript.push_str(&format!(
+                "+{:>10.3}s grant={} session={} {} -> held (approval {approval})\n",
+                e.at.as_secs_f64(),
+                agent.grant,
+                session_id,
+                e.tool
+            ));
+            run.held.insert(
+                id,
+                Waiting {
+                    step: e.step,
+                    agent: e.agent.clone(),
+                    tool: e.tool.clone(),
+                    approval,
+                },
+            );
+            continue;
+        }
         // A raw message carries its own id (or none that parses): take the last answer.
         let answer = match &e.raw {
             Some(_) => answers.last().cloned().unwrap_or(Value::Null),
@@ -225,49 +324,28 @@ pub fn run(loaded: Loaded) -> Outcome {
                 .find(|a| a["id"] == id)
                 .unwrap_or(Value::Null),
         };
-        let (decision, detail, message) = describe(&answer);
-        *totals.entry(decision.clone()).or_default() += 1;
-        transcript.push_str(&format!(
-            "+{:>10.3}s grant={} session={} {} -> {decision}{}\n",
-            e.at.as_secs_f64(),
-            agent.grant,
-            session_id,
-            e.tool,
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({detail})")
-            }
-        ));
-        if let Some(m) = &message {
-            transcript.push_str(&format!("    {m}\n"));
-        }
-        if let Some(x) = &scenario.steps[e.step].expect {
-            if let Some(want) = &x.decision
-                && want != &decision
-            {
-                failures.push(format!(
-                    "step {} at {:.3}s: `{}` was {decision}, expected {want}",
-                    e.step + 1,
-                    e.at.as_secs_f64(),
-                    e.tool
-                ));
-            }
-            if let Some(want) = &x.message_contains
-                && !message
-                    .as_deref()
-                    .unwrap_or_default()
-                    .contains(want.as_str())
-            {
-                failures.push(format!(
-                    "step {} at {:.3}s: the message of `{}` does not contain {want:?}",
-                    e.step + 1,
-                    e.at.as_secs_f64(),
-                    e.tool
-                ));
-            }
-        }
+        run.report(e.at, e.step, &e.agent, &e.tool, &answer, None);
     }
+    if approvers {
+        // Every call still held ends at its deadline.
+        run.settle_until(&mut mock, Duration::MAX);
+    }
+    let Run {
+        mut transcript,
+        totals,
+        mut failures,
+        held,
+        ..
+    } = run;
+    for w in held.values() {
+        failures.push(format!(
+            "step {}: `{}` (approval {}) was never answered",
+            w.step + 1,
+            w.tool,
+            w.approval
+        ));
+    }
+    let events_len = calls;
     let mut journal: BTreeMap<String, u64> = BTreeMap::new();
     for entry in mock.journal() {
         if let Some(tool) = &entry.tool {
@@ -304,7 +382,229 @@ pub fn run(loaded: Loaded) -> Outcome {
     Outcome {
         transcript,
         failures,
-        calls: events.len() as u64,
+        calls: events_len,
+    }
+}
+
+/// A call held for approval, waiting for its answer.
+struct Waiting {
+    step: usize,
+    agent: String,
+    tool: String,
+    approval: u64,
+}
+
+/// The state of a run: sessions, held calls, the transcript and the counts so far.
+struct Run<'a> {
+    scenario: &'a Scenario,
+    gateway: &'a Arc<Gateway>,
+    sessions: BTreeMap<String, SessionCore>,
+    /// Held calls by request id.
+    held: BTreeMap<u64, Waiting>,
+    transcript: String,
+    totals: BTreeMap<String, u64>,
+    failures: Vec<String>,
+}
+
+impl Run<'_> {
+    fn session_id(&self, agent: &str) -> String {
+        self.scenario.agents[agent]
+            .session
+            .clone()
+            .unwrap_or_else(|| agent.to_owned())
+    }
+
+    /// Lets virtual time run to `until`: every session is ticked at each deadline (a held
+    /// call's expiry, exactly) before `until`, in time order, and its answers are reported.
+    fn settle_until(&mut self, mock: &mut MockEks, until: Duration) {
+        // Bounded: each tick ends at least one deadline.
+        for _ in 0..100_000 {
+            let next = self
+                .sessions
+                .iter()
+                .filter_map(|(agent, core)| core.next_deadline().map(|d| (d, agent.clone())))
+                .filter(|(d, _)| *d <= until)
+                .min();
+            let Some((at, agent)) = next else {
+                return;
+            };
+            self.tick(mock, &agent, at);
+        }
+    }
+
+    fn tick(&mut self, mock: &mut MockEks, agent: &str, at: Duration) {
+        let session = self.session_id(agent);
+        let Some(core) = self.sessions.get_mut(agent) else {
+            return;
+        };
+        let outs = core.tick(at);
+        let answers = drain(core, mock, &session, outs, at);
+        for answer in answers {
+            let Some(id) = answer["id"].as_u64() else {
+                continue;
+            };
+            if let Some(w) = self.held.remove(&id) {
+                let verdict = self
+                    .gateway
+                    .list_approvals(at)
+                    .1
+                    .into_iter()
+                    .find(|d| d.approval.id == w.approval)
+                    .map(|d| {
+                        if d.verdict.approver.is_none() {
+                            let then = match d.approval.on_timeout {
+                                tollgate_policy::TimeoutOutcome::Allow => "allow",
+                                tollgate_policy::TimeoutOutcome::Deny => "deny",
+                            };
+                            return format!(
+                                "approval {} {}, on timeout: {then}",
+                                w.approval,
+                                d.verdict.verdict.name()
+                            );
+                        }
+                        let who = d.verdict.approver.as_deref().unwrap_or_default();
+                        let why = d
+                            .verdict
+                            .reason
+                            .as_deref()
+                            .filter(|_| d.verdict.approver.is_some())
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default();
+                        format!(
+                            "approval {} {} by {who}{why}",
+                            w.approval,
+                            d.verdict.verdict.name()
+                        )
+                    });
+                self.report(at, w.step, &w.agent, &w.tool, &answer, verdict);
+            }
+        }
+    }
+
+    /// An `approve` or `deny` step: finds the held call and decides it, then lets the session
+    /// holding it act.
+    fn decide(&mut self, mock: &mut MockEks, e: &Event, approve: bool, d: &format::Decide) {
+        let (pending, _) = self.gateway.list_approvals(e.at);
+        let found = pending.iter().find(|p| match (&d.tool, d.held) {
+            (Some(tool), _) => &p.tool == tool,
+            (None, Some(n)) => p.id == n,
+            (None, None) => false,
+        });
+        let what = d.tool.as_ref().map_or_else(
+            || format!("held call {}", d.held.unwrap_or(0)),
+            |t| format!("`{t}`"),
+        );
+        let verb = if approve { "approve" } else { "deny" };
+        let Some(p) = found else {
+            self.transcript.push_str(&format!(
+                "+{:>10.3}s {verb} {what} by {}: nothing pending matches\n",
+                e.at.as_secs_f64(),
+                d.by
+            ));
+            self.failures.push(format!(
+                "step {} at {:.3}s: no pending approval matches {what}",
+                e.step + 1,
+                e.at.as_secs_f64()
+            ));
+            return;
+        };
+        let (id, session) = (p.id, p.session.clone());
+        let result = if approve {
+            self.gateway.approve(id, &d.by, d.reason.as_deref(), e.at)
+        } else {
+            self.gateway.deny(id, &d.by, d.reason.as_deref(), e.at)
+        };
+        let why = d
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        match result {
+            Ok(_) => self.transcript.push_str(&format!(
+                "+{:>10.3}s {verb} approval {id} ({}) by {}{why}\n",
+                e.at.as_secs_f64(),
+                p.tool,
+                d.by
+            )),
+            Err(err) => {
+                self.transcript.push_str(&format!(
+                    "+{:>10.3}s {verb} approval {id} by {}: {err}\n",
+                    e.at.as_secs_f64(),
+                    d.by
+                ));
+                self.failures.push(format!("step {}: {err}", e.step + 1));
+            }
+        }
+        let agent = self
+            .scenario
+            .agents
+            .keys()
+            .find(|a| self.session_id(a) == session)
+            .cloned();
+        if let Some(agent) = agent {
+            self.tick(mock, &agent, e.at);
+        }
+    }
+
+    /// One call's outcome: its transcript line, its count, its step's expectations.
+    fn report(
+        &mut self,
+        at: Duration,
+        step: usize,
+        agent_name: &str,
+        tool: &str,
+        answer: &Value,
+        approval: Option<String>,
+    ) {
+        let agent = &self.scenario.agents[agent_name];
+        let session_id = self.session_id(agent_name);
+        let (decision, mut detail, message) = describe(answer);
+        if let Some(a) = approval {
+            detail = if detail.is_empty() {
+                a
+            } else {
+                format!("{a}; {detail}")
+            };
+        }
+        *self.totals.entry(decision.clone()).or_default() += 1;
+        self.transcript.push_str(&format!(
+            "+{:>10.3}s grant={} session={} {} -> {decision}{}\n",
+            at.as_secs_f64(),
+            agent.grant,
+            session_id,
+            tool,
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            }
+        ));
+        if let Some(m) = &message {
+            self.transcript.push_str(&format!("    {m}\n"));
+        }
+        if let Some(x) = &self.scenario.steps[step].expect {
+            if let Some(want) = &x.decision
+                && want != &decision
+            {
+                self.failures.push(format!(
+                    "step {} at {:.3}s: `{tool}` was {decision}, expected {want}",
+                    step + 1,
+                    at.as_secs_f64(),
+                ));
+            }
+            if let Some(want) = &x.message_contains
+                && !message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(want.as_str())
+            {
+                self.failures.push(format!(
+                    "step {} at {:.3}s: the message of `{tool}` does not contain {want:?}",
+                    step + 1,
+                    at.as_secs_f64(),
+                ));
+            }
+        }
     }
 }
 
@@ -333,7 +633,8 @@ fn pump_bytes(
     drain(core, mock, session, outs, now)
 }
 
-/// Delivers what the core sent until quiet; returns what reached the client.
+/// Delivers what a session core produced, and the mock's answers, until quiet; returns what
+/// reached the client.
 fn drain(
     core: &mut SessionCore,
     mock: &mut MockEks,

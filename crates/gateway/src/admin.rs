@@ -1,0 +1,308 @@
+//! The admin HTTP API and the approvals console, on the gateway's HTTP listener
+//! (docs/approvals.md):
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /admin/approvals` | `{"approver", "now_ms", "pending": [...], "recent": [...]}` |
+//! | `GET /admin/approvals/{id}` | one approval, pending or recently decided |
+//! | `POST /admin/approvals/{id}/approve` | body optional: `{"reason": "..."}` |
+//! | `POST /admin/approvals/{id}/deny` | body optional: `{"reason": "..."}` |
+//! | `GET /admin/approvals/events` | server-sent events: `held` and `decided`, as they happen |
+//! | `GET /ui` | the console (one HTML page; it asks for the token) |
+//!
+//! Every `/admin` request needs `Authorization: Bearer TOKEN` with a token of `--admin-tokens`;
+//! the token's NAME is the approver the audit log records. An agent's token (from `--tokens`)
+//! is refused with 403: an agent cannot approve its own calls. Errors are `{"error": "..."}`
+//! with 401 (no or unknown token), 403 (an agent's token), 404 (no such approval, or the admin
+//! API is off), 409 (no longer pending, or asked of the client's user), 400 (a bad body) and
+//! 503 (the audit log cannot record an approval).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::approvals::ApprovalError;
+use crate::transport::HttpFront;
+
+/// The console: one self-contained page (inline CSS and JS, no build step).
+const CONSOLE: &str = include_str!("console.html");
+
+/// The longest reason an approver may give, in characters.
+pub const MAX_REASON: usize = 1000;
+
+/// The routes, merged into the HTTP front.
+pub fn router() -> Router<Arc<HttpFront>> {
+    Router::new()
+        .route("/admin/approvals", get(list))
+        .route("/admin/approvals/events", get(events))
+        .route("/admin/approvals/{id}", get(one))
+        .route("/admin/approvals/{id}/approve", post(approve))
+        .route("/admin/approvals/{id}/deny", post(deny))
+        .route("/ui", get(console))
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": message}).to_string(),
+    )
+        .into_response()
+}
+
+fn ok(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The approver a request speaks for, or the response refusing it.
+fn approver(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let Some(admins) = &front.admin_tokens else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: start the gateway with `--admin-tokens FILE` (`TOKEN NAME` per line)",
+        )));
+    };
+    let unauthorized = |message: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, message);
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Box::new(r)
+    };
+    let Some(presented) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return Err(unauthorized(
+            "present an admin token: `Authorization: Bearer TOKEN`, a token of the gateway's `--admin-tokens` file",
+        ));
+    };
+    if let Some(name) = admins.lookup(presented) {
+        return Ok(name.to_owned());
+    }
+    if let Some(grant) = front.tokens.as_ref().and_then(|t| t.lookup(presented)) {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this is an agent's token (grant `{grant}`): agents cannot approve or deny calls. Use an admin token from the gateway's `--admin-tokens` file"
+            ),
+        )));
+    }
+    Err(unauthorized(
+        "this token is not in the gateway's `--admin-tokens` file",
+    ))
+}
+
+fn now(front: &HttpFront) -> Duration {
+    front.clock.now()
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn parse_id(text: &str) -> Result<u64, Box<Response>> {
+    text.parse::<u64>().map_err(|_| {
+        Box::new(error(
+            StatusCode::NOT_FOUND,
+            &format!("no approval has the id `{text}`: ids are numbers, as `GET /admin/approvals` lists them"),
+        ))
+    })
+}
+
+async fn list(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
+    let name = match approver(&front, &headers) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let now = now(&front);
+    let (pending, recent) = front.gateway.list_approvals(now);
+    ok(json!({"approver": name, "now_ms": ms(now), "pending": pending, "recent": recent}))
+}
+
+async fn one(
+    State(front): State<Arc<HttpFront>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = approver(&front, &headers) {
+        return *r;
+    }
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    match front.gateway.approvals().get(id) {
+        Some(v) => ok(v),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &ApprovalError::NotFound { id }.to_string(),
+        ),
+    }
+}
+
+async fn approve(
+    State(front): State<Arc<HttpFront>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(front, headers, id, body, true)
+}
+
+async fn deny(
+    State(front): State<Arc<HttpFront>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(front, headers, id, body, false)
+}
+
+fn decide(
+    front: Arc<HttpFront>,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    approve: bool,
+) -> Response {
+    let name = match approver(&front, &headers) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let reason = match reason_of(&body) {
+        Ok(r) => r,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    let now = now(&front);
+    let result = if approve {
+        front.gateway.approve(id, &name, reason.as_deref(), now)
+    } else {
+        front.gateway.deny(id, &name, reason.as_deref(), now)
+    };
+    match result {
+        Ok(decided) => ok(json!(decided)),
+        Err(e) => error(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::CONFLICT),
+            &e.to_string(),
+        ),
+    }
+}
+
+/// The optional `{"reason": "..."}` body.
+fn reason_of(body: &[u8]) -> Result<Option<String>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        format!("the body must be empty or a JSON object such as {{\"reason\": \"...\"}}: {e}")
+    })?;
+    let Some(obj) = v.as_object() else {
+        return Err("the body must be a JSON object such as {\"reason\": \"...\"}".into());
+    };
+    if let Some(k) = obj.keys().find(|k| *k != "reason") {
+        return Err(format!(
+            "unknown field `{k}` in the body: the only field is `reason`"
+        ));
+    }
+    match obj.get("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(r)) if r.chars().count() > MAX_REASON => Err(format!(
+            "`reason` is {} characters long; the most is {MAX_REASON}",
+            r.chars().count()
+        )),
+        Some(Value::String(r)) => Ok(Some(r.clone())),
+        Some(_) => Err("`reason` must be a string".into()),
+    }
+}
+
+/// The live feed: every `held` and `decided` event as a server-sent event (`event: held`,
+/// `data: {...}`), with a comment every 15 s to keep proxies from closing it; it ends when
+/// the gateway shuts down.
+async fn events(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
+    if let Err(r) = approver(&front, &headers) {
+        return *r;
+    }
+    let rx = front.gateway.approvals().subscribe();
+    let shutdown = front.shutdown.clone();
+    let first = Some(": tollgate approvals feed\n\n".to_owned());
+    let stream = futures::stream::unfold(
+        (rx, shutdown, first),
+        |(mut rx, mut shutdown, first)| async move {
+            if let Some(f) = first {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Bytes::from(f)),
+                    (rx, shutdown, None),
+                ));
+            }
+            loop {
+                if *shutdown.borrow() {
+                    return None;
+                }
+                let chunk = tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Ok(v) => {
+                            let kind = v["type"].as_str().unwrap_or("message").to_owned();
+                            format!("event: {kind}\ndata: {}\n\n", v["approval"])
+                        }
+                        // A slow reader missed events: tell it to fetch the list again.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            format!("event: lagged\ndata: {n}\n\n")
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    () = tokio::time::sleep(Duration::from_secs(15)) => ": keep-alive\n\n".to_owned(),
+                    changed = shutdown.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                        continue;
+                    }
+                };
+                return Some((Ok(Bytes::from(chunk)), (rx, shutdown, None)));
+            }
+        },
+    );
+    let mut r = Response::new(axum::body::Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn console() -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // The page loads nothing from elsewhere; framing it is refused.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        CONSOLE,
+    )
+        .into_response()
+}
