@@ -673,85 +673,118 @@ fn console_approves_and_denies_with_real_clicks() {
 }
 
 /// Elicitation with a real client: the official Python SDK, declaring the capability, through
-/// the stdio gateway (no operators at all). A rule with `via: elicitation` asks its user; the
-/// first question is accepted (the call reaches the mock and its answer comes back), the
-/// second declined (refused, naming the client's user); the audit log records both with the
-/// approver `elicitation`.
+/// the stdio gateway (no operators at all) and through the HTTP gateway (the question travels
+/// on the held request's SSE stream, the answer comes back as a POST). A rule with
+/// `via: elicitation` asks its user; the first question is accepted (the call reaches the
+/// mock and its answer comes back), the second declined (refused, naming the client's user);
+/// the audit log records both with the approver `elicitation`.
 #[test]
 fn elicitation_asks_the_python_sdk_clients_user() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-    std::fs::write(
-        p("policy.json"),
-        r#"{"version": "1", "default": "allow", "tools": {
-            "get_pod_logs": {"action": "require_approval", "reason": "logs may hold customer data",
-                             "approval": {"timeout": "1m", "via": "elicitation"}}}}"#,
-    )
-    .unwrap();
-    let out = std::process::Command::new(crate::mock_eks::python())
-        .arg(crate::util::root().join("tests/python/elicitation_client.py"))
-        .arg("--stdio")
-        .arg(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "gateway",
-            "--policy",
-            &p("policy.json"),
-            "--audit",
-            &p("audit.jsonl"),
-        ])
-        .args([
-            "--grant",
-            "desktop",
-            "--",
-            env!("CARGO_BIN_EXE_tollgate"),
-            "mock-eks",
-        ])
-        .args([
-            "--allow-sensitive-data-access",
-            "--journal",
-            &p("journal.jsonl"),
-        ])
-        .output()
+    for transport in ["stdio", "http"] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        std::fs::write(
+            p("policy.json"),
+            r#"{"version": "1", "default": "allow", "tools": {
+                "get_pod_logs": {"action": "require_approval", "reason": "logs may hold customer data",
+                                 "approval": {"timeout": "1m", "via": "elicitation"}}}}"#,
+        )
         .unwrap();
-    let (said, err) = text(&out);
-    assert!(out.status.success(), "{err}");
-    let summary: Value = serde_json::from_str(&said).unwrap();
-    assert_eq!(summary["protocol_version"], "2025-11-25");
-    let asked = summary["asked"].as_array().unwrap();
-    assert_eq!(asked.len(), 2, "{summary}");
-    let question = asked[0]["message"].as_str().unwrap();
-    assert!(
-        question.contains("`get_pod_logs`") && question.contains("logs may hold customer data"),
-        "{question}"
-    );
-    let calls = summary["calls"].as_array().unwrap();
-    assert_eq!(calls[0]["decision"], Value::Null, "forwarded: {summary}");
-    assert_eq!(calls[1]["decision"], "approval_denied");
-    assert!(
-        calls[1]["text"]
-            .as_str()
-            .unwrap()
-            .contains("the client's user (asked through elicitation) denied it"),
-        "{summary}"
-    );
-    let journal = lines(&dir.path().join("journal.jsonl"));
-    assert_eq!(
-        journal
+        let mut client = std::process::Command::new(crate::mock_eks::python());
+        client.arg(crate::util::root().join("tests/python/elicitation_client.py"));
+        let mut servers = Vec::new();
+        if transport == "stdio" {
+            client
+                .arg("--stdio")
+                .arg(env!("CARGO_BIN_EXE_tollgate"))
+                .args([
+                    "gateway",
+                    "--policy",
+                    &p("policy.json"),
+                    "--audit",
+                    &p("audit.jsonl"),
+                ])
+                .args([
+                    "--grant",
+                    "desktop",
+                    "--",
+                    env!("CARGO_BIN_EXE_tollgate"),
+                    "mock-eks",
+                ])
+                .args([
+                    "--allow-sensitive-data-access",
+                    "--journal",
+                    &p("journal.jsonl"),
+                ]);
+        } else {
+            let (mock, mock_url) = start_http(&[
+                "--allow-sensitive-data-access",
+                "--journal",
+                &p("journal.jsonl"),
+            ]);
+            let (gateway, url) = start_listening(&[
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--policy",
+                &p("policy.json"),
+                "--audit",
+                &p("audit.jsonl"),
+                "--upstream-url",
+                &mock_url,
+            ]);
+            servers.push(mock);
+            servers.push(gateway);
+            client.args(["--url", &url]);
+        }
+        let out = client.output().unwrap();
+        let (said, err) = text(&out);
+        assert!(out.status.success(), "{transport}: {err}");
+        let summary: Value = serde_json::from_str(&said).unwrap();
+        assert_eq!(summary["protocol_version"], "2025-11-25");
+        let asked = summary["asked"].as_array().unwrap();
+        assert_eq!(asked.len(), 2, "{transport}: {summary}");
+        let question = asked[0]["message"].as_str().unwrap();
+        assert!(
+            question.contains("`get_pod_logs`") && question.contains("logs may hold customer data"),
+            "{question}"
+        );
+        let calls = summary["calls"].as_array().unwrap();
+        assert_eq!(
+            calls[0]["decision"],
+            Value::Null,
+            "{transport}: forwarded: {summary}"
+        );
+        assert_eq!(calls[1]["decision"], "approval_denied", "{transport}");
+        assert!(
+            calls[1]["text"]
+                .as_str()
+                .unwrap()
+                .contains("the client's user (asked through elicitation) denied it"),
+            "{summary}"
+        );
+        drop(servers);
+        let journal = lines(&dir.path().join("journal.jsonl"));
+        assert_eq!(
+            journal
+                .iter()
+                .filter(|e| e["tool"] == "get_pod_logs")
+                .count(),
+            1,
+            "{transport}"
+        );
+        let verdicts: Vec<(Value, Value)> = lines(&dir.path().join("audit.jsonl"))
             .iter()
-            .filter(|e| e["tool"] == "get_pod_logs")
-            .count(),
-        1
-    );
-    let verdicts: Vec<(Value, Value)> = lines(&dir.path().join("audit.jsonl"))
-        .iter()
-        .filter(|r| r["kind"] == "approval")
-        .map(|r| (r["verdict"].clone(), r["approver"].clone()))
-        .collect();
-    assert_eq!(
-        verdicts,
-        [
-            (json!("approved"), json!("elicitation")),
-            (json!("denied"), json!("elicitation"))
-        ]
-    );
+            .filter(|r| r["kind"] == "approval")
+            .map(|r| (r["verdict"].clone(), r["approver"].clone()))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                (json!("approved"), json!("elicitation")),
+                (json!("denied"), json!("elicitation"))
+            ],
+            "{transport}"
+        );
+    }
 }

@@ -1,7 +1,7 @@
 """Answers the gateway's approval questions as a client's user would, with the official Python
 SDK (mcp 2.3.0) and its elicitation callback: accepts the first question, declines the second.
 
-    python elicitation_client.py --stdio COMMAND ARGS...
+    python elicitation_client.py (--url URL | --stdio COMMAND ARGS...)
 
 Calls `get_pod_logs` twice and prints, as JSON, the questions it was asked and what each call
 returned. Used by tests/approvals.rs against `tollgate gateway` with a `via: elicitation` rule.
@@ -16,8 +16,11 @@ from mcp.types import ElicitResult
 
 
 async def main() -> None:
-    command = sys.argv[sys.argv.index("--stdio") + 1:]
-    server = StdioServerParameters(command=command[0], args=command[1:])
+    if sys.argv[1] == "--url":
+        server = sys.argv[2]
+    else:
+        command = sys.argv[sys.argv.index("--stdio") + 1:]
+        server = StdioServerParameters(command=command[0], args=command[1:])
     asked = []
 
     async def on_elicit(context, params):
