@@ -259,6 +259,12 @@ impl SessionCore {
         &self.grant
     }
 
+    /// Whether handling a message may block on IO: the counter store is remote (Redis), so a
+    /// decision waits for a round trip. An async transport then runs it off its workers.
+    pub fn may_block(&self) -> bool {
+        self.gateway.engine().store().blocks()
+    }
+
     /// Whether calls are waiting for the upstream.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty() || !self.held.is_empty()
