@@ -16,5 +16,7 @@ mod catalog;
 mod mock_eks;
 // `tollgate gateway` end to end in front of the mock.
 mod gateway;
+// Limits across gateway replicas sharing one redis-server: load, restart, stall.
+mod redis_store;
 // Scenarios in virtual time: every transcript snapshot, `tollgate test`.
 mod scenarios;

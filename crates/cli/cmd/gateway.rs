@@ -312,7 +312,13 @@ fn store_name(args: &Args) -> String {
         return "memory".to_owned();
     }
     RedisStore::open(&args.store, RedisOptions::default())
-        .map(|s| format!("{} (unavailable: fail {})", s.name(), args.store_unavailable))
+        .map(|s| {
+            format!(
+                "{} (unavailable: fail {})",
+                s.name(),
+                args.store_unavailable
+            )
+        })
         .unwrap_or_default()
 }
 
