@@ -38,6 +38,14 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 export TOLLGATE_TEST_CHROMIUM=/usr/bin/chromium
 
+# Redis: the shared counter store's tests start their own redis-server on a loopback port.
+step "redis-server (Debian's, for the Redis counter store's tests)"
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
+# The package's own service is not needed: each test runs its own server.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

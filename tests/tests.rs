@@ -18,5 +18,7 @@ mod mock_eks;
 mod gateway;
 // Human approvals: the admin API, `tollgate approvals`, the console in headless Chromium.
 mod approvals;
+// Limits across gateway replicas sharing one redis-server: load, restart, stall.
+mod redis_store;
 // Scenarios in virtual time: every transcript snapshot, `tollgate test`.
 mod scenarios;

@@ -1,5 +1,7 @@
 //! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
 //! [--tokens FILE] [--admin-tokens FILE] [--grant NAME] [--call-timeout SECS] [--max-message-bytes N]
+//! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
+//! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
 //!
 //! Without `--listen` it speaks MCP on its own stdin/stdout for one client (grant `--grant`),
@@ -27,7 +29,8 @@ use tollgate_gateway::transport::{
 };
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
-use tollgate_policy::{Engine, MemoryStore, Policy};
+use tollgate_policy::{CounterStore, Engine, FailMode, MemoryStore, Policy};
+use tollgate_store_redis::{RedisOptions, RedisStore};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -72,12 +75,68 @@ pub struct Args {
     /// Do not watch the policy file: reload only on SIGHUP.
     #[arg(long)]
     no_watch: bool,
+    /// Where the limits' counters live: `memory` (this process), or `redis://HOST:PORT[/DB]`,
+    /// shared by every gateway replica that names the same Redis (docs/limits.md, "Stores").
+    #[arg(long, value_name = "STORE", default_value = "memory")]
+    store: String,
+    /// When the Redis store cannot answer: `closed` refuses limited calls (the default),
+    /// `open` lets them through uncounted; both are audited.
+    #[arg(long, value_name = "MODE", default_value = "closed", value_parser = ["closed", "open"])]
+    store_unavailable: String,
+    /// The longest wait for one answer from the Redis store, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = duration_ms(tollgate_store_redis::DEFAULT_RESPONSE_TIMEOUT))]
+    store_timeout_ms: u64,
+    /// The longest wait to connect to the Redis store, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = duration_ms(tollgate_store_redis::DEFAULT_CONNECT_TIMEOUT))]
+    store_connect_timeout_ms: u64,
     /// The upstream's Streamable HTTP URL.
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream_url: Option<String>,
     /// The upstream as a command to run (after `--`), spoken to over stdio.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The counter store named by `--store` and its options.
+fn counter_store(args: &Args) -> anyhow::Result<Arc<dyn CounterStore>> {
+    if args.store == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if args.store_timeout_ms == 0 || args.store_connect_timeout_ms == 0 {
+        anyhow::bail!(
+            "`--store-timeout-ms` and `--store-connect-timeout-ms` must be at least 1: a store call without a bound could hang"
+        );
+    }
+    let options = RedisOptions {
+        response_timeout: Duration::from_millis(args.store_timeout_ms),
+        connect_timeout: Duration::from_millis(args.store_connect_timeout_ms),
+        on_unavailable: if args.store_unavailable == "open" {
+            FailMode::Open
+        } else {
+            FailMode::Closed
+        },
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::open(&args.store, options)
+        .map_err(|e| anyhow::anyhow!("--store: {e}, or `memory`"))?;
+    // A Redis that is down at start is not fatal (calls are unavailable until it is up), but
+    // the operator should know at once.
+    if let Err(e) = store.ping() {
+        tracing::warn!(
+            "the counter store {} does not answer ({e}); limited calls are {} until it does",
+            store.name(),
+            if args.store_unavailable == "open" {
+                "let through uncounted (--store-unavailable open)"
+            } else {
+                "refused"
+            }
+        );
+    }
+    Ok(Arc::new(store))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -105,6 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let store = counter_store(&args)?;
     let spec = match (&args.upstream_url, args.command.split_first()) {
         (Some(url), _) => UpstreamSpec::Url(url.clone()),
         (None, Some((program, rest))) => UpstreamSpec::Command {
@@ -148,7 +208,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|p| AuditLog::open(p, args.audit_fsync))
         .transpose()?;
     let policy_hash = hex::encode(sha2::Sha256::digest(policy.source.text.as_bytes()));
-    let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+    let engine = Engine::new(Arc::new(policy), store);
     let options = GatewayOptions {
         limits: Limits {
             max_bytes: args.max_message_bytes,
@@ -168,7 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let clock = Clock::scaled(Instant::now(), args.time_scale);
     gateway
-        .open(clock.now(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "time_scale": clock.scale()}))
+        .open(clock.now(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "store": store_name(&args), "time_scale": clock.scale()}))
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
     // A stdio gateway serves one session: one thread runs it without waking another thread
@@ -414,6 +474,22 @@ async fn reloads(
         last_seen = hash;
         reload(&gateway, &path, clock.now(), cause);
     }
+}
+
+/// The store as the audit log's opening record names it (no password).
+fn store_name(args: &Args) -> String {
+    if args.store == "memory" {
+        return "memory".to_owned();
+    }
+    RedisStore::open(&args.store, RedisOptions::default())
+        .map(|s| {
+            format!(
+                "{} (unavailable: fail {})",
+                s.name(),
+                args.store_unavailable
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Loads the policy file again and swaps it in if it is valid.

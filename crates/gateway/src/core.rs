@@ -470,6 +470,12 @@ impl SessionCore {
         self.gateway.policy_changes()
     }
 
+    /// Whether handling a message may block on IO: the counter store is remote (Redis), so a
+    /// decision waits for a round trip. An async transport then runs it off its workers.
+    pub fn may_block(&self) -> bool {
+        self.gateway.engine().store().blocks()
+    }
+
     /// Whether calls are waiting for the upstream. (Calls held for approval are not: when the
     /// client goes away they are withdrawn, since nobody is left to answer.)
     pub fn has_pending(&self) -> bool {

@@ -7,7 +7,7 @@
 //! - `structuredContent.tollgate` and `_meta["dev.tollgate/decision"]`: the same, for machines:
 //!   `decision`, `tool`, `grant`, `rule` (selector, JSON pointer, line, column), `reason`,
 //!   `retry_after_seconds`, `violations` (JSON path and message each), `limits` (counter
-//!   states).
+//!   states), `store_unavailable` (the counter store that could not answer, and why).
 
 use serde_json::{Map, Value, json};
 use tollgate_policy::engine::duration_text;
@@ -70,6 +70,16 @@ pub fn from_decision(tool: &str, grant: &str, d: &Decision) -> Value {
         DecisionKind::ApprovalRequired { .. } => format!(
             "Tollgate refused the call to `{tool}`: {rule} requires a human's approval, and this gateway has no approval channel configured.{reason} Ask an operator to run the call, or to enable approvals."
         ),
+        DecisionKind::StoreUnavailable => {
+            let (store, why) = d
+                .store_unavailable
+                .as_ref()
+                .map(|f| (&*f.store, f.reason.as_str()))
+                .unwrap_or(("the counter store", "unknown"));
+            format!(
+                "Tollgate refused the call to `{tool}`: {rule} limits it, and the counter store that enforces the limit ({store}) is unavailable ({why}), so the gateway fails closed. The call was not run. Retry in a few seconds; if this persists, tell the gateway's operator that {store} is unreachable."
+            )
+        }
         DecisionKind::Allow => format!("Tollgate allowed `{tool}`."),
     };
     let mut detail = serde_json::to_value(d).unwrap_or(Value::Null);

@@ -9,6 +9,10 @@
 //!   `initialize`, so the session goes on.
 //! - Shutdown: the task stops reading the client, waits (bounded) for the calls in flight, and
 //!   stops the upstream.
+//! - A remote counter store (Redis): the core is synchronous, so a decision waits for the
+//!   store's round trip. On a multi-thread runtime that wait runs under `block_in_place`, which
+//!   hands this worker's other tasks (other sessions) to another thread first; the bounded
+//!   store timeouts bound the wait (docs/PERFORMANCE.md, "Redis store").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -170,7 +174,7 @@ pub async fn run_session(
                         initialize = Some(v);
                     }
                     let (ids, batch) = request_ids(&input.bytes);
-                    let outs = core.from_client(&input.bytes, now());
+                    let outs = off_worker(core.may_block(), || core.from_client(&input.bytes, now()));
                     if let Some(reply) = input.reply {
                         if ids.is_empty() {
                             // Notifications and responses: nothing to wait for, unless the
@@ -193,7 +197,8 @@ pub async fn run_session(
                         backoff = Duration::from_millis(100);
                         Vec::new()
                     } else {
-                        core.from_upstream(&bytes, now())
+                        // Held calls are decided when the upstream's tool list arrives.
+                        off_worker(core.may_block(), || core.from_upstream(&bytes, now()))
                     }
                 }
                 closed => {
@@ -275,6 +280,19 @@ pub async fn run_session(
     }
     if let Some(u) = upstream.take() {
         u.shutdown().await;
+    }
+}
+
+/// Runs `f`, which may block on IO when `may_block`, without stalling the runtime's other tasks:
+/// on a multi-thread runtime under `block_in_place`; elsewhere (a current-thread runtime, no
+/// runtime) directly.
+fn off_worker<R>(may_block: bool, f: impl FnOnce() -> R) -> R {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if may_block && multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 

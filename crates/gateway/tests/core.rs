@@ -24,8 +24,17 @@ struct Rig {
 
 impl Rig {
     fn new(policy: &str, audit: Option<AuditLog>, options: GatewayOptions) -> Rig {
+        Rig::with_store(policy, audit, options, Arc::new(MemoryStore::new()))
+    }
+
+    fn with_store(
+        policy: &str,
+        audit: Option<AuditLog>,
+        options: GatewayOptions,
+        store: Arc<dyn tollgate_policy::CounterStore>,
+    ) -> Rig {
         let policy = Policy::parse("policy.json", policy).unwrap_or_else(|d| panic!("{d}"));
-        let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+        let engine = Engine::new(Arc::new(policy), store);
         let gateway = Gateway::new(engine, audit, options);
         let mock = MockEks::new(MockConfig {
             flags: Flags {
@@ -442,4 +451,79 @@ fn reload_that_changes_the_visible_tools_sends_list_changed() {
         )
         .unwrap();
     assert!(rig.core.policy_changed(secs(3)).is_empty());
+}
+
+/// A counter store that cannot answer (Redis down), failing closed or open as configured.
+#[derive(Debug)]
+struct DownStore(tollgate_policy::FailMode);
+
+impl tollgate_policy::CounterStore for DownStore {
+    fn acquire(
+        &self,
+        _: &[(
+            tollgate_policy::limiter::CounterKey,
+            tollgate_policy::limiter::LimitSpec,
+        )],
+        _: Duration,
+        _: bool,
+    ) -> tollgate_policy::Acquire {
+        tollgate_policy::Acquire::Unavailable {
+            store: "redis://127.0.0.1:6379/0".into(),
+            reason: "timed out after 250 ms".into(),
+            mode: self.0,
+        }
+    }
+}
+
+/// With the counter store unavailable and failing closed, what the agent reads (reviewed
+/// snapshot), and the mock's journal proving the call never reached it; failing open, the call
+/// is forwarded and its audit record says `fail_open`.
+#[test]
+fn store_unavailable_refusal_and_fail_open_audit() {
+    use tollgate_policy::FailMode;
+    let policy = r#"{"version": "1", "default": "deny", "tools": {
+        "CancelAHORunBatch": {"limits": [{"counter": "cancel_rate", "window": "minute", "max": 10}]}}}"#;
+    let mut rig = Rig::with_store(
+        policy,
+        None,
+        GatewayOptions::default(),
+        Arc::new(DownStore(FailMode::Closed)),
+    );
+    rig.initialize("2025-06-18");
+    let answer = rig.send(
+        call(1, "CancelAHORunBatch", json!({"batchId": "rb-0001"})),
+        Duration::from_secs(3),
+    );
+    insta::assert_snapshot!(serde_json::to_string_pretty(answer.last().unwrap()).unwrap());
+    assert_eq!(rig.calls_in_journal("CancelAHORunBatch"), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let mut rig = Rig::with_store(
+        policy,
+        Some(AuditLog::open(&path, false).unwrap()),
+        GatewayOptions::default(),
+        Arc::new(DownStore(FailMode::Open)),
+    );
+    rig.initialize("2025-06-18");
+    let answer = rig.send(
+        call(1, "CancelAHORunBatch", json!({"batchId": "rb-0001"})),
+        Duration::from_secs(3),
+    );
+    assert_eq!(answer.last().unwrap()["result"]["isError"], json!(false));
+    assert_eq!(rig.calls_in_journal("CancelAHORunBatch"), 1);
+    let records: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decision = records
+        .iter()
+        .find(|r| r["kind"] == "decision" && r["tool"] == "CancelAHORunBatch")
+        .unwrap();
+    assert_eq!(decision["decision"]["decision"], "allow");
+    assert_eq!(
+        decision["decision"]["store_unavailable"]["outcome"],
+        "fail_open"
+    );
 }

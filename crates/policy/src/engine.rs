@@ -7,7 +7,9 @@
 //!    case names without `otherwise`, is an invalid argument), then the case's own checks;
 //! 3. every violation found → `invalid_arguments` (no counter is touched);
 //! 4. `deny` → `deny`;
-//! 5. limits, all or nothing → `rate_limited` with the exact time to retry;
+//! 5. limits, all or nothing → `rate_limited` with the exact time to retry; a counter store
+//!    that cannot answer → `store_unavailable` (fail closed), or on as if admitted and
+//!    recorded in `store_unavailable` (fail open, the operator's explicit choice);
 //! 6. `require_approval` → `approval_required`: the call's limits are *checked* when it is
 //!    held (a call that could not be admitted now is rate limited at once, without asking
 //!    anybody) and *taken* only when it is approved, by [`Engine::admit_approved`] at the
@@ -21,7 +23,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::limiter::{Acquire, CounterKey, CounterState, CounterStore, LimitSpec, Scope};
+use crate::limiter::{Acquire, CounterKey, CounterState, CounterStore, FailMode, LimitSpec, Scope};
 use crate::model::{Action, ApprovalVia, TimeoutOutcome};
 use crate::policy::{ArgCheck, Policy, RuleBody, case_key, scope_name};
 use crate::selector::{Tier, ToolMeta};
@@ -80,6 +82,18 @@ pub enum DecisionKind {
     InvalidArguments {
         violations: Vec<Violation>,
     },
+    /// The counter store could not answer and fails closed: the call's limits cannot be
+    /// checked, so it is refused (`Decision::store_unavailable` says which store and why).
+    StoreUnavailable,
+}
+
+/// A counter store that could not answer, as a decision records it (fail closed or open).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreFailure {
+    pub store: Arc<str>,
+    pub reason: String,
+    /// `fail_closed` (the call was refused) or `fail_open` (it went on, uncounted).
+    pub outcome: FailMode,
 }
 
 impl DecisionKind {
@@ -91,6 +105,7 @@ impl DecisionKind {
             DecisionKind::RateLimited { .. } => "rate_limited",
             DecisionKind::ApprovalRequired { .. } => "approval_required",
             DecisionKind::InvalidArguments { .. } => "invalid_arguments",
+            DecisionKind::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -110,6 +125,10 @@ pub struct Decision {
     /// The counters the call was measured against, after the decision.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limits: Vec<CounterState>,
+    /// Set when the counter store could not answer: which store, why, and whether the call
+    /// was refused (fail closed) or let through uncounted (fail open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_unavailable: Option<StoreFailure>,
 }
 
 impl Decision {
@@ -169,6 +188,16 @@ impl Decision {
                     .collect::<Vec<_>>()
                     .join("; ");
                 format!("`{tool}` has invalid arguments under {rule}{reason}: {list}")
+            }
+            DecisionKind::StoreUnavailable => {
+                let (store, why) = self
+                    .store_unavailable
+                    .as_ref()
+                    .map(|f| (&*f.store, f.reason.as_str()))
+                    .unwrap_or(("the counter store", "unknown"));
+                format!(
+                    "`{tool}` refused under {rule}: its limits cannot be checked, the counter store {store} is unavailable ({why})"
+                )
             }
         }
     }
@@ -400,6 +429,7 @@ impl Engine {
             rule: rule_ref.clone(),
             reason: reason.clone(),
             limits,
+            store_unavailable: None,
         };
         if !violations.is_empty() {
             return (
@@ -412,6 +442,7 @@ impl Engine {
             return (decision(DecisionKind::Deny, Vec::new()), branch_text, body);
         }
         let mut states = Vec::new();
+        let mut failed_open = None;
         if !body.limits.is_empty() {
             let keys: Vec<(CounterKey, LimitSpec)> = body
                 .limits
@@ -445,6 +476,23 @@ impl Engine {
                         body,
                     );
                 }
+                Acquire::Unavailable {
+                    store,
+                    reason,
+                    mode,
+                } => {
+                    let failure = StoreFailure {
+                        store,
+                        reason,
+                        outcome: mode,
+                    };
+                    if mode == FailMode::Closed {
+                        let mut d = decision(DecisionKind::StoreUnavailable, Vec::new());
+                        d.store_unavailable = Some(failure);
+                        return (d, branch_text, body);
+                    }
+                    failed_open = Some(failure);
+                }
             }
         }
         let kind = match body.action {
@@ -456,7 +504,9 @@ impl Engine {
             Action::RequireApproval => DecisionKind::Allow,
             Action::Allow | Action::Deny => DecisionKind::Allow,
         };
-        (decision(kind, states), branch_text, body)
+        let mut d = decision(kind, states);
+        d.store_unavailable = failed_open;
+        (d, branch_text, body)
     }
 
     fn rule_ref(&self, body: &RuleBody) -> RuleRef {
@@ -711,7 +761,18 @@ impl Explanation {
                     out.push_str(&format!("violation: {} {}\n", v.path, v.message));
                 }
             }
-            DecisionKind::Allow | DecisionKind::Deny => {}
+            DecisionKind::StoreUnavailable | DecisionKind::Allow | DecisionKind::Deny => {}
+        }
+        if let Some(f) = &d.store_unavailable {
+            out.push_str(&format!(
+                "counter store: {} unavailable ({}): {}\n",
+                f.store,
+                f.reason,
+                match f.outcome {
+                    FailMode::Closed => "fail closed, the call is refused",
+                    FailMode::Open => "fail open, the call goes on uncounted",
+                }
+            ));
         }
         out
     }

@@ -11,8 +11,10 @@ pub mod selector;
 pub mod source;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use engine::{Call, Decision, DecisionKind, Engine, Explanation, RuleRef, Violation};
-pub use limiter::{CounterState, CounterStore, MemoryStore, Scope};
+pub use engine::{
+    Call, Decision, DecisionKind, Engine, Explanation, RuleRef, StoreFailure, Violation,
+};
+pub use limiter::{Acquire, CounterState, CounterStore, FailMode, MemoryStore, Scope};
 pub use lint::KnownTool;
 pub use model::{Action, ApprovalVia, PolicyDoc, TimeoutOutcome};
 pub use policy::Policy;

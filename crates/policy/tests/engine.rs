@@ -540,3 +540,89 @@ fn always_denies_knows_unconditional_refusals() {
     assert!(!p.always_denies("ok", &meta));
     assert!(!p.always_denies("manage", &meta));
 }
+
+/// A counter store that never answers, as a Redis store does when Redis is down.
+#[derive(Debug)]
+struct DownStore(tollgate_policy::FailMode);
+
+impl tollgate_policy::CounterStore for DownStore {
+    fn acquire(
+        &self,
+        _: &[(
+            tollgate_policy::limiter::CounterKey,
+            tollgate_policy::limiter::LimitSpec,
+        )],
+        _: Duration,
+        _: bool,
+    ) -> tollgate_policy::Acquire {
+        tollgate_policy::Acquire::Unavailable {
+            store: "redis://127.0.0.1:1/0".into(),
+            reason: "connection refused".into(),
+            mode: self.0,
+        }
+    }
+}
+
+fn engine_over(policy: Value, store: DownStore) -> Engine {
+    let text = serde_json::to_string_pretty(&policy).unwrap();
+    let policy = Policy::parse("test.json", &text).unwrap_or_else(|d| panic!("{d}"));
+    Engine::new(Arc::new(policy), Arc::new(store))
+}
+
+/// With the store down and failing closed, a limited call is refused as `store_unavailable`
+/// naming the store and the cause; calls without limits never ask the store and are decided as
+/// usual.
+#[test]
+fn an_unavailable_store_fails_closed_for_limited_calls_only() {
+    use tollgate_policy::FailMode;
+    let e = engine_over(
+        json!({"version": "1", "default": "allow", "tools": {
+            "CancelAHORunBatch": {"limits": [{"counter": "c", "window": "minute", "max": 5}]}}}),
+        DownStore(FailMode::Closed),
+    );
+    let d = e.decide(&call("CancelAHORunBatch", json!({})), T0);
+    assert_eq!(d.kind, DecisionKind::StoreUnavailable);
+    assert!(!d.admits());
+    let f = d.store_unavailable.as_ref().unwrap();
+    assert_eq!(
+        (&*f.store, f.reason.as_str(), f.outcome),
+        (
+            "redis://127.0.0.1:1/0",
+            "connection refused",
+            FailMode::Closed
+        )
+    );
+    let record = serde_json::to_value(&d).unwrap();
+    assert_eq!(record["decision"], "store_unavailable");
+    assert_eq!(record["store_unavailable"]["outcome"], "fail_closed");
+    assert!(
+        d.summary("CancelAHORunBatch")
+            .contains("is unavailable (connection refused)")
+    );
+    let other = e.decide(&call("ListEKSClusters", json!({})), T0);
+    assert_eq!(other.kind, DecisionKind::Allow);
+    assert_eq!(other.store_unavailable, None);
+}
+
+/// Failing open, the limited call goes on uncounted and the decision says so.
+#[test]
+fn an_unavailable_store_failing_open_admits_and_records_it() {
+    use tollgate_policy::FailMode;
+    let e = engine_over(
+        json!({"version": "1", "default": "deny", "tools": {
+            "CancelAHORunBatch": {"limits": [{"counter": "c", "window": "minute", "max": 5}]}}}),
+        DownStore(FailMode::Open),
+    );
+    let d = e.decide(&call("CancelAHORunBatch", json!({})), T0);
+    assert_eq!(d.kind, DecisionKind::Allow);
+    assert!(d.limits.is_empty());
+    let record = serde_json::to_value(&d).unwrap();
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["store_unavailable"]["outcome"], "fail_open");
+    assert_eq!(record["store_unavailable"]["reason"], "connection refused");
+    assert!(
+        e.explain(&call("CancelAHORunBatch", json!({})), T0)
+            .render()
+            .contains("fail open, the call goes on uncounted")
+    );
+}

@@ -198,6 +198,9 @@ fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     i
                 );
             }
+            Acquire::Unavailable { .. } => {
+                prop_assert!(false, "step {i}: the memory store is never unavailable");
+            }
         }
     }
     Ok(())

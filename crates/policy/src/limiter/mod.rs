@@ -18,6 +18,11 @@
 //! - Memory: per key a ring of at most `max` timestamps (only the newest `max` can matter).
 //!   A key whose newest timestamp has left its window is idle and can be evicted without
 //!   changing any decision; `MemoryStore` does this amortised during `acquire`.
+//! - Unavailable: a store that lives elsewhere (Redis) may be unable to answer. It says so with
+//!   [`Acquire::Unavailable`], naming itself, the cause and the [`FailMode`] its operator chose;
+//!   nothing is known about the counters then, and the engine either refuses the call (fail
+//!   closed, the default) or lets it through unmetered (fail open), recording which in the
+//!   decision.
 
 mod memory;
 
@@ -110,6 +115,20 @@ mod opt_seconds {
     }
 }
 
+/// What the engine does with a call whose limits cannot be checked because the counter store
+/// is unavailable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailMode {
+    /// Refuse the call (`store_unavailable`): no limit can be broken while the store is away.
+    #[default]
+    #[serde(rename = "fail_closed")]
+    Closed,
+    /// Let the call through without counting it: availability over strictness, an explicit
+    /// choice of the operator, recorded in every such decision.
+    #[serde(rename = "fail_open")]
+    Open,
+}
+
 /// The answer of a counter store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Acquire {
@@ -122,6 +141,17 @@ pub enum Acquire {
         /// Indexes (into the `limits` argument) of the limits that refused.
         refused_by: Vec<usize>,
     },
+    /// The store could not answer (unreachable, timed out, refused the request). Whether
+    /// anything was taken is unknown only when the request reached the store and its answer
+    /// was lost; the store's documentation says when that can happen.
+    Unavailable {
+        /// The store, as an operator names it: `redis://127.0.0.1:6379/0`.
+        store: Arc<str>,
+        /// What went wrong, for people: `timed out after 250 ms`.
+        reason: String,
+        /// What the operator chose to do about it.
+        mode: FailMode,
+    },
 }
 
 /// Where counters live. Implementations must make one `acquire` atomic with respect to every
@@ -130,4 +160,10 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
     /// All-or-nothing: admitted only if every limit admits; then every limit is taken.
     /// `dry_run` computes the same answer and takes nothing (for `explain` and what-if replays).
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire;
+
+    /// Whether `acquire` waits on IO (a network round trip). A transport that drives sessions
+    /// on an async runtime moves such decisions off its worker threads. In-memory stores: no.
+    fn blocks(&self) -> bool {
+        false
+    }
 }

@@ -1,0 +1,106 @@
+-- One all-or-nothing acquire over several counter keys: MemoryStore's semantics, atomically
+-- (Redis runs a script to the end before serving anything else), on the server's clock.
+--
+-- KEYS[1]  the store's high-water mark (the latest instant it has seen, in ticks)
+-- KEYS[2]  the store's sequence (makes sorted-set members unique)
+-- KEYS[3…] one counter key per limit, in the caller's order (a key may repeat)
+-- ARGV[1]  'server' (read TIME, ticks are microseconds) or 'caller' (ticks are ARGV[2])
+-- ARGV[2]  the caller's now, in ticks (used with 'caller' only)
+-- ARGV[3]  '1' for a dry run: the same answer, nothing taken
+-- ARGV[4]  ticks per millisecond for PEXPIRE, or '0' for no expiry (the caller's clock is
+--          virtual, so real-time expiry could forget a key that is not idle in its time)
+-- ARGV[5…] per limit: window (ticks), max, and '1' if this is the key's first occurrence (a key
+--          named twice in one call is taken once)
+--
+-- Answer: {admitted (0/1), asked, now, then per limit: count in window, oldest + window (or
+-- -1), retry instant (-1 if this limit admits, -2 for "never": max is 0)}. Every number is an
+-- integer tick below 2^53, exact in Lua's doubles; string.format('%d') writes them exactly.
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local asked
+if ARGV[1] == 'server' then
+  local t = redis.call('TIME')
+  asked = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  asked = tonumber(ARGV[2])
+end
+
+-- Time never goes backwards inside the store: an earlier instant is evaluated at the mark.
+local now = asked
+local mark = redis.call('GET', KEYS[1])
+if mark then
+  mark = tonumber(mark)
+  if mark > now then
+    now = mark
+  end
+end
+if (not mark) or now > mark then
+  redis.call('SET', KEYS[1], fmt(now))
+end
+
+local dry = ARGV[3] == '1'
+local per_ms = tonumber(ARGV[4])
+local n = #KEYS - 2
+local out = {0, asked, now}
+local admitted = true
+
+-- Judge every limit before taking anything.
+for i = 1, n do
+  local key = KEYS[i + 2]
+  local base = 5 + (i - 1) * 3
+  local w = tonumber(ARGV[base])
+  local max = tonumber(ARGV[base + 1])
+  -- In the window: t + w > now, i.e. t > now - w.
+  local lo = '(' .. fmt(now - w)
+  local count = redis.call('ZCOUNT', key, lo, '+inf')
+  local oldest = -1
+  if count > 0 then
+    local first = redis.call('ZRANGEBYSCORE', key, lo, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    oldest = tonumber(first[2]) + w
+  end
+  local retry = -1
+  if max == 0 then
+    retry = -2
+    admitted = false
+  elseif count >= max then
+    -- The call is admitted again when the max-th newest admission leaves the window.
+    local len = redis.call('ZCARD', key)
+    local at = redis.call('ZRANGE', key, len - max, len - max, 'WITHSCORES')
+    retry = tonumber(at[2]) + w
+    admitted = false
+  end
+  out[#out + 1] = count
+  out[#out + 1] = oldest
+  out[#out + 1] = retry
+end
+
+if admitted and not dry then
+  for i = 1, n do
+    local base = 5 + (i - 1) * 3
+    if ARGV[base + 2] == '1' then
+      local key = KEYS[i + 2]
+      local w = tonumber(ARGV[base])
+      local max = tonumber(ARGV[base + 1])
+      -- Drop what has left the window, add now, keep at most max: only the newest max matter.
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - w))
+      local seq = redis.call('INCR', KEYS[2])
+      redis.call('ZADD', key, fmt(now), fmt(now) .. ':' .. fmt(seq))
+      local len = redis.call('ZCARD', key)
+      if len > max then
+        redis.call('ZREMRANGEBYRANK', key, 0, len - max - 1)
+      end
+      if per_ms > 0 then
+        -- Idle (every admission out of the window) once real time reaches now + w.
+        redis.call('PEXPIRE', key, fmt(math.ceil((now - asked + w) / per_ms) + 1))
+      end
+    end
+  end
+end
+
+if admitted then
+  out[1] = 1
+end
+return out
