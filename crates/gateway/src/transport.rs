@@ -71,13 +71,17 @@ pub(crate) fn may_contain(bytes: &[u8], needle: &[u8]) -> bool {
 struct Envelope {
     #[serde(default, deserialize_with = "present")]
     id: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     method: Option<serde::de::IgnoredAny>,
 }
 
 /// A field that is present is `Some`, even when it is `null` (`"id": null` is an id here).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    <Value as serde::Deserialize>::deserialize(d).map(Some)
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// The ids of the requests in a client message (a batch's, or the one).
@@ -749,4 +753,52 @@ fn rand_nonce() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     h.finish()
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    /// The envelope-only parse finds the same request ids as the full parse it replaced, for
+    /// requests, notifications, responses, `null` ids and methods, batches, duplicated ids and
+    /// texts that are not JSON.
+    #[test]
+    fn request_ids_agree_with_the_full_parse() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":null}"#,
+            r#"{"id":1,"id":2,"method":"ping"}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"b"},{"id":2,"result":1}]"#,
+            r#" [1, {"id":4,"method":"c"}]"#,
+            r#"[]"#,
+            "not json",
+        ] {
+            assert_eq!(
+                request_ids(text.as_bytes()),
+                request_ids_lenient(text.as_bytes()),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            request_ids(br#"{"jsonrpc":"2.0","id":5,"method":"x"}"#).0,
+            vec!["5".to_owned()]
+        );
+    }
+
+    /// The byte check that spares a parse never says no when the text could hold the word.
+    #[test]
+    fn may_contain_is_never_wrong_about_a_word_that_is_there() {
+        assert!(may_contain(br#"{"method":"initialize"}"#, b"initialize"));
+        assert!(may_contain(
+            br#"{"method":"\u0069nitialize"}"#,
+            b"initialize"
+        ));
+        assert!(!may_contain(br#"{"method":"tools/call"}"#, b"initialize"));
+        let _ = serde_json::from_str::<Value>(r#"{"method":"\u0069nitialize"}"#).unwrap();
+    }
 }

@@ -85,6 +85,11 @@ mod tests {
                 stateless: true
             }
         );
+        // The byte check before the parse must not miss an escaped `initialize`.
+        let escaped = br#"{"jsonrpc":"2.0","id":1,"method":"\u0069nitialize","params":{}}"#;
+        assert!(body_kind(escaped).opens_session);
+        let call = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"x"}}"#;
+        assert_eq!(body_kind(call), BodyKind::default());
         assert_eq!(body_kind(b"[]"), BodyKind::default());
         assert_eq!(body_kind(b"nope"), BodyKind::default());
     }

@@ -447,8 +447,7 @@ impl MockEks {
         };
         let arguments = params
             .and_then(|p| p.get("arguments"))
-            .cloned()
-            .unwrap_or(Value::Null);
+            .unwrap_or(&Value::Null);
         entry.tool = Some(name.to_owned());
         entry.arguments = Some(arguments.clone());
         if !(arguments.is_object() || arguments.is_null()) {
@@ -475,7 +474,7 @@ impl MockEks {
             };
         }
         let output = match self.by_name.get(name).and_then(|&i| self.tools.get(i)) {
-            Some(tool) => self.world.call(tool, &arguments, &self.flags),
+            Some(tool) => self.world.call(tool, arguments, &self.flags),
             None => crate::world::ToolOutput::error(format!("Unknown tool: {name}")),
         };
         entry.outcome = if output.is_error {
