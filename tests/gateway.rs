@@ -442,6 +442,15 @@ fn concurrent_sessions_never_exceed_a_shared_counter() {
         metrics.contains(r#"tollgate_upstream_latency_seconds_count{tool="GetAHOBatch"} 20"#),
         "{metrics}"
     );
+    // The shared counter is full, and every refusal found it so.
+    assert!(
+        metrics.contains(r#"tollgate_counter_saturation_ratio{counter="reads"} 1.0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tollgate_counter_full_total{counter="reads"} 60"#),
+        "{metrics}"
+    );
     assert_eq!(results.iter().filter(|d| *d == "rate_limited").count(), 60);
     assert_eq!(journal_calls(&journal, "GetAHOBatch").len(), 20);
 }

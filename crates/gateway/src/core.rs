@@ -804,15 +804,7 @@ impl SessionCore {
             },
         };
         let decision = engine.decide(&call, now);
-        self.gateway
-            .metrics
-            .decisions
-            .get_or_create(&crate::metrics::DecisionLabels {
-                tool: name.clone(),
-                decision: decision.kind.name().to_owned(),
-                rule: decision.rule.selector.to_string(),
-            })
-            .inc();
+        self.gateway.metrics.observe_decision(&name, &decision);
         // A call that requires approval is held when somebody can approve it, and when its
         // grant has room in the queue; the decision record says which.
         let mut approval_note = None;
@@ -1243,13 +1235,7 @@ impl SessionCore {
         let decision = h.engine.admit_approved(&h.call, now);
         self.gateway
             .metrics
-            .decisions
-            .get_or_create(&crate::metrics::DecisionLabels {
-                tool: h.call.tool.clone(),
-                decision: decision.kind.name().to_owned(),
-                rule: decision.rule.selector.to_string(),
-            })
-            .inc();
+            .observe_decision(&h.call.tool, &decision);
         let record = json!({
             "session": self.session, "grant": self.grant, "id": h.id, "tool": h.call.tool,
             "arguments": h.redacted, "decision": decision, "approval_id": approval,

@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics` on the HTTP front): decisions by tool, decision and rule;
-//! upstream latency by tool; calls in flight; calls waiting for approval.
+//! upstream latency by tool; calls in flight; calls waiting for approval; how full each counter
+//! is.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +19,11 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CounterLabels {
+    pub counter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
     pub tool: String,
 }
@@ -31,6 +37,10 @@ pub struct Metrics {
     pub in_flight: Gauge<i64, AtomicI64>,
     /// Calls held for a human's approval and not decided yet (all sessions).
     pub approvals_pending: Gauge<i64, AtomicI64>,
+    /// Per counter: `used / max` of the key the latest decision measured (1 is full).
+    pub counter_saturation: Family<CounterLabels, Gauge<f64, AtomicU64>>,
+    /// Per counter: decisions that found it full (the call was rate limited by it).
+    pub counter_full: Family<CounterLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,8 +73,22 @@ impl Default for Metrics {
             "Calls held for a human's approval, not decided yet",
             approvals_pending.clone(),
         );
+        let counter_saturation = Family::<CounterLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "counter_saturation_ratio",
+            "Used over max of the counter key the latest decision measured (1 is full); keys are not labels, so sessions cannot blow up the series",
+            counter_saturation.clone(),
+        );
+        let counter_full = Family::<CounterLabels, Counter>::default();
+        registry.register(
+            "counter_full",
+            "Decisions that found the counter full",
+            counter_full.clone(),
+        );
         Metrics {
             registry,
+            counter_saturation,
+            counter_full,
             approvals_pending,
             decisions,
             upstream_latency,
@@ -74,6 +98,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one decision, and records how full its counters are.
+    pub fn observe_decision(&self, tool: &str, decision: &tollgate_policy::Decision) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                tool: tool.to_owned(),
+                decision: decision.kind.name().to_owned(),
+                rule: decision.rule.selector.to_string(),
+            })
+            .inc();
+        let limited = matches!(
+            decision.kind,
+            tollgate_policy::DecisionKind::RateLimited { .. }
+        );
+        for state in &decision.limits {
+            let labels = CounterLabels {
+                counter: state.counter.to_string(),
+            };
+            let ratio = f64::from(state.used) / f64::from(state.max.max(1));
+            self.counter_saturation.get_or_create(&labels).set(ratio);
+            if limited && state.used >= state.max {
+                self.counter_full.get_or_create(&labels).inc();
+            }
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
