@@ -5,6 +5,9 @@
 //! Run: `cargo run --release -p tollgate-gateway --example http_bench [CALLS] [CLIENTS]`
 //! (defaults 4000 and 64). Prints p50/p99 latency with one client, throughput with CLIENTS
 //! concurrent clients, and the gateway's added latency and throughput ratio.
+//!
+//! All three parties share one 2-thread runtime here; `tollgate bench` (crates/cli/cmd/bench.rs)
+//! runs them as separate processes, and docs/PERFORMANCE.md quotes that one.
 
 #![allow(
     clippy::unwrap_used,
