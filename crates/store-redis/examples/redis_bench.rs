@@ -92,7 +92,11 @@ fn start_listening(bin: &str, args: &[&str]) -> (Proc, String) {
     BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
     (Proc(child), url)
 }
 
@@ -214,7 +218,10 @@ fn main() {
     let (b, url_b) = gateway(&redis.url());
     let two = rt.block_on(throughput(&[url_a, url_b], calls, clients));
     drop((a, b));
-    println!("  2 replicas sharing redis:    {two:>8.0} calls/s  (ratio {:.2})", two / one);
+    println!(
+        "  2 replicas sharing redis:    {two:>8.0} calls/s  (ratio {:.2})",
+        two / one
+    );
     let (c, url_c) = gateway(&redis.url());
     let single = rt.block_on(throughput(&[url_c], calls, clients));
     drop(c);
