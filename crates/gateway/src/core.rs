@@ -687,32 +687,11 @@ impl SessionCore {
                 self.withdraw_request(request.as_ref(), now, out);
                 Vec::new()
             }
-            Message::Request {
-                id,
-                method: "initialize",
-                params,
-            } => {
-                self.handshake_ids.insert(id_key(id));
-                self.elicitation = client_elicitation(params);
-                if let Some(b) = batch
-                    && let Some(id) = v.get("id")
-                {
-                    self.pending.insert(
-                        id_key(id),
-                        Pending {
-                            tool: String::new(),
-                            audit_seq: None,
-                            started: now,
-                            deadline: Duration::MAX,
-                            batch: Some(b),
-                        },
-                    );
+            Message::Request { id, method, params } => {
+                if method == "initialize" {
+                    self.elicitation = client_elicitation(params);
                 }
-                out.push(Out::Upstream(v));
-                Vec::new()
-            }
-            Message::Request { id, method, .. } => {
-                if method == "server/discover" {
+                if method == "initialize" || method == "server/discover" {
                     self.handshake_ids.insert(id_key(id));
                 }
                 // Other requests pass through; remember batch membership for the merge.
