@@ -107,3 +107,74 @@ fn tollgate_test_exit_codes() {
         "{text}"
     );
 }
+
+/// `--update` rewrites a changed snapshot in place (no `.snap.new`); `--accept` accepts a
+/// pending `.snap.new`; the JUnit report names each scenario with its failure or error, and the
+/// exit code is 1 for a failure, 2 when a scenario is broken.
+#[test]
+fn tollgate_test_update_accept_and_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let scenarios = dir.path().join("sc");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    let ok = write(
+        &scenarios,
+        "allowed.yaml",
+        "name: allowed\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g}}\nsteps:\n  - {agent: a, call: GetAHOBatch, args: {batchId: rb-0001}, expect: {decision: allow}}\n",
+    );
+    let run = |paths: &[&str], extra: &[&str]| {
+        tollgate()
+            .arg("test")
+            .args(paths)
+            .args(["--snapshots", snaps.to_str().unwrap()])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // --update writes the snapshot directly.
+    assert_eq!(run(&[&ok], &["--update"]).status.code(), Some(0));
+    assert!(snaps.join("allowed.snap").exists() && !snaps.join("allowed.snap.new").exists());
+    assert_eq!(run(&[&ok], &[]).status.code(), Some(0));
+    // A changed transcript: exit 1 and a pending .snap.new; --accept takes it.
+    std::fs::write(
+        &ok,
+        std::fs::read_to_string(&ok).unwrap().replace(
+            "GetAHOBatch, args: {batchId: rb-0001}",
+            "ListAHOBatch, args: {}",
+        ),
+    )
+    .unwrap();
+    assert_eq!(run(&[&ok], &[]).status.code(), Some(1));
+    assert!(snaps.join("allowed.snap.new").exists());
+    let accepted = run(&[&ok], &["--accept"]);
+    assert_eq!(accepted.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains("accepted"));
+    assert!(!snaps.join("allowed.snap.new").exists());
+    // A failing expectation (with XML-special text) and a broken scenario, in JUnit.
+    write(
+        &scenarios,
+        "expects-deny.yaml",
+        "name: expects-deny\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g}}\nsteps:\n  - {agent: a, call: GetAHOBatch, args: {batchId: rb-0001}, expect: {decision: deny, message_contains: \"<&>\"}}\n",
+    );
+    write(&scenarios, "broken.yaml", "name: broken\nsteps: 3\n");
+    let out = run(&["sc"], &["--junit", "report.xml", "--update"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a broken scenario wins over a failure"
+    );
+    let report = std::fs::read_to_string(dir.path().join("report.xml")).unwrap();
+    insta::with_settings!({
+        snapshot_path => root().join("tests/snapshots"),
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!("tollgate_test_junit", report);
+    });
+    let only_failure = run(&["sc"], &["--filter", "expects"]);
+    assert_eq!(only_failure.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&only_failure.stdout)
+            .contains("1 scenario: 0 passed, 1 failed, 0 broken")
+    );
+}
