@@ -178,3 +178,177 @@ fn tollgate_test_update_accept_and_junit() {
             .contains("1 scenario: 0 passed, 1 failed, 0 broken")
     );
 }
+
+/// Records a real `tollgate gateway` process (stdio, in front of a `tollgate mock-eks` child)
+/// running the seed's runaway agent: 15 cancels, of which the seed policy rate-limits 5.
+fn record_runaway(dir: &Path) -> std::path::PathBuf {
+    use std::io::{Read, Write};
+    let recording = dir.join("recording.jsonl");
+    let mut child = tollgate()
+        .args(["gateway", "--policy"])
+        .arg(root().join("examples/policies/seed.json"))
+        .args(["--grant", "ci-bot", "--record"])
+        .arg(&recording)
+        .args([
+            "--",
+            env!("CARGO_BIN_EXE_tollgate"),
+            "mock-eks",
+            "--allow-write",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    for i in 0..15u64 {
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"CancelAHORunBatch","arguments":{{"batchId":"rb-{:04}"}}}}}}"#, i + 2, i % 12 + 1).unwrap();
+    }
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{{"name":"GetAHOBatch","arguments":{{"batchId":"rb-0001"}}}}}}"#).unwrap();
+    // Wait for all 16 answers (bounded by the gateway's own timeouts), then close stdin.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while seen.matches("\"id\":").count() < 17 {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "the gateway closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(stdin);
+    let _ = stdout.read_to_string(&mut seen);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    recording
+}
+
+/// `tollgate replay` on a real recording: under the same policy nothing changes (against the
+/// recorded answers and against the mock); under an allow-all policy the 5 rate-limited cancels
+/// and the denied read become allowed, reported per tool and grant, in JSON too, and
+/// `--fail-on-change` exits 1.
+#[test]
+fn replay_of_a_real_recording_reports_changed_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = record_runaway(dir.path());
+    let seed = root().join("examples/policies/seed.json");
+    for against in ["recorded", "mock-eks"] {
+        let out = tollgate()
+            .arg("replay")
+            .arg(&recording)
+            .arg("--policy")
+            .arg(&seed)
+            .args(["--against", against, "--fail-on-change"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.starts_with("16 calls replayed under") && text.contains(": 0 decisions changed"),
+            "{text}"
+        );
+    }
+    let allow = write(
+        dir.path(),
+        "allow.json",
+        r#"{"version": "1", "default": "allow"}"#,
+    );
+    let out = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .args(["--policy", &allow, "--fail-on-change"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(": 6 decisions changed"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("CancelAHORunBatch") || l.starts_with("GetAHOBatch"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].split_whitespace().eq([
+            "CancelAHORunBatch",
+            "ci-bot",
+            "rate_limited",
+            "allow",
+            "5"
+        ]),
+        "{text}"
+    );
+    assert!(
+        rows[1]
+            .split_whitespace()
+            .eq(["GetAHOBatch", "ci-bot", "deny", "allow", "1"]),
+        "{text}"
+    );
+    let json = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .args([
+            "--policy",
+            &allow,
+            "--format",
+            "json",
+            "--against",
+            "mock-eks",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["calls"], 16);
+    assert_eq!(v["changed"].as_array().unwrap().len(), 6);
+    assert_eq!(v["summary"][0]["calls"], 5);
+    let broken = write(dir.path(), "broken.json", r#"{"version": "1"}"#);
+    let out = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .args(["--policy", &broken])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `tollgate scenario from-recording` turns a real recording into a scenario whose
+/// expectations are the recorded decisions; `tollgate test` runs it and they hold.
+#[test]
+fn scenario_from_a_real_recording_reproduces_its_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = record_runaway(dir.path());
+    let seed = root().join("examples/policies/seed.json");
+    let out = tollgate()
+        .args(["scenario", "from-recording"])
+        .arg(&recording)
+        .args(["--policy", seed.to_str().unwrap(), "--name", "incident"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("totals: {allow: 10, deny: 1, rate_limited: 5}"),
+        "{text}"
+    );
+    let file = write(dir.path(), "incident.yaml", &text);
+    let snaps = dir.path().join("snaps");
+    let run = tollgate()
+        .args([
+            "test",
+            &file,
+            "--update",
+            "--snapshots",
+            snaps.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}

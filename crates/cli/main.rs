@@ -26,6 +26,10 @@ enum Command {
     // Subcommands are listed here, one line each.
     /// Run scenarios in virtual time; check expectations and transcript snapshots.
     Test(cmd::test::Args),
+    /// Replay a gateway recording under another policy; report every decision that changes.
+    Replay(cmd::replay::Args),
+    /// Make scenarios: `scenario from-recording RECORDING --policy PATH`.
+    Scenario(cmd::scenario::Args),
     /// Verify, tail and query the gateway's hash-chained audit log.
     Audit(cmd::audit::Args),
     /// Run the enforcing gateway in front of an MCP server (stdio, or HTTP with --listen).
@@ -44,6 +48,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
         Command::Test(args) => cmd::test::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
+        Command::Scenario(args) => cmd::scenario::run(args),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Gateway(args) => cmd::gateway::run(args),
         Command::MockEks(args) => cmd::mock_eks::run(args),

@@ -17,6 +17,7 @@
 //! round trips, as over a fast transport.
 
 pub mod format;
+pub mod recording;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -334,6 +335,8 @@ struct Run {
     /// Agent → its raw message waiting for an answer without a usable id.
     open_raw: HashMap<String, usize>,
     failures: Vec<String>,
+    /// Answers from a recording instead of the mock (`tollgate replay --against recorded`).
+    recorded: Option<recording::RecordedAnswers>,
 }
 
 /// Runs a loaded scenario in virtual time.
@@ -344,6 +347,20 @@ pub fn run(loaded: Loaded) -> Outcome {
 /// Runs a loaded scenario with a given counter store (a test seam: the fuzzer's tests inject a
 /// faulty store to prove that the checks catch it).
 pub fn run_with_store(loaded: Loaded, store: Arc<dyn CounterStore>) -> Outcome {
+    run_inner(loaded, store, None)
+}
+
+/// Runs a scenario made from a recording; with `answers`, the upstream's answers come from the
+/// recording instead of the mock.
+pub fn run_replay(loaded: Loaded, answers: Option<recording::RecordedAnswers>) -> Outcome {
+    run_inner(loaded, Arc::new(MemoryStore::new()), answers)
+}
+
+fn run_inner(
+    loaded: Loaded,
+    store: Arc<dyn CounterStore>,
+    recorded: Option<recording::RecordedAnswers>,
+) -> Outcome {
     let Loaded {
         path,
         scenario,
@@ -397,6 +414,7 @@ pub fn run_with_store(loaded: Loaded, store: Arc<dyn CounterStore>) -> Outcome {
         open: HashMap::new(),
         open_raw: HashMap::new(),
         failures: Vec::new(),
+        recorded,
     };
     let mut next = 0;
     // Bounded: every loop turn consumes an action, a delivery or a deadline, and each action
@@ -501,6 +519,24 @@ impl Run {
                     let Some(session) = self.agents.get(agent).map(|a| a.session.clone()) else {
                         continue;
                     };
+                    if let Some(answers) = self.recorded.as_mut() {
+                        let replies: Vec<Value> = match &v {
+                            Value::Array(items) => items
+                                .iter()
+                                .filter_map(|m| answers.answer(&session, m))
+                                .collect(),
+                            m => answers.answer(&session, m).into_iter().collect(),
+                        };
+                        let reply = match (&v, replies.len()) {
+                            (_, 0) => None,
+                            (Value::Array(_), _) => Some(Value::Array(replies)),
+                            (_, _) => replies.into_iter().next(),
+                        };
+                        if let Some(r) = reply {
+                            self.schedule(agent, now, Delivery::Bytes(r.to_string().into_bytes()));
+                        }
+                        continue;
+                    }
                     let handled = self.mock.handle(&session, v.to_string().as_bytes(), now);
                     self.upstream_answer(agent, handled, now);
                 }
