@@ -352,3 +352,41 @@ fn scenario_from_a_real_recording_reproduces_its_decisions() {
         String::from_utf8_lossy(&run.stdout)
     );
 }
+
+/// Promise 6, live half: the same scenarios against real processes (`tollgate gateway` in front
+/// of `tollgate mock-eks` over stdio, real time scaled by 0.01) give the same decision for
+/// every call as the virtual-time run; a scenario a live run cannot take is refused (exit 2).
+#[test]
+fn live_runs_agree_with_virtual_time() {
+    let scenarios = [
+        "default-deny",
+        "deny-with-reason",
+        "unknown-tool",
+        "batch-2025-03-26",
+        "upstream-errors",
+        "manage-k8s-by-operation",
+        "case-variant-tool-name",
+        "duplicate-key-arguments",
+    ];
+    let paths: Vec<String> = scenarios
+        .iter()
+        .map(|s| format!("scenarios/{s}.yaml"))
+        .collect();
+    let out = tollgate()
+        .arg("test")
+        .args(&paths)
+        .args(["--live", "--time-scale", "0.01"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("8 scenarios: 8 passed"), "{text}");
+    let out = tollgate()
+        .args(["test", "scenarios/runaway-agent.yaml", "--live"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exactly one agent"));
+}

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+mod live;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Scenario files or directories (default: `scenarios`).
@@ -31,6 +33,14 @@ pub struct Args {
     /// Only scenarios whose file name contains this text.
     #[arg(long, value_name = "PATTERN")]
     filter: Option<String>,
+    /// Also run each scenario against real processes (a `tollgate gateway` in front of a
+    /// `tollgate mock-eks` over stdio, in real time) and require the same decisions.
+    #[arg(long)]
+    live: bool,
+    /// With `--live`: real seconds per scenario second (0.1 runs ten times faster). The
+    /// policy's windows are not scaled.
+    #[arg(long, value_name = "F", default_value_t = 1.0, requires = "live")]
+    time_scale: f64,
     /// Where the transcripts' snapshots live.
     #[arg(long, value_name = "DIR", default_value = "snapshots/scenarios")]
     snapshots: PathBuf,
@@ -118,12 +128,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
+        let plan = if args.live {
+            Some(tollgate_scenario::wire_plan(&loaded))
+        } else {
+            None
+        };
+        let live_config = args.live.then(|| live::Config::of(&loaded));
         let outcome = tollgate_scenario::run(loaded);
         let snap = args.snapshots.join(format!("{stem}.snap"));
         let new = args.snapshots.join(format!("{stem}.snap.new"));
         let current = std::fs::read_to_string(&snap).ok();
         let matches = current.as_deref().map(snapshot_body) == Some(outcome.transcript.as_str());
         let mut problems = outcome.failures.clone();
+        match (plan, live_config) {
+            (Some(Ok((init, sends))), Some(config)) => {
+                let live = live::run(&config, init.as_deref(), &sends, args.time_scale)?;
+                let virtual_time: Vec<&str> = outcome
+                    .decisions
+                    .iter()
+                    .map(|d| d.decision.as_str())
+                    .collect();
+                for (i, d) in outcome.decisions.iter().enumerate() {
+                    let got = live.get(i).map_or("missing", String::as_str);
+                    if got != d.decision {
+                        problems.push(format!(
+                            "live run differs at call {} (`{}` at {:.3}s): virtual time {}, live {got}",
+                            i + 1,
+                            d.tool,
+                            d.at_ms as f64 / 1000.0,
+                            d.decision
+                        ));
+                    }
+                }
+                if live.len() != virtual_time.len() {
+                    problems.push(format!(
+                        "live run answered {} calls, virtual time {}",
+                        live.len(),
+                        virtual_time.len()
+                    ));
+                }
+            }
+            (Some(Err(e)), _) => {
+                writeln!(out, "BROKEN {}\n--live: {e}\n", file.display())?;
+                cases.push(Case {
+                    name: stem.to_owned(),
+                    file: file.display().to_string(),
+                    calls: 0,
+                    result: CaseResult::Broken(format!("--live: {e}")),
+                });
+                broken += 1;
+                continue;
+            }
+            _ => {}
+        }
         if !matches {
             if args.update {
                 std::fs::create_dir_all(&args.snapshots)?;

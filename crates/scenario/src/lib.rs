@@ -998,3 +998,87 @@ pub fn describe(answer: &Value) -> (String, String, Option<String>) {
     let message = result["content"][0]["text"].as_str().map(str::to_owned);
     (decision, detail.join(", "), message)
 }
+
+/// One message an agent sends in a live run (`tollgate test --live`).
+#[derive(Debug, Clone)]
+pub struct WireSend {
+    pub at: Duration,
+    pub message: String,
+    /// The ids of the calls in the message, in order (`null` for a raw message without one).
+    pub ids: Vec<Value>,
+}
+
+/// A scenario as the wire messages of one agent, for a live run against real processes: the
+/// agent's `initialize` (if its protocol has one), then each call at its instant, with the
+/// same ids the virtual-time run uses. Live runs take one agent and calls, batches and
+/// `advance` steps only: counters shared across agents need one gateway for several clients,
+/// and reloads and fault switches have no stdio form.
+pub fn wire_plan(loaded: &Loaded) -> Result<(Option<String>, Vec<WireSend>), String> {
+    let scenario = &loaded.scenario;
+    let (name, spec) = match scenario.agents.iter().collect::<Vec<_>>().as_slice() {
+        [(n, s)] => ((*n).clone(), (*s).clone()),
+        _ => return Err("a live run takes a scenario with exactly one agent".into()),
+    };
+    if !scenario.gateway.tool_timeouts.is_empty() {
+        return Err("a live run takes no `gateway.tool_timeouts`".into());
+    }
+    if scenario.steps.iter().any(|s| {
+        matches!(
+            s.kind,
+            StepKind::Reload | StepKind::Faults | StepKind::Concurrent
+        )
+    }) {
+        return Err("a live run takes calls, batches and `advance` steps only".into());
+    }
+    let protocol = spec.protocol.unwrap_or(ProtocolVersion::V2025_11_25);
+    let init = (!protocol.is_stateless()).then(|| {
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": name, "version": "scenario"}}}).to_string()
+    });
+    let mut next_id = 0u64;
+    let mut request = |tool: &str, args: &Value| {
+        next_id += 1;
+        let mut params = json!({"name": tool, "arguments": args});
+        if protocol.is_stateless() {
+            params["_meta"] = json!({
+                META_PROTOCOL_VERSION: protocol.as_str(),
+                META_CLIENT_INFO: {"name": name, "version": "scenario"},
+                META_CLIENT_CAPABILITIES: {},
+            });
+        }
+        json!({"jsonrpc": "2.0", "id": next_id, "method": "tools/call", "params": params})
+    };
+    let mut sends = Vec::new();
+    for a in expand(scenario) {
+        let send = match &a.kind {
+            ActionKind::Call { tool, args, .. } => {
+                let m = request(tool, args);
+                WireSend {
+                    at: a.at,
+                    ids: vec![m["id"].clone()],
+                    message: m.to_string(),
+                }
+            }
+            ActionKind::Raw { raw, .. } => WireSend {
+                at: a.at,
+                ids: vec![
+                    serde_json::from_str::<Value>(raw)
+                        .ok()
+                        .and_then(|v| v.get("id").cloned())
+                        .unwrap_or(Value::Null),
+                ],
+                message: raw.clone(),
+            },
+            ActionKind::Batch { items, .. } => {
+                let msgs: Vec<Value> = items.iter().map(|(t, args, _)| request(t, args)).collect();
+                WireSend {
+                    at: a.at,
+                    ids: msgs.iter().map(|m| m["id"].clone()).collect(),
+                    message: Value::Array(msgs).to_string(),
+                }
+            }
+            ActionKind::Reload { .. } | ActionKind::Faults(_) => continue,
+        };
+        sends.push(send);
+    }
+    Ok((init, sends))
+}
