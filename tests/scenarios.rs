@@ -6,18 +6,13 @@ use std::path::Path;
 
 use crate::util::{root, tollgate};
 
-/// Each scenario's expectations hold and its transcript matches its snapshot.
+/// Each scenario's expectations hold and its transcript matches its snapshot. `glob!` runs
+/// every file under scenarios/; the snapshot is `snapshots/scenarios/NAME.snap` (no glob
+/// suffix), the file `tollgate test` compares with.
 #[test]
 fn every_scenario_matches_its_snapshot() {
-    let mut files: Vec<_> = std::fs::read_dir(root().join("scenarios"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    for file in files {
-        let loaded = tollgate_scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    insta::glob!("../scenarios", "*.yaml", |file| {
+        let loaded = tollgate_scenario::load(file).unwrap_or_else(|e| panic!("{e}"));
         let outcome = tollgate_scenario::run(loaded);
         assert!(
             outcome.failures.is_empty(),
@@ -26,14 +21,29 @@ fn every_scenario_matches_its_snapshot() {
             outcome.failures
         );
         let name = file.file_stem().unwrap().to_str().unwrap().to_owned();
-        insta::with_settings!({
-            snapshot_path => root().join("snapshots/scenarios"),
-            prepend_module_to_snapshot => false,
-            omit_expression => true,
-        }, {
-            insta::assert_snapshot!(name, outcome.transcript);
-        });
-    }
+        let mut settings = insta::Settings::clone_current();
+        settings.remove_snapshot_suffix();
+        settings.set_snapshot_path(root().join("snapshots/scenarios"));
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.bind(|| insta::assert_snapshot!(name, outcome.transcript));
+    });
+}
+
+/// The corpus holds at least 20 scenarios, each with a reviewed snapshot and no stray one.
+#[test]
+fn corpus_has_twenty_scenarios_each_with_a_snapshot() {
+    let stems = |dir: &str, ext: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .map(|p| p.file_stem().unwrap().to_str().unwrap().to_owned())
+            .collect()
+    };
+    let scenarios = stems("scenarios", "yaml");
+    assert!(scenarios.len() >= 20, "{} scenarios", scenarios.len());
+    assert_eq!(scenarios, stems("snapshots/scenarios", "snap"));
 }
 
 /// The same scenario gives a byte-identical transcript every time (promise 6).
