@@ -400,7 +400,8 @@ fn scenario_from_a_real_recording_reproduces_its_decisions() {
 
 /// Promise 6, live half: the same scenarios against real processes (`tollgate gateway` in front
 /// of `tollgate mock-eks` over stdio, real time scaled by 0.01) give the same decision for
-/// every call as the virtual-time run; a scenario a live run cannot take is refused (exit 2).
+/// every call as the virtual-time run; a scenario a live run cannot take (several agents,
+/// approvers) is refused (exit 2).
 #[test]
 fn live_runs_agree_with_virtual_time() {
     let scenarios = [
@@ -434,4 +435,12 @@ fn live_runs_agree_with_virtual_time() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("exactly one agent"));
+    // Held calls need an operator on the admin API, which the stdio gateway does not have.
+    let out = tollgate()
+        .args(["test", "scenarios/approval-timed-out.yaml", "--live"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a live run takes no `approvers`"));
 }

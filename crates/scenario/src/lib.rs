@@ -1245,6 +1245,10 @@ pub fn wire_plan(loaded: &Loaded) -> Result<(Option<String>, Vec<WireSend>), Str
     if !scenario.gateway.tool_timeouts.is_empty() {
         return Err("a live run takes no `gateway.tool_timeouts`".into());
     }
+    if !scenario.approvers.is_empty() {
+        // Held calls need an operator on the admin API, which a stdio gateway does not have.
+        return Err("a live run takes no `approvers`".into());
+    }
     if scenario.steps.iter().any(|s| {
         matches!(
             s.kind,
