@@ -6,18 +6,13 @@ use std::path::Path;
 
 use crate::util::{root, tollgate};
 
-/// Each scenario's expectations hold and its transcript matches its snapshot.
+/// Each scenario's expectations hold and its transcript matches its snapshot. `glob!` runs
+/// every file under scenarios/; the snapshot is `snapshots/scenarios/NAME.snap` (no glob
+/// suffix), the file `tollgate test` compares with.
 #[test]
 fn every_scenario_matches_its_snapshot() {
-    let mut files: Vec<_> = std::fs::read_dir(root().join("scenarios"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    for file in files {
-        let loaded = tollgate_scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    insta::glob!("../scenarios", "*.yaml", |file| {
+        let loaded = tollgate_scenario::load(file).unwrap_or_else(|e| panic!("{e}"));
         let outcome = tollgate_scenario::run(loaded);
         assert!(
             outcome.failures.is_empty(),
@@ -26,14 +21,29 @@ fn every_scenario_matches_its_snapshot() {
             outcome.failures
         );
         let name = file.file_stem().unwrap().to_str().unwrap().to_owned();
-        insta::with_settings!({
-            snapshot_path => root().join("snapshots/scenarios"),
-            prepend_module_to_snapshot => false,
-            omit_expression => true,
-        }, {
-            insta::assert_snapshot!(name, outcome.transcript);
-        });
-    }
+        let mut settings = insta::Settings::clone_current();
+        settings.remove_snapshot_suffix();
+        settings.set_snapshot_path(root().join("snapshots/scenarios"));
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.bind(|| insta::assert_snapshot!(name, outcome.transcript));
+    });
+}
+
+/// The corpus holds at least 20 scenarios, each with a reviewed snapshot and no stray one.
+#[test]
+fn corpus_has_twenty_scenarios_each_with_a_snapshot() {
+    let stems = |dir: &str, ext: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .map(|p| p.file_stem().unwrap().to_str().unwrap().to_owned())
+            .collect()
+    };
+    let scenarios = stems("scenarios", "yaml");
+    assert!(scenarios.len() >= 20, "{} scenarios", scenarios.len());
+    assert_eq!(scenarios, stems("snapshots/scenarios", "snap"));
 }
 
 /// The same scenario gives a byte-identical transcript every time (promise 6).
@@ -109,24 +119,28 @@ fn tollgate_test_exit_codes() {
 }
 
 /// `approve` and `deny` steps name an approver the scenario lists and say which held call
-/// they decide; otherwise the scenario is broken (exit 2) and the message says what to write.
+/// they decide; otherwise the scenario is broken (exit 2) and the message, located at the
+/// step's line and column, says what to write.
 #[test]
 fn approval_steps_that_cannot_be_run_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let head =
         "name: x\npolicy: {version: \"1\", default: require_approval}\nagents:\n  a: {grant: g}\n";
-    for (steps, says) in [
+    for (steps, at, says) in [
         (
             "steps:\n  - {approve: {tool: t, by: mallory}}\n",
+            "s.yaml:6:5: ",
             "`mallory` is not an approver; list the operators who decide in `approvers: [...]` (now: none)",
         ),
         (
             "approvers: [alice]\nsteps:\n  - {deny: {by: alice}}\n",
+            "s.yaml:7:5: ",
             "say which held call to decide: `tool: NAME`",
         ),
         (
             "approvers: [alice]\nsteps:\n  - {approve: {held: 1, by: alice}, advance: 1s}\n",
-            "a step is one of `call`, `advance`, `approve` or `deny`, not several",
+            "s.yaml:7:5: ",
+            "a step is one of `call`, `batch`, `advance`, `reload`, `faults`, `concurrent`, `approve` or `deny`, not several",
         ),
     ] {
         let file = write(dir.path(), "s.yaml", &format!("{head}{steps}"));
@@ -135,5 +149,298 @@ fn approval_steps_that_cannot_be_run_are_refused() {
             + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text}");
         assert!(text.contains(says), "{steps}: {text}");
+        assert!(text.contains(at), "{steps}: not located at {at}: {text}");
     }
+}
+
+/// `--update` rewrites a changed snapshot in place (no `.snap.new`); `--accept` accepts a
+/// pending `.snap.new`; the JUnit report names each scenario with its failure or error, and the
+/// exit code is 1 for a failure, 2 when a scenario is broken.
+#[test]
+fn tollgate_test_update_accept_and_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    let scenarios = dir.path().join("sc");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    let ok = write(
+        &scenarios,
+        "allowed.yaml",
+        "name: allowed\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g}}\nsteps:\n  - {agent: a, call: GetAHOBatch, args: {batchId: rb-0001}, expect: {decision: allow}}\n",
+    );
+    let run = |paths: &[&str], extra: &[&str]| {
+        tollgate()
+            .arg("test")
+            .args(paths)
+            .args(["--snapshots", snaps.to_str().unwrap()])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // --update writes the snapshot directly.
+    assert_eq!(run(&[&ok], &["--update"]).status.code(), Some(0));
+    assert!(snaps.join("allowed.snap").exists() && !snaps.join("allowed.snap.new").exists());
+    assert_eq!(run(&[&ok], &[]).status.code(), Some(0));
+    // A changed transcript: exit 1 and a pending .snap.new; --accept takes it.
+    std::fs::write(
+        &ok,
+        std::fs::read_to_string(&ok).unwrap().replace(
+            "GetAHOBatch, args: {batchId: rb-0001}",
+            "ListAHOBatch, args: {}",
+        ),
+    )
+    .unwrap();
+    assert_eq!(run(&[&ok], &[]).status.code(), Some(1));
+    assert!(snaps.join("allowed.snap.new").exists());
+    let accepted = run(&[&ok], &["--accept"]);
+    assert_eq!(accepted.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains("accepted"));
+    assert!(!snaps.join("allowed.snap.new").exists());
+    // A failing expectation (with XML-special text) and a broken scenario, in JUnit.
+    write(
+        &scenarios,
+        "expects-deny.yaml",
+        "name: expects-deny\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g}}\nsteps:\n  - {agent: a, call: GetAHOBatch, args: {batchId: rb-0001}, expect: {decision: deny, message_contains: \"<&>\"}}\n",
+    );
+    write(&scenarios, "broken.yaml", "name: broken\nsteps: 3\n");
+    let out = run(&["sc"], &["--junit", "report.xml", "--update"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a broken scenario wins over a failure"
+    );
+    let report = std::fs::read_to_string(dir.path().join("report.xml")).unwrap();
+    insta::with_settings!({
+        snapshot_path => root().join("tests/snapshots"),
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!("tollgate_test_junit", report);
+    });
+    let only_failure = run(&["sc"], &["--filter", "expects"]);
+    assert_eq!(only_failure.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&only_failure.stdout)
+            .contains("1 scenario: 0 passed, 1 failed, 0 broken")
+    );
+}
+
+/// Records a real `tollgate gateway` process (stdio, in front of a `tollgate mock-eks` child)
+/// running the seed's runaway agent: 15 cancels, of which the seed policy rate-limits 5.
+fn record_runaway(dir: &Path) -> std::path::PathBuf {
+    use std::io::{Read, Write};
+    let recording = dir.join("recording.jsonl");
+    let mut child = tollgate()
+        .args(["gateway", "--policy"])
+        .arg(root().join("examples/policies/seed.json"))
+        .args(["--grant", "ci-bot", "--record"])
+        .arg(&recording)
+        .args([
+            "--",
+            env!("CARGO_BIN_EXE_tollgate"),
+            "mock-eks",
+            "--allow-write",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    for i in 0..15u64 {
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"CancelAHORunBatch","arguments":{{"batchId":"rb-{:04}"}}}}}}"#, i + 2, i % 12 + 1).unwrap();
+    }
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{{"name":"GetAHOBatch","arguments":{{"batchId":"rb-0001"}}}}}}"#).unwrap();
+    // Wait for all 16 answers (bounded by the gateway's own timeouts), then close stdin.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while seen.matches("\"id\":").count() < 17 {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "the gateway closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(stdin);
+    let _ = stdout.read_to_string(&mut seen);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    recording
+}
+
+/// `tollgate replay` on a real recording: under the same policy nothing changes (against the
+/// recorded answers and against the mock); under an allow-all policy the 5 rate-limited cancels
+/// and the denied read become allowed, reported per tool and grant, in JSON too, and
+/// `--fail-on-change` exits 1.
+#[test]
+fn replay_of_a_real_recording_reports_changed_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = record_runaway(dir.path());
+    let seed = root().join("examples/policies/seed.json");
+    for against in ["recorded", "mock-eks"] {
+        let out = tollgate()
+            .arg("replay")
+            .arg(&recording)
+            .arg("--policy")
+            .arg(&seed)
+            .args(["--against", against, "--fail-on-change"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.starts_with("16 calls replayed under") && text.contains(": 0 decisions changed"),
+            "{text}"
+        );
+    }
+    let allow = write(
+        dir.path(),
+        "allow.json",
+        r#"{"version": "1", "default": "allow"}"#,
+    );
+    let out = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .args(["--policy", &allow, "--fail-on-change"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(": 6 decisions changed"), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("CancelAHORunBatch") || l.starts_with("GetAHOBatch"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].split_whitespace().eq([
+            "CancelAHORunBatch",
+            "ci-bot",
+            "rate_limited",
+            "allow",
+            "5"
+        ]),
+        "{text}"
+    );
+    assert!(
+        rows[1]
+            .split_whitespace()
+            .eq(["GetAHOBatch", "ci-bot", "deny", "allow", "1"]),
+        "{text}"
+    );
+    let json = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .args([
+            "--policy",
+            &allow,
+            "--format",
+            "json",
+            "--against",
+            "mock-eks",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["calls"], 16);
+    assert_eq!(v["changed"].as_array().unwrap().len(), 6);
+    assert_eq!(v["summary"][0]["calls"], 5);
+    let broken = write(dir.path(), "broken.json", r#"{"version": "1"}"#);
+    let out = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .args(["--policy", &broken])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `tollgate scenario from-recording` turns a real recording into a scenario whose
+/// expectations are the recorded decisions; `tollgate test` runs it and they hold.
+#[test]
+fn scenario_from_a_real_recording_reproduces_its_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = record_runaway(dir.path());
+    let seed = root().join("examples/policies/seed.json");
+    let out = tollgate()
+        .args(["scenario", "from-recording"])
+        .arg(&recording)
+        .args(["--policy", seed.to_str().unwrap(), "--name", "incident"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("totals: {allow: 10, deny: 1, rate_limited: 5}"),
+        "{text}"
+    );
+    let file = write(dir.path(), "incident.yaml", &text);
+    let snaps = dir.path().join("snaps");
+    let run = tollgate()
+        .args([
+            "test",
+            &file,
+            "--update",
+            "--snapshots",
+            snaps.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+/// Promise 6, live half: the same scenarios against real processes (`tollgate gateway` in front
+/// of `tollgate mock-eks` over stdio, real time scaled by 0.01) give the same decision for
+/// every call as the virtual-time run; a scenario a live run cannot take (several agents,
+/// approvers) is refused (exit 2).
+#[test]
+fn live_runs_agree_with_virtual_time() {
+    let scenarios = [
+        "default-deny",
+        "deny-with-reason",
+        "unknown-tool",
+        "batch-2025-03-26",
+        "upstream-errors",
+        "manage-k8s-by-operation",
+        "case-variant-tool-name",
+        "duplicate-key-arguments",
+    ];
+    let paths: Vec<String> = scenarios
+        .iter()
+        .map(|s| format!("scenarios/{s}.yaml"))
+        .collect();
+    let out = tollgate()
+        .arg("test")
+        .args(&paths)
+        .args(["--live", "--time-scale", "0.01"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("8 scenarios: 8 passed"), "{text}");
+    let out = tollgate()
+        .args(["test", "scenarios/runaway-agent.yaml", "--live"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exactly one agent"));
+    // Held calls need an operator on the admin API, which the stdio gateway does not have.
+    let out = tollgate()
+        .args(["test", "scenarios/approval-timed-out.yaml", "--live"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a live run takes no `approvers`"));
 }

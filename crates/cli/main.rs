@@ -28,6 +28,10 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Run scenarios in virtual time; check expectations and transcript snapshots.
     Test(cmd::test::Args),
+    /// Replay a gateway recording under another policy; report every decision that changes.
+    Replay(cmd::replay::Args),
+    /// Make scenarios: `scenario from-recording RECORDING --policy PATH`.
+    Scenario(cmd::scenario::Args),
     /// Verify, tail and query the gateway's hash-chained audit log.
     Audit(cmd::audit::Args),
     /// List, approve and deny the calls a gateway holds for a human's approval.
@@ -51,6 +55,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         // One arm per subcommand.
         Command::Demo(args) => cmd::demo::run(args),
         Command::Test(args) => cmd::test::run(args),
+        Command::Replay(args) => cmd::replay::run(args),
+        Command::Scenario(args) => cmd::scenario::run(args),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Approvals(args) => cmd::approvals::run(args),
         Command::Gateway(args) => cmd::gateway::run(args),

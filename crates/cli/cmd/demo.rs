@@ -134,7 +134,7 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
     let live = runtime.block_on(async {
         // The mock EKS server, in this process.
         let mock = MockEks::new(MockConfig {
-            tools: loaded.scenario.upstream.tools.clone(),
+            tools: loaded.scenario.upstream.tools.spec(),
             flags: Flags {
                 allow_write: loaded.scenario.upstream.allow_write,
                 allow_sensitive_data_access: loaded.scenario.upstream.allow_sensitive_data_access,

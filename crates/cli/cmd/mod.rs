@@ -10,4 +10,6 @@ pub mod explain;
 pub mod gateway;
 mod known;
 pub mod mock_eks;
+pub mod replay;
+pub mod scenario;
 pub mod test;

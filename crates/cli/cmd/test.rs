@@ -1,10 +1,13 @@
-//! `tollgate test [PATHS...] [--accept] [--filter PATTERN] [--snapshots DIR]`: runs scenario
-//! files in virtual time, checks their expectations, and compares each transcript with its
-//! snapshot (insta's `.snap` format) under `--snapshots` (default `snapshots/scenarios`).
+//! `tollgate test [PATHS...] [--update | --accept] [--junit FILE] [--filter PATTERN]
+//! [--snapshots DIR]`: runs scenario files in virtual time, checks their expectations, and
+//! compares each transcript with its snapshot (insta's `.snap` format) under `--snapshots`
+//! (default `snapshots/scenarios`).
 //!
 //! On a mismatch it prints a diff and writes `NAME.snap.new` next to the snapshot; `--accept`
-//! (or `cargo insta review`) accepts it. Exit codes: 0 all passed, 1 a failure (an expectation
-//! or a snapshot), 2 a broken scenario (the message says file:line:col).
+//! (or `cargo insta review`) accepts the pending `.snap.new` files, `--update` rewrites the
+//! snapshots in place. `--junit FILE` writes a JUnit XML report. Exit codes: 0 all passed, 1 a
+//! failure (an expectation or a snapshot), 2 a broken scenario (the message says
+//! file:line:col).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,16 +15,32 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+mod live;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Scenario files or directories (default: `scenarios`).
     paths: Vec<PathBuf>,
-    /// Write new snapshots instead of failing on a difference.
+    /// Rewrite the snapshots in place instead of failing on a difference.
+    #[arg(long, conflicts_with = "accept")]
+    update: bool,
+    /// Accept the pending `NAME.snap.new` files (written by an earlier run), then check.
     #[arg(long)]
     accept: bool,
+    /// Write a JUnit XML report (one test case per scenario) to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Only scenarios whose file name contains this text.
     #[arg(long, value_name = "PATTERN")]
     filter: Option<String>,
+    /// Also run each scenario against real processes (a `tollgate gateway` in front of a
+    /// `tollgate mock-eks` over stdio, in real time) and require the same decisions.
+    #[arg(long)]
+    live: bool,
+    /// With `--live`: real seconds per scenario second (0.1 runs ten times faster). The
+    /// policy's windows are not scaled.
+    #[arg(long, value_name = "F", default_value_t = 1.0, requires = "live")]
+    time_scale: f64,
     /// Where the transcripts' snapshots live.
     #[arg(long, value_name = "DIR", default_value = "snapshots/scenarios")]
     snapshots: PathBuf,
@@ -81,27 +100,89 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
     let (mut passed, mut failed, mut broken) = (0, 0, 0);
+    let mut cases = Vec::new();
     for file in &files {
-        let loaded = match tollgate_scenario::load(file) {
-            Ok(l) => l,
-            Err(e) => {
-                writeln!(out, "BROKEN {}\n{e}\n", file.display())?;
-                broken += 1;
-                continue;
-            }
-        };
-        let outcome = tollgate_scenario::run(loaded);
         let stem = file
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("scenario");
+        if args.accept {
+            let pending = args.snapshots.join(format!("{stem}.snap.new"));
+            if pending.exists() {
+                std::fs::rename(&pending, args.snapshots.join(format!("{stem}.snap")))
+                    .with_context(|| format!("cannot accept `{}`", pending.display()))?;
+                writeln!(out, "accepted {}", pending.display())?;
+            }
+        }
+        let loaded = match tollgate_scenario::load(file) {
+            Ok(l) => l,
+            Err(e) => {
+                writeln!(out, "BROKEN {}\n{e}\n", file.display())?;
+                cases.push(Case {
+                    name: stem.to_owned(),
+                    file: file.display().to_string(),
+                    calls: 0,
+                    result: CaseResult::Broken(e.to_string()),
+                });
+                broken += 1;
+                continue;
+            }
+        };
+        let plan = if args.live {
+            Some(tollgate_scenario::wire_plan(&loaded))
+        } else {
+            None
+        };
+        let live_config = args.live.then(|| live::Config::of(&loaded));
+        let outcome = tollgate_scenario::run(loaded);
         let snap = args.snapshots.join(format!("{stem}.snap"));
         let new = args.snapshots.join(format!("{stem}.snap.new"));
         let current = std::fs::read_to_string(&snap).ok();
         let matches = current.as_deref().map(snapshot_body) == Some(outcome.transcript.as_str());
         let mut problems = outcome.failures.clone();
+        match (plan, live_config) {
+            (Some(Ok((init, sends))), Some(config)) => {
+                let live = live::run(&config, init.as_deref(), &sends, args.time_scale)?;
+                let virtual_time: Vec<&str> = outcome
+                    .decisions
+                    .iter()
+                    .map(|d| d.decision.as_str())
+                    .collect();
+                for (i, d) in outcome.decisions.iter().enumerate() {
+                    let got = live.get(i).map_or("missing", String::as_str);
+                    if got != d.decision {
+                        problems.push(format!(
+                            "live run differs at call {} (`{}` at {:.3}s): virtual time {}, live {got}",
+                            i + 1,
+                            d.tool,
+                            d.at_ms as f64 / 1000.0,
+                            d.decision
+                        ));
+                    }
+                }
+                if live.len() != virtual_time.len() {
+                    problems.push(format!(
+                        "live run answered {} calls, virtual time {}",
+                        live.len(),
+                        virtual_time.len()
+                    ));
+                }
+            }
+            (Some(Err(e)), _) => {
+                writeln!(out, "BROKEN {}\n--live: {e}\n", file.display())?;
+                cases.push(Case {
+                    name: stem.to_owned(),
+                    file: file.display().to_string(),
+                    calls: 0,
+                    result: CaseResult::Broken(format!("--live: {e}")),
+                });
+                broken += 1;
+                continue;
+            }
+            _ => {}
+        }
         if !matches {
-            if args.accept {
+            if args.update {
                 std::fs::create_dir_all(&args.snapshots)?;
                 std::fs::write(&snap, snapshot_text(file, &outcome.transcript))?;
                 let _ = std::fs::remove_file(&new);
@@ -124,8 +205,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
                 problems.push(format!(
-                    "{} differs from the transcript ({}); review it, then `tollgate test --accept` or `cargo insta review`:\n{text}",
+                    "{} differs from the transcript ({}); review {}, then `tollgate test --accept` or `cargo insta review`:\n{text}",
                     snap.display(),
+                    new.display(),
                     if current.is_some() { "changed" } else { "no snapshot yet" }
                 ));
             }
@@ -138,13 +220,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             writeln!(out, "ok     {} ({calls})", file.display())?;
             passed += 1;
+            cases.push(Case {
+                name: stem.to_owned(),
+                file: file.display().to_string(),
+                calls: outcome.calls,
+                result: CaseResult::Passed,
+            });
         } else {
             writeln!(out, "FAILED {}", file.display())?;
-            for p in problems {
+            for p in &problems {
                 writeln!(out, "  {p}")?;
             }
             failed += 1;
+            cases.push(Case {
+                name: stem.to_owned(),
+                file: file.display().to_string(),
+                calls: outcome.calls,
+                result: CaseResult::Failed(problems),
+            });
         }
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit(&cases))
+            .with_context(|| format!("cannot write the JUnit report `{}`", path.display()))?;
     }
     let n = files.len();
     let noun = if n == 1 { "scenario" } else { "scenarios" };
@@ -159,4 +257,91 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One scenario's result, for the JUnit report.
+#[derive(Debug)]
+struct Case {
+    name: String,
+    file: String,
+    calls: u64,
+    result: CaseResult,
+}
+
+#[derive(Debug)]
+enum CaseResult {
+    Passed,
+    Failed(Vec<String>),
+    Broken(String),
+}
+
+/// XML text and attribute escaping; characters XML 1.0 cannot hold (most control characters,
+/// such as the diff's colour codes) are dropped.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The JUnit XML report: one `testsuite` ("tollgate scenarios"), one `testcase` per scenario
+/// (`classname` is the scenario file); a failed expectation or snapshot is a `failure`, a
+/// broken scenario an `error`. No timings, so the report is deterministic.
+fn junit(cases: &[Case]) -> String {
+    let failures = cases
+        .iter()
+        .filter(|c| matches!(c.result, CaseResult::Failed(_)))
+        .count();
+    let errors = cases
+        .iter()
+        .filter(|c| matches!(c.result, CaseResult::Broken(_)))
+        .count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str(&format!(
+        "<testsuites name=\"tollgate test\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\">\n",
+        cases.len()
+    ));
+    x.push_str(&format!(
+        "  <testsuite name=\"tollgate scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\">\n",
+        cases.len()
+    ));
+    for c in cases {
+        let head = format!(
+            "    <testcase name=\"{}\" classname=\"{}\"",
+            xml_escape(&c.name),
+            xml_escape(&c.file)
+        );
+        match &c.result {
+            CaseResult::Passed => x.push_str(&format!(
+                "{head}>\n      <system-out>{} call{}</system-out>\n    </testcase>\n",
+                c.calls,
+                if c.calls == 1 { "" } else { "s" }
+            )),
+            CaseResult::Failed(problems) => {
+                let first = problems.first().map(|p| p.lines().next().unwrap_or_default());
+                x.push_str(&format!(
+                    "{head}>\n      <failure message=\"{}\" type=\"scenario\">{}</failure>\n    </testcase>\n",
+                    xml_escape(first.unwrap_or_default()),
+                    xml_escape(&problems.join("\n"))
+                ));
+            }
+            CaseResult::Broken(e) => x.push_str(&format!(
+                "{head}>\n      <error message=\"{}\" type=\"broken scenario\">{}</error>\n    </testcase>\n",
+                xml_escape(e.lines().next().unwrap_or_default()),
+                xml_escape(e)
+            )),
+        }
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
 }

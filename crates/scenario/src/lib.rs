@@ -1,22 +1,47 @@
-//! The scenario runner: replays an agent session, written as a scenario file, through the
+//! The scenario runner: replays agent sessions, written as a scenario file, through the
 //! gateway's session core and the in-process mock EKS server, in virtual time (nothing sleeps:
 //! a day-long scenario runs in milliseconds), checks its expectations, and writes a
 //! deterministic transcript for snapshot tests.
+//!
+//! # Layout
+//! - [`format`]: the file format (YAML), its checks and its JSON Schema;
+//! - this module: loading, and the discrete-event run: calls, upstream answers (delayed by the
+//!   mock's latency faults), the gateway's timeouts, reloads and fault switches, each at its
+//!   virtual instant.
+//!
+//! # Order of events
+//! Everything happens at a virtual instant. At one instant, upstream answers due then are
+//! delivered first (in the order they were sent), then the gateway's timeouts fire, then the
+//! scenario's steps run in their order. An upstream answer with no latency is delivered at the
+//! instant of its call, before the next step: a burst at one instant is a burst of complete
+//! round trips, as over a fast transport.
+//!
+//! # Approvals
+//! A scenario with `approvers` has operators: a call that requires approval is held (its line
+//! says `held`), decided by `approve` and `deny` steps through the gateway's approvals API, or
+//! ended by its timeout at exactly its deadline (a session deadline like any other); its
+//! outcome is printed when it comes. Without approvers nobody could approve, and such a call
+//! is refused at once, as by a gateway without `--admin-tokens`.
 
 pub mod format;
+pub mod recording;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore};
+use tollgate_mcp::ProtocolVersion;
+use tollgate_mcp::protocol::{META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION};
+use tollgate_mock_eks::faults::FaultEffect;
 use tollgate_mock_eks::world::Flags;
-use tollgate_mock_eks::{MockConfig, MockEks};
-use tollgate_policy::{Engine, MemoryStore, Policy};
+use tollgate_mock_eks::{Handled, MockConfig, MockEks};
+use tollgate_policy::{CounterStore, Engine, MemoryStore, Policy};
 
 pub use format::Scenario;
+use format::{Decide, PolicySource, ReloadExpect, StepExpect, StepKind, Switch};
 
 /// A scenario that cannot be run: where and what.
 #[derive(Debug, thiserror::Error)]
@@ -54,98 +79,64 @@ pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
         path: name.clone(),
         source,
     })?;
-    let scenario: Scenario = serde_norway::from_str(&text).map_err(|e| {
+    load_text(path, &text)
+}
+
+/// Checks a scenario given as text; `path` names it and anchors its relative paths.
+pub fn load_text(path: &Path, text: &str) -> Result<Loaded, ScenarioError> {
+    let name = path.display().to_string();
+    let scenario = format::parse(text).map_err(|e| {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        // The parser's message ends with its own " at line L column C": the prefix says it.
+        let message = e.to_string();
+        let message = match message.rfind(" at line ") {
+            Some(i) if line > 0 => message[..i].to_owned(),
+            _ => message,
+        };
         ScenarioError::Invalid {
             path: name.clone(),
             line,
             column,
-            message: e.to_string(),
+            message,
         }
     })?;
-    let bad = |message: String| ScenarioError::Bad {
-        path: name.clone(),
-        message,
-    };
-    for (i, step) in scenario.steps.iter().enumerate() {
-        let kinds = [
-            step.call.is_some(),
-            step.advance.is_some(),
-            step.approve.is_some(),
-            step.deny.is_some(),
-        ];
-        match kinds.iter().filter(|k| **k).count() {
-            0 => {
-                return Err(bad(format!(
-                    "step {}: give `call: TOOL`, `advance: DURATION`, `approve: {{...}}` or `deny: {{...}}`",
-                    i + 1
-                )));
-            }
-            1 => {}
-            _ => {
-                return Err(bad(format!(
-                    "step {}: a step is one of `call`, `advance`, `approve` or `deny`, not several",
-                    i + 1
-                )));
-            }
+    let spec = scenario.upstream.tools.spec();
+    tollgate_catalog::Catalog::embedded()
+        .select(&spec)
+        .map_err(|e| ScenarioError::Bad {
+            path: name.clone(),
+            message: format!("upstream.tools `{spec}`: {e}"),
+        })?;
+    let policy = compile(path, &scenario.policy, "the scenario's policy").map_err(|d| {
+        ScenarioError::Policy {
+            path: name.clone(),
+            diagnostics: d,
         }
-        if let Some(d) = step.approve.as_ref().or(step.deny.as_ref()) {
-            if d.tool.is_some() == d.held.is_some() {
-                return Err(bad(format!(
-                    "step {}: say which held call to decide: `tool: NAME` (the oldest pending call of that tool) or `held: N` (the N-th call held), one of the two",
-                    i + 1
-                )));
-            }
-            if !scenario.approvers.contains(&d.by) {
-                return Err(bad(format!(
-                    "step {}: `{}` is not an approver; list the operators who decide in `approvers: [...]` (now: {})",
-                    i + 1,
-                    d.by,
-                    if scenario.approvers.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        scenario.approvers.join(", ")
-                    }
-                )));
-            }
-        }
-        if step.call.is_some() {
-            let agent = step
-                .agent
-                .as_deref()
-                .ok_or_else(|| bad(format!("step {}: a call needs `agent`", i + 1)))?;
-            if !scenario.agents.contains_key(agent) {
-                let known: Vec<&str> = scenario.agents.keys().map(String::as_str).collect();
-                return Err(bad(format!(
-                    "step {}: unknown agent `{agent}`; the agents are {}",
-                    i + 1,
-                    known.join(", ")
-                )));
-            }
-        }
-        if step.repeat == Some(0) {
-            return Err(bad(format!("step {}: `repeat` is at least 1", i + 1)));
-        }
-    }
-    let policy = match &scenario.policy {
-        format::PolicySource::Path(p) => {
-            let full = path.parent().unwrap_or(Path::new(".")).join(p);
-            Policy::load(&full)
-        }
-        format::PolicySource::Inline(v) => {
-            let text = serde_json::to_string_pretty(v).unwrap_or_default();
-            Policy::parse(&format!("{name} (inline policy)"), &text)
-        }
-    }
-    .map_err(|d| ScenarioError::Policy {
-        path: name.clone(),
-        diagnostics: d.render_plain(),
     })?;
     Ok(Loaded {
         path: path.to_owned(),
         scenario,
         policy,
     })
+}
+
+/// Compiles a policy source; the error is the rendered diagnostics. A path is read relative to
+/// the scenario file and named in diagnostics as the scenario writes it, so a transcript does
+/// not depend on the directory the runner started in.
+fn compile(scenario: &Path, source: &PolicySource, inline_name: &str) -> Result<Policy, String> {
+    match source {
+        PolicySource::Path(p) => {
+            let full = scenario.parent().unwrap_or(Path::new(".")).join(p);
+            let text = std::fs::read_to_string(&full)
+                .map_err(|e| format!("cannot read policy file `{p}`: {e}"))?;
+            Policy::parse(p, &text)
+        }
+        PolicySource::Inline(v) => {
+            let text = serde_json::to_string_pretty(v).unwrap_or_default();
+            Policy::parse(inline_name, &text)
+        }
+    }
+    .map_err(|d| d.render_plain())
 }
 
 /// The result of a run.
@@ -155,41 +146,282 @@ pub struct Outcome {
     /// Expectations that did not hold.
     pub failures: Vec<String>,
     pub calls: u64,
+    /// Every call's decision, in the order the calls were made.
+    pub decisions: Vec<CallDecision>,
 }
 
-struct Event {
+/// What one call was decided as (what a live run must agree with).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CallDecision {
+    pub at_ms: u64,
+    pub agent: String,
+    pub tool: String,
+    pub decision: String,
+}
+
+/// What a step expands to, at one instant.
+#[derive(Debug)]
+struct Action {
     at: Duration,
-    step: usize,
-    agent: String,
-    tool: String,
-    args: Value,
-    raw: Option<String>,
+    /// `3` for the third step, `3.2` for the second member of the third step's group.
+    label: String,
+    kind: ActionKind,
+}
+
+#[derive(Debug)]
+enum ActionKind {
+    Call {
+        agent: String,
+        tool: String,
+        args: Value,
+        expect: Option<StepExpect>,
+    },
+    Raw {
+        agent: String,
+        tool: String,
+        raw: String,
+        expect: Option<StepExpect>,
+    },
+    Batch {
+        agent: String,
+        items: Vec<(String, Value, Option<StepExpect>)>,
+    },
+    Reload {
+        source: PolicySource,
+        expect: Option<ReloadExpect>,
+    },
+    Faults(Switch),
     /// An `approve` (true) or `deny` (false) step.
-    decide: Option<(bool, format::Decide)>,
+    Decide {
+        approve: bool,
+        decide: Decide,
+    },
+}
+
+fn call_actions(step: &format::Step, start: Duration, label: &str) -> Vec<(u32, Action)> {
+    let every = step.every.unwrap_or(Duration::ZERO);
+    let repeat = step.repeat.unwrap_or(1);
+    let agent = step.agent.clone().unwrap_or_default();
+    (0..repeat)
+        .map(|k| {
+            let kind = match step.kind {
+                StepKind::Batch => ActionKind::Batch {
+                    agent: agent.clone(),
+                    items: step
+                        .batch
+                        .iter()
+                        .flatten()
+                        .map(|i| {
+                            (
+                                i.call.clone(),
+                                i.args.clone().unwrap_or_else(|| json!({})),
+                                i.expect.clone(),
+                            )
+                        })
+                        .collect(),
+                },
+                StepKind::Raw => ActionKind::Raw {
+                    agent: agent.clone(),
+                    tool: step.call.clone().unwrap_or_default(),
+                    raw: step.raw.clone().unwrap_or_default(),
+                    expect: step.expect.clone(),
+                },
+                _ => ActionKind::Call {
+                    agent: agent.clone(),
+                    tool: step.call.clone().unwrap_or_default(),
+                    args: step.args.clone().unwrap_or_else(|| json!({})),
+                    expect: step.expect.clone(),
+                },
+            };
+            (
+                k,
+                Action {
+                    at: start + every * k,
+                    label: label.to_owned(),
+                    kind,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Expands the steps into timed actions, ordered by (instant, step, repetition, member).
+fn expand(scenario: &Scenario) -> Vec<Action> {
+    let mut keyed: Vec<((Duration, usize, u32, usize), Action)> = Vec::new();
+    let mut cursor = Duration::ZERO;
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let label = (i + 1).to_string();
+        let start = step.at.unwrap_or(cursor);
+        match step.kind {
+            StepKind::Advance => {
+                cursor += step.advance.unwrap_or_default();
+            }
+            StepKind::Reload | StepKind::Faults => {
+                let kind = match (&step.reload, step.faults) {
+                    (Some(source), _) => ActionKind::Reload {
+                        source: source.clone(),
+                        expect: step.expect.as_ref().and_then(|e| e.reload),
+                    },
+                    (None, Some(s)) => ActionKind::Faults(s),
+                    (None, None) => continue,
+                };
+                keyed.push((
+                    (start, i, 0, 0),
+                    Action {
+                        at: start,
+                        label,
+                        kind,
+                    },
+                ));
+                cursor = cursor.max(start);
+            }
+            StepKind::Approve | StepKind::Deny => {
+                let (approve, decide) = match (&step.approve, &step.deny) {
+                    (Some(d), _) => (true, d.clone()),
+                    (None, Some(d)) => (false, d.clone()),
+                    (None, None) => continue,
+                };
+                keyed.push((
+                    (start, i, 0, 0),
+                    Action {
+                        at: start,
+                        label,
+                        kind: ActionKind::Decide { approve, decide },
+                    },
+                ));
+                cursor = cursor.max(start);
+            }
+            StepKind::Call | StepKind::Raw | StepKind::Batch => {
+                for (k, a) in call_actions(step, start, &label) {
+                    cursor = cursor.max(a.at);
+                    keyed.push(((a.at, i, k, 0), a));
+                }
+            }
+            StepKind::Concurrent => {
+                for (j, member) in step.concurrent.iter().flatten().enumerate() {
+                    let offset = member.at.unwrap_or(Duration::ZERO);
+                    let label = format!("{}.{}", i + 1, j + 1);
+                    for (k, a) in call_actions(member, start + offset, &label) {
+                        cursor = cursor.max(a.at);
+                        keyed.push(((a.at, i, k, j), a));
+                    }
+                }
+            }
+        }
+    }
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, a)| a).collect()
+}
+
+/// One line of the transcript.
+#[derive(Debug)]
+enum Entry {
+    Call(CallRecord),
+    Note {
+        at: Duration,
+        text: String,
+        more: Vec<String>,
+    },
+}
+
+#[derive(Debug)]
+struct CallRecord {
+    at: Duration,
+    agent: String,
+    label: String,
+    tool: String,
+    in_batch: bool,
+    expect: Option<StepExpect>,
+    answer: Option<(Duration, Value)>,
+    /// Held for approval (this id): the line says `held`, and the outcome is a record of its
+    /// own at the instant it comes.
+    held: Option<u64>,
+    /// How the held call this record answers was decided (`approval 1 approved by alice`).
+    approval: Option<String>,
+}
+
+#[derive(Debug)]
+enum Delivery {
+    Bytes(Vec<u8>),
+    /// A parsed answer (the value path: no text between the mock and the core).
+    Value(Value),
+    Crash,
+}
+
+struct AgentState {
+    core: SessionCore,
+    session: String,
+    grant: String,
+    protocol: ProtocolVersion,
+    initialize: Option<Value>,
+    /// The approvals of this session's held calls seen so far.
+    held_seen: BTreeSet<u64>,
+}
+
+struct Run {
+    gateway: Arc<Gateway>,
+    mock: MockEks,
+    base: PathBuf,
+    agents: BTreeMap<String, AgentState>,
+    deliveries: BTreeMap<(Duration, u64), (String, Delivery)>,
+    next_seq: u64,
+    next_id: u64,
+    entries: Vec<Entry>,
+    /// (agent, id text) → the call entry waiting for that answer.
+    open: HashMap<(String, String), usize>,
+    /// Agent → its raw message waiting for an answer without a usable id.
+    open_raw: HashMap<String, usize>,
+    failures: Vec<String>,
+    /// Answers from a recording instead of the mock (`tollgate replay --against recorded`).
+    recorded: Option<recording::RecordedAnswers>,
 }
 
 /// Runs a loaded scenario in virtual time.
-///
-/// A scenario with `approvers` has operators: a call that requires approval is held (its line
-/// says `held`), decided by `approve` and `deny` steps, or ended by its timeout at exactly its
-/// deadline; its outcome is printed when it comes. Without approvers nobody could approve, and
-/// such a call is refused at once, as by a gateway without `--admin-tokens`.
 pub fn run(loaded: Loaded) -> Outcome {
+    run_with_store(loaded, Arc::new(MemoryStore::new()))
+}
+
+/// Runs a loaded scenario with a given counter store (a test seam: the fuzzer's tests inject a
+/// faulty store to prove that the checks catch it).
+pub fn run_with_store(loaded: Loaded, store: Arc<dyn CounterStore>) -> Outcome {
+    run_inner(loaded, store, None)
+}
+
+/// Runs a scenario made from a recording; with `answers`, the upstream's answers come from the
+/// recording instead of the mock.
+pub fn run_replay(loaded: Loaded, answers: Option<recording::RecordedAnswers>) -> Outcome {
+    run_inner(loaded, Arc::new(MemoryStore::new()), answers)
+}
+
+fn run_inner(
+    loaded: Loaded,
+    store: Arc<dyn CounterStore>,
+    recorded: Option<recording::RecordedAnswers>,
+) -> Outcome {
     let Loaded {
-        scenario, policy, ..
+        path,
+        scenario,
+        policy,
     } = loaded;
-    let approvers = !scenario.approvers.is_empty();
-    let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
-    let gateway = Gateway::new(
-        engine,
-        None,
-        GatewayOptions {
-            approvals: approvers,
-            ..GatewayOptions::default()
-        },
-    );
-    let mut mock = match MockEks::new(MockConfig {
-        tools: scenario.upstream.tools.clone(),
+    let engine = Engine::new(Arc::new(policy), store);
+    let options = GatewayOptions {
+        call_timeout: scenario
+            .gateway
+            .timeout
+            .unwrap_or(GatewayOptions::default().call_timeout),
+        tool_timeouts: scenario
+            .gateway
+            .tool_timeouts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0))
+            .collect(),
+        approvals: !scenario.approvers.is_empty(),
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::new(engine, None, options);
+    let mock = match MockEks::new(MockConfig {
+        tools: scenario.upstream.tools.spec(),
+        page_size: scenario.upstream.page_size,
         flags: Flags {
             allow_write: scenario.upstream.allow_write,
             allow_sensitive_data_access: scenario.upstream.allow_sensitive_data_access,
@@ -203,288 +435,273 @@ pub fn run(loaded: Loaded) -> Outcome {
                 transcript: String::new(),
                 failures: vec![format!("upstream.tools: {e}")],
                 calls: 0,
+                decisions: Vec::new(),
             };
         }
     };
-    // Expand the steps into timed calls and decisions.
-    let mut events = Vec::new();
-    let mut cursor = Duration::ZERO;
-    for (i, step) in scenario.steps.iter().enumerate() {
-        if let Some(d) = step.advance {
-            cursor += d;
-            continue;
-        }
-        let start = step.at.unwrap_or(cursor);
-        if let Some((approve, d)) = step
-            .approve
-            .as_ref()
-            .map(|d| (true, d))
-            .or(step.deny.as_ref().map(|d| (false, d)))
-        {
-            events.push(Event {
-                at: start,
-                step: i,
-                agent: String::new(),
-                tool: String::new(),
-                args: Value::Null,
-                raw: None,
-                decide: Some((approve, d.clone())),
-            });
-            cursor = cursor.max(start);
-            continue;
-        }
-        let every = step.every.unwrap_or(Duration::ZERO);
-        let repeat = step.repeat.unwrap_or(1);
-        for k in 0..repeat {
-            let at = start + every * k;
-            events.push(Event {
-                at,
-                step: i,
-                agent: step.agent.clone().unwrap_or_default(),
-                tool: step.call.clone().unwrap_or_default(),
-                args: step.args.clone().unwrap_or_else(|| json!({})),
-                raw: step.raw.clone(),
-                decide: None,
-            });
-            cursor = cursor.max(at);
-        }
-    }
-    // Stable: calls at the same instant keep the order of the file.
-    events.sort_by_key(|e| e.at);
-
+    let actions = expand(&scenario);
     let mut run = Run {
-        scenario: &scenario,
-        gateway: &gateway,
-        sessions: BTreeMap::new(),
-        held: BTreeMap::new(),
-        transcript: format!("scenario: {}\n", scenario.name),
-        totals: BTreeMap::new(),
+        gateway,
+        mock,
+        base: path,
+        agents: BTreeMap::new(),
+        deliveries: BTreeMap::new(),
+        next_seq: 0,
+        next_id: 0,
+        entries: Vec::new(),
+        open: HashMap::new(),
+        open_raw: HashMap::new(),
         failures: Vec::new(),
+        recorded,
     };
-    if let Some(d) = &scenario.description {
-        run.transcript.push_str(&format!("  {}\n", d.trim()));
-    }
-    run.transcript.push('\n');
-    let mut calls = 0u64;
-    for (id, e) in (1u64..).zip(events.iter()) {
-        if approvers {
-            run.settle_until(&mut mock, e.at);
-        }
-        if let Some((approve, d)) = &e.decide {
-            run.decide(&mut mock, e, *approve, d);
-            continue;
-        }
-        calls += 1;
-        let agent = &scenario.agents[&e.agent];
-        let session_id = agent.session.clone().unwrap_or_else(|| e.agent.clone());
-        let core = run.sessions.entry(e.agent.clone()).or_insert_with(|| {
-            let mut core = gateway.session(&agent.grant, &session_id);
-            let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": e.agent, "version": "scenario"}}});
-            pump(&mut core, &mut mock, &session_id, init, e.at);
-            pump(&mut core, &mut mock, &session_id, json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), e.at);
-            core
-        });
-        let held_before = core.held_approvals();
-        let answers = match &e.raw {
-            Some(raw) => pump_bytes(core, &mut mock, &session_id, raw.as_bytes(), e.at),
-            None => {
-                let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": e.tool, "arguments": e.args}});
-                pump(core, &mut mock, &session_id, msg, e.at)
-            }
+    let mut next = 0;
+    // Bounded: every loop turn consumes an action, a delivery or a deadline, and each action
+    // causes a bounded number of the others.
+    let budget = (actions.len() as u64 + 16).saturating_mul(64);
+    for _ in 0..budget {
+        let delivery = run.deliveries.keys().next().map(|k| k.0);
+        let deadline = run
+            .agents
+            .values()
+            .filter_map(|a| a.core.next_deadline())
+            .filter(|d| *d != Duration::MAX)
+            .min();
+        let action = actions.get(next).map(|a| a.at);
+        let Some(now) = [delivery, deadline, action].into_iter().flatten().min() else {
+            break;
         };
-        let newly_held = core
-            .held_approvals()
-            .into_iter()
-            .find(|a| !held_before.contains(a));
-        if let Some(approval) = newly_held {
-            // Held for a human: the answer comes when it is decided, or at its deadline.
-            run.transcript.push_str(&format!(
-                "+{:>10.3}s grant={} session={} {} -> held (approval {approval})\n",
-                e.at.as_secs_f64(),
-                agent.grant,
-                session_id,
-                e.tool
-            ));
-            run.held.insert(
-                id,
-                Waiting {
-                    step: e.step,
-                    agent: e.agent.clone(),
-                    tool: e.tool.clone(),
-                    approval,
-                },
-            );
-            continue;
-        }
-        // A raw message carries its own id (or none that parses): take the last answer.
-        let answer = match &e.raw {
-            Some(_) => answers.last().cloned().unwrap_or(Value::Null),
-            None => answers
-                .into_iter()
-                .find(|a| a["id"] == id)
-                .unwrap_or(Value::Null),
-        };
-        run.report(e.at, e.step, &e.agent, &e.tool, &answer, None);
-    }
-    if approvers {
-        // Every call still held ends at its deadline.
-        run.settle_until(&mut mock, Duration::MAX);
-    }
-    let Run {
-        mut transcript,
-        totals,
-        mut failures,
-        held,
-        ..
-    } = run;
-    for w in held.values() {
-        failures.push(format!(
-            "step {}: `{}` (approval {}) was never answered",
-            w.step + 1,
-            w.tool,
-            w.approval
-        ));
-    }
-    let events_len = calls;
-    let mut journal: BTreeMap<String, u64> = BTreeMap::new();
-    for entry in mock.journal() {
-        if let Some(tool) = &entry.tool {
-            *journal.entry(tool.clone()).or_default() += 1;
+        if delivery == Some(now) {
+            run.deliver(now);
+        } else if deadline == Some(now) {
+            run.tick(now);
+        } else if let Some(a) = actions.get(next) {
+            run.act(&scenario, a);
+            next += 1;
         }
     }
-    transcript.push_str("\ntotals:\n");
-    for (k, v) in &totals {
-        transcript.push_str(&format!("  {k:<18} {v}\n"));
-    }
-    transcript.push_str("journal (calls that reached the upstream):\n");
-    if journal.is_empty() {
-        transcript.push_str("  (none)\n");
-    }
-    for (k, v) in &journal {
-        transcript.push_str(&format!("  {k:<24} {v}\n"));
-    }
-    if let Some(expect) = &scenario.expect {
-        for (k, want) in &expect.totals {
-            let got = totals.get(k).copied().unwrap_or(0);
-            if got != *want {
-                failures.push(format!("expected {want} calls decided {k}, got {got}"));
-            }
-        }
-        for (k, want) in &expect.journal {
-            let got = journal.get(k).copied().unwrap_or(0);
-            if got != *want {
-                failures.push(format!(
-                    "expected {want} calls of {k} to reach the upstream, got {got}"
-                ));
-            }
-        }
-    }
-    Outcome {
-        transcript,
-        failures,
-        calls: events_len,
-    }
+    run.finish(&scenario)
 }
 
-/// A call held for approval, waiting for its answer.
-struct Waiting {
-    step: usize,
-    agent: String,
-    tool: String,
-    approval: u64,
-}
-
-/// The state of a run: sessions, held calls, the transcript and the counts so far.
-struct Run<'a> {
-    scenario: &'a Scenario,
-    gateway: &'a Arc<Gateway>,
-    sessions: BTreeMap<String, SessionCore>,
-    /// Held calls by request id.
-    held: BTreeMap<u64, Waiting>,
-    transcript: String,
-    totals: BTreeMap<String, u64>,
-    failures: Vec<String>,
-}
-
-impl Run<'_> {
-    fn session_id(&self, agent: &str) -> String {
-        self.scenario.agents[agent]
-            .session
-            .clone()
-            .unwrap_or_else(|| agent.to_owned())
+impl Run {
+    fn schedule(&mut self, agent: &str, at: Duration, what: Delivery) {
+        self.next_seq += 1;
+        self.deliveries
+            .insert((at, self.next_seq), (agent.to_owned(), what));
     }
 
-    /// Lets virtual time run to `until`: every session is ticked at each deadline (a held
-    /// call's expiry, exactly) before `until`, in time order, and its answers are reported.
-    fn settle_until(&mut self, mock: &mut MockEks, until: Duration) {
-        // Bounded: each tick ends at least one deadline.
-        for _ in 0..100_000 {
-            let next = self
-                .sessions
-                .iter()
-                .filter_map(|(agent, core)| core.next_deadline().map(|d| (d, agent.clone())))
-                .filter(|(d, _)| *d <= until)
-                .min();
-            let Some((at, agent)) = next else {
-                return;
-            };
-            self.tick(mock, &agent, at);
-        }
-    }
-
-    fn tick(&mut self, mock: &mut MockEks, agent: &str, at: Duration) {
-        let session = self.session_id(agent);
-        let Some(core) = self.sessions.get_mut(agent) else {
+    fn deliver(&mut self, now: Duration) {
+        let Some((_, (agent, what))) = self.deliveries.pop_first() else {
             return;
         };
-        let outs = core.tick(at);
-        let answers = drain(core, mock, &session, outs, at);
-        for answer in answers {
-            let Some(id) = answer["id"].as_u64() else {
-                continue;
-            };
-            if let Some(w) = self.held.remove(&id) {
-                let verdict = self
-                    .gateway
-                    .list_approvals(at)
-                    .1
-                    .into_iter()
-                    .find(|d| d.approval.id == w.approval)
-                    .map(|d| {
-                        if d.verdict.approver.is_none() {
-                            let then = match d.approval.on_timeout {
-                                tollgate_policy::TimeoutOutcome::Allow => "allow",
-                                tollgate_policy::TimeoutOutcome::Deny => "deny",
-                            };
-                            return format!(
-                                "approval {} {}, on timeout: {then}",
-                                w.approval,
-                                d.verdict.verdict.name()
-                            );
-                        }
-                        let who = d.verdict.approver.as_deref().unwrap_or_default();
-                        let why = d
-                            .verdict
-                            .reason
-                            .as_deref()
-                            .filter(|_| d.verdict.approver.is_some())
-                            .map(|r| format!(": {r}"))
-                            .unwrap_or_default();
-                        format!(
-                            "approval {} {} by {who}{why}",
-                            w.approval,
-                            d.verdict.verdict.name()
-                        )
-                    });
-                self.report(at, w.step, &w.agent, &w.tool, &answer, verdict);
+        let Some(state) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        let outs = match what {
+            Delivery::Bytes(bytes) => state.core.from_upstream(&bytes, now),
+            Delivery::Value(v) => state.core.from_upstream_value(v, now),
+            Delivery::Crash => {
+                let outs = state
+                    .core
+                    .upstream_closed(now, "the upstream process exited");
+                // The gateway restarts a crashed child upstream and initializes it again with
+                // the client's own `initialize`; in virtual time the restart is immediate.
+                self.mock.end_session(&state.session);
+                if let Some(init) = &state.initialize {
+                    let mut again = init.clone();
+                    again["id"] = json!("tollgate-reinit");
+                    let _ = self
+                        .mock
+                        .handle(&state.session, again.to_string().as_bytes(), now);
+                    let _ = self.mock.handle(
+                        &state.session,
+                        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                        now,
+                    );
+                }
+                self.entries.push(Entry::Note {
+                    at: now,
+                    text: format!(
+                        "upstream of session {} crashed; the gateway restarts it",
+                        state.session
+                    ),
+                    more: Vec::new(),
+                });
+                outs
+            }
+        };
+        self.route(&agent, outs, now);
+    }
+
+    fn tick(&mut self, now: Duration) {
+        let due: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.core.next_deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for agent in due {
+            if let Some(state) = self.agents.get_mut(&agent) {
+                let outs = state.core.tick(now);
+                self.route(&agent, outs, now);
             }
         }
     }
 
-    /// An `approve` or `deny` step: finds the held call and decides it, then lets the session
-    /// holding it act.
-    fn decide(&mut self, mock: &mut MockEks, e: &Event, approve: bool, d: &format::Decide) {
-        let (pending, _) = self.gateway.list_approvals(e.at);
+    /// Sends what the core produced: to the mock (whose answer is scheduled after its
+    /// latency) or to the agent.
+    fn route(&mut self, agent: &str, outs: Vec<Out>, now: Duration) {
+        self.mark_held(agent, now);
+        let mut queue: VecDeque<Out> = outs.into();
+        while let Some(out) = queue.pop_front() {
+            match out {
+                Out::Client(v) => self.answer(agent, v, now),
+                Out::Upstream(v) => {
+                    let Some(session) = self.agents.get(agent).map(|a| a.session.clone()) else {
+                        continue;
+                    };
+                    if let Some(answers) = self.recorded.as_mut() {
+                        let replies: Vec<Value> = match &v {
+                            Value::Array(items) => items
+                                .iter()
+                                .filter_map(|m| answers.answer(&session, m))
+                                .collect(),
+                            m => answers.answer(&session, m).into_iter().collect(),
+                        };
+                        let reply = match (&v, replies.len()) {
+                            (_, 0) => None,
+                            (Value::Array(_), _) => Some(Value::Array(replies)),
+                            (_, _) => replies.into_iter().next(),
+                        };
+                        if let Some(r) = reply {
+                            self.schedule(agent, now, Delivery::Value(r));
+                        }
+                        continue;
+                    }
+                    // Values, not text, between the core and the mock: each hop skips the
+                    // text exactly when it would parse back to the same value.
+                    let handled = self.mock.handle_value(&session, v, now);
+                    self.upstream_answer(agent, handled, now);
+                }
+            }
+        }
+    }
+
+    fn upstream_answer(&mut self, agent: &str, h: Handled, now: Duration) {
+        let at = now.saturating_add(h.latency);
+        match h.effect {
+            None => {
+                if let Some(r) = h.response {
+                    self.schedule(agent, at, Delivery::Value(r));
+                }
+            }
+            Some(FaultEffect::Malformed) => {
+                self.schedule(
+                    agent,
+                    at,
+                    Delivery::Bytes(b"this is not JSON {\"jsonrpc\": 2.0".to_vec()),
+                );
+            }
+            Some(FaultEffect::Hang) => {}
+            Some(FaultEffect::Crash) => self.schedule(agent, at, Delivery::Crash),
+            Some(FaultEffect::Trickle { bytes_per_second }) => {
+                if let Some(r) = h.response {
+                    let bytes = r.to_string().into_bytes();
+                    let slow = Duration::from_secs_f64(
+                        bytes.len() as f64 / bytes_per_second.max(1) as f64,
+                    );
+                    self.schedule(agent, at.saturating_add(slow), Delivery::Bytes(bytes));
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, agent: &str, v: Value, now: Duration) {
+        if let Value::Array(items) = v {
+            for item in items {
+                self.answer(agent, item, now);
+            }
+            return;
+        }
+        let is_response = v.get("result").is_some() || v.get("error").is_some();
+        if !is_response {
+            return;
+        }
+        let id = v.get("id").filter(|id| !id.is_null());
+        let index = match id {
+            Some(id) => self.open.remove(&(agent.to_owned(), id.to_string())),
+            None => None,
+        };
+        let index = match index {
+            Some(i) => {
+                if self.open_raw.get(agent) == Some(&i) {
+                    self.open_raw.remove(agent);
+                }
+                Some(i)
+            }
+            None if id.is_none() => self.open_raw.remove(agent),
+            None => None,
+        };
+        let Some(Entry::Call(record)) = index.and_then(|i| self.entries.get_mut(i)) else {
+            return;
+        };
+        if record.answer.is_some() {
+            return;
+        }
+        let Some(approval) = record.held else {
+            record.answer = Some((now, v));
+            return;
+        };
+        // A held call's outcome: a line of its own, at the instant it comes.
+        record.answer = Some((now, Value::Null));
+        let outcome = CallRecord {
+            at: now,
+            agent: record.agent.clone(),
+            label: record.label.clone(),
+            tool: record.tool.clone(),
+            in_batch: record.in_batch,
+            expect: record.expect.take(),
+            answer: Some((now, v)),
+            held: None,
+            approval: Some(self.verdict(approval, now)),
+        };
+        self.entries.push(Entry::Call(outcome));
+    }
+
+    /// How approval `id` was decided, for the outcome's line.
+    fn verdict(&self, id: u64, now: Duration) -> String {
+        let decided = self
+            .gateway
+            .list_approvals(now)
+            .1
+            .into_iter()
+            .find(|d| d.approval.id == id);
+        let Some(d) = decided else {
+            return format!("approval {id}");
+        };
+        let Some(who) = d.verdict.approver.as_deref() else {
+            let then = match d.approval.on_timeout {
+                tollgate_policy::TimeoutOutcome::Allow => "allow",
+                tollgate_policy::TimeoutOutcome::Deny => "deny",
+            };
+            return format!(
+                "approval {id} {}, on timeout: {then}",
+                d.verdict.verdict.name()
+            );
+        };
+        let why = d
+            .verdict
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        format!("approval {id} {} by {who}{why}", d.verdict.verdict.name())
+    }
+
+    /// An `approve` or `deny` step: finds the held call and decides it through the gateway's
+    /// approvals API, then lets the session holding it act at once.
+    fn decide(&mut self, a: &Action, approve: bool, d: &Decide) {
+        let now = a.at;
+        let (pending, _) = self.gateway.list_approvals(now);
         let found = pending.iter().find(|p| match (&d.tool, d.held) {
             (Some(tool), _) => &p.tool == tool,
             (None, Some(n)) => p.id == n,
@@ -496,170 +713,463 @@ impl Run<'_> {
         );
         let verb = if approve { "approve" } else { "deny" };
         let Some(p) = found else {
-            self.transcript.push_str(&format!(
-                "+{:>10.3}s {verb} {what} by {}: nothing pending matches\n",
-                e.at.as_secs_f64(),
-                d.by
-            ));
+            self.entries.push(Entry::Note {
+                at: now,
+                text: format!("{verb} {what} by {}: nothing pending matches", d.by),
+                more: Vec::new(),
+            });
             self.failures.push(format!(
                 "step {} at {:.3}s: no pending approval matches {what}",
-                e.step + 1,
-                e.at.as_secs_f64()
+                a.label,
+                now.as_secs_f64()
             ));
             return;
         };
-        let (id, session) = (p.id, p.session.clone());
+        let (id, session, tool) = (p.id, p.session.clone(), p.tool.clone());
         let result = if approve {
-            self.gateway.approve(id, &d.by, d.reason.as_deref(), e.at)
+            self.gateway.approve(id, &d.by, d.reason.as_deref(), now)
         } else {
-            self.gateway.deny(id, &d.by, d.reason.as_deref(), e.at)
+            self.gateway.deny(id, &d.by, d.reason.as_deref(), now)
         };
         let why = d
             .reason
             .as_deref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
-        match result {
-            Ok(_) => self.transcript.push_str(&format!(
-                "+{:>10.3}s {verb} approval {id} ({}) by {}{why}\n",
-                e.at.as_secs_f64(),
-                p.tool,
-                d.by
-            )),
+        let text = match result {
+            Ok(_) => format!("{verb} approval {id} ({tool}) by {}{why}", d.by),
             Err(err) => {
-                self.transcript.push_str(&format!(
-                    "+{:>10.3}s {verb} approval {id} by {}: {err}\n",
-                    e.at.as_secs_f64(),
-                    d.by
-                ));
-                self.failures.push(format!("step {}: {err}", e.step + 1));
+                self.failures.push(format!("step {}: {err}", a.label));
+                format!("{verb} approval {id} by {}: {err}", d.by)
             }
-        }
+        };
+        self.entries.push(Entry::Note {
+            at: now,
+            text,
+            more: Vec::new(),
+        });
         let agent = self
-            .scenario
             .agents
-            .keys()
-            .find(|a| self.session_id(a) == session)
-            .cloned();
-        if let Some(agent) = agent {
-            self.tick(mock, &agent, e.at);
+            .iter()
+            .find(|(_, s)| s.session == session)
+            .map(|(k, _)| k.clone());
+        if let Some(agent) = agent
+            && let Some(state) = self.agents.get_mut(&agent)
+        {
+            let outs = state.core.tick(now);
+            self.route(&agent, outs, now);
         }
     }
 
-    /// One call's outcome: its transcript line, its count, its step's expectations.
-    fn report(
+    /// The agent's session, opened (initialized through the gateway) on first use.
+    fn ensure_agent(&mut self, scenario: &Scenario, agent: &str, now: Duration) {
+        if self.agents.contains_key(agent) {
+            return;
+        }
+        let Some(spec) = scenario.agents.get(agent) else {
+            return;
+        };
+        let session = spec.session.clone().unwrap_or_else(|| agent.to_owned());
+        let protocol = spec.protocol.unwrap_or(ProtocolVersion::V2025_11_25);
+        let core = self.gateway.session(&spec.grant, &session);
+        let initialize = (!protocol.is_stateless()).then(|| {
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": agent, "version": "scenario"}}})
+        });
+        self.agents.insert(
+            agent.to_owned(),
+            AgentState {
+                core,
+                session,
+                grant: spec.grant.clone(),
+                protocol,
+                initialize: initialize.clone(),
+                held_seen: BTreeSet::new(),
+            },
+        );
+        if let Some(init) = initialize {
+            self.send_value(agent, init, now);
+            self.send(
+                agent,
+                br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                now,
+            );
+        }
+    }
+
+    fn send(&mut self, agent: &str, bytes: &[u8], now: Duration) {
+        let Some(state) = self.agents.get_mut(agent) else {
+            return;
+        };
+        let outs = state.core.from_client(bytes, now);
+        self.route(agent, outs, now);
+    }
+
+    /// Sends a message the runner built (the value path: the core skips the text exactly
+    /// when it would parse back to the same value, so the transcript is the same).
+    fn send_value(&mut self, agent: &str, msg: Value, now: Duration) {
+        let Some(state) = self.agents.get_mut(agent) else {
+            return;
+        };
+        let outs = state.core.from_client_value(msg, now);
+        self.route(agent, outs, now);
+    }
+
+    /// Marks the calls the agent's core has held for approval since it last looked (found by
+    /// their request ids in the gateway's pending list). A call may be held when its message
+    /// arrives or later (after the upstream's tool list, for a session's first call).
+    fn mark_held(&mut self, agent: &str, now: Duration) {
+        let Some(state) = self.agents.get_mut(agent) else {
+            return;
+        };
+        let new: Vec<u64> = state
+            .core
+            .held_approvals()
+            .into_iter()
+            .filter(|a| !state.held_seen.contains(a))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        state.held_seen.extend(new.iter().copied());
+        let (pending, _) = self.gateway.list_approvals(now);
+        for p in pending.iter().filter(|p| new.contains(&p.id)) {
+            let key = (agent.to_owned(), p.request_id.to_string());
+            let index = self
+                .open
+                .get(&key)
+                .copied()
+                .or_else(|| self.open_raw.get(agent).copied());
+            if let Some(Entry::Call(record)) = index.and_then(|i| self.entries.get_mut(i)) {
+                record.held = Some(p.id);
+            }
+        }
+    }
+
+    /// A `tools/call` request with the next id (and the stateless envelope when the agent
+    /// speaks 2026-07-28).
+    fn request(&mut self, agent: &str, tool: &str, args: &Value) -> Value {
+        self.next_id += 1;
+        let mut params = json!({"name": tool, "arguments": args});
+        if let Some(state) = self.agents.get(agent)
+            && state.protocol.is_stateless()
+        {
+            params["_meta"] = json!({
+                META_PROTOCOL_VERSION: state.protocol.as_str(),
+                META_CLIENT_INFO: {"name": agent, "version": "scenario"},
+                META_CLIENT_CAPABILITIES: {},
+            });
+        }
+        json!({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call", "params": params})
+    }
+
+    fn open_call(
         &mut self,
-        at: Duration,
-        step: usize,
-        agent_name: &str,
+        a: &Action,
+        agent: &str,
         tool: &str,
-        answer: &Value,
-        approval: Option<String>,
-    ) {
-        let agent = &self.scenario.agents[agent_name];
-        let session_id = self.session_id(agent_name);
-        let (decision, mut detail, message) = describe(answer);
-        if let Some(a) = approval {
-            detail = if detail.is_empty() {
-                a
-            } else {
-                format!("{a}; {detail}")
-            };
-        }
-        *self.totals.entry(decision.clone()).or_default() += 1;
-        self.transcript.push_str(&format!(
-            "+{:>10.3}s grant={} session={} {} -> {decision}{}\n",
-            at.as_secs_f64(),
-            agent.grant,
-            session_id,
-            tool,
-            if detail.is_empty() {
-                String::new()
-            } else {
-                format!(" ({detail})")
+        in_batch: bool,
+        expect: Option<StepExpect>,
+    ) -> usize {
+        self.entries.push(Entry::Call(CallRecord {
+            at: a.at,
+            agent: agent.to_owned(),
+            label: a.label.clone(),
+            tool: tool.to_owned(),
+            in_batch,
+            expect,
+            answer: None,
+            held: None,
+            approval: None,
+        }));
+        self.entries.len() - 1
+    }
+
+    fn act(&mut self, scenario: &Scenario, a: &Action) {
+        let now = a.at;
+        match &a.kind {
+            ActionKind::Call {
+                agent,
+                tool,
+                args,
+                expect,
+            } => {
+                self.ensure_agent(scenario, agent, now);
+                let msg = self.request(agent, tool, args);
+                let i = self.open_call(a, agent, tool, false, expect.clone());
+                self.open.insert((agent.clone(), msg["id"].to_string()), i);
+                self.send_value(agent, msg, now);
             }
-        ));
-        if let Some(m) = &message {
-            self.transcript.push_str(&format!("    {m}\n"));
-        }
-        if let Some(x) = &self.scenario.steps[step].expect {
-            if let Some(want) = &x.decision
-                && want != &decision
-            {
-                self.failures.push(format!(
-                    "step {} at {:.3}s: `{tool}` was {decision}, expected {want}",
-                    step + 1,
-                    at.as_secs_f64(),
-                ));
+            ActionKind::Raw {
+                agent,
+                tool,
+                raw,
+                expect,
+            } => {
+                self.ensure_agent(scenario, agent, now);
+                let i = self.open_call(a, agent, tool, false, expect.clone());
+                // The raw bytes may not parse: a lenient reading finds the id if there is one;
+                // an answer without an id goes to this call.
+                if let Some(id) = serde_json::from_str::<Value>(raw)
+                    .ok()
+                    .and_then(|v| v.get("id").filter(|id| !id.is_null()).cloned())
+                {
+                    self.open.insert((agent.clone(), id.to_string()), i);
+                }
+                self.open_raw.insert(agent.clone(), i);
+                self.send(agent, raw.as_bytes(), now);
             }
-            if let Some(want) = &x.message_contains
-                && !message
-                    .as_deref()
-                    .unwrap_or_default()
-                    .contains(want.as_str())
-            {
-                self.failures.push(format!(
-                    "step {} at {:.3}s: the message of `{tool}` does not contain {want:?}",
-                    step + 1,
-                    at.as_secs_f64(),
-                ));
+            ActionKind::Batch { agent, items } => {
+                self.ensure_agent(scenario, agent, now);
+                let mut batch = Vec::new();
+                for (tool, args, expect) in items {
+                    let msg = self.request(agent, tool, args);
+                    let i = self.open_call(a, agent, tool, true, expect.clone());
+                    self.open.insert((agent.clone(), msg["id"].to_string()), i);
+                    batch.push(msg);
+                }
+                self.send_value(agent, Value::Array(batch), now);
+            }
+            ActionKind::Reload { source, expect } => self.reload(a, source, *expect),
+            ActionKind::Decide { approve, decide } => self.decide(a, *approve, decide),
+            ActionKind::Faults(switch) => {
+                let on = *switch == Switch::On;
+                self.mock.set_faults_enabled(on);
+                self.entries.push(Entry::Note {
+                    at: now,
+                    text: format!("upstream faults {}", if on { "on" } else { "off" }),
+                    more: Vec::new(),
+                });
             }
         }
     }
-}
 
-/// Sends one client message and pumps until quiet; returns what reached the client.
-fn pump(
-    core: &mut SessionCore,
-    mock: &mut MockEks,
-    session: &str,
-    msg: Value,
-    now: Duration,
-) -> Vec<Value> {
-    // Values, not text, between the runner, the core and the mock: each hop skips the text
-    // exactly when it would parse back to the same value, so the transcript is the same.
-    let outs = core.from_client_value(msg, now);
-    drain(core, mock, session, outs, now)
-}
-
-fn pump_bytes(
-    core: &mut SessionCore,
-    mock: &mut MockEks,
-    session: &str,
-    bytes: &[u8],
-    now: Duration,
-) -> Vec<Value> {
-    let outs = core.from_client(bytes, now);
-    drain(core, mock, session, outs, now)
-}
-
-/// Delivers what a session core produced, and the mock's answers, until quiet; returns what
-/// reached the client.
-fn drain(
-    core: &mut SessionCore,
-    mock: &mut MockEks,
-    session: &str,
-    mut outs: Vec<Out>,
-    now: Duration,
-) -> Vec<Value> {
-    let mut to_client = Vec::new();
-    // Bounded: a session core and a mock never ping-pong more than a handful of times per
-    // message (tool listing pages, then the call).
-    for _ in 0..10_000 {
-        if outs.is_empty() {
-            break;
+    fn reload(&mut self, a: &Action, source: &PolicySource, expect: Option<ReloadExpect>) {
+        let now = a.at;
+        let what = match source {
+            PolicySource::Path(p) => format!("reload {p}"),
+            PolicySource::Inline(_) => "reload (inline policy)".to_owned(),
+        };
+        let inline_name = format!("step {} (inline policy)", a.label);
+        let (got, text, more) = match compile(&self.base, source, &inline_name) {
+            Ok(policy) => {
+                match self
+                    .gateway
+                    .reload(policy, now, json!({"source": what, "step": a.label}))
+                {
+                    Ok(()) => (ReloadExpect::Applied, format!("{what} -> applied"), vec![]),
+                    Err(e) => (
+                        ReloadExpect::Refused,
+                        format!("{what} -> refused (audit: {e})"),
+                        vec![],
+                    ),
+                }
+            }
+            Err(diagnostics) => {
+                let _ = self
+                    .gateway
+                    .reload_refused(now, json!({"source": what, "step": a.label}));
+                (
+                    ReloadExpect::Refused,
+                    format!(
+                        "{what} -> refused: the policy is not valid; the old policy keeps running"
+                    ),
+                    diagnostics
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+        };
+        if let Some(want) = expect
+            && want != got
+        {
+            self.failures.push(format!(
+                "step {} at {:.3}s: the reload was {}, expected {}",
+                a.label,
+                now.as_secs_f64(),
+                reload_word(got),
+                reload_word(want)
+            ));
         }
-        match outs.remove(0) {
-            Out::Client(v) => to_client.push(v),
-            Out::Upstream(v) => {
-                let h = mock.handle_value(session, v, now);
-                if let Some(r) = h.response {
-                    outs.extend(core.from_upstream_value(r, now));
+        self.entries.push(Entry::Note {
+            at: now,
+            text,
+            more,
+        });
+    }
+
+    fn finish(mut self, scenario: &Scenario) -> Outcome {
+        let mut transcript = format!("scenario: {}\n", scenario.name);
+        if let Some(d) = &scenario.description {
+            transcript.push_str(&format!("  {}\n", d.trim()));
+        }
+        transcript.push('\n');
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        let mut decisions = Vec::new();
+        for entry in &self.entries {
+            let record = match entry {
+                Entry::Note { at, text, more } => {
+                    transcript.push_str(&format!("+{:>10.3}s {text}\n", at.as_secs_f64()));
+                    for m in more {
+                        transcript.push_str(&format!("    {m}\n"));
+                    }
+                    continue;
+                }
+                Entry::Call(r) => r,
+            };
+            let (grant, session) = self
+                .agents
+                .get(&record.agent)
+                .map(|s| (s.grant.as_str(), s.session.as_str()))
+                .unwrap_or_default();
+            if let Some(approval) = record.held {
+                // Held for a human: the outcome is its own line when it comes.
+                transcript.push_str(&format!(
+                    "+{:>10.3}s grant={grant} session={session} {}{} -> held (approval {approval})\n",
+                    record.at.as_secs_f64(),
+                    if record.in_batch { "[batch] " } else { "" },
+                    record.tool,
+                ));
+                if record.answer.is_none() {
+                    self.failures.push(format!(
+                        "step {}: `{}` (approval {approval}) was never answered",
+                        record.label, record.tool
+                    ));
+                }
+                continue;
+            }
+            let (decision, mut detail, message) = match &record.answer {
+                Some((_, v)) => describe(v),
+                None => (
+                    "unanswered".to_owned(),
+                    "no answer when the run ended".to_owned(),
+                    None,
+                ),
+            };
+            if let Some((when, _)) = &record.answer
+                && *when > record.at
+            {
+                let after = format!("answered after {}", seconds(when.saturating_sub(record.at)));
+                detail = if detail.is_empty() {
+                    after
+                } else {
+                    format!("{detail}, {after}")
+                };
+            }
+            if let Some(a) = &record.approval {
+                detail = if detail.is_empty() {
+                    a.clone()
+                } else {
+                    format!("{a}; {detail}")
+                };
+            }
+            *totals.entry(decision.clone()).or_default() += 1;
+            transcript.push_str(&format!(
+                "+{:>10.3}s grant={grant} session={session} {}{} -> {decision}{}\n",
+                record.at.as_secs_f64(),
+                if record.in_batch { "[batch] " } else { "" },
+                record.tool,
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                }
+            ));
+            if let Some(m) = &message {
+                transcript.push_str(&format!("    {m}\n"));
+            }
+            decisions.push(CallDecision {
+                at_ms: u64::try_from(record.at.as_millis()).unwrap_or(u64::MAX),
+                agent: record.agent.clone(),
+                tool: record.tool.clone(),
+                decision: decision.clone(),
+            });
+            if let Some(x) = &record.expect {
+                if let Some(want) = &x.decision
+                    && want != &decision
+                {
+                    self.failures.push(format!(
+                        "step {} at {:.3}s: `{}` was {decision}, expected {want}",
+                        record.label,
+                        record.at.as_secs_f64(),
+                        record.tool
+                    ));
+                }
+                if let Some(want) = &x.message_contains
+                    && !message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains(want.as_str())
+                {
+                    self.failures.push(format!(
+                        "step {} at {:.3}s: the message of `{}` does not contain {want:?}",
+                        record.label,
+                        record.at.as_secs_f64(),
+                        record.tool
+                    ));
                 }
             }
         }
+        let mut journal: BTreeMap<String, u64> = BTreeMap::new();
+        for entry in self.mock.journal() {
+            if let Some(tool) = &entry.tool {
+                *journal.entry(tool.clone()).or_default() += 1;
+            }
+        }
+        transcript.push_str("\ntotals:\n");
+        for (k, v) in &totals {
+            transcript.push_str(&format!("  {k:<18} {v}\n"));
+        }
+        transcript.push_str("journal (calls that reached the upstream):\n");
+        if journal.is_empty() {
+            transcript.push_str("  (none)\n");
+        }
+        for (k, v) in &journal {
+            transcript.push_str(&format!("  {k:<24} {v}\n"));
+        }
+        if let Some(expect) = &scenario.expect {
+            for (k, want) in &expect.totals {
+                let got = totals.get(k).copied().unwrap_or(0);
+                if got != *want {
+                    self.failures
+                        .push(format!("expected {want} calls decided {k}, got {got}"));
+                }
+            }
+            for (k, want) in &expect.journal {
+                let got = journal.get(k).copied().unwrap_or(0);
+                if got != *want {
+                    self.failures.push(format!(
+                        "expected {want} calls of {k} to reach the upstream, got {got}"
+                    ));
+                }
+            }
+        }
+        Outcome {
+            transcript,
+            failures: self.failures,
+            calls: decisions.len() as u64,
+            decisions,
+        }
     }
-    to_client
+}
+
+fn reload_word(r: ReloadExpect) -> &'static str {
+    match r {
+        ReloadExpect::Applied => "applied",
+        ReloadExpect::Refused => "refused",
+    }
+}
+
+/// `1.5s`, `250ms`, `60s`.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        let s = format!("{:.3}", d.as_secs_f64());
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        format!("{s}s")
+    }
 }
 
 /// The decision, a short detail and the refusal message of a client answer.
@@ -710,4 +1220,98 @@ pub fn describe(answer: &Value) -> (String, String, Option<String>) {
     }
     let message = result["content"][0]["text"].as_str().map(str::to_owned);
     (decision, detail.join(", "), message)
+}
+
+/// One message an agent sends in a live run (`tollgate test --live`).
+#[derive(Debug, Clone)]
+pub struct WireSend {
+    pub at: Duration,
+    pub message: String,
+    /// The ids of the calls in the message, in order (`null` for a raw message without one).
+    pub ids: Vec<Value>,
+}
+
+/// A scenario as the wire messages of one agent, for a live run against real processes: the
+/// agent's `initialize` (if its protocol has one), then each call at its instant, with the
+/// same ids the virtual-time run uses. Live runs take one agent and calls, batches and
+/// `advance` steps only: counters shared across agents need one gateway for several clients,
+/// and reloads and fault switches have no stdio form.
+pub fn wire_plan(loaded: &Loaded) -> Result<(Option<String>, Vec<WireSend>), String> {
+    let scenario = &loaded.scenario;
+    let (name, spec) = match scenario.agents.iter().collect::<Vec<_>>().as_slice() {
+        [(n, s)] => ((*n).clone(), (*s).clone()),
+        _ => return Err("a live run takes a scenario with exactly one agent".into()),
+    };
+    if !scenario.gateway.tool_timeouts.is_empty() {
+        return Err("a live run takes no `gateway.tool_timeouts`".into());
+    }
+    if !scenario.approvers.is_empty() {
+        // Held calls need an operator on the admin API, which a stdio gateway does not have.
+        return Err("a live run takes no `approvers`".into());
+    }
+    if scenario.steps.iter().any(|s| {
+        matches!(
+            s.kind,
+            StepKind::Reload
+                | StepKind::Faults
+                | StepKind::Concurrent
+                | StepKind::Approve
+                | StepKind::Deny
+        )
+    }) {
+        return Err("a live run takes calls, batches and `advance` steps only".into());
+    }
+    let protocol = spec.protocol.unwrap_or(ProtocolVersion::V2025_11_25);
+    let init = (!protocol.is_stateless()).then(|| {
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": name, "version": "scenario"}}}).to_string()
+    });
+    let mut next_id = 0u64;
+    let mut request = |tool: &str, args: &Value| {
+        next_id += 1;
+        let mut params = json!({"name": tool, "arguments": args});
+        if protocol.is_stateless() {
+            params["_meta"] = json!({
+                META_PROTOCOL_VERSION: protocol.as_str(),
+                META_CLIENT_INFO: {"name": name, "version": "scenario"},
+                META_CLIENT_CAPABILITIES: {},
+            });
+        }
+        json!({"jsonrpc": "2.0", "id": next_id, "method": "tools/call", "params": params})
+    };
+    let mut sends = Vec::new();
+    for a in expand(scenario) {
+        let send = match &a.kind {
+            ActionKind::Call { tool, args, .. } => {
+                let m = request(tool, args);
+                WireSend {
+                    at: a.at,
+                    ids: vec![m["id"].clone()],
+                    message: m.to_string(),
+                }
+            }
+            ActionKind::Raw { raw, .. } => WireSend {
+                at: a.at,
+                ids: vec![
+                    serde_json::from_str::<Value>(raw)
+                        .ok()
+                        .and_then(|v| v.get("id").cloned())
+                        .unwrap_or(Value::Null),
+                ],
+                message: raw.clone(),
+            },
+            ActionKind::Batch { items, .. } => {
+                let msgs: Vec<Value> = items.iter().map(|(t, args, _)| request(t, args)).collect();
+                WireSend {
+                    at: a.at,
+                    ids: msgs.iter().map(|m| m["id"].clone()).collect(),
+                    message: Value::Array(msgs).to_string(),
+                }
+            }
+            ActionKind::Reload { .. } | ActionKind::Faults(_) | ActionKind::Decide { .. } => {
+                continue;
+            }
+        };
+        sends.push(send);
+    }
+    Ok((init, sends))
 }

@@ -1,0 +1,71 @@
+//! Scenario files that cannot be run are refused with file:line:col pointing at the step or
+//! field at fault, and the runner's ordering rules hold.
+
+#![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
+
+use std::path::Path;
+
+fn error_of(text: &str) -> String {
+    match tollgate_scenario::load_text(Path::new("s.yaml"), text) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const HEAD: &str =
+    "name: s\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g}}\nsteps:\n";
+
+/// A step naming an agent the file does not declare: the error points at that step.
+#[test]
+fn unknown_agent_is_located_at_its_step() {
+    let text = format!(
+        "{HEAD}  - {{agent: a, call: GetAHOBatch}}\n  - {{at: 1s,\n     agent: zed, call: GetAHOBatch}}\n"
+    );
+    let e = error_of(&text);
+    assert!(e.starts_with("s.yaml:6:5: "), "{e}");
+    assert!(e.contains("unknown agent `zed`; the agents are a"), "{e}");
+}
+
+/// A step of two kinds, a member of a concurrent group that is not a call, a bad protocol.
+#[test]
+fn malformed_steps_are_located() {
+    let e = error_of(&format!("{HEAD}  - {{advance: 1s, call: X, agent: a}}\n"));
+    assert!(
+        e.starts_with("s.yaml:5:5: ") && e.contains("not several"),
+        "{e}"
+    );
+    let e = error_of(&format!("{HEAD}  - concurrent:\n      - {{advance: 1s}}\n"));
+    assert!(
+        e.starts_with("s.yaml:5:5: ") && e.contains("calls and batches only"),
+        "{e}"
+    );
+    let e = error_of(
+        "name: s\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g, protocol: \"2024-01-01\"}}\nsteps: []\n",
+    );
+    assert!(
+        e.starts_with("s.yaml:3:") && e.contains("not a protocol version"),
+        "{e}"
+    );
+    let e = error_of(&format!("{HEAD}  - {{faults: maybe}}\n"));
+    assert!(e.starts_with("s.yaml:5:") && e.contains("maybe"), "{e}");
+}
+
+/// A catalogue subset that names no tool is refused before the run.
+#[test]
+fn tool_subset_that_matches_nothing_is_refused() {
+    let e = error_of(
+        "name: s\npolicy: {version: \"1\", default: allow}\nupstream: {tools: [NoSuchTool]}\nagents: {a: {grant: g}}\nsteps: []\n",
+    );
+    assert!(e.contains("upstream.tools `NoSuchTool`"), "{e}");
+}
+
+/// Members of a concurrent group are interleaved at each instant: first calls of every member,
+/// then second calls, whatever the order of their repetitions in the file.
+#[test]
+fn concurrent_members_interleave_round_robin() {
+    let text = "name: s\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g}, b: {grant: g}}\nsteps:\n  - concurrent:\n      - {agent: a, call: GetAHOBatch, args: {batchId: rb-0001}, repeat: 2}\n      - {agent: b, call: GetAHOBatch, args: {batchId: rb-0001}, repeat: 2}\n";
+    let loaded = tollgate_scenario::load_text(Path::new("s.yaml"), text).unwrap();
+    let out = tollgate_scenario::run(loaded);
+    let agents: Vec<&str> = out.decisions.iter().map(|d| d.agent.as_str()).collect();
+    assert_eq!(agents, ["a", "b", "a", "b"]);
+}
