@@ -102,6 +102,10 @@ fn demo_replays_the_runaway_agent_live_and_agrees_with_virtual_time() {
         .unwrap();
     assert_eq!(verify.status.code(), Some(0));
     assert!(dir.path().join("recording.jsonl").exists());
+    assert!(
+        stdout.contains("tollgate scenario from-recording"),
+        "{stdout}"
+    );
 }
 
 /// A time scale the demo cannot use is bad input (exit 2), not a run.

@@ -363,6 +363,11 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
             "   the live run's files are in {}: seed.json, audit.jsonl, recording.jsonl, journal.jsonl",
             dir.display()
         )?;
+        writeln!(
+            out,
+            "   or keep the live run itself, as recorded (each call expects its recorded decision):\n   tollgate scenario from-recording {} --policy ../examples/policies/seed.json > scenarios/incident.yaml\n   tollgate test scenarios/incident.yaml --update",
+            recording.display()
+        )?;
     }
     let ok = differ.is_empty()
         && verified
