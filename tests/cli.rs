@@ -118,3 +118,35 @@ fn demo_refuses_an_unusable_time_scale() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--time-scale 0"));
 }
+
+/// `tollgate fuzz` on the seed policy: every property holds (exit 0) and the summary names the
+/// sessions, the decisions and the rules' coverage; a broken policy is exit 2.
+#[test]
+fn fuzz_passes_the_seed_policy_and_refuses_a_broken_one() {
+    let out = tollgate()
+        .args([
+            "fuzz",
+            "--policy",
+            "examples/policies/seed.json",
+            "--cases",
+            "12",
+            "--seed",
+            "3",
+        ])
+        .current_dir(crate::util::root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("12 sessions"), "{stdout}");
+    assert!(stdout.contains("every property held"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, r#"{"version": "1", "defualt": "deny"}"#).unwrap();
+    let out = tollgate()
+        .args(["fuzz", "--policy", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid policy"));
+}

@@ -26,6 +26,8 @@ enum Command {
     // Subcommands are listed here, one line each.
     /// The demo: a runaway agent replayed live through a real gateway in front of the mock EKS server.
     Demo(cmd::demo::Args),
+    /// Fuzz a policy: generated sessions through the gateway and the mock, checked against a model.
+    Fuzz(cmd::fuzz::Args),
     /// Run scenarios in virtual time; check expectations and transcript snapshots.
     Test(cmd::test::Args),
     /// Replay a gateway recording under another policy; report every decision that changes.
@@ -54,6 +56,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         // One arm per subcommand.
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Fuzz(args) => cmd::fuzz::run(args),
         Command::Test(args) => cmd::test::run(args),
         Command::Replay(args) => cmd::replay::run(args),
         Command::Scenario(args) => cmd::scenario::run(args),

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod check;
 pub mod demo;
 pub mod explain;
+pub mod fuzz;
 pub mod gateway;
 mod known;
 pub mod mock_eks;

@@ -770,17 +770,13 @@ impl SessionCore {
             };
         };
         let engine = self.gateway.engine();
-        let catalog_tool = tollgate_catalog::Catalog::embedded().get(&name);
-        let class = catalog_tool.map(|t| policy_class(t.class_for(&arguments)));
+        let meta = meta_of(&name, &arguments, &info);
         let call = Call {
             tool: name.clone(),
             arguments,
             grant: self.grant.clone(),
             session: self.session.clone(),
-            meta: ToolMeta {
-                class,
-                annotations: info.annotations.iter().copied().collect(),
-            },
+            meta,
         };
         let decision = engine.decide(&call, now);
         self.gateway.metrics.observe_decision(&name, &decision);
@@ -1642,6 +1638,29 @@ fn is_internal(v: &Value) -> bool {
     v.get("id")
         .and_then(Value::as_str)
         .is_some_and(|s| s.starts_with("tollgate-internal-"))
+}
+
+/// What the policy engine knows of a call's tool: its class for these arguments (from the
+/// catalogue) and the annotations the upstream advertised.
+fn meta_of(name: &str, arguments: &Value, info: &ToolInfo) -> ToolMeta {
+    let class = tollgate_catalog::Catalog::embedded()
+        .get(name)
+        .map(|t| policy_class(t.class_for(arguments)));
+    ToolMeta {
+        class,
+        annotations: info.annotations.iter().copied().collect(),
+    }
+}
+
+/// The [`ToolMeta`] the gateway gives the engine for a call of the tool `listed` (one entry of
+/// an upstream's `tools/list` answer) with `arguments`: for tools that check a policy the way
+/// the gateway does (the fuzzer's reference model).
+pub fn call_meta(listed: &Value, arguments: &Value) -> ToolMeta {
+    let name = listed
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    meta_of(name, arguments, &tool_info(listed))
 }
 
 fn tool_info(t: &Value) -> ToolInfo {

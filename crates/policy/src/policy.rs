@@ -262,6 +262,27 @@ impl Policy {
         longest
     }
 
+    /// Every limit window the policy names, shortest first, without repeats (for fuzzing
+    /// timings at the edges of the windows).
+    pub fn windows(&self) -> Vec<std::time::Duration> {
+        let mut all: Vec<std::time::Duration> = std::iter::once(&self.default)
+            .chain(self.rules.iter().map(|r| &r.body))
+            .flat_map(|b| {
+                let own = b.limits.iter().map(|l| l.window);
+                let cases = b.when.iter().flat_map(|w| {
+                    w.cases
+                        .values()
+                        .chain(w.otherwise.iter())
+                        .flat_map(|c| c.limits.iter().map(|l| l.window))
+                });
+                own.chain(cases).collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Whether `tool` is refused whatever its arguments (a deny rule with no branch, or the
     /// default deny): what `hide_from_list` hides.
     pub fn always_denies(&self, tool: &str, meta: &ToolMeta) -> bool {

@@ -24,6 +24,7 @@
 //! is refused at once, as by a gateway without `--admin-tokens`.
 
 pub mod format;
+pub mod fuzz;
 pub mod recording;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};

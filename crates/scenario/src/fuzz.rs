@@ -1,0 +1,631 @@
+//! Policy fuzzing (`tollgate fuzz`): proptest, used as a library, generates agent sessions from
+//! the policy and the catalogue; each runs through the gateway's session core and the
+//! in-process mock in virtual time, and a reference model checks what came out:
+//!
+//! - limits are strict and exact: a brute-force count of the admitted calls of every counter
+//!   key over its window (no over-admission, no false refusal);
+//! - nothing refused reaches the upstream (the mock's journal grows by exactly the allowed
+//!   calls);
+//! - `default` decides every tool no rule names;
+//! - every refusal's text names the tool, the rule and the reason;
+//! - determinism: the same session run twice gives the same answers.
+//!
+//! A failing session is shrunk by proptest to a minimal one and returned as a scenario file
+//! that replays it. Time is the session's own: nothing here reads a clock except the optional
+//! time budget.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use serde_json::{Value, json};
+use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore, call_meta};
+use tollgate_mock_eks::world::Flags;
+use tollgate_mock_eks::{MockConfig, MockEks};
+use tollgate_policy::{Action, Call, CounterStore, Engine, Policy};
+
+/// How to fuzz.
+#[derive(Debug, Clone)]
+pub struct FuzzOptions {
+    pub cases: u32,
+    pub seed: u64,
+    /// Stop generating new cases after this long (shrinking a failure still finishes).
+    pub time_budget: Option<Duration>,
+    /// The longest session, in calls.
+    pub max_calls: usize,
+}
+
+impl Default for FuzzOptions {
+    fn default() -> Self {
+        FuzzOptions {
+            cases: 256,
+            seed: 0,
+            time_budget: None,
+            max_calls: 50,
+        }
+    }
+}
+
+/// One generated call: indexes into the tool pool and the agents, a gap before it, and the
+/// seed its arguments are drawn from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenCall {
+    pub tool: usize,
+    pub agent: usize,
+    pub gap: usize,
+    pub args: u64,
+}
+
+/// What a fuzzing run found.
+#[derive(Debug, Default)]
+pub struct FuzzReport {
+    pub cases: u64,
+    pub calls: u64,
+    /// Decision name → calls.
+    pub decisions: BTreeMap<String, u64>,
+    /// The policy's selectors (and `default`) that decided at least one call.
+    pub fired: BTreeSet<String>,
+    /// The policy's selectors (and `default`) that never decided a call.
+    pub never_fired: Vec<String>,
+    pub violation: Option<Violation>,
+    /// Cases not run because the time budget ran out.
+    pub skipped: u64,
+}
+
+/// A broken property, with the minimal session that shows it.
+#[derive(Debug)]
+pub struct Violation {
+    pub message: String,
+    pub calls: usize,
+    /// A scenario file replaying the minimal session.
+    pub scenario: String,
+}
+
+/// The agents of every session: three grants with two sessions each.
+const AGENTS: [(&str, &str); 6] = [
+    ("ci-bot", "ci-bot-1"),
+    ("ci-bot", "ci-bot-2"),
+    ("analyst", "analyst-1"),
+    ("analyst", "analyst-2"),
+    ("ops", "ops-1"),
+    ("ops", "ops-2"),
+];
+
+/// What the sessions are drawn from.
+struct Pool {
+    tools: Vec<String>,
+    gaps: Vec<Duration>,
+    /// The mock's tool set: the pool's tools that the catalogue has (near misses are not
+    /// offered, so they meet the gateway's unknown-tool refusal).
+    spec: String,
+    /// Indexes of the tools the policy names exactly: drawn more often, so that sessions
+    /// reach the policy's limits.
+    focus: Vec<usize>,
+}
+
+fn pool(policy: &Policy) -> Pool {
+    let catalog = tollgate_catalog::Catalog::embedded();
+    let mut tools = BTreeSet::new();
+    for selector in policy.doc.tools.keys() {
+        if selector.contains(':') {
+            continue;
+        }
+        if selector.contains(['*', '?', '[']) {
+            // The edges of a pattern: tools it matches, and the pattern's text itself.
+            let glob = globset::Glob::new(selector).map(|g| g.compile_matcher());
+            if let Ok(m) = glob {
+                for t in catalog
+                    .tools()
+                    .iter()
+                    .filter(|t| m.is_match(&t.name))
+                    .take(3)
+                {
+                    tools.insert(t.name.clone());
+                }
+            }
+            tools.insert(selector.replace(['*', '?'], ""));
+            continue;
+        }
+        tools.insert(selector.clone());
+        // Near misses: case, a look-alike letter, a trailing space.
+        tools.insert(selector.to_lowercase());
+        tools.insert(selector.to_uppercase());
+        tools.insert(selector.replacen('a', "\u{430}", 1));
+        tools.insert(format!("{selector} "));
+    }
+    // Tools no rule names, for `default`: the real server's and a few generated ones.
+    for t in catalog.tools().iter().step_by(97).take(8) {
+        tools.insert(t.name.clone());
+    }
+    for name in ["list_k8s_resources", "manage_k8s_resource", "GetAHOBatch"] {
+        tools.insert(name.to_owned());
+    }
+    let mut gaps = vec![
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Duration::from_millis(500),
+    ];
+    for w in policy.windows() {
+        let ms = Duration::from_millis(1);
+        gaps.extend([w.saturating_sub(ms), w, w + ms, w / 10]);
+    }
+    let spec = tools
+        .iter()
+        .filter(|t| catalog.get(t).is_some())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    let tools: Vec<String> = tools.into_iter().collect();
+    let mut focus: Vec<usize> = tools
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| policy.doc.tools.contains_key(*t))
+        .map(|(i, _)| i)
+        .collect();
+    if focus.is_empty() {
+        focus = (0..tools.len()).collect();
+    }
+    Pool {
+        tools,
+        gaps,
+        spec,
+        focus,
+    }
+}
+
+/// Arguments for `tool` drawn from `seed`: its schema's required properties (and sometimes the
+/// optional ones) with boundary values, enum members and one value outside the enum.
+fn arguments(tool: &str, seed: u64) -> Value {
+    let Some(t) = tollgate_catalog::Catalog::embedded().get(tool) else {
+        return json!({});
+    };
+    let schema = &t.input_schema;
+    let required: BTreeSet<&str> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut out = serde_json::Map::new();
+    let mut bits = seed;
+    let mut next = |n: u64| {
+        let v = bits % n.max(1);
+        bits = (bits / n.max(1)) ^ bits.rotate_left(17);
+        v
+    };
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, p) in props {
+            if !required.contains(name.as_str()) && next(3) != 0 {
+                continue;
+            }
+            let value = if let Some(e) = p["enum"].as_array() {
+                let k = next(e.len() as u64 + 1) as usize;
+                e.get(k).cloned().unwrap_or_else(|| json!("not-a-member"))
+            } else {
+                match p["type"].as_str() {
+                    Some("integer") | Some("number") => {
+                        [json!(0), json!(1), json!(-1), json!(1000)][next(4) as usize].clone()
+                    }
+                    Some("boolean") => json!(next(2) == 0),
+                    Some("array") => json!([]),
+                    Some("object") => json!({}),
+                    _ => [
+                        json!(""),
+                        json!("prod-eks"),
+                        json!("kube-system"),
+                        json!("rb-0001"),
+                        json!("x".repeat(300)),
+                    ][next(5) as usize]
+                        .clone(),
+                }
+            };
+            out.insert(name.clone(), value);
+        }
+    }
+    Value::Object(out)
+}
+
+/// One session through the core and the mock.
+struct Rig {
+    gateway: Arc<Gateway>,
+    mock: MockEks,
+    cores: Vec<SessionCore>,
+    /// The upstream's `tools/list` entries by name.
+    listed: HashMap<String, Value>,
+}
+
+impl Rig {
+    fn new(policy: &Arc<Policy>, store: Arc<dyn CounterStore>, spec: &str) -> Result<Rig, String> {
+        let engine = Engine::new(Arc::clone(policy), store);
+        let gateway = Gateway::new(engine, None, GatewayOptions::default());
+        let mock = MockEks::new(MockConfig {
+            tools: spec.to_owned(),
+            flags: Flags {
+                allow_write: true,
+                allow_sensitive_data_access: true,
+            },
+            ..MockConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let cores = AGENTS
+            .iter()
+            .map(|(grant, session)| gateway.session(grant, session))
+            .collect();
+        let mut rig = Rig {
+            gateway,
+            mock,
+            cores,
+            listed: HashMap::new(),
+        };
+        for i in 0..AGENTS.len() {
+            rig.send(i, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}}), Duration::ZERO);
+            rig.send(
+                i,
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                Duration::ZERO,
+            );
+            if i > 0 {
+                continue;
+            }
+            let answers = rig.send(
+                i,
+                json!({"jsonrpc": "2.0", "id": "list", "method": "tools/list"}),
+                Duration::ZERO,
+            );
+            for a in answers {
+                for t in a["result"]["tools"].as_array().into_iter().flatten() {
+                    if let Some(name) = t["name"].as_str() {
+                        rig.listed.insert(name.to_owned(), t.clone());
+                    }
+                }
+            }
+        }
+        Ok(rig)
+    }
+
+    fn send(&mut self, agent: usize, msg: Value, now: Duration) -> Vec<Value> {
+        let session = AGENTS[agent].1;
+        let mut outs = self.cores[agent].from_client_value(msg, now);
+        let mut to_client = Vec::new();
+        for _ in 0..10_000 {
+            if outs.is_empty() {
+                break;
+            }
+            match outs.remove(0) {
+                Out::Client(v) => to_client.push(v),
+                Out::Upstream(v) => {
+                    let h = self.mock.handle_value(session, v, now);
+                    if let Some(r) = h.response {
+                        outs.extend(self.cores[agent].from_upstream_value(r, now));
+                    }
+                }
+            }
+        }
+        to_client
+    }
+
+    fn journal_calls(&self) -> Vec<(String, Value)> {
+        self.mock
+            .journal()
+            .iter()
+            .filter(|e| e.method == "tools/call")
+            .map(|e| {
+                (
+                    e.tool.clone().unwrap_or_default(),
+                    e.id.clone().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What one call came to, for the report.
+#[derive(Debug, Default)]
+struct CaseStats {
+    decisions: Vec<String>,
+    fired: Vec<String>,
+}
+
+/// The timed calls of a session.
+fn timeline(pool: &Pool, session: &[GenCall]) -> Vec<(Duration, usize, String, Value)> {
+    let mut now = Duration::ZERO;
+    session
+        .iter()
+        .map(|c| {
+            now += pool.gaps[c.gap % pool.gaps.len()];
+            let tool = pool.tools[c.tool % pool.tools.len()].clone();
+            let args = arguments(&tool, c.args);
+            (now, c.agent % AGENTS.len(), tool, args)
+        })
+        .collect()
+}
+
+/// Runs one session and checks every property; `Err` names the first broken one.
+fn check_session(
+    policy: &Arc<Policy>,
+    store: &dyn Fn() -> Arc<dyn CounterStore>,
+    pool: &Pool,
+    session: &[GenCall],
+) -> Result<(CaseStats, Vec<Value>), String> {
+    let mut rig = Rig::new(policy, store(), &pool.spec)?;
+    let mut stats = CaseStats::default();
+    let mut answers = Vec::new();
+    // The reference model: admitted instants per counter key.
+    let mut admitted: HashMap<(String, String), Vec<Duration>> = HashMap::new();
+    let mut allowed = 0usize;
+    for (i, (now, agent, tool, args)) in timeline(pool, session).into_iter().enumerate() {
+        let id = json!(i + 1);
+        let (grant, session_id) = AGENTS[agent];
+        let predicted = rig.listed.get(&tool).map(|listed| {
+            let call = Call {
+                tool: tool.clone(),
+                arguments: args.clone(),
+                grant: grant.to_owned(),
+                session: session_id.to_owned(),
+                meta: call_meta(listed, &args),
+            };
+            rig.gateway.engine().explain(&call, now)
+        });
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+        let got = rig.send(agent, msg, now);
+        let answer = got
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .ok_or_else(|| format!("call {} to `{tool}` at {now:?} got no answer", i + 1))?;
+        let (decision, _, message) = crate::describe(&answer);
+        let detail = &answer["result"]["structuredContent"]["tollgate"];
+        let at = format!(
+            "call {} (`{tool}` by {grant}/{session_id} at {now:?})",
+            i + 1
+        );
+        stats.decisions.push(decision.clone());
+        // Nothing refused reaches the upstream; everything allowed does, once.
+        if decision == "allow" {
+            allowed += 1;
+        }
+        let journal = rig.journal_calls();
+        if journal.len() != allowed {
+            return Err(format!(
+                "{at}: the upstream received {} calls but {allowed} were allowed (decision {decision})",
+                journal.len()
+            ));
+        }
+        if decision == "allow" && journal.last().map(|(t, _)| t.as_str()) != Some(tool.as_str()) {
+            return Err(format!(
+                "{at}: allowed, but the upstream's last call is {:?}",
+                journal.last()
+            ));
+        }
+        let Some(expl) = predicted else {
+            // Not a tool the upstream offers: refused as unknown, before any policy.
+            if decision != "unknown_tool" {
+                return Err(format!(
+                    "{at}: the upstream does not offer it, yet it was {decision}"
+                ));
+            }
+            continue;
+        };
+        let rule = expl.decision.rule.selector.to_string();
+        stats.fired.push(rule.clone());
+        // `default` decides every tool no rule names.
+        if expl.candidates.is_empty() {
+            if detail.is_object() && detail["rule"]["pointer"] != "/default" {
+                return Err(format!(
+                    "{at}: no rule names it, yet it was decided by {}",
+                    detail["rule"]["pointer"]
+                ));
+            }
+            if policy.doc.default == Action::Deny && decision == "allow" {
+                return Err(format!(
+                    "{at}: no rule names it and the default is deny, yet it was allowed"
+                ));
+            }
+        }
+        // Every refusal names the tool, the rule and the reason.
+        if decision != "allow" {
+            let text = message.unwrap_or_default();
+            let selector = detail["rule"]["selector"].as_str().unwrap_or_default();
+            if !text.contains(&format!("`{tool}`")) || !text.contains(selector) {
+                return Err(format!(
+                    "{at}: the refusal does not name the tool and the rule `{selector}`: {text}"
+                ));
+            }
+            if let Some(reason) = detail["reason"].as_str()
+                && !text.contains(reason)
+            {
+                return Err(format!(
+                    "{at}: the refusal does not give the reason `{reason}`: {text}"
+                ));
+            }
+        }
+        // Limits: strict (no over-admission) and exact (no false refusal), against a
+        // brute-force count over every key the call is measured against.
+        let limited = matches!(decision.as_str(), "allow" | "rate_limited");
+        if limited && !expl.decision.limits.is_empty() {
+            let full: Vec<String> = expl
+                .decision
+                .limits
+                .iter()
+                .filter(|l| {
+                    let times = admitted
+                        .get(&(l.counter.to_string(), l.key.to_string()))
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    times.iter().filter(|t| **t + l.window > now).count() >= l.max as usize
+                })
+                .map(|l| {
+                    format!(
+                        "`{}` for `{}` ({} per {:?})",
+                        l.counter, l.key, l.max, l.window
+                    )
+                })
+                .collect();
+            match decision.as_str() {
+                "allow" if !full.is_empty() => {
+                    return Err(format!(
+                        "{at}: over-admission: allowed although {} already admitted its max in the window",
+                        full.join(", ")
+                    ));
+                }
+                "rate_limited" if full.is_empty() => {
+                    return Err(format!(
+                        "{at}: false refusal: rate limited although no counter was full"
+                    ));
+                }
+                _ => {}
+            }
+            if decision == "allow" {
+                for l in &expl.decision.limits {
+                    admitted
+                        .entry((l.counter.to_string(), l.key.to_string()))
+                        .or_default()
+                        .push(now);
+                }
+            }
+        }
+        answers.push(answer);
+    }
+    Ok((stats, answers))
+}
+
+/// A scenario file that replays `session` (the model's expectations are in the message).
+fn scenario_of(policy_path: &Path, pool: &Pool, session: &[GenCall], message: &str) -> String {
+    let mut out = String::new();
+    out.push_str("name: fuzz-violation\n");
+    out.push_str(&format!(
+        "description: >\n  Found by `tollgate fuzz` and shrunk to {} calls: {}\n",
+        session.len(),
+        message.replace('\n', " ")
+    ));
+    out.push_str(&format!(
+        "policy: {}\n",
+        serde_json::to_string(&policy_path.display().to_string()).unwrap_or_default()
+    ));
+    out.push_str(&format!(
+        "upstream: {{tools: {}, allow_write: true, allow_sensitive_data_access: true}}\n",
+        serde_json::to_string(&pool.spec).unwrap_or_default()
+    ));
+    out.push_str("agents:\n");
+    for (grant, session) in AGENTS {
+        out.push_str(&format!("  {session}: {{grant: {grant}}}\n"));
+    }
+    out.push_str("steps:\n");
+    for (now, agent, tool, args) in timeline(pool, session) {
+        out.push_str(&format!(
+            "  - {{at: {}ms, agent: {}, call: {}, args: {}}}\n",
+            now.as_millis(),
+            AGENTS[agent].1,
+            serde_json::to_string(&tool).unwrap_or_default(),
+            args
+        ));
+    }
+    out
+}
+
+/// Fuzzes `policy` (loaded from `policy_path`) with counter stores made by `store`.
+pub fn fuzz(
+    policy_path: &Path,
+    policy: Arc<Policy>,
+    store: &dyn Fn() -> Arc<dyn CounterStore>,
+    options: &FuzzOptions,
+    progress: impl FnMut(u64),
+) -> FuzzReport {
+    let pool = pool(&policy);
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&options.seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: options.cases,
+            failure_persistence: None,
+            max_shrink_iters: 2048,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+    );
+    let (tools, agents, gaps) = (pool.tools.len(), AGENTS.len(), pool.gaps.len());
+    // Biased towards what finds bugs: the tools the policy names, one busy agent, bursts.
+    let focus = pool.focus.clone();
+    let tool = prop_oneof![
+        3 => (0..focus.len()).prop_map(move |i| focus[i]),
+        2 => 0..tools,
+    ];
+    let agent = prop_oneof![2 => Just(0usize), 1 => 0..agents];
+    let gap = prop_oneof![2 => 0..2usize, 1 => 0..gaps];
+    let strategy = prop::collection::vec(
+        (tool, agent, gap, any::<u64>()).prop_map(|(tool, agent, gap, args)| GenCall {
+            tool,
+            agent,
+            gap,
+            args,
+        }),
+        1..=options.max_calls.max(1),
+    );
+    let progress = RefCell::new(progress);
+    let report = RefCell::new(FuzzReport::default());
+    let shrinking = RefCell::new(false);
+    let started = Instant::now();
+    let result = runner.run(&strategy, |session| {
+        let counting = !*shrinking.borrow();
+        if counting
+            && let Some(budget) = options.time_budget
+            && started.elapsed() > budget
+        {
+            report.borrow_mut().skipped += 1;
+            return Ok(());
+        }
+        let first = check_session(&policy, store, &pool, &session);
+        let outcome = match first {
+            Ok((stats, answers)) => {
+                // Determinism: the same session again gives the same answers.
+                match check_session(&policy, store, &pool, &session) {
+                    Ok((_, again)) if again == answers => Ok(stats),
+                    Ok(_) => {
+                        Err("the same session gave different answers the second time".to_owned())
+                    }
+                    Err(e) => Err(format!("the second run of the same session: {e}")),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(stats) => {
+                if counting {
+                    let mut r = report.borrow_mut();
+                    r.cases += 1;
+                    r.calls += session.len() as u64;
+                    for d in stats.decisions {
+                        *r.decisions.entry(d).or_default() += 1;
+                    }
+                    r.fired.extend(stats.fired);
+                    (progress.borrow_mut())(r.cases);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                *shrinking.borrow_mut() = true;
+                Err(TestCaseError::fail(e))
+            }
+        }
+    });
+    let mut report = report.into_inner();
+    if let Err(TestError::Fail(reason, minimal)) = result {
+        let message = reason.message().to_owned();
+        report.violation = Some(Violation {
+            calls: minimal.len(),
+            scenario: scenario_of(policy_path, &pool, &minimal, &message),
+            message,
+        });
+    }
+    let mut selectors: Vec<String> = policy.doc.tools.keys().cloned().collect();
+    selectors.push("default".into());
+    report.never_fired = selectors
+        .into_iter()
+        .filter(|s| !report.fired.contains(s))
+        .collect();
+    report
+}

@@ -1,0 +1,127 @@
+//! The fuzzer checks real properties: it passes a correct gateway, and it finds, shrinks and
+//! saves a broken one (a counter store that over-admits, injected as a test seam).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tollgate_policy::limiter::{Acquire, CounterKey, LimitSpec};
+use tollgate_policy::{CounterStore, MemoryStore, Policy};
+use tollgate_scenario::fuzz::{FuzzOptions, fuzz};
+
+fn seed_policy() -> (PathBuf, Arc<Policy>) {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/policies/seed.json"
+    ));
+    let policy = Policy::load(&path).unwrap_or_else(|d| panic!("{}", d.render_plain()));
+    (path, Arc::new(policy))
+}
+
+fn memory() -> Arc<dyn CounterStore> {
+    Arc::new(MemoryStore::new())
+}
+
+/// A store that admits what it should refuse: the bug the fuzzer must catch.
+#[derive(Debug, Default)]
+struct OverAdmitting(MemoryStore);
+
+impl CounterStore for OverAdmitting {
+    fn acquire(
+        &self,
+        limits: &[(CounterKey, LimitSpec)],
+        now: std::time::Duration,
+        dry_run: bool,
+    ) -> Acquire {
+        match self.0.acquire(limits, now, dry_run) {
+            Acquire::Refused { states, .. } => Acquire::Admitted { states },
+            other => other,
+        }
+    }
+}
+
+/// On the seed policy the gateway keeps every property over many generated sessions, and the
+/// summary covers the policy's rules (its one rule and `default` both decide calls).
+#[test]
+fn the_seed_policy_keeps_every_property() {
+    let (path, policy) = seed_policy();
+    let options = FuzzOptions {
+        cases: 48,
+        seed: 7,
+        ..FuzzOptions::default()
+    };
+    let report = fuzz(&path, policy, &memory, &options, |_| {});
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    assert_eq!(report.cases, 48);
+    assert!(report.calls >= 48);
+    assert!(report.fired.contains("CancelAHORunBatch"), "{report:?}");
+    assert!(report.fired.contains("default"), "{report:?}");
+    assert!(report.decisions.contains_key("deny"), "{report:?}");
+    assert!(
+        report.decisions.contains_key("unknown_tool"),
+        "near misses are generated: {report:?}"
+    );
+}
+
+/// An over-admitting store breaks strictness: the fuzzer finds it, shrinks the session to the
+/// eleven calls that show it (ten admitted, one too many), and returns a scenario file that
+/// loads.
+#[test]
+fn an_over_admitting_store_is_found_shrunk_and_saved() {
+    let (path, policy) = seed_policy();
+    let store = || -> Arc<dyn CounterStore> { Arc::new(OverAdmitting::default()) };
+    let options = FuzzOptions {
+        cases: 200,
+        seed: 1,
+        ..FuzzOptions::default()
+    };
+    let report = fuzz(&path, policy, &store, &options, |_| {});
+    let v = report
+        .violation
+        .expect("the fuzzer must find the over-admission");
+    assert!(v.message.contains("over-admission"), "{}", v.message);
+    assert_eq!(
+        v.calls, 11,
+        "shrunk to the minimal session:\n{}",
+        v.scenario
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fuzz-violation.yaml");
+    std::fs::write(&file, &v.scenario).unwrap();
+    let loaded = tollgate_scenario::load(&file).unwrap_or_else(|e| panic!("{e}\n{}", v.scenario));
+    assert_eq!(loaded.scenario.steps.len(), 11);
+    // Replayed with the real store, the saved session is decided correctly: 10 admitted.
+    let outcome = tollgate_scenario::run(loaded);
+    assert_eq!(
+        outcome
+            .transcript
+            .matches("CancelAHORunBatch -> allow")
+            .count(),
+        10,
+        "{}",
+        outcome.transcript
+    );
+}
+
+/// The same seed gives the same run.
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let (path, policy) = seed_policy();
+    let options = FuzzOptions {
+        cases: 16,
+        seed: 42,
+        ..FuzzOptions::default()
+    };
+    let a = fuzz(&path, Arc::clone(&policy), &memory, &options, |_| {});
+    let b = fuzz(&path, policy, &memory, &options, |_| {});
+    assert_eq!(
+        (a.cases, a.calls, &a.decisions, &a.fired),
+        (b.cases, b.calls, &b.decisions, &b.fired)
+    );
+}
