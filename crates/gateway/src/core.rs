@@ -519,10 +519,7 @@ impl SessionCore {
         if !tollgate_mcp::reparses_identically(&value, self.gateway.options.limits) {
             return self.from_client(value.to_string().as_bytes(), now);
         }
-        if self.gateway.recorder.is_some() {
-            self.gateway
-                .record(now, &self.session, &self.grant, "client", value.clone());
-        }
+        self.value_in("client", &value, now);
         let outs = self.handle_incoming(tollgate_mcp::incoming(value), now);
         self.record_out(&outs, now);
         outs
@@ -534,13 +531,20 @@ impl SessionCore {
         if !tollgate_mcp::reparses_identically(&value, self.gateway.options.limits) {
             return self.from_upstream(value.to_string().as_bytes(), now);
         }
-        if self.gateway.recorder.is_some() {
-            self.gateway
-                .record(now, &self.session, &self.grant, "upstream", value.clone());
-        }
+        self.value_in("upstream", &value, now);
         let outs = self.upstream_value(value, now);
         self.record_out(&outs, now);
         outs
+    }
+
+    /// What the byte paths do on entry, for a message given as a value: the instant (for
+    /// records written when the session is dropped) and the recording.
+    fn value_in(&mut self, dir: &str, value: &Value, now: Duration) {
+        self.last_now = self.last_now.max(now);
+        if self.gateway.recorder.is_some() {
+            self.gateway
+                .record(now, &self.session, &self.grant, dir, value.clone());
+        }
     }
 
     fn record_in(&self, dir: &str, bytes: &[u8], now: Duration) {

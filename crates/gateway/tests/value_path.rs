@@ -17,13 +17,20 @@ use tollgate_policy::{Engine, MemoryStore, Policy};
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
   "GetAHOBatch": {"limits": [{"counter": "r", "window": "minute", "max": 3}]},
   "CancelAHORunBatch": {"action": "deny", "reason": "not in CI"},
-  "list_k8s_resources": {"action": "allow"}}}"#;
+  "list_k8s_resources": {"action": "allow"},
+  "add_inline_policy": {"action": "require_approval"}}}"#;
 
 fn rig(audit: &std::path::Path) -> (SessionCore, MockEks) {
     let policy = Policy::parse("policy.json", POLICY).unwrap_or_else(|d| panic!("{d}"));
     let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
     let audit = AuditLog::open(audit, false).unwrap();
-    let gateway = Gateway::new(engine, Some(audit), GatewayOptions::default());
+    // With an approval channel, so a call is held, and withdrawn (audited at the session's
+    // last instant) when the session is dropped at the end of the run.
+    let options = GatewayOptions {
+        approvals: true,
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::new(engine, Some(audit), options);
     let mock = MockEks::new(MockConfig {
         flags: Flags {
             allow_write: true,
@@ -94,6 +101,12 @@ fn the_value_path_answers_journals_and_audits_exactly_as_the_text_path() {
         ]),
         json!({"jsonrpc": "1.0", "id": 10, "method": "ping"}),
         json!([]),
+        call(
+            11,
+            "add_inline_policy",
+            json!({"role_name": "ops", "policy_name": "p", "permissions": {}}),
+        ),
+        json!({"jsonrpc": "2.0", "id": 12, "method": "ping"}),
     ];
     let dir = tempfile::tempdir().unwrap();
     let (text_answers, text_journal) = run(&messages, false, &dir.path().join("text.jsonl"));
@@ -108,4 +121,5 @@ fn the_value_path_answers_journals_and_audits_exactly_as_the_text_path() {
     for needle in ["rate_limited", "\"deny\"", "rb-0001", "unknown_tool"] {
         assert!(all.contains(needle), "{needle} in {all}");
     }
+    assert!(text_log.contains("\"verdict\":\"withdrawn\""), "{text_log}");
 }
