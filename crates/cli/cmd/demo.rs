@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tollgate_mock_eks::transport::{HttpOptions, Shared, serve_http};
 use tollgate_mock_eks::world::Flags;
 use tollgate_mock_eks::{MockConfig, MockEks};
-use tollgate_scenario::format::Scenario;
+use tollgate_scenario::TimedCall;
 
 const SEED_POLICY: &str = include_str!("../../../examples/policies/seed.json");
 const SCENARIO: &str = include_str!("../../../scenarios/runaway-burst.yaml");
@@ -38,15 +38,6 @@ pub struct Args {
     /// temporary folder removed at the end.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
-}
-
-/// One call of the replay, at its scenario time.
-#[derive(Debug)]
-struct Scheduled {
-    at: Duration,
-    agent: String,
-    tool: String,
-    args: Value,
 }
 
 /// A child process stopped (SIGKILL) when dropped, unless it already exited.
@@ -99,7 +90,8 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
         &SCENARIO.replace("../examples/policies/seed.json", "seed.json"),
     )?;
     let loaded = tollgate_scenario::load(&scenario_file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let schedule = schedule(&loaded.scenario)?;
+    let schedule = tollgate_scenario::plain_calls(&loaded.scenario)
+        .map_err(|e| anyhow::anyhow!("the demo scenario: {e}"))?;
     let agents: BTreeMap<String, String> = loaded
         .scenario
         .agents
@@ -310,11 +302,9 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
         tollgate_scenario::load(&scenario_file).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let virtual_decisions: Vec<String> = virtual_run
-        .transcript
-        .lines()
-        .filter(|l| l.starts_with('+'))
-        .filter_map(|l| l.split(" -> ").nth(1))
-        .map(|rest| rest.split(' ').next().unwrap_or_default().to_owned())
+        .decisions
+        .iter()
+        .map(|d| d.decision.clone())
         .collect();
     // Compared per instant: which of several simultaneous calls is admitted is not defined.
     let mut differ = Vec::new();
@@ -389,41 +379,8 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The scenario's calls in time order (calls at the same instant keep the file's order), as
-/// the virtual-time runner orders them.
-fn schedule(scenario: &Scenario) -> anyhow::Result<Vec<Scheduled>> {
-    let mut calls = Vec::new();
-    let mut cursor = Duration::ZERO;
-    for step in &scenario.steps {
-        if let Some(d) = step.advance {
-            cursor += d;
-            continue;
-        }
-        let (Some(agent), Some(tool)) = (&step.agent, &step.call) else {
-            bail!("the demo scenario has a step that is neither a call nor an advance");
-        };
-        if step.raw.is_some() {
-            bail!("the demo replays calls, not raw messages");
-        }
-        let start = step.at.unwrap_or(cursor);
-        let every = step.every.unwrap_or(Duration::ZERO);
-        for k in 0..step.repeat.unwrap_or(1) {
-            let at = start + every * k;
-            calls.push(Scheduled {
-                at,
-                agent: agent.clone(),
-                tool: tool.clone(),
-                args: step.args.clone().unwrap_or_else(|| json!({})),
-            });
-            cursor = cursor.max(at);
-        }
-    }
-    calls.sort_by_key(|c| c.at);
-    Ok(calls)
-}
-
 /// The index ranges of calls due at the same instant.
-fn groups(schedule: &[Scheduled]) -> Vec<std::ops::Range<usize>> {
+fn groups(schedule: &[TimedCall]) -> Vec<std::ops::Range<usize>> {
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, call) in schedule.iter().enumerate() {
         match out.last_mut() {

@@ -246,6 +246,34 @@ fn call_actions(step: &format::Step, start: Duration, label: &str) -> Vec<(u32, 
         .collect()
 }
 
+/// One plain call of a scenario at its instant, for drivers outside the runner (`tollgate demo`).
+#[derive(Debug, Clone)]
+pub struct TimedCall {
+    pub at: Duration,
+    pub agent: String,
+    pub tool: String,
+    pub args: Value,
+}
+
+/// A scenario's calls in the order the runner makes them; `Err` names the first step that is
+/// not a plain call (a raw message, a batch, a reload, a fault switch, an approval).
+pub fn plain_calls(scenario: &Scenario) -> Result<Vec<TimedCall>, String> {
+    expand(scenario)
+        .into_iter()
+        .map(|a| match a.kind {
+            ActionKind::Call {
+                agent, tool, args, ..
+            } => Ok(TimedCall {
+                at: a.at,
+                agent,
+                tool,
+                args,
+            }),
+            _ => Err(format!("step {} is not a plain call", a.label)),
+        })
+        .collect()
+}
+
 /// Expands the steps into timed actions, ordered by (instant, step, repetition, member).
 fn expand(scenario: &Scenario) -> Vec<Action> {
     let mut keyed: Vec<((Duration, usize, u32, usize), Action)> = Vec::new();
