@@ -275,7 +275,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Arc::clone(&gateway),
             args.policy.clone(),
             clock,
-            file_hash(&args.policy),
+            // The text that was loaded, not a second read: a save between the two would
+            // otherwise count as seen and never be reloaded.
+            Some(policy_hash.clone()),
             reload_rx,
         ));
         match args.listen {
@@ -402,10 +404,11 @@ impl ReloadCause {
 /// (truncate, write, rename), and one save should be one reload.
 const WATCH_SETTLE: Duration = Duration::from_millis(150);
 
-fn file_hash(path: &std::path::Path) -> Option<Vec<u8>> {
+/// The SHA-256 of the file's bytes, in hex (the form the audit log's `policy_sha256` takes).
+fn file_hash(path: &std::path::Path) -> Option<String> {
     std::fs::read(path)
         .ok()
-        .map(|bytes| sha2::Sha256::digest(&bytes).to_vec())
+        .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
 /// Watches the policy's folder (so a save by rename is seen too) and reports changes of the
@@ -452,7 +455,7 @@ async fn reloads(
     gateway: Arc<Gateway>,
     path: PathBuf,
     clock: Clock,
-    mut last_seen: Option<Vec<u8>>,
+    mut last_seen: Option<String>,
     mut rx: mpsc::UnboundedReceiver<ReloadCause>,
 ) {
     while let Some(mut cause) = rx.recv().await {
