@@ -573,6 +573,43 @@ async fn http_round(
     })
 }
 
+/// `rounds` rounds of the direct path and the gateway path back to back, alternating which
+/// goes first so that a drift in the machine's load favours neither. `None` (the errors
+/// written to `out`) when a round failed.
+async fn alternating<D, DF, G, GF>(
+    rounds: u64,
+    mut direct: D,
+    mut through: G,
+    out: &mut impl Write,
+) -> anyhow::Result<Option<Vec<(Round, Round)>>>
+where
+    D: FnMut() -> DF,
+    DF: std::future::Future<Output = anyhow::Result<Round>>,
+    G: FnMut() -> GF,
+    GF: std::future::Future<Output = anyhow::Result<Round>>,
+{
+    let mut all = Vec::new();
+    for r in 0..rounds {
+        let (d, g) = if r % 2 == 0 {
+            let d = direct().await;
+            (d, through().await)
+        } else {
+            let g = through().await;
+            (direct().await, g)
+        };
+        match (d, g) {
+            (Ok(d), Ok(g)) => all.push((d, g)),
+            (d, g) => {
+                for e in [d.err(), g.err()].into_iter().flatten() {
+                    writeln!(out, "error: {e:#}")?;
+                }
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(all))
+}
+
 async fn http(
     args: &Args,
     exe: &Exes,
@@ -592,40 +629,18 @@ async fn http(
         mock_url.clone(),
     ]);
     let (gateway, gateway_url) = spawn_listening(&exe.gateway, &g)?;
-    let mut rounds = Vec::new();
-    for r in 0..args.rounds {
-        // Alternate which path goes first, so a drift in the machine's load favours neither.
-        let pair = if r % 2 == 0 {
-            let d = http_round(&mock_url, args.calls, args.clients, (None, mock.pid())).await;
-            let g = http_round(
-                &gateway_url,
-                args.calls,
-                args.clients,
-                (Some(gateway.pid()), mock.pid()),
-            )
-            .await;
-            (d, g)
-        } else {
-            let g = http_round(
-                &gateway_url,
-                args.calls,
-                args.clients,
-                (Some(gateway.pid()), mock.pid()),
-            )
-            .await;
-            let d = http_round(&mock_url, args.calls, args.clients, (None, mock.pid())).await;
-            (d, g)
-        };
-        match pair {
-            (Ok(d), Ok(g)) => rounds.push((d, g)),
-            (d, g) => {
-                for e in [d.err(), g.err()].into_iter().flatten() {
-                    writeln!(out, "error: {e:#}")?;
-                }
-                return Ok(false);
-            }
-        }
-    }
+    let direct = || http_round(&mock_url, args.calls, args.clients, (None, mock.pid()));
+    let through = || {
+        http_round(
+            &gateway_url,
+            args.calls,
+            args.clients,
+            (Some(gateway.pid()), mock.pid()),
+        )
+    };
+    let Some(rounds) = alternating(args.rounds, direct, through, out).await? else {
+        return Ok(false);
+    };
     report(
         out,
         "Streamable HTTP on loopback (JSON answers, keep-alive):",
@@ -787,31 +802,11 @@ async fn stdio(
         exe.mock.display().to_string(),
         "mock-eks".to_owned(),
     ]);
-    let mut rounds = Vec::new();
-    for r in 0..args.rounds {
-        let (d, g) = if r % 2 == 0 {
-            let d = stdio_round(&exe.mock, &direct, args.calls, args.clients, false).await;
-            (
-                d,
-                stdio_round(&exe.gateway, &through, args.calls, args.clients, true).await,
-            )
-        } else {
-            let g = stdio_round(&exe.gateway, &through, args.calls, args.clients, true).await;
-            (
-                stdio_round(&exe.mock, &direct, args.calls, args.clients, false).await,
-                g,
-            )
-        };
-        match (d, g) {
-            (Ok(d), Ok(g)) => rounds.push((d, g)),
-            (d, g) => {
-                for e in [d.err(), g.err()].into_iter().flatten() {
-                    writeln!(out, "error: {e:#}")?;
-                }
-                return Ok(false);
-            }
-        }
-    }
+    let direct_run = || stdio_round(&exe.mock, &direct, args.calls, args.clients, false);
+    let through_run = || stdio_round(&exe.gateway, &through, args.calls, args.clients, true);
+    let Some(rounds) = alternating(args.rounds, direct_run, through_run, out).await? else {
+        return Ok(false);
+    };
     report(
         out,
         "stdio (the mock a child process; behind the gateway, the gateway's child):",
