@@ -17,6 +17,7 @@
 //!   (`Unknown tool: NAME`), as the real server answers; bad params are -32602.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -96,11 +97,20 @@ struct Session {
     version: Option<ProtocolVersion>,
 }
 
+/// The tool set, built once and shared by every mock started afresh from it
+/// ([`MockEks::fresh`]): the selection, its index, and each tool's `tools/list` entry.
+#[derive(Debug)]
+struct ToolSet {
+    tools: Vec<CatalogTool>,
+    by_name: HashMap<String, usize>,
+    listed: Vec<Value>,
+}
+
 /// The mock server's state.
 #[derive(Debug)]
 pub struct MockEks {
-    tools: Vec<CatalogTool>,
-    by_name: HashMap<String, usize>,
+    tools: Arc<ToolSet>,
+    plan: FaultPlan,
     page_size: Option<usize>,
     flags: Flags,
     limits: Limits,
@@ -123,17 +133,41 @@ impl MockEks {
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
+        let listed = tools.iter().map(CatalogTool::to_mcp).collect();
         Ok(MockEks {
-            tools,
-            by_name,
+            tools: Arc::new(ToolSet {
+                tools,
+                by_name,
+                listed,
+            }),
             page_size: config.page_size.filter(|n| *n > 0),
             flags: config.flags,
             limits: config.limits,
             world: World::new(&config.fixture),
             sessions: HashMap::new(),
             journal: Vec::new(),
-            faults: Faults::new(config.faults),
+            faults: Faults::new(config.faults.clone()),
+            plan: config.faults,
         })
+    }
+
+    /// A mock with the same configuration as this one, started afresh: the fixture's world,
+    /// no sessions, an empty journal, the fault plan from its start. What is built once from
+    /// the configuration (the tool selection, its `tools/list` entries, the compiled argument
+    /// schemas) is shared, so this costs a fraction of [`MockEks::new`] (the fuzzer starts one
+    /// per generated session).
+    pub fn fresh(&self) -> MockEks {
+        MockEks {
+            tools: Arc::clone(&self.tools),
+            plan: self.plan.clone(),
+            page_size: self.page_size,
+            flags: self.flags,
+            limits: self.limits,
+            world: self.world.restarted(),
+            sessions: HashMap::new(),
+            journal: Vec::new(),
+            faults: Faults::new(self.plan.clone()),
+        }
     }
 
     /// Every request received so far.
@@ -143,7 +177,7 @@ impl MockEks {
 
     /// The tools this server exposes.
     pub fn tools(&self) -> &[CatalogTool] {
-        &self.tools
+        &self.tools.tools
     }
 
     pub fn world(&self) -> &World {
@@ -393,7 +427,7 @@ impl MockEks {
                 .strip_prefix("offset-")
                 .and_then(|n| n.parse::<usize>().ok())
             {
-                Some(n) if n <= self.tools.len() => n,
+                Some(n) if n <= self.tools.tools.len() => n,
                 _ => {
                     return error_response(
                         Some(id),
@@ -412,18 +446,18 @@ impl MockEks {
                 );
             }
         };
-        let end = self
-            .page_size
-            .map_or(self.tools.len(), |n| (start + n).min(self.tools.len()));
-        let page: Vec<Value> = self.tools[start..end]
-            .iter()
-            .map(CatalogTool::to_mcp)
-            .collect();
-        let mut result = json!({"tools": page});
-        if end < self.tools.len() {
-            result["nextCursor"] = json!(format!("offset-{end}"));
+        let all = self.tools.listed.len();
+        let end = self.page_size.map_or(all, |n| (start + n).min(all));
+        // Built by hand: `json!` would copy the page through a serializer.
+        let mut result = serde_json::Map::new();
+        result.insert(
+            "tools".into(),
+            Value::Array(self.tools.listed[start..end].to_vec()),
+        );
+        if end < all {
+            result.insert("nextCursor".into(), Value::String(format!("offset-{end}")));
         }
-        result_response(id, result)
+        result_response(id, Value::Object(result))
     }
 
     fn call_tool(
@@ -473,7 +507,8 @@ impl MockEks {
                 effect: f.effect.clone(),
             };
         }
-        let output = match self.by_name.get(name).and_then(|&i| self.tools.get(i)) {
+        let tools = &self.tools;
+        let output = match tools.by_name.get(name).and_then(|&i| tools.tools.get(i)) {
             Some(tool) => self.world.call(tool, arguments, &self.flags),
             None => crate::world::ToolOutput::error(format!("Unknown tool: {name}")),
         };
