@@ -669,11 +669,10 @@ impl SessionCore {
             Message::Request {
                 id,
                 method: "tools/call",
-                params,
+                ..
             } => {
                 let id = id.clone();
-                let params = params.cloned();
-                self.call(id, params, v, batch, now, out)
+                self.call(id, v, batch, now, out)
             }
             Message::Response { id, result } if self.is_elicit(id) => {
                 let (id, result) = (id.clone(), result.clone());
@@ -724,14 +723,13 @@ impl SessionCore {
     fn call(
         &mut self,
         id: Value,
-        params: Option<Value>,
-        original: Value,
+        mut original: Value,
         batch: Option<u64>,
         now: Duration,
         out: &mut Vec<Out>,
     ) -> Vec<Value> {
+        let params = original.get("params");
         let Some(name) = params
-            .as_ref()
             .and_then(|p| p.get("name"))
             .and_then(Value::as_str)
             .map(str::to_owned)
@@ -743,9 +741,8 @@ impl SessionCore {
                 None,
             )];
         };
-        let arguments = match params.as_ref().and_then(|p| p.get("arguments")) {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(a @ Value::Object(_)) => a.clone(),
+        match params.and_then(|p| p.get("arguments")) {
+            None | Some(Value::Null | Value::Object(_)) => {}
             Some(_) => {
                 return vec![error_response(
                     Some(&id),
@@ -754,14 +751,14 @@ impl SessionCore {
                     None,
                 )];
             }
-        };
+        }
         let Some(advertised) = &self.advertised else {
             // The upstream's tools are not known yet: hold the call and list them.
-            self.held.push(original);
             if self.listing.is_none() {
-                let meta = params.as_ref().and_then(|p| p.get("_meta")).cloned();
+                let meta = params.and_then(|p| p.get("_meta")).cloned();
                 out.push(Out::Upstream(self.start_listing(None, meta)));
             }
+            self.held.push(original);
             return Vec::new();
         };
         let Some(info) = advertised.get(&name).cloned() else {
@@ -772,6 +769,15 @@ impl SessionCore {
                 Ok(_) => vec![result_response(&id, refusal::gateway(&name, &self.grant, "unknown_tool", text))],
                 Err(e) => vec![self.audit_failure(&id, &name, &e)],
             };
+        };
+        // The arguments move into the call (no copy); the message keeps the rest and gets the
+        // validated arguments back when it is forwarded.
+        let arguments = match original
+            .get_mut("params")
+            .and_then(|p| p.get_mut("arguments"))
+        {
+            Some(a @ Value::Object(_)) => a.take(),
+            _ => Value::Object(Map::new()),
         };
         let engine = self.gateway.engine();
         let meta = meta_of(&name, &arguments, &info);
@@ -1404,9 +1410,9 @@ impl SessionCore {
 
     /// Records the tools a client-visible `tools/list` answer names (pages accumulate).
     fn absorb_listing(&mut self, v: &Value) {
-        let tools = v["result"]["tools"].as_array().cloned().unwrap_or_default();
+        let tools = v["result"]["tools"].as_array().map(Vec::as_slice);
         let map = self.advertised.get_or_insert_with(HashMap::new);
-        for t in &tools {
+        for t in tools.unwrap_or_default() {
             if let Some(name) = t.get("name").and_then(Value::as_str) {
                 map.insert(name.to_owned(), tool_info(t));
             }
@@ -1460,9 +1466,9 @@ impl SessionCore {
             Some(l) => l,
             None => return Vec::new(),
         };
-        for t in v["result"]["tools"].as_array().cloned().unwrap_or_default() {
+        for t in v["result"]["tools"].as_array().into_iter().flatten() {
             if let Some(name) = t.get("name").and_then(Value::as_str) {
-                listing.tools.insert(name.to_owned(), tool_info(&t));
+                listing.tools.insert(name.to_owned(), tool_info(t));
             }
         }
         if let Some(cursor) = v["result"]["nextCursor"].as_str() {
@@ -1477,8 +1483,9 @@ impl SessionCore {
         self.advertised = Some(listing.tools);
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
+        // Held messages were parsed (and checked) when they came: they go on as values.
         for msg in held {
-            out.extend(self.handle_client(msg.to_string().as_bytes(), now));
+            out.extend(self.handle_incoming(Ok(Incoming::Single(msg)), now));
         }
         if failed {
             self.advertised = None;
