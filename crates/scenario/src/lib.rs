@@ -344,6 +344,10 @@ fn expand(scenario: &Scenario) -> Vec<Action> {
 
 /// One line of the transcript.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every entry is a call: boxing it would add an allocation per call to save space on the few notes"
+)]
 enum Entry {
     Call(CallRecord),
     Note {
@@ -361,7 +365,9 @@ struct CallRecord {
     tool: String,
     in_batch: bool,
     expect: Option<StepExpect>,
-    answer: Option<(Duration, Value)>,
+    /// When the answer came, and what it said (described as it arrives, so the run keeps a
+    /// few strings per call instead of the answer's JSON).
+    answer: Option<(Duration, Described)>,
     /// Held for approval (this id): the line says `held`, and the outcome is a record of its
     /// own at the instant it comes.
     held: Option<u64>,
@@ -677,11 +683,11 @@ impl Run {
             return;
         }
         let Some(approval) = record.held else {
-            record.answer = Some((now, v));
+            record.answer = Some((now, describe(&v)));
             return;
         };
         // A held call's outcome: a line of its own, at the instant it comes.
-        record.answer = Some((now, Value::Null));
+        record.answer = Some((now, Described::default()));
         let outcome = CallRecord {
             at: now,
             agent: record.agent.clone(),
@@ -689,7 +695,7 @@ impl Run {
             tool: record.tool.clone(),
             in_batch: record.in_batch,
             expect: record.expect.take(),
-            answer: Some((now, v)),
+            answer: Some((now, describe(&v))),
             held: None,
             approval: Some(self.verdict(approval, now)),
         };
@@ -1036,7 +1042,8 @@ impl Run {
         transcript.push('\n');
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
         let mut decisions = Vec::new();
-        for entry in &self.entries {
+        let mut entries = std::mem::take(&mut self.entries);
+        for entry in &mut entries {
             let record = match entry {
                 Entry::Note { at, text, more } => {
                     transcript.push_str(&format!("+{:>10.3}s {text}\n", at.as_secs_f64()));
@@ -1068,8 +1075,8 @@ impl Run {
                 }
                 continue;
             }
-            let (decision, mut detail, message) = match &record.answer {
-                Some((_, v)) => describe(v),
+            let (decision, mut detail, message) = match &mut record.answer {
+                Some((_, d)) => std::mem::take(d),
                 None => (
                     "unanswered".to_owned(),
                     "no answer when the run ended".to_owned(),
@@ -1201,8 +1208,11 @@ fn seconds(d: Duration) -> String {
     }
 }
 
+/// What [`describe`] makes of an answer: the decision, a short detail, the refusal message.
+pub type Described = (String, String, Option<String>);
+
 /// The decision, a short detail and the refusal message of a client answer.
-pub fn describe(answer: &Value) -> (String, String, Option<String>) {
+pub fn describe(answer: &Value) -> Described {
     if let Some(err) = answer.get("error") {
         return (
             "error".into(),
