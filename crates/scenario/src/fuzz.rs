@@ -11,13 +11,15 @@
 //! - determinism: the same session run twice gives the same answers.
 //!
 //! A failing session is shrunk by proptest to a minimal one and returned as a scenario file
-//! that replays it. Time is the session's own: nothing here reads a clock except the optional
+//! that replays it. The cases run in [`SHARDS`] shards on every core; the split depends on the
+//! seed alone, so the report does too. Time is the session's own: nothing here reads a clock except the optional
 //! time budget.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -35,8 +37,12 @@ pub struct FuzzOptions {
     pub seed: u64,
     /// Stop generating new cases after this long (shrinking a failure still finishes).
     pub time_budget: Option<Duration>,
+    /// The shortest session, in calls.
+    pub min_calls: usize,
     /// The longest session, in calls.
     pub max_calls: usize,
+    /// Threads to run the shards on; `None`: one per core. The report does not depend on it.
+    pub jobs: Option<usize>,
 }
 
 impl Default for FuzzOptions {
@@ -45,7 +51,9 @@ impl Default for FuzzOptions {
             cases: 256,
             seed: 0,
             time_budget: None,
+            min_calls: 1,
             max_calls: 50,
+            jobs: None,
         }
     }
 }
@@ -240,18 +248,10 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(policy: &Arc<Policy>, store: Arc<dyn CounterStore>, spec: &str) -> Result<Rig, String> {
+    fn new(policy: &Arc<Policy>, store: Arc<dyn CounterStore>, template: &MockEks) -> Rig {
         let engine = Engine::new(Arc::clone(policy), store);
         let gateway = Gateway::new(engine, None, GatewayOptions::default());
-        let mock = MockEks::new(MockConfig {
-            tools: spec.to_owned(),
-            flags: Flags {
-                allow_write: true,
-                allow_sensitive_data_access: true,
-            },
-            ..MockConfig::default()
-        })
-        .map_err(|e| e.to_string())?;
+        let mock = template.fresh();
         let cores = AGENTS
             .iter()
             .map(|(grant, session)| gateway.session(grant, session))
@@ -285,7 +285,7 @@ impl Rig {
                 }
             }
         }
-        Ok(rig)
+        rig
     }
 
     fn send(&mut self, agent: usize, msg: Value, now: Duration) -> Vec<Value> {
@@ -309,18 +309,15 @@ impl Rig {
         to_client
     }
 
-    fn journal_calls(&self) -> Vec<(String, Value)> {
-        self.mock
-            .journal()
-            .iter()
-            .filter(|e| e.method == "tools/call")
-            .map(|e| {
-                (
-                    e.tool.clone().unwrap_or_default(),
-                    e.id.clone().unwrap_or(Value::Null),
-                )
-            })
-            .collect()
+    /// The journal's `tools/call` entries since entry `from`: how many, and the last one's
+    /// tool.
+    fn journal_calls(&self, from: usize) -> (usize, Option<&str>) {
+        let calls = self.mock.journal().get(from..).unwrap_or_default();
+        let mut calls = calls.iter().filter(|e| e.method == "tools/call");
+        let last = calls
+            .next_back()
+            .map(|e| e.tool.as_deref().unwrap_or_default());
+        (calls.count() + usize::from(last.is_some()), last)
     }
 }
 
@@ -348,16 +345,19 @@ fn timeline(pool: &Pool, session: &[GenCall]) -> Vec<(Duration, usize, String, V
 /// Runs one session and checks every property; `Err` names the first broken one.
 fn check_session(
     policy: &Arc<Policy>,
-    store: &dyn Fn() -> Arc<dyn CounterStore>,
+    store: &(dyn Fn() -> Arc<dyn CounterStore> + Sync),
     pool: &Pool,
+    template: &MockEks,
     session: &[GenCall],
 ) -> Result<(CaseStats, Vec<Value>), String> {
-    let mut rig = Rig::new(policy, store(), &pool.spec)?;
+    let mut rig = Rig::new(policy, store(), template);
     let mut stats = CaseStats::default();
     let mut answers = Vec::new();
     // The reference model: admitted instants per counter key.
     let mut admitted: HashMap<(String, String), Vec<Duration>> = HashMap::new();
     let mut allowed = 0usize;
+    // The setup (initialize, tools/list) sent no `tools/call`.
+    let (mut received, mut journal_seen) = (0usize, rig.mock.journal().len());
     for (i, (now, agent, tool, args)) in timeline(pool, session).into_iter().enumerate() {
         let id = json!(i + 1);
         let (grant, session_id) = AGENTS[agent];
@@ -388,17 +388,18 @@ fn check_session(
         if decision == "allow" {
             allowed += 1;
         }
-        let journal = rig.journal_calls();
-        if journal.len() != allowed {
+        // Counted from where the previous call left the journal, so each check is O(1).
+        let (new_calls, last) = rig.journal_calls(journal_seen);
+        journal_seen = rig.mock.journal().len();
+        received += new_calls;
+        if received != allowed {
             return Err(format!(
-                "{at}: the upstream received {} calls but {allowed} were allowed (decision {decision})",
-                journal.len()
+                "{at}: the upstream received {received} calls but {allowed} were allowed (decision {decision})"
             ));
         }
-        if decision == "allow" && journal.last().map(|(t, _)| t.as_str()) != Some(tool.as_str()) {
+        if decision == "allow" && (new_calls != 1 || last != Some(tool.as_str())) {
             return Err(format!(
-                "{at}: allowed, but the upstream's last call is {:?}",
-                journal.last()
+                "{at}: allowed, but the upstream received {new_calls} calls for it (the last to {last:?})"
             ));
         }
         let Some(expl) = predicted else {
@@ -527,26 +528,163 @@ fn scenario_of(policy_path: &Path, pool: &Pool, session: &[GenCall], message: &s
     out
 }
 
-/// Fuzzes `policy` (loaded from `policy_path`) with counter stores made by `store`.
+/// How many runners a fuzzing run is split into, whatever the number of cores: shard `k`
+/// generates its share of the cases from its own seed (the run's seed and `k`), so the sessions,
+/// the report and the violation found depend on the seed alone, not on how many threads ran them.
+const SHARDS: u32 = 16;
+
+/// What one shard found.
+#[derive(Debug, Default)]
+struct ShardReport {
+    cases: u64,
+    calls: u64,
+    skipped: u64,
+    decisions: BTreeMap<String, u64>,
+    fired: BTreeSet<String>,
+    violation: Option<(String, Vec<GenCall>)>,
+}
+
+/// Fuzzes `policy` (loaded from `policy_path`) with counter stores made by `store`, on every
+/// core; `progress` is called with the number of sessions done so far.
 pub fn fuzz(
     policy_path: &Path,
     policy: Arc<Policy>,
-    store: &dyn Fn() -> Arc<dyn CounterStore>,
+    store: &(dyn Fn() -> Arc<dyn CounterStore> + Sync),
     options: &FuzzOptions,
-    progress: impl FnMut(u64),
+    progress: impl Fn(u64) + Sync,
 ) -> FuzzReport {
     let pool = pool(&policy);
+    let mut report = FuzzReport::default();
+    // The mock every session starts afresh from (its tool set is built once).
+    let template = match MockEks::new(MockConfig {
+        tools: pool.spec.clone(),
+        flags: Flags {
+            allow_write: true,
+            allow_sensitive_data_access: true,
+        },
+        ..MockConfig::default()
+    }) {
+        Ok(m) => m,
+        Err(e) => {
+            report.violation = Some(Violation {
+                message: format!("the mock cannot offer the generated tool set: {e}"),
+                calls: 0,
+                scenario: String::new(),
+            });
+            return report;
+        }
+    };
+    let started = Instant::now();
+    let done = AtomicU64::new(0);
+    // Shards above the lowest one that failed stop early; the ones below it run to the end,
+    // so the violation reported is always the lowest shard's.
+    let lowest_failed = AtomicU32::new(u32::MAX);
+    let next_shard = AtomicU32::new(0);
+    let shards: Vec<Mutex<Option<ShardReport>>> = (0..SHARDS).map(|_| Mutex::new(None)).collect();
+    let workers = options
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .clamp(1, SHARDS as usize);
+    let shard_ctx = ShardCtx {
+        policy: &policy,
+        store,
+        pool: &pool,
+        template: &template,
+        options,
+        started,
+        done: &done,
+        lowest_failed: &lowest_failed,
+        progress: &progress,
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let k = next_shard.fetch_add(1, Ordering::Relaxed);
+                    if k >= SHARDS {
+                        break;
+                    }
+                    let r = run_shard(&shard_ctx, k);
+                    if r.violation.is_some() {
+                        lowest_failed.fetch_min(k, Ordering::Relaxed);
+                    }
+                    if let Ok(mut slot) = shards[k as usize].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    for slot in shards {
+        let Some(r) = slot.into_inner().ok().flatten() else {
+            continue;
+        };
+        report.cases += r.cases;
+        report.calls += r.calls;
+        report.skipped += r.skipped;
+        for (d, n) in r.decisions {
+            *report.decisions.entry(d).or_default() += n;
+        }
+        report.fired.extend(r.fired);
+        if report.violation.is_none()
+            && let Some((message, minimal)) = r.violation
+        {
+            report.violation = Some(Violation {
+                calls: minimal.len(),
+                scenario: scenario_of(policy_path, &pool, &minimal, &message),
+                message,
+            });
+        }
+    }
+    let mut selectors: Vec<String> = policy.doc.tools.keys().cloned().collect();
+    selectors.push("default".into());
+    report.never_fired = selectors
+        .into_iter()
+        .filter(|s| !report.fired.contains(s))
+        .collect();
+    report
+}
+
+/// What every shard shares.
+struct ShardCtx<'a, P: Fn(u64) + Sync> {
+    policy: &'a Arc<Policy>,
+    store: &'a (dyn Fn() -> Arc<dyn CounterStore> + Sync),
+    pool: &'a Pool,
+    template: &'a MockEks,
+    options: &'a FuzzOptions,
+    started: Instant,
+    done: &'a AtomicU64,
+    lowest_failed: &'a AtomicU32,
+    progress: &'a P,
+}
+
+/// The cases of shard `k` out of `cases`: an even share, the first shards taking the rest.
+fn shard_cases(cases: u32, k: u32) -> u32 {
+    cases / SHARDS + u32::from(k < cases % SHARDS)
+}
+
+/// Runs shard `k`: its cases through proptest's runner, seeded from the run's seed and `k`.
+fn run_shard<P: Fn(u64) + Sync>(ctx: &ShardCtx<'_, P>, k: u32) -> ShardReport {
+    let cases = shard_cases(ctx.options.cases, k);
+    let mut report = ShardReport::default();
+    if cases == 0 {
+        return report;
+    }
     let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&options.seed.to_le_bytes());
+    seed[..8].copy_from_slice(&ctx.options.seed.to_le_bytes());
+    seed[8..12].copy_from_slice(&k.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(
         Config {
-            cases: options.cases,
+            cases,
             failure_persistence: None,
             max_shrink_iters: 2048,
             ..Config::default()
         },
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
+    let pool = ctx.pool;
     let (tools, agents, gaps) = (pool.tools.len(), AGENTS.len(), pool.gaps.len());
     // Biased towards what finds bugs: the tools the policy names, one busy agent, bursts.
     let focus = pool.focus.clone();
@@ -563,46 +701,44 @@ pub fn fuzz(
             gap,
             args,
         }),
-        1..=options.max_calls.max(1),
+        {
+            let max = ctx.options.max_calls.max(1);
+            ctx.options.min_calls.clamp(1, max)..=max
+        },
     );
-    let progress = RefCell::new(progress);
-    let report = RefCell::new(FuzzReport::default());
+    let report_cell = RefCell::new(&mut report);
     let shrinking = RefCell::new(false);
-    let started = Instant::now();
     let result = runner.run(&strategy, |session| {
         let counting = !*shrinking.borrow();
-        if counting
-            && let Some(budget) = options.time_budget
-            && started.elapsed() > budget
-        {
-            report.borrow_mut().skipped += 1;
+        let out_of_time = ctx
+            .options
+            .time_budget
+            .is_some_and(|budget| ctx.started.elapsed() > budget);
+        if counting && (out_of_time || ctx.lowest_failed.load(Ordering::Relaxed) < k) {
+            report_cell.borrow_mut().skipped += 1;
             return Ok(());
         }
-        let first = check_session(&policy, store, &pool, &session);
-        let outcome = match first {
-            Ok((stats, answers)) => {
-                // Determinism: the same session again gives the same answers.
-                match check_session(&policy, store, &pool, &session) {
-                    Ok((_, again)) if again == answers => Ok(stats),
-                    Ok(_) => {
-                        Err("the same session gave different answers the second time".to_owned())
-                    }
-                    Err(e) => Err(format!("the second run of the same session: {e}")),
-                }
-            }
+        let run = || check_session(ctx.policy, ctx.store, pool, ctx.template, &session);
+        let outcome = match run() {
+            // Determinism: the same session again gives the same answers.
+            Ok((stats, answers)) => match run() {
+                Ok((_, again)) if again == answers => Ok(stats),
+                Ok(_) => Err("the same session gave different answers the second time".to_owned()),
+                Err(e) => Err(format!("the second run of the same session: {e}")),
+            },
             Err(e) => Err(e),
         };
         match outcome {
             Ok(stats) => {
                 if counting {
-                    let mut r = report.borrow_mut();
+                    let mut r = report_cell.borrow_mut();
                     r.cases += 1;
                     r.calls += session.len() as u64;
                     for d in stats.decisions {
                         *r.decisions.entry(d).or_default() += 1;
                     }
                     r.fired.extend(stats.fired);
-                    (progress.borrow_mut())(r.cases);
+                    (ctx.progress)(ctx.done.fetch_add(1, Ordering::Relaxed) + 1);
                 }
                 Ok(())
             }
@@ -612,20 +748,8 @@ pub fn fuzz(
             }
         }
     });
-    let mut report = report.into_inner();
     if let Err(TestError::Fail(reason, minimal)) = result {
-        let message = reason.message().to_owned();
-        report.violation = Some(Violation {
-            calls: minimal.len(),
-            scenario: scenario_of(policy_path, &pool, &minimal, &message),
-            message,
-        });
+        report.violation = Some((reason.message().to_owned(), minimal));
     }
-    let mut selectors: Vec<String> = policy.doc.tools.keys().cloned().collect();
-    selectors.push("default".into());
-    report.never_fired = selectors
-        .into_iter()
-        .filter(|s| !report.fired.contains(s))
-        .collect();
     report
 }

@@ -125,3 +125,49 @@ fn the_same_seed_gives_the_same_report() {
         (b.cases, b.calls, &b.decisions, &b.fired)
     );
 }
+
+/// The report depends on the seed alone, not on how many threads ran the shards: one thread and
+/// four give the same sessions, decisions and rules fired.
+#[test]
+fn the_report_does_not_depend_on_the_number_of_threads() {
+    let (path, policy) = seed_policy();
+    let run = |jobs| {
+        let options = FuzzOptions {
+            cases: 40,
+            seed: 9,
+            jobs: Some(jobs),
+            ..FuzzOptions::default()
+        };
+        fuzz(&path, Arc::clone(&policy), &memory, &options, |_| {})
+    };
+    let (one, four) = (run(1), run(4));
+    assert!(one.violation.is_none(), "{:?}", one.violation);
+    assert_eq!(
+        (one.cases, one.calls, &one.decisions, &one.fired),
+        (four.cases, four.calls, &four.decisions, &four.fired)
+    );
+}
+
+/// An over-admission is reported the same, shrunk to the same minimal session, whether one
+/// thread or several looked for it (the lowest failing shard's violation is the one reported).
+#[test]
+fn the_violation_found_does_not_depend_on_the_number_of_threads() {
+    let (path, policy) = seed_policy();
+    let store = || -> Arc<dyn CounterStore> { Arc::new(OverAdmitting::default()) };
+    let run = |jobs| {
+        let options = FuzzOptions {
+            cases: 64,
+            seed: 1,
+            jobs: Some(jobs),
+            ..FuzzOptions::default()
+        };
+        fuzz(&path, Arc::clone(&policy), &store, &options, |_| {})
+            .violation
+            .expect("the over-admission is found")
+    };
+    let (one, three) = (run(1), run(3));
+    assert_eq!(
+        (&one.message, &one.scenario),
+        (&three.message, &three.scenario)
+    );
+}
