@@ -149,4 +149,46 @@ fn fuzz_passes_the_seed_policy_and_refuses_a_broken_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid policy"));
+    // Session lengths that cannot be: exit 2, naming both flags.
+    let out = tollgate()
+        .args([
+            "fuzz",
+            "--policy",
+            "examples/policies/seed.json",
+            "--min-calls",
+            "9",
+            "--max-calls",
+            "3",
+        ])
+        .current_dir(crate::util::root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--min-calls 9 is more than --max-calls 3"),
+        "{stderr}"
+    );
+}
+
+/// `tollgate bench replay` and `tollgate bench fuzz` run (small sizes) and check what they
+/// measure: every replayed call answered, every fuzzed property held (exit 0). No timing is
+/// asserted: the figures are for docs/PERFORMANCE.md.
+#[test]
+fn bench_replay_and_fuzz_run_and_check_their_calls() {
+    let out = tollgate()
+        .args(["bench", "replay", "--rounds", "1", "--replay-calls", "2000"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("2000 calls per round"), "{stdout}");
+    assert!(!stdout.contains("UNEXPECTED"), "{stdout}");
+    let out = tollgate()
+        .args(["bench", "fuzz", "--rounds", "1", "--fuzz-sessions", "8"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("8 sessions (400 calls)"), "{stdout}");
 }

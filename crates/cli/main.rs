@@ -12,6 +12,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 
+/// mimalloc instead of glibc's malloc: the gateway and the harness allocate many small JSON
+/// values per call, and glibc's allocator took a quarter of their CPU time (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tollgate: a policy-enforcing MCP gateway and the harness that proves its policies.
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]

@@ -18,6 +18,13 @@
 //!   flight on the one connection.
 //! - `sessions`: the gateway's resident memory before and after opening `--sessions` idle HTTP
 //!   sessions (initialized, no call in flight), per session.
+//! - `replay`: one scenario of `--replay-calls` calls (`GetAHOBatch` admitted, `CancelAHORunBatch`
+//!   mostly rate limited, one every millisecond each) replayed in virtual time through the
+//!   gateway's session core and the in-process mock, transcript included, in this process:
+//!   calls per second of wall time and of this process's CPU time, `--rounds` times.
+//! - `fuzz`: `tollgate fuzz` of the seed policy (examples/policies/seed.json, embedded) with
+//!   `--fuzz-sessions` sessions of exactly 50 calls, each run twice, on every core, `--rounds`
+//!   times.
 //!
 //! The gateway writes its audit log (in a temporary directory) unless `--no-audit`: a record
 //! per decision written before the call is forwarded is part of what is measured. Exit codes: 0
@@ -37,6 +44,10 @@ pub enum What {
     Http,
     Stdio,
     Sessions,
+    /// Virtual-time replay through the gateway's core and the in-process mock.
+    Replay,
+    /// `tollgate fuzz` on the seed policy with sessions of exactly 50 calls.
+    Fuzz,
     All,
 }
 
@@ -60,6 +71,16 @@ pub struct Args {
     /// Run the gateway without an audit log.
     #[arg(long)]
     no_audit: bool,
+    /// Calls in the replayed scenario (`replay`).
+    #[arg(long, default_value_t = 400_000)]
+    replay_calls: u64,
+    /// Generated sessions (`fuzz`), each run twice (the determinism check).
+    #[arg(long, default_value_t = 2000)]
+    fuzz_sessions: u32,
+    /// An extra argument for every gateway the bench starts (repeatable), to compare options:
+    /// `--gateway-arg=--threads=1`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    gateway_arg: Vec<String>,
     /// Run the gateway from another `tollgate` executable (an A/B comparison of two builds in
     /// one run); the mock always runs from this one.
     #[arg(long, value_name = "PATH")]
@@ -111,12 +132,15 @@ fn run_in(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "tollgate bench: {} rounds; each process separate (load: 1 thread; mock and gateway: their own runtimes); audit log {}",
-        args.rounds,
-        if args.no_audit { "off" } else { "on" }
-    )?;
+    let processes = !matches!(args.what, What::Replay | What::Fuzz);
+    if processes {
+        writeln!(
+            out,
+            "tollgate bench: {} rounds; each process separate (load: 1 thread; mock and gateway: their own runtimes); audit log {}",
+            args.rounds,
+            if args.no_audit { "off" } else { "on" }
+        )?;
+    }
     let mut ok = true;
     let audit = |name: &str| (!args.no_audit).then(|| dir.join(name));
     if matches!(args.what, What::Http | What::All) {
@@ -145,6 +169,12 @@ fn run_in(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
             audit("audit-sessions.jsonl"),
             &mut out,
         ))?;
+    }
+    if matches!(args.what, What::Replay | What::All) {
+        ok &= replay(args, dir, &mut out)?;
+    }
+    if matches!(args.what, What::Fuzz | What::All) {
+        ok &= fuzz(args, &mut out)?;
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -207,7 +237,7 @@ fn spawn_listening(exe: &Path, args: &[String]) -> anyhow::Result<(Proc, String)
     Ok((proc, url))
 }
 
-fn gateway_args(policy: &Path, audit: Option<&PathBuf>) -> Vec<String> {
+fn gateway_args(policy: &Path, audit: Option<&PathBuf>, extra: &[String]) -> Vec<String> {
     let mut a = vec![
         "gateway".to_owned(),
         "--policy".to_owned(),
@@ -219,6 +249,7 @@ fn gateway_args(policy: &Path, audit: Option<&PathBuf>) -> Vec<String> {
         a.push("--audit".to_owned());
         a.push(audit.display().to_string());
     }
+    a.extend(extra.iter().cloned());
     a
 }
 
@@ -621,7 +652,7 @@ async fn http(
         &exe.mock,
         &["mock-eks".into(), "--http".into(), "127.0.0.1:0".into()],
     )?;
-    let mut g = gateway_args(policy, audit.as_ref());
+    let mut g = gateway_args(policy, audit.as_ref(), &args.gateway_arg);
     g.extend([
         "--listen".into(),
         "127.0.0.1:0".into(),
@@ -796,7 +827,7 @@ async fn stdio(
     out: &mut impl Write,
 ) -> anyhow::Result<bool> {
     let direct = vec!["mock-eks".to_owned()];
-    let mut through = gateway_args(policy, audit.as_ref());
+    let mut through = gateway_args(policy, audit.as_ref(), &args.gateway_arg);
     through.extend([
         "--".to_owned(),
         exe.mock.display().to_string(),
@@ -831,7 +862,7 @@ async fn sessions(
         &exe.mock,
         &["mock-eks".into(), "--http".into(), "127.0.0.1:0".into()],
     )?;
-    let mut g = gateway_args(policy, audit.as_ref());
+    let mut g = gateway_args(policy, audit.as_ref(), &args.gateway_arg);
     g.extend([
         "--listen".into(),
         "127.0.0.1:0".into(),
@@ -870,4 +901,117 @@ async fn sessions(
     drop(gateway);
     drop(mock);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// In process: replay and fuzzing
+
+/// This process's user and system CPU time so far.
+fn own_cpu() -> Duration {
+    cpu_time(std::process::id())
+}
+
+/// The replay benchmark's scenario: `calls` calls, half admitted, half mostly rate limited.
+fn replay_scenario(calls: u64) -> String {
+    let half = calls / 2;
+    format!(
+        "name: bench-replay\npolicy:\n  version: \"1\"\n  default: deny\n  tools:\n    GetAHOBatch: {{limits: [{{counter: r, window: minute, max: 1000000000}}]}}\n    CancelAHORunBatch: {{limits: [{{counter: c, window: minute, max: 10}}]}}\nupstream: {{allow_write: true}}\nagents: {{a: {{grant: g}}}}\nsteps:\n  - {{at: 0s, agent: a, call: GetAHOBatch, args: {{batchId: rb-0001}}, repeat: {half}, every: 1ms}}\n  - {{at: 0s, agent: a, call: CancelAHORunBatch, args: {{batchId: rb-0013}}, repeat: {half}, every: 1ms}}\n"
+    )
+}
+
+fn replay(args: &Args, dir: &Path, out: &mut impl Write) -> anyhow::Result<bool> {
+    let path = dir.join("bench-replay.yaml");
+    std::fs::write(&path, replay_scenario(args.replay_calls))?;
+    writeln!(
+        out,
+        "\nreplay in virtual time: {} calls per round through the session core and the in-process mock, transcript included",
+        args.replay_calls
+    )?;
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    let mut ok = true;
+    for round in 1..=args.rounds {
+        let loaded = tollgate_scenario::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (t, c) = (Instant::now(), own_cpu());
+        let outcome = tollgate_scenario::run(loaded);
+        let (took, used) = (t.elapsed(), own_cpu().saturating_sub(c));
+        let calls = outcome.calls as f64;
+        // Every call answered: half allowed, the rest rate limited.
+        let answered = outcome.calls == args.replay_calls / 2 * 2 && outcome.failures.is_empty();
+        ok &= answered;
+        wall.push(calls / took.as_secs_f64());
+        cpu.push(calls / used.as_secs_f64().max(1e-3));
+        writeln!(
+            out,
+            "  round {round}: {:.0} calls/s ({:.2} s wall), {:.0} calls per CPU second ({:.2} us a call){}",
+            calls / took.as_secs_f64(),
+            took.as_secs_f64(),
+            calls / used.as_secs_f64().max(1e-3),
+            used.as_secs_f64() * 1e6 / calls.max(1.0),
+            if answered {
+                ""
+            } else {
+                "  UNEXPECTED: not every call was answered"
+            }
+        )?;
+    }
+    writeln!(
+        out,
+        "  median: {:.0} calls/s wall, {:.0} calls per CPU second",
+        median(wall),
+        median(cpu)
+    )?;
+    Ok(ok)
+}
+
+const SEED_POLICY: &str = include_str!("../../../examples/policies/seed.json");
+
+fn fuzz(args: &Args, out: &mut impl Write) -> anyhow::Result<bool> {
+    use std::sync::Arc;
+    use tollgate_policy::{CounterStore, MemoryStore, Policy};
+    let path = Path::new("examples/policies/seed.json");
+    let policy = Arc::new(
+        Policy::parse("examples/policies/seed.json", SEED_POLICY)
+            .map_err(|d| anyhow::anyhow!("the embedded seed policy: {}", d.render_plain()))?,
+    );
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    writeln!(
+        out,
+        "\nfuzzing the seed policy: {} sessions of 50 calls per round, each run twice, on {cores} cores",
+        args.fuzz_sessions
+    )?;
+    let store = || -> Arc<dyn CounterStore> { Arc::new(MemoryStore::new()) };
+    let options = tollgate_scenario::fuzz::FuzzOptions {
+        cases: args.fuzz_sessions,
+        min_calls: 50,
+        max_calls: 50,
+        ..Default::default()
+    };
+    let (mut rates, mut ok) = (Vec::new(), true);
+    for round in 1..=args.rounds {
+        let t = Instant::now();
+        let report =
+            tollgate_scenario::fuzz::fuzz(path, Arc::clone(&policy), &store, &options, |_| {});
+        let took = t.elapsed().as_secs_f64();
+        let held = report.violation.is_none() && report.cases == u64::from(args.fuzz_sessions);
+        ok &= held;
+        rates.push(report.cases as f64 / took);
+        writeln!(
+            out,
+            "  round {round}: {} sessions ({} calls) in {took:.2} s = {:.0} sessions/s, {:.0} calls/s{}",
+            report.cases,
+            report.calls,
+            report.cases as f64 / took,
+            report.calls as f64 / took,
+            match &report.violation {
+                Some(v) => format!("  UNEXPECTED VIOLATION: {}", v.message),
+                None => String::new(),
+            }
+        )?;
+    }
+    writeln!(
+        out,
+        "  median: {:.0} sessions of 50 calls per second",
+        median(rates)
+    )?;
+    Ok(ok)
 }

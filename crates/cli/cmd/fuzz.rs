@@ -5,7 +5,7 @@
 //! Exit codes: 0 when every property held, 1 when one broke (the minimal session is saved as a
 //! scenario under `--save`, or printed), 2 for a broken policy or bad flags.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,9 +31,16 @@ pub struct Args {
     /// Stop generating sessions after this long (`30s`, `5m`).
     #[arg(long, value_name = "D", value_parser = duration)]
     time_budget: Option<std::time::Duration>,
+    /// The shortest session, in calls.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    min_calls: usize,
     /// The longest session, in calls.
     #[arg(long, value_name = "N", default_value_t = 50)]
     max_calls: usize,
+    /// Threads to fuzz on (default: one per core); the same seed gives the same report whatever
+    /// the number.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
 }
 
 fn duration(text: &str) -> Result<std::time::Duration, String> {
@@ -42,6 +49,17 @@ fn duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.max_calls == 0 {
+        eprintln!("error: --max-calls 0: a session needs at least one call; give 1 or more");
+        return Ok(ExitCode::from(2));
+    }
+    if args.min_calls > args.max_calls {
+        eprintln!(
+            "error: --min-calls {} is more than --max-calls {}: the shortest session may not be longer than the longest",
+            args.min_calls, args.max_calls
+        );
+        return Ok(ExitCode::from(2));
+    }
     let policy = match Policy::load(&args.policy) {
         Ok(p) => Arc::new(p),
         Err(d) => {
@@ -54,25 +72,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cases: args.cases,
         seed: args.seed,
         time_budget: args.time_budget,
+        min_calls: args.min_calls,
         max_calls: args.max_calls,
+        jobs: args.jobs,
     };
     let store = || -> Arc<dyn CounterStore> { Arc::new(MemoryStore::new()) };
-    let tty = std::io::stderr().is_terminal();
-    let total = args.cases;
-    let report = fuzz(&args.policy, policy, &store, &options, |done| {
-        if tty && (done % 8 == 0 || done == u64::from(total)) {
-            let width = 30u64;
-            let filled = (done * width / u64::from(total.max(1))).min(width) as usize;
-            eprint!(
-                "\r[{}{}] {done}/{total} sessions",
-                "#".repeat(filled),
-                " ".repeat(width as usize - filled)
-            );
-        }
-    });
-    if tty {
-        eprintln!();
-    }
+    // indicatif draws on stderr only when it is a terminal.
+    let bar = indicatif::ProgressBar::new(u64::from(args.cases));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "[{bar:30}] {pos}/{len} sessions, {per_sec}, {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("#>-"),
+    );
+    // Shards report from several threads: count, rather than set a position that may arrive
+    // out of order.
+    let report = fuzz(&args.policy, policy, &store, &options, |_| bar.inc(1));
+    bar.finish_and_clear();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

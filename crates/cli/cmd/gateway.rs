@@ -72,6 +72,12 @@ pub struct Args {
     /// clock: for demos and live replays of scenarios, never for production.
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = positive_scale)]
     time_scale: f64,
+    /// Worker threads of an HTTP gateway (default 2). `1` runs every session on one thread:
+    /// less CPU per call and lower latency on a machine where the gateway shares few cores
+    /// with its upstream and clients (docs/PERFORMANCE.md), but a counter store that blocks
+    /// (Redis) then stalls every session while it answers. A stdio gateway always runs on one.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// Do not watch the policy file: reload only on SIGHUP.
     #[arg(long)]
     no_watch: bool,
@@ -233,12 +239,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("writing the audit log")?;
     // A stdio gateway serves one session: one thread runs it without waking another thread
     // for each message it passes on (a thread still reads stdin). HTTP serves many sessions.
-    let runtime = match args.listen {
-        None => tokio::runtime::Builder::new_current_thread()
+    let runtime = match (args.listen, args.threads) {
+        (None, _) | (Some(_), 1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
-        Some(_) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+        (Some(_), n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
             .enable_all()
             .build()?,
     };
