@@ -251,3 +251,36 @@ fn faults_are_deterministic_and_switchable() {
     let r = send(&mut m, "s", list).unwrap();
     assert_eq!(r["result"]["isError"], false);
 }
+
+/// A mock started afresh (`MockEks::fresh`) begins from the fixture's state, with no sessions
+/// and an empty journal, whatever the mock it came from did; and the two worlds are separate:
+/// a write in one (the state is shared until written) is not seen by the other.
+#[test]
+fn a_fresh_mock_starts_from_the_fixture_and_keeps_its_own_world() {
+    let config = MockConfig {
+        flags: Flags {
+            allow_write: true,
+            allow_sensitive_data_access: false,
+        },
+        ..MockConfig::default()
+    };
+    let pristine = mock(config.clone());
+    let cancel = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "CancelAHORunBatch", "arguments": {"batchId": "rb-0001"}}});
+    let mut first = mock(config);
+    init(&mut first, "s", "2025-11-25");
+    send(&mut first, "s", cancel.clone());
+    assert_ne!(first.world().state(), pristine.world().state());
+    let after_first = first.world().state().clone();
+
+    let mut fresh = first.fresh();
+    assert!(fresh.journal().is_empty());
+    assert!(!fresh.has_session("s"), "sessions are not carried over");
+    assert_eq!(fresh.world().state(), pristine.world().state());
+    assert_eq!(fresh.tools().len(), pristine.tools().len());
+    // The same cancel succeeds again in the fresh world, and only there.
+    init(&mut fresh, "s", "2025-11-25");
+    let answer = send(&mut fresh, "s", cancel).unwrap();
+    assert_eq!(answer["result"]["isError"], json!(false), "{answer}");
+    assert_eq!(first.world().state(), &after_first);
+    assert_eq!(fresh.world().state(), &after_first);
+}
