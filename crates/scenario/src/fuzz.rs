@@ -113,6 +113,61 @@ struct Pool {
     /// Indexes of the tools the policy names exactly: drawn more often, so that sessions
     /// reach the policy's limits.
     focus: Vec<usize>,
+    /// Tool → argument → values at the edges of the policy's own argument rules and `when`
+    /// branches (for the tools it names exactly).
+    edges: HashMap<String, BTreeMap<String, Vec<Value>>>,
+}
+
+/// A number as JSON: an integer when it is one (so the value path stays exact).
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+/// The values at the edges of `rule`'s argument checks and `when` branches, added to `out` by
+/// argument name: each side of every bound, enum members and a non-member, the cases' values
+/// and one no case names.
+fn rule_edges(rule: &tollgate_policy::model::Rule, out: &mut BTreeMap<String, Vec<Value>>) {
+    for (name, check) in &rule.arguments {
+        let values = out.entry(name.clone()).or_default();
+        if let Some(members) = &check.one_of {
+            values.extend(members.iter().cloned());
+            values.push(json!("not-a-member"));
+        }
+        if let Some(members) = &check.not_enum {
+            values.extend(members.iter().cloned());
+        }
+        if let Some(p) = &check.prefix {
+            values.extend([json!(format!("{p}x")), json!(format!("x{p}"))]);
+        }
+        if let Some(min) = check.min {
+            values.extend([number(min), number(min - 1.0)]);
+        }
+        if let Some(max) = check.max {
+            values.extend([number(max), number(max + 1.0)]);
+        }
+        if let Some(n) = check.max_length {
+            let n = n.min(10_000) as usize;
+            values.extend([json!("x".repeat(n)), json!("x".repeat(n + 1))]);
+        }
+        if check.pattern.is_some() {
+            values.extend([json!(""), json!("has spaces and ; semicolons")]);
+        }
+        if check.forbidden {
+            values.push(json!("present"));
+        }
+    }
+    if let Some(when) = &rule.when {
+        let values = out.entry(when.argument.clone()).or_default();
+        values.extend(when.cases.keys().map(|k| json!(k)));
+        values.push(json!("no-such-case"));
+        for case in when.cases.values().chain(when.otherwise.as_ref()) {
+            rule_edges(case, out);
+        }
+    }
 }
 
 fn pool(policy: &Policy) -> Pool {
@@ -178,17 +233,56 @@ fn pool(policy: &Policy) -> Pool {
     if focus.is_empty() {
         focus = (0..tools.len()).collect();
     }
+    let edges = policy
+        .doc
+        .tools
+        .iter()
+        .filter(|(selector, _)| !selector.contains(['*', '?', '[', ':']))
+        .map(|(selector, rule)| {
+            let mut by_argument = BTreeMap::new();
+            rule_edges(rule, &mut by_argument);
+            (selector.clone(), by_argument)
+        })
+        .filter(|(_, by_argument)| !by_argument.is_empty())
+        .collect();
     Pool {
         tools,
         gaps,
         spec,
         focus,
+        edges,
     }
 }
 
 /// Arguments for `tool` drawn from `seed`: its schema's required properties (and sometimes the
-/// optional ones) with boundary values, enum members and one value outside the enum.
-fn arguments(tool: &str, seed: u64) -> Value {
+/// optional ones) with boundary values, enum members and one value outside the enum; then, for
+/// the arguments the policy checks, often a value at the edge of the policy's check (or none).
+fn arguments(pool: &Pool, tool: &str, seed: u64) -> Value {
+    let mut out = schema_arguments(tool, seed);
+    let (Some(edges), Value::Object(args)) = (pool.edges.get(tool), &mut out) else {
+        return out;
+    };
+    let mut bits = seed.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
+    for (name, values) in edges {
+        let pick = bits % (values.len() as u64 + 3);
+        bits = bits.rotate_left(13) ^ (bits >> 7);
+        match pick as usize {
+            // Half the time or so, the policy's edge values; sometimes the argument is absent;
+            // otherwise what the schema gave.
+            k if k < values.len() => {
+                args.insert(name.clone(), values[k].clone());
+            }
+            k if k == values.len() => {
+                args.remove(name);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Arguments for `tool` from its schema alone (see [`arguments`]).
+fn schema_arguments(tool: &str, seed: u64) -> Value {
     let Some(t) = tollgate_catalog::Catalog::embedded().get(tool) else {
         return json!({});
     };
@@ -243,8 +337,6 @@ struct Rig {
     gateway: Arc<Gateway>,
     mock: MockEks,
     cores: Vec<SessionCore>,
-    /// The upstream's `tools/list` entries by name.
-    listed: HashMap<String, Value>,
 }
 
 impl Rig {
@@ -260,7 +352,6 @@ impl Rig {
             gateway,
             mock,
             cores,
-            listed: HashMap::new(),
         };
         for i in 0..AGENTS.len() {
             rig.send(i, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}}), Duration::ZERO);
@@ -269,21 +360,6 @@ impl Rig {
                 json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
                 Duration::ZERO,
             );
-            if i > 0 {
-                continue;
-            }
-            let answers = rig.send(
-                i,
-                json!({"jsonrpc": "2.0", "id": "list", "method": "tools/list"}),
-                Duration::ZERO,
-            );
-            for a in answers {
-                for t in a["result"]["tools"].as_array().into_iter().flatten() {
-                    if let Some(name) = t["name"].as_str() {
-                        rig.listed.insert(name.to_owned(), t.clone());
-                    }
-                }
-            }
         }
         rig
     }
@@ -336,7 +412,7 @@ fn timeline(pool: &Pool, session: &[GenCall]) -> Vec<(Duration, usize, String, V
         .map(|c| {
             now += pool.gaps[c.gap % pool.gaps.len()];
             let tool = pool.tools[c.tool % pool.tools.len()].clone();
-            let args = arguments(&tool, c.args);
+            let args = arguments(pool, &tool, c.args);
             (now, c.agent % AGENTS.len(), tool, args)
         })
         .collect()
@@ -344,12 +420,10 @@ fn timeline(pool: &Pool, session: &[GenCall]) -> Vec<(Duration, usize, String, V
 
 /// Runs one session and checks every property; `Err` names the first broken one.
 fn check_session(
-    policy: &Arc<Policy>,
-    store: &(dyn Fn() -> Arc<dyn CounterStore> + Sync),
-    pool: &Pool,
-    template: &MockEks,
+    ctx: &ShardCtx<'_, impl Fn(u64) + Sync>,
     session: &[GenCall],
 ) -> Result<(CaseStats, Vec<Value>), String> {
+    let (policy, store, pool, template) = (ctx.policy, ctx.store, ctx.pool, ctx.template);
     let mut rig = Rig::new(policy, store(), template);
     let mut stats = CaseStats::default();
     let mut answers = Vec::new();
@@ -361,7 +435,7 @@ fn check_session(
     for (i, (now, agent, tool, args)) in timeline(pool, session).into_iter().enumerate() {
         let id = json!(i + 1);
         let (grant, session_id) = AGENTS[agent];
-        let predicted = rig.listed.get(&tool).map(|listed| {
+        let predicted = ctx.offered.get(&tool).map(|listed| {
             let call = Call {
                 tool: tool.clone(),
                 arguments: args.clone(),
@@ -574,6 +648,11 @@ pub fn fuzz(
             return report;
         }
     };
+    let offered: HashMap<String, Value> = template
+        .tools()
+        .iter()
+        .map(|t| (t.name.clone(), t.to_mcp()))
+        .collect();
     let started = Instant::now();
     let done = AtomicU64::new(0);
     // Shards above the lowest one that failed stop early; the ones below it run to the end,
@@ -592,6 +671,7 @@ pub fn fuzz(
         store,
         pool: &pool,
         template: &template,
+        offered: &offered,
         options,
         started,
         done: &done,
@@ -653,6 +733,9 @@ struct ShardCtx<'a, P: Fn(u64) + Sync> {
     store: &'a (dyn Fn() -> Arc<dyn CounterStore> + Sync),
     pool: &'a Pool,
     template: &'a MockEks,
+    /// The mock's tools as its `tools/list` gives them, by name (what the gateway knows of a
+    /// tool it decides; taken from the mock itself, since the client's listing may hide some).
+    offered: &'a HashMap<String, Value>,
     options: &'a FuzzOptions,
     started: Instant,
     done: &'a AtomicU64,
@@ -714,11 +797,15 @@ fn run_shard<P: Fn(u64) + Sync>(ctx: &ShardCtx<'_, P>, k: u32) -> ShardReport {
             .options
             .time_budget
             .is_some_and(|budget| ctx.started.elapsed() > budget);
-        if counting && (out_of_time || ctx.lowest_failed.load(Ordering::Relaxed) < k) {
+        if counting && ctx.lowest_failed.load(Ordering::Relaxed) < k {
+            // A shard before this one found a violation: that is the one reported.
+            return Ok(());
+        }
+        if counting && out_of_time {
             report_cell.borrow_mut().skipped += 1;
             return Ok(());
         }
-        let run = || check_session(ctx.policy, ctx.store, pool, ctx.template, &session);
+        let run = || check_session(ctx, &session);
         let outcome = match run() {
             // Determinism: the same session again gives the same answers.
             Ok((stats, answers)) => match run() {

@@ -171,3 +171,34 @@ fn the_violation_found_does_not_depend_on_the_number_of_threads() {
         (&three.message, &three.scenario)
     );
 }
+
+/// On the recommended EKS policy (`hide_from_list`, argument rules, `when` branches, approvals,
+/// shared counters) every property holds, and the generated arguments reach the policy's own
+/// argument checks (values at their edges come from the policy), so calls are refused as
+/// invalid arguments as well as allowed. A policy that hides tools from the client's listing
+/// once made the fuzzer's model expect `unknown_tool` for a tool the upstream does offer.
+#[test]
+fn the_recommended_policy_keeps_every_property_and_meets_its_argument_rules() {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/policies/eks-recommended.json"
+    ));
+    let policy = Arc::new(Policy::load(&path).unwrap_or_else(|d| panic!("{}", d.render_plain())));
+    let options = FuzzOptions {
+        cases: 64,
+        seed: 11,
+        ..FuzzOptions::default()
+    };
+    let report = fuzz(&path, policy, &memory, &options, |_| {});
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    for decision in ["allow", "invalid_arguments", "approval_required", "deny"] {
+        assert!(
+            report.decisions.contains_key(decision),
+            "no call was decided {decision}: {report:?}"
+        );
+    }
+    assert!(
+        report.fired.contains("manage_k8s_resource"),
+        "the `when` rule decided calls: {report:?}"
+    );
+}
