@@ -28,6 +28,7 @@ pub mod fuzz;
 pub mod recording;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,17 +166,18 @@ pub struct CallDecision {
 struct Action {
     at: Duration,
     /// `3` for the third step, `3.2` for the second member of the third step's group.
-    label: String,
+    label: Arc<str>,
     kind: ActionKind,
 }
 
 #[derive(Debug)]
 enum ActionKind {
+    /// A step's parts are shared by its repetitions, not copied into each.
     Call {
-        agent: String,
-        tool: String,
-        args: Value,
-        expect: Option<StepExpect>,
+        agent: Arc<str>,
+        tool: Arc<str>,
+        args: Arc<Value>,
+        expect: Option<Arc<StepExpect>>,
     },
     Raw {
         agent: String,
@@ -203,6 +205,11 @@ fn call_actions(step: &format::Step, start: Duration, label: &str) -> Vec<(u32, 
     let every = step.every.unwrap_or(Duration::ZERO);
     let repeat = step.repeat.unwrap_or(1);
     let agent = step.agent.clone().unwrap_or_default();
+    let label: Arc<str> = Arc::from(label);
+    let shared_agent: Arc<str> = Arc::from(agent.as_str());
+    let tool: Arc<str> = Arc::from(step.call.as_deref().unwrap_or_default());
+    let args = Arc::new(step.args.clone().unwrap_or_else(|| json!({})));
+    let expect = step.expect.clone().map(Arc::new);
     (0..repeat)
         .map(|k| {
             let kind = match step.kind {
@@ -228,17 +235,17 @@ fn call_actions(step: &format::Step, start: Duration, label: &str) -> Vec<(u32, 
                     expect: step.expect.clone(),
                 },
                 _ => ActionKind::Call {
-                    agent: agent.clone(),
-                    tool: step.call.clone().unwrap_or_default(),
-                    args: step.args.clone().unwrap_or_else(|| json!({})),
-                    expect: step.expect.clone(),
+                    agent: Arc::clone(&shared_agent),
+                    tool: Arc::clone(&tool),
+                    args: Arc::clone(&args),
+                    expect: expect.clone(),
                 },
             };
             (
                 k,
                 Action {
                     at: start + every * k,
-                    label: label.to_owned(),
+                    label: Arc::clone(&label),
                     kind,
                 },
             )
@@ -265,9 +272,9 @@ pub fn plain_calls(scenario: &Scenario) -> Result<Vec<TimedCall>, String> {
                 agent, tool, args, ..
             } => Ok(TimedCall {
                 at: a.at,
-                agent,
-                tool,
-                args,
+                agent: agent.to_string(),
+                tool: tool.to_string(),
+                args: Arc::unwrap_or_clone(args),
             }),
             _ => Err(format!("step {} is not a plain call", a.label)),
         })
@@ -279,7 +286,7 @@ fn expand(scenario: &Scenario) -> Vec<Action> {
     let mut keyed: Vec<((Duration, usize, u32, usize), Action)> = Vec::new();
     let mut cursor = Duration::ZERO;
     for (i, step) in scenario.steps.iter().enumerate() {
-        let label = (i + 1).to_string();
+        let label: Arc<str> = Arc::from((i + 1).to_string());
         let start = step.at.unwrap_or(cursor);
         match step.kind {
             StepKind::Advance => {
@@ -361,10 +368,10 @@ enum Entry {
 struct CallRecord {
     at: Duration,
     agent: String,
-    label: String,
+    label: Arc<str>,
     tool: String,
     in_batch: bool,
-    expect: Option<StepExpect>,
+    expect: Option<Arc<StepExpect>>,
     /// When the answer came, and what it said (described as it arrives, so the run keeps a
     /// few strings per call instead of the answer's JSON).
     answer: Option<(Duration, Described)>,
@@ -691,7 +698,7 @@ impl Run {
         let outcome = CallRecord {
             at: now,
             agent: record.agent.clone(),
-            label: record.label.clone(),
+            label: Arc::clone(&record.label),
             tool: record.tool.clone(),
             in_batch: record.in_batch,
             expect: record.expect.take(),
@@ -903,12 +910,12 @@ impl Run {
         agent: &str,
         tool: &str,
         in_batch: bool,
-        expect: Option<StepExpect>,
+        expect: Option<Arc<StepExpect>>,
     ) -> usize {
         self.entries.push(Entry::Call(CallRecord {
             at: a.at,
             agent: agent.to_owned(),
-            label: a.label.clone(),
+            label: Arc::clone(&a.label),
             tool: tool.to_owned(),
             in_batch,
             expect,
@@ -931,7 +938,8 @@ impl Run {
                 self.ensure_agent(scenario, agent, now);
                 let msg = self.request(agent, tool, args);
                 let i = self.open_call(a, agent, tool, false, expect.clone());
-                self.open.insert((agent.clone(), msg["id"].to_string()), i);
+                self.open
+                    .insert((agent.to_string(), msg["id"].to_string()), i);
                 self.send_value(agent, msg, now);
             }
             ActionKind::Raw {
@@ -941,7 +949,7 @@ impl Run {
                 expect,
             } => {
                 self.ensure_agent(scenario, agent, now);
-                let i = self.open_call(a, agent, tool, false, expect.clone());
+                let i = self.open_call(a, agent, tool, false, expect.clone().map(Arc::new));
                 // The raw bytes may not parse: a lenient reading finds the id if there is one;
                 // an answer without an id goes to this call.
                 if let Some(id) = serde_json::from_str::<Value>(raw)
@@ -958,7 +966,7 @@ impl Run {
                 let mut batch = Vec::new();
                 for (tool, args, expect) in items {
                     let msg = self.request(agent, tool, args);
-                    let i = self.open_call(a, agent, tool, true, expect.clone());
+                    let i = self.open_call(a, agent, tool, true, expect.clone().map(Arc::new));
                     self.open.insert((agent.clone(), msg["id"].to_string()), i);
                     batch.push(msg);
                 }
@@ -1035,9 +1043,11 @@ impl Run {
     }
 
     fn finish(mut self, scenario: &Scenario) -> Outcome {
-        let mut transcript = format!("scenario: {}\n", scenario.name);
+        // Lines are written in place (no string per line), into room for the usual length.
+        let mut transcript = String::with_capacity(64 + self.entries.len() * 160);
+        let _ = writeln!(transcript, "scenario: {}", scenario.name);
         if let Some(d) = &scenario.description {
-            transcript.push_str(&format!("  {}\n", d.trim()));
+            let _ = writeln!(transcript, "  {}", d.trim());
         }
         transcript.push('\n');
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
@@ -1046,9 +1056,9 @@ impl Run {
         for entry in &mut entries {
             let record = match entry {
                 Entry::Note { at, text, more } => {
-                    transcript.push_str(&format!("+{:>10.3}s {text}\n", at.as_secs_f64()));
+                    let _ = writeln!(transcript, "+{:>10.3}s {text}", at.as_secs_f64());
                     for m in more {
-                        transcript.push_str(&format!("    {m}\n"));
+                        let _ = writeln!(transcript, "    {m}");
                     }
                     continue;
                 }
@@ -1061,12 +1071,13 @@ impl Run {
                 .unwrap_or_default();
             if let Some(approval) = record.held {
                 // Held for a human: the outcome is its own line when it comes.
-                transcript.push_str(&format!(
-                    "+{:>10.3}s grant={grant} session={session} {}{} -> held (approval {approval})\n",
+                let _ = writeln!(
+                    transcript,
+                    "+{:>10.3}s grant={grant} session={session} {}{} -> held (approval {approval})",
                     record.at.as_secs_f64(),
                     if record.in_batch { "[batch] " } else { "" },
                     record.tool,
-                ));
+                );
                 if record.answer.is_none() {
                     self.failures.push(format!(
                         "step {}: `{}` (approval {approval}) was never answered",
@@ -1101,8 +1112,9 @@ impl Run {
                 };
             }
             *totals.entry(decision.clone()).or_default() += 1;
-            transcript.push_str(&format!(
-                "+{:>10.3}s grant={grant} session={session} {}{} -> {decision}{}\n",
+            let _ = writeln!(
+                transcript,
+                "+{:>10.3}s grant={grant} session={session} {}{} -> {decision}{}",
                 record.at.as_secs_f64(),
                 if record.in_batch { "[batch] " } else { "" },
                 record.tool,
@@ -1111,9 +1123,9 @@ impl Run {
                 } else {
                     format!(" ({detail})")
                 }
-            ));
+            );
             if let Some(m) = &message {
-                transcript.push_str(&format!("    {m}\n"));
+                let _ = writeln!(transcript, "    {m}");
             }
             decisions.push(CallDecision {
                 at_ms: u64::try_from(record.at.as_millis()).unwrap_or(u64::MAX),
@@ -1155,14 +1167,14 @@ impl Run {
         }
         transcript.push_str("\ntotals:\n");
         for (k, v) in &totals {
-            transcript.push_str(&format!("  {k:<18} {v}\n"));
+            let _ = writeln!(transcript, "  {k:<18} {v}");
         }
         transcript.push_str("journal (calls that reached the upstream):\n");
         if journal.is_empty() {
             transcript.push_str("  (none)\n");
         }
         for (k, v) in &journal {
-            transcript.push_str(&format!("  {k:<24} {v}\n"));
+            let _ = writeln!(transcript, "  {k:<24} {v}");
         }
         if let Some(expect) = &scenario.expect {
             for (k, want) in &expect.totals {
