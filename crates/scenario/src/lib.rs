@@ -351,10 +351,6 @@ fn expand(scenario: &Scenario) -> Vec<Action> {
 
 /// One line of the transcript.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "nearly every entry is a call: boxing it would add an allocation per call to save space on the few notes"
-)]
 enum Entry {
     Call(CallRecord),
     Note {
