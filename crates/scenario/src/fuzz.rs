@@ -66,6 +66,9 @@ pub struct GenCall {
     pub agent: usize,
     pub gap: usize,
     pub args: u64,
+    /// The same call this many times in a burst (no gap between them): how sessions reach the
+    /// limits of a policy that names many tools.
+    pub repeat: usize,
 }
 
 /// What a fuzzing run found.
@@ -400,22 +403,40 @@ impl Rig {
 /// What one call came to, for the report.
 #[derive(Debug, Default)]
 struct CaseStats {
+    /// Calls in the session (its bursts expanded).
+    calls: usize,
     decisions: Vec<String>,
     fired: Vec<String>,
 }
 
-/// The timed calls of a session.
-fn timeline(pool: &Pool, session: &[GenCall]) -> Vec<(Duration, usize, String, Value)> {
+/// A generated call's tool index meaning "the previous call's tool" (the first call's: the
+/// pool's first focus tool).
+const SAME_TOOL: usize = usize::MAX;
+
+/// The timed calls of a session (bursts expanded), at most `max_calls` of them.
+fn timeline(
+    pool: &Pool,
+    session: &[GenCall],
+    max_calls: usize,
+) -> Vec<(Duration, usize, String, Value)> {
     let mut now = Duration::ZERO;
-    session
-        .iter()
-        .map(|c| {
-            now += pool.gaps[c.gap % pool.gaps.len()];
-            let tool = pool.tools[c.tool % pool.tools.len()].clone();
-            let args = arguments(pool, &tool, c.args);
-            (now, c.agent % AGENTS.len(), tool, args)
-        })
-        .collect()
+    let mut previous = pool.focus.first().copied().unwrap_or(0);
+    let mut out = Vec::new();
+    for c in session {
+        now += pool.gaps[c.gap % pool.gaps.len()];
+        if c.tool != SAME_TOOL {
+            previous = c.tool % pool.tools.len();
+        }
+        let tool = &pool.tools[previous];
+        let args = arguments(pool, tool, c.args);
+        for _ in 0..c.repeat.max(1) {
+            if out.len() == max_calls {
+                return out;
+            }
+            out.push((now, c.agent % AGENTS.len(), tool.clone(), args.clone()));
+        }
+    }
+    out
 }
 
 /// Runs one session and checks every property; `Err` names the first broken one.
@@ -432,7 +453,9 @@ fn check_session(
     let mut allowed = 0usize;
     // The setup (initialize, tools/list) sent no `tools/call`.
     let (mut received, mut journal_seen) = (0usize, rig.mock.journal().len());
-    for (i, (now, agent, tool, args)) in timeline(pool, session).into_iter().enumerate() {
+    let calls = timeline(pool, session, ctx.options.max_calls);
+    stats.calls = calls.len();
+    for (i, (now, agent, tool, args)) in calls.into_iter().enumerate() {
         let id = json!(i + 1);
         let (grant, session_id) = AGENTS[agent];
         let predicted = ctx.offered.get(&tool).map(|listed| {
@@ -569,12 +592,17 @@ fn check_session(
 }
 
 /// A scenario file that replays `session` (the model's expectations are in the message).
-fn scenario_of(policy_path: &Path, pool: &Pool, session: &[GenCall], message: &str) -> String {
+fn scenario_of(
+    policy_path: &Path,
+    pool: &Pool,
+    calls: &[(Duration, usize, String, Value)],
+    message: &str,
+) -> String {
     let mut out = String::new();
     out.push_str("name: fuzz-violation\n");
     out.push_str(&format!(
         "description: >\n  Found by `tollgate fuzz` and shrunk to {} calls: {}\n",
-        session.len(),
+        calls.len(),
         message.replace('\n', " ")
     ));
     out.push_str(&format!(
@@ -590,7 +618,7 @@ fn scenario_of(policy_path: &Path, pool: &Pool, session: &[GenCall], message: &s
         out.push_str(&format!("  {session}: {{grant: {grant}}}\n"));
     }
     out.push_str("steps:\n");
-    for (now, agent, tool, args) in timeline(pool, session) {
+    for (now, agent, tool, args) in calls.iter().map(|(n, a, t, v)| (n, *a, t, v)) {
         out.push_str(&format!(
             "  - {{at: {}ms, agent: {}, call: {}, args: {}}}\n",
             now.as_millis(),
@@ -711,9 +739,10 @@ pub fn fuzz(
         if report.violation.is_none()
             && let Some((message, minimal)) = r.violation
         {
+            let calls = timeline(&pool, &minimal, options.max_calls);
             report.violation = Some(Violation {
-                calls: minimal.len(),
-                scenario: scenario_of(policy_path, &pool, &minimal, &message),
+                calls: calls.len(),
+                scenario: scenario_of(policy_path, &pool, &calls, &message),
                 message,
             });
         }
@@ -771,18 +800,25 @@ fn run_shard<P: Fn(u64) + Sync>(ctx: &ShardCtx<'_, P>, k: u32) -> ShardReport {
     let (tools, agents, gaps) = (pool.tools.len(), AGENTS.len(), pool.gaps.len());
     // Biased towards what finds bugs: the tools the policy names, one busy agent, bursts.
     let focus = pool.focus.clone();
+    // `SAME_TOOL` repeats the previous call's tool: runs of one tool reach its limits even
+    // when the policy names many tools.
     let tool = prop_oneof![
         3 => (0..focus.len()).prop_map(move |i| focus[i]),
         2 => 0..tools,
+        3 => Just(SAME_TOOL),
     ];
     let agent = prop_oneof![2 => Just(0usize), 1 => 0..agents];
+    let repeat = prop_oneof![8 => Just(1usize), 1 => 2..=24usize];
     let gap = prop_oneof![2 => 0..2usize, 1 => 0..gaps];
     let strategy = prop::collection::vec(
-        (tool, agent, gap, any::<u64>()).prop_map(|(tool, agent, gap, args)| GenCall {
-            tool,
-            agent,
-            gap,
-            args,
+        (tool, agent, gap, any::<u64>(), repeat).prop_map(|(tool, agent, gap, args, repeat)| {
+            GenCall {
+                tool,
+                agent,
+                gap,
+                args,
+                repeat,
+            }
         }),
         {
             let max = ctx.options.max_calls.max(1);
@@ -820,7 +856,7 @@ fn run_shard<P: Fn(u64) + Sync>(ctx: &ShardCtx<'_, P>, k: u32) -> ShardReport {
                 if counting {
                     let mut r = report_cell.borrow_mut();
                     r.cases += 1;
-                    r.calls += session.len() as u64;
+                    r.calls += stats.calls as u64;
                     for d in stats.decisions {
                         *r.decisions.entry(d).or_default() += 1;
                     }

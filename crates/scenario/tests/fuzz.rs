@@ -174,8 +174,9 @@ fn the_violation_found_does_not_depend_on_the_number_of_threads() {
 
 /// On the recommended EKS policy (`hide_from_list`, argument rules, `when` branches, approvals,
 /// shared counters) every property holds, and the generated arguments reach the policy's own
-/// argument checks (values at their edges come from the policy), so calls are refused as
-/// invalid arguments as well as allowed. A policy that hides tools from the client's listing
+/// argument checks (values at their edges come from the policy) and, in bursts, its limits: calls
+/// are allowed, refused as invalid arguments, denied, refused as needing an approval (the fuzzing
+/// gateway has no approver) and rate limited. A policy that hides tools from the client's listing
 /// once made the fuzzer's model expect `unknown_tool` for a tool the upstream does offer.
 #[test]
 fn the_recommended_policy_keeps_every_property_and_meets_its_argument_rules() {
@@ -185,13 +186,19 @@ fn the_recommended_policy_keeps_every_property_and_meets_its_argument_rules() {
     ));
     let policy = Arc::new(Policy::load(&path).unwrap_or_else(|d| panic!("{}", d.render_plain())));
     let options = FuzzOptions {
-        cases: 64,
+        cases: 200,
         seed: 11,
         ..FuzzOptions::default()
     };
     let report = fuzz(&path, policy, &memory, &options, |_| {});
     assert!(report.violation.is_none(), "{:?}", report.violation);
-    for decision in ["allow", "invalid_arguments", "approval_required", "deny"] {
+    for decision in [
+        "allow",
+        "invalid_arguments",
+        "approval_required",
+        "deny",
+        "rate_limited",
+    ] {
         assert!(
             report.decisions.contains_key(decision),
             "no call was decided {decision}: {report:?}"
