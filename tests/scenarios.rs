@@ -399,9 +399,11 @@ fn scenario_from_a_real_recording_reproduces_its_decisions() {
 }
 
 /// Promise 6, live half: the same scenarios against real processes (`tollgate gateway` in front
-/// of `tollgate mock-eks` over stdio, real time scaled by 0.01) give the same decision for
-/// every call as the virtual-time run; a scenario a live run cannot take (several agents,
-/// approvers) is refused (exit 2).
+/// of `tollgate mock-eks`, real time scaled by 0.01) give the same decision for every call as
+/// the virtual-time run: one-agent scenarios over stdio, several agents (shared counters,
+/// grant/session/global scopes, the stateless protocol beside a session-ful one) through one
+/// HTTP gateway with a token per agent. A scenario a live run cannot take (a reload, approvers)
+/// is refused (exit 2).
 #[test]
 fn live_runs_agree_with_virtual_time() {
     let scenarios = [
@@ -413,6 +415,11 @@ fn live_runs_agree_with_virtual_time() {
         "manage-k8s-by-operation",
         "case-variant-tool-name",
         "duplicate-key-arguments",
+        // Several agents: over HTTP.
+        "scopes",
+        "concurrent-sessions",
+        "stateless-and-subset",
+        "runaway-burst",
     ];
     let paths: Vec<String> = scenarios
         .iter()
@@ -427,14 +434,18 @@ fn live_runs_agree_with_virtual_time() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("8 scenarios: 8 passed"), "{text}");
+    assert!(text.contains("12 scenarios: 12 passed"), "{text}");
     let out = tollgate()
-        .args(["test", "scenarios/runaway-agent.yaml", "--live"])
+        .args(["test", "scenarios/policy-reload.yaml", "--live"])
         .current_dir(root())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("exactly one agent"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("a live run takes calls, batches"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Held calls need an operator on the admin API, which the stdio gateway does not have.
     let out = tollgate()
         .args(["test", "scenarios/approval-timed-out.yaml", "--live"])

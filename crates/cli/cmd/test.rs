@@ -141,8 +141,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let matches = current.as_deref().map(snapshot_body) == Some(outcome.transcript.as_str());
         let mut problems = outcome.failures.clone();
         match (plan, live_config) {
-            (Some(Ok((init, sends))), Some(config)) => {
-                let live = live::run(&config, init.as_deref(), &sends, args.time_scale)?;
+            (Some(Ok(plan)), Some(config)) => {
+                let live = live::run(&config, &plan, args.time_scale)?;
                 let virtual_time: Vec<&str> = outcome
                     .decisions
                     .iter()

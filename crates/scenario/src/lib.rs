@@ -1273,53 +1273,87 @@ pub fn describe(answer: &Value) -> Described {
 #[derive(Debug, Clone)]
 pub struct WireSend {
     pub at: Duration,
+    /// The agent that sends it (a key of the scenario's `agents`).
+    pub agent: String,
     pub message: String,
     /// The ids of the calls in the message, in order (`null` for a raw message without one).
     pub ids: Vec<Value>,
 }
 
-/// A scenario as the wire messages of one agent, for a live run against real processes: the
-/// agent's `initialize` (if its protocol has one), then each call at its instant, with the
-/// same ids the virtual-time run uses. Live runs take one agent and calls, batches and
-/// `advance` steps only: counters shared across agents need one gateway for several clients,
-/// and reloads and fault switches have no stdio form.
-pub fn wire_plan(loaded: &Loaded) -> Result<(Option<String>, Vec<WireSend>), String> {
+/// One agent of a live run.
+#[derive(Debug, Clone)]
+pub struct WireAgent {
+    pub name: String,
+    pub grant: String,
+    /// Its `initialize` (none for the stateless protocol, which has no handshake).
+    pub init: Option<String>,
+}
+
+/// A scenario as wire messages, for a live run against real processes.
+#[derive(Debug, Clone)]
+pub struct WirePlan {
+    pub agents: Vec<WireAgent>,
+    /// Every agent's messages, in the order the virtual-time run sends them.
+    pub sends: Vec<WireSend>,
+}
+
+/// A scenario as the wire messages of its agents, for a live run against real processes: each
+/// agent's `initialize` (if its protocol has one), then each call at its instant, with the same
+/// ids the virtual-time run uses. Live runs take calls, batches, concurrent groups and
+/// `advance` steps: reloads, fault switches and approvals have no form a client can send.
+pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
     let scenario = &loaded.scenario;
-    let (name, spec) = match scenario.agents.iter().collect::<Vec<_>>().as_slice() {
-        [(n, s)] => ((*n).clone(), (*s).clone()),
-        _ => return Err("a live run takes a scenario with exactly one agent".into()),
-    };
+    if scenario.agents.is_empty() {
+        return Err("a live run needs at least one agent".into());
+    }
     if !scenario.gateway.tool_timeouts.is_empty() {
         return Err("a live run takes no `gateway.tool_timeouts`".into());
     }
     if !scenario.approvers.is_empty() {
-        // Held calls need an operator on the admin API, which a stdio gateway does not have.
+        // Held calls need an operator on the admin API, which a live run does not drive.
         return Err("a live run takes no `approvers`".into());
     }
     if scenario.steps.iter().any(|s| {
         matches!(
             s.kind,
-            StepKind::Reload
-                | StepKind::Faults
-                | StepKind::Concurrent
-                | StepKind::Approve
-                | StepKind::Deny
+            StepKind::Reload | StepKind::Faults | StepKind::Approve | StepKind::Deny
         )
     }) {
-        return Err("a live run takes calls, batches and `advance` steps only".into());
+        return Err(
+            "a live run takes calls, batches, concurrent groups and `advance` steps only".into(),
+        );
     }
-    let protocol = spec.protocol.unwrap_or(ProtocolVersion::V2025_11_25);
-    let init = (!protocol.is_stateless()).then(|| {
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": name, "version": "scenario"}}}).to_string()
-    });
+    let protocol_of = |agent: &str| {
+        scenario
+            .agents
+            .get(agent)
+            .and_then(|s| s.protocol)
+            .unwrap_or(ProtocolVersion::V2025_11_25)
+    };
+    let agents = scenario
+        .agents
+        .iter()
+        .map(|(name, spec)| {
+            let protocol = protocol_of(name);
+            WireAgent {
+                name: name.clone(),
+                grant: spec.grant.clone(),
+                init: (!protocol.is_stateless()).then(|| {
+                    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": name, "version": "scenario"}}}).to_string()
+                }),
+            }
+        })
+        .collect();
+    // The ids run across agents, as in the virtual-time run.
     let mut next_id = 0u64;
-    let mut request = |tool: &str, args: &Value| {
+    let mut request = |agent: &str, tool: &str, args: &Value| {
         next_id += 1;
+        let protocol = protocol_of(agent);
         let mut params = json!({"name": tool, "arguments": args});
         if protocol.is_stateless() {
             params["_meta"] = json!({
                 META_PROTOCOL_VERSION: protocol.as_str(),
-                META_CLIENT_INFO: {"name": name, "version": "scenario"},
+                META_CLIENT_INFO: {"name": agent, "version": "scenario"},
                 META_CLIENT_CAPABILITIES: {},
             });
         }
@@ -1328,16 +1362,20 @@ pub fn wire_plan(loaded: &Loaded) -> Result<(Option<String>, Vec<WireSend>), Str
     let mut sends = Vec::new();
     for a in expand(scenario) {
         let send = match &a.kind {
-            ActionKind::Call { tool, args, .. } => {
-                let m = request(tool, args);
+            ActionKind::Call {
+                agent, tool, args, ..
+            } => {
+                let m = request(agent, tool, args);
                 WireSend {
                     at: a.at,
+                    agent: agent.to_string(),
                     ids: vec![m["id"].clone()],
                     message: m.to_string(),
                 }
             }
-            ActionKind::Raw { raw, .. } => WireSend {
+            ActionKind::Raw { agent, raw, .. } => WireSend {
                 at: a.at,
+                agent: agent.clone(),
                 ids: vec![
                     serde_json::from_str::<Value>(raw)
                         .ok()
@@ -1346,10 +1384,14 @@ pub fn wire_plan(loaded: &Loaded) -> Result<(Option<String>, Vec<WireSend>), Str
                 ],
                 message: raw.clone(),
             },
-            ActionKind::Batch { items, .. } => {
-                let msgs: Vec<Value> = items.iter().map(|(t, args, _)| request(t, args)).collect();
+            ActionKind::Batch { agent, items } => {
+                let msgs: Vec<Value> = items
+                    .iter()
+                    .map(|(t, args, _)| request(agent, t, args))
+                    .collect();
                 WireSend {
                     at: a.at,
+                    agent: agent.clone(),
                     ids: msgs.iter().map(|m| m["id"].clone()).collect(),
                     message: Value::Array(msgs).to_string(),
                 }
@@ -1360,5 +1402,5 @@ pub fn wire_plan(loaded: &Loaded) -> Result<(Option<String>, Vec<WireSend>), Str
         };
         sends.push(send);
     }
-    Ok((init, sends))
+    Ok(WirePlan { agents, sends })
 }

@@ -1,7 +1,16 @@
-//! `tollgate test --live`: one scenario against real processes, a `tollgate gateway` (this
-//! binary) in front of a `tollgate mock-eks` child over stdio, in real time (optionally
+//! `tollgate test --live`: one scenario against real processes, in real time (optionally
 //! scaled). Returns each call's decision as the agent saw it, for comparison with the
 //! virtual-time run.
+//!
+//! - One agent: a `tollgate gateway` (this binary) over stdio in front of a `tollgate mock-eks`
+//!   child over stdio.
+//! - Several agents: one `tollgate gateway --listen` over Streamable HTTP, each agent with its
+//!   own bearer token for its grant and its own session (none for the stateless protocol), in
+//!   front of a `tollgate mock-eks --http`: counters shared between agents need one gateway.
+//!   Messages go in the virtual-time run's order, each answered before the next is sent (the
+//!   order of messages due at one instant decides who gets a counter's last slot), and the
+//!   gateway's clock runs 1/F times as fast as the wall clock, so windows span the scenario's
+//!   time. A fault's latency in the mock stays real time.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -12,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::Value;
 use tollgate_scenario::format::PolicySource;
-use tollgate_scenario::{Loaded, WireSend};
+use tollgate_scenario::{Loaded, WirePlan, WireSend};
 
 /// What the processes need from the scenario.
 #[derive(Debug)]
@@ -73,27 +82,21 @@ impl Drop for TempFile {
     }
 }
 
-pub fn run(
-    config: &Config,
-    init: Option<&str>,
-    sends: &[WireSend],
-    scale: f64,
-) -> anyhow::Result<Vec<String>> {
+/// Runs the plan: over stdio for one agent, over HTTP for several.
+pub fn run(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(
         scale.is_finite() && scale >= 0.0,
         "--time-scale must be a number of at least 0"
     );
-    let exe = std::env::current_exe().context("cannot find this program to start it")?;
+    match plan.agents.as_slice() {
+        [one] => run_stdio(config, one.init.as_deref(), &plan.sends, scale),
+        _ => run_http(config, plan, scale),
+    }
+}
+
+/// The mock's arguments, and the temporary files they name.
+fn mock_args(config: &Config) -> anyhow::Result<(Vec<String>, Vec<TempFile>)> {
     let mut temps = Vec::new();
-    let policy = match &config.policy {
-        PolicySource::Path(p) => config.base.join(p),
-        PolicySource::Inline(v) => {
-            let t = TempFile::new("policy.json", &serde_json::to_string(v)?)?;
-            let p = t.0.clone();
-            temps.push(t);
-            p
-        }
-    };
     let mut mock: Vec<String> = vec!["mock-eks".into(), "--tools".into(), config.tools.clone()];
     if config.allow_write {
         mock.push("--allow-write".into());
@@ -109,6 +112,219 @@ pub fn run(
         mock.extend(["--faults".into(), t.0.display().to_string()]);
         temps.push(t);
     }
+    Ok((mock, temps))
+}
+
+/// The policy file to start the gateway with (a temporary one for an inline policy).
+fn policy_file(config: &Config, temps: &mut Vec<TempFile>) -> anyhow::Result<PathBuf> {
+    Ok(match &config.policy {
+        PolicySource::Path(p) => config.base.join(p),
+        PolicySource::Inline(v) => {
+            let t = TempFile::new("policy.json", &serde_json::to_string(v)?)?;
+            let p = t.0.clone();
+            temps.push(t);
+            p
+        }
+    })
+}
+
+/// A child process killed (and waited for) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `exe args` and waits (at most 15 s) for it to say `listening on URL` on stderr.
+fn spawn_listening(exe: &std::path::Path, args: &[String]) -> anyhow::Result<(Child, String)> {
+    let mut child = Child(
+        Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start `tollgate {}`", args.join(" ")))?,
+    );
+    let stderr = child.0.stderr.take().context("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+            } else if line.starts_with("error") || line.contains(" ERROR ") {
+                // What the process says when it cannot start is worth showing.
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+        }
+    });
+    let url = match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(url) => url,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            anyhow::bail!(
+                "`tollgate {}` exited before it listened (its error is above)",
+                args[0]
+            )
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            anyhow::bail!("`tollgate {}` did not start listening within 15 s", args[0])
+        }
+    };
+    Ok((child, url))
+}
+
+fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe().context("cannot find this program to start it")?;
+    let (mut mock, mut temps) = mock_args(config)?;
+    let policy = policy_file(config, &mut temps)?;
+    mock.extend(["--http".into(), "127.0.0.1:0".into()]);
+    let (_mock, mock_url) = spawn_listening(&exe, &mock)?;
+    let token_of = |agent: &str| format!("tollgate-live-run-{agent}");
+    let tokens: String = plan
+        .agents
+        .iter()
+        .map(|a| format!("{} {}\n", token_of(&a.name), a.grant))
+        .collect();
+    let tokens = TempFile::new("tokens.txt", &tokens)?;
+    let timeout = config.timeout.unwrap_or(Duration::from_secs(60));
+    let mut gateway: Vec<String> = vec![
+        "gateway".into(),
+        "--policy".into(),
+        policy.display().to_string(),
+        "--tokens".into(),
+        tokens.0.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--call-timeout".into(),
+        timeout.as_secs().max(1).to_string(),
+        "--upstream-url".into(),
+        mock_url,
+    ];
+    if scale > 0.0 && scale != 1.0 {
+        gateway.extend(["--time-scale".into(), (1.0 / scale).to_string()]);
+    }
+    let (_gateway, url) = spawn_listening(&exe, &gateway)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answers = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let mut sessions: HashMap<&str, Option<String>> = HashMap::new();
+        for agent in &plan.agents {
+            let session = match &agent.init {
+                None => None,
+                Some(init) => {
+                    let token = token_of(&agent.name);
+                    let r = post(&http, &url, &token, None, init.clone()).await?;
+                    let sid = r.0.with_context(|| {
+                        format!("the gateway opened no session for agent `{}`", agent.name)
+                    })?;
+                    post(
+                        &http,
+                        &url,
+                        &token,
+                        Some(&sid),
+                        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned(),
+                    )
+                    .await?;
+                    Some(sid)
+                }
+            };
+            sessions.insert(&agent.name, session);
+        }
+        let start = tokio::time::Instant::now();
+        let mut answers = Vec::new();
+        for s in &plan.sends {
+            tokio::time::sleep_until(start + s.at.mul_f64(scale)).await;
+            let session = sessions.get(s.agent.as_str()).cloned().flatten();
+            let (_, body) = tokio::time::timeout(
+                timeout + Duration::from_secs(5),
+                post(
+                    &http,
+                    &url,
+                    &token_of(&s.agent),
+                    session.as_deref(),
+                    s.message.clone(),
+                ),
+            )
+            .await
+            .with_context(|| format!("no answer to agent `{}` within {timeout:?}", s.agent))??;
+            answers.push(body);
+        }
+        anyhow::Ok(answers)
+    })?;
+    drop(temps);
+    let mut decisions = Vec::new();
+    for (s, body) in plan.sends.iter().zip(answers) {
+        let items: Vec<Value> = match body {
+            Value::Array(items) => items,
+            Value::Null => Vec::new(),
+            v => vec![v],
+        };
+        for id in &s.ids {
+            let answer = items.iter().find(|a| {
+                a.get("id").unwrap_or(&Value::Null) == id
+                    && (a.get("result").is_some() || a.get("error").is_some())
+            });
+            decisions.push(match answer {
+                Some(v) => tollgate_scenario::describe(v).0,
+                None => "unanswered".to_owned(),
+            });
+        }
+    }
+    Ok(decisions)
+}
+
+/// POSTs one message as an agent; returns the session id the gateway gave (on `initialize`)
+/// and the answer (`null` when there is none: a notification).
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: Option<&str>,
+    body: String,
+) -> anyhow::Result<(Option<String>, Value)> {
+    let mut request = http
+        .post(url)
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(s) = session {
+        request = request.header("mcp-session-id", s);
+    }
+    let r = request
+        .send()
+        .await
+        .context("the gateway cannot be reached")?;
+    let sid = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.text().await?;
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .with_context(|| format!("the gateway's answer is not JSON: {text}"))?
+    };
+    Ok((sid, value))
+}
+
+fn run_stdio(
+    config: &Config,
+    init: Option<&str>,
+    sends: &[WireSend],
+    scale: f64,
+) -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe().context("cannot find this program to start it")?;
+    let (mock, mut temps) = mock_args(config)?;
+    let policy = policy_file(config, &mut temps)?;
     let timeout = config.timeout.unwrap_or(Duration::from_secs(60));
     let mut child = Command::new(&exe)
         .arg("gateway")
