@@ -18,6 +18,13 @@
 //! is forwarded, so a `kill -9` of the gateway loses nothing that was forwarded (the kernel
 //! holds the bytes). With `fsync: true` each record is also `fdatasync`ed, which survives a power
 //! loss at the cost of a disk sync per call.
+//!
+//! Records that nothing waits for (a call's outcome, after its answer went to the agent) may be
+//! deferred ([`AuditLog::append_deferred`]): they take their place in the chain at once and are
+//! written with the next durable record, in the same `write(2)`, or by [`AuditLog::flush`],
+//! which the gateway calls every 20 ms and at shutdown. A `kill -9` can lose the deferred
+//! records of the last few milliseconds; it never loses a decision, and what it leaves is
+//! still a valid chain.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -39,7 +46,12 @@ pub struct AuditLog {
     seq: u64,
     prev: String,
     fsync: bool,
+    /// Deferred lines, in chain order, not written yet.
+    pending: String,
 }
+
+/// Deferred lines are written at once past this many bytes.
+const PENDING_MAX: usize = 64 << 10;
 
 /// Why the audit log cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +113,7 @@ impl AuditLog {
             seq,
             prev,
             fsync,
+            pending: String::new(),
         })
     }
 
@@ -108,6 +121,68 @@ impl AuditLog {
     /// the record's sequence number. The record is written and flushed (and synced, if asked)
     /// when this returns.
     pub fn append(&mut self, t_ms: u64, kind: &str, fields: Value) -> Result<u64, AuditError> {
+        let before = (self.seq, self.prev.clone());
+        let (seq, line) = self.chain(t_ms, kind, fields);
+        let deferred = self.pending.len();
+        let mut all = std::mem::take(&mut self.pending);
+        all.push_str(&line);
+        if let Err(e) = self.write(all.as_bytes()) {
+            // Not written: the chain goes back to before this record (the caller refuses the
+            // call it was for), and the deferred records wait for the next write.
+            (self.seq, self.prev) = before;
+            all.truncate(deferred);
+            self.pending = all;
+            return Err(e);
+        }
+        Ok(seq)
+    }
+
+    /// Appends a record nothing waits for: it takes its sequence number and place in the chain
+    /// now, and is written with the next [`AuditLog::append`] or [`AuditLog::flush`] (or at once,
+    /// past 64 KiB of deferred records).
+    pub fn append_deferred(
+        &mut self,
+        t_ms: u64,
+        kind: &str,
+        fields: Value,
+    ) -> Result<u64, AuditError> {
+        let (seq, line) = self.chain(t_ms, kind, fields);
+        self.pending.push_str(&line);
+        if self.pending.len() > PENDING_MAX {
+            self.flush()?;
+        }
+        Ok(seq)
+    }
+
+    /// Writes the deferred records, if any.
+    pub fn flush(&mut self) -> Result<(), AuditError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let all = std::mem::take(&mut self.pending);
+        let written = self.write(all.as_bytes());
+        if written.is_err() {
+            self.pending = all;
+        }
+        written
+    }
+
+    /// Writes `bytes` with one `write(2)`, flushed (and synced, if asked).
+    fn write(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        let error = |source| AuditError::Write {
+            path: self.path.display().to_string(),
+            source,
+        };
+        self.file.write_all(bytes).map_err(error)?;
+        self.file.flush().map_err(error)?;
+        if self.fsync {
+            self.file.sync_data().map_err(error)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the next record's line and advances the chain past it.
+    fn chain(&mut self, t_ms: u64, kind: &str, fields: Value) -> (u64, String) {
         let seq = self.seq;
         let mut head = Map::new();
         head.insert("seq".into(), json!(seq));
@@ -127,28 +202,22 @@ impl AuditLog {
         text.pop();
         let hash = hash_prefix(&text);
         let line = format!("{text}{HASH_MARKER}{hash}\"}}\n");
-        let write = |f: &mut File| -> std::io::Result<()> {
-            f.write_all(line.as_bytes())?;
-            f.flush()
-        };
-        write(&mut self.file).map_err(|source| AuditError::Write {
-            path: self.path.display().to_string(),
-            source,
-        })?;
-        if self.fsync {
-            self.file.sync_data().map_err(|source| AuditError::Write {
-                path: self.path.display().to_string(),
-                source,
-            })?;
-        }
         self.seq += 1;
         self.prev = hash;
-        Ok(seq)
+        (seq, line)
     }
 
-    /// The next sequence number and the last hash (the log's head).
+    /// The next sequence number and the last hash (the log's head, deferred records included).
     pub fn head(&self) -> (u64, &str) {
         (self.seq, &self.prev)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!("{e}");
+        }
     }
 }
 

@@ -345,6 +345,29 @@ impl Gateway {
             .map_err(|e| e.to_string())
     }
 
+    /// A record nothing waits for (a call's outcome): chained now, written with the next
+    /// durable record or by [`Gateway::flush_audit`] (see `audit.rs`, "Durability").
+    fn audit_deferred(&self, now: Duration, kind: &str, fields: impl FnOnce() -> Value) {
+        let Some(log) = &self.audit else {
+            return;
+        };
+        let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = log.append_deferred(ms(now), kind, fields()) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// Writes the audit records deferred so far (the gateway process calls it every 20 ms).
+    pub fn flush_audit(&self) {
+        let Some(log) = &self.audit else {
+            return;
+        };
+        let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = log.flush() {
+            tracing::error!("{e}");
+        }
+    }
+
     /// Writes the closing record of a clean shutdown.
     pub fn close(&self, now: Duration) -> Result<(), String> {
         self.audit(now, "close", json!({})).map(|_| ())
@@ -1366,7 +1389,7 @@ impl SessionCore {
                         .and_then(|r| r.get("isError"))
                         .and_then(Value::as_bool)
                         .unwrap_or(false);
-                    let _ = self.gateway.audit_with(now, "outcome", || json!({
+                    self.gateway.audit_deferred(now, "outcome", || json!({
                         "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
                         "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,
                         "error": v.get("error"),

@@ -1,4 +1,5 @@
-//! Property: any single tampering of a valid audit log is detected by `verify`.
+//! Properties of the audit log: any single tampering of a valid log is detected by `verify`;
+//! deferred records keep the chain valid and in order on disk.
 
 #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
 
@@ -69,4 +70,58 @@ proptest! {
         let report = verify(&path, None).unwrap();
         prop_assert!(!report.problems.is_empty(), "undetected");
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever mix of durable and deferred records is appended, the file is always a valid
+    /// chain ending at the last durable record (a deferred one is on disk once a durable record
+    /// or a flush follows it, never before), and after a flush it holds every record in `seq`
+    /// order.
+    #[test]
+    fn deferred_records_keep_the_chain_valid_and_in_order(kinds in proptest::collection::vec(any::<bool>(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let mut log = AuditLog::open(&path, false).unwrap();
+        let mut durable_upto = 0u64;
+        for (i, deferred) in kinds.iter().enumerate() {
+            let i = i as u64;
+            if *deferred {
+                let seq = log.append_deferred(i, "outcome", json!({"i": i})).unwrap();
+                prop_assert_eq!(seq, i);
+            } else {
+                let seq = log.append(i, "decision", json!({"i": i})).unwrap();
+                prop_assert_eq!(seq, i);
+                durable_upto = i + 1;
+            }
+            let report = verify(&path, None).unwrap();
+            prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
+            prop_assert_eq!(report.records, durable_upto);
+        }
+        log.flush().unwrap();
+        let report = verify(&path, None).unwrap();
+        prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
+        prop_assert_eq!(report.records, kinds.len() as u64);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            prop_assert_eq!(v["seq"].as_u64(), Some(n as u64));
+        }
+    }
+}
+
+/// Dropping the log writes what was deferred.
+#[test]
+fn dropping_the_log_writes_the_deferred_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    let mut log = AuditLog::open(&path, false).unwrap();
+    log.append(0, "decision", json!({})).unwrap();
+    log.append_deferred(1, "outcome", json!({})).unwrap();
+    assert_eq!(verify(&path, None).unwrap().records, 1);
+    drop(log);
+    let report = verify(&path, None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.records, 2);
 }
