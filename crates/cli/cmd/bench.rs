@@ -30,12 +30,14 @@
 //! per decision written before the call is forwarded is part of what is measured. Exit codes: 0
 //! when every call was answered as expected, 1 when one was not, 2 when a process cannot start.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use super::procs::{Echo, spawn_listening};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -190,51 +192,6 @@ fn run_in(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
 struct Exes {
     mock: PathBuf,
     gateway: PathBuf,
-}
-
-/// A child process, killed when dropped.
-struct Proc {
-    child: std::process::Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a server that prints `listening on http://ADDR/mcp` on stderr; returns it and the URL.
-fn spawn_listening(exe: &Path, args: &[String]) -> anyhow::Result<(Proc, String)> {
-    let mut child = std::process::Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start `{} {}`", exe.display(), args.join(" ")))?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let proc = Proc { child };
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let url = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    break url.trim().to_owned();
-                }
-            }
-            _ => bail!("`tollgate {}` exited before listening", args.join(" ")),
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok((proc, url))
 }
 
 fn gateway_args(policy: &Path, audit: Option<&PathBuf>, extra: &[String]) -> Vec<String> {
@@ -651,6 +608,7 @@ async fn http(
     let (mock, mock_url) = spawn_listening(
         &exe.mock,
         &["mock-eks".into(), "--http".into(), "127.0.0.1:0".into()],
+        Echo::Nothing,
     )?;
     let mut g = gateway_args(policy, audit.as_ref(), &args.gateway_arg);
     g.extend([
@@ -659,7 +617,7 @@ async fn http(
         "--upstream-url".into(),
         mock_url.clone(),
     ]);
-    let (gateway, gateway_url) = spawn_listening(&exe.gateway, &g)?;
+    let (gateway, gateway_url) = spawn_listening(&exe.gateway, &g, Echo::Nothing)?;
     let direct = || http_round(&mock_url, args.calls, args.clients, (None, mock.pid()));
     let through = || {
         http_round(
@@ -861,6 +819,7 @@ async fn sessions(
     let (mock, mock_url) = spawn_listening(
         &exe.mock,
         &["mock-eks".into(), "--http".into(), "127.0.0.1:0".into()],
+        Echo::Nothing,
     )?;
     let mut g = gateway_args(policy, audit.as_ref(), &args.gateway_arg);
     g.extend([
@@ -869,7 +828,7 @@ async fn sessions(
         "--upstream-url".into(),
         mock_url,
     ]);
-    let (gateway, url) = spawn_listening(&exe.gateway, &g)?;
+    let (gateway, url) = spawn_listening(&exe.gateway, &g, Echo::Nothing)?;
     // Warm up: one session with calls, so the baseline holds the runtime's and the
     // allocator's steady state rather than a cold process.
     let mut conn = HttpConn::connect(&url).await?;

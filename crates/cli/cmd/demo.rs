@@ -13,7 +13,7 @@
 //! 1 when they do not, 2 when the demo cannot run (a port, a process, a file).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use tollgate_mock_eks::transport::{HttpOptions, Shared, serve_http};
 use tollgate_mock_eks::world::Flags;
 use tollgate_mock_eks::{MockConfig, MockEks};
 use tollgate_scenario::TimedCall;
+
+use super::procs::{Echo, Proc, listening_url};
 
 const SEED_POLICY: &str = include_str!("../../../examples/policies/seed.json");
 const SCENARIO: &str = include_str!("../../../scenarios/runaway-burst.yaml");
@@ -38,16 +40,6 @@ pub struct Args {
     /// temporary folder removed at the end.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
-}
-
-/// A child process stopped (SIGKILL) when dropped, unless it already exited.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -153,7 +145,7 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
         // The gateway, a real process of this binary.
         let exe = std::env::current_exe().context("cannot find this program's own path")?;
         let scale = args.time_scale.to_string();
-        let mut gateway = ChildGuard(
+        let mut gateway = Proc(
             Command::new(&exe)
                 .arg("gateway")
                 .arg("--policy")
@@ -172,7 +164,7 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
                 .spawn()
                 .with_context(|| format!("cannot start `{} gateway`", exe.display()))?,
         );
-        let url = gateway_url(&mut gateway.0)?;
+        let url = listening_url(&mut gateway.0, "gateway", Echo::Everything)?;
         writeln!(
             std::io::stdout(),
             "== tollgate gateway --policy seed.json --tokens tokens.txt --audit audit.jsonl --record recording.jsonl --listen {} --time-scale {scale} --upstream-url {mock_url}\n",
@@ -399,27 +391,6 @@ fn counts(map: &BTreeMap<String, u64>) -> String {
         .map(|(k, n)| format!("{k} {n}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Reads the gateway's stderr until it says where it listens (bounded: 15 s).
-fn gateway_url(child: &mut Child) -> anyhow::Result<String> {
-    let Some(stderr) = child.stderr.take() else {
-        bail!("the gateway's stderr could not be read");
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            } else {
-                // Anything else the gateway says is a problem worth showing.
-                let _ = writeln!(std::io::stderr(), "gateway: {line}");
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(15))
-        .context("the gateway did not start listening within 15 s")
 }
 
 /// SIGTERM, so the gateway drains and writes its closing audit record; SIGKILL if that fails

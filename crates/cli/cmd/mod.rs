@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod gateway;
 mod known;
 pub mod mock_eks;
+mod procs;
 pub mod replay;
 pub mod scenario;
 pub mod test;

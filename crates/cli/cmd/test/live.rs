@@ -23,6 +23,8 @@ use serde_json::Value;
 use tollgate_scenario::format::PolicySource;
 use tollgate_scenario::{Loaded, WirePlan, WireSend};
 
+use crate::cmd::procs::{Echo, spawn_listening};
+
 /// What the processes need from the scenario.
 #[derive(Debug)]
 pub struct Config {
@@ -128,61 +130,12 @@ fn policy_file(config: &Config, temps: &mut Vec<TempFile>) -> anyhow::Result<Pat
     })
 }
 
-/// A child process killed (and waited for) when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `exe args` and waits (at most 15 s) for it to say `listening on URL` on stderr.
-fn spawn_listening(exe: &std::path::Path, args: &[String]) -> anyhow::Result<(Child, String)> {
-    let mut child = Child(
-        Command::new(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start `tollgate {}`", args.join(" ")))?,
-    );
-    let stderr = child.0.stderr.take().context("no stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(url) = line.strip_prefix("listening on ") {
-                let _ = tx.send(url.trim().to_owned());
-            } else if line.starts_with("error") || line.contains(" ERROR ") {
-                // What the process says when it cannot start is worth showing.
-                let _ = writeln!(std::io::stderr(), "{line}");
-            }
-        }
-    });
-    let url = match rx.recv_timeout(Duration::from_secs(15)) {
-        Ok(url) => url,
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            anyhow::bail!(
-                "`tollgate {}` exited before it listened (its error is above)",
-                args[0]
-            )
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            anyhow::bail!("`tollgate {}` did not start listening within 15 s", args[0])
-        }
-    };
-    Ok((child, url))
-}
-
 fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
     let (mut mock, mut temps) = mock_args(config)?;
     let policy = policy_file(config, &mut temps)?;
     mock.extend(["--http".into(), "127.0.0.1:0".into()]);
-    let (_mock, mock_url) = spawn_listening(&exe, &mock)?;
+    let (_mock, mock_url) = spawn_listening(&exe, &mock, Echo::Errors)?;
     let token_of = |agent: &str| format!("tollgate-live-run-{agent}");
     let tokens: String = plan
         .agents
@@ -207,7 +160,7 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
     if scale > 0.0 && scale != 1.0 {
         gateway.extend(["--time-scale".into(), (1.0 / scale).to_string()]);
     }
-    let (_gateway, url) = spawn_listening(&exe, &gateway)?;
+    let (_gateway, url) = spawn_listening(&exe, &gateway, Echo::Errors)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
