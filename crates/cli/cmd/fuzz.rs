@@ -88,8 +88,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     // Shards report from several threads: count, rather than set a position that may arrive
     // out of order.
+    let started = std::time::Instant::now();
     let report = fuzz(&args.policy, policy, &store, &options, |_| bar.inc(1));
     bar.finish_and_clear();
+    // The timing goes to stderr: stdout is the same for the same seed, so two runs diff clean.
+    let took = started.elapsed().as_secs_f64();
+    let threads = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .clamp(1, tollgate_scenario::fuzz::SHARDS as usize);
+    eprintln!(
+        "took {took:.2} s: {:.0} sessions/s, {:.0} calls/s (each session run twice), on {threads} thread{}",
+        report.cases as f64 / took.max(1e-6),
+        report.calls as f64 / took.max(1e-6),
+        if threads == 1 { "" } else { "s" }
+    );
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

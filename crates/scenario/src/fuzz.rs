@@ -633,7 +633,7 @@ fn scenario_of(
 /// How many runners a fuzzing run is split into, whatever the number of cores: shard `k`
 /// generates its share of the cases from its own seed (the run's seed and `k`), so the sessions,
 /// the report and the violation found depend on the seed alone, not on how many threads ran them.
-const SHARDS: u32 = 16;
+pub const SHARDS: u32 = 16;
 
 /// What one shard found.
 #[derive(Debug, Default)]
