@@ -401,9 +401,9 @@ fn scenario_from_a_real_recording_reproduces_its_decisions() {
 /// Promise 6, live half: the same scenarios against real processes (`tollgate gateway` in front
 /// of `tollgate mock-eks`, real time scaled by 0.01) give the same decision for every call as
 /// the virtual-time run: one-agent scenarios over stdio, several agents (shared counters,
-/// grant/session/global scopes, the stateless protocol beside a session-ful one) through one
-/// HTTP gateway with a token per agent. A scenario a live run cannot take (a reload, approvers)
-/// is refused (exit 2).
+/// grant/session/global scopes, the stateless protocol beside a session-ful one) and policy
+/// reloads (SIGHUP, awaited) through one HTTP gateway with a token per agent. A scenario a live
+/// run cannot take (a fault switch, approvers) is refused (exit 2).
 #[test]
 fn live_runs_agree_with_virtual_time() {
     let scenarios = [
@@ -420,6 +420,8 @@ fn live_runs_agree_with_virtual_time() {
         "concurrent-sessions",
         "stateless-and-subset",
         "runaway-burst",
+        // A reload (one valid, one refused, one from a file) by SIGHUP: over HTTP.
+        "policy-reload",
     ];
     let paths: Vec<String> = scenarios
         .iter()
@@ -434,9 +436,9 @@ fn live_runs_agree_with_virtual_time() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("12 scenarios: 12 passed"), "{text}");
+    assert!(text.contains("13 scenarios: 13 passed"), "{text}");
     let out = tollgate()
-        .args(["test", "scenarios/policy-reload.yaml", "--live"])
+        .args(["test", "scenarios/upstream-crash.yaml", "--live"])
         .current_dir(root())
         .output()
         .unwrap();

@@ -39,6 +39,16 @@ pub enum Echo {
 /// the rest of its stderr keeps being read (so it never blocks on a full pipe), shown as `echo`
 /// says.
 pub fn listening_url(child: &mut Child, name: &str, echo: Echo) -> anyhow::Result<String> {
+    listening_url_and_lines(child, name, echo, None)
+}
+
+/// [`listening_url`], also sending every other stderr line to `lines`.
+pub fn listening_url_and_lines(
+    child: &mut Child,
+    name: &str,
+    echo: Echo,
+    lines: Option<std::sync::mpsc::Sender<String>>,
+) -> anyhow::Result<String> {
     let stderr = child
         .stderr
         .take()
@@ -60,6 +70,9 @@ pub fn listening_url(child: &mut Child, name: &str, echo: Echo) -> anyhow::Resul
             if shown {
                 let _ = writeln!(std::io::stderr(), "{who}: {line}");
             }
+            if let Some(lines) = &lines {
+                let _ = lines.send(line);
+            }
         }
     });
     match rx.recv_timeout(Duration::from_secs(15)) {
@@ -75,6 +88,16 @@ pub fn listening_url(child: &mut Child, name: &str, echo: Echo) -> anyhow::Resul
 
 /// Starts `exe args` (stdin and stdout closed) and waits for it to listen.
 pub fn spawn_listening(exe: &Path, args: &[String], echo: Echo) -> anyhow::Result<(Proc, String)> {
+    spawn_listening_with_lines(exe, args, echo, None)
+}
+
+/// [`spawn_listening`], also sending every other stderr line to `lines`.
+pub fn spawn_listening_with_lines(
+    exe: &Path,
+    args: &[String],
+    echo: Echo,
+    lines: Option<std::sync::mpsc::Sender<String>>,
+) -> anyhow::Result<(Proc, String)> {
     let name = args.first().map_or("", String::as_str);
     let mut proc = Proc(
         Command::new(exe)
@@ -85,6 +108,6 @@ pub fn spawn_listening(exe: &Path, args: &[String], echo: Echo) -> anyhow::Resul
             .spawn()
             .with_context(|| format!("cannot start `{} {}`", exe.display(), args.join(" ")))?,
     );
-    let url = listening_url(&mut proc.0, name, echo)?;
+    let url = listening_url_and_lines(&mut proc.0, name, echo, lines)?;
     Ok((proc, url))
 }

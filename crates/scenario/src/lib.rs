@@ -1278,6 +1278,9 @@ pub struct WireSend {
     pub message: String,
     /// The ids of the calls in the message, in order (`null` for a raw message without one).
     pub ids: Vec<Value>,
+    /// A policy reload instead of a message: the new policy's text (which may be invalid:
+    /// the gateway must refuse it). `agent` and `message` are empty then.
+    pub reload: Option<String>,
 }
 
 /// One agent of a live run.
@@ -1293,14 +1296,24 @@ pub struct WireAgent {
 #[derive(Debug, Clone)]
 pub struct WirePlan {
     pub agents: Vec<WireAgent>,
-    /// Every agent's messages, in the order the virtual-time run sends them.
+    /// Every agent's messages (and policy reloads), in the order the virtual-time run sends
+    /// them.
     pub sends: Vec<WireSend>,
+}
+
+impl WirePlan {
+    /// Whether the plan needs the HTTP gateway: several agents, or a reload (the stdio
+    /// gateway's stderr is the client's to ignore, so a live run cannot see it reload).
+    pub fn needs_http(&self) -> bool {
+        self.agents.len() > 1 || self.sends.iter().any(|s| s.reload.is_some())
+    }
 }
 
 /// A scenario as the wire messages of its agents, for a live run against real processes: each
 /// agent's `initialize` (if its protocol has one), then each call at its instant, with the same
-/// ids the virtual-time run uses. Live runs take calls, batches, concurrent groups and
-/// `advance` steps: reloads, fault switches and approvals have no form a client can send.
+/// ids the virtual-time run uses, and each policy reload at its instant. Live runs take calls,
+/// batches, concurrent groups, reloads and `advance` steps: fault switches and approvals have
+/// no form a client can send.
 pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
     let scenario = &loaded.scenario;
     if scenario.agents.is_empty() {
@@ -1316,13 +1329,19 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
     if scenario.steps.iter().any(|s| {
         matches!(
             s.kind,
-            StepKind::Reload | StepKind::Faults | StepKind::Approve | StepKind::Deny
+            StepKind::Faults | StepKind::Approve | StepKind::Deny
         )
     }) {
         return Err(
-            "a live run takes calls, batches, concurrent groups and `advance` steps only".into(),
+            "a live run takes calls, batches, concurrent groups, reloads and `advance` steps only"
+                .into(),
         );
     }
+    let base = loaded
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let protocol_of = |agent: &str| {
         scenario
             .agents
@@ -1371,6 +1390,7 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                     agent: agent.to_string(),
                     ids: vec![m["id"].clone()],
                     message: m.to_string(),
+                    reload: None,
                 }
             }
             ActionKind::Raw { agent, raw, .. } => WireSend {
@@ -1383,6 +1403,7 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                         .unwrap_or(Value::Null),
                 ],
                 message: raw.clone(),
+                reload: None,
             },
             ActionKind::Batch { agent, items } => {
                 let msgs: Vec<Value> = items
@@ -1394,9 +1415,32 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                     agent: agent.clone(),
                     ids: msgs.iter().map(|m| m["id"].clone()).collect(),
                     message: Value::Array(msgs).to_string(),
+                    reload: None,
                 }
             }
-            ActionKind::Reload { .. } | ActionKind::Faults(_) | ActionKind::Decide { .. } => {
+            ActionKind::Reload { source, .. } => {
+                let text = match source {
+                    PolicySource::Inline(v) => serde_json::to_string(v).unwrap_or_default(),
+                    PolicySource::Path(p) => {
+                        let path = base.join(p);
+                        std::fs::read_to_string(&path).map_err(|e| {
+                            format!(
+                                "step {}: cannot read the policy `{}`: {e}",
+                                a.label,
+                                path.display()
+                            )
+                        })?
+                    }
+                };
+                WireSend {
+                    at: a.at,
+                    agent: String::new(),
+                    ids: Vec::new(),
+                    message: String::new(),
+                    reload: Some(text),
+                }
+            }
+            ActionKind::Faults(_) | ActionKind::Decide { .. } => {
                 continue;
             }
         };

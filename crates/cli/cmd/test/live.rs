@@ -4,7 +4,8 @@
 //!
 //! - One agent: a `tollgate gateway` (this binary) over stdio in front of a `tollgate mock-eks`
 //!   child over stdio.
-//! - Several agents: one `tollgate gateway --listen` over Streamable HTTP, each agent with its
+//! - Several agents, or a policy reload: one `tollgate gateway --listen` over Streamable HTTP
+//!   (on a copy of the policy; a reload writes over the copy and sends SIGHUP), each agent with its
 //!   own bearer token for its grant and its own session (none for the stateless protocol), in
 //!   front of a `tollgate mock-eks --http`: counters shared between agents need one gateway.
 //!   Messages go in the virtual-time run's order, each answered before the next is sent (the
@@ -23,7 +24,7 @@ use serde_json::Value;
 use tollgate_scenario::format::PolicySource;
 use tollgate_scenario::{Loaded, WirePlan, WireSend};
 
-use crate::cmd::procs::{Echo, spawn_listening};
+use crate::cmd::procs::{Echo, spawn_listening, spawn_listening_with_lines};
 
 /// What the processes need from the scenario.
 #[derive(Debug)]
@@ -91,7 +92,7 @@ pub fn run(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<S
         "--time-scale must be a number of at least 0"
     );
     match plan.agents.as_slice() {
-        [one] => run_stdio(config, one.init.as_deref(), &plan.sends, scale),
+        [one] if !plan.needs_http() => run_stdio(config, one.init.as_deref(), &plan.sends, scale),
         _ => run_http(config, plan, scale),
     }
 }
@@ -133,7 +134,12 @@ fn policy_file(config: &Config, temps: &mut Vec<TempFile>) -> anyhow::Result<Pat
 fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
     let (mut mock, mut temps) = mock_args(config)?;
-    let policy = policy_file(config, &mut temps)?;
+    // The gateway runs on a copy of the policy: a reload step writes the new policy there (and
+    // sends SIGHUP), never into the scenario's own files.
+    let source = std::fs::read_to_string(policy_file(config, &mut temps)?)
+        .context("cannot read the scenario's policy")?;
+    let policy_copy = TempFile::new("policy-live.json", &source)?;
+    let policy = policy_copy.0.clone();
     mock.extend(["--http".into(), "127.0.0.1:0".into()]);
     let (_mock, mock_url) = spawn_listening(&exe, &mock, Echo::Errors)?;
     let token_of = |agent: &str| format!("tollgate-live-run-{agent}");
@@ -154,13 +160,17 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
         "127.0.0.1:0".into(),
         "--call-timeout".into(),
         timeout.as_secs().max(1).to_string(),
+        "--no-watch".into(),
         "--upstream-url".into(),
         mock_url,
     ];
     if scale > 0.0 && scale != 1.0 {
         gateway.extend(["--time-scale".into(), (1.0 / scale).to_string()]);
     }
-    let (_gateway, url) = spawn_listening(&exe, &gateway, Echo::Errors)?;
+    let (said_tx, said) = std::sync::mpsc::channel::<String>();
+    let (gateway_proc, url) =
+        spawn_listening_with_lines(&exe, &gateway, Echo::Errors, Some(said_tx))?;
+    let gateway_pid = gateway_proc.pid();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -193,6 +203,11 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
         let mut answers = Vec::new();
         for s in &plan.sends {
             tokio::time::sleep_until(start + s.at.mul_f64(scale)).await;
+            if let Some(text) = &s.reload {
+                reload(&policy, text, gateway_pid, &said)?;
+                answers.push(Value::Null);
+                continue;
+            }
             let session = sessions.get(s.agent.as_str()).cloned().flatten();
             let (_, body) = tokio::time::timeout(
                 timeout + Duration::from_secs(5),
@@ -210,7 +225,8 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
         }
         anyhow::Ok(answers)
     })?;
-    drop(temps);
+    drop(gateway_proc);
+    drop((temps, policy_copy));
     let mut decisions = Vec::new();
     for (s, body) in plan.sends.iter().zip(answers) {
         let items: Vec<Value> = match body {
@@ -230,6 +246,39 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
         }
     }
     Ok(decisions)
+}
+
+/// A reload step: writes the new policy over the gateway's copy, sends SIGHUP, and waits (at
+/// most 10 s) for the gateway to say it reloaded or refused it.
+fn reload(
+    policy: &std::path::Path,
+    text: &str,
+    pid: u32,
+    said: &std::sync::mpsc::Receiver<String>,
+) -> anyhow::Result<()> {
+    // Lines from before this reload are not its answer.
+    while said.try_recv().is_ok() {}
+    std::fs::write(policy, text).with_context(|| format!("cannot write `{}`", policy.display()))?;
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    anyhow::ensure!(sent, "cannot send SIGHUP to the gateway (pid {pid})");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .context("the gateway did not say within 10 s whether it reloaded the policy")?;
+        let line = said
+            .recv_timeout(left)
+            .context("the gateway did not say within 10 s whether it reloaded the policy")?;
+        if line.starts_with("reloaded `")
+            || line.contains("is not a valid policy")
+            || line.contains("reload of")
+        {
+            return Ok(());
+        }
+    }
 }
 
 /// POSTs one message as an agent; returns the session id the gateway gave (on `initialize`)
