@@ -1039,8 +1039,26 @@ impl Run {
     }
 
     fn finish(mut self, scenario: &Scenario) -> Outcome {
-        // Lines are written in place (no string per line), into room for the usual length.
-        let mut transcript = String::with_capacity(64 + self.entries.len() * 160);
+        // Lines are written in place (no string per line), into room for all of them: the
+        // texts' lengths plus a bound on each line's own (the transcript of a long replay is
+        // tens of megabytes, and growing it by doubling copied it over and over).
+        let room: usize = self
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::Call(r) => {
+                    let said = r.answer.as_ref().map_or(0, |(_, (d, detail, message))| {
+                        d.len() + detail.len() + message.as_ref().map_or(0, |m| m.len() + 8)
+                    });
+                    // Grant and session names are the agent's, usually no longer than 64.
+                    160 + 2 * r.agent.len() + r.tool.len() + said
+                }
+                Entry::Note { text, more, .. } => {
+                    32 + text.len() + more.iter().map(|m| m.len() + 8).sum::<usize>()
+                }
+            })
+            .sum();
+        let mut transcript = String::with_capacity(256 + room);
         let _ = writeln!(transcript, "scenario: {}", scenario.name);
         if let Some(d) = &scenario.description {
             let _ = writeln!(transcript, "  {}", d.trim());
