@@ -25,6 +25,7 @@ use tollgate_mock_eks::world::Flags;
 use tollgate_mock_eks::{MockConfig, MockEks};
 use tollgate_scenario::TimedCall;
 
+use super::agent_http::{open_session, post};
 use super::procs::{Echo, Proc, listening_url};
 
 const SEED_POLICY: &str = include_str!("../../../examples/policies/seed.json");
@@ -174,7 +175,10 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
         let http = reqwest::Client::new();
         let mut sessions = BTreeMap::new();
         for agent in agents.keys() {
-            let sid = initialize(&http, &url, &token_of(agent), agent).await?;
+            let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": agent, "version": "demo"}}});
+            let sid = open_session(&http, &url, &token_of(agent), init.to_string(), agent).await?;
             sessions.insert(agent.clone(), sid);
         }
         let wall_start = Instant::now();
@@ -191,7 +195,11 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
                     "params": {"name": call.tool, "arguments": call.args}});
                 let (http, url) = (&http, &url);
                 let (token, session) = (token_of(&call.agent), sessions[&call.agent].clone());
-                async move { post(http, url, &token, &session, &msg).await }
+                async move {
+                    post(http, url, &token, Some(&session), msg.to_string())
+                        .await
+                        .map(|(_, answer)| answer)
+                }
             }))
             .await;
             for (i, answer) in group.zip(answers) {
@@ -411,67 +419,4 @@ fn stop_gateway(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-async fn initialize(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    agent: &str,
-) -> anyhow::Result<String> {
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": agent, "version": "demo"}}});
-    let r = http
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .body(init.to_string())
-        .send()
-        .await
-        .context("the gateway cannot be reached")?;
-    let Some(sid) = r
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        bail!(
-            "the gateway answered initialize without a session ({})",
-            r.status()
-        );
-    };
-    post(
-        http,
-        url,
-        token,
-        &sid,
-        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await?;
-    Ok(sid)
-}
-
-async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    session: &str,
-    msg: &Value,
-) -> anyhow::Result<Value> {
-    let r = http
-        .post(url)
-        .bearer_auth(token)
-        .header("mcp-session-id", session)
-        .header("accept", "application/json")
-        .header("content-type", "application/json")
-        .body(msg.to_string())
-        .send()
-        .await?;
-    let text = r.text().await?;
-    if text.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    Ok(serde_json::from_str(&text)?)
 }

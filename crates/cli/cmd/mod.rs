@@ -1,5 +1,6 @@
 //! The subcommands, one module each: `pub struct Args` (clap) and
 //! `pub fn run(args: Args) -> anyhow::Result<ExitCode>` (an `Err` is exit code 2).
+mod agent_http;
 pub mod approvals;
 pub mod audit;
 pub mod bench;

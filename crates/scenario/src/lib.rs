@@ -810,9 +810,7 @@ impl Run {
         let session = spec.session.clone().unwrap_or_else(|| agent.to_owned());
         let protocol = spec.protocol.unwrap_or(ProtocolVersion::V2025_11_25);
         let core = self.gateway.session(&spec.grant, &session);
-        let initialize = (!protocol.is_stateless()).then(|| {
-            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": agent, "version": "scenario"}}})
-        });
+        let initialize = initialize_request(agent, protocol);
         self.agents.insert(
             agent.to_owned(),
             AgentState {
@@ -887,17 +885,11 @@ impl Run {
     /// speaks 2026-07-28).
     fn request(&mut self, agent: &str, tool: &str, args: &Value) -> Value {
         self.next_id += 1;
-        let mut params = json!({"name": tool, "arguments": args});
-        if let Some(state) = self.agents.get(agent)
-            && state.protocol.is_stateless()
-        {
-            params["_meta"] = json!({
-                META_PROTOCOL_VERSION: state.protocol.as_str(),
-                META_CLIENT_INFO: {"name": agent, "version": "scenario"},
-                META_CLIENT_CAPABILITIES: {},
-            });
-        }
-        json!({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call", "params": params})
+        let protocol = self
+            .agents
+            .get(agent)
+            .map_or(ProtocolVersion::V2025_11_25, |a| a.protocol);
+        call_request(self.next_id, agent, protocol, tool, args)
     }
 
     fn open_call(
@@ -1287,6 +1279,34 @@ pub fn describe(answer: &Value) -> Described {
     (decision, detail.join(", "), message)
 }
 
+/// An agent's `initialize` (none for the stateless protocol, which has no handshake): the same
+/// in virtual time and in live runs.
+fn initialize_request(agent: &str, protocol: ProtocolVersion) -> Option<Value> {
+    (!protocol.is_stateless()).then(|| {
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": agent, "version": "scenario"}}})
+    })
+}
+
+/// A `tools/call` as an agent speaking `protocol` sends it (with the stateless `_meta`
+/// envelope for 2026-07-28): the same in virtual time and in live runs.
+fn call_request(
+    id: u64,
+    agent: &str,
+    protocol: ProtocolVersion,
+    tool: &str,
+    args: &Value,
+) -> Value {
+    let mut params = json!({"name": tool, "arguments": args});
+    if protocol.is_stateless() {
+        params["_meta"] = json!({
+            META_PROTOCOL_VERSION: protocol.as_str(),
+            META_CLIENT_INFO: {"name": agent, "version": "scenario"},
+            META_CLIENT_CAPABILITIES: {},
+        });
+    }
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+}
+
 /// One message an agent sends in a live run (`tollgate test --live`).
 #[derive(Debug, Clone)]
 pub struct WireSend {
@@ -1296,9 +1316,18 @@ pub struct WireSend {
     pub message: String,
     /// The ids of the calls in the message, in order (`null` for a raw message without one).
     pub ids: Vec<Value>,
-    /// A policy reload instead of a message: the new policy's text (which may be invalid:
-    /// the gateway must refuse it). `agent` and `message` are empty then.
-    pub reload: Option<String>,
+}
+
+/// One step of a live run.
+#[derive(Debug, Clone)]
+pub enum WireStep {
+    Send(WireSend),
+    /// A policy reload at `at`: the new policy's text (which may be invalid: the gateway must
+    /// refuse it then).
+    Reload {
+        at: Duration,
+        policy: String,
+    },
 }
 
 /// One agent of a live run.
@@ -1314,16 +1343,28 @@ pub struct WireAgent {
 #[derive(Debug, Clone)]
 pub struct WirePlan {
     pub agents: Vec<WireAgent>,
-    /// Every agent's messages (and policy reloads), in the order the virtual-time run sends
+    /// Every agent's messages and the policy reloads, in the order the virtual-time run takes
     /// them.
-    pub sends: Vec<WireSend>,
+    pub steps: Vec<WireStep>,
 }
 
 impl WirePlan {
     /// Whether the plan needs the HTTP gateway: several agents, or a reload (the stdio
     /// gateway's stderr is the client's to ignore, so a live run cannot see it reload).
     pub fn needs_http(&self) -> bool {
-        self.agents.len() > 1 || self.sends.iter().any(|s| s.reload.is_some())
+        self.agents.len() > 1
+            || self
+                .steps
+                .iter()
+                .any(|s| matches!(s, WireStep::Reload { .. }))
+    }
+
+    /// The messages, without the reloads.
+    pub fn sends(&self) -> impl Iterator<Item = &WireSend> {
+        self.steps.iter().filter_map(|s| match s {
+            WireStep::Send(send) => Some(send),
+            WireStep::Reload { .. } => None,
+        })
     }
 }
 
@@ -1370,33 +1411,19 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
     let agents = scenario
         .agents
         .iter()
-        .map(|(name, spec)| {
-            let protocol = protocol_of(name);
-            WireAgent {
-                name: name.clone(),
-                grant: spec.grant.clone(),
-                init: (!protocol.is_stateless()).then(|| {
-                    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": protocol.as_str(), "capabilities": {}, "clientInfo": {"name": name, "version": "scenario"}}}).to_string()
-                }),
-            }
+        .map(|(name, spec)| WireAgent {
+            name: name.clone(),
+            grant: spec.grant.clone(),
+            init: initialize_request(name, protocol_of(name)).map(|v| v.to_string()),
         })
         .collect();
     // The ids run across agents, as in the virtual-time run.
     let mut next_id = 0u64;
     let mut request = |agent: &str, tool: &str, args: &Value| {
         next_id += 1;
-        let protocol = protocol_of(agent);
-        let mut params = json!({"name": tool, "arguments": args});
-        if protocol.is_stateless() {
-            params["_meta"] = json!({
-                META_PROTOCOL_VERSION: protocol.as_str(),
-                META_CLIENT_INFO: {"name": agent, "version": "scenario"},
-                META_CLIENT_CAPABILITIES: {},
-            });
-        }
-        json!({"jsonrpc": "2.0", "id": next_id, "method": "tools/call", "params": params})
+        call_request(next_id, agent, protocol_of(agent), tool, args)
     };
-    let mut sends = Vec::new();
+    let mut steps = Vec::new();
     for a in expand(scenario) {
         let send = match &a.kind {
             ActionKind::Call {
@@ -1408,7 +1435,6 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                     agent: agent.to_string(),
                     ids: vec![m["id"].clone()],
                     message: m.to_string(),
-                    reload: None,
                 }
             }
             ActionKind::Raw { agent, raw, .. } => WireSend {
@@ -1421,7 +1447,6 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                         .unwrap_or(Value::Null),
                 ],
                 message: raw.clone(),
-                reload: None,
             },
             ActionKind::Batch { agent, items } => {
                 let msgs: Vec<Value> = items
@@ -1433,7 +1458,6 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                     agent: agent.clone(),
                     ids: msgs.iter().map(|m| m["id"].clone()).collect(),
                     message: Value::Array(msgs).to_string(),
-                    reload: None,
                 }
             }
             ActionKind::Reload { source, .. } => {
@@ -1450,19 +1474,17 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                         })?
                     }
                 };
-                WireSend {
+                steps.push(WireStep::Reload {
                     at: a.at,
-                    agent: String::new(),
-                    ids: Vec::new(),
-                    message: String::new(),
-                    reload: Some(text),
-                }
+                    policy: text,
+                });
+                continue;
             }
             ActionKind::Faults(_) | ActionKind::Decide { .. } => {
                 continue;
             }
         };
-        sends.push(send);
+        steps.push(WireStep::Send(send));
     }
-    Ok(WirePlan { agents, sends })
+    Ok(WirePlan { agents, steps })
 }

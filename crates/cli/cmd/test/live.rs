@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::Value;
 use tollgate_scenario::format::PolicySource;
-use tollgate_scenario::{Loaded, WirePlan, WireSend};
+use tollgate_scenario::{Loaded, WirePlan, WireSend, WireStep};
 
+use crate::cmd::agent_http::{open_session, post};
 use crate::cmd::procs::{Echo, spawn_listening, spawn_listening_with_lines};
 
 /// What the processes need from the scenario.
@@ -92,7 +93,10 @@ pub fn run(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<S
         "--time-scale must be a number of at least 0"
     );
     match plan.agents.as_slice() {
-        [one] if !plan.needs_http() => run_stdio(config, one.init.as_deref(), &plan.sends, scale),
+        [one] if !plan.needs_http() => {
+            let sends: Vec<&WireSend> = plan.sends().collect();
+            run_stdio(config, one.init.as_deref(), &sends, scale)
+        }
         _ => run_http(config, plan, scale),
     }
 }
@@ -133,11 +137,17 @@ fn policy_file(config: &Config, temps: &mut Vec<TempFile>) -> anyhow::Result<Pat
 
 fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
-    let (mut mock, mut temps) = mock_args(config)?;
+    let (mut mock, temps) = mock_args(config)?;
     // The gateway runs on a copy of the policy: a reload step writes the new policy there (and
     // sends SIGHUP), never into the scenario's own files.
-    let source = std::fs::read_to_string(policy_file(config, &mut temps)?)
-        .context("cannot read the scenario's policy")?;
+    let source = match &config.policy {
+        PolicySource::Path(p) => {
+            let path = config.base.join(p);
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the policy `{}`", path.display()))?
+        }
+        PolicySource::Inline(v) => serde_json::to_string(v)?,
+    };
     let policy_copy = TempFile::new("policy-live.json", &source)?;
     let policy = policy_copy.0.clone();
     mock.extend(["--http".into(), "127.0.0.1:0".into()]);
@@ -180,34 +190,31 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
         for agent in &plan.agents {
             let session = match &agent.init {
                 None => None,
-                Some(init) => {
-                    let token = token_of(&agent.name);
-                    let r = post(&http, &url, &token, None, init.clone()).await?;
-                    let sid = r.0.with_context(|| {
-                        format!("the gateway opened no session for agent `{}`", agent.name)
-                    })?;
-                    post(
+                Some(init) => Some(
+                    open_session(
                         &http,
                         &url,
-                        &token,
-                        Some(&sid),
-                        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned(),
+                        &token_of(&agent.name),
+                        init.clone(),
+                        &agent.name,
                     )
-                    .await?;
-                    Some(sid)
-                }
+                    .await?,
+                ),
             };
             sessions.insert(&agent.name, session);
         }
         let start = tokio::time::Instant::now();
         let mut answers = Vec::new();
-        for s in &plan.sends {
+        for step in &plan.steps {
+            let s = match step {
+                WireStep::Send(s) => s,
+                WireStep::Reload { at, policy: text } => {
+                    tokio::time::sleep_until(start + at.mul_f64(scale)).await;
+                    reload(&policy, text, gateway_pid, &said)?;
+                    continue;
+                }
+            };
             tokio::time::sleep_until(start + s.at.mul_f64(scale)).await;
-            if let Some(text) = &s.reload {
-                reload(&policy, text, gateway_pid, &said)?;
-                answers.push(Value::Null);
-                continue;
-            }
             let session = sessions.get(s.agent.as_str()).cloned().flatten();
             let (_, body) = tokio::time::timeout(
                 timeout + Duration::from_secs(5),
@@ -228,7 +235,7 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
     drop(gateway_proc);
     drop((temps, policy_copy));
     let mut decisions = Vec::new();
-    for (s, body) in plan.sends.iter().zip(answers) {
+    for (s, body) in plan.sends().zip(answers) {
         let items: Vec<Value> = match body {
             Value::Array(items) => items,
             Value::Null => Vec::new(),
@@ -281,47 +288,10 @@ fn reload(
     }
 }
 
-/// POSTs one message as an agent; returns the session id the gateway gave (on `initialize`)
-/// and the answer (`null` when there is none: a notification).
-async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    session: Option<&str>,
-    body: String,
-) -> anyhow::Result<(Option<String>, Value)> {
-    let mut request = http
-        .post(url)
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .body(body);
-    if let Some(s) = session {
-        request = request.header("mcp-session-id", s);
-    }
-    let r = request
-        .send()
-        .await
-        .context("the gateway cannot be reached")?;
-    let sid = r
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = r.text().await?;
-    let value = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)
-            .with_context(|| format!("the gateway's answer is not JSON: {text}"))?
-    };
-    Ok((sid, value))
-}
-
 fn run_stdio(
     config: &Config,
     init: Option<&str>,
-    sends: &[WireSend],
+    sends: &[&WireSend],
     scale: f64,
 ) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
