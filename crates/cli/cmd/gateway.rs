@@ -256,16 +256,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _ = stop_tx.send(true);
         });
         // Outcome records are deferred (written with the next decision record); this writes
-        // the rest within 20 ms (docs/audit.md, "Durability").
-        let flusher = Arc::clone(&gateway);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(20));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                every.tick().await;
-                flusher.flush_audit();
-            }
-        });
+        // the rest within 20 ms (docs/audit.md, "Durability"). Without a log, nothing to do.
+        if args.audit.is_some() {
+            let flusher = Arc::clone(&gateway);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(20));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    every.tick().await;
+                    flusher.flush_audit();
+                }
+            });
+        }
         // SIGHUP and (unless --no-watch) a change of the policy file reload the policy:
         // validated first; a broken one is refused with its diagnostics and the running one
         // stays. One task does every reload, so they never race each other.

@@ -121,20 +121,18 @@ impl AuditLog {
     /// the record's sequence number. The record is written and flushed (and synced, if asked)
     /// when this returns.
     pub fn append(&mut self, t_ms: u64, kind: &str, fields: Value) -> Result<u64, AuditError> {
-        let before = (self.seq, self.prev.clone());
-        let (seq, line) = self.chain(t_ms, kind, fields);
+        let (line, hash) = self.line(t_ms, kind, fields);
         let deferred = self.pending.len();
         let mut all = std::mem::take(&mut self.pending);
         all.push_str(&line);
         if let Err(e) = self.write(all.as_bytes()) {
-            // Not written: the chain goes back to before this record (the caller refuses the
-            // call it was for), and the deferred records wait for the next write.
-            (self.seq, self.prev) = before;
+            // Not written: the chain stays before this record (the caller refuses the call it
+            // was for), and the deferred records wait for the next write.
             all.truncate(deferred);
             self.pending = all;
             return Err(e);
         }
-        Ok(seq)
+        Ok(self.advance(hash))
     }
 
     /// Appends a record nothing waits for: it takes its sequence number and place in the chain
@@ -146,8 +144,9 @@ impl AuditLog {
         kind: &str,
         fields: Value,
     ) -> Result<u64, AuditError> {
-        let (seq, line) = self.chain(t_ms, kind, fields);
+        let (line, hash) = self.line(t_ms, kind, fields);
         self.pending.push_str(&line);
+        let seq = self.advance(hash);
         if self.pending.len() > PENDING_MAX {
             self.flush()?;
         }
@@ -181,8 +180,15 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Builds the next record's line and advances the chain past it.
-    fn chain(&mut self, t_ms: u64, kind: &str, fields: Value) -> (u64, String) {
+    /// Takes the next record into the chain: returns its sequence number.
+    fn advance(&mut self, hash: String) -> u64 {
+        self.seq += 1;
+        self.prev = hash;
+        self.seq - 1
+    }
+
+    /// The next record's line and its hash (the chain is not advanced).
+    fn line(&self, t_ms: u64, kind: &str, fields: Value) -> (String, String) {
         let seq = self.seq;
         let mut head = Map::new();
         head.insert("seq".into(), json!(seq));
@@ -202,9 +208,7 @@ impl AuditLog {
         text.pop();
         let hash = hash_prefix(&text);
         let line = format!("{text}{HASH_MARKER}{hash}\"}}\n");
-        self.seq += 1;
-        self.prev = hash;
-        (seq, line)
+        (line, hash)
     }
 
     /// The next sequence number and the last hash (the log's head, deferred records included).
