@@ -148,6 +148,17 @@ impl Faults {
         }
     }
 
+    /// The same plan from its start: its seed's first draw, switched on (the matchers are
+    /// kept, not compiled again).
+    pub fn restarted(&self) -> Faults {
+        Faults {
+            plan: self.plan.clone(),
+            matchers: self.matchers.clone(),
+            rng: ChaCha8Rng::seed_from_u64(self.plan.seed),
+            enabled: true,
+        }
+    }
+
     pub fn set_enabled(&mut self, on: bool) {
         self.enabled = on;
     }

@@ -110,7 +110,6 @@ struct ToolSet {
 #[derive(Debug)]
 pub struct MockEks {
     tools: Arc<ToolSet>,
-    plan: FaultPlan,
     page_size: Option<usize>,
     flags: Flags,
     limits: Limits,
@@ -146,8 +145,7 @@ impl MockEks {
             world: World::new(&config.fixture),
             sessions: HashMap::new(),
             journal: Vec::new(),
-            faults: Faults::new(config.faults.clone()),
-            plan: config.faults,
+            faults: Faults::new(config.faults),
         })
     }
 
@@ -159,14 +157,13 @@ impl MockEks {
     pub fn fresh(&self) -> MockEks {
         MockEks {
             tools: Arc::clone(&self.tools),
-            plan: self.plan.clone(),
             page_size: self.page_size,
             flags: self.flags,
             limits: self.limits,
             world: self.world.restarted(),
             sessions: HashMap::new(),
             journal: Vec::new(),
-            faults: Faults::new(self.plan.clone()),
+            faults: self.faults.restarted(),
         }
     }
 

@@ -603,19 +603,22 @@ impl World {
             }
             return out;
         }
-        let validator = {
-            // A poisoned lock only means another thread panicked while compiling; the map
-            // itself is still whole.
-            let mut cache = self
-                .validators
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(
-                cache
-                    .entry(tool.name.clone())
-                    .or_insert_with(|| Arc::new(validate::ArgValidator::new(&tool.input_schema))),
-            )
-        };
+        let validator =
+            {
+                // A poisoned lock only means another thread panicked while compiling; the map
+                // itself is still whole.
+                let mut cache = self
+                    .validators
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match cache.get(&tool.name) {
+                    Some(v) => Arc::clone(v),
+                    // The name is copied only the first time (this runs on every call).
+                    None => Arc::clone(cache.entry(tool.name.clone()).or_insert_with(|| {
+                        Arc::new(validate::ArgValidator::new(&tool.input_schema))
+                    })),
+                }
+            };
         if let Some(message) = validator.errors(&tool.name, args) {
             return ToolOutput::error(message);
         }
