@@ -12,8 +12,8 @@
 //!
 //! A failing session is shrunk by proptest to a minimal one and returned as a scenario file
 //! that replays it. The cases run in [`SHARDS`] shards on every core; the split depends on the
-//! seed alone, so the report does too. Time is the session's own: nothing here reads a clock except the optional
-//! time budget.
+//! seed alone, so the report does too. Time is the session's own: nothing here reads a clock
+//! except the optional time budget.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -413,12 +413,11 @@ struct CaseStats {
 /// pool's first focus tool).
 const SAME_TOOL: usize = usize::MAX;
 
+/// One call of a session: its instant, its agent (an index into [`AGENTS`]), tool, arguments.
+type TimedCall = (Duration, usize, String, Value);
+
 /// The timed calls of a session (bursts expanded), at most `max_calls` of them.
-fn timeline(
-    pool: &Pool,
-    session: &[GenCall],
-    max_calls: usize,
-) -> Vec<(Duration, usize, String, Value)> {
+fn timeline(pool: &Pool, session: &[GenCall], max_calls: usize) -> Vec<TimedCall> {
     let mut now = Duration::ZERO;
     let mut previous = pool.focus.first().copied().unwrap_or(0);
     let mut out = Vec::new();
@@ -439,23 +438,22 @@ fn timeline(
     out
 }
 
-/// Runs one session and checks every property; `Err` names the first broken one.
+/// Runs one session's calls and checks every property; `Err` names the first broken one.
 fn check_session(
     ctx: &ShardCtx<'_, impl Fn(u64) + Sync>,
-    session: &[GenCall],
+    calls: &[TimedCall],
 ) -> Result<(CaseStats, Vec<Value>), String> {
-    let (policy, store, pool, template) = (ctx.policy, ctx.store, ctx.pool, ctx.template);
-    let mut rig = Rig::new(policy, store(), template);
+    let policy = ctx.policy;
+    let mut rig = Rig::new(policy, (ctx.store)(), ctx.template);
     let mut stats = CaseStats::default();
     let mut answers = Vec::new();
     // The reference model: admitted instants per counter key.
     let mut admitted: HashMap<(String, String), Vec<Duration>> = HashMap::new();
     let mut allowed = 0usize;
-    // The setup (initialize, tools/list) sent no `tools/call`.
+    // The setup (initialize) sent no `tools/call`.
     let (mut received, mut journal_seen) = (0usize, rig.mock.journal().len());
-    let calls = timeline(pool, session, ctx.options.max_calls);
     stats.calls = calls.len();
-    for (i, (now, agent, tool, args)) in calls.into_iter().enumerate() {
+    for (i, (now, agent, tool, args)) in calls.iter().cloned().enumerate() {
         let id = json!(i + 1);
         let (grant, session_id) = AGENTS[agent];
         let predicted = ctx.offered.get(&tool).map(|listed| {
@@ -592,12 +590,7 @@ fn check_session(
 }
 
 /// A scenario file that replays `session` (the model's expectations are in the message).
-fn scenario_of(
-    policy_path: &Path,
-    pool: &Pool,
-    calls: &[(Duration, usize, String, Value)],
-    message: &str,
-) -> String {
+fn scenario_of(policy_path: &Path, pool: &Pool, calls: &[TimedCall], message: &str) -> String {
     let mut out = String::new();
     out.push_str("name: fuzz-violation\n");
     out.push_str(&format!(
@@ -618,11 +611,11 @@ fn scenario_of(
         out.push_str(&format!("  {session}: {{grant: {grant}}}\n"));
     }
     out.push_str("steps:\n");
-    for (now, agent, tool, args) in calls.iter().map(|(n, a, t, v)| (n, *a, t, v)) {
+    for (now, agent, tool, args) in calls {
         out.push_str(&format!(
             "  - {{at: {}ms, agent: {}, call: {}, args: {}}}\n",
             now.as_millis(),
-            AGENTS[agent].1,
+            AGENTS[*agent].1,
             serde_json::to_string(&tool).unwrap_or_default(),
             args
         ));
@@ -841,7 +834,9 @@ fn run_shard<P: Fn(u64) + Sync>(ctx: &ShardCtx<'_, P>, k: u32) -> ShardReport {
             report_cell.borrow_mut().skipped += 1;
             return Ok(());
         }
-        let run = || check_session(ctx, &session);
+        // The calls are drawn once; both runs take the same ones.
+        let calls = timeline(pool, &session, ctx.options.max_calls);
+        let run = || check_session(ctx, &calls);
         let outcome = match run() {
             // Determinism: the same session again gives the same answers.
             Ok((stats, answers)) => match run() {
