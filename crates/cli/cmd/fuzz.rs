@@ -93,12 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     // The timing goes to stderr: stdout is the same for the same seed, so two runs diff clean.
     let took = started.elapsed().as_secs_f64();
-    let threads = args
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
-        .clamp(1, tollgate_scenario::fuzz::SHARDS as usize);
+    let threads = options.threads();
     eprintln!(
         "took {took:.2} s: {:.0} sessions/s, {:.0} calls/s (each session run twice), on {threads} thread{}",
         report.cases as f64 / took.max(1e-6),

@@ -45,6 +45,17 @@ pub struct FuzzOptions {
     pub jobs: Option<usize>,
 }
 
+impl FuzzOptions {
+    /// The threads the shards run on: `jobs`, or one per core, at most one per shard.
+    pub fn threads(&self) -> usize {
+        self.jobs
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            })
+            .clamp(1, SHARDS as usize)
+    }
+}
+
 impl Default for FuzzOptions {
     fn default() -> Self {
         FuzzOptions {
@@ -681,12 +692,7 @@ pub fn fuzz(
     let lowest_failed = AtomicU32::new(u32::MAX);
     let next_shard = AtomicU32::new(0);
     let shards: Vec<Mutex<Option<ShardReport>>> = (0..SHARDS).map(|_| Mutex::new(None)).collect();
-    let workers = options
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
-        .clamp(1, SHARDS as usize);
+    let workers = options.threads();
     let shard_ctx = ShardCtx {
         policy: &policy,
         store,
