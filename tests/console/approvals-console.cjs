@@ -16,19 +16,34 @@ const env = (name) => {
   return v;
 };
 
+// Chromium's launch is the one step that depends on the machine rather than on Tollgate: on a
+// fresh, loaded CI machine a first launch has been seen to stall past its timeout. Each attempt
+// gets its own profile directory and a minute; the third failure is reported as it is.
+async function launch() {
+  const attempts = 3;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await chromium.launchPersistentContext(`${env("USER_DATA_DIR")}/${attempt}`, {
+        executablePath: env("CHROMIUM"),
+        headless: true,
+        args: [
+          "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        ],
+        viewport: { width: 1280, height: 760 },
+        timeout: 60000,
+      });
+    } catch (e) {
+      if (attempt === attempts) throw e;
+      process.stderr.write(`chromium launch attempt ${attempt} failed, retrying: ${e.message.split("\n")[0]}\n`);
+    }
+  }
+}
+
 async function main() {
   const base = env("BASE");
-  const context = await chromium.launchPersistentContext(env("USER_DATA_DIR"), {
-    executablePath: env("CHROMIUM"),
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-    viewport: { width: 1280, height: 760 },
-    timeout: 30000,
-  });
-  context.setDefaultTimeout(15000);
+  const context = await launch();
+  context.setDefaultTimeout(30000);
   const page = context.pages()[0] || (await context.newPage());
   const problems = [];
   page.on("pageerror", (e) => problems.push(String(e)));
