@@ -27,7 +27,8 @@ pub mod format;
 pub mod fuzz;
 pub mod recording;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -170,7 +171,7 @@ struct Action {
     kind: ActionKind,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum ActionKind {
     /// A step's parts are shared by its repetitions, not copied into each.
     Call {
@@ -201,56 +202,181 @@ enum ActionKind {
     },
 }
 
-fn call_actions(step: &format::Step, start: Duration, label: &str) -> Vec<(u32, Action)> {
-    let every = step.every.unwrap_or(Duration::ZERO);
-    let repeat = step.repeat.unwrap_or(1);
+/// The action a call step (or a group's member) repeats, with its timing.
+fn call_generator(step: &format::Step, start: Duration, label: &str) -> Generator {
     let agent = step.agent.clone().unwrap_or_default();
-    let label: Arc<str> = Arc::from(label);
-    let shared_agent: Arc<str> = Arc::from(agent.as_str());
-    let tool: Arc<str> = Arc::from(step.call.as_deref().unwrap_or_default());
-    let args = Arc::new(step.args.clone().unwrap_or_else(|| json!({})));
-    let expect = step.expect.clone().map(Arc::new);
-    (0..repeat)
-        .map(|k| {
-            let kind = match step.kind {
-                StepKind::Batch => ActionKind::Batch {
-                    agent: agent.clone(),
-                    items: step
-                        .batch
-                        .iter()
-                        .flatten()
-                        .map(|i| {
-                            (
-                                i.call.clone(),
-                                i.args.clone().unwrap_or_else(|| json!({})),
-                                i.expect.clone(),
-                            )
-                        })
-                        .collect(),
-                },
-                StepKind::Raw => ActionKind::Raw {
-                    agent: agent.clone(),
-                    tool: step.call.clone().unwrap_or_default(),
-                    raw: step.raw.clone().unwrap_or_default(),
-                    expect: step.expect.clone(),
-                },
-                _ => ActionKind::Call {
-                    agent: Arc::clone(&shared_agent),
-                    tool: Arc::clone(&tool),
-                    args: Arc::clone(&args),
-                    expect: expect.clone(),
-                },
+    let kind = match step.kind {
+        StepKind::Batch => ActionKind::Batch {
+            agent,
+            items: step
+                .batch
+                .iter()
+                .flatten()
+                .map(|i| {
+                    (
+                        i.call.clone(),
+                        i.args.clone().unwrap_or_else(|| json!({})),
+                        i.expect.clone(),
+                    )
+                })
+                .collect(),
+        },
+        StepKind::Raw => ActionKind::Raw {
+            agent,
+            tool: step.call.clone().unwrap_or_default(),
+            raw: step.raw.clone().unwrap_or_default(),
+            expect: step.expect.clone(),
+        },
+        _ => ActionKind::Call {
+            agent: Arc::from(agent.as_str()),
+            tool: Arc::from(step.call.as_deref().unwrap_or_default()),
+            args: Arc::new(step.args.clone().unwrap_or_else(|| json!({}))),
+            expect: step.expect.clone().map(Arc::new),
+        },
+    };
+    Generator {
+        start,
+        every: step.every.unwrap_or(Duration::ZERO),
+        repeat: step.repeat.unwrap_or(1),
+        label: Arc::from(label),
+        kind,
+    }
+}
+
+/// One step's (or group member's) actions: `repeat` copies of `kind`, `every` apart from
+/// `start`. A plain call's copies share its agent, tool, arguments and expectations.
+struct Generator {
+    start: Duration,
+    every: Duration,
+    repeat: u32,
+    /// `3` for the third step, `3.2` for the second member of the third step's group.
+    label: Arc<str>,
+    kind: ActionKind,
+}
+
+impl Generator {
+    /// When its repetition `k` happens.
+    fn at(&self, k: u32) -> Duration {
+        self.start + self.every * k
+    }
+}
+
+/// A scenario's actions in the order the runner takes them, by (instant, step, repetition,
+/// member), made one at a time as the runner reaches them: a merge of the steps' generators,
+/// so a step repeated 400,000 times never holds 400,000 actions at once. Every key is
+/// distinct (a step's repetitions differ in `k`, a group's members in `member`), so the order
+/// is the one a full sort of every action would give.
+struct Schedule {
+    generators: Vec<Generator>,
+    /// (instant, step, repetition, member, generator) of each generator's next action.
+    next: BinaryHeap<Reverse<(Duration, usize, u32, usize, usize)>>,
+    remaining: u64,
+}
+
+impl Schedule {
+    fn new(scenario: &Scenario) -> Schedule {
+        let mut schedule = Schedule {
+            generators: Vec::new(),
+            next: BinaryHeap::new(),
+            remaining: 0,
+        };
+        let mut cursor = Duration::ZERO;
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let label = (i + 1).to_string();
+            let start = step.at.unwrap_or(cursor);
+            let once = |kind| Generator {
+                start,
+                every: Duration::ZERO,
+                repeat: 1,
+                label: Arc::from(label.as_str()),
+                kind,
             };
-            (
-                k,
-                Action {
-                    at: start + every * k,
-                    label: Arc::clone(&label),
-                    kind,
-                },
-            )
-        })
-        .collect()
+            match step.kind {
+                StepKind::Advance => {
+                    cursor += step.advance.unwrap_or_default();
+                }
+                StepKind::Reload | StepKind::Faults => {
+                    let kind = match (&step.reload, step.faults) {
+                        (Some(source), _) => ActionKind::Reload {
+                            source: source.clone(),
+                            expect: step.expect.as_ref().and_then(|e| e.reload),
+                        },
+                        (None, Some(s)) => ActionKind::Faults(s),
+                        (None, None) => continue,
+                    };
+                    schedule.add(i, 0, once(kind));
+                    cursor = cursor.max(start);
+                }
+                StepKind::Approve | StepKind::Deny => {
+                    let (approve, decide) = match (&step.approve, &step.deny) {
+                        (Some(d), _) => (true, d.clone()),
+                        (None, Some(d)) => (false, d.clone()),
+                        (None, None) => continue,
+                    };
+                    schedule.add(i, 0, once(ActionKind::Decide { approve, decide }));
+                    cursor = cursor.max(start);
+                }
+                StepKind::Call | StepKind::Raw | StepKind::Batch => {
+                    let g = call_generator(step, start, &label);
+                    if let Some(last) = g.repeat.checked_sub(1) {
+                        cursor = cursor.max(g.at(last));
+                    }
+                    schedule.add(i, 0, g);
+                }
+                StepKind::Concurrent => {
+                    for (j, member) in step.concurrent.iter().flatten().enumerate() {
+                        let offset = member.at.unwrap_or(Duration::ZERO);
+                        let label = format!("{}.{}", i + 1, j + 1);
+                        let g = call_generator(member, start + offset, &label);
+                        if let Some(last) = g.repeat.checked_sub(1) {
+                            cursor = cursor.max(g.at(last));
+                        }
+                        schedule.add(i, j, g);
+                    }
+                }
+            }
+        }
+        schedule
+    }
+
+    fn add(&mut self, step: usize, member: usize, g: Generator) {
+        if g.repeat > 0 {
+            self.remaining += u64::from(g.repeat);
+            self.next
+                .push(Reverse((g.at(0), step, 0, member, self.generators.len())));
+            self.generators.push(g);
+        }
+    }
+
+    /// How many actions are still to come.
+    fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The instant of the next action.
+    fn peek_at(&self) -> Option<Duration> {
+        self.next.peek().map(|Reverse((at, ..))| *at)
+    }
+}
+
+impl Iterator for Schedule {
+    type Item = Action;
+
+    fn next(&mut self) -> Option<Action> {
+        let Reverse((at, step, k, member, g)) = self.next.pop()?;
+        let generator = &self.generators[g];
+        let action = Action {
+            at,
+            label: Arc::clone(&generator.label),
+            kind: generator.kind.clone(),
+        };
+        if k + 1 < generator.repeat {
+            self.next
+                .push(Reverse((generator.at(k + 1), step, k + 1, member, g)));
+        }
+        self.remaining -= 1;
+        Some(action)
+    }
 }
 
 /// One plain call of a scenario at its instant, for drivers outside the runner (`tollgate demo`).
@@ -265,8 +391,7 @@ pub struct TimedCall {
 /// A scenario's calls in the order the runner makes them; `Err` names the first step that is
 /// not a plain call (a raw message, a batch, a reload, a fault switch, an approval).
 pub fn plain_calls(scenario: &Scenario) -> Result<Vec<TimedCall>, String> {
-    expand(scenario)
-        .into_iter()
+    Schedule::new(scenario)
         .map(|a| match a.kind {
             ActionKind::Call {
                 agent, tool, args, ..
@@ -281,73 +406,81 @@ pub fn plain_calls(scenario: &Scenario) -> Result<Vec<TimedCall>, String> {
         .collect()
 }
 
-/// Expands the steps into timed actions, ordered by (instant, step, repetition, member).
-fn expand(scenario: &Scenario) -> Vec<Action> {
-    let mut keyed: Vec<((Duration, usize, u32, usize), Action)> = Vec::new();
-    let mut cursor = Duration::ZERO;
-    for (i, step) in scenario.steps.iter().enumerate() {
-        let label: Arc<str> = Arc::from((i + 1).to_string());
-        let start = step.at.unwrap_or(cursor);
-        match step.kind {
-            StepKind::Advance => {
-                cursor += step.advance.unwrap_or_default();
-            }
-            StepKind::Reload | StepKind::Faults => {
-                let kind = match (&step.reload, step.faults) {
-                    (Some(source), _) => ActionKind::Reload {
-                        source: source.clone(),
-                        expect: step.expect.as_ref().and_then(|e| e.reload),
-                    },
-                    (None, Some(s)) => ActionKind::Faults(s),
-                    (None, None) => continue,
-                };
-                keyed.push((
-                    (start, i, 0, 0),
-                    Action {
-                        at: start,
-                        label,
-                        kind,
-                    },
-                ));
-                cursor = cursor.max(start);
-            }
-            StepKind::Approve | StepKind::Deny => {
-                let (approve, decide) = match (&step.approve, &step.deny) {
-                    (Some(d), _) => (true, d.clone()),
-                    (None, Some(d)) => (false, d.clone()),
-                    (None, None) => continue,
-                };
-                keyed.push((
-                    (start, i, 0, 0),
-                    Action {
-                        at: start,
-                        label,
-                        kind: ActionKind::Decide { approve, decide },
-                    },
-                ));
-                cursor = cursor.max(start);
-            }
-            StepKind::Call | StepKind::Raw | StepKind::Batch => {
-                for (k, a) in call_actions(step, start, &label) {
-                    cursor = cursor.max(a.at);
-                    keyed.push(((a.at, i, k, 0), a));
-                }
-            }
-            StepKind::Concurrent => {
-                for (j, member) in step.concurrent.iter().flatten().enumerate() {
-                    let offset = member.at.unwrap_or(Duration::ZERO);
-                    let label = format!("{}.{}", i + 1, j + 1);
-                    for (k, a) in call_actions(member, start + offset, &label) {
-                        cursor = cursor.max(a.at);
-                        keyed.push(((a.at, i, k, j), a));
-                    }
-                }
-            }
+/// The transcript's entries not yet written, addressed by their index in the whole run (the
+/// answer to call 7 finds its entry after entries 0 to 5 have been written and dropped).
+#[derive(Debug, Default)]
+struct Entries {
+    items: VecDeque<Entry>,
+    /// The run-wide index of `items[0]`.
+    first: usize,
+}
+
+impl Entries {
+    /// Adds an entry; its run-wide index.
+    fn push(&mut self, entry: Entry) -> usize {
+        self.items.push_back(entry);
+        self.first + self.items.len() - 1
+    }
+
+    /// Entry `i` if it is not written yet.
+    fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        i.checked_sub(self.first)
+            .and_then(|k| self.items.get_mut(k))
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let entry = self.items.pop_front()?;
+        self.first += 1;
+        Some(entry)
+    }
+
+    /// The first entry, if it is complete: a note, or a call with its answer.
+    fn pop_ready(&mut self) -> Option<Entry> {
+        match self.items.front()? {
+            Entry::Call(r) if r.answer.is_none() => None,
+            _ => self.pop_front(),
         }
     }
-    keyed.sort_by_key(|(k, _)| *k);
-    keyed.into_iter().map(|(_, a)| a).collect()
 }
+
+/// The transcript written so far, with what its lines counted.
+#[derive(Debug, Default)]
+struct Written {
+    transcript: String,
+    totals: BTreeMap<String, u64>,
+    decisions: Vec<CallDecision>,
+    /// Expectations of written calls that did not hold, in transcript order.
+    failures: Vec<String>,
+}
+
+impl Written {
+    /// The transcript's header, with room for the lines of `actions` calls (the transcript of
+    /// a long replay is tens of megabytes, and growing it by doubling copies it over and over;
+    /// room that is never written is never touched).
+    fn start(scenario: &Scenario, actions: u64) -> Written {
+        let room = usize::try_from(actions)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(LINE_ROOM)
+            .min(MAX_ROOM);
+        let mut transcript = String::with_capacity(256 + room);
+        let _ = writeln!(transcript, "scenario: {}", scenario.name);
+        if let Some(d) = &scenario.description {
+            let _ = writeln!(transcript, "  {}", d.trim());
+        }
+        transcript.push('\n');
+        Written {
+            transcript,
+            decisions: Vec::with_capacity(usize::try_from(actions).unwrap_or(0).min(1 << 24)),
+            ..Written::default()
+        }
+    }
+}
+
+/// Room reserved per call for its transcript lines: a refusal's line and message run to about
+/// 300 bytes, an allowed call's to about 150.
+const LINE_ROOM: usize = 320;
+/// At most this much is reserved up front (1 GiB); beyond it the transcript grows as it must.
+const MAX_ROOM: usize = 1 << 30;
 
 /// One line of the transcript.
 #[derive(Debug)]
@@ -404,7 +537,9 @@ struct Run {
     deliveries: BTreeMap<(Duration, u64), (String, Delivery)>,
     next_seq: u64,
     next_id: u64,
-    entries: Vec<Entry>,
+    entries: Entries,
+    /// What has been written of the transcript so far, and what it has counted.
+    written: Written,
     /// (agent, id text) → the call entry waiting for that answer.
     open: HashMap<(String, String), usize>,
     /// Agent → its raw message waiting for an answer without a usable id.
@@ -477,7 +612,7 @@ fn run_inner(
             };
         }
     };
-    let actions = expand(&scenario);
+    let mut actions = Schedule::new(&scenario);
     let mut run = Run {
         gateway,
         mock,
@@ -486,16 +621,16 @@ fn run_inner(
         deliveries: BTreeMap::new(),
         next_seq: 0,
         next_id: 0,
-        entries: Vec::new(),
+        entries: Entries::default(),
+        written: Written::start(&scenario, actions.remaining()),
         open: HashMap::new(),
         open_raw: HashMap::new(),
         failures: Vec::new(),
         recorded,
     };
-    let mut next = 0;
     // Bounded: every loop turn consumes an action, a delivery or a deadline, and each action
     // causes a bounded number of the others.
-    let budget = (actions.len() as u64 + 16).saturating_mul(64);
+    let budget = (actions.remaining() + 16).saturating_mul(64);
     for _ in 0..budget {
         let delivery = run.deliveries.keys().next().map(|k| k.0);
         let deadline = run
@@ -504,7 +639,7 @@ fn run_inner(
             .filter_map(|a| a.core.next_deadline())
             .filter(|d| *d != Duration::MAX)
             .min();
-        let action = actions.get(next).map(|a| a.at);
+        let action = actions.peek_at();
         let Some(now) = [delivery, deadline, action].into_iter().flatten().min() else {
             break;
         };
@@ -512,10 +647,10 @@ fn run_inner(
             run.deliver(now);
         } else if deadline == Some(now) {
             run.tick(now);
-        } else if let Some(a) = actions.get(next) {
-            run.act(&scenario, a);
-            next += 1;
+        } else if let Some(a) = actions.next() {
+            run.act(&scenario, &a);
         }
+        run.write_ready();
     }
     run.finish(&scenario)
 }
@@ -910,8 +1045,7 @@ impl Run {
             answer: None,
             held: None,
             approval: None,
-        }));
-        self.entries.len() - 1
+        }))
     }
 
     fn act(&mut self, scenario: &Scenario, a: &Action) {
@@ -1030,141 +1164,145 @@ impl Run {
         });
     }
 
-    fn finish(mut self, scenario: &Scenario) -> Outcome {
-        // Lines are written in place (no string per line), into room for all of them: the
-        // texts' lengths plus a bound on each line's own (the transcript of a long replay is
-        // tens of megabytes, and growing it by doubling copied it over and over).
-        let room: usize = self
-            .entries
-            .iter()
-            .map(|e| match e {
-                Entry::Call(r) => {
-                    let said = r.answer.as_ref().map_or(0, |(_, (d, detail, message))| {
-                        d.len() + detail.len() + message.as_ref().map_or(0, |m| m.len() + 8)
-                    });
-                    // Grant and session names are the agent's, usually no longer than 64.
-                    160 + 2 * r.agent.len() + r.tool.len() + said
-                }
-                Entry::Note { text, more, .. } => {
-                    32 + text.len() + more.iter().map(|m| m.len() + 8).sum::<usize>()
-                }
-            })
-            .sum();
-        let mut transcript = String::with_capacity(256 + room);
-        let _ = writeln!(transcript, "scenario: {}", scenario.name);
-        if let Some(d) = &scenario.description {
-            let _ = writeln!(transcript, "  {}", d.trim());
+    /// Writes the transcript's lines of the entries at the front that are complete (a note,
+    /// or a call with its answer): the transcript is written as the run goes, and a long
+    /// replay keeps only the calls still waiting for an answer, not one record per call.
+    fn write_ready(&mut self) {
+        while let Some(entry) = self.entries.pop_ready() {
+            self.write(entry);
         }
-        transcript.push('\n');
-        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-        let mut decisions = Vec::new();
-        let mut entries = std::mem::take(&mut self.entries);
-        for entry in &mut entries {
-            let record = match entry {
-                Entry::Note { at, text, more } => {
-                    let _ = writeln!(transcript, "+{:>10.3}s {text}", at.as_secs_f64());
-                    for m in more {
-                        let _ = writeln!(transcript, "    {m}");
-                    }
-                    continue;
+    }
+
+    /// The transcript's line(s) for one entry; counts its decision and checks its expectations.
+    fn write(&mut self, entry: Entry) {
+        let w = &mut self.written;
+        let record = match entry {
+            Entry::Note { at, text, more } => {
+                let _ = writeln!(w.transcript, "+{:>10.3}s {text}", at.as_secs_f64());
+                for m in more {
+                    let _ = writeln!(w.transcript, "    {m}");
                 }
-                Entry::Call(r) => r,
-            };
-            let (grant, session) = self
-                .agents
-                .get(&record.agent)
-                .map(|s| (s.grant.as_str(), s.session.as_str()))
-                .unwrap_or_default();
-            if let Some(approval) = record.held {
-                // Held for a human: the outcome is its own line when it comes.
-                let _ = writeln!(
-                    transcript,
-                    "+{:>10.3}s grant={grant} session={session} {}{} -> held (approval {approval})",
-                    record.at.as_secs_f64(),
-                    if record.in_batch { "[batch] " } else { "" },
-                    record.tool,
-                );
-                if record.answer.is_none() {
-                    self.failures.push(format!(
-                        "step {}: `{}` (approval {approval}) was never answered",
-                        record.label, record.tool
-                    ));
-                }
-                continue;
+                return;
             }
-            let (decision, mut detail, message) = match &mut record.answer {
-                Some((_, d)) => std::mem::take(d),
-                None => (
-                    "unanswered".to_owned(),
-                    "no answer when the run ended".to_owned(),
-                    None,
-                ),
-            };
-            if let Some((when, _)) = &record.answer
-                && *when > record.at
-            {
-                let after = format!("answered after {}", seconds(when.saturating_sub(record.at)));
-                detail = if detail.is_empty() {
-                    after
-                } else {
-                    format!("{detail}, {after}")
-                };
-            }
-            if let Some(a) = &record.approval {
-                detail = if detail.is_empty() {
-                    a.clone()
-                } else {
-                    format!("{a}; {detail}")
-                };
-            }
-            *totals.entry(decision.clone()).or_default() += 1;
+            Entry::Call(r) => r,
+        };
+        let mut record = record;
+        let (grant, session) = self
+            .agents
+            .get(&record.agent)
+            .map(|s| (s.grant.as_str(), s.session.as_str()))
+            .unwrap_or_default();
+        if let Some(approval) = record.held {
+            // Held for a human: the outcome is its own line when it comes.
             let _ = writeln!(
-                transcript,
-                "+{:>10.3}s grant={grant} session={session} {}{} -> {decision}{}",
+                w.transcript,
+                "+{:>10.3}s grant={grant} session={session} {}{} -> held (approval {approval})",
                 record.at.as_secs_f64(),
                 if record.in_batch { "[batch] " } else { "" },
                 record.tool,
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({detail})")
-                }
             );
-            if let Some(m) = &message {
-                let _ = writeln!(transcript, "    {m}");
+            if record.answer.is_none() {
+                w.failures.push(format!(
+                    "step {}: `{}` (approval {approval}) was never answered",
+                    record.label, record.tool
+                ));
             }
-            decisions.push(CallDecision {
-                at_ms: u64::try_from(record.at.as_millis()).unwrap_or(u64::MAX),
-                agent: record.agent.clone(),
-                tool: record.tool.clone(),
-                decision: decision.clone(),
-            });
-            if let Some(x) = &record.expect {
-                if let Some(want) = &x.decision
-                    && want != &decision
-                {
-                    self.failures.push(format!(
-                        "step {} at {:.3}s: `{}` was {decision}, expected {want}",
-                        record.label,
-                        record.at.as_secs_f64(),
-                        record.tool
-                    ));
-                }
-                if let Some(want) = &x.message_contains
-                    && !message
-                        .as_deref()
-                        .unwrap_or_default()
-                        .contains(want.as_str())
-                {
-                    self.failures.push(format!(
-                        "step {} at {:.3}s: the message of `{}` does not contain {want:?}",
-                        record.label,
-                        record.at.as_secs_f64(),
-                        record.tool
-                    ));
-                }
+            return;
+        }
+        let answered = record.answer.as_ref().map(|(when, _)| *when);
+        let (decision, mut detail, message) = match record.answer.take() {
+            Some((_, d)) => d,
+            None => (
+                "unanswered".to_owned(),
+                "no answer when the run ended".to_owned(),
+                None,
+            ),
+        };
+        if let Some(when) = answered
+            && when > record.at
+        {
+            let after = format!("answered after {}", seconds(when.saturating_sub(record.at)));
+            detail = if detail.is_empty() {
+                after
+            } else {
+                format!("{detail}, {after}")
+            };
+        }
+        if let Some(a) = &record.approval {
+            detail = if detail.is_empty() {
+                a.clone()
+            } else {
+                format!("{a}; {detail}")
+            };
+        }
+        match w.totals.get_mut(&decision) {
+            Some(n) => *n += 1,
+            None => {
+                w.totals.insert(decision.clone(), 1);
             }
         }
+        let _ = write!(
+            w.transcript,
+            "+{:>10.3}s grant={grant} session={session} {}{} -> {decision}",
+            record.at.as_secs_f64(),
+            if record.in_batch { "[batch] " } else { "" },
+            record.tool,
+        );
+        if detail.is_empty() {
+            w.transcript.push('\n');
+        } else {
+            let _ = writeln!(w.transcript, " ({detail})");
+        }
+        if let Some(m) = &message {
+            let _ = writeln!(w.transcript, "    {m}");
+        }
+        if let Some(x) = &record.expect {
+            if let Some(want) = &x.decision
+                && want != &decision
+            {
+                w.failures.push(format!(
+                    "step {} at {:.3}s: `{}` was {decision}, expected {want}",
+                    record.label,
+                    record.at.as_secs_f64(),
+                    record.tool
+                ));
+            }
+            if let Some(want) = &x.message_contains
+                && !message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(want.as_str())
+            {
+                w.failures.push(format!(
+                    "step {} at {:.3}s: the message of `{}` does not contain {want:?}",
+                    record.label,
+                    record.at.as_secs_f64(),
+                    record.tool
+                ));
+            }
+        }
+        w.decisions.push(CallDecision {
+            at_ms: u64::try_from(record.at.as_millis()).unwrap_or(u64::MAX),
+            agent: record.agent,
+            tool: record.tool,
+            decision,
+        });
+    }
+
+    fn finish(mut self, scenario: &Scenario) -> Outcome {
+        // What is still waiting (a call never answered, and everything after it) is written
+        // as it stands.
+        while let Some(entry) = self.entries.pop_front() {
+            self.write(entry);
+        }
+        let Written {
+            mut transcript,
+            totals,
+            decisions,
+            failures: per_call,
+        } = std::mem::take(&mut self.written);
+        // The run's own failures first, then each call's in the order of the transcript.
+        self.failures.extend(per_call);
         let mut journal: BTreeMap<String, u64> = BTreeMap::new();
         for entry in self.mock.journal() {
             if let Some(tool) = &entry.tool {
@@ -1424,7 +1562,7 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
         call_request(next_id, agent, protocol_of(agent), tool, args)
     };
     let mut steps = Vec::new();
-    for a in expand(scenario) {
+    for a in Schedule::new(scenario) {
         let send = match &a.kind {
             ActionKind::Call {
                 agent, tool, args, ..
