@@ -261,6 +261,10 @@ impl Generator {
     }
 }
 
+/// (instant, step, repetition, member, generator) of a generator's next action: the order of
+/// the first four is the runner's.
+type NextAction = (Duration, usize, u32, usize, usize);
+
 /// A scenario's actions in the order the runner takes them, by (instant, step, repetition,
 /// member), made one at a time as the runner reaches them: a merge of the steps' generators,
 /// so a step repeated 400,000 times never holds 400,000 actions at once. Every key is
@@ -268,8 +272,7 @@ impl Generator {
 /// is the one a full sort of every action would give.
 struct Schedule {
     generators: Vec<Generator>,
-    /// (instant, step, repetition, member, generator) of each generator's next action.
-    next: BinaryHeap<Reverse<(Duration, usize, u32, usize, usize)>>,
+    next: BinaryHeap<Reverse<NextAction>>,
     remaining: u64,
 }
 
