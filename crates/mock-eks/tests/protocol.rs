@@ -202,7 +202,10 @@ fn journal_records_every_request() {
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].outcome, "result");
     assert_eq!(calls[1].outcome, "is_error", "the second cancel fails");
-    assert_eq!(calls[0].arguments, Some(json!({"batchId": "rb-0001"})));
+    assert_eq!(
+        calls[0].arguments_value(),
+        Some(json!({"batchId": "rb-0001"}))
+    );
     assert_eq!(calls[0].protocol_version, Some("2025-06-18"));
     assert_eq!(m.journal().len(), 4, "initialize, initialized, two calls");
 }
