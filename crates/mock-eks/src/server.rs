@@ -97,9 +97,8 @@ impl JournalEntry {
 pub struct Arguments(Box<serde_json::value::RawValue>);
 
 impl Arguments {
-    fn new(value: &Value) -> Arguments {
-        // A `Value` always serialises.
-        Arguments(serde_json::value::to_raw_value(value).expect("a JSON value serialises"))
+    fn new(value: &Value) -> Option<Arguments> {
+        serde_json::value::to_raw_value(value).ok().map(Arguments)
     }
 
     /// The text, e.g. `{"batchId":"rb-0001"}`.
@@ -517,7 +516,7 @@ impl MockEks {
             .and_then(|p| p.get("arguments"))
             .unwrap_or(&Value::Null);
         entry.tool = Some(name.to_owned());
-        entry.arguments = Some(Arguments::new(arguments));
+        entry.arguments = Arguments::new(arguments);
         if !(arguments.is_object() || arguments.is_null()) {
             return plain(error_response(
                 Some(id),
