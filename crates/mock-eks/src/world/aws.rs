@@ -225,23 +225,28 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 ));
             }
             world.state.run_batches[i].status = BatchStatus::Cancelled;
-            for r in &mut world.state.runs {
-                if r.batch_id.as_deref() == Some(&batch_id) && r.status.is_active() {
-                    r.status = RunStatus::Cancelled;
+            let index = world.batch_runs();
+            for &r in index.get(&batch_id).map_or(&[][..], Vec::as_slice) {
+                let Some(run) = world.state.runs.get_mut(r) else {
+                    continue;
+                };
+                if run.status.is_active() {
+                    run.status = RunStatus::Cancelled;
                 }
             }
             ok(world, op, json!({}))
         }
         ("GetBatch", Some(i), _) => {
+            let index = world.batch_runs();
             let b = &world.state.run_batches[i];
             let mut body = batch_json(b);
             // Counted by state first: one key per state, not one allocation per run.
             let mut counts: Vec<(RunStatus, u64)> = Vec::new();
-            for r in world
-                .state
-                .runs
+            for r in index
+                .get(&b.id)
+                .map_or(&[][..], Vec::as_slice)
                 .iter()
-                .filter(|r| r.batch_id.as_deref() == Some(&b.id))
+                .filter_map(|&r| world.state.runs.get(r))
             {
                 match counts.iter_mut().find(|(s, _)| *s == r.status) {
                     Some((_, n)) => *n += 1,
@@ -277,11 +282,12 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 .run_batches
                 .iter()
                 .any(|b| b.id == batch_id && b.status == BatchStatus::Cancelled);
-            let items: Vec<Value> = world
-                .state
-                .runs
+            let index = world.batch_runs();
+            let items: Vec<Value> = index
+                .get(&batch_id)
+                .map_or(&[][..], Vec::as_slice)
                 .iter()
-                .filter(|r| r.batch_id.as_deref() == Some(&batch_id))
+                .filter_map(|&r| world.state.runs.get(r))
                 .take(page_size(args))
                 .map(|r| {
                     let submission = if cancelled && r.status == RunStatus::Cancelled {
@@ -315,6 +321,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                     batch_id: Some(batch.id.clone()),
                 });
             }
+            world.runs_changed();
             let body = json!({"id": batch.id, "status": batch.status.as_str()});
             world.state.run_batches.push(batch);
             ok(world, op, body)
@@ -337,6 +344,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                     .state
                     .runs
                     .retain(|r| r.batch_id.as_deref() != Some(&batch_id));
+                world.runs_changed();
                 world.state.run_batches[i].status = BatchStatus::RunsDeleted;
             } else {
                 world.state.run_batches.remove(i);
@@ -373,6 +381,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 ));
             }
             world.state.runs.remove(i);
+            world.runs_changed();
             ok(world, op, json!({}))
         }
         ("ListRuns", _, _) => {

@@ -527,6 +527,32 @@ pub struct World {
     /// Compiled argument schemas by tool name, built on first use and shared with the worlds
     /// [`World::restarted`] makes (a schema compiles in tens of microseconds).
     validators: Arc<Mutex<HashMap<String, Arc<validate::ArgValidator>>>>,
+    /// The batch index of `start` (shared with the worlds [`World::restarted`] makes).
+    start_batch_runs: BatchRuns,
+    /// The batch index of the current state: `None` after a run was added or removed, until
+    /// the next lookup rebuilds it.
+    batch_runs: Option<BatchRuns>,
+}
+
+/// Which runs (indices into `state.runs`, in order) belong to each batch: the batch
+/// operations look a batch's runs up here instead of comparing every run's batch id (a scan
+/// of 400 runs was a tenth of a replay's time). Every change to `state.runs` that adds,
+/// removes or reorders runs calls [`World::runs_changed`].
+pub(crate) type BatchRuns = Arc<HashMap<String, Vec<usize>>>;
+
+fn index_batch_runs(runs: &[RunFx]) -> BatchRuns {
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in runs.iter().enumerate() {
+        if let Some(b) = &r.batch_id {
+            match index.get_mut(b) {
+                Some(v) => v.push(i),
+                None => {
+                    index.insert(b.clone(), vec![i]);
+                }
+            }
+        }
+    }
+    Arc::new(index)
 }
 
 impl World {
@@ -557,11 +583,14 @@ impl World {
             }
         }
         let start = Arc::new(state);
+        let start_batch_runs = index_batch_runs(&start.runs);
         World {
             state: Shared(Arc::clone(&start)),
             start,
             tick: 0,
             validators: Arc::default(),
+            batch_runs: Some(Arc::clone(&start_batch_runs)),
+            start_batch_runs,
         }
     }
 
@@ -573,7 +602,26 @@ impl World {
             start: Arc::clone(&self.start),
             tick: 0,
             validators: Arc::clone(&self.validators),
+            start_batch_runs: Arc::clone(&self.start_batch_runs),
+            batch_runs: Some(Arc::clone(&self.start_batch_runs)),
         }
+    }
+
+    /// The batch index of the current state (rebuilt if a run was added or removed since).
+    pub(crate) fn batch_runs(&mut self) -> BatchRuns {
+        match &self.batch_runs {
+            Some(index) => Arc::clone(index),
+            None => {
+                let index = index_batch_runs(&self.state.runs);
+                self.batch_runs = Some(Arc::clone(&index));
+                index
+            }
+        }
+    }
+
+    /// Says that runs were added or removed (the batch index is stale).
+    pub(crate) fn runs_changed(&mut self) {
+        self.batch_runs = None;
     }
 
     pub fn default_world() -> World {

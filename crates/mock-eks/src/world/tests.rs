@@ -488,6 +488,47 @@ mod never_panics {
         Value::Object(obj)
     }
 
+    /// One run or batch operation of the batch-index property below.
+    fn run_operation(kind: u8, n: usize, runs: usize) -> (&'static str, Value) {
+        let batch = format!("rb-{:04}", n % 16 + 1);
+        let run = format!("rb-{:04}-r{:03}", n % 16 + 1, n % 5 + 1);
+        match kind % 6 {
+            0 => (
+                "StartAHORunBatch",
+                json!({"requestId": "r", "batchName": format!("b{n}"),
+                       "defaultRunSetting": {"workflowId": "w"},
+                       "batchRunSettings": {"inlineSettings": (0..runs.max(1))
+                           .map(|i| json!({"runSettingId": format!("s{i}")}))
+                           .collect::<Vec<_>>()}}),
+            ),
+            1 => ("CancelAHORunBatch", json!({ "batchId": batch })),
+            2 => ("DeleteAHORunBatch", json!({ "batchId": batch })),
+            3 => ("DeleteAHOBatch", json!({ "batchId": batch })),
+            4 => ("CancelAHORun", json!({ "id": run })),
+            _ => ("DeleteAHORun", json!({ "id": run })),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The batch index (which runs belong to each batch) always equals a scan of the
+        /// current runs, after any sequence of operations that start, cancel or delete runs
+        /// and batches: the batch operations never answer from a stale index.
+        #[test]
+        fn batch_index_always_equals_a_scan_of_the_runs(
+            ops in prop::collection::vec((any::<u8>(), 0usize..64, 0usize..4), 1..40),
+        ) {
+            let mut w = World::default_world();
+            for (kind, n, runs) in ops {
+                let (tool, args) = run_operation(kind, n, runs);
+                let _ = call(&mut w, tool, args, ALL);
+                let scanned = crate::world::index_batch_runs(&w.state().runs);
+                prop_assert_eq!(&*w.batch_runs(), &*scanned, "after {}", tool);
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
