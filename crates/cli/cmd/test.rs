@@ -142,7 +142,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut problems = outcome.failures.clone();
         match (plan, live_config) {
             (Some(Ok(plan)), Some(config)) => {
-                let live = live::run(&config, &plan, args.time_scale)?;
+                let answered = live::run(&config, &plan, args.time_scale)?;
+                let answered_calls = answered.len();
+                let live = in_virtual_order(&outcome.decisions, answered);
                 let virtual_time: Vec<&str> = outcome
                     .decisions
                     .iter()
@@ -160,10 +162,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         ));
                     }
                 }
-                if live.len() != virtual_time.len() {
+                if answered_calls != virtual_time.len() {
                     problems.push(format!(
                         "live run answered {} calls, virtual time {}",
-                        live.len(),
+                        answered_calls,
                         virtual_time.len()
                     ));
                 }
@@ -344,4 +346,26 @@ fn junit(cases: &[Case]) -> String {
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+/// A live run's decisions (in the order the calls were sent) in the order of the virtual-time
+/// run's (where a held call's outcome comes when it is decided): matched by request id, and
+/// calls without one (or sharing one) in the order they were sent. A call the live run did not
+/// answer at all is `missing`.
+fn in_virtual_order(
+    virtual_time: &[tollgate_scenario::CallDecision],
+    live: Vec<live::LiveDecision>,
+) -> Vec<String> {
+    use std::collections::{HashMap, VecDeque};
+    let mut by_id: HashMap<Option<String>, VecDeque<String>> = HashMap::new();
+    for (id, decision) in live {
+        by_id.entry(id).or_default().push_back(decision);
+    }
+    virtual_time
+        .iter()
+        .map(|d| {
+            let got = by_id.get_mut(&d.id).and_then(VecDeque::pop_front);
+            got.unwrap_or_else(|| "missing".to_owned())
+        })
+        .collect()
 }

@@ -157,6 +157,10 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CallDecision {
     pub at_ms: u64,
+    /// The request's id as JSON text (`7`, `"a"`), if it has one: a live run's answers are
+    /// matched to these calls by it (a held call's outcome comes later than the calls after it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub agent: String,
     pub tool: String,
     pub decision: String,
@@ -499,6 +503,8 @@ enum Entry {
 #[derive(Debug)]
 struct CallRecord {
     at: Duration,
+    /// The request's id as JSON text, if it has one.
+    id: Option<String>,
     agent: String,
     label: Arc<str>,
     tool: String,
@@ -831,6 +837,7 @@ impl Run {
         record.answer = Some((now, Described::default()));
         let outcome = CallRecord {
             at: now,
+            id: record.id.clone(),
             agent: record.agent.clone(),
             label: Arc::clone(&record.label),
             tool: record.tool.clone(),
@@ -1033,13 +1040,14 @@ impl Run {
     fn open_call(
         &mut self,
         a: &Action,
-        agent: &str,
+        (agent, id): (&str, Option<String>),
         tool: &str,
         in_batch: bool,
         expect: Option<Arc<StepExpect>>,
     ) -> usize {
         self.entries.push(Entry::Call(CallRecord {
             at: a.at,
+            id,
             agent: agent.to_owned(),
             label: Arc::clone(&a.label),
             tool: tool.to_owned(),
@@ -1062,9 +1070,9 @@ impl Run {
             } => {
                 self.ensure_agent(scenario, agent, now);
                 let msg = self.request(agent, tool, args);
-                let i = self.open_call(a, agent, tool, false, expect.clone());
-                self.open
-                    .insert((agent.to_string(), msg["id"].to_string()), i);
+                let id = msg["id"].to_string();
+                let i = self.open_call(a, (agent, Some(id.clone())), tool, false, expect.clone());
+                self.open.insert((agent.to_string(), id), i);
                 self.send_value(agent, msg, now);
             }
             ActionKind::Raw {
@@ -1074,14 +1082,20 @@ impl Run {
                 expect,
             } => {
                 self.ensure_agent(scenario, agent, now);
-                let i = self.open_call(a, agent, tool, false, expect.clone().map(Arc::new));
                 // The raw bytes may not parse: a lenient reading finds the id if there is one;
                 // an answer without an id goes to this call.
-                if let Some(id) = serde_json::from_str::<Value>(raw)
+                let id = serde_json::from_str::<Value>(raw)
                     .ok()
-                    .and_then(|v| v.get("id").filter(|id| !id.is_null()).cloned())
-                {
-                    self.open.insert((agent.clone(), id.to_string()), i);
+                    .and_then(|v| v.get("id").filter(|id| !id.is_null()).map(Value::to_string));
+                let i = self.open_call(
+                    a,
+                    (agent, id.clone()),
+                    tool,
+                    false,
+                    expect.clone().map(Arc::new),
+                );
+                if let Some(id) = id {
+                    self.open.insert((agent.clone(), id), i);
                 }
                 self.open_raw.insert(agent.clone(), i);
                 self.send(agent, raw.as_bytes(), now);
@@ -1091,8 +1105,15 @@ impl Run {
                 let mut batch = Vec::new();
                 for (tool, args, expect) in items {
                     let msg = self.request(agent, tool, args);
-                    let i = self.open_call(a, agent, tool, true, expect.clone().map(Arc::new));
-                    self.open.insert((agent.clone(), msg["id"].to_string()), i);
+                    let id = msg["id"].to_string();
+                    let i = self.open_call(
+                        a,
+                        (agent, Some(id.clone())),
+                        tool,
+                        true,
+                        expect.clone().map(Arc::new),
+                    );
+                    self.open.insert((agent.clone(), id), i);
                     batch.push(msg);
                 }
                 self.send_value(agent, Value::Array(batch), now);
@@ -1286,6 +1307,7 @@ impl Run {
         }
         w.decisions.push(CallDecision {
             at_ms: u64::try_from(record.at.as_millis()).unwrap_or(u64::MAX),
+            id: record.id,
             agent: record.agent,
             tool: record.tool,
             decision,
@@ -1469,6 +1491,12 @@ pub enum WireStep {
         at: Duration,
         policy: String,
     },
+    /// An `approve` or `deny` step at `at`, made by an operator on the gateway's admin API.
+    Decide {
+        at: Duration,
+        approve: bool,
+        decide: Decide,
+    },
 }
 
 /// One agent of a live run.
@@ -1484,6 +1512,9 @@ pub struct WireAgent {
 #[derive(Debug, Clone)]
 pub struct WirePlan {
     pub agents: Vec<WireAgent>,
+    /// The scenario's approvers: a live run gives each an admin token (none: the gateway has no
+    /// approval channel, as in the virtual-time run).
+    pub approvers: Vec<String>,
     /// Every agent's messages and the policy reloads, in the order the virtual-time run takes
     /// them.
     pub steps: Vec<WireStep>,
@@ -1492,28 +1523,29 @@ pub struct WirePlan {
 impl WirePlan {
     /// Whether the plan needs the HTTP gateway: several agents, or a reload (the stdio
     /// gateway's stderr is the client's to ignore, so a live run cannot see it reload).
+    /// Whether the plan needs the HTTP gateway: several agents, a reload (the stdio gateway's
+    /// stderr is the client's to ignore, so a live run cannot see it reload) or approvers (the
+    /// admin API is served on the HTTP listener).
     pub fn needs_http(&self) -> bool {
         self.agents.len() > 1
-            || self
-                .steps
-                .iter()
-                .any(|s| matches!(s, WireStep::Reload { .. }))
+            || !self.approvers.is_empty()
+            || self.steps.iter().any(|s| !matches!(s, WireStep::Send(_)))
     }
 
-    /// The messages, without the reloads.
+    /// The messages, without the reloads and decisions.
     pub fn sends(&self) -> impl Iterator<Item = &WireSend> {
         self.steps.iter().filter_map(|s| match s {
             WireStep::Send(send) => Some(send),
-            WireStep::Reload { .. } => None,
+            WireStep::Reload { .. } | WireStep::Decide { .. } => None,
         })
     }
 }
 
 /// A scenario as the wire messages of its agents, for a live run against real processes: each
 /// agent's `initialize` (if its protocol has one), then each call at its instant, with the same
-/// ids the virtual-time run uses, and each policy reload at its instant. Live runs take calls,
-/// batches, concurrent groups, reloads and `advance` steps: fault switches and approvals have
-/// no form a client can send.
+/// ids the virtual-time run uses, each policy reload and each approval decision at its
+/// instant. Live runs take every step but fault switches (the mock's faults are fixed for the
+/// life of its process), and no `gateway.tool_timeouts`.
 pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
     let scenario = &loaded.scenario;
     if scenario.agents.is_empty() {
@@ -1522,18 +1554,13 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
     if !scenario.gateway.tool_timeouts.is_empty() {
         return Err("a live run takes no `gateway.tool_timeouts`".into());
     }
-    if !scenario.approvers.is_empty() {
-        // Held calls need an operator on the admin API, which a live run does not drive.
-        return Err("a live run takes no `approvers`".into());
-    }
-    if scenario.steps.iter().any(|s| {
-        matches!(
-            s.kind,
-            StepKind::Faults | StepKind::Approve | StepKind::Deny
-        )
-    }) {
+    if scenario
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::Faults))
+    {
         return Err(
-            "a live run takes calls, batches, concurrent groups, reloads and `advance` steps only"
+            "a live run takes calls, batches, concurrent groups, reloads, approvals and `advance` steps, not fault switches (`faults: on|off`)"
                 .into(),
         );
     }
@@ -1621,11 +1648,23 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                 });
                 continue;
             }
-            ActionKind::Faults(_) | ActionKind::Decide { .. } => {
+            ActionKind::Decide { approve, decide } => {
+                steps.push(WireStep::Decide {
+                    at: a.at,
+                    approve: *approve,
+                    decide: decide.clone(),
+                });
+                continue;
+            }
+            ActionKind::Faults(_) => {
                 continue;
             }
         };
         steps.push(WireStep::Send(send));
     }
-    Ok(WirePlan { agents, steps })
+    Ok(WirePlan {
+        agents,
+        approvers: scenario.approvers.clone(),
+        steps,
+    })
 }

@@ -12,6 +12,10 @@
 //!   order of messages due at one instant decides who gets a counter's last slot), and the
 //!   gateway's clock runs 1/F times as fast as the wall clock, so windows span the scenario's
 //!   time. A fault's latency in the mock stays real time.
+//! - Approvers: the same HTTP gateway with an admin token per approver. A held call is seen in
+//!   the pending list before the next message goes; an `approve` or `deny` step decides it on
+//!   the admin API and waits for its answer. The decisions are returned with their request ids,
+//!   so a held call's late outcome is compared with the same call's in virtual time.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -86,8 +90,13 @@ impl Drop for TempFile {
     }
 }
 
-/// Runs the plan: over stdio for one agent, over HTTP for several.
-pub fn run(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<String>> {
+/// One call's decision as the agent saw it, with the call's request id as JSON text (none for
+/// a raw message without a usable id).
+pub type LiveDecision = (Option<String>, String);
+
+/// Runs the plan: over stdio for one agent, over HTTP for several (or reloads, or approvals).
+/// Returns the decisions in the plan's order of calls.
+pub fn run(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<LiveDecision>> {
     anyhow::ensure!(
         scale.is_finite() && scale >= 0.0,
         "--time-scale must be a number of at least 0"
@@ -135,7 +144,63 @@ fn policy_file(config: &Config, temps: &mut Vec<TempFile>) -> anyhow::Result<Pat
     })
 }
 
-fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<String>> {
+/// The decisions of the calls of `send`, from the answer the agent got (`null`: none).
+fn decisions_of(send: &WireSend, body: Option<&Value>) -> Vec<LiveDecision> {
+    let items: Vec<&Value> = match body {
+        Some(Value::Array(items)) => items.iter().collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(v) => vec![v],
+    };
+    send.ids
+        .iter()
+        .map(|id| {
+            let answer = items.iter().find(|a| {
+                a.get("id").unwrap_or(&Value::Null) == id
+                    && (a.get("result").is_some() || a.get("error").is_some())
+            });
+            (
+                (!id.is_null()).then(|| id.to_string()),
+                answer.map_or_else(
+                    || "unanswered".to_owned(),
+                    |v| tollgate_scenario::describe(v).0,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The admin token a live run gives approver `name`.
+fn admin_token_of(name: &str) -> String {
+    format!("tollgate-live-approver-{name}")
+}
+
+/// The gateway's pending approvals (`GET /admin/approvals`).
+async fn pending_approvals(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let list: Value = http
+        .get(format!("{base}/admin/approvals"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .context("the gateway's admin API cannot be reached")?
+        .error_for_status()
+        .context("the gateway's admin API refused to list approvals")?
+        .json()
+        .await?;
+    Ok(list["pending"].as_array().cloned().unwrap_or_default())
+}
+
+/// A call whose answer has not come: held for approval.
+struct Held {
+    send: usize,
+    ids: Vec<Value>,
+    answer: tokio::task::JoinHandle<anyhow::Result<(Option<String>, Value)>>,
+}
+
+fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<LiveDecision>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
     let (mut mock, temps) = mock_args(config)?;
     // The gateway runs on a copy of the policy: a reload step writes the new policy there (and
@@ -159,6 +224,12 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
         .map(|a| format!("{} {}\n", token_of(&a.name), a.grant))
         .collect();
     let tokens = TempFile::new("tokens.txt", &tokens)?;
+    let admins: String = plan
+        .approvers
+        .iter()
+        .map(|a| format!("{} {a}\n", admin_token_of(a)))
+        .collect();
+    let admins = TempFile::new("admins.txt", &admins)?;
     let timeout = config.timeout.unwrap_or(Duration::from_secs(60));
     let mut gateway: Vec<String> = vec![
         "gateway".into(),
@@ -176,6 +247,12 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
     ];
     if scale > 0.0 && scale != 1.0 {
         gateway.extend(["--time-scale".into(), (1.0 / scale).to_string()]);
+    }
+    // Approvers get the admin API (and with it the approval channel); without them a call that
+    // needs approval is refused at once, as in the virtual-time run.
+    let approvals = !plan.approvers.is_empty();
+    if approvals {
+        gateway.extend(["--admin-tokens".into(), admins.0.display().to_string()]);
     }
     let (said_tx, said) = std::sync::mpsc::channel::<String>();
     let (gateway_proc, url) =
@@ -203,56 +280,119 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
             };
             sessions.insert(&agent.name, session);
         }
+        let base = url.strip_suffix("/mcp").unwrap_or(&url).to_owned();
+        // Any approver can list what is pending.
+        let lister = plan.approvers.first().map(|a| admin_token_of(a));
+        let sends: Vec<&WireSend> = plan.sends().collect();
+        let mut answers: Vec<Option<Value>> = vec![None; sends.len()];
+        let mut held: Vec<Held> = Vec::new();
+        let mut next = 0;
         let start = tokio::time::Instant::now();
-        let mut answers = Vec::new();
         for step in &plan.steps {
-            let s = match step {
-                WireStep::Send(s) => s,
+            match step {
                 WireStep::Reload { at, policy: text } => {
                     tokio::time::sleep_until(start + at.mul_f64(scale)).await;
                     reload(&policy, text, gateway_pid, &said)?;
-                    continue;
                 }
-            };
-            tokio::time::sleep_until(start + s.at.mul_f64(scale)).await;
-            let session = sessions.get(s.agent.as_str()).cloned().flatten();
-            let (_, body) = tokio::time::timeout(
-                timeout + Duration::from_secs(5),
-                post(
-                    &http,
-                    &url,
-                    &token_of(&s.agent),
-                    session.as_deref(),
-                    s.message.clone(),
-                ),
-            )
-            .await
-            .with_context(|| format!("no answer to agent `{}` within {timeout:?}", s.agent))??;
-            answers.push(body);
+                WireStep::Decide {
+                    at,
+                    approve,
+                    decide,
+                } => {
+                    tokio::time::sleep_until(start + at.mul_f64(scale)).await;
+                    let token = admin_token_of(&decide.by);
+                    let pending = pending_approvals(&http, &base, &token).await?;
+                    // The same choice as the virtual-time run: the oldest pending call of the
+                    // tool, or the approval with that id.
+                    let found = pending.iter().find(|p| match (&decide.tool, decide.held) {
+                        (Some(tool), _) => p["tool"].as_str() == Some(tool.as_str()),
+                        (None, Some(n)) => p["id"].as_u64() == Some(n),
+                        (None, None) => false,
+                    });
+                    // Nothing pending matches: the virtual-time run reports it; a live run has
+                    // nothing to decide.
+                    let Some(p) = found else { continue };
+                    let verb = if *approve { "approve" } else { "deny" };
+                    let body = match &decide.reason {
+                        Some(r) => serde_json::json!({ "reason": r }),
+                        None => serde_json::json!({}),
+                    };
+                    http.post(format!("{base}/admin/approvals/{}/{verb}", p["id"]))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                        .context("the gateway's admin API cannot be reached")?
+                        .error_for_status()
+                        .with_context(|| {
+                            format!("the gateway refused to {verb} approval {}", p["id"])
+                        })?;
+                    // The held call goes on now: wait for its answer, so what comes next
+                    // happens after it, as in the virtual-time run.
+                    if let Some(i) = held.iter().position(|h| h.ids.contains(&p["request_id"])) {
+                        let h = held.swap_remove(i);
+                        let (_, body) = tokio::time::timeout(timeout + Duration::from_secs(5), h.answer)
+                            .await
+                            .context("no answer to an approved or denied call")???;
+                        answers[h.send] = Some(body);
+                    }
+                }
+                WireStep::Send(s) => {
+                    tokio::time::sleep_until(start + s.at.mul_f64(scale)).await;
+                    let session = sessions.get(s.agent.as_str()).cloned().flatten();
+                    let (http2, url2, token) = (http.clone(), url.clone(), token_of(&s.agent));
+                    let message = s.message.clone();
+                    let mut answer = tokio::spawn(async move {
+                        post(&http2, &url2, &token, session.as_deref(), message).await
+                    });
+                    // Each message is answered (or held for approval) before the next goes.
+                    let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(5);
+                    let is_held = loop {
+                        tokio::select! {
+                            got = &mut answer => {
+                                answers[next] = Some(got??.1);
+                                break false;
+                            }
+                            () = tokio::time::sleep(Duration::from_millis(5)), if lister.is_some() => {
+                                let token = lister.as_deref().unwrap_or_default();
+                                let pending = pending_approvals(&http, &base, token).await?;
+                                if pending.iter().any(|p| s.ids.contains(&p["request_id"])) {
+                                    break true;
+                                }
+                            }
+                            () = tokio::time::sleep_until(deadline) => {
+                                anyhow::bail!("no answer to agent `{}` within {timeout:?}", s.agent);
+                            }
+                        }
+                    };
+                    if is_held {
+                        held.push(Held {
+                            send: next,
+                            ids: s.ids.clone(),
+                            answer,
+                        });
+                    }
+                    next += 1;
+                }
+            }
+        }
+        // Calls still held: their approval times out (in the gateway's scaled time).
+        let wait = timeout + Duration::from_secs(5) + Duration::from_secs(3600).mul_f64(scale);
+        for h in held {
+            let (_, body) = tokio::time::timeout(wait, h.answer)
+                .await
+                .with_context(|| format!("a held call was not answered within {wait:?}"))???;
+            answers[h.send] = Some(body);
         }
         anyhow::Ok(answers)
     })?;
     drop(gateway_proc);
-    drop((temps, policy_copy));
-    let mut decisions = Vec::new();
-    for (s, body) in plan.sends().zip(answers) {
-        let items: Vec<Value> = match body {
-            Value::Array(items) => items,
-            Value::Null => Vec::new(),
-            v => vec![v],
-        };
-        for id in &s.ids {
-            let answer = items.iter().find(|a| {
-                a.get("id").unwrap_or(&Value::Null) == id
-                    && (a.get("result").is_some() || a.get("error").is_some())
-            });
-            decisions.push(match answer {
-                Some(v) => tollgate_scenario::describe(v).0,
-                None => "unanswered".to_owned(),
-            });
-        }
-    }
-    Ok(decisions)
+    drop((temps, policy_copy, admins));
+    Ok(plan
+        .sends()
+        .zip(&answers)
+        .flat_map(|(s, body)| decisions_of(s, body.as_ref()))
+        .collect())
 }
 
 /// A reload step: writes the new policy over the gateway's copy, sends SIGHUP, and waits (at
@@ -293,7 +433,7 @@ fn run_stdio(
     init: Option<&str>,
     sends: &[&WireSend],
     scale: f64,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<LiveDecision>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
     let (mock, mut temps) = mock_args(config)?;
     let policy = policy_file(config, &mut temps)?;
@@ -400,10 +540,13 @@ fn run_stdio(
             } else {
                 answers.remove(&id.to_string())
             };
-            decisions.push(match answer {
-                Some(v) => tollgate_scenario::describe(&v).0,
-                None => "unanswered".to_owned(),
-            });
+            decisions.push((
+                (!id.is_null()).then(|| id.to_string()),
+                match answer {
+                    Some(v) => tollgate_scenario::describe(&v).0,
+                    None => "unanswered".to_owned(),
+                },
+            ));
         }
     }
     Ok(decisions)
