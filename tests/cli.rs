@@ -192,3 +192,31 @@ fn bench_replay_and_fuzz_run_and_check_their_calls() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("8 sessions (400 calls)"), "{stdout}");
 }
+
+/// `--tool-timeout` takes `TOOL=SECS` (seconds with a fraction allowed); anything else is bad
+/// input (exit 2) with a message that says what to write, before the gateway starts anything.
+#[test]
+fn gateway_tool_timeout_must_be_tool_equals_seconds() {
+    for (value, says) in [
+        ("get_pod_logs", "is not TOOL=SECS"),
+        ("=5", "names no tool"),
+        (
+            "get_pod_logs=0",
+            "give seconds from 0.001 to 86400, e.g. get_pod_logs=5",
+        ),
+        (
+            "get_pod_logs=soon",
+            "`soon` is not a timeout for `get_pod_logs`",
+        ),
+    ] {
+        let out = tollgate()
+            .args(["gateway", "--policy", "examples/policies/seed.json"])
+            .args(["--tool-timeout", value, "--", "true"])
+            .current_dir(crate::util::root())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{value}: {stderr}");
+    }
+}

@@ -1,5 +1,6 @@
 //! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
-//! [--tokens FILE] [--admin-tokens FILE] [--grant NAME] [--call-timeout SECS] [--max-message-bytes N]
+//! [--tokens FILE] [--admin-tokens FILE] [--grant NAME] [--call-timeout SECS]
+//! [--tool-timeout TOOL=SECS]... [--max-message-bytes N]
 //! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
 //! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
@@ -65,6 +66,10 @@ pub struct Args {
     /// Seconds a forwarded call may wait for the upstream.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     call_timeout: u64,
+    /// A timeout for one tool (its exact name), overriding `--call-timeout`: `TOOL=SECS`,
+    /// seconds may have a fraction (`get_pod_logs=2.5`). Repeat for more tools.
+    #[arg(long, value_name = "TOOL=SECS", value_parser = tool_timeout)]
+    tool_timeout: Vec<(String, Duration)>,
     /// The largest message accepted from the client, in bytes.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_bytes)]
     max_message_bytes: usize,
@@ -220,9 +225,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_bytes: args.max_message_bytes,
         },
         call_timeout: Duration::from_secs(args.call_timeout.max(1)),
+        tool_timeouts: args.tool_timeout.iter().cloned().collect(),
         approvals: admin_tokens.is_some(),
         max_held_per_grant: args.max_held_per_grant.max(1),
-        ..GatewayOptions::default()
     };
     let gateway = match &args.record {
         None => Gateway::new(engine, audit, options),
@@ -390,6 +395,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn tool_timeout(text: &str) -> Result<(String, Duration), String> {
+    let Some((tool, secs)) = text.split_once('=') else {
+        return Err(format!(
+            "`{text}` is not TOOL=SECS: give a tool's name and its timeout in seconds, e.g. get_pod_logs=5"
+        ));
+    };
+    let tool = tool.trim();
+    if tool.is_empty() {
+        return Err(format!(
+            "`{text}` names no tool: write TOOL=SECS, e.g. get_pod_logs=5"
+        ));
+    }
+    match secs.trim().parse::<f64>() {
+        Ok(s) if (0.001..=86_400.0).contains(&s) => {
+            Ok((tool.to_owned(), Duration::from_secs_f64(s)))
+        }
+        _ => Err(format!(
+            "`{secs}` is not a timeout for `{tool}`: give seconds from 0.001 to 86400, e.g. {tool}=5"
+        )),
+    }
 }
 
 fn positive_scale(text: &str) -> Result<f64, String> {

@@ -1,6 +1,6 @@
 //! `tollgate mock-eks [--http ADDR] [--tools SPEC] [--page-size N] [--allow-write]
 //! [--allow-sensitive-data-access] [--fixture FILE] [--faults FILE] [--journal FILE]
-//! [--max-message-bytes N] [--sse]`: the mock Amazon EKS MCP server, over stdio by default or
+//! [--faults-switch FILE] [--max-message-bytes N] [--sse]`: the mock Amazon EKS MCP server, over stdio by default or
 //! Streamable HTTP at `http://ADDR/mcp`.
 //!
 //! Exit codes: 0 after stdin closes (stdio) or on SIGTERM/ctrl-c (HTTP), 2 on bad flags or
@@ -43,6 +43,12 @@ pub struct Args {
     /// Fault rules (JSON; see docs/mock-eks.md).
     #[arg(long, value_name = "FILE")]
     faults: Option<PathBuf>,
+    /// Switch the fault rules on and off from outside: a file holding `on` or `off`, read
+    /// before each message (missing, or anything else: the faults stay as they are; they start
+    /// on). What `tollgate test --live` uses for a scenario's `faults: on|off` steps; the
+    /// switch survives a crash and restart, since the file does.
+    #[arg(long, value_name = "FILE")]
+    faults_switch: Option<PathBuf>,
     /// Append every request received to this file, one JSON line each.
     #[arg(long, value_name = "FILE")]
     journal: Option<PathBuf>,
@@ -89,7 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         limits,
     })
     .context("--tools")?;
-    let shared = Shared::new(mock, journal);
+    let shared = match &args.faults_switch {
+        Some(path) => Shared::with_faults_switch(mock, journal, path.clone()),
+        None => Shared::new(mock, journal),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -34,14 +34,36 @@ pub struct Shared {
     mock: Mutex<MockEks>,
     journal: Mutex<Option<(std::fs::File, usize)>>,
     start: Instant,
+    /// A file saying `on` or `off`, read before each message: switches the faults from
+    /// outside the process, and keeps the switch across a crash and restart.
+    faults_switch: Option<std::path::PathBuf>,
 }
 
 impl Shared {
     pub fn new(mock: MockEks, journal: Option<std::fs::File>) -> Arc<Shared> {
+        Shared::build(mock, journal, None)
+    }
+
+    /// The same, with the faults switched by the contents of `switch` (`on` or `off`, read
+    /// before each message; a missing file or other contents leave the faults as they are).
+    pub fn with_faults_switch(
+        mock: MockEks,
+        journal: Option<std::fs::File>,
+        switch: std::path::PathBuf,
+    ) -> Arc<Shared> {
+        Shared::build(mock, journal, Some(switch))
+    }
+
+    fn build(
+        mock: MockEks,
+        journal: Option<std::fs::File>,
+        faults_switch: Option<std::path::PathBuf>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             mock: Mutex::new(mock),
             journal: Mutex::new(journal.map(|f| (f, 0))),
             start: Instant::now(),
+            faults_switch,
         })
     }
 
@@ -49,6 +71,15 @@ impl Shared {
     /// line each, flushed before the answer goes out.
     pub fn handle(&self, session: &str, bytes: &[u8]) -> Handled {
         let mut mock = self.mock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(path) = &self.faults_switch
+            && let Ok(text) = std::fs::read_to_string(path)
+        {
+            match text.trim() {
+                "on" => mock.set_faults_enabled(true),
+                "off" => mock.set_faults_enabled(false),
+                _ => {}
+            }
+        }
         let handled = mock.handle(session, bytes, self.start.elapsed());
         let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((file, written)) = journal.as_mut() {

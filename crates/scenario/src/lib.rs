@@ -1497,6 +1497,11 @@ pub enum WireStep {
         approve: bool,
         decide: Decide,
     },
+    /// A `faults: on|off` step at `at`, made through the mock's switch file.
+    Faults {
+        at: Duration,
+        on: bool,
+    },
 }
 
 /// One agent of a live run.
@@ -1529,14 +1534,24 @@ impl WirePlan {
     pub fn needs_http(&self) -> bool {
         self.agents.len() > 1
             || !self.approvers.is_empty()
-            || self.steps.iter().any(|s| !matches!(s, WireStep::Send(_)))
+            || self
+                .steps
+                .iter()
+                .any(|s| matches!(s, WireStep::Reload { .. } | WireStep::Decide { .. }))
+    }
+
+    /// Whether the plan switches the mock's faults.
+    pub fn switches_faults(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s, WireStep::Faults { .. }))
     }
 
     /// The messages, without the reloads and decisions.
     pub fn sends(&self) -> impl Iterator<Item = &WireSend> {
         self.steps.iter().filter_map(|s| match s {
             WireStep::Send(send) => Some(send),
-            WireStep::Reload { .. } | WireStep::Decide { .. } => None,
+            WireStep::Reload { .. } | WireStep::Decide { .. } | WireStep::Faults { .. } => None,
         })
     }
 }
@@ -1544,25 +1559,11 @@ impl WirePlan {
 /// A scenario as the wire messages of its agents, for a live run against real processes: each
 /// agent's `initialize` (if its protocol has one), then each call at its instant, with the same
 /// ids the virtual-time run uses, each policy reload and each approval decision at its
-/// instant. Live runs take every step but fault switches (the mock's faults are fixed for the
-/// life of its process), and no `gateway.tool_timeouts`.
+/// instant, and each fault switch at its instant. Live runs take every kind of step.
 pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
     let scenario = &loaded.scenario;
     if scenario.agents.is_empty() {
         return Err("a live run needs at least one agent".into());
-    }
-    if !scenario.gateway.tool_timeouts.is_empty() {
-        return Err("a live run takes no `gateway.tool_timeouts`".into());
-    }
-    if scenario
-        .steps
-        .iter()
-        .any(|s| matches!(s.kind, StepKind::Faults))
-    {
-        return Err(
-            "a live run takes calls, batches, concurrent groups, reloads, approvals and `advance` steps, not fault switches (`faults: on|off`)"
-                .into(),
-        );
     }
     let base = loaded
         .path
@@ -1656,7 +1657,11 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                 });
                 continue;
             }
-            ActionKind::Faults(_) => {
+            ActionKind::Faults(switch) => {
+                steps.push(WireStep::Faults {
+                    at: a.at,
+                    on: *switch == Switch::On,
+                });
                 continue;
             }
         };

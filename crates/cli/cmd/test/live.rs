@@ -43,6 +43,7 @@ pub struct Config {
     page_size: Option<usize>,
     faults: Option<String>,
     timeout: Option<Duration>,
+    tool_timeouts: Vec<(String, Duration)>,
 }
 
 impl Config {
@@ -67,7 +68,28 @@ impl Config {
                 .as_ref()
                 .and_then(|f| serde_json::to_string(f).ok()),
             timeout: s.gateway.timeout,
+            tool_timeouts: s
+                .gateway
+                .tool_timeouts
+                .iter()
+                .map(|(tool, d)| (tool.clone(), d.0))
+                .collect(),
         }
+    }
+}
+
+impl Config {
+    /// `--tool-timeout TOOL=SECS` for each of the scenario's `gateway.tool_timeouts`.
+    fn tool_timeout_args(&self) -> Vec<String> {
+        self.tool_timeouts
+            .iter()
+            .flat_map(|(tool, d)| {
+                [
+                    "--tool-timeout".to_owned(),
+                    format!("{tool}={}", d.as_secs_f64()),
+                ]
+            })
+            .collect()
     }
 }
 
@@ -101,17 +123,33 @@ pub fn run(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<L
         scale.is_finite() && scale >= 0.0,
         "--time-scale must be a number of at least 0"
     );
+    // Fault switches go through a file the mock reads before each message (it outlives a
+    // crashed and restarted mock, as the switch does in virtual time).
+    let switch = if plan.switches_faults() {
+        Some(TempFile::new("faults-switch", "on")?)
+    } else {
+        None
+    };
     match plan.agents.as_slice() {
         [one] if !plan.needs_http() => {
-            let sends: Vec<&WireSend> = plan.sends().collect();
-            run_stdio(config, one.init.as_deref(), &sends, scale)
+            run_stdio(config, one.init.as_deref(), plan, switch.as_ref(), scale)
         }
-        _ => run_http(config, plan, scale),
+        _ => run_http(config, plan, switch.as_ref(), scale),
     }
 }
 
+/// A fault switch step: the mock reads the file before its next message.
+fn switch_faults(switch: Option<&TempFile>, on: bool) -> anyhow::Result<()> {
+    let file = switch.context("a fault switch without the mock's switch file")?;
+    std::fs::write(&file.0, if on { "on" } else { "off" })
+        .with_context(|| format!("cannot write `{}`", file.0.display()))
+}
+
 /// The mock's arguments, and the temporary files they name.
-fn mock_args(config: &Config) -> anyhow::Result<(Vec<String>, Vec<TempFile>)> {
+fn mock_args(
+    config: &Config,
+    switch: Option<&TempFile>,
+) -> anyhow::Result<(Vec<String>, Vec<TempFile>)> {
     let mut temps = Vec::new();
     let mut mock: Vec<String> = vec!["mock-eks".into(), "--tools".into(), config.tools.clone()];
     if config.allow_write {
@@ -127,6 +165,9 @@ fn mock_args(config: &Config) -> anyhow::Result<(Vec<String>, Vec<TempFile>)> {
         let t = TempFile::new("faults.json", f)?;
         mock.extend(["--faults".into(), t.0.display().to_string()]);
         temps.push(t);
+    }
+    if let Some(s) = switch {
+        mock.extend(["--faults-switch".into(), s.0.display().to_string()]);
     }
     Ok((mock, temps))
 }
@@ -200,9 +241,14 @@ struct Held {
     answer: tokio::task::JoinHandle<anyhow::Result<(Option<String>, Value)>>,
 }
 
-fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<LiveDecision>> {
+fn run_http(
+    config: &Config,
+    plan: &WirePlan,
+    switch: Option<&TempFile>,
+    scale: f64,
+) -> anyhow::Result<Vec<LiveDecision>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
-    let (mut mock, temps) = mock_args(config)?;
+    let (mut mock, temps) = mock_args(config, switch)?;
     // The gateway runs on a copy of the policy: a reload step writes the new policy there (and
     // sends SIGHUP), never into the scenario's own files.
     let source = match &config.policy {
@@ -242,9 +288,9 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
         "--call-timeout".into(),
         timeout.as_secs().max(1).to_string(),
         "--no-watch".into(),
-        "--upstream-url".into(),
-        mock_url,
     ];
+    gateway.extend(config.tool_timeout_args());
+    gateway.extend(["--upstream-url".into(), mock_url]);
     if scale > 0.0 && scale != 1.0 {
         gateway.extend(["--time-scale".into(), (1.0 / scale).to_string()]);
     }
@@ -293,6 +339,10 @@ fn run_http(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<
                 WireStep::Reload { at, policy: text } => {
                     tokio::time::sleep_until(start + at.mul_f64(scale)).await;
                     reload(&policy, text, gateway_pid, &said)?;
+                }
+                WireStep::Faults { at, on } => {
+                    tokio::time::sleep_until(start + at.mul_f64(scale)).await;
+                    switch_faults(switch, *on)?;
                 }
                 WireStep::Decide {
                     at,
@@ -431,11 +481,13 @@ fn reload(
 fn run_stdio(
     config: &Config,
     init: Option<&str>,
-    sends: &[&WireSend],
+    plan: &WirePlan,
+    switch: Option<&TempFile>,
     scale: f64,
 ) -> anyhow::Result<Vec<LiveDecision>> {
+    let sends: Vec<&WireSend> = plan.sends().collect();
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
-    let (mock, mut temps) = mock_args(config)?;
+    let (mock, mut temps) = mock_args(config, switch)?;
     let policy = policy_file(config, &mut temps)?;
     let timeout = config.timeout.unwrap_or(Duration::from_secs(60));
     let mut child = Command::new(&exe)
@@ -444,6 +496,7 @@ fn run_stdio(
         .arg(&policy)
         .args(["--grant", &config.grant])
         .args(["--call-timeout", &timeout.as_secs().max(1).to_string()])
+        .args(config.tool_timeout_args())
         .arg("--")
         .arg(&exe)
         .args(&mock)
@@ -492,8 +545,15 @@ fn run_stdio(
             _ => idless.push(v),
         }
     };
-    for s in sends {
-        let due = start + s.at.mul_f64(scale);
+    let mut sent = usize::from(init.is_some());
+    for step in &plan.steps {
+        let at = match step {
+            WireStep::Send(s) => s.at,
+            WireStep::Faults { at, .. } => *at,
+            // A plan with either goes over HTTP.
+            WireStep::Reload { .. } | WireStep::Decide { .. } => continue,
+        };
+        let due = start + at.mul_f64(scale);
         while let Some(left) = due.checked_duration_since(Instant::now()) {
             match rx.recv_timeout(left) {
                 Ok(v) => take(v, &mut answers, &mut idless),
@@ -501,7 +561,28 @@ fn run_stdio(
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        writeln!(stdin, "{}", s.message)?;
+        match step {
+            WireStep::Send(s) => {
+                writeln!(stdin, "{}", s.message)?;
+                sent += s.ids.len();
+            }
+            WireStep::Faults { on, .. } => {
+                // Everything sent before the switch is answered before it (bounded by the
+                // gateway's timeout), as in virtual time, where the switch comes after them.
+                let deadline = Instant::now() + timeout + Duration::from_secs(5);
+                while answers.len() + idless.len() < sent {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    match rx.recv_timeout(left) {
+                        Ok(v) => take(v, &mut answers, &mut idless),
+                        Err(_) => break,
+                    }
+                }
+                switch_faults(switch, *on)?;
+            }
+            WireStep::Reload { .. } | WireStep::Decide { .. } => {}
+        }
     }
     // Wait for every answer, bounded by the gateway's own timeout.
     let wanted: usize =
