@@ -3,7 +3,7 @@
 //! virtual-time run.
 //!
 //! - One agent: a `tollgate gateway` (this binary) over stdio in front of a `tollgate mock-eks`
-//!   child over stdio.
+//!   child over stdio, its clock scaled as below.
 //! - Several agents, or a policy reload: one `tollgate gateway --listen` over Streamable HTTP
 //!   (on a copy of the policy; a reload writes over the copy and sends SIGHUP), each agent with its
 //!   own bearer token for its grant and its own session (none for the stateless protocol), in
@@ -135,6 +135,16 @@ pub fn run(config: &Config, plan: &WirePlan, scale: f64) -> anyhow::Result<Vec<L
             run_stdio(config, one.init.as_deref(), plan, switch.as_ref(), scale)
         }
         _ => run_http(config, plan, switch.as_ref(), scale),
+    }
+}
+
+/// The gateway's `--time-scale`: its clock runs 1/F times the wall clock, so a scenario's
+/// windows and timeouts span its time when its steps are played F times as fast.
+fn scale_args(scale: f64) -> Vec<String> {
+    if scale > 0.0 && scale != 1.0 {
+        vec!["--time-scale".into(), (1.0 / scale).to_string()]
+    } else {
+        Vec::new()
     }
 }
 
@@ -291,9 +301,7 @@ fn run_http(
     ];
     gateway.extend(config.tool_timeout_args());
     gateway.extend(["--upstream-url".into(), mock_url]);
-    if scale > 0.0 && scale != 1.0 {
-        gateway.extend(["--time-scale".into(), (1.0 / scale).to_string()]);
-    }
+    gateway.extend(scale_args(scale));
     // Approvers get the admin API (and with it the approval channel); without them a call that
     // needs approval is refused at once, as in the virtual-time run.
     let approvals = !plan.approvers.is_empty();
@@ -497,6 +505,7 @@ fn run_stdio(
         .args(["--grant", &config.grant])
         .args(["--call-timeout", &timeout.as_secs().max(1).to_string()])
         .args(config.tool_timeout_args())
+        .args(scale_args(scale))
         .arg("--")
         .arg(&exe)
         .args(&mock)
