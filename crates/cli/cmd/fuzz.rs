@@ -135,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(v) = report.violation else {
         writeln!(
             out,
-            "every property held: strict and exact limits, nothing refused reached the upstream, default for unnamed tools, refusals name tool, rule and reason, determinism"
+            "every property held: strict and exact limits, nothing refused reached the upstream, default for unnamed tools, refusals name tool, rule and reason, argument rules, determinism"
         )?;
         return Ok(ExitCode::SUCCESS);
     };

@@ -8,6 +8,10 @@
 //!   calls);
 //! - `default` decides every tool no rule names;
 //! - every refusal's text names the tool, the rule and the reason;
+//! - argument rules, read independently of the engine: a `when` branch takes the case its
+//!   argument's value names (or `otherwise`), and a call is refused `invalid_arguments`
+//!   exactly when its arguments break a check of its rule, with one violation per broken
+//!   argument;
 //! - determinism: the same session run twice gives the same answers.
 //!
 //! A failing session is shrunk by proptest to a minimal one and returned as a scenario file
@@ -182,6 +186,109 @@ fn rule_edges(rule: &tollgate_policy::model::Rule, out: &mut BTreeMap<String, Ve
             rule_edges(case, out);
         }
     }
+}
+
+/// The fuzzer's own reading of argument checks (from the policy format's documentation, not
+/// the engine's code): the names of the arguments `args` breaks.
+fn broken_arguments(
+    checks: &BTreeMap<String, tollgate_policy::model::ArgRule>,
+    args: &Value,
+    out: &mut BTreeSet<String>,
+) {
+    for (name, check) in checks {
+        let broken = match args.get(name).filter(|v| !v.is_null()) {
+            None => check.required,
+            Some(_) if check.forbidden => true,
+            Some(v) => {
+                let string_checks = check.pattern.is_some() || check.prefix.is_some();
+                let number_checks = check.min.is_some() || check.max.is_some();
+                check.one_of.as_ref().is_some_and(|m| !m.contains(v))
+                    || check.not_enum.as_ref().is_some_and(|m| m.contains(v))
+                    || (string_checks && !v.is_string())
+                    || v.as_str().is_some_and(|text| {
+                        check
+                            .prefix
+                            .as_ref()
+                            .is_some_and(|p| !text.starts_with(p.as_str()))
+                            || check
+                                .pattern
+                                .as_ref()
+                                .is_some_and(|p| matches_pattern(p, text) == Some(false))
+                    })
+                    || (number_checks && !v.is_number())
+                    || v.as_f64().is_some_and(|n| {
+                        check.min.is_some_and(|min| n < min) || check.max.is_some_and(|max| n > max)
+                    })
+                    || check.max_length.is_some_and(|limit| match v {
+                        Value::String(text) => text.chars().count() as u64 > limit,
+                        Value::Array(items) => items.len() as u64 > limit,
+                        _ => true,
+                    })
+            }
+        };
+        if broken {
+            out.insert(name.clone());
+        }
+    }
+}
+
+/// Whether `text` matches the regular expression `pattern` (unanchored); `None` for a pattern
+/// that does not compile (a policy with one does not load). Compiled once per thread.
+fn matches_pattern(pattern: &str, text: &str) -> Option<bool> {
+    thread_local! {
+        static COMPILED: RefCell<HashMap<String, Option<regex::Regex>>> = RefCell::default();
+    }
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.contains_key(pattern) {
+            c.insert(pattern.to_owned(), regex::Regex::new(pattern).ok());
+        }
+        c.get(pattern)?.as_ref().map(|re| re.is_match(text))
+    })
+}
+
+/// A `when` case's key for an argument value: strings as they are, numbers and booleans as
+/// their JSON text (the format's rule); other values name no case.
+fn case_key(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+/// What the argument oracle expects of a call whose rule (the one its selector picked) is
+/// `rule` at `/tools/<selector>`: the pointer of the body that decides (the rule, or the case
+/// its `when` argument names, or `otherwise`), and the arguments it breaks.
+fn expected_arguments(
+    selector: &str,
+    rule: &tollgate_policy::model::Rule,
+    args: &Value,
+) -> (String, BTreeSet<String>) {
+    let escape = |t: &str| t.replace('~', "~0").replace('/', "~1");
+    let mut pointer = format!("/tools/{}", escape(selector));
+    let mut broken = BTreeSet::new();
+    broken_arguments(&rule.arguments, args, &mut broken);
+    if let Some(when) = &rule.when {
+        let key = args.get(&when.argument).and_then(case_key);
+        match key.as_ref().and_then(|k| when.cases.get(k).map(|c| (k, c))) {
+            Some((k, case)) => {
+                pointer = format!("{pointer}/when/cases/{}", escape(k));
+                broken_arguments(&case.arguments, args, &mut broken);
+            }
+            None => match &when.otherwise {
+                Some(otherwise) => {
+                    pointer = format!("{pointer}/when/otherwise");
+                    broken_arguments(&otherwise.arguments, args, &mut broken);
+                }
+                // No case and no `otherwise`: the branch's argument is invalid.
+                None => {
+                    broken.insert(when.argument.clone());
+                }
+            },
+        }
+    }
+    (pointer, broken)
 }
 
 fn pool(policy: &Policy) -> Pool {
@@ -550,6 +657,43 @@ fn check_session(
                 ));
             }
         }
+        // Argument rules, read independently: the branch taken, and refused for its arguments
+        // exactly when they break a check, one violation per broken argument.
+        let selector = expl.decision.rule.selector.to_string();
+        if let Some(rule) = policy.doc.tools.get(&selector) {
+            let (pointer, broken) = expected_arguments(&selector, rule, &args);
+            let decided_by = &*expl.decision.rule.pointer;
+            if decided_by != pointer {
+                return Err(format!(
+                    "{at}: decided by `{decided_by}`, but its arguments pick `{pointer}`"
+                ));
+            }
+            let refused_for_arguments = decision == "invalid_arguments";
+            let breaks_a_check = !broken.is_empty();
+            if refused_for_arguments != breaks_a_check {
+                return Err(format!(
+                    "{at}: {decision}, but the arguments break {} of the rule's checks ({})",
+                    broken.len(),
+                    broken.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if refused_for_arguments {
+                let paths: BTreeSet<&str> = detail["violations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["path"].as_str())
+                    .collect();
+                let named = broken
+                    .iter()
+                    .all(|name| paths.iter().any(|p| p.contains(name.as_str())));
+                if paths.len() != broken.len() || !named {
+                    return Err(format!(
+                        "{at}: the refusal lists the arguments {paths:?}, but {broken:?} break the rule's checks"
+                    ));
+                }
+            }
+        }
         // Limits: strict (no over-admission) and exact (no false refusal), against a
         // brute-force count over every key the call is measured against.
         let limited = matches!(decision.as_str(), "allow" | "rate_limited");
@@ -876,4 +1020,122 @@ fn run_shard<P: Fn(u64) + Sync>(ctx: &ShardCtx<'_, P>, k: u32) -> ShardReport {
         report.violation = Some((reason.message().to_owned(), minimal));
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use super::*;
+
+    fn rule(text: &str) -> tollgate_policy::model::Rule {
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn names(set: &BTreeSet<String>) -> Vec<&str> {
+        set.iter().map(String::as_str).collect()
+    }
+
+    /// The argument oracle reads each check as the policy format documents it: `enum`,
+    /// `not_enum`, `required` (absent or null), `forbidden`, `prefix` and `pattern` (strings
+    /// only, the pattern unanchored), `min`/`max` (numbers only), `max_length` (characters of a
+    /// string, elements of an array).
+    #[test]
+    fn oracle_reads_each_argument_check_as_documented() {
+        let r = rule(
+            r#"{"arguments": {
+                "op": {"enum": ["read", "list"]},
+                "ns": {"not_enum": ["kube-system"], "required": true},
+                "secret": {"forbidden": true},
+                "name": {"prefix": "app-", "pattern": "[0-9]$", "max_length": 8},
+                "replicas": {"min": 1, "max": 5}
+            }}"#,
+        );
+        let broken = |args: Value| expected_arguments("t", &r, &args).1;
+        assert_eq!(names(&broken(json!({"ns": "shop"}))), Vec::<&str>::new());
+        assert_eq!(names(&broken(json!({"ns": null}))), ["ns"]);
+        assert_eq!(names(&broken(json!({}))), ["ns"]);
+        assert_eq!(
+            names(&broken(
+                json!({"ns": "kube-system", "op": "delete", "secret": "x"})
+            )),
+            ["ns", "op", "secret"]
+        );
+        assert_eq!(
+            names(&broken(json!({"ns": "a", "name": "app-1"}))),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            names(&broken(json!({"ns": "a", "name": "web-1"}))),
+            ["name"]
+        );
+        assert_eq!(
+            names(&broken(json!({"ns": "a", "name": "app-x"}))),
+            ["name"]
+        );
+        assert_eq!(
+            names(&broken(json!({"ns": "a", "name": "app-12345"}))),
+            ["name"]
+        );
+        assert_eq!(names(&broken(json!({"ns": "a", "name": 7}))), ["name"]);
+        assert_eq!(
+            names(&broken(json!({"ns": "a", "replicas": 5}))),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            names(&broken(json!({"ns": "a", "replicas": 6}))),
+            ["replicas"]
+        );
+        assert_eq!(
+            names(&broken(json!({"ns": "a", "replicas": "3"}))),
+            ["replicas"]
+        );
+    }
+
+    /// A `when` branch takes the case its argument's value names (numbers and booleans by their
+    /// JSON text), else `otherwise`; without `otherwise`, a value no case names (or none at
+    /// all) breaks the branch's argument. The case's own checks add to the rule's.
+    #[test]
+    fn oracle_picks_the_when_case_the_value_names() {
+        let r = rule(
+            r#"{"arguments": {"cluster": {"required": true}},
+                "when": {"argument": "operation", "cases": {
+                    "read": {},
+                    "delete": {"action": "deny", "arguments": {"force": {"forbidden": true}}},
+                    "3": {}
+                }}}"#,
+        );
+        let pick = |args: Value| expected_arguments("manage/x", &r, &args);
+        let (p, b) = pick(json!({"cluster": "c", "operation": "read"}));
+        assert_eq!(
+            (p.as_str(), names(&b)),
+            ("/tools/manage~1x/when/cases/read", vec![])
+        );
+        let (p, b) = pick(json!({"operation": "delete", "force": true}));
+        assert_eq!(
+            (p.as_str(), names(&b)),
+            (
+                "/tools/manage~1x/when/cases/delete",
+                vec!["cluster", "force"]
+            )
+        );
+        let (p, _) = pick(json!({"cluster": "c", "operation": 3}));
+        assert_eq!(p, "/tools/manage~1x/when/cases/3");
+        let (p, b) = pick(json!({"cluster": "c", "operation": "scale"}));
+        assert_eq!(
+            (p.as_str(), names(&b)),
+            ("/tools/manage~1x", vec!["operation"])
+        );
+        let (_, b) = pick(json!({"cluster": "c"}));
+        assert_eq!(names(&b), ["operation"]);
+        let with_otherwise = rule(
+            r#"{"when": {"argument": "operation", "cases": {"read": {}},
+                         "otherwise": {"arguments": {"why": {"required": true}}}}}"#,
+        );
+        let (p, b) = expected_arguments("t", &with_otherwise, &json!({"operation": "scale"}));
+        assert_eq!(
+            (p.as_str(), names(&b)),
+            ("/tools/t/when/otherwise", vec!["why"])
+        );
+    }
 }

@@ -1200,7 +1200,7 @@ impl Run {
     /// The transcript's line(s) for one entry; counts its decision and checks its expectations.
     fn write(&mut self, entry: Entry) {
         let w = &mut self.written;
-        let record = match entry {
+        let mut record = match entry {
             Entry::Note { at, text, more } => {
                 let _ = writeln!(w.transcript, "+{:>10.3}s {text}", at.as_secs_f64());
                 for m in more {
@@ -1210,7 +1210,6 @@ impl Run {
             }
             Entry::Call(r) => r,
         };
-        let mut record = record;
         let (grant, session) = self
             .agents
             .get(&record.agent)

@@ -209,3 +209,28 @@ fn the_recommended_policy_keeps_every_property_and_meets_its_argument_rules() {
         "the `when` rule decided calls: {report:?}"
     );
 }
+
+/// A policy using every kind of argument check (`required`, `prefix`, `max_length`,
+/// `not_enum`, `pattern`, `forbidden`, `enum`, `min`, `max`) and `when` branches (string and
+/// number cases, with and without `otherwise`): the engine's decisions agree with the fuzzer's
+/// own reading of the checks on every generated call, and the generated arguments reach both
+/// sides of the checks (calls are refused for their arguments and allowed).
+#[test]
+fn argument_checks_agree_with_the_fuzzers_own_reading() {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/every-argument-check.json"
+    ));
+    let policy = Arc::new(Policy::load(&path).unwrap_or_else(|d| panic!("{}", d.render_plain())));
+    let options = FuzzOptions {
+        cases: 200,
+        seed: 3,
+        ..FuzzOptions::default()
+    };
+    let report = fuzz(&path, policy, &memory, &options, |_| {});
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    for kind in ["allow", "deny", "invalid_arguments", "rate_limited"] {
+        assert!(report.decisions.contains_key(kind), "{kind}: {report:?}");
+    }
+    assert!(report.never_fired.is_empty(), "{report:?}");
+}

@@ -554,6 +554,20 @@ fn run_stdio(
             _ => idless.push(v),
         }
     };
+    // Takes answers until `wanted` have come, bounded by the gateway's own timeout.
+    let wait_for =
+        |wanted: usize, answers: &mut HashMap<String, Value>, idless: &mut Vec<Value>| {
+            let deadline = Instant::now() + timeout + Duration::from_secs(5);
+            while answers.len() + idless.len() < wanted {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                match rx.recv_timeout(left) {
+                    Ok(v) => take(v, answers, idless),
+                    Err(_) => break,
+                }
+            }
+        };
     let mut sent = usize::from(init.is_some());
     for step in &plan.steps {
         let at = match step {
@@ -578,16 +592,7 @@ fn run_stdio(
             WireStep::Faults { on, .. } => {
                 // Everything sent before the switch is answered before it (bounded by the
                 // gateway's timeout), as in virtual time, where the switch comes after them.
-                let deadline = Instant::now() + timeout + Duration::from_secs(5);
-                while answers.len() + idless.len() < sent {
-                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                        break;
-                    };
-                    match rx.recv_timeout(left) {
-                        Ok(v) => take(v, &mut answers, &mut idless),
-                        Err(_) => break,
-                    }
-                }
+                wait_for(sent, &mut answers, &mut idless);
                 switch_faults(switch, *on)?;
             }
             WireStep::Reload { .. } | WireStep::Decide { .. } => {}
@@ -596,16 +601,7 @@ fn run_stdio(
     // Wait for every answer, bounded by the gateway's own timeout.
     let wanted: usize =
         sends.iter().map(|s| s.ids.len()).sum::<usize>() + usize::from(init.is_some());
-    let deadline = Instant::now() + timeout + Duration::from_secs(5);
-    while answers.len() + idless.len() < wanted {
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            break;
-        };
-        match rx.recv_timeout(left) {
-            Ok(v) => take(v, &mut answers, &mut idless),
-            Err(_) => break,
-        }
-    }
+    wait_for(wanted, &mut answers, &mut idless);
     drop(stdin);
     let stop = Instant::now() + Duration::from_secs(15);
     loop {
