@@ -522,7 +522,8 @@ fn upstream_crash_errors_the_call_and_restarts_the_child() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
-/// A hung upstream: the call is answered by the gateway at its timeout, in bounded time.
+/// A hung upstream call: the gateway answers it at its timeout, in bounded time, and the
+/// upstream answers the calls after it (a `hang` stalls that call, not the connection).
 #[test]
 fn hung_upstream_is_answered_at_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -549,6 +550,7 @@ fn hung_upstream_is_answered_at_the_timeout() {
             initialize(1),
             json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
             call(2, "get_eks_vpc_config", json!({"cluster_name": "prod-eks"})),
+            call(3, "list_api_versions", json!({"cluster_name": "prod-eks"})),
         ],
         Duration::from_millis(1500),
     );
@@ -558,6 +560,8 @@ fn hung_upstream_is_answered_at_the_timeout() {
         answer["result"]["structuredContent"]["tollgate"]["decision"], "upstream_timeout",
         "{answer}"
     );
+    let after = answers.iter().find(|a| a["id"] == 3).unwrap();
+    assert_eq!(after["result"]["isError"], false, "{after}");
 }
 
 /// Promise 4: `kill -9` of the gateway under load loses no record of a forwarded call: every

@@ -121,7 +121,6 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
         }
     });
     let mut reader = BufReader::new(tokio::io::stdin());
-    let mut hung = false;
     loop {
         let mut line = Vec::new();
         let n = (&mut reader)
@@ -156,15 +155,15 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
         while matches!(line.last(), Some(b'\n' | b'\r')) {
             line.pop();
         }
-        if line.iter().all(u8::is_ascii_whitespace) || hung {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let handled = shared.handle("stdio", &line);
         match handled.effect {
             Some(FaultEffect::Crash) => std::process::exit(CRASH_EXIT_CODE),
             Some(FaultEffect::Hang) => {
-                // A hung server answers nothing more; it still leaves when stdin closes.
-                hung = true;
+                // The hung call is never answered; the others are (as over HTTP, and as in
+                // virtual time).
                 continue;
             }
             _ => {}
