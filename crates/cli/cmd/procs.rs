@@ -32,6 +32,9 @@ pub enum Echo {
     Nothing,
     /// Lines that say `error` (why it cannot start).
     Errors,
+    /// The same but a refused reload's (`... the running policy stays`): a caller that reloads
+    /// on purpose reads that answer from the lines it is sent and reports it itself.
+    ErrorsButRefusedReloads,
     Everything,
 }
 
@@ -65,6 +68,10 @@ pub fn listening_url_and_lines(
             let shown = match echo {
                 Echo::Nothing => false,
                 Echo::Errors => line.starts_with("error") || line.contains(" ERROR "),
+                Echo::ErrorsButRefusedReloads => {
+                    (line.starts_with("error") || line.contains(" ERROR "))
+                        && !line.ends_with("the running policy stays")
+                }
                 Echo::Everything => true,
             };
             if shown {

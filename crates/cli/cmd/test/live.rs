@@ -310,7 +310,7 @@ fn run_http(
     }
     let (said_tx, said) = std::sync::mpsc::channel::<String>();
     let (gateway_proc, url) =
-        spawn_listening_with_lines(&exe, &gateway, Echo::Errors, Some(said_tx))?;
+        spawn_listening_with_lines(&exe, &gateway, Echo::ErrorsButRefusedReloads, Some(said_tx))?;
     let gateway_pid = gateway_proc.pid();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
