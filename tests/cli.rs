@@ -193,10 +193,11 @@ fn bench_replay_and_fuzz_run_and_check_their_calls() {
     assert!(stdout.contains("8 sessions (400 calls)"), "{stdout}");
 }
 
-/// `--tool-timeout` takes `TOOL=SECS` (seconds with a fraction allowed); anything else is bad
-/// input (exit 2) with a message that says what to write, before the gateway starts anything.
+/// `--tool-timeout` takes `TOOL=SECS` and `--call-timeout` SECS (seconds with a fraction
+/// allowed, 0.001 to 86400); anything else is bad input (exit 2) with a message that says what
+/// to write, before the gateway starts anything.
 #[test]
-fn gateway_tool_timeout_must_be_tool_equals_seconds() {
+fn gateway_timeouts_must_be_seconds() {
     for (value, says) in [
         ("get_pod_logs", "is not TOOL=SECS"),
         ("=5", "names no tool"),
@@ -219,4 +220,17 @@ fn gateway_tool_timeout_must_be_tool_equals_seconds() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{value}: {stderr}");
     }
+    let out = tollgate()
+        .args(["gateway", "--policy", "examples/policies/seed.json"])
+        .args(["--call-timeout", "0", "--", "true"])
+        .current_dir(crate::util::root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("`0` is not a timeout: give seconds from 0.001 to 86400"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -63,9 +63,9 @@ pub struct Args {
     /// The grant of the stdio client (and of HTTP clients when no tokens file is given).
     #[arg(long, default_value = "default")]
     grant: String,
-    /// Seconds a forwarded call may wait for the upstream.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    call_timeout: u64,
+    /// Seconds a forwarded call may wait for the upstream (a fraction allowed: `2.5`).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    call_timeout: Duration,
     /// A timeout for one tool (its exact name), overriding `--call-timeout`: `TOOL=SECS`,
     /// seconds may have a fraction (`get_pod_logs=2.5`). Repeat for more tools.
     #[arg(long, value_name = "TOOL=SECS", value_parser = tool_timeout)]
@@ -224,7 +224,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         limits: Limits {
             max_bytes: args.max_message_bytes,
         },
-        call_timeout: Duration::from_secs(args.call_timeout.max(1)),
+        call_timeout: args.call_timeout,
         tool_timeouts: args.tool_timeout.iter().cloned().collect(),
         approvals: admin_tokens.is_some(),
         max_held_per_grant: args.max_held_per_grant.max(1),
@@ -409,14 +409,28 @@ fn tool_timeout(text: &str) -> Result<(String, Duration), String> {
             "`{text}` names no tool: write TOOL=SECS, e.g. get_pod_logs=5"
         ));
     }
-    match secs.trim().parse::<f64>() {
-        Ok(s) if (0.001..=86_400.0).contains(&s) => {
-            Ok((tool.to_owned(), Duration::from_secs_f64(s)))
-        }
-        _ => Err(format!(
+    match timeout_secs(secs) {
+        Some(d) => Ok((tool.to_owned(), d)),
+        None => Err(format!(
             "`{secs}` is not a timeout for `{tool}`: give seconds from 0.001 to 86400, e.g. {tool}=5"
         )),
     }
+}
+
+/// `--call-timeout`: seconds from 0.001 to 86400, a fraction allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    timeout_secs(text).ok_or_else(|| {
+        format!("`{text}` is not a timeout: give seconds from 0.001 to 86400, e.g. 60 or 2.5")
+    })
+}
+
+/// A timeout in seconds, from 0.001 to 86400 (a day), a fraction allowed.
+fn timeout_secs(text: &str) -> Option<Duration> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.001..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
 }
 
 fn positive_scale(text: &str) -> Result<f64, String> {

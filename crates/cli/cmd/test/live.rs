@@ -296,7 +296,7 @@ fn run_http(
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--call-timeout".into(),
-        timeout.as_secs().max(1).to_string(),
+        timeout.as_secs_f64().to_string(),
         "--no-watch".into(),
     ];
     gateway.extend(config.tool_timeout_args());
@@ -503,7 +503,7 @@ fn run_stdio(
         .arg("--policy")
         .arg(&policy)
         .args(["--grant", &config.grant])
-        .args(["--call-timeout", &timeout.as_secs().max(1).to_string()])
+        .args(["--call-timeout", &timeout.as_secs_f64().to_string()])
         .args(config.tool_timeout_args())
         .args(scale_args(scale))
         .arg("--")
