@@ -77,12 +77,13 @@ pub struct Args {
     /// clock: for demos and live replays of scenarios, never for production.
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = positive_scale)]
     time_scale: f64,
-    /// Worker threads of an HTTP gateway (default 2). `1` runs every session on one thread:
-    /// less CPU per call and lower latency on a machine where the gateway shares few cores
-    /// with its upstream and clients (docs/PERFORMANCE.md), but a counter store that blocks
-    /// (Redis) then stalls every session while it answers. A stdio gateway always runs on one.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
-    threads: u16,
+    /// Worker threads of an HTTP gateway. Default: 1 with the memory store (every session on
+    /// one thread: less CPU per call and more throughput on a machine where the gateway shares
+    /// few cores with its upstream and clients, docs/PERFORMANCE.md), 2 with Redis (a store that
+    /// blocks would stall every session of a single thread while it answers). A stdio gateway
+    /// always runs on one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// Do not watch the policy file: reload only on SIGHUP.
     #[arg(long)]
     no_watch: bool,
@@ -244,7 +245,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("writing the audit log")?;
     // A stdio gateway serves one session: one thread runs it without waking another thread
     // for each message it passes on (a thread still reads stdin). HTTP serves many sessions.
-    let runtime = match (args.listen, args.threads) {
+    let threads = args
+        .threads
+        .unwrap_or(if args.store == "memory" { 1 } else { 2 });
+    let runtime = match (args.listen, threads) {
         (None, _) | (Some(_), 1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
