@@ -70,6 +70,21 @@ pub enum PolicySource {
     Inline(serde_json::Map<String, Value>),
 }
 
+impl PolicySource {
+    /// The policy's text: the file's (relative to `base`, the scenario's directory), or the
+    /// inline document written as JSON.
+    pub fn text(&self, base: &std::path::Path) -> Result<String, String> {
+        match self {
+            PolicySource::Inline(v) => serde_json::to_string(v).map_err(|e| e.to_string()),
+            PolicySource::Path(p) => {
+                let path = base.join(p);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read the policy `{}`: {e}", path.display()))
+            }
+        }
+    }
+}
+
 /// The mock EKS server behind the gateway.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

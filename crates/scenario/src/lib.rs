@@ -1037,6 +1037,8 @@ impl Run {
         call_request(self.next_id, agent, protocol, tool, args)
     }
 
+    /// A call's transcript entry, waiting for the answer to request `id` (if it has one);
+    /// returns the entry's index.
     fn open_call(
         &mut self,
         a: &Action,
@@ -1045,7 +1047,8 @@ impl Run {
         in_batch: bool,
         expect: Option<Arc<StepExpect>>,
     ) -> usize {
-        self.entries.push(Entry::Call(CallRecord {
+        let key = id.clone().map(|id| (agent.to_owned(), id));
+        let i = self.entries.push(Entry::Call(CallRecord {
             at: a.at,
             id,
             agent: agent.to_owned(),
@@ -1056,7 +1059,11 @@ impl Run {
             answer: None,
             held: None,
             approval: None,
-        }))
+        }));
+        if let Some(key) = key {
+            self.open.insert(key, i);
+        }
+        i
     }
 
     fn act(&mut self, scenario: &Scenario, a: &Action) {
@@ -1071,8 +1078,7 @@ impl Run {
                 self.ensure_agent(scenario, agent, now);
                 let msg = self.request(agent, tool, args);
                 let id = msg["id"].to_string();
-                let i = self.open_call(a, (agent, Some(id.clone())), tool, false, expect.clone());
-                self.open.insert((agent.to_string(), id), i);
+                self.open_call(a, (agent, Some(id)), tool, false, expect.clone());
                 self.send_value(agent, msg, now);
             }
             ActionKind::Raw {
@@ -1084,19 +1090,8 @@ impl Run {
                 self.ensure_agent(scenario, agent, now);
                 // The raw bytes may not parse: a lenient reading finds the id if there is one;
                 // an answer without an id goes to this call.
-                let id = serde_json::from_str::<Value>(raw)
-                    .ok()
-                    .and_then(|v| v.get("id").filter(|id| !id.is_null()).map(Value::to_string));
-                let i = self.open_call(
-                    a,
-                    (agent, id.clone()),
-                    tool,
-                    false,
-                    expect.clone().map(Arc::new),
-                );
-                if let Some(id) = id {
-                    self.open.insert((agent.clone(), id), i);
-                }
+                let id = raw_message_id(raw).map(|id| id.to_string());
+                let i = self.open_call(a, (agent, id), tool, false, expect.clone().map(Arc::new));
                 self.open_raw.insert(agent.clone(), i);
                 self.send(agent, raw.as_bytes(), now);
             }
@@ -1106,14 +1101,13 @@ impl Run {
                 for (tool, args, expect) in items {
                     let msg = self.request(agent, tool, args);
                     let id = msg["id"].to_string();
-                    let i = self.open_call(
+                    self.open_call(
                         a,
-                        (agent, Some(id.clone())),
+                        (agent, Some(id)),
                         tool,
                         true,
                         expect.clone().map(Arc::new),
                     );
-                    self.open.insert((agent.clone(), id), i);
                     batch.push(msg);
                 }
                 self.send_value(agent, Value::Array(batch), now);
@@ -1469,6 +1463,14 @@ fn call_request(
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
 }
 
+/// The id of a raw message, read leniently (the bytes may not parse): none when it has no
+/// usable one. The same in virtual time and in live runs.
+fn raw_message_id(raw: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(raw)
+        .ok()
+        .and_then(|v| v.get("id").filter(|id| !id.is_null()).cloned())
+}
+
 /// One message an agent sends in a live run (`tollgate test --live`).
 #[derive(Debug, Clone)]
 pub struct WireSend {
@@ -1525,8 +1527,6 @@ pub struct WirePlan {
 }
 
 impl WirePlan {
-    /// Whether the plan needs the HTTP gateway: several agents, or a reload (the stdio
-    /// gateway's stderr is the client's to ignore, so a live run cannot see it reload).
     /// Whether the plan needs the HTTP gateway: several agents, a reload (the stdio gateway's
     /// stderr is the client's to ignore, so a live run cannot see it reload) or approvers (the
     /// admin API is served on the HTTP listener).
@@ -1608,12 +1608,7 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
             ActionKind::Raw { agent, raw, .. } => WireSend {
                 at: a.at,
                 agent: agent.clone(),
-                ids: vec![
-                    serde_json::from_str::<Value>(raw)
-                        .ok()
-                        .and_then(|v| v.get("id").cloned())
-                        .unwrap_or(Value::Null),
-                ],
+                ids: vec![raw_message_id(raw).unwrap_or(Value::Null)],
                 message: raw.clone(),
             },
             ActionKind::Batch { agent, items } => {
@@ -1629,19 +1624,9 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
                 }
             }
             ActionKind::Reload { source, .. } => {
-                let text = match source {
-                    PolicySource::Inline(v) => serde_json::to_string(v).unwrap_or_default(),
-                    PolicySource::Path(p) => {
-                        let path = base.join(p);
-                        std::fs::read_to_string(&path).map_err(|e| {
-                            format!(
-                                "step {}: cannot read the policy `{}`: {e}",
-                                a.label,
-                                path.display()
-                            )
-                        })?
-                    }
-                };
+                let text = source
+                    .text(&base)
+                    .map_err(|e| format!("step {}: {e}", a.label))?;
                 steps.push(WireStep::Reload {
                     at: a.at,
                     policy: text,

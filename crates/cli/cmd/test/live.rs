@@ -246,8 +246,8 @@ async fn pending_approvals(
 
 /// A call whose answer has not come: held for approval.
 struct Held {
+    /// Which of the plan's sends it is.
     send: usize,
-    ids: Vec<Value>,
     answer: tokio::task::JoinHandle<anyhow::Result<(Option<String>, Value)>>,
 }
 
@@ -261,14 +261,10 @@ fn run_http(
     let (mut mock, temps) = mock_args(config, switch)?;
     // The gateway runs on a copy of the policy: a reload step writes the new policy there (and
     // sends SIGHUP), never into the scenario's own files.
-    let source = match &config.policy {
-        PolicySource::Path(p) => {
-            let path = config.base.join(p);
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read the policy `{}`", path.display()))?
-        }
-        PolicySource::Inline(v) => serde_json::to_string(v)?,
-    };
+    let source = config
+        .policy
+        .text(&config.base)
+        .map_err(anyhow::Error::msg)?;
     let policy_copy = TempFile::new("policy-live.json", &source)?;
     let policy = policy_copy.0.clone();
     mock.extend(["--http".into(), "127.0.0.1:0".into()]);
@@ -387,7 +383,10 @@ fn run_http(
                         })?;
                     // The held call goes on now: wait for its answer, so what comes next
                     // happens after it, as in the virtual-time run.
-                    if let Some(i) = held.iter().position(|h| h.ids.contains(&p["request_id"])) {
+                    if let Some(i) = held
+                        .iter()
+                        .position(|h| sends[h.send].ids.contains(&p["request_id"]))
+                    {
                         let h = held.swap_remove(i);
                         let (_, body) = tokio::time::timeout(timeout + Duration::from_secs(5), h.answer)
                             .await
@@ -424,11 +423,7 @@ fn run_http(
                         }
                     };
                     if is_held {
-                        held.push(Held {
-                            send: next,
-                            ids: s.ids.clone(),
-                            answer,
-                        });
+                        held.push(Held { send: next, answer });
                     }
                     next += 1;
                 }
