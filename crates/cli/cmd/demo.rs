@@ -134,7 +134,7 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
             .context("cannot listen on a loopback port for the mock EKS server")?;
         let mock_url = format!("http://{}/mcp", listener.local_addr()?);
         let (stop_mock, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shared = Shared::new(mock, Some(journal_file));
+        let shared = Shared::new(mock, Some(journal_file), None);
         let options = HttpOptions {
             max_body: 4 << 20,
             always_sse: false,

@@ -95,10 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         limits,
     })
     .context("--tools")?;
-    let shared = match &args.faults_switch {
-        Some(path) => Shared::with_faults_switch(mock, journal, path.clone()),
-        None => Shared::new(mock, journal),
-    };
+    let shared = Shared::new(mock, journal, args.faults_switch.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

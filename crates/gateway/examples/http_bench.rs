@@ -34,7 +34,7 @@ async fn start_mock() -> String {
     let mock = MockEks::new(MockConfig::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let shared = Shared::new(mock, None);
+    let shared = Shared::new(mock, None, None);
     let options = HttpOptions {
         max_body: 4 << 20,
         always_sse: false,

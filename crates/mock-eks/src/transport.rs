@@ -40,21 +40,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(mock: MockEks, journal: Option<std::fs::File>) -> Arc<Shared> {
-        Shared::build(mock, journal, None)
-    }
-
-    /// The same, with the faults switched by the contents of `switch` (`on` or `off`, read
-    /// before each message; a missing file or other contents leave the faults as they are).
-    pub fn with_faults_switch(
-        mock: MockEks,
-        journal: Option<std::fs::File>,
-        switch: std::path::PathBuf,
-    ) -> Arc<Shared> {
-        Shared::build(mock, journal, Some(switch))
-    }
-
-    fn build(
+    /// The mock, the journal file it appends to (if any), and the file that switches its
+    /// faults (`on` or `off`, read before each message; a missing file or other contents leave
+    /// the faults as they are).
+    pub fn new(
         mock: MockEks,
         journal: Option<std::fs::File>,
         faults_switch: Option<std::path::PathBuf>,
