@@ -932,12 +932,6 @@ fn fuzz(args: &Args, out: &mut impl Write) -> anyhow::Result<bool> {
         Policy::parse("examples/policies/seed.json", SEED_POLICY)
             .map_err(|d| anyhow::anyhow!("the embedded seed policy: {}", d.render_plain()))?,
     );
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    writeln!(
-        out,
-        "\nfuzzing the seed policy: {} sessions of 50 calls per round, each run twice, on {cores} cores",
-        args.fuzz_sessions
-    )?;
     let store = || -> Arc<dyn CounterStore> { Arc::new(MemoryStore::new()) };
     let options = tollgate_scenario::fuzz::FuzzOptions {
         cases: args.fuzz_sessions,
@@ -945,6 +939,12 @@ fn fuzz(args: &Args, out: &mut impl Write) -> anyhow::Result<bool> {
         max_calls: 50,
         ..Default::default()
     };
+    writeln!(
+        out,
+        "\nfuzzing the seed policy: {} sessions of 50 calls per round, each run twice, on {} threads",
+        args.fuzz_sessions,
+        options.threads()
+    )?;
     let (mut rates, mut ok) = (Vec::new(), true);
     for round in 1..=args.rounds {
         let t = Instant::now();

@@ -265,7 +265,7 @@ fn expected_arguments(
     rule: &tollgate_policy::model::Rule,
     args: &Value,
 ) -> (String, BTreeSet<String>) {
-    let escape = |t: &str| t.replace('~', "~0").replace('/', "~1");
+    use tollgate_policy::source::escape_pointer as escape;
     let mut pointer = format!("/tools/{}", escape(selector));
     let mut broken = BTreeSet::new();
     broken_arguments(&rule.arguments, args, &mut broken);
@@ -624,8 +624,8 @@ fn check_session(
             }
             continue;
         };
-        let rule = expl.decision.rule.selector.to_string();
-        stats.fired.push(rule.clone());
+        let selector = expl.decision.rule.selector.to_string();
+        stats.fired.push(selector.clone());
         // `default` decides every tool no rule names.
         if expl.candidates.is_empty() {
             if detail.is_object() && detail["rule"]["pointer"] != "/default" {
@@ -643,10 +643,10 @@ fn check_session(
         // Every refusal names the tool, the rule and the reason.
         if decision != "allow" {
             let text = message.unwrap_or_default();
-            let selector = detail["rule"]["selector"].as_str().unwrap_or_default();
-            if !text.contains(&format!("`{tool}`")) || !text.contains(selector) {
+            let named = detail["rule"]["selector"].as_str().unwrap_or_default();
+            if !text.contains(&format!("`{tool}`")) || !text.contains(named) {
                 return Err(format!(
-                    "{at}: the refusal does not name the tool and the rule `{selector}`: {text}"
+                    "{at}: the refusal does not name the tool and the rule `{named}`: {text}"
                 ));
             }
             if let Some(reason) = detail["reason"].as_str()
@@ -659,7 +659,6 @@ fn check_session(
         }
         // Argument rules, read independently: the branch taken, and refused for its arguments
         // exactly when they break a check, one violation per broken argument.
-        let selector = expl.decision.rule.selector.to_string();
         if let Some(rule) = policy.doc.tools.get(&selector) {
             let (pointer, broken) = expected_arguments(&selector, rule, &args);
             let decided_by = &*expl.decision.rule.pointer;
