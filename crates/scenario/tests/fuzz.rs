@@ -15,13 +15,15 @@ use tollgate_policy::limiter::{Acquire, CounterKey, LimitSpec};
 use tollgate_policy::{CounterStore, MemoryStore, Policy};
 use tollgate_scenario::fuzz::{FuzzOptions, fuzz};
 
-fn seed_policy() -> (PathBuf, Arc<Policy>) {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/policies/seed.json"
-    ));
+/// The policy at `path` (relative to this crate), loaded.
+fn policy_at(path: &str) -> (PathBuf, Arc<Policy>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
     let policy = Policy::load(&path).unwrap_or_else(|d| panic!("{}", d.render_plain()));
     (path, Arc::new(policy))
+}
+
+fn seed_policy() -> (PathBuf, Arc<Policy>) {
+    policy_at("../../examples/policies/seed.json")
 }
 
 fn memory() -> Arc<dyn CounterStore> {
@@ -180,11 +182,7 @@ fn the_violation_found_does_not_depend_on_the_number_of_threads() {
 /// once made the fuzzer's model expect `unknown_tool` for a tool the upstream does offer.
 #[test]
 fn the_recommended_policy_keeps_every_property_and_meets_its_argument_rules() {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/policies/eks-recommended.json"
-    ));
-    let policy = Arc::new(Policy::load(&path).unwrap_or_else(|d| panic!("{}", d.render_plain())));
+    let (path, policy) = policy_at("../../examples/policies/eks-recommended.json");
     let options = FuzzOptions {
         cases: 200,
         seed: 11,
@@ -217,11 +215,7 @@ fn the_recommended_policy_keeps_every_property_and_meets_its_argument_rules() {
 /// sides of the checks (calls are refused for their arguments and allowed).
 #[test]
 fn argument_checks_agree_with_the_fuzzers_own_reading() {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/every-argument-check.json"
-    ));
-    let policy = Arc::new(Policy::load(&path).unwrap_or_else(|d| panic!("{}", d.render_plain())));
+    let (path, policy) = policy_at("tests/fixtures/every-argument-check.json");
     let options = FuzzOptions {
         cases: 200,
         seed: 3,
