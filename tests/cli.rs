@@ -193,6 +193,36 @@ fn bench_replay_and_fuzz_run_and_check_their_calls() {
     assert!(stdout.contains("8 sessions (400 calls)"), "{stdout}");
 }
 
+/// `tollgate bench http` and `tollgate bench stdio` (small sizes) measure three paths, direct,
+/// through the byte relay and through the gateway, and every call on each is the mock's own
+/// successful answer (a call the relay garbled or lost would fail the run, exit 1). No timing is
+/// asserted.
+#[test]
+fn bench_http_and_stdio_answer_every_call_on_all_three_paths() {
+    for what in ["http", "stdio"] {
+        let out = tollgate()
+            .args([
+                "bench",
+                what,
+                "--rounds",
+                "1",
+                "--calls",
+                "40",
+                "--clients",
+                "4",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{what}: {stdout}{stderr}");
+        for line in ["added by byte relay:", "added by gateway:", "round 1: p50"] {
+            assert!(stdout.contains(line), "{what}: no `{line}` in {stdout}");
+        }
+        assert!(stdout.contains("(direct/byte relay/gateway)"), "{stdout}");
+    }
+}
+
 /// `--tool-timeout` takes `TOOL=SECS` and `--call-timeout` SECS (seconds with a fraction
 /// allowed, 0.001 to 86400); anything else is bad input (exit 2) with a message that says what
 /// to write, before the gateway starts anything.

@@ -55,6 +55,9 @@ enum Command {
     Explain(cmd::explain::Args),
     /// Measure the gateway against the mock side by side (HTTP, stdio, idle sessions).
     Bench(cmd::bench::Args),
+    /// The bench's floor: a relay that forwards bytes and nothing else.
+    #[command(hide = true)]
+    BenchRelay(cmd::bench::RelayArgs),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -73,6 +76,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => cmd::check::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::BenchRelay(args) => cmd::bench::relay(args),
     }
 }
 

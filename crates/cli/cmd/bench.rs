@@ -3,11 +3,14 @@
 //!
 //! It measures, side by side in one run, the same `tools/call` (`GetAHOBatch`, a stateful read
 //! the policy admits under a limit that never refuses) made directly to the mock EKS server and
-//! through the gateway in front of it. Every party is its own process: this one (the load, on a
-//! one-thread runtime), `tollgate mock-eks` and `tollgate gateway` (this same executable), so
-//! they share no runtime. Each round measures the direct path and the gateway path back to back
-//! (alternating which goes first); the report gives the median over rounds, and the gateway's
-//! figures as a difference or a ratio against the direct ones of the same round.
+//! through the gateway in front of it, and (for `http` and `stdio`) through a byte relay in
+//! front of it: `tollgate bench-relay` (hidden), a one-thread process that copies bytes and reads
+//! none of them, the floor any proxy process costs on the machine (the second process, the extra
+//! hop each way and the wake-ups). Every party is its own process: this one (the load, on a
+//! one-thread runtime), `tollgate mock-eks`, `tollgate bench-relay` and `tollgate gateway` (this
+//! same executable), so they share no runtime. Each round measures every path back to back
+//! (rotating which goes first); the report gives the median over rounds, and the relay's and the
+//! gateway's figures as a difference or a ratio against the direct ones of the same round.
 //!
 //! - `http`: Streamable HTTP on loopback, HTTP/1.1 keep-alive, JSON answers. Latency with one
 //!   client (p50, p99 of `--calls` sequential calls), then throughput with `--clients`
@@ -36,6 +39,8 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 
 use super::procs::{Echo, spawn_listening};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -382,6 +387,110 @@ impl HttpConn {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The floor: a relay that forwards bytes and does nothing else
+
+/// `tollgate bench-relay`: the bench's floor, hidden from the help. It copies bytes between
+/// its clients and an upstream without reading them: over TCP (`--listen ADDR --to URL`, one
+/// upstream connection per client connection) or over stdio (`-- COMMAND ARGS...`, the command
+/// its child). Any proxy process costs at least what this costs (a second process, a loopback
+/// hop or a pipe each way, the wake-ups between them), so `bench http` and `bench stdio` measure
+/// it side by side with the gateway: what the gateway adds beyond it is the gateway's own work.
+/// One thread, like the gateway's default with the memory store.
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Listen on this address (TCP).
+    #[arg(long, value_name = "ADDR", requires = "to")]
+    listen: Option<String>,
+    /// The upstream URL (`http://HOST:PORT/PATH`); the relay prints its own URL with the same path.
+    #[arg(long, value_name = "URL")]
+    to: Option<String>,
+    /// Relay stdio to this command instead.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+pub fn relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match (args.listen, args.to, args.command.split_first()) {
+            (Some(listen), Some(to), None) => relay_tcp(&listen, &to).await,
+            (None, None, Some((program, rest))) => relay_stdio(program, rest).await,
+            _ => {
+                eprintln!(
+                    "error: bench-relay takes `--listen ADDR --to URL` or `-- COMMAND ARGS...`"
+                );
+                Ok(ExitCode::from(2))
+            }
+        }
+    })
+}
+
+async fn relay_tcp(listen: &str, to: &str) -> anyhow::Result<ExitCode> {
+    let rest = to
+        .strip_prefix("http://")
+        .with_context(|| format!("not an http:// URL: {to}"))?;
+    let (upstream, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = upstream.to_owned();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("listening on http://{}/{path}", listener.local_addr()?);
+    loop {
+        let (mut client, _) = listener.accept().await?;
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        });
+    }
+}
+
+async fn relay_stdio(program: &str, rest: &[String]) -> anyhow::Result<ExitCode> {
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start `{program}`"))?;
+    let mut to_child = child.stdin.take().context("the child's stdin")?;
+    let mut from_child = child.stdout.take().context("the child's stdout")?;
+    let up = async {
+        let _ = relay_copy(&mut tokio::io::stdin(), &mut to_child).await;
+        drop(to_child);
+    };
+    let mut stdout = tokio::io::stdout();
+    let down = relay_copy(&mut from_child, &mut stdout);
+    let (_, down) = tokio::join!(up, down);
+    down?;
+    let _ = child.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies until the end of `from`, writing each read as it comes (no buffering in between: a
+/// line is passed on as soon as it is read).
+async fn relay_copy(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Figures
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -427,68 +536,96 @@ struct Round {
     mock_cpu: f64,
 }
 
+/// The paths of one measurement: the direct one first, then the paths through a middle process
+/// (the relay, the gateway), each with the name the report gives it.
+type Paths<'a> = Vec<(&'static str, RoundFn<'a>)>;
+type RoundFn<'a> = Box<dyn FnMut() -> LocalBoxFuture<'a, anyhow::Result<Round>> + 'a>;
+
 fn report(
     out: &mut impl Write,
     title: &str,
     calls: u64,
-    clients: u64,
-    rounds: &[(Round, Round)],
+    load: &str,
+    names: &[&str],
+    rounds: &[Vec<Round>],
 ) -> anyhow::Result<()> {
-    let m = |f: &dyn Fn(&(Round, Round)) -> f64| median(rounds.iter().map(f).collect());
+    let m = |f: &dyn Fn(&[Round]) -> f64| median(rounds.iter().map(|r| f(r)).collect());
     writeln!(out, "{title}")?;
     writeln!(
         out,
         "  latency, 1 client, {calls} calls per path per round (median of {} rounds):",
         rounds.len()
     )?;
-    writeln!(
-        out,
-        "    direct to the mock:   p50 {:>7.1} us   p99 {:>7.1} us",
-        m(&|r| r.0.p50),
-        m(&|r| r.0.p99)
-    )?;
-    writeln!(
-        out,
-        "    through the gateway:  p50 {:>7.1} us   p99 {:>7.1} us",
-        m(&|r| r.1.p50),
-        m(&|r| r.1.p99)
-    )?;
-    writeln!(
-        out,
-        "    added (same round):   p50 {:>7.1} us   p99 {:>7.1} us",
-        m(&|r| r.1.p50 - r.0.p50),
-        m(&|r| r.1.p99 - r.0.p99)
-    )?;
-    writeln!(
-        out,
-        "  throughput, {clients} concurrent clients, {} calls per path per round:",
-        calls * 2
-    )?;
-    writeln!(
-        out,
-        "    direct {:>8.0} calls/s   through the gateway {:>8.0} calls/s   ratio (same round) {:.2}",
-        m(&|r| r.0.calls_per_s),
-        m(&|r| r.1.calls_per_s),
-        m(&|r| r.1.calls_per_s / r.0.calls_per_s)
-    )?;
-    writeln!(
-        out,
-        "    CPU per call: direct: mock {:.1} us; through the gateway: gateway {:.1} us, mock {:.1} us",
-        m(&|r| r.0.mock_cpu),
-        m(&|r| r.1.gateway_cpu),
-        m(&|r| r.1.mock_cpu)
-    )?;
-    for (i, (d, g)) in rounds.iter().enumerate() {
+    for (i, name) in names.iter().enumerate() {
         writeln!(
             out,
-            "    round {}: p50 {:.1}/{:.1} us, p99 {:.1}/{:.1} us, {:.0}/{:.0} calls/s (direct/gateway)",
-            i + 1,
-            d.p50,
-            g.p50,
-            d.p99,
-            g.p99,
-            d.calls_per_s,
-            g.calls_per_s
+            "    {:<22} p50 {:>7.1} us   p99 {:>7.1} us",
+            format!("{name}:"),
+            m(&|r| r[i].p50),
+            m(&|r| r[i].p99)
+        )?;
+    }
+    for (i, name) in names.iter().enumerate().skip(1) {
+        writeln!(
+            out,
+            "    added by {:<13} p50 {:>7.1} us   p99 {:>7.1} us   (same round, over {})",
+            format!("{name}:"),
+            m(&|r| r[i].p50 - r[0].p50),
+            m(&|r| r[i].p99 - r[0].p99),
+            names[0]
+        )?;
+    }
+    writeln!(
+        out,
+        "  throughput, {load}, {} calls per path per round:",
+        calls * 2
+    )?;
+    for (i, name) in names.iter().enumerate() {
+        let ratio = if i == 0 {
+            String::new()
+        } else {
+            format!(
+                "   ratio to {} (same round) {:.2}",
+                names[0],
+                m(&|r| r[i].calls_per_s / r[0].calls_per_s)
+            )
+        };
+        writeln!(
+            out,
+            "    {:<22} {:>8.0} calls/s{ratio}",
+            format!("{name}:"),
+            m(&|r| r[i].calls_per_s)
+        )?;
+    }
+    for (i, name) in names.iter().enumerate() {
+        let middle = if i == 0 {
+            String::new()
+        } else {
+            format!("middle process {:.1} us, ", m(&|r| r[i].gateway_cpu))
+        };
+        writeln!(
+            out,
+            "    CPU per call, {:<14} {middle}mock {:.1} us",
+            format!("{name}:"),
+            m(&|r| r[i].mock_cpu)
+        )?;
+    }
+    for (k, round) in rounds.iter().enumerate() {
+        let join = |f: &dyn Fn(&Round) -> f64, digits: usize| {
+            round
+                .iter()
+                .map(|r| format!("{:.digits$}", f(r)))
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        writeln!(
+            out,
+            "    round {}: p50 {} us, p99 {} us, {} calls/s ({})",
+            k + 1,
+            join(&|r| r.p50, 1),
+            join(&|r| r.p99, 1),
+            join(&|r| r.calls_per_s, 0),
+            names.join("/")
         )?;
     }
     Ok(())
@@ -561,39 +698,29 @@ async fn http_round(
     })
 }
 
-/// `rounds` rounds of the direct path and the gateway path back to back, alternating which
-/// goes first so that a drift in the machine's load favours neither. `None` (the errors
-/// written to `out`) when a round failed.
-async fn alternating<D, DF, G, GF>(
+/// `rounds` rounds of every path back to back, rotating which goes first so that a drift in
+/// the machine's load favours none. `None` (the errors written to `out`) when a round failed.
+async fn alternating(
     rounds: u64,
-    mut direct: D,
-    mut through: G,
+    paths: &mut Paths<'_>,
     out: &mut impl Write,
-) -> anyhow::Result<Option<Vec<(Round, Round)>>>
-where
-    D: FnMut() -> DF,
-    DF: std::future::Future<Output = anyhow::Result<Round>>,
-    G: FnMut() -> GF,
-    GF: std::future::Future<Output = anyhow::Result<Round>>,
-{
+) -> anyhow::Result<Option<Vec<Vec<Round>>>> {
+    let n = paths.len();
     let mut all = Vec::new();
     for r in 0..rounds {
-        let (d, g) = if r % 2 == 0 {
-            let d = direct().await;
-            (d, through().await)
-        } else {
-            let g = through().await;
-            (direct().await, g)
-        };
-        match (d, g) {
-            (Ok(d), Ok(g)) => all.push((d, g)),
-            (d, g) => {
-                for e in [d.err(), g.err()].into_iter().flatten() {
-                    writeln!(out, "error: {e:#}")?;
+        let mut got: Vec<Option<Round>> = vec![None; n];
+        let first = usize::try_from(r).unwrap_or(0) % n;
+        for k in 0..n {
+            let i = (first + k) % n;
+            match (paths[i].1)().await {
+                Ok(round) => got[i] = Some(round),
+                Err(e) => {
+                    writeln!(out, "error: {}: {e:#}", paths[i].0)?;
+                    return Ok(None);
                 }
-                return Ok(None);
             }
         }
+        all.push(got.into_iter().flatten().collect());
     }
     Ok(Some(all))
 }
@@ -618,25 +745,48 @@ async fn http(
         mock_url.clone(),
     ]);
     let (gateway, gateway_url) = spawn_listening(&exe.gateway, &g, Echo::Nothing)?;
-    let direct = || http_round(&mock_url, args.calls, args.clients, (None, mock.pid()));
-    let through = || {
-        http_round(
-            &gateway_url,
-            args.calls,
-            args.clients,
-            (Some(gateway.pid()), mock.pid()),
-        )
-    };
-    let Some(rounds) = alternating(args.rounds, direct, through, out).await? else {
+    let relay_args = [
+        "bench-relay".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--to".into(),
+        mock_url.clone(),
+    ];
+    let (relay, relay_url) = spawn_listening(&exe.mock, &relay_args, Echo::Errors)?;
+    let (calls, clients) = (args.calls, args.clients);
+    let (mock_pid, relay_pid, gateway_pid) = (mock.pid(), relay.pid(), gateway.pid());
+    let mut paths: Paths = vec![
+        (
+            "direct",
+            Box::new(|| http_round(&mock_url, calls, clients, (None, mock_pid)).boxed_local()),
+        ),
+        (
+            "byte relay",
+            Box::new(|| {
+                http_round(&relay_url, calls, clients, (Some(relay_pid), mock_pid)).boxed_local()
+            }),
+        ),
+        (
+            "gateway",
+            Box::new(|| {
+                http_round(&gateway_url, calls, clients, (Some(gateway_pid), mock_pid))
+                    .boxed_local()
+            }),
+        ),
+    ];
+    let Some(rounds) = alternating(args.rounds, &mut paths, out).await? else {
         return Ok(false);
     };
+    drop(paths);
     report(
         out,
         "Streamable HTTP on loopback (JSON answers, keep-alive):",
         args.calls,
-        args.clients,
+        &format!("{} concurrent clients", args.clients),
+        &["direct", "byte relay", "gateway"],
         &rounds,
     )?;
+    drop(relay);
     drop(gateway);
     drop(mock);
     Ok(true)
@@ -791,16 +941,33 @@ async fn stdio(
         exe.mock.display().to_string(),
         "mock-eks".to_owned(),
     ]);
-    let direct_run = || stdio_round(&exe.mock, &direct, args.calls, args.clients, false);
-    let through_run = || stdio_round(&exe.gateway, &through, args.calls, args.clients, true);
-    let Some(rounds) = alternating(args.rounds, direct_run, through_run, out).await? else {
+    let mut relayed = vec!["bench-relay".to_owned(), "--".to_owned()];
+    relayed.extend([exe.mock.display().to_string(), "mock-eks".to_owned()]);
+    let (calls, window) = (args.calls, args.clients);
+    let mut paths: Paths = vec![
+        (
+            "direct",
+            Box::new(|| stdio_round(&exe.mock, &direct, calls, window, false).boxed_local()),
+        ),
+        (
+            "byte relay",
+            Box::new(|| stdio_round(&exe.mock, &relayed, calls, window, true).boxed_local()),
+        ),
+        (
+            "gateway",
+            Box::new(|| stdio_round(&exe.gateway, &through, calls, window, true).boxed_local()),
+        ),
+    ];
+    let Some(rounds) = alternating(args.rounds, &mut paths, out).await? else {
         return Ok(false);
     };
+    drop(paths);
     report(
         out,
-        "stdio (the mock a child process; behind the gateway, the gateway's child):",
+        "stdio (the mock a child process; behind the relay or the gateway, its child):",
         args.calls,
-        args.clients,
+        &format!("{} calls in flight on the one connection", args.clients),
+        &["direct", "byte relay", "gateway"],
         &rounds,
     )?;
     Ok(true)
