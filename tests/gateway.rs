@@ -1333,7 +1333,7 @@ fn sighup_reloads_a_valid_policy_and_refuses_a_broken_one() {
     assert_eq!(kinds, ["reload", "reload_refused"]);
 }
 
-/// Saving the policy file reloads it (an editor's write-then-rename too): the client that
+/// Saving the policy file reloads it (an editor's write-then-rename, and a write in place): the client that
 /// listed the tools hears `notifications/tools/list_changed` when the visible set changes, the
 /// new rules decide the next call, a broken save is refused once with its diagnostics while
 /// the running policy stays, and saving the same bytes again does nothing.
@@ -1418,6 +1418,22 @@ fn saving_the_policy_file_reloads_it_and_tells_the_client() {
     // Still the reloaded policy.
     send(call(5, "GetAHOBatch", json!({"batchId": "rb-0001"})));
     assert!(next()["result"]["structuredContent"]["tollgate"].is_null());
+
+    // A save in place (truncate, write, close: what `cp` and many editors do) reloads too.
+    std::fs::write(
+        &policy_path,
+        r#"{"version": "1", "default": "allow", "hide_from_list": true, "tools": {"GetAHOBatch": {"action": "deny"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        next(),
+        json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+    );
+    send(call(6, "GetAHOBatch", json!({"batchId": "rb-0001"})));
+    assert_eq!(
+        next()["result"]["structuredContent"]["tollgate"]["decision"],
+        "deny"
+    );
     drop(stdin);
     let mut stderr = String::new();
     child
@@ -1446,7 +1462,8 @@ fn saving_the_policy_file_reloads_it_and_tells_the_client() {
         reloads,
         [
             ("reload".to_owned(), "file_watch".to_owned()),
-            ("reload_refused".to_owned(), "file_watch".to_owned())
+            ("reload_refused".to_owned(), "file_watch".to_owned()),
+            ("reload".to_owned(), "file_watch".to_owned())
         ]
     );
 }

@@ -475,16 +475,82 @@ fn file_hash(path: &std::path::Path) -> Option<String> {
         .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
+/// Keeps the policy watch alive while it is held.
+#[cfg(not(target_os = "linux"))]
+type PolicyWatch = notify::RecommendedWatcher;
+/// The Linux watch runs on its own thread until the process ends; nothing to hold.
+#[cfg(target_os = "linux")]
+type PolicyWatch = ();
+
 /// Watches the policy's folder (so a save by rename is seen too) and reports changes of the
 /// policy file. `None`, with a warning, when the platform cannot watch: SIGHUP still works.
+///
+/// On Linux the watch is inotify's, asked only for the events that end a save (a file closed
+/// after writing, moved in, created, deleted or moved out): writes to other files of the folder,
+/// such as an audit log or a recording kept next to the policy, do not wake it (the `notify`
+/// crate always asks for every write and open, and its thread woke on each audit record:
+/// docs/PERFORMANCE.md). Elsewhere, `notify`.
 fn watch_policy(
     path: &std::path::Path,
     tx: mpsc::UnboundedSender<ReloadCause>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
+) -> Option<PolicyWatch> {
     let absolute = std::path::absolute(path).ok()?;
     let folder = absolute.parent()?.to_path_buf();
     let name = absolute.file_name()?.to_os_string();
+    match watch_folder(&folder, name, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch `{}` for changes ({e}); reload with SIGHUP instead",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn watch_folder(
+    folder: &std::path::Path,
+    name: std::ffi::OsString,
+    tx: mpsc::UnboundedSender<ReloadCause>,
+) -> std::io::Result<PolicyWatch> {
+    use inotify::{Inotify, WatchMask};
+    let mut inotify = Inotify::init()?;
+    inotify.watches().add(
+        folder,
+        WatchMask::CLOSE_WRITE
+            | WatchMask::MOVED_TO
+            | WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::MOVED_FROM,
+    )?;
+    std::thread::Builder::new()
+        .name("policy-watch".into())
+        .spawn(move || {
+            let mut buffer = vec![0u8; 16 * 1024];
+            loop {
+                let Ok(events) = inotify.read_events_blocking(&mut buffer) else {
+                    return;
+                };
+                let ours = events
+                    .into_iter()
+                    .any(|e| e.name.is_some_and(|n| n == name.as_os_str()));
+                if ours && tx.send(ReloadCause::FileChanged).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_folder(
+    folder: &std::path::Path,
+    name: std::ffi::OsString,
+    tx: mpsc::UnboundedSender<ReloadCause>,
+) -> notify::Result<PolicyWatch> {
+    use notify::Watcher;
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
@@ -498,20 +564,9 @@ fn watch_policy(
             let _ = tx.send(ReloadCause::FileChanged);
         }
     };
-    let watched = notify::recommended_watcher(handler).and_then(|mut w| {
-        w.watch(&folder, notify::RecursiveMode::NonRecursive)
-            .map(|()| w)
-    });
-    match watched {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(
-                "cannot watch `{}` for changes ({e}); reload with SIGHUP instead",
-                path.display()
-            );
-            None
-        }
-    }
+    let mut w = notify::recommended_watcher(handler)?;
+    w.watch(folder, notify::RecursiveMode::NonRecursive)?;
+    Ok(w)
 }
 
 /// Does every reload, one at a time, in the order asked.
