@@ -4,8 +4,8 @@
 //! It measures, side by side in one run, the same `tools/call` (`GetAHOBatch`, a stateful read
 //! the policy admits under a limit that never refuses) made directly to the mock EKS server and
 //! through the gateway in front of it, and (for `http` and `stdio`) through a byte relay in
-//! front of it: `tollgate bench-relay` (hidden), a one-thread process that copies bytes and reads
-//! none of them, the floor any proxy process costs on the machine (the second process, the extra
+//! front of it: `tollgate bench-relay` (hidden), a process that copies bytes (a thread per
+//! direction, blocked in `read`) and reads none of them, the floor any proxy process costs on the machine (the second process, the extra
 //! hop each way and the wake-ups). Every party is its own process: this one (the load, on a
 //! one-thread runtime), `tollgate mock-eks`, `tollgate bench-relay` and `tollgate gateway` (this
 //! same executable), so they share no runtime. Each round measures every path back to back
@@ -395,7 +395,7 @@ impl HttpConn {
 /// its child). Any proxy process costs at least what this costs (a second process, a loopback
 /// hop or a pipe each way, the wake-ups between them), so `bench http` and `bench stdio` measure
 /// it side by side with the gateway: what the gateway adds beyond it is the gateway's own work.
-/// One thread, like the gateway's default with the memory store.
+/// Each direction of each connection is a thread blocked in `read`.
 #[derive(Debug, clap::Args)]
 pub struct RelayArgs {
     /// Listen on this address (TCP).
@@ -410,83 +410,82 @@ pub struct RelayArgs {
 }
 
 pub fn relay(args: RelayArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        match (args.listen, args.to, args.command.split_first()) {
-            (Some(listen), Some(to), None) => relay_tcp(&listen, &to).await,
-            (None, None, Some((program, rest))) => relay_stdio(program, rest).await,
-            _ => {
-                eprintln!(
-                    "error: bench-relay takes `--listen ADDR --to URL` or `-- COMMAND ARGS...`"
-                );
-                Ok(ExitCode::from(2))
-            }
+    match (args.listen, args.to, args.command.split_first()) {
+        (Some(listen), Some(to), None) => relay_tcp(&listen, &to),
+        (None, None, Some((program, rest))) => relay_stdio(program, rest),
+        _ => {
+            eprintln!("error: bench-relay takes `--listen ADDR --to URL` or `-- COMMAND ARGS...`");
+            Ok(ExitCode::from(2))
         }
-    })
+    }
 }
 
-async fn relay_tcp(listen: &str, to: &str) -> anyhow::Result<ExitCode> {
+/// Over TCP: two threads per connection, each blocked in `read` and writing what it read at
+/// once (no event loop between the socket and the copy: the cheapest relay there is).
+fn relay_tcp(listen: &str, to: &str) -> anyhow::Result<ExitCode> {
     let rest = to
         .strip_prefix("http://")
         .with_context(|| format!("not an http:// URL: {to}"))?;
     let (upstream, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let upstream = upstream.to_owned();
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     eprintln!("listening on http://{}/{path}", listener.local_addr()?);
-    loop {
-        let (mut client, _) = listener.accept().await?;
-        let upstream = upstream.clone();
-        tokio::spawn(async move {
-            let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                return;
-            };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    for client in listener.incoming() {
+        let Ok(client) = client else { continue };
+        let Ok(server) = std::net::TcpStream::connect(upstream) else {
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let (Ok(client_back), Ok(server_back)) = (client.try_clone(), server.try_clone()) else {
+            continue;
+        };
+        std::thread::spawn(move || {
+            let _ = relay_copy(&mut &client, &mut &server);
+            let _ = server.shutdown(std::net::Shutdown::Write);
+        });
+        std::thread::spawn(move || {
+            let _ = relay_copy(&mut &server_back, &mut &client_back);
+            let _ = client_back.shutdown(std::net::Shutdown::Write);
         });
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn relay_stdio(program: &str, rest: &[String]) -> anyhow::Result<ExitCode> {
-    let mut child = tokio::process::Command::new(program)
+/// Over stdio: one thread per direction, each blocked in `read` and writing what it read at
+/// once (tokio's stdin would add a hand-off to its blocking pool for every read).
+fn relay_stdio(program: &str, rest: &[String]) -> anyhow::Result<ExitCode> {
+    let mut child = std::process::Command::new(program)
         .args(rest)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start `{program}`"))?;
     let mut to_child = child.stdin.take().context("the child's stdin")?;
     let mut from_child = child.stdout.take().context("the child's stdout")?;
-    let up = async {
-        let _ = relay_copy(&mut tokio::io::stdin(), &mut to_child).await;
-        drop(to_child);
-    };
-    let mut stdout = tokio::io::stdout();
-    let down = relay_copy(&mut from_child, &mut stdout);
-    let (_, down) = tokio::join!(up, down);
-    down?;
-    let _ = child.wait().await;
+    std::thread::spawn(move || {
+        let _ = relay_copy(&mut std::io::stdin().lock(), &mut to_child);
+        // Dropping the pipe tells the child its input ended.
+    });
+    let copied = relay_copy(&mut from_child, &mut std::io::stdout().lock());
+    let _ = child.wait();
+    copied?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Copies until the end of `from`, writing each read as it comes (no buffering in between: a
 /// line is passed on as soon as it is read).
-async fn relay_copy(
-    from: &mut (impl tokio::io::AsyncRead + Unpin),
-    to: &mut (impl tokio::io::AsyncWrite + Unpin),
-) -> std::io::Result<()> {
+fn relay_copy(from: &mut impl std::io::Read, to: &mut impl std::io::Write) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        to.write_all(&buf[..n]).await?;
-        to.flush().await?;
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        to.flush()?;
     }
 }
 
