@@ -157,6 +157,39 @@ fn stdio_runaway_agent_is_cut_and_audited() {
     );
 }
 
+/// The stdio gateway reads a client's pipe and writes its answers through the event loop, and
+/// falls back to threads for anything that is not a pipe: here stdin and stdout are regular
+/// files, and every call in the input is still answered, in order, before the gateway exits 0.
+#[test]
+fn stdio_gateway_serves_files_as_well_as_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.json", ALLOW_ALL);
+    let mut input = format!("{}\n", initialize(1));
+    input.push_str("{\"jsonrpc\": \"2.0\", \"method\": \"notifications/initialized\"}\n");
+    for id in 2..6 {
+        input.push_str(&format!(
+            "{}\n",
+            call(id, "GetAHOBatch", json!({"batchId": "rb-0001"}))
+        ));
+    }
+    let input_path = write(dir.path(), "input.jsonl", &input);
+    let output_path = dir.path().join("output.jsonl");
+    let status = tollgate()
+        .args(["gateway", "--policy", &policy, "--", bin(), "mock-eks"])
+        .stdin(std::fs::File::open(&input_path).unwrap())
+        .stdout(std::fs::File::create(&output_path).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let answers = lines_of(&output_path);
+    let ids: Vec<u64> = answers.iter().filter_map(|a| a["id"].as_u64()).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5], "{answers:?}");
+    for a in &answers[1..] {
+        assert_eq!(a["result"]["isError"], false, "{a}");
+    }
+}
+
 /// The official Python SDK through the gateway, stdio and HTTP, auto (stateless) and legacy
 /// modes, with an allow-all policy: the same answers as without the gateway.
 #[test]

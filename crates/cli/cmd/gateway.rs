@@ -14,6 +14,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
+#[cfg(unix)]
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -311,50 +313,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         match args.listen {
             None => {
                 let (tx, rx) = mpsc::unbounded_channel::<ClientInput>();
-                let (sink, mut out) = mpsc::unbounded_channel::<serde_json::Value>();
-                // Reading stdin blocks: a thread feeds the session.
-                std::thread::spawn(move || {
-                    let stdin = std::io::stdin();
-                    for line in stdin.lock().split(b'\n') {
-                        let Ok(mut line) = line else { break };
-                        if line.last() == Some(&b'\r') {
-                            line.pop();
-                        }
-                        if line.iter().all(u8::is_ascii_whitespace) {
-                            continue;
-                        }
-                        if tx
-                            .send(ClientInput {
-                                bytes: line,
-                                reply: None,
-                            })
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-                let writer = tokio::spawn(async move {
-                    use tokio::io::AsyncWriteExt;
-                    let mut stdout = tokio::io::stdout();
-                    while let Some(v) = out.recv().await {
-                        // Write whatever else is already queued before flushing once.
-                        let mut batch = format!("{v}\n");
-                        while let Ok(more) = out.try_recv() {
-                            batch.push_str(&format!("{more}\n"));
-                            if batch.len() > 1 << 20 {
-                                break;
-                            }
-                        }
-                        if stdout.write_all(batch.as_bytes()).await.is_err()
-                            || stdout.flush().await.is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
+                let (sink, out) = mpsc::unbounded_channel::<serde_json::Value>();
+                read_stdin(tx);
+                let writer = write_stdout(out);
                 let core = gateway.session(&args.grant, "stdio");
                 run_session(core, spec, rx, sink, clock, max_line, stop_rx).await;
+                // The session dropped its sink: the writer ends once it has written the rest.
                 let _ = writer.await;
             }
             Some(addr) => {
@@ -473,6 +437,113 @@ fn file_hash(path: &std::path::Path) -> Option<String> {
     std::fs::read(path)
         .ok()
         .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// Feeds the stdio session its client's lines (blank ones skipped, a trailing `\r` dropped).
+/// A pipe (what MCP clients give a stdio server) is read on the session's own thread, through
+/// the runtime's event loop; anything else (a terminal, a file) by a thread of its own, since
+/// reading it blocks. The first saves a thread wake-up a message (docs/PERFORMANCE.md).
+fn read_stdin(tx: mpsc::UnboundedSender<ClientInput>) {
+    let send = move |mut line: Vec<u8>| {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return true;
+        }
+        tx.send(ClientInput {
+            bytes: line,
+            reply: None,
+        })
+        .is_ok()
+    };
+    #[cfg(unix)]
+    if let Some(pipe) = stdio_pipe(std::io::stdin().as_fd())
+        .and_then(|f| tokio::net::unix::pipe::Receiver::from_file(f).ok())
+    {
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(pipe).split(b'\n');
+            while let Ok(Some(line)) = lines.next_segment().await {
+                if !send(line) {
+                    break;
+                }
+            }
+        });
+        return;
+    }
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().split(b'\n') {
+            let Ok(line) = line else { break };
+            if !send(line) {
+                break;
+            }
+        }
+    });
+}
+
+/// Writes the stdio session's messages to stdout, one per line, everything already queued in
+/// one write. A pipe is written through the runtime's event loop; anything else by a thread of
+/// its own (tokio's stdout would hand every write to its blocking pool and back). The handle
+/// ends once the session dropped its sink and everything was written.
+fn write_stdout(
+    mut out: mpsc::UnboundedReceiver<serde_json::Value>,
+) -> tokio::task::JoinHandle<()> {
+    /// The next batch: `first` and whatever else is queued, up to about a megabyte.
+    fn batch(
+        first: serde_json::Value,
+        out: &mut mpsc::UnboundedReceiver<serde_json::Value>,
+        into: &mut Vec<u8>,
+    ) {
+        into.clear();
+        let mut next = Some(first);
+        while let Some(v) = next.take() {
+            // A `Value` always serializes.
+            let _ = serde_json::to_writer(&mut *into, &v);
+            into.push(b'\n');
+            if into.len() <= 1 << 20 {
+                next = out.try_recv().ok();
+            }
+        }
+    }
+    #[cfg(unix)]
+    if let Some(mut pipe) = stdio_pipe(std::io::stdout().as_fd())
+        .and_then(|f| tokio::net::unix::pipe::Sender::from_file(f).ok())
+    {
+        return tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut buf = Vec::new();
+            while let Some(v) = out.recv().await {
+                batch(v, &mut out, &mut buf);
+                if pipe.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let thread = std::thread::spawn(move || {
+        let mut stdout = std::io::stdout().lock();
+        let mut buf = Vec::new();
+        while let Some(v) = out.blocking_recv() {
+            batch(v, &mut out, &mut buf);
+            if stdout.write_all(&buf).is_err() || stdout.flush().is_err() {
+                return;
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let _ = thread.join();
+    })
+}
+
+/// A copy of a standard stream's descriptor when it is a pipe, for the runtime's event loop
+/// (which makes it non-blocking: nobody else reads our stdin or writes our stdout in stdio
+/// mode). `None` for anything else.
+#[cfg(unix)]
+fn stdio_pipe(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
+    use std::os::unix::fs::FileTypeExt;
+    let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
+    file.metadata().ok()?.file_type().is_fifo().then_some(file)
 }
 
 /// Keeps the policy watch alive while it is held.
