@@ -14,8 +14,6 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
-#[cfg(unix)]
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -458,9 +456,7 @@ fn read_stdin(tx: mpsc::UnboundedSender<ClientInput>) {
         .is_ok()
     };
     #[cfg(unix)]
-    if let Some(pipe) = stdio_pipe(std::io::stdin().as_fd())
-        .and_then(|f| tokio::net::unix::pipe::Receiver::from_file(f).ok())
-    {
+    if let Some(pipe) = tollgate_mcp::stdio::stdin_pipe() {
         tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             let mut lines = tokio::io::BufReader::new(pipe).split(b'\n');
@@ -507,9 +503,7 @@ fn write_stdout(
         }
     }
     #[cfg(unix)]
-    if let Some(mut pipe) = stdio_pipe(std::io::stdout().as_fd())
-        .and_then(|f| tokio::net::unix::pipe::Sender::from_file(f).ok())
-    {
+    if let Some(mut pipe) = tollgate_mcp::stdio::stdout_pipe() {
         return tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             let mut buf = Vec::new();
@@ -534,16 +528,6 @@ fn write_stdout(
     tokio::task::spawn_blocking(move || {
         let _ = thread.join();
     })
-}
-
-/// A copy of a standard stream's descriptor when it is a pipe, for the runtime's event loop
-/// (which makes it non-blocking: nobody else reads our stdin or writes our stdout in stdio
-/// mode). `None` for anything else.
-#[cfg(unix)]
-fn stdio_pipe(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
-    use std::os::unix::fs::FileTypeExt;
-    let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
-    file.metadata().ok()?.file_type().is_fifo().then_some(file)
 }
 
 /// Keeps the policy watch alive while it is held.

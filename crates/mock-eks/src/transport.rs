@@ -94,7 +94,8 @@ impl Shared {
 pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
-        let mut stdout = tokio::io::stdout();
+        // A pipe through the event loop (tollgate_mcp::stdio says why), else tokio's stdout.
+        let mut stdout = tollgate_mcp::stdio::stdout();
         while let Some(chunk) = rx.recv().await {
             // Write whatever else is already queued before flushing once.
             let mut batch = chunk;
@@ -109,7 +110,7 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
             }
         }
     });
-    let mut reader = BufReader::new(tokio::io::stdin());
+    let mut reader = BufReader::new(tollgate_mcp::stdio::stdin());
     loop {
         let mut line = Vec::new();
         let n = (&mut reader)
