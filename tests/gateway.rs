@@ -158,8 +158,8 @@ fn stdio_runaway_agent_is_cut_and_audited() {
 }
 
 /// The stdio gateway reads a client's pipe and writes its answers through the event loop, and
-/// falls back to threads for anything that is not a pipe: here stdin and stdout are regular
-/// files, and every call in the input is still answered, in order, before the gateway exits 0.
+/// falls back to blocking reads and writes for anything that is not a pipe: here stdin and
+/// stdout are regular files, and every call in the input is still answered, in order, before the gateway exits 0.
 #[test]
 fn stdio_gateway_serves_files_as_well_as_pipes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1366,10 +1366,10 @@ fn sighup_reloads_a_valid_policy_and_refuses_a_broken_one() {
     assert_eq!(kinds, ["reload", "reload_refused"]);
 }
 
-/// Saving the policy file reloads it (an editor's write-then-rename, and a write in place): the client that
-/// listed the tools hears `notifications/tools/list_changed` when the visible set changes, the
-/// new rules decide the next call, a broken save is refused once with its diagnostics while
-/// the running policy stays, and saving the same bytes again does nothing.
+/// Saving the policy file reloads it (an editor's write-then-rename, and a write in place): the
+/// client that listed the tools hears `notifications/tools/list_changed` when the visible set
+/// changes, the new rules decide the next call, a broken save is refused once with its
+/// diagnostics while the running policy stays, and saving the same bytes again does nothing.
 #[test]
 fn saving_the_policy_file_reloads_it_and_tells_the_client() {
     let dir = tempfile::tempdir().unwrap();

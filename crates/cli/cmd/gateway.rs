@@ -440,7 +440,10 @@ fn file_hash(path: &std::path::Path) -> Option<String> {
 /// Feeds the stdio session its client's lines (blank ones skipped, a trailing `\r` dropped).
 /// A pipe (what MCP clients give a stdio server) is read on the session's own thread, through
 /// the runtime's event loop; anything else (a terminal, a file) by a thread of its own, since
-/// reading it blocks. The first saves a thread wake-up a message (docs/PERFORMANCE.md).
+/// reading it blocks. The first saves a thread wake-up a message (docs/PERFORMANCE.md). Not
+/// `tollgate_mcp::stdio::stdin()`'s fallback: tokio's stdin reads a terminal on its blocking
+/// pool, where the read cannot be cancelled and would hold up the runtime's shutdown until a
+/// line is typed; a detached thread does not.
 fn read_stdin(tx: mpsc::UnboundedSender<ClientInput>) {
     let send = move |mut line: Vec<u8>| {
         if line.last() == Some(&b'\r') {
@@ -478,55 +481,32 @@ fn read_stdin(tx: mpsc::UnboundedSender<ClientInput>) {
     });
 }
 
-/// Writes the stdio session's messages to stdout, one per line, everything already queued in
-/// one write. A pipe is written through the runtime's event loop; anything else by a thread of
-/// its own (tokio's stdout would hand every write to its blocking pool and back). The handle
-/// ends once the session dropped its sink and everything was written.
+/// Writes the stdio session's messages to stdout, one per line, everything already queued (up
+/// to about a megabyte) in one write. A pipe is written through the runtime's event loop
+/// (`tollgate_mcp::stdio`). The handle ends once the session dropped its sink and everything
+/// was written.
 fn write_stdout(
     mut out: mpsc::UnboundedReceiver<serde_json::Value>,
 ) -> tokio::task::JoinHandle<()> {
-    /// The next batch: `first` and whatever else is queued, up to about a megabyte.
-    fn batch(
-        first: serde_json::Value,
-        out: &mut mpsc::UnboundedReceiver<serde_json::Value>,
-        into: &mut Vec<u8>,
-    ) {
-        into.clear();
-        let mut next = Some(first);
-        while let Some(v) = next.take() {
-            // A `Value` always serializes.
-            let _ = serde_json::to_writer(&mut *into, &v);
-            into.push(b'\n');
-            if into.len() <= 1 << 20 {
-                next = out.try_recv().ok();
-            }
-        }
-    }
-    #[cfg(unix)]
-    if let Some(mut pipe) = tollgate_mcp::stdio::stdout_pipe() {
-        return tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut buf = Vec::new();
-            while let Some(v) = out.recv().await {
-                batch(v, &mut out, &mut buf);
-                if pipe.write_all(&buf).await.is_err() {
-                    return;
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut stdout = tollgate_mcp::stdio::stdout();
+        let mut buf = Vec::new();
+        while let Some(first) = out.recv().await {
+            buf.clear();
+            let mut next = Some(first);
+            while let Some(v) = next.take() {
+                // A `Value` always serializes.
+                let _ = serde_json::to_writer(&mut buf, &v);
+                buf.push(b'\n');
+                if buf.len() <= 1 << 20 {
+                    next = out.try_recv().ok();
                 }
             }
-        });
-    }
-    let thread = std::thread::spawn(move || {
-        let mut stdout = std::io::stdout().lock();
-        let mut buf = Vec::new();
-        while let Some(v) = out.blocking_recv() {
-            batch(v, &mut out, &mut buf);
-            if stdout.write_all(&buf).is_err() || stdout.flush().is_err() {
+            if stdout.write_all(&buf).await.is_err() || stdout.flush().await.is_err() {
                 return;
             }
         }
-    });
-    tokio::task::spawn_blocking(move || {
-        let _ = thread.join();
     })
 }
 
