@@ -785,13 +785,7 @@ impl SessionCore {
             return Vec::new();
         };
         let Some(info) = advertised.get(&name).cloned() else {
-            let text = format!(
-                "Tollgate refused the call to `{name}`: the upstream server does not offer a tool of that name (see `tools/list`)."
-            );
-            return match self.gateway.audit(now, "refusal", json!({"session": self.session, "grant": self.grant, "id": id, "tool": name, "decision": "unknown_tool"})) {
-                Ok(_) => vec![result_response(&id, refusal::gateway(&name, &self.grant, "unknown_tool", text))],
-                Err(e) => vec![self.audit_failure(&id, &name, &e)],
-            };
+            return vec![self.unknown_tool(&id, &name, now)];
         };
         // The arguments move into the call (no copy); the message keeps the rest and gets the
         // validated arguments back when it is forwarded.
@@ -802,17 +796,56 @@ impl SessionCore {
             Some(a @ Value::Object(_)) => a.take(),
             _ => Value::Object(Map::new()),
         };
+        match self.decide_call(&id, name, arguments, &info, batch, now) {
+            Called::Answer(v) => vec![v],
+            Called::Refused { tool, decision } => vec![result_response(
+                &id,
+                refusal::from_decision(&tool, &self.grant, &decision),
+            )],
+            Called::Admitted { arguments, .. } => {
+                let mut forwarded = original;
+                forwarded["params"]["arguments"] = arguments;
+                out.push(Out::Upstream(forwarded));
+                Vec::new()
+            }
+            Called::Hold(h) => self.hold_call(id, h, original, now, out),
+        }
+    }
+
+    /// The refusal of a call to a tool the upstream did not advertise.
+    fn unknown_tool(&self, id: &Value, name: &str, now: Duration) -> Value {
+        let text = format!(
+            "Tollgate refused the call to `{name}`: the upstream server does not offer a tool of that name (see `tools/list`)."
+        );
+        match self.gateway.audit(now, "refusal", json!({"session": self.session, "grant": self.grant, "id": id, "tool": name, "decision": "unknown_tool"})) {
+            Ok(_) => result_response(id, refusal::gateway(name, &self.grant, "unknown_tool", text)),
+            Err(e) => self.audit_failure(id, name, &e),
+        }
+    }
+
+    /// Decides a `tools/call` of an advertised tool, audits the decision, and records an
+    /// admitted call as pending: the part of a call the value and direct paths share.
+    fn decide_call(
+        &mut self,
+        id: &Value,
+        name: String,
+        arguments: Value,
+        info: &ToolInfo,
+        batch: Option<u64>,
+        now: Duration,
+    ) -> Called {
         let engine = self.gateway.engine();
-        let meta = meta_of(&name, &arguments, &info);
+        let meta = meta_of(&name, &arguments, info);
         let call = Call {
-            tool: name.clone(),
+            tool: name,
             arguments,
             grant: self.grant.clone(),
             session: self.session.clone(),
             meta,
         };
+        let name = call.tool.as_str();
         let decision = engine.decide(&call, now);
-        self.gateway.metrics.observe_decision(&name, &decision);
+        self.gateway.metrics.observe_decision(name, &decision);
         // A call that requires approval is held when somebody can approve it, and when its
         // grant has room in the queue; the decision record says which.
         let mut approval_note = None;
@@ -834,7 +867,7 @@ impl SessionCore {
             _ => None,
         };
         let redact_arguments = || {
-            let redactions = engine.policy().redactions(&name, &call.meta);
+            let redactions = engine.policy().redactions(name, &call.meta);
             redact(&call.arguments, &redactions)
         };
         // The approver sees the redacted arguments too; otherwise they are only needed for the
@@ -862,61 +895,155 @@ impl SessionCore {
         let seq = match self.gateway.audit_with(now, "decision", record) {
             Ok(seq) => seq,
             // No record, no forwarding: an unaudited call is refused (fail closed).
-            Err(e) => return vec![self.audit_failure(&id, &name, &e)],
+            Err(e) => return Called::Answer(self.audit_failure(id, name, &e)),
         };
         if let Some((approval, channel)) = hold {
-            return self.hold(
+            return Called::Hold(Hold {
                 approval,
                 channel,
-                HoldRequest {
-                    id,
-                    call,
-                    original,
-                    engine,
-                    redacted: redacted.unwrap_or_default(),
-                    decision,
-                    decision_seq: seq,
-                },
-                now,
-                out,
-            );
+                call,
+                engine,
+                redacted: redacted.unwrap_or_default(),
+                decision,
+                decision_seq: seq,
+            });
         }
         if queue_full {
             let text = format!(
                 "Tollgate refused the call to `{name}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
                 self.grant, self.gateway.options.max_held_per_grant
             );
-            return vec![result_response(
-                &id,
-                refusal::gateway(&name, &self.grant, "approval_queue_full", text),
-            )];
+            return Called::Answer(result_response(
+                id,
+                refusal::gateway(name, &self.grant, "approval_queue_full", text),
+            ));
         }
         if !decision.admits() {
-            return vec![result_response(
-                &id,
-                refusal::from_decision(&name, &self.grant, &decision),
-            )];
+            return Called::Refused {
+                tool: call.tool,
+                decision,
+            };
         }
-        self.forward(&id, &name, call.arguments, original, seq, batch, now, out);
-        Vec::new()
+        self.forward(id, &call.tool, seq, batch, now);
+        Called::Admitted {
+            arguments: call.arguments,
+        }
     }
 
-    /// Forwards an admitted call: what was validated, re-serialized from the parsed value,
-    /// never the raw bytes.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call's parts, used once each"
-    )]
+    /// Holds a decided call for approval; `original` is its message without the arguments.
+    fn hold_call(
+        &mut self,
+        id: Value,
+        h: Hold,
+        original: Value,
+        now: Duration,
+        out: &mut Vec<Out>,
+    ) -> Vec<Value> {
+        self.hold(
+            h.approval,
+            h.channel,
+            HoldRequest {
+                id,
+                call: h.call,
+                original,
+                engine: h.engine,
+                redacted: h.redacted,
+                decision: h.decision,
+                decision_seq: h.decision_seq,
+            },
+            now,
+            out,
+        )
+    }
+
+    /// A plain `tools/call` from an in-process caller that builds its requests itself (the
+    /// scenario runner), without the request as a value: the core decides it exactly as it
+    /// decides the message `message()` builds (`{"jsonrpc": "2.0", "id": id, "method":
+    /// "tools/call", "params": {"name": tool, "arguments": arguments}}`), and says what became
+    /// of it. When the call needs anything but the common case (a recorder, the upstream's
+    /// tools not listed yet, a tool it did not advertise, arguments whose text would not parse
+    /// back to the same value or might pass the size limit), nothing happens and the answer is
+    /// [`Direct::Declined`]: the caller then sends the message on the value path. The
+    /// differential tests in crates/scenario check that both paths give the same transcript.
+    pub fn call_direct(
+        &mut self,
+        id: u64,
+        tool: &str,
+        arguments: &Value,
+        message: impl FnOnce() -> Value,
+        now: Duration,
+    ) -> Direct {
+        if self.gateway.recorder.is_some() || !arguments.is_object() {
+            return Direct::Declined;
+        }
+        let Some(info) = self.advertised.as_ref().and_then(|a| a.get(tool)).cloned() else {
+            return Direct::Declined;
+        };
+        // The message's text beyond the arguments' is at most the envelope's and the name's.
+        let envelope = 256 + tool.len() * 6;
+        let fits = tollgate_mcp::text_bound(arguments, 2)
+            .is_some_and(|b| b.saturating_add(envelope) <= self.gateway.options.limits.max_bytes);
+        if !fits {
+            return Direct::Declined;
+        }
+        self.last_now = self.last_now.max(now);
+        let id_value = Value::from(id);
+        match self.decide_call(
+            &id_value,
+            tool.to_owned(),
+            arguments.clone(),
+            &info,
+            None,
+            now,
+        ) {
+            Called::Answer(v) => Direct::Outs(vec![Out::Client(v)]),
+            Called::Refused { decision, .. } => Direct::Refused(decision),
+            Called::Admitted { arguments } => Direct::Forward(arguments),
+            Called::Hold(h) => {
+                let mut original = message();
+                if let Some(a) = original
+                    .get_mut("params")
+                    .and_then(|p| p.get_mut("arguments"))
+                {
+                    a.take();
+                }
+                let mut out = Vec::new();
+                let local = self.hold_call(id_value, h, original, now, &mut out);
+                out.extend(local.into_iter().map(Out::Client));
+                Direct::Outs(out)
+            }
+        }
+    }
+
+    /// The upstream's answer to call `id` forwarded on the direct path (see
+    /// [`SessionCore::call_direct`]): a tool result whose `isError` is `is_error`. Does what
+    /// the value path does with the answer's message and says whether the client gets it;
+    /// [`DirectAnswer::Declined`] (nothing happened) when the answer needs the value path.
+    pub fn answer_direct(&mut self, id: u64, is_error: bool, now: Duration) -> DirectAnswer {
+        let id_value = Value::from(id);
+        let key = id_key(&id_value);
+        if self.gateway.recorder.is_some() || self.handshake_ids.contains(&key) {
+            return DirectAnswer::Declined;
+        }
+        self.last_now = self.last_now.max(now);
+        match self.pending.remove(&key) {
+            Some(p) => self.settle_pending(&id_value, p, is_error, None, now),
+            // A late answer to a call that already timed out: the client has its answer.
+            None if self.is_expired_id(&id_value) => return DirectAnswer::Dropped,
+            None => {}
+        }
+        DirectAnswer::Client
+    }
+
+    /// Records an admitted call as pending (its timeout starts); the caller forwards it: what
+    /// was validated, re-serialized from the parsed value, never the raw bytes.
     fn forward(
         &mut self,
         id: &Value,
         name: &str,
-        arguments: Value,
-        original: Value,
         seq: Option<u64>,
         batch: Option<u64>,
         now: Duration,
-        out: &mut Vec<Out>,
     ) {
         let timeout = self
             .gateway
@@ -936,9 +1063,6 @@ impl SessionCore {
             },
         );
         self.gateway.metrics.in_flight.inc();
-        let mut forwarded = original;
-        forwarded["params"]["arguments"] = arguments;
-        out.push(Out::Upstream(forwarded));
     }
 
     /// Who can approve a call under `via` in this session: `operators`, `elicitation`, or
@@ -1267,16 +1391,10 @@ impl SessionCore {
         } = h;
         // A held call of a batch is answered on its own (the batch's other answers went
         // earlier), so it forwards as a single message.
-        self.forward(
-            &id,
-            &call.tool,
-            call.arguments,
-            original,
-            seq,
-            None,
-            now,
-            out,
-        );
+        self.forward(&id, &call.tool, seq, None, now);
+        let mut forwarded = original;
+        forwarded["params"]["arguments"] = call.arguments;
+        out.push(Out::Upstream(forwarded));
     }
 
     fn audit_failure(&self, id: &Value, tool: &str, error: &str) -> Value {
@@ -1375,26 +1493,12 @@ impl SessionCore {
                 return self.internal_listing(&v, now);
             }
             if let Some(p) = self.pending.remove(&id_key(id)) {
-                if !p.tool.is_empty() {
-                    self.gateway.metrics.in_flight.dec();
-                    self.gateway
-                        .metrics
-                        .upstream_latency
-                        .get_or_create(&crate::metrics::ToolLabels {
-                            tool: p.tool.clone(),
-                        })
-                        .observe(now.saturating_sub(p.started).as_secs_f64());
-                    let is_error = v
-                        .get("result")
-                        .and_then(|r| r.get("isError"))
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false);
-                    self.gateway.audit_deferred(now, "outcome", || json!({
-                        "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
-                        "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,
-                        "error": v.get("error"),
-                    }));
-                }
+                let is_error = v
+                    .get("result")
+                    .and_then(|r| r.get("isError"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                self.settle_pending(id, p, is_error, v.get("error"), now);
             } else if v.get("method").is_none() && self.is_expired_id(id) {
                 // A late answer to a call that already timed out: the client has its answer.
                 return Vec::new();
@@ -1424,6 +1528,34 @@ impl SessionCore {
             self.advertised = None;
         }
         vec![Out::Client(v)]
+    }
+
+    /// The end of a pending request the upstream answered: for a forwarded call, its latency
+    /// and its audited outcome.
+    fn settle_pending(
+        &self,
+        id: &Value,
+        p: Pending,
+        is_error: bool,
+        error: Option<&Value>,
+        now: Duration,
+    ) {
+        if p.tool.is_empty() {
+            return;
+        }
+        self.gateway.metrics.in_flight.dec();
+        self.gateway
+            .metrics
+            .upstream_latency
+            .get_or_create(&crate::metrics::ToolLabels {
+                tool: p.tool.clone(),
+            })
+            .observe(now.saturating_sub(p.started).as_secs_f64());
+        self.gateway.audit_deferred(now, "outcome", || json!({
+            "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
+            "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,
+            "error": error,
+        }));
     }
 
     /// Whether `id` belongs to a call that timed out (its late answer is dropped once).
@@ -1528,12 +1660,16 @@ impl SessionCore {
     }
 
     fn tick_inner(&mut self, now: Duration) -> Vec<Out> {
-        let expired: Vec<String> = self
+        // In a fixed order (the map's is random): the audit log, the upstream's cancellations
+        // and the client's answers come out the same on every run.
+        let mut expired: Vec<(Duration, Duration, String)> = self
             .pending
             .iter()
             .filter(|(_, p)| p.deadline <= now)
-            .map(|(k, _)| k.clone())
+            .map(|(k, p)| (p.deadline, p.started, k.clone()))
             .collect();
+        expired.sort_unstable();
+        let expired = expired.into_iter().map(|(_, _, k)| k);
         let mut out = Vec::new();
         for key in expired {
             let Some(p) = self.pending.remove(&key) else {
@@ -1718,6 +1854,55 @@ fn tool_info(t: &Value) -> ToolInfo {
         annotations.push(Annotation::OpenWorld);
     }
     ToolInfo { annotations }
+}
+
+/// What [`SessionCore::decide_call`] made of a call.
+enum Called {
+    /// The gateway answers the client itself (a refusal before or around the policy).
+    Answer(Value),
+    /// The policy refused it.
+    Refused { tool: String, decision: Decision },
+    /// Admitted and pending: forward it with these (validated) arguments.
+    Admitted { arguments: Value },
+    /// To be held for a human's approval.
+    Hold(Hold),
+}
+
+/// A decided call to hold, without its message.
+struct Hold {
+    approval: u64,
+    channel: &'static str,
+    call: Call,
+    engine: Arc<Engine>,
+    redacted: Value,
+    decision: Decision,
+    decision_seq: Option<u64>,
+}
+
+/// What became of a call given to [`SessionCore::call_direct`].
+#[derive(Debug)]
+pub enum Direct {
+    /// Not taken (nothing happened): send the message on the value path.
+    Declined,
+    /// Refused by the policy: the value path would answer
+    /// `refusal::from_decision(tool, grant, &decision)`.
+    Refused(Decision),
+    /// Admitted and pending: send it to the upstream with these arguments, and give its answer
+    /// to [`SessionCore::answer_direct`].
+    Forward(Value),
+    /// Anything else, as the value path's outputs (a gateway refusal, a held call).
+    Outs(Vec<Out>),
+}
+
+/// What became of an upstream answer given to [`SessionCore::answer_direct`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectAnswer {
+    /// Not taken (nothing happened): give the answer's message to the value path.
+    Declined,
+    /// The client gets the answer, unchanged.
+    Client,
+    /// Dropped (the call had timed out; the client has its answer).
+    Dropped,
 }
 
 /// The parts of a call about to be held.

@@ -39,13 +39,22 @@ fn result(text: String, detail: Value) -> Value {
 
 /// The tool result for a call the policy refused.
 pub fn from_decision(tool: &str, grant: &str, d: &Decision) -> Value {
+    let text = decision_text(tool, d);
+    let mut detail = serde_json::to_value(d).unwrap_or(Value::Null);
+    detail["tool"] = json!(tool);
+    detail["grant"] = json!(grant);
+    result(text, detail)
+}
+
+/// The text of [`from_decision`]'s answer: what the agent reads.
+pub fn decision_text(tool: &str, d: &Decision) -> String {
     let rule = format!("rule `{}` ({})", d.rule.selector, d.rule.pointer);
     let reason = d
         .reason
         .as_deref()
         .map(|r| format!(" Reason: {r}."))
         .unwrap_or_default();
-    let text = match &d.kind {
+    match &d.kind {
         DecisionKind::Deny => format!(
             "Tollgate denied the call to `{tool}` under {rule}.{reason} Do not retry: this call will be refused again."
         ),
@@ -81,11 +90,7 @@ pub fn from_decision(tool: &str, grant: &str, d: &Decision) -> Value {
             )
         }
         DecisionKind::Allow => format!("Tollgate allowed `{tool}`."),
-    };
-    let mut detail = serde_json::to_value(d).unwrap_or(Value::Null);
-    detail["tool"] = json!(tool);
-    detail["grant"] = json!(grant);
-    result(text, detail)
+    }
 }
 
 /// "counter `c` allows 2 calls per hour for `ci-bot`", for each counter that is full.

@@ -97,50 +97,45 @@ pub fn incoming(value: Value) -> Result<Incoming, WireError> {
 /// value cannot hold a duplicate key or invalid UTF-8). When this says no, callers take the
 /// text path, so the answer is the same either way; it only decides which path is taken.
 pub fn reparses_identically(value: &Value, limits: Limits) -> bool {
+    text_bound(value, 0).is_some_and(|bound| bound <= limits.max_bytes)
+}
+
+/// An upper bound of the length of `value`'s JSON text, when it parses back to the same value
+/// (see [`reparses_identically`]) as a part nested `depth` levels deep in a message: `None`
+/// when it holds a floating-point number or nests too deep.
+pub fn text_bound(value: &Value, depth: usize) -> Option<usize> {
     // Sixty-four levels: far under serde_json's 128, whatever it counts as one level.
-    fn walk(v: &Value, depth: usize, budget: &mut usize) -> bool {
+    fn walk(v: &Value, depth: usize) -> Option<usize> {
         // Each node's text is at most its content plus punctuation; a string's at most six
         // bytes per byte (`\u00XX`) plus its quotes.
-        let cost = match v {
-            Value::Null | Value::Bool(_) => 5,
-            Value::Number(n) if n.is_f64() => return false,
-            Value::Number(_) => 21,
-            Value::String(s) => s.len() * 6 + 3,
+        match v {
+            Value::Null | Value::Bool(_) => Some(5),
+            Value::Number(n) if n.is_f64() => None,
+            Value::Number(_) => Some(21),
+            Value::String(s) => Some(s.len() * 6 + 3),
             Value::Array(items) => {
                 if depth >= 64 {
-                    return false;
+                    return None;
                 }
-                if !items.iter().all(|i| walk(i, depth + 1, budget)) {
-                    return false;
+                let mut total = items.len() + 2;
+                for i in items {
+                    total = total.saturating_add(walk(i, depth + 1)?);
                 }
-                items.len() + 2
+                Some(total)
             }
             Value::Object(map) => {
                 if depth >= 64 {
-                    return false;
+                    return None;
                 }
+                let mut total: usize = 2;
                 for (k, i) in map {
-                    let Some(rest) = budget.checked_sub(k.len() * 6 + 4) else {
-                        return false;
-                    };
-                    *budget = rest;
-                    if !walk(i, depth + 1, budget) {
-                        return false;
-                    }
+                    total = total.saturating_add(k.len() * 6 + 4 + walk(i, depth + 1)?);
                 }
-                2
+                Some(total)
             }
-        };
-        match budget.checked_sub(cost) {
-            Some(rest) => {
-                *budget = rest;
-                true
-            }
-            None => false,
         }
     }
-    let mut budget = limits.max_bytes;
-    walk(value, 0, &mut budget)
+    walk(value, depth)
 }
 
 /// Parses JSON text, refusing duplicate keys and nesting deeper than serde_json's limit.

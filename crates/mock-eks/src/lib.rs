@@ -11,4 +11,4 @@ pub mod server;
 pub mod transport;
 pub mod world;
 
-pub use server::{Handled, JournalEntry, MockConfig, MockEks};
+pub use server::{DirectHandled, Handled, JournalEntry, MockConfig, MockEks};

@@ -499,22 +499,46 @@ impl MockEks {
         params: Option<&Value>,
         entry: &mut JournalEntry,
     ) -> Handled {
-        let plain = |response: Value| Handled {
-            response: Some(response),
-            latency: Duration::ZERO,
-            effect: None,
-        };
         let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
-            return plain(error_response(
-                Some(id),
-                ErrorCode::InvalidParams,
-                "`tools/call` needs `params.name`, the tool's name (a string)",
-                None,
-            ));
+            return Handled {
+                response: Some(error_response(
+                    Some(id),
+                    ErrorCode::InvalidParams,
+                    "`tools/call` needs `params.name`, the tool's name (a string)",
+                    None,
+                )),
+                latency: Duration::ZERO,
+                effect: None,
+            };
         };
         let arguments = params
             .and_then(|p| p.get("arguments"))
             .unwrap_or(&Value::Null);
+        let called = self.run_call(id, name, arguments, entry);
+        Handled {
+            response: Some(match called.answer {
+                Ok(output) => result_response(id, output.into_result()),
+                Err(response) => response,
+            }),
+            latency: called.latency,
+            effect: called.effect,
+        }
+    }
+
+    /// A `tools/call` of `name` with `arguments`, after its message was read: journalled in
+    /// `entry`, faults applied, the tool run.
+    fn run_call(
+        &mut self,
+        id: &Value,
+        name: &str,
+        arguments: &Value,
+        entry: &mut JournalEntry,
+    ) -> DirectHandled {
+        let plain = |response: Value| DirectHandled {
+            answer: Err(response),
+            latency: Duration::ZERO,
+            effect: None,
+        };
         entry.tool = Some(name.to_owned());
         entry.arguments = Arguments::new(arguments);
         if !(arguments.is_object() || arguments.is_null()) {
@@ -534,8 +558,8 @@ impl MockEks {
             } else {
                 "is_error"
             };
-            return Handled {
-                response: Some(response),
+            return DirectHandled {
+                answer: Err(response),
                 latency: f.latency,
                 effect: f.effect.clone(),
             };
@@ -550,12 +574,68 @@ impl MockEks {
         } else {
             "result"
         };
-        Handled {
-            response: Some(result_response(id, output.into_result())),
+        DirectHandled {
+            answer: Ok(output),
             latency: fault.as_ref().map_or(Duration::ZERO, |f| f.latency),
             effect: fault.and_then(|f| f.effect),
         }
     }
+
+    /// A `tools/call` from an in-process caller that holds the call's parts, not its message
+    /// (the scenario runner): the same as [`MockEks::handle_value`] of `{"jsonrpc": "2.0",
+    /// "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}`, with
+    /// the tool's output as it is instead of inside the response (`result_response(id,
+    /// output.into_result())`). `None` (nothing happened) when the session has not negotiated
+    /// a session-ful protocol version: the caller then sends the message.
+    pub fn call_direct(
+        &mut self,
+        session: &str,
+        id: u64,
+        tool: &str,
+        arguments: &Value,
+        now: Duration,
+    ) -> Option<DirectHandled> {
+        let version = self.sessions.get(session).and_then(|s| s.version)?;
+        // The message's text beyond the arguments' is at most the envelope's and the name's.
+        let fits = tollgate_mcp::text_bound(arguments, 2)
+            .is_some_and(|b| b.saturating_add(256 + tool.len() * 6) <= self.limits.max_bytes);
+        if version.is_stateless() || !fits {
+            return None;
+        }
+        let id = Value::from(id);
+        let mut entry = JournalEntry {
+            index: self.journal.len() as u64,
+            session: session.to_owned(),
+            at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            protocol_version: Some(version.as_str()),
+            method: "tools/call".to_owned(),
+            id: Some(id.clone()),
+            tool: None,
+            arguments: None,
+            outcome: "none",
+        };
+        let handled = self.run_call(&id, tool, arguments, &mut entry);
+        if entry.outcome == "none" {
+            entry.outcome = match &handled.answer {
+                Err(r) if r.get("error").is_some() => "error",
+                _ => "result",
+            };
+        }
+        self.journal.push(entry);
+        Some(handled)
+    }
+}
+
+/// The answer to a call given to [`MockEks::call_direct`].
+#[derive(Debug, Clone)]
+pub struct DirectHandled {
+    /// The tool's output, or the whole response when there is no output (a fault replaced
+    /// it, or the call was malformed).
+    pub answer: Result<crate::world::ToolOutput, Value>,
+    /// Extra latency a fault asks for.
+    pub latency: Duration,
+    /// What the transport must do besides answering.
+    pub effect: Option<FaultEffect>,
 }
 
 fn capabilities() -> Value {

@@ -35,13 +35,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore};
+use tollgate_gateway::core::{Direct, DirectAnswer, Gateway, GatewayOptions, Out, SessionCore};
 use tollgate_mcp::ProtocolVersion;
 use tollgate_mcp::protocol::{META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION};
 use tollgate_mock_eks::faults::FaultEffect;
-use tollgate_mock_eks::world::Flags;
-use tollgate_mock_eks::{Handled, MockConfig, MockEks};
-use tollgate_policy::{CounterStore, Engine, MemoryStore, Policy};
+use tollgate_mock_eks::world::{Flags, ToolOutput};
+use tollgate_mock_eks::{DirectHandled, Handled, MockConfig, MockEks};
+use tollgate_policy::{CounterStore, Decision, DecisionKind, Engine, MemoryStore, Policy};
 
 pub use format::Scenario;
 use format::{Decide, PolicySource, ReloadExpect, StepExpect, StepKind, Switch};
@@ -525,7 +525,30 @@ enum Delivery {
     Bytes(Vec<u8>),
     /// A parsed answer (the value path: no text between the mock and the core).
     Value(Value),
+    /// The tool output answering call `id` (the direct path: no message between the mock and
+    /// the core, see `Run::call_direct`).
+    Direct {
+        id: u64,
+        output: ToolOutput,
+    },
     Crash,
+}
+
+/// What an upstream answer is, as the runner passes it on.
+enum Reply {
+    Value(Value),
+    Direct { id: u64, output: ToolOutput },
+}
+
+impl Reply {
+    fn into_value(self) -> Value {
+        match self {
+            Reply::Value(v) => v,
+            Reply::Direct { id, output } => {
+                tollgate_mcp::result_response(&Value::from(id), output.into_result())
+            }
+        }
+    }
 }
 
 struct AgentState {
@@ -556,6 +579,10 @@ struct Run {
     failures: Vec<String>,
     /// Answers from a recording instead of the mock (`tollgate replay --against recorded`).
     recorded: Option<recording::RecordedAnswers>,
+    /// Whether plain calls take the direct path (no messages as values between the runner,
+    /// the core and the mock, where the core and the mock allow it); off, every call takes
+    /// the value path. The transcript is the same either way (the differential tests).
+    direct: bool,
 }
 
 /// Runs a loaded scenario in virtual time.
@@ -566,20 +593,76 @@ pub fn run(loaded: Loaded) -> Outcome {
 /// Runs a loaded scenario with a given counter store (a test seam: the fuzzer's tests inject a
 /// faulty store to prove that the checks catch it).
 pub fn run_with_store(loaded: Loaded, store: Arc<dyn CounterStore>) -> Outcome {
-    run_inner(loaded, store, None)
+    run_inner(loaded, Setup::new(store)).0
+}
+
+/// Runs a loaded scenario with every message built and passed as a value (no direct path):
+/// the reference the direct path is checked against.
+pub fn run_on_value_path(loaded: Loaded) -> Outcome {
+    let setup = Setup {
+        direct: false,
+        ..Setup::new(Arc::new(MemoryStore::new()))
+    };
+    run_inner(loaded, setup).0
+}
+
+/// Runs a loaded scenario on the direct path (`direct`, as [`run`] does) or the value path (as
+/// [`run_on_value_path`] does), with the gateway writing its audit log to `audit`; returns the
+/// outcome and the gateway's metrics at the end (Prometheus text). A test seam: what the two
+/// paths leave behind besides the transcript is compared with it.
+pub fn run_observed(
+    loaded: Loaded,
+    direct: bool,
+    audit: &Path,
+) -> Result<(Outcome, String), String> {
+    let log = tollgate_gateway::audit::AuditLog::open(audit, false).map_err(|e| e.to_string())?;
+    let setup = Setup {
+        direct,
+        audit: Some(log),
+        ..Setup::new(Arc::new(MemoryStore::new()))
+    };
+    Ok(run_inner(loaded, setup))
+}
+
+/// How a run is set up besides its scenario.
+struct Setup {
+    store: Arc<dyn CounterStore>,
+    /// Answers from a recording instead of the mock.
+    recorded: Option<recording::RecordedAnswers>,
+    /// See `Run::direct`.
+    direct: bool,
+    audit: Option<tollgate_gateway::audit::AuditLog>,
+}
+
+impl Setup {
+    fn new(store: Arc<dyn CounterStore>) -> Setup {
+        Setup {
+            store,
+            recorded: None,
+            direct: true,
+            audit: None,
+        }
+    }
 }
 
 /// Runs a scenario made from a recording; with `answers`, the upstream's answers come from the
 /// recording instead of the mock.
 pub fn run_replay(loaded: Loaded, answers: Option<recording::RecordedAnswers>) -> Outcome {
-    run_inner(loaded, Arc::new(MemoryStore::new()), answers)
+    let setup = Setup {
+        recorded: answers,
+        ..Setup::new(Arc::new(MemoryStore::new()))
+    };
+    run_inner(loaded, setup).0
 }
 
-fn run_inner(
-    loaded: Loaded,
-    store: Arc<dyn CounterStore>,
-    recorded: Option<recording::RecordedAnswers>,
-) -> Outcome {
+/// The run, and the gateway's metrics at its end.
+fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
+    let Setup {
+        store,
+        recorded,
+        direct,
+        audit,
+    } = setup;
     let Loaded {
         path,
         scenario,
@@ -600,7 +683,7 @@ fn run_inner(
         approvals: !scenario.approvers.is_empty(),
         ..GatewayOptions::default()
     };
-    let gateway = Gateway::new(engine, None, options);
+    let gateway = Gateway::new(engine, audit, options);
     let mock = match MockEks::new(MockConfig {
         tools: scenario.upstream.tools.spec(),
         page_size: scenario.upstream.page_size,
@@ -613,12 +696,13 @@ fn run_inner(
     }) {
         Ok(m) => m,
         Err(e) => {
-            return Outcome {
+            let outcome = Outcome {
                 transcript: String::new(),
                 failures: vec![format!("upstream.tools: {e}")],
                 calls: 0,
                 decisions: Vec::new(),
             };
+            return (outcome, String::new());
         }
     };
     let mut actions = Schedule::new(&scenario);
@@ -636,6 +720,7 @@ fn run_inner(
         open_raw: HashMap::new(),
         failures: Vec::new(),
         recorded,
+        direct,
     };
     // Bounded: every loop turn consumes an action, a delivery or a deadline, and each action
     // causes a bounded number of the others.
@@ -661,7 +746,11 @@ fn run_inner(
         }
         run.write_ready();
     }
-    run.finish(&scenario)
+    let gateway = Arc::clone(&run.gateway);
+    // The sessions end with the run (their cores write their last records).
+    let outcome = run.finish(&scenario);
+    gateway.flush_audit();
+    (outcome, gateway.metrics.encode())
 }
 
 impl Run {
@@ -681,6 +770,29 @@ impl Run {
         let outs = match what {
             Delivery::Bytes(bytes) => state.core.from_upstream(&bytes, now),
             Delivery::Value(v) => state.core.from_upstream_value(v, now),
+            Delivery::Direct { id, output } => {
+                // The value path drops an answer whose text might pass the size limit.
+                let fits = output_bound(&output)
+                    .is_some_and(|b| b <= self.gateway.options().limits.max_bytes);
+                let taken = if fits {
+                    state.core.answer_direct(id, output.is_error, now)
+                } else {
+                    DirectAnswer::Declined
+                };
+                match taken {
+                    DirectAnswer::Client => {
+                        self.answer_with(&agent, Some(id.to_string()), now, || {
+                            describe_output(id, output)
+                        });
+                        return;
+                    }
+                    DirectAnswer::Dropped => return,
+                    DirectAnswer::Declined => {
+                        let v = Reply::Direct { id, output }.into_value();
+                        state.core.from_upstream_value(v, now)
+                    }
+                }
+            }
             Delivery::Crash => {
                 let outs = state
                     .core
@@ -761,21 +873,34 @@ impl Run {
                     }
                     // Values, not text, between the core and the mock: each hop skips the
                     // text exactly when it would parse back to the same value.
-                    let handled = self.mock.handle_value(&session, v, now);
-                    self.upstream_answer(agent, handled, now);
+                    let Handled {
+                        response,
+                        latency,
+                        effect,
+                    } = self.mock.handle_value(&session, v, now);
+                    self.upstream_answer(agent, response.map(Reply::Value), latency, effect, now);
                 }
             }
         }
     }
 
-    fn upstream_answer(&mut self, agent: &str, h: Handled, now: Duration) {
-        let at = now.saturating_add(h.latency);
-        match h.effect {
-            None => {
-                if let Some(r) = h.response {
-                    self.schedule(agent, at, Delivery::Value(r));
+    fn upstream_answer(
+        &mut self,
+        agent: &str,
+        response: Option<Reply>,
+        latency: Duration,
+        effect: Option<FaultEffect>,
+        now: Duration,
+    ) {
+        let at = now.saturating_add(latency);
+        match effect {
+            None => match response {
+                Some(Reply::Value(r)) => self.schedule(agent, at, Delivery::Value(r)),
+                Some(Reply::Direct { id, output }) => {
+                    self.schedule(agent, at, Delivery::Direct { id, output });
                 }
-            }
+                None => {}
+            },
             Some(FaultEffect::Malformed) => {
                 self.schedule(
                     agent,
@@ -786,8 +911,8 @@ impl Run {
             Some(FaultEffect::Hang) => {}
             Some(FaultEffect::Crash) => self.schedule(agent, at, Delivery::Crash),
             Some(FaultEffect::Trickle { bytes_per_second }) => {
-                if let Some(r) = h.response {
-                    let bytes = r.to_string().into_bytes();
+                if let Some(r) = response {
+                    let bytes = r.into_value().to_string().into_bytes();
                     let slow = Duration::from_secs_f64(
                         bytes.len() as f64 / bytes_per_second.max(1) as f64,
                     );
@@ -808,9 +933,21 @@ impl Run {
         if !is_response {
             return;
         }
-        let id = v.get("id").filter(|id| !id.is_null());
-        let index = match id {
-            Some(id) => self.open.remove(&(agent.to_owned(), id.to_string())),
+        let id = v.get("id").filter(|id| !id.is_null()).map(Value::to_string);
+        self.answer_with(agent, id, now, || describe(&v));
+    }
+
+    /// Gives the answer to request `id` (its JSON text; `None` when it has none) to the call
+    /// waiting for it; `described` says what it was.
+    fn answer_with(
+        &mut self,
+        agent: &str,
+        id: Option<String>,
+        now: Duration,
+        described: impl FnOnce() -> Described,
+    ) {
+        let index = match &id {
+            Some(id) => self.open.remove(&(agent.to_owned(), id.clone())),
             None => None,
         };
         let index = match index {
@@ -830,7 +967,7 @@ impl Run {
             return;
         }
         let Some(approval) = record.held else {
-            record.answer = Some((now, describe(&v)));
+            record.answer = Some((now, described()));
             return;
         };
         // A held call's outcome: a line of its own, at the instant it comes.
@@ -843,7 +980,7 @@ impl Run {
             tool: record.tool.clone(),
             in_batch: record.in_batch,
             expect: record.expect.take(),
-            answer: Some((now, describe(&v))),
+            answer: Some((now, described())),
             held: None,
             approval: Some(self.verdict(approval, now)),
         };
@@ -1076,6 +1213,10 @@ impl Run {
                 expect,
             } => {
                 self.ensure_agent(scenario, agent, now);
+                if self.direct && self.recorded.is_none() && self.call_direct(a, agent, tool, args)
+                {
+                    return;
+                }
                 let msg = self.request(agent, tool, args);
                 let id = msg["id"].to_string();
                 self.open_call(a, (agent, Some(id)), tool, false, expect.clone());
@@ -1124,6 +1265,67 @@ impl Run {
                 });
             }
         }
+    }
+
+    /// A plain call on the direct path: the core decides it from its parts
+    /// ([`SessionCore::call_direct`]), the mock runs an admitted one from its parts too
+    /// ([`MockEks::call_direct`]), and the transcript is written from the decision or the tool's
+    /// output, without a message built, walked and dropped at each hop. Returns false, having
+    /// done nothing, when the core declines (the caller then takes the value path).
+    fn call_direct(&mut self, a: &Action, agent: &str, tool: &str, args: &Value) -> bool {
+        let now = a.at;
+        let Some(state) = self.agents.get_mut(agent) else {
+            return false;
+        };
+        if state.protocol.is_stateless() {
+            return false;
+        }
+        let (id, protocol, session) = (self.next_id + 1, state.protocol, state.session.clone());
+        let message = || call_request(id, agent, protocol, tool, args);
+        let direct = state.core.call_direct(id, tool, args, message, now);
+        if matches!(direct, Direct::Declined) {
+            return false;
+        }
+        self.next_id = id;
+        let ActionKind::Call { expect, .. } = &a.kind else {
+            return false;
+        };
+        self.open_call(
+            a,
+            (agent, Some(id.to_string())),
+            tool,
+            false,
+            expect.clone(),
+        );
+        match direct {
+            Direct::Declined => {}
+            Direct::Outs(outs) => self.route(agent, outs, now),
+            Direct::Refused(decision) => {
+                self.answer_with(agent, Some(id.to_string()), now, || {
+                    describe_decision(tool, &decision)
+                });
+            }
+            Direct::Forward(arguments) => {
+                match self.mock.call_direct(&session, id, tool, &arguments, now) {
+                    Some(DirectHandled {
+                        answer,
+                        latency,
+                        effect,
+                    }) => {
+                        let reply = match answer {
+                            Ok(output) => Reply::Direct { id, output },
+                            Err(response) => Reply::Value(response),
+                        };
+                        self.upstream_answer(agent, Some(reply), latency, effect, now);
+                    }
+                    None => {
+                        let forwarded = call_request(id, agent, protocol, tool, &arguments);
+                        self.route(agent, vec![Out::Upstream(forwarded)], now);
+                    }
+                }
+            }
+        }
+        true
     }
 
     fn reload(&mut self, a: &Action, source: &PolicySource, expect: Option<ReloadExpect>) {
@@ -1433,6 +1635,68 @@ pub fn describe(answer: &Value) -> Described {
     }
     let message = result["content"][0]["text"].as_str().map(str::to_owned);
     (decision, detail.join(", "), message)
+}
+
+/// What [`describe`] makes of the refusal `refusal::from_decision(tool, grant, decision)`,
+/// read from the decision itself.
+pub fn describe_decision(tool: &str, d: &Decision) -> Described {
+    let mut detail = Vec::new();
+    for l in d.limits.iter().filter(|l| l.used >= l.max) {
+        detail.push(format!("{} {}/{}", l.counter, l.used, l.max));
+    }
+    if let DecisionKind::RateLimited { retry_after } = d.kind {
+        // Through seconds as a float, as the refusal's JSON carries it.
+        let r = Duration::from_secs_f64(retry_after.as_secs_f64());
+        detail.push(format!(
+            "retry in {}",
+            tollgate_policy::engine::duration_text(r)
+        ));
+    }
+    if detail.is_empty() {
+        detail.push(format!("rule {}", d.rule.selector));
+    }
+    let message = tollgate_gateway::refusal::decision_text(tool, d);
+    (d.kind.name().to_owned(), detail.join(", "), Some(message))
+}
+
+/// What [`describe`] makes of the answer `result_response(id, output.into_result())`, read
+/// from the output itself.
+fn describe_output(id: u64, output: ToolOutput) -> Described {
+    // A body that looks like a refusal's is read as the value path reads it.
+    if output
+        .structured
+        .as_ref()
+        .is_some_and(|s| s.get("tollgate").is_some())
+    {
+        return describe(&Reply::Direct { id, output }.into_value());
+    }
+    let text = output
+        .content
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
+    let first = text.lines().next().unwrap_or_default();
+    let detail = if output.is_error {
+        format!("upstream isError: {first}")
+    } else {
+        format!("upstream: {first}")
+    };
+    ("allow".into(), detail, None)
+}
+
+/// An upper bound of the length of `result_response(id, output.into_result())`'s text, when
+/// it parses back to the same value.
+fn output_bound(output: &ToolOutput) -> Option<usize> {
+    let mut bound: usize = 256;
+    for t in &output.content {
+        bound = bound.saturating_add(t.len() * 6 + 64);
+    }
+    match &output.structured {
+        Some(s) if s.is_object() => {
+            Some(bound.saturating_add(tollgate_mcp::text_bound(s, 3)? + 64))
+        }
+        _ => Some(bound),
+    }
 }
 
 /// An agent's `initialize` (none for the stateless protocol, which has no handshake): the same
