@@ -304,7 +304,7 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
     let virtual_decisions: Vec<String> = virtual_run
         .decisions
         .iter()
-        .map(|d| d.decision.clone())
+        .map(|d| d.decision.to_string())
         .collect();
     // Compared per instant: which of several simultaneous calls is admitted is not defined.
     let mut differ = Vec::new();

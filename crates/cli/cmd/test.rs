@@ -145,14 +145,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let answered = live::run(&config, &plan, args.time_scale)?;
                 let answered_calls = answered.len();
                 let live = in_virtual_order(&outcome.decisions, answered);
-                let virtual_time: Vec<&str> = outcome
-                    .decisions
-                    .iter()
-                    .map(|d| d.decision.as_str())
-                    .collect();
+                let virtual_time: Vec<&str> =
+                    outcome.decisions.iter().map(|d| &*d.decision).collect();
                 for (i, d) in outcome.decisions.iter().enumerate() {
                     let got = live.get(i).map_or("missing", String::as_str);
-                    if got != d.decision {
+                    if got != &*d.decision {
                         problems.push(format!(
                             "live run differs at call {} (`{}` at {:.3}s): virtual time {}, live {got}",
                             i + 1,

@@ -161,9 +161,9 @@ pub struct CallDecision {
     /// matched to these calls by it (a held call's outcome comes later than the calls after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    pub agent: String,
-    pub tool: String,
-    pub decision: String,
+    pub agent: Arc<str>,
+    pub tool: Arc<str>,
+    pub decision: Arc<str>,
 }
 
 /// What a step expands to, at one instant.
@@ -454,7 +454,8 @@ impl Entries {
 #[derive(Debug, Default)]
 struct Written {
     transcript: String,
-    totals: BTreeMap<String, u64>,
+    /// Calls by decision (the keys are shared by the decisions' records).
+    totals: BTreeMap<Arc<str>, u64>,
     decisions: Vec<CallDecision>,
     /// Expectations of written calls that did not hold, in transcript order.
     failures: Vec<String>,
@@ -505,9 +506,9 @@ struct CallRecord {
     at: Duration,
     /// The request's id as JSON text, if it has one.
     id: Option<String>,
-    agent: String,
+    agent: Arc<str>,
     label: Arc<str>,
-    tool: String,
+    tool: Arc<str>,
     in_batch: bool,
     expect: Option<Arc<StepExpect>>,
     /// When the answer came, and what it said (described as it arrives, so the run keeps a
@@ -684,7 +685,7 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         ..GatewayOptions::default()
     };
     let gateway = Gateway::new(engine, audit, options);
-    let mock = match MockEks::new(MockConfig {
+    let mut mock = match MockEks::new(MockConfig {
         tools: scenario.upstream.tools.spec(),
         page_size: scenario.upstream.page_size,
         flags: Flags {
@@ -706,6 +707,8 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         }
     };
     let mut actions = Schedule::new(&scenario);
+    // A request reaches the mock for at most every action, plus each agent's handshake.
+    mock.reserve_journal(usize::try_from(actions.remaining()).unwrap_or(usize::MAX));
     let mut run = Run {
         gateway,
         mock,
@@ -1179,18 +1182,18 @@ impl Run {
     fn open_call(
         &mut self,
         a: &Action,
-        (agent, id): (&str, Option<String>),
-        tool: &str,
+        (agent, id): (&Arc<str>, Option<String>),
+        tool: Arc<str>,
         in_batch: bool,
         expect: Option<Arc<StepExpect>>,
     ) -> usize {
-        let key = id.clone().map(|id| (agent.to_owned(), id));
+        let key = id.clone().map(|id| (agent.to_string(), id));
         let i = self.entries.push(Entry::Call(CallRecord {
             at: a.at,
             id,
-            agent: agent.to_owned(),
+            agent: Arc::clone(agent),
             label: Arc::clone(&a.label),
-            tool: tool.to_owned(),
+            tool,
             in_batch,
             expect,
             answer: None,
@@ -1219,7 +1222,13 @@ impl Run {
                 }
                 let msg = self.request(agent, tool, args);
                 let id = msg["id"].to_string();
-                self.open_call(a, (agent, Some(id)), tool, false, expect.clone());
+                self.open_call(
+                    a,
+                    (agent, Some(id)),
+                    Arc::clone(tool),
+                    false,
+                    expect.clone(),
+                );
                 self.send_value(agent, msg, now);
             }
             ActionKind::Raw {
@@ -1232,20 +1241,22 @@ impl Run {
                 // The raw bytes may not parse: a lenient reading finds the id if there is one;
                 // an answer without an id goes to this call.
                 let id = raw_message_id(raw).map(|id| id.to_string());
-                let i = self.open_call(a, (agent, id), tool, false, expect.clone().map(Arc::new));
+                let (who, what) = (Arc::from(agent.as_str()), Arc::from(tool.as_str()));
+                let i = self.open_call(a, (&who, id), what, false, expect.clone().map(Arc::new));
                 self.open_raw.insert(agent.clone(), i);
                 self.send(agent, raw.as_bytes(), now);
             }
             ActionKind::Batch { agent, items } => {
                 self.ensure_agent(scenario, agent, now);
+                let who: Arc<str> = Arc::from(agent.as_str());
                 let mut batch = Vec::new();
                 for (tool, args, expect) in items {
                     let msg = self.request(agent, tool, args);
                     let id = msg["id"].to_string();
                     self.open_call(
                         a,
-                        (agent, Some(id)),
-                        tool,
+                        (&who, Some(id)),
+                        Arc::from(tool.as_str()),
                         true,
                         expect.clone().map(Arc::new),
                     );
@@ -1272,9 +1283,9 @@ impl Run {
     /// ([`MockEks::call_direct`]), and the transcript is written from the decision or the tool's
     /// output, without a message built, walked and dropped at each hop. Returns false, having
     /// done nothing, when the core declines (the caller then takes the value path).
-    fn call_direct(&mut self, a: &Action, agent: &str, tool: &str, args: &Value) -> bool {
+    fn call_direct(&mut self, a: &Action, agent: &Arc<str>, tool: &Arc<str>, args: &Value) -> bool {
         let now = a.at;
-        let Some(state) = self.agents.get_mut(agent) else {
+        let Some(state) = self.agents.get_mut(&**agent) else {
             return false;
         };
         if state.protocol.is_stateless() {
@@ -1293,7 +1304,7 @@ impl Run {
         self.open_call(
             a,
             (agent, Some(id.to_string())),
-            tool,
+            Arc::clone(tool),
             false,
             expect.clone(),
         );
@@ -1408,7 +1419,7 @@ impl Run {
         };
         let (grant, session) = self
             .agents
-            .get(&record.agent)
+            .get(&*record.agent)
             .map(|s| (s.grant.as_str(), s.session.as_str()))
             .unwrap_or_default();
         if let Some(approval) = record.held {
@@ -1454,12 +1465,12 @@ impl Run {
                 format!("{a}; {detail}")
             };
         }
-        match w.totals.get_mut(&decision) {
-            Some(n) => *n += 1,
-            None => {
-                w.totals.insert(decision.clone(), 1);
-            }
-        }
+        // The decision's name is kept once, in the totals, and shared by every call's record.
+        let decision: Arc<str> = match w.totals.get_key_value(decision.as_str()) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(decision),
+        };
+        *w.totals.entry(Arc::clone(&decision)).or_default() += 1;
         let _ = write!(
             w.transcript,
             "+{:>10.3}s grant={grant} session={session} {}{} -> {decision}",
@@ -1477,7 +1488,7 @@ impl Run {
         }
         if let Some(x) = &record.expect {
             if let Some(want) = &x.decision
-                && want != &decision
+                && **want != *decision
             {
                 w.failures.push(format!(
                     "step {} at {:.3}s: `{}` was {decision}, expected {want}",
@@ -1542,7 +1553,7 @@ impl Run {
         }
         if let Some(expect) = &scenario.expect {
             for (k, want) in &expect.totals {
-                let got = totals.get(k).copied().unwrap_or(0);
+                let got = totals.get(k.as_str()).copied().unwrap_or(0);
                 if got != *want {
                     self.failures
                         .push(format!("expected {want} calls decided {k}, got {got}"));

@@ -279,21 +279,21 @@ pub fn replay(recording: Recording, policy: &Path, against: Against) -> Result<R
     let mut changed = Vec::new();
     let mut counts: BTreeMap<(String, String, String, String), u64> = BTreeMap::new();
     for (c, d) in calls.iter().zip(&outcome.decisions) {
-        if c.decision != d.decision {
+        if *c.decision != *d.decision {
             changed.push(Change {
                 t_ms: c.t_ms,
                 session: c.session.clone(),
                 grant: c.grant.clone(),
                 tool: c.tool.clone(),
                 recorded: c.decision.clone(),
-                replayed: d.decision.clone(),
+                replayed: d.decision.to_string(),
             });
             *counts
                 .entry((
                     c.tool.clone(),
                     c.grant.clone(),
                     c.decision.clone(),
-                    d.decision.clone(),
+                    d.decision.to_string(),
                 ))
                 .or_default() += 1;
         }

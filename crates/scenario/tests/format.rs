@@ -66,6 +66,6 @@ fn concurrent_members_interleave_round_robin() {
     let text = "name: s\npolicy: {version: \"1\", default: allow}\nagents: {a: {grant: g}, b: {grant: g}}\nsteps:\n  - concurrent:\n      - {agent: a, call: GetAHOBatch, args: {batchId: rb-0001}, repeat: 2}\n      - {agent: b, call: GetAHOBatch, args: {batchId: rb-0001}, repeat: 2}\n";
     let loaded = tollgate_scenario::load_text(Path::new("s.yaml"), text).unwrap();
     let out = tollgate_scenario::run(loaded);
-    let agents: Vec<&str> = out.decisions.iter().map(|d| d.agent.as_str()).collect();
+    let agents: Vec<&str> = out.decisions.iter().map(|d| &*d.agent).collect();
     assert_eq!(agents, ["a", "b", "a", "b"]);
 }
