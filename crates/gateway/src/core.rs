@@ -802,13 +802,13 @@ impl SessionCore {
                 &id,
                 refusal::from_decision(&tool, &self.grant, &decision),
             )],
-            Called::Admitted { arguments, .. } => {
+            Called::Admitted { arguments } => {
                 let mut forwarded = original;
                 forwarded["params"]["arguments"] = arguments;
                 out.push(Out::Upstream(forwarded));
                 Vec::new()
             }
-            Called::Hold(h) => self.hold_call(id, h, original, now, out),
+            Called::Hold(h) => self.hold(id, h, original, now, out),
         }
     }
 
@@ -930,32 +930,6 @@ impl SessionCore {
         }
     }
 
-    /// Holds a decided call for approval; `original` is its message without the arguments.
-    fn hold_call(
-        &mut self,
-        id: Value,
-        h: Hold,
-        original: Value,
-        now: Duration,
-        out: &mut Vec<Out>,
-    ) -> Vec<Value> {
-        self.hold(
-            h.approval,
-            h.channel,
-            HoldRequest {
-                id,
-                call: h.call,
-                original,
-                engine: h.engine,
-                redacted: h.redacted,
-                decision: h.decision,
-                decision_seq: h.decision_seq,
-            },
-            now,
-            out,
-        )
-    }
-
     /// A plain `tools/call` from an in-process caller that builds its requests itself (the
     /// scenario runner), without the request as a value: the core decides it exactly as it
     /// decides the message `message()` builds (`{"jsonrpc": "2.0", "id": id, "method":
@@ -979,11 +953,7 @@ impl SessionCore {
         let Some(info) = self.advertised.as_ref().and_then(|a| a.get(tool)).cloned() else {
             return Direct::Declined;
         };
-        // The message's text beyond the arguments' is at most the envelope's and the name's.
-        let envelope = 256 + tool.len() * 6;
-        let fits = tollgate_mcp::text_bound(arguments, 2)
-            .is_some_and(|b| b.saturating_add(envelope) <= self.gateway.options.limits.max_bytes);
-        if !fits {
+        if !tollgate_mcp::call_reparses_identically(tool, arguments, self.gateway.options.limits) {
             return Direct::Declined;
         }
         self.last_now = self.last_now.max(now);
@@ -1008,7 +978,7 @@ impl SessionCore {
                     a.take();
                 }
                 let mut out = Vec::new();
-                let local = self.hold_call(id_value, h, original, now, &mut out);
+                let local = self.hold(id_value, h, original, now, &mut out);
                 out.extend(local.into_iter().map(Out::Client));
                 Direct::Outs(out)
             }
@@ -1076,16 +1046,18 @@ impl SessionCore {
         }
     }
 
-    /// Holds a call for approval: registers it, and asks the client's user when the channel
-    /// is elicitation. The agent's answer comes when it is decided (see `tick`).
+    /// Holds a decided call for approval (`original` is its message without the arguments):
+    /// registers it, and asks the client's user when the channel is elicitation. The agent's
+    /// answer comes when it is decided (see `tick`).
     fn hold(
         &mut self,
-        approval: u64,
-        channel: &'static str,
-        r: HoldRequest,
+        id: Value,
+        r: Hold,
+        original: Value,
         now: Duration,
         out: &mut Vec<Out>,
     ) -> Vec<Value> {
+        let (approval, channel) = (r.approval, r.channel);
         let DecisionKind::ApprovalRequired {
             timeout,
             on_timeout,
@@ -1104,7 +1076,7 @@ impl SessionCore {
                 arguments: r.redacted.clone(),
                 grant: self.grant.clone(),
                 session: self.session.clone(),
-                request_id: r.id.clone(),
+                request_id: id.clone(),
                 rule: r.decision.rule.clone(),
                 policy_reason: reason.clone(),
                 via: channel,
@@ -1129,9 +1101,9 @@ impl SessionCore {
         self.awaiting.insert(
             approval,
             Held {
-                id: r.id,
+                id,
                 call: r.call,
-                original: r.original,
+                original,
                 engine: r.engine,
                 redacted: r.redacted,
                 decision_seq: r.decision_seq,
@@ -1868,7 +1840,7 @@ enum Called {
     Hold(Hold),
 }
 
-/// A decided call to hold, without its message.
+/// A decided call to hold, without its message and id.
 struct Hold {
     approval: u64,
     channel: &'static str,
@@ -1903,17 +1875,6 @@ pub enum DirectAnswer {
     Client,
     /// Dropped (the call had timed out; the client has its answer).
     Dropped,
-}
-
-/// The parts of a call about to be held.
-struct HoldRequest {
-    id: Value,
-    call: Call,
-    original: Value,
-    engine: Arc<Engine>,
-    redacted: Value,
-    decision: Decision,
-    decision_seq: Option<u64>,
 }
 
 /// What an `initialize` says about elicitation: present means supported; form mode is

@@ -12,4 +12,7 @@ pub mod strict;
 
 pub use jsonrpc::{ErrorCode, Incoming, Message, error_response, result_response};
 pub use protocol::ProtocolVersion;
-pub use strict::{Limits, WireError, incoming, parse_incoming, reparses_identically, text_bound};
+pub use strict::{
+    Limits, WireError, call_reparses_identically, incoming, parse_incoming, reparses_identically,
+    text_bound,
+};

@@ -100,6 +100,15 @@ pub fn reparses_identically(value: &Value, limits: Limits) -> bool {
     text_bound(value, 0).is_some_and(|bound| bound <= limits.max_bytes)
 }
 
+/// [`reparses_identically`] for the `tools/call` of `tool` with `arguments` (an id, no
+/// `_meta`), without building the message: what an in-process caller that holds a call's parts
+/// checks before it skips the message.
+pub fn call_reparses_identically(tool: &str, arguments: &Value, limits: Limits) -> bool {
+    // The message's text beyond the arguments' is at most the envelope's and the name's.
+    let envelope = 256 + tool.len() * 6;
+    text_bound(arguments, 2).is_some_and(|b| b.saturating_add(envelope) <= limits.max_bytes)
+}
+
 /// An upper bound of the length of `value`'s JSON text, when it parses back to the same value
 /// (see [`reparses_identically`]) as a part nested `depth` levels deep in a message: `None`
 /// when it holds a floating-point number or nests too deep.

@@ -603,10 +603,9 @@ impl MockEks {
         now: Duration,
     ) -> Option<DirectHandled> {
         let version = self.sessions.get(session).and_then(|s| s.version)?;
-        // The message's text beyond the arguments' is at most the envelope's and the name's.
-        let fits = tollgate_mcp::text_bound(arguments, 2)
-            .is_some_and(|b| b.saturating_add(256 + tool.len() * 6) <= self.limits.max_bytes);
-        if version.is_stateless() || !fits {
+        if version.is_stateless()
+            || !tollgate_mcp::call_reparses_identically(tool, arguments, self.limits)
+        {
             return None;
         }
         let id = Value::from(id);
