@@ -949,10 +949,8 @@ impl Run {
         now: Duration,
         described: impl FnOnce() -> Described,
     ) {
-        let index = match &id {
-            Some(id) => self.open.remove(&(agent.to_owned(), id.clone())),
-            None => None,
-        };
+        let has_id = id.is_some();
+        let index = id.and_then(|id| self.open.remove(&(agent.to_owned(), id)));
         let index = match index {
             Some(i) => {
                 if self.open_raw.get(agent) == Some(&i) {
@@ -960,7 +958,7 @@ impl Run {
                 }
                 Some(i)
             }
-            None if id.is_none() => self.open_raw.remove(agent),
+            None if !has_id => self.open_raw.remove(agent),
             None => None,
         };
         let Some(Entry::Call(record)) = index.and_then(|i| self.entries.get_mut(i)) else {
@@ -1216,7 +1214,9 @@ impl Run {
                 expect,
             } => {
                 self.ensure_agent(scenario, agent, now);
-                if self.direct && self.recorded.is_none() && self.call_direct(a, agent, tool, args)
+                if self.direct
+                    && self.recorded.is_none()
+                    && self.call_direct(a, agent, tool, args, expect)
                 {
                     return;
                 }
@@ -1283,7 +1283,14 @@ impl Run {
     /// ([`MockEks::call_direct`]), and the transcript is written from the decision or the tool's
     /// output, without a message built, walked and dropped at each hop. Returns false, having
     /// done nothing, when the core declines (the caller then takes the value path).
-    fn call_direct(&mut self, a: &Action, agent: &Arc<str>, tool: &Arc<str>, args: &Value) -> bool {
+    fn call_direct(
+        &mut self,
+        a: &Action,
+        agent: &Arc<str>,
+        tool: &Arc<str>,
+        args: &Value,
+        expect: &Option<Arc<StepExpect>>,
+    ) -> bool {
         let now = a.at;
         let Some(state) = self.agents.get_mut(&**agent) else {
             return false;
@@ -1298,12 +1305,10 @@ impl Run {
             return false;
         }
         self.next_id = id;
-        let ActionKind::Call { expect, .. } = &a.kind else {
-            return false;
-        };
+        let id_text = id.to_string();
         self.open_call(
             a,
-            (agent, Some(id.to_string())),
+            (agent, Some(id_text.clone())),
             Arc::clone(tool),
             false,
             expect.clone(),
@@ -1312,7 +1317,7 @@ impl Run {
             Direct::Declined => {}
             Direct::Outs(outs) => self.route(agent, outs, now),
             Direct::Refused(decision) => {
-                self.answer_with(agent, Some(id.to_string()), now, || {
+                self.answer_with(agent, Some(id_text), now, || {
                     describe_decision(tool, &decision)
                 });
             }
@@ -1613,13 +1618,7 @@ pub fn describe(answer: &Value) -> Described {
         .and_then(|s| s.get("tollgate"))
     else {
         let text = result["content"][0]["text"].as_str().unwrap_or_default();
-        let first = text.lines().next().unwrap_or_default();
-        let detail = if result["isError"] == true {
-            format!("upstream isError: {first}")
-        } else {
-            format!("upstream: {first}")
-        };
-        return ("allow".into(), detail, None);
+        return described_upstream(text, result["isError"] == true);
     };
     let decision = t["decision"].as_str().unwrap_or("?").to_owned();
     let mut detail = Vec::new();
@@ -1686,8 +1685,13 @@ fn describe_output(id: u64, output: ToolOutput) -> Described {
         .first()
         .map(String::as_str)
         .unwrap_or_default();
+    described_upstream(text, output.is_error)
+}
+
+/// What [`describe`] makes of an upstream's tool result whose first text is `text`.
+fn described_upstream(text: &str, is_error: bool) -> Described {
     let first = text.lines().next().unwrap_or_default();
-    let detail = if output.is_error {
+    let detail = if is_error {
         format!("upstream isError: {first}")
     } else {
         format!("upstream: {first}")
