@@ -159,7 +159,8 @@ fn stdio_runaway_agent_is_cut_and_audited() {
 
 /// The stdio gateway reads a client's pipe and writes its answers through the event loop, and
 /// falls back to blocking reads and writes for anything that is not a pipe: here stdin and
-/// stdout are regular files, and every call in the input is still answered, in order, before the gateway exits 0.
+/// stdout are regular files, and every call in the input is still answered, in order, before
+/// the gateway exits 0.
 #[test]
 fn stdio_gateway_serves_files_as_well_as_pipes() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,11 +6,12 @@
 //! through the gateway in front of it, and (for `http` and `stdio`) through a byte relay in
 //! front of it: `tollgate bench-relay` (hidden), a process that copies bytes (a thread per
 //! direction, blocked in `read`) and reads none of them, the floor any proxy process costs on
-//! the machine (the second process, the extra hop each way and the wake-ups). Every party is its own process: this one (the load, on a
-//! one-thread runtime), `tollgate mock-eks`, `tollgate bench-relay` and `tollgate gateway` (this
-//! same executable), so they share no runtime. Each round measures every path back to back
-//! (rotating which goes first); the report gives the median over rounds, and the relay's and the
-//! gateway's figures as a difference or a ratio against the direct ones of the same round.
+//! the machine (the second process, the extra hop each way and the wake-ups). Every party is
+//! its own process: this one (the load, on a one-thread runtime), `tollgate mock-eks`,
+//! `tollgate bench-relay` and `tollgate gateway` (this same executable), so they share no
+//! runtime. Each round measures every path back to back (rotating which goes first); the
+//! report gives the median over rounds, and the relay's and the gateway's figures as a
+//! difference or a ratio against the direct ones of the same round.
 //!
 //! - `http`: Streamable HTTP on loopback, HTTP/1.1 keep-alive, JSON answers. Latency with one
 //!   client (p50, p99 of `--calls` sequential calls), then throughput with `--clients`
