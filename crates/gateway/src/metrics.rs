@@ -2,7 +2,10 @@
 //! upstream latency by tool; calls in flight; calls waiting for approval; how full each counter
 //! is.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +44,25 @@ pub struct Metrics {
     pub counter_saturation: Family<CounterLabels, Gauge<f64, AtomicU64>>,
     /// Per counter: decisions that found it full (the call was rate limited by it).
     pub counter_full: Family<CounterLabels, Counter>,
+    /// The series `observe_decision` updates, found without building their labels.
+    handles: Mutex<Handles>,
+}
+
+/// Handles to series of the families above (a handle shares its series' value), by a hash of
+/// their labels: finding one costs a hash of the label values, where the family's own lookup
+/// builds and hashes its owned labels on every call.
+#[derive(Debug, Default)]
+struct Handles {
+    hasher: foldhash::fast::FixedState,
+    decisions: HashMap<u64, Vec<(DecisionLabels, Counter)>, foldhash::fast::FixedState>,
+    counters: HashMap<u64, Vec<CounterHandles>, foldhash::fast::FixedState>,
+}
+
+#[derive(Debug)]
+struct CounterHandles {
+    counter: String,
+    saturation: Gauge<f64, AtomicU64>,
+    full: Counter,
 }
 
 impl Default for Metrics {
@@ -93,6 +115,7 @@ impl Default for Metrics {
             decisions,
             upstream_latency,
             in_flight,
+            handles: Mutex::default(),
         }
     }
 }
@@ -100,25 +123,60 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one decision, and records how full its counters are.
     pub fn observe_decision(&self, tool: &str, decision: &tollgate_policy::Decision) {
-        self.decisions
-            .get_or_create(&DecisionLabels {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let Handles {
+            hasher,
+            decisions,
+            counters,
+        } = &mut *handles;
+        let (kind, rule) = (decision.kind.name(), &*decision.rule.selector);
+        let series = decisions
+            .entry(hasher.hash_one((tool, kind, rule)))
+            .or_default();
+        let found = series.iter().position(|(l, _)| {
+            (l.tool.as_str(), l.decision.as_str(), l.rule.as_str()) == (tool, kind, rule)
+        });
+        let i = found.unwrap_or_else(|| {
+            let labels = DecisionLabels {
                 tool: tool.to_owned(),
-                decision: decision.kind.name().to_owned(),
-                rule: decision.rule.selector.to_string(),
-            })
-            .inc();
+                decision: kind.to_owned(),
+                rule: rule.to_owned(),
+            };
+            let counter = self.decisions.get_or_create(&labels).clone();
+            series.push((labels, counter));
+            series.len() - 1
+        });
+        if let Some((_, counter)) = series.get(i) {
+            counter.inc();
+        }
         let limited = matches!(
             decision.kind,
             tollgate_policy::DecisionKind::RateLimited { .. }
         );
         for state in &decision.limits {
-            let labels = CounterLabels {
-                counter: state.counter.to_string(),
+            let name = &*state.counter;
+            let series = counters.entry(hasher.hash_one(name)).or_default();
+            let i = series
+                .iter()
+                .position(|h| h.counter == name)
+                .unwrap_or_else(|| {
+                    let labels = CounterLabels {
+                        counter: name.to_owned(),
+                    };
+                    series.push(CounterHandles {
+                        counter: name.to_owned(),
+                        saturation: self.counter_saturation.get_or_create(&labels).clone(),
+                        full: self.counter_full.get_or_create(&labels).clone(),
+                    });
+                    series.len() - 1
+                });
+            let Some(h) = series.get(i) else {
+                continue;
             };
             let ratio = f64::from(state.used) / f64::from(state.max.max(1));
-            self.counter_saturation.get_or_create(&labels).set(ratio);
+            h.saturation.set(ratio);
             if limited && state.used >= state.max {
-                self.counter_full.get_or_create(&labels).inc();
+                h.full.inc();
             }
         }
     }

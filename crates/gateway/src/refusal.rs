@@ -59,12 +59,10 @@ pub fn decision_text(tool: &str, d: &Decision) -> String {
             "Tollgate denied the call to `{tool}` under {rule}.{reason} Do not retry: this call will be refused again."
         ),
         DecisionKind::RateLimited { retry_after } => {
-            let full = full_counters(d);
-            format!(
-                "Tollgate rate-limited the call to `{tool}` under {rule}: {}.{reason} Retry in {}.",
-                full.join("; "),
-                duration_text(*retry_after)
-            )
+            let mut text = rate_limited_prefix(tool, d);
+            text.push_str(&duration_text(*retry_after));
+            text.push('.');
+            text
         }
         DecisionKind::InvalidArguments { violations } => {
             let list: Vec<String> = violations
@@ -91,6 +89,85 @@ pub fn decision_text(tool: &str, d: &Decision) -> String {
         }
         DecisionKind::Allow => format!("Tollgate allowed `{tool}`."),
     }
+}
+
+/// A rate-limited refusal's text up to its retry time: `Tollgate rate-limited ... Retry in `.
+fn rate_limited_prefix(tool: &str, d: &Decision) -> String {
+    let reason = d
+        .reason
+        .as_deref()
+        .map(|r| format!(" Reason: {r}."))
+        .unwrap_or_default();
+    format!(
+        "Tollgate rate-limited the call to `{tool}` under rule `{}` ({}): {}.{reason} Retry in ",
+        d.rule.selector,
+        d.rule.pointer,
+        full_counters(d).join("; "),
+    )
+}
+
+/// [`decision_text`] for a run of decisions: a runaway agent's rate-limited calls differ
+/// only in their retry time, so the text before it is kept from the last such decision and
+/// reused while its tool, rule, reason and full counters are the same. The texts are exactly
+/// [`decision_text`]'s (the tests hold them to it).
+#[derive(Debug, Default)]
+pub struct DecisionTexts {
+    /// The last rate-limited decision's tool, rule, reason and full counters (counter, key,
+    /// max, window), with its text's prefix.
+    last: Option<(String, Decision, String)>,
+}
+
+impl DecisionTexts {
+    pub fn new() -> DecisionTexts {
+        DecisionTexts::default()
+    }
+
+    /// The text of [`from_decision`]'s answer, as [`decision_text`] makes it.
+    pub fn text(&mut self, tool: &str, d: &Decision) -> String {
+        let DecisionKind::RateLimited { retry_after } = d.kind else {
+            return decision_text(tool, d);
+        };
+        let reusable = self
+            .last
+            .as_ref()
+            .is_some_and(|(t, last, _)| t == tool && same_prefix(last, d));
+        if !reusable {
+            let full = Decision {
+                limits: d
+                    .limits
+                    .iter()
+                    .filter(|s| s.used >= s.max)
+                    .cloned()
+                    .collect(),
+                ..d.clone()
+            };
+            self.last = Some((tool.to_owned(), full, rate_limited_prefix(tool, d)));
+        }
+        let prefix = self.last.as_ref().map_or("", |(_, _, p)| p.as_str());
+        let retry = duration_text(retry_after);
+        let mut text = String::with_capacity(prefix.len() + retry.len() + 1);
+        text.push_str(prefix);
+        text.push_str(&retry);
+        text.push('.');
+        text
+    }
+}
+
+/// Whether `d`'s rate-limited text before its retry time is `last`'s (`last` holds only its
+/// full counters).
+fn same_prefix(last: &Decision, d: &Decision) -> bool {
+    fn parts(s: &tollgate_policy::CounterState) -> (&str, u32, std::time::Duration, &str) {
+        (&s.counter, s.max, s.window, &s.key)
+    }
+    let full = |s: &&tollgate_policy::CounterState| s.used >= s.max;
+    last.rule.selector == d.rule.selector
+        && last.rule.pointer == d.rule.pointer
+        && last.reason == d.reason
+        && last
+            .limits
+            .iter()
+            .map(parts)
+            .eq(d.limits.iter().filter(full).map(parts))
 }
 
 /// "counter `c` allows 2 calls per hour for `ci-bot`", for each counter that is full.
@@ -217,4 +294,69 @@ pub fn approved_but_rate_limited(
         }
     }
     base
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use tollgate_policy::{CounterState, Decision, DecisionKind, RuleRef};
+
+    use super::{DecisionTexts, decision_text};
+
+    /// A decision from a few choices of each part, so that runs of alike decisions occur.
+    fn decision() -> impl Strategy<Value = (String, Decision)> {
+        let counter = (0..2u8, 0..2u8, 1..4u32, 0..5u32, prop::bool::ANY).prop_map(
+            |(c, k, max, used, hour)| CounterState {
+                counter: Arc::from(format!("c{c}")),
+                key: Arc::from(format!("grant-{k}")),
+                used: used.min(max + 1),
+                max,
+                window: Duration::from_secs(if hour { 3600 } else { 60 }),
+                oldest_leaves_at: None,
+            },
+        );
+        (
+            0..2u8,
+            0..2u8,
+            prop::option::of(0..2u8),
+            prop::collection::vec(counter, 0..3),
+            prop::option::of(0..90_000u64),
+        )
+            .prop_map(|(tool, rule, reason, limits, retry)| {
+                let kind = match retry {
+                    Some(ms) => DecisionKind::RateLimited {
+                        retry_after: Duration::from_millis(ms),
+                    },
+                    None => DecisionKind::Deny,
+                };
+                let decision = Decision {
+                    kind,
+                    rule: RuleRef {
+                        selector: Arc::from(format!("Tool{rule}")),
+                        pointer: Arc::from(format!("/tools/Tool{rule}")),
+                        line: 1,
+                        column: 1,
+                    },
+                    reason: reason.map(|r| Arc::from(format!("reason {r}"))),
+                    limits,
+                    store_unavailable: None,
+                };
+                (format!("tool{tool}"), decision)
+            })
+    }
+
+    proptest! {
+        /// The cache never changes a text: over any sequence of decisions, each text it gives
+        /// is `decision_text`'s for that decision.
+        #[test]
+        fn cached_texts_equal_decision_text(seq in prop::collection::vec(decision(), 1..40)) {
+            let mut texts = DecisionTexts::new();
+            for (tool, d) in &seq {
+                prop_assert_eq!(texts.text(tool, d), decision_text(tool, d));
+            }
+        }
+    }
 }

@@ -207,9 +207,10 @@ impl Decision {
 pub fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) {
-        return format!("{:.3}s", d.as_secs_f64())
-            .trim_end_matches('0')
-            .to_owned();
+        let mut text = String::with_capacity(16);
+        seconds_3(&mut text, d);
+        text.push('s');
+        return text;
     }
     let s = d.as_secs();
     match (s / 3600, (s % 3600) / 60, s % 60) {
@@ -218,6 +219,23 @@ pub fn duration_text(d: Duration) -> String {
         (0, m, s) => format!("{m}m{s}s"),
         (h, 0, 0) => format!("{h}h"),
         (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Writes `d` in seconds with three decimals: what `{:.3}` writes of `d.as_secs_f64()`. A
+/// whole number of milliseconds below 2^32 seconds is written from its integers (the float's
+/// error there is far below half a millisecond, so the digits are the same); anything else
+/// through the float.
+pub fn seconds_3(out: &mut String, d: Duration) {
+    use std::fmt::Write as _;
+    if d.subsec_nanos().is_multiple_of(1_000_000) && d.as_secs() < 1 << 32 {
+        let millis = d.subsec_millis();
+        let _ = write!(out, "{}.", d.as_secs());
+        out.push(char::from(b'0' + (millis / 100) as u8));
+        out.push(char::from(b'0' + (millis / 10 % 10) as u8));
+        out.push(char::from(b'0' + (millis % 10) as u8));
+    } else {
+        let _ = write!(out, "{:.3}", d.as_secs_f64());
     }
 }
 

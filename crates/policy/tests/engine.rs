@@ -626,3 +626,19 @@ fn an_unavailable_store_failing_open_admits_and_records_it() {
             .contains("fail open, the call goes on uncounted")
     );
 }
+
+proptest::proptest! {
+    /// `seconds_3` writes exactly what `{:.3}` writes of the seconds as a float, for whole
+    /// milliseconds (its integer path) and for any other duration (its float path).
+    #[test]
+    fn seconds_3_writes_what_float_formatting_writes(
+        secs in proptest::prop_oneof![0..120u64, 0..(1u64 << 33)],
+        millis in 0..1000u32,
+        nanos in proptest::prop_oneof![proptest::strategy::Just(0u32), 0..1_000_000u32],
+    ) {
+        let d = Duration::new(secs, millis * 1_000_000 + nanos);
+        let mut text = String::new();
+        tollgate_policy::engine::seconds_3(&mut text, d);
+        proptest::prop_assert_eq!(text, format!("{:.3}", d.as_secs_f64()));
+    }
+}

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tollgate_gateway::core::{Direct, DirectAnswer, Gateway, GatewayOptions, Out, SessionCore};
+use tollgate_gateway::refusal::DecisionTexts;
 use tollgate_mcp::ProtocolVersion;
 use tollgate_mcp::protocol::{META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION};
 use tollgate_mock_eks::faults::FaultEffect;
@@ -584,6 +585,8 @@ struct Run {
     /// the core and the mock, where the core and the mock allow it); off, every call takes
     /// the value path. The transcript is the same either way (the differential tests).
     direct: bool,
+    /// The refusal texts of the direct path's decisions.
+    texts: DecisionTexts,
 }
 
 /// Runs a loaded scenario in virtual time.
@@ -724,6 +727,7 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         failures: Vec::new(),
         recorded,
         direct,
+        texts: DecisionTexts::new(),
     };
     // Bounded: every loop turn consumes an action, a delivery or a deadline, and each action
     // causes a bounded number of the others.
@@ -1317,9 +1321,8 @@ impl Run {
             Direct::Declined => {}
             Direct::Outs(outs) => self.route(agent, outs, now),
             Direct::Refused(decision) => {
-                self.answer_with(agent, Some(id_text), now, || {
-                    describe_decision(tool, &decision)
-                });
+                let described = describe_decision(&mut self.texts, tool, &decision);
+                self.answer_with(agent, Some(id_text), now, || described);
             }
             Direct::Forward(arguments) => {
                 match self.mock.call_direct(&session, id, tool, &arguments, now) {
@@ -1414,7 +1417,8 @@ impl Run {
         let w = &mut self.written;
         let mut record = match entry {
             Entry::Note { at, text, more } => {
-                let _ = writeln!(w.transcript, "+{:>10.3}s {text}", at.as_secs_f64());
+                push_instant(&mut w.transcript, at);
+                let _ = writeln!(w.transcript, " {text}");
                 for m in more {
                     let _ = writeln!(w.transcript, "    {m}");
                 }
@@ -1429,10 +1433,10 @@ impl Run {
             .unwrap_or_default();
         if let Some(approval) = record.held {
             // Held for a human: the outcome is its own line when it comes.
+            push_instant(&mut w.transcript, record.at);
             let _ = writeln!(
                 w.transcript,
-                "+{:>10.3}s grant={grant} session={session} {}{} -> held (approval {approval})",
-                record.at.as_secs_f64(),
+                " grant={grant} session={session} {}{} -> held (approval {approval})",
                 if record.in_batch { "[batch] " } else { "" },
                 record.tool,
             );
@@ -1476,20 +1480,32 @@ impl Run {
             None => Arc::from(decision),
         };
         *w.totals.entry(Arc::clone(&decision)).or_default() += 1;
-        let _ = write!(
-            w.transcript,
-            "+{:>10.3}s grant={grant} session={session} {}{} -> {decision}",
-            record.at.as_secs_f64(),
+        // Written piece by piece: a long replay writes this line for every call.
+        let t = &mut w.transcript;
+        push_instant(t, record.at);
+        for piece in [
+            " grant=",
+            grant,
+            " session=",
+            session,
+            " ",
             if record.in_batch { "[batch] " } else { "" },
-            record.tool,
-        );
-        if detail.is_empty() {
-            w.transcript.push('\n');
-        } else {
-            let _ = writeln!(w.transcript, " ({detail})");
+            &record.tool,
+            " -> ",
+            &decision,
+        ] {
+            t.push_str(piece);
         }
+        if !detail.is_empty() {
+            t.push_str(" (");
+            t.push_str(&detail);
+            t.push(')');
+        }
+        t.push('\n');
         if let Some(m) = &message {
-            let _ = writeln!(w.transcript, "    {m}");
+            t.push_str("    ");
+            t.push_str(m);
+            t.push('\n');
         }
         if let Some(x) = &record.expect {
             if let Some(want) = &x.decision
@@ -1589,6 +1605,18 @@ fn reload_word(r: ReloadExpect) -> &'static str {
     }
 }
 
+/// Writes a transcript line's instant, `+{:>10.3}s` of the seconds.
+fn push_instant(out: &mut String, at: Duration) {
+    out.push('+');
+    let start = out.len();
+    tollgate_policy::engine::seconds_3(out, at);
+    let width = out.len() - start;
+    if width < 10 {
+        out.insert_str(start, &"          "[..10 - width]);
+    }
+    out.push('s');
+}
+
 /// `1.5s`, `250ms`, `60s`.
 fn seconds(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -1648,25 +1676,29 @@ pub fn describe(answer: &Value) -> Described {
 }
 
 /// What [`describe`] makes of the refusal `refusal::from_decision(tool, grant, decision)`,
-/// read from the decision itself.
-pub fn describe_decision(tool: &str, d: &Decision) -> Described {
-    let mut detail = Vec::new();
+/// read from the decision itself (its text through `texts`, which reuses the text of a run of
+/// alike rate limits).
+pub fn describe_decision(texts: &mut DecisionTexts, tool: &str, d: &Decision) -> Described {
+    let mut detail = String::new();
     for l in d.limits.iter().filter(|l| l.used >= l.max) {
-        detail.push(format!("{} {}/{}", l.counter, l.used, l.max));
+        let sep = if detail.is_empty() { "" } else { ", " };
+        let _ = write!(detail, "{sep}{} {}/{}", l.counter, l.used, l.max);
     }
     if let DecisionKind::RateLimited { retry_after } = d.kind {
         // Through seconds as a float, as the refusal's JSON carries it.
         let r = Duration::from_secs_f64(retry_after.as_secs_f64());
-        detail.push(format!(
-            "retry in {}",
+        let sep = if detail.is_empty() { "" } else { ", " };
+        let _ = write!(
+            detail,
+            "{sep}retry in {}",
             tollgate_policy::engine::duration_text(r)
-        ));
+        );
     }
     if detail.is_empty() {
-        detail.push(format!("rule {}", d.rule.selector));
+        let _ = write!(detail, "rule {}", d.rule.selector);
     }
-    let message = tollgate_gateway::refusal::decision_text(tool, d);
-    (d.kind.name().to_owned(), detail.join(", "), Some(message))
+    let message = texts.text(tool, d);
+    (d.kind.name().to_owned(), detail, Some(message))
 }
 
 /// What [`describe`] makes of the answer `result_response(id, output.into_result())`, read

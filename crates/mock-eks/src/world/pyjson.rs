@@ -38,17 +38,24 @@ impl Formatter for PythonFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         // `ensure_ascii=True`: characters outside ASCII become `\uXXXX`, as UTF-16 code units
-        // (surrogate pairs beyond the Basic Multilingual Plane).
+        // (surrogate pairs beyond the Basic Multilingual Plane). Runs of ASCII are written
+        // whole.
         let mut units = [0u16; 2];
-        for c in fragment.chars() {
-            if c.is_ascii() {
-                let mut buf = [0u8; 1];
-                w.write_all(c.encode_utf8(&mut buf).as_bytes())?;
-            } else {
-                for unit in c.encode_utf16(&mut units) {
-                    write!(w, "\\u{unit:04x}")?;
-                }
+        let mut rest = fragment;
+        while !rest.is_empty() {
+            let ascii = rest
+                .bytes()
+                .position(|b| !b.is_ascii())
+                .unwrap_or(rest.len());
+            w.write_all(&rest.as_bytes()[..ascii])?;
+            rest = &rest[ascii..];
+            let Some(c) = rest.chars().next() else {
+                break;
+            };
+            for unit in c.encode_utf16(&mut units) {
+                write!(w, "\\u{unit:04x}")?;
             }
+            rest = &rest[c.len_utf8()..];
         }
         Ok(())
     }
@@ -66,7 +73,7 @@ impl Formatter for PythonFormatter {
 
 /// `json.dumps(value)` as Python writes it.
 pub(crate) fn dumps(value: &Value) -> String {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(128);
     let mut ser = Serializer::with_formatter(&mut out, PythonFormatter);
     // Serialising a `Value` into memory cannot fail; an empty body would be the fallback.
     if value.serialize(&mut ser).is_err() {
@@ -130,6 +137,11 @@ mod tests {
         assert_eq!(
             dumps(&json!({"a": [1, "é😀\n"], "b": {}, "c": null, "d": 1.5})),
             r#"{"a": [1, "\u00e9\ud83d\ude00\n"], "b": {}, "c": null, "d": 1.5}"#
+        );
+        // ASCII runs between escaped characters, at either end and in the middle.
+        assert_eq!(
+            dumps(&json!("ab é cd 😀ü ef")),
+            r#""ab \u00e9 cd \ud83d\ude00\u00fc ef""#
         );
         // The text is still JSON and reads back to the same value.
         let v = json!({"k": ["x", {"y": true}]});

@@ -1,13 +1,17 @@
 //! The in-memory counter store: sharded maps of timestamp rings.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use super::{Acquire, CounterKey, CounterState, CounterStore, LimitSpec};
+
+/// Per-call scratch lists: a call has a few limits, so they live on the stack.
+type Few<T> = SmallVec<[T; 4]>;
 
 /// How many acquires a shard serves between two sweeps of its idle keys.
 const SWEEP_EVERY: u32 = 1024;
@@ -35,7 +39,8 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    keys: HashMap<CounterKey, Entry>,
+    /// Seeded at random per shard: the scope values in the keys come from callers.
+    keys: HashMap<CounterKey, Entry, foldhash::fast::RandomState>,
     ops: u32,
 }
 
@@ -43,6 +48,8 @@ struct Shard {
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
+    /// Picks a key's shard.
+    spread: foldhash::fast::RandomState,
     /// The latest instant this store has seen, in nanoseconds. Time never goes backwards
     /// inside the store: an earlier `now` is evaluated at this instant, so evicting a key
     /// idle at this instant can never change a later decision.
@@ -107,6 +114,7 @@ impl MemoryStore {
             shards: (0..n.max(1))
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
+            spread: foldhash::fast::RandomState::default(),
             high_water: AtomicU64::new(0),
         }
     }
@@ -119,9 +127,7 @@ impl MemoryStore {
     }
 
     fn shard_of(&self, key: &CounterKey) -> usize {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        (h.finish() % self.shards.len() as u64) as usize
+        (self.spread.hash_one(key) % self.shards.len() as u64) as usize
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
@@ -158,21 +164,21 @@ impl CounterStore for MemoryStore {
         let now = self.advance(now);
         // Hash each key once; lock every shard involved in ascending order, so two acquires
         // never deadlock.
-        let shard_of_limit: Vec<usize> = limits.iter().map(|(k, _)| self.shard_of(k)).collect();
+        let shard_of_limit: Few<usize> = limits.iter().map(|(k, _)| self.shard_of(k)).collect();
         let mut shard_ids = shard_of_limit.clone();
         shard_ids.sort_unstable();
         shard_ids.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
+        let mut guards: Few<(usize, MutexGuard<'_, Shard>)> =
             shard_ids.iter().map(|&i| (i, self.lock(i))).collect();
         // Each limit's index into `guards` (the sorted, deduplicated shard list).
-        let slots: Vec<usize> = shard_of_limit
+        let slots: Few<usize> = shard_of_limit
             .iter()
             .map(|s| shard_ids.binary_search(s).unwrap_or(0))
             .collect();
 
         // The same key named twice in one call counts once.
         let first_of = |idx: usize| limits.iter().position(|(k, _)| *k == limits[idx].0);
-        let verdicts: Vec<Verdict> = limits
+        let verdicts: Few<Verdict> = limits
             .iter()
             .zip(&slots)
             .map(|((key, spec), &slot)| judge(guards[slot].1.keys.get(key), spec, now))
