@@ -563,6 +563,9 @@ struct AgentState {
     held_seen: BTreeSet<u64>,
 }
 
+/// An agent's open calls: id text → the call entry waiting for that answer.
+type OpenIds = HashMap<String, usize, foldhash::fast::RandomState>;
+
 struct Run {
     gateway: Arc<Gateway>,
     mock: MockEks,
@@ -575,7 +578,7 @@ struct Run {
     /// What has been written of the transcript so far, and what it has counted.
     written: Written,
     /// (agent, id text) → the call entry waiting for that answer.
-    open: HashMap<(String, String), usize>,
+    open: HashMap<String, OpenIds, foldhash::fast::RandomState>,
     /// Agent → its raw message waiting for an answer without a usable id.
     open_raw: HashMap<String, usize>,
     failures: Vec<String>,
@@ -722,7 +725,7 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         next_id: 0,
         entries: Entries::default(),
         written: Written::start(&scenario, actions.remaining()),
-        open: HashMap::new(),
+        open: HashMap::default(),
         open_raw: HashMap::new(),
         failures: Vec::new(),
         recorded,
@@ -954,7 +957,7 @@ impl Run {
         described: impl FnOnce() -> Described,
     ) {
         let has_id = id.is_some();
-        let index = id.and_then(|id| self.open.remove(&(agent.to_owned(), id)));
+        let index = id.and_then(|id| self.open.get_mut(agent)?.remove(&id));
         let index = match index {
             Some(i) => {
                 if self.open_raw.get(agent) == Some(&i) {
@@ -1156,10 +1159,11 @@ impl Run {
         state.held_seen.extend(new.iter().copied());
         let (pending, _) = self.gateway.list_approvals(now);
         for p in pending.iter().filter(|p| new.contains(&p.id)) {
-            let key = (agent.to_owned(), p.request_id.to_string());
+            let id = p.request_id.to_string();
             let index = self
                 .open
-                .get(&key)
+                .get(agent)
+                .and_then(|ids| ids.get(&id))
                 .copied()
                 .or_else(|| self.open_raw.get(agent).copied());
             if let Some(Entry::Call(record)) = index.and_then(|i| self.entries.get_mut(i)) {
@@ -1189,7 +1193,7 @@ impl Run {
         in_batch: bool,
         expect: Option<Arc<StepExpect>>,
     ) -> usize {
-        let key = id.clone().map(|id| (agent.to_string(), id));
+        let key = id.clone();
         let i = self.entries.push(Entry::Call(CallRecord {
             at: a.at,
             id,
@@ -1203,9 +1207,37 @@ impl Run {
             approval: None,
         }));
         if let Some(key) = key {
-            self.open.insert(key, i);
+            let ids = match self.open.get_mut(&**agent) {
+                Some(ids) => ids,
+                None => self.open.entry(agent.to_string()).or_default(),
+            };
+            ids.insert(key, i);
         }
         i
+    }
+
+    /// A call's transcript entry with its answer already there (a refusal on the direct path:
+    /// nothing waits for it).
+    fn answered_call(
+        &mut self,
+        a: &Action,
+        (agent, id): (&Arc<str>, String),
+        tool: Arc<str>,
+        expect: Option<Arc<StepExpect>>,
+        answer: Described,
+    ) {
+        self.entries.push(Entry::Call(CallRecord {
+            at: a.at,
+            id: Some(id),
+            agent: Arc::clone(agent),
+            label: Arc::clone(&a.label),
+            tool,
+            in_batch: false,
+            expect,
+            answer: Some((a.at, answer)),
+            held: None,
+            approval: None,
+        }));
     }
 
     fn act(&mut self, scenario: &Scenario, a: &Action) {
@@ -1302,7 +1334,7 @@ impl Run {
         if state.protocol.is_stateless() {
             return false;
         }
-        let (id, protocol, session) = (self.next_id + 1, state.protocol, state.session.clone());
+        let (id, protocol) = (self.next_id + 1, state.protocol);
         let message = || call_request(id, agent, protocol, tool, args);
         let direct = state.core.call_direct(id, tool, args, message, now);
         if matches!(direct, Direct::Declined) {
@@ -1310,22 +1342,21 @@ impl Run {
         }
         self.next_id = id;
         let id_text = id.to_string();
-        self.open_call(
-            a,
-            (agent, Some(id_text.clone())),
-            Arc::clone(tool),
-            false,
-            expect.clone(),
-        );
+        if let Direct::Refused(decision) = &direct {
+            // Answered at once: the entry is written with its answer, and nothing waits.
+            let described = describe_decision(&mut self.texts, tool, decision);
+            let what = (agent, id_text);
+            self.answered_call(a, what, Arc::clone(tool), expect.clone(), described);
+            return true;
+        }
+        let what = (agent, Some(id_text));
+        self.open_call(a, what, Arc::clone(tool), false, expect.clone());
         match direct {
-            Direct::Declined => {}
+            Direct::Declined | Direct::Refused(_) => {}
             Direct::Outs(outs) => self.route(agent, outs, now),
-            Direct::Refused(decision) => {
-                let described = describe_decision(&mut self.texts, tool, &decision);
-                self.answer_with(agent, Some(id_text), now, || described);
-            }
             Direct::Forward(arguments) => {
-                match self.mock.call_direct(&session, id, tool, &arguments, now) {
+                let session = self.agents.get(&**agent).map_or("", |s| s.session.as_str());
+                match self.mock.call_direct(session, id, tool, &arguments, now) {
                     Some(DirectHandled {
                         answer,
                         latency,
