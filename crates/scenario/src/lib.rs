@@ -1743,12 +1743,7 @@ fn describe_output(id: u64, output: ToolOutput) -> Described {
     {
         return describe(&Reply::Direct { id, output }.into_value());
     }
-    let text = output
-        .content
-        .first()
-        .map(String::as_str)
-        .unwrap_or_default();
-    described_upstream(text, output.is_error)
+    described_upstream(output.first_text(), output.is_error)
 }
 
 /// What [`describe`] makes of an upstream's tool result whose first text is `text`.
@@ -1765,10 +1760,12 @@ fn described_upstream(text: &str, is_error: bool) -> Described {
 /// An upper bound of the length of `result_response(id, output.into_result())`'s text, when
 /// it parses back to the same value.
 fn output_bound(output: &ToolOutput) -> Option<usize> {
-    let mut bound: usize = 256;
-    for t in &output.content {
-        bound = bound.saturating_add(t.len() * 6 + 64);
-    }
+    // Each text item's envelope at most 64 bytes (a data answer has two), its text escaped at
+    // most six bytes per byte.
+    let bound = output
+        .texts_len_bound()?
+        .saturating_mul(6)
+        .saturating_add(256 + 2 * 64);
     match &output.structured {
         Some(s) if s.is_object() => {
             Some(bound.saturating_add(tollgate_mcp::text_bound(s, 3)? + 64))

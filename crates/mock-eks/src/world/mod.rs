@@ -38,11 +38,29 @@ pub struct Flags {
 /// for data, a second item with a JSON body), whether it is an error, and `structuredContent`.
 /// The real tools send none (the real server declares no output schemas and sends none); the
 /// extended tools send their JSON body there too.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// A data answer's body text is written when something reads it (its message, [`texts`],
+/// [`text`]), not when the answer is made: an in-process caller that reads only the summary
+/// (the scenario runner's direct path) never pays for it.
+///
+/// [`texts`]: ToolOutput::texts
+/// [`text`]: ToolOutput::text
+#[derive(Debug, Clone)]
 pub struct ToolOutput {
-    pub content: Vec<String>,
+    /// The texts written so far: the summary, and the body's text once it is written.
+    content: Vec<String>,
     pub is_error: bool,
     pub structured: Option<Value>,
+    /// The body's text is not in `content` yet: it is `pyjson::dumps(structured)`.
+    body_unwritten: bool,
+}
+
+impl PartialEq for ToolOutput {
+    fn eq(&self, other: &ToolOutput) -> bool {
+        self.is_error == other.is_error
+            && self.structured == other.structured
+            && self.all_texts() == other.all_texts()
+    }
 }
 
 impl ToolOutput {
@@ -51,32 +69,78 @@ impl ToolOutput {
             content: vec![text.into()],
             is_error: true,
             structured: None,
+            body_unwritten: false,
         }
     }
 
     pub(crate) fn data(summary: impl Into<String>, body: Value) -> Self {
         ToolOutput {
-            content: vec![summary.into(), pyjson::dumps(&body)],
+            content: vec![summary.into()],
             is_error: false,
             structured: Some(body),
+            body_unwritten: true,
+        }
+    }
+
+    /// The first content item's text (the summary line, or the error).
+    pub fn first_text(&self) -> &str {
+        self.content.first().map_or("", String::as_str)
+    }
+
+    /// Every content item's text, the body's written first if it is not yet.
+    pub fn texts(&mut self) -> &[String] {
+        self.write_body();
+        &self.content
+    }
+
+    /// An upper bound of the lengths of [`ToolOutput::texts`] together, without writing the
+    /// body: `None` when the body holds a floating-point number (its text's length is not
+    /// bounded here).
+    pub fn texts_len_bound(&self) -> Option<usize> {
+        let written: usize = self.content.iter().map(String::len).sum();
+        match (&self.structured, self.body_unwritten) {
+            (Some(body), true) => pyjson::dumps_bound(body).map(|b| b.saturating_add(written)),
+            _ => Some(written),
+        }
+    }
+
+    fn write_body(&mut self) {
+        if std::mem::take(&mut self.body_unwritten)
+            && let Some(body) = &self.structured
+        {
+            self.content.push(pyjson::dumps(body));
+        }
+    }
+
+    /// The texts, the body's included, without changing `self`.
+    fn all_texts(&self) -> std::borrow::Cow<'_, [String]> {
+        match (&self.structured, self.body_unwritten) {
+            (Some(body), true) => {
+                let mut all = self.content.clone();
+                all.push(pyjson::dumps(body));
+                std::borrow::Cow::Owned(all)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.content),
         }
     }
 
     /// The JSON body of a data answer (the last content item), whatever `structured` holds.
     pub fn body(&self) -> Option<Value> {
-        self.content
+        let texts = self.all_texts();
+        texts
             .last()
             .and_then(|t| serde_json::from_str(t).ok())
-            .filter(|_| self.content.len() > 1)
+            .filter(|_| texts.len() > 1)
     }
 
     /// Every content item, one per line.
     pub fn text(&self) -> String {
-        self.content.join("\n")
+        self.all_texts().join("\n")
     }
 
     /// [`ToolOutput::to_result`], moving the texts and the body instead of copying them.
-    pub fn into_result(self) -> Value {
+    pub fn into_result(mut self) -> Value {
+        self.write_body();
         let content: Vec<Value> = self
             .content
             .into_iter()
@@ -102,7 +166,7 @@ impl ToolOutput {
     /// The MCP `CallToolResult`.
     pub fn to_result(&self) -> Value {
         let content: Vec<Value> = self
-            .content
+            .all_texts()
             .iter()
             .map(|t| serde_json::json!({"type": "text", "text": t}))
             .collect();
@@ -646,8 +710,12 @@ impl World {
             let mut out = real::call(self, &tool.name, args, flags);
             // The body as the real server writes it, its models' key order included; no
             // `structuredContent`, as the real server sends none.
-            if let (Some(body), Some(text)) = (out.structured.take(), out.content.get_mut(1)) {
-                *text = pyjson::dumps_ordered(&body, real::key_order(&tool.name));
+            if out.body_unwritten
+                && let Some(body) = out.structured.take()
+            {
+                out.body_unwritten = false;
+                out.content
+                    .push(pyjson::dumps_ordered(&body, real::key_order(&tool.name)));
             }
             return out;
         }

@@ -55,7 +55,7 @@ fn read_only_refusals_match_the_real_server() {
             Some(t) => world.call(t, &req["params"]["arguments"], &READ_ONLY),
             None => ToolOutput::error(format!("Unknown tool: {name}")),
         };
-        assert_eq!(out.content[0], want_text, "{name}");
+        assert_eq!(out.first_text(), want_text, "{name}");
         assert_eq!(out.is_error, want["isError"].as_bool().unwrap(), "{name}");
         compared += 1;
     }
@@ -98,11 +98,11 @@ fn delete_then_read_fails() {
     let args = |op: &str| json!({"operation": op, "cluster_name": "prod-eks", "kind": "Deployment", "api_version": "apps/v1", "name": "web", "namespace": "shop"});
     assert!(!call(&mut w, "manage_k8s_resource", args("read"), READ_ONLY).is_error);
     let del = call(&mut w, "manage_k8s_resource", args("delete"), ALL);
-    assert_eq!(del.content[0], "Successfully deleted Deployment shop/web");
+    assert_eq!(del.first_text(), "Successfully deleted Deployment shop/web");
     let read = call(&mut w, "manage_k8s_resource", args("read"), READ_ONLY);
     assert!(read.is_error);
     assert_eq!(
-        read.content[0],
+        read.first_text(),
         "Failed to read Deployment shop/web: (404)\nReason: Not Found: deployments \"web\" not found"
     );
 }
@@ -132,7 +132,7 @@ fn cancelling_a_run_batch_twice_fails_the_second_time() {
     );
     assert!(second.is_error);
     assert_eq!(
-        second.content[0],
+        second.first_text(),
         "An error occurred (ConflictException) when calling the CancelRunBatch operation: Run batch rb-0001 is CANCELLED; only a CREATING, PENDING, SUBMITTING or INPROGRESS batch can be cancelled"
     );
     let unknown = call(
@@ -141,7 +141,7 @@ fn cancelling_a_run_batch_twice_fails_the_second_time() {
         json!({"batchId": "rb-9999"}),
         ALL,
     );
-    assert!(unknown.content[0].contains("ResourceNotFoundException"));
+    assert!(unknown.first_text().contains("ResourceNotFoundException"));
 }
 
 #[test]
@@ -154,20 +154,20 @@ fn extended_writes_need_allow_write_and_arguments_are_validated() {
         READ_ONLY,
     );
     assert_eq!(
-        out.content[0],
+        out.first_text(),
         "Operation CancelAHORunBatch is not allowed without write access"
     );
     let out = call(&mut w, "CancelAHORunBatch", json!({}), ALL);
     assert!(
         out.is_error
-            && out.content[0].contains("ValidationException")
-            && out.content[0].contains("batchId"),
+            && out.first_text().contains("ValidationException")
+            && out.first_text().contains("batchId"),
         "{}",
         out.text()
     );
     let out = call(&mut w, "CancelAHORunBatch", json!({"batchId": 5}), ALL);
     assert!(
-        out.is_error && out.content[0].contains("$.batchId"),
+        out.is_error && out.first_text().contains("$.batchId"),
         "{}",
         out.text()
     );
@@ -185,7 +185,7 @@ fn a_second_inline_policy_of_the_same_name_fails() {
     assert!(!call(&mut w, "add_inline_policy", args.clone(), ALL).is_error);
     let again = call(&mut w, "add_inline_policy", args, ALL);
     assert_eq!(
-        again.content[0],
+        again.first_text(),
         "Policy p1 already exists in role ci-deployer. Cannot modify existing policies."
     );
     let roles = call(
@@ -304,7 +304,7 @@ fn pod_metrics_guidance_matches_the_real_list() {
         READ_ONLY,
     );
     assert_eq!(
-        out.content[0],
+        out.first_text(),
         pair["response"]["result"]["content"][0]["text"]
     );
     let got = out.body().unwrap();
@@ -336,10 +336,10 @@ fn extended_argument_errors_name_the_json_path() {
     );
     assert!(out.is_error);
     assert!(
-        out.content[0]
+        out.first_text()
             .contains("$.batchRunSettings.inlineSettings[0].name: 7 is not of type \"string\""),
         "{}",
-        out.content[0]
+        out.first_text()
     );
     let out = call(
         &mut w,
@@ -348,9 +348,10 @@ fn extended_argument_errors_name_the_json_path() {
         ALL,
     );
     assert!(
-        out.content[0].contains("$: Additional properties are not allowed"),
+        out.first_text()
+            .contains("$: Additional properties are not allowed"),
         "{}",
-        out.content[0]
+        out.first_text()
     );
 }
 
@@ -551,8 +552,8 @@ mod never_panics {
             let mut w = World::default_world();
             for tool in tools.iter().filter(|t| t.is_real()).chain([extended]) {
                 let args = arguments(tool, &raw, &values, mask);
-                let out = w.call(tool, &args, &flags);
-                prop_assert!(!out.content.is_empty(), "{} gave no content", tool.name);
+                let mut out = w.call(tool, &args, &flags);
+                prop_assert!(!out.texts().is_empty(), "{} gave no content", tool.name);
                 if !args.is_object() && !args.is_null() {
                     prop_assert!(out.is_error, "{} accepted {}", tool.name, args);
                 }
