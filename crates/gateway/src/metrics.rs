@@ -56,6 +56,7 @@ struct Handles {
     hasher: foldhash::fast::FixedState,
     decisions: HashMap<u64, Vec<(DecisionLabels, Counter)>, foldhash::fast::FixedState>,
     counters: HashMap<u64, Vec<CounterHandles>, foldhash::fast::FixedState>,
+    latencies: HashMap<u64, Vec<(String, Histogram)>, foldhash::fast::FixedState>,
 }
 
 #[derive(Debug)]
@@ -128,6 +129,7 @@ impl Metrics {
             hasher,
             decisions,
             counters,
+            ..
         } = &mut *handles;
         let (kind, rule) = (decision.kind.name(), &*decision.rule.selector);
         let series = decisions
@@ -178,6 +180,29 @@ impl Metrics {
             if limited && state.used >= state.max {
                 h.full.inc();
             }
+        }
+    }
+
+    /// Records how long an upstream took to answer a call of `tool`.
+    pub fn observe_latency(&self, tool: &str, took: std::time::Duration) {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let Handles {
+            hasher, latencies, ..
+        } = &mut *handles;
+        let series = latencies.entry(hasher.hash_one(tool)).or_default();
+        let i = series
+            .iter()
+            .position(|(t, _)| t == tool)
+            .unwrap_or_else(|| {
+                let labels = ToolLabels {
+                    tool: tool.to_owned(),
+                };
+                let histogram = self.upstream_latency.get_or_create(&labels).clone();
+                series.push((tool.to_owned(), histogram));
+                series.len() - 1
+            });
+        if let Some((_, histogram)) = series.get(i) {
+            histogram.observe(took.as_secs_f64());
         }
     }
 

@@ -138,7 +138,7 @@ struct Session {
 #[derive(Debug)]
 struct ToolSet {
     tools: Vec<CatalogTool>,
-    by_name: HashMap<String, usize>,
+    by_name: HashMap<String, usize, foldhash::quality::RandomState>,
     listed: Vec<Value>,
 }
 
@@ -150,7 +150,7 @@ pub struct MockEks {
     flags: Flags,
     limits: Limits,
     world: World,
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<String, Session, foldhash::quality::RandomState>,
     journal: Vec<JournalEntry>,
     faults: Faults,
 }
@@ -179,7 +179,7 @@ impl MockEks {
             flags: config.flags,
             limits: config.limits,
             world: World::new(&config.fixture),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             journal: Vec::new(),
             faults: Faults::new(config.faults),
         })
@@ -197,7 +197,7 @@ impl MockEks {
             flags: self.flags,
             limits: self.limits,
             world: self.world.restarted(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             journal: Vec::new(),
             faults: self.faults.restarted(),
         }

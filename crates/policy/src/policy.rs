@@ -33,7 +33,7 @@ pub struct Policy {
     pub doc: PolicyDoc,
     pub(crate) default: Arc<RuleBody>,
     pub(crate) rules: Vec<SelectedRule>,
-    exact: HashMap<String, usize>,
+    exact: HashMap<String, usize, foldhash::quality::RandomState>,
     /// Glob rules' indices into `rules`, most specific first.
     globs: Vec<usize>,
     glob_set: globset::GlobSet,
@@ -611,7 +611,7 @@ fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
         d.sort();
         return Err(d);
     }
-    let mut exact = HashMap::new();
+    let mut exact = HashMap::default();
     let mut globs = Vec::new();
     let mut classes = Vec::new();
     let mut annotations = Vec::new();

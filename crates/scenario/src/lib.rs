@@ -1341,7 +1341,7 @@ impl Run {
             return false;
         }
         self.next_id = id;
-        let id_text = id.to_string();
+        let id_text = itoa::Buffer::new().format(id).to_owned();
         if let Direct::Refused(decision) = &direct {
             // Answered at once: the entry is written with its answer, and nothing waits.
             let described = describe_decision(&mut self.texts, tool, decision);

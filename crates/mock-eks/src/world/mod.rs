@@ -590,7 +590,8 @@ pub struct World {
     pub(crate) tick: u64,
     /// Compiled argument schemas by tool name, built on first use and shared with the worlds
     /// [`World::restarted`] makes (a schema compiles in tens of microseconds).
-    validators: Arc<Mutex<HashMap<String, Arc<validate::ArgValidator>>>>,
+    validators:
+        Arc<Mutex<HashMap<String, Arc<validate::ArgValidator>, foldhash::quality::RandomState>>>,
     /// The batch index of `start` (shared with the worlds [`World::restarted`] makes).
     start_batch_runs: BatchRuns,
     /// The batch index of the current state: `None` after a run was added or removed, until
@@ -760,7 +761,14 @@ impl World {
 
     /// A deterministic request id.
     pub(crate) fn request_id(&self) -> String {
-        format!("mock-{:08}", self.tick)
+        // `mock-{:08}`, written from the integer's digits (one is made per answer).
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(self.tick);
+        let mut id = String::with_capacity(13);
+        id.push_str("mock-");
+        id.push_str(&"00000000"[digits.len().min(8)..]);
+        id.push_str(digits);
+        id
     }
 }
 

@@ -842,3 +842,13 @@ fn into_result_builds_the_same_result_as_to_result() {
         assert_eq!(out.clone().into_result(), out.to_result(), "{tool}");
     }
 }
+
+/// The request id written from the tick's digits is `format!("mock-{:08}")`'s, short and long.
+#[test]
+fn request_ids_are_zero_padded_to_eight_digits() {
+    let mut w = World::default_world();
+    for tick in [0, 7, 1_234_567, 12_345_678, 123_456_789, u64::MAX] {
+        w.tick = tick;
+        assert_eq!(w.request_id(), format!("mock-{tick:08}"));
+    }
+}
