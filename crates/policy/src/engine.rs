@@ -230,7 +230,8 @@ pub fn seconds_3(out: &mut String, d: Duration) {
     use std::fmt::Write as _;
     if d.subsec_nanos().is_multiple_of(1_000_000) && d.as_secs() < 1 << 32 {
         let millis = d.subsec_millis();
-        let _ = write!(out, "{}.", d.as_secs());
+        out.push_str(itoa::Buffer::new().format(d.as_secs()));
+        out.push('.');
         out.push(char::from(b'0' + (millis / 100) as u8));
         out.push(char::from(b'0' + (millis / 10 % 10) as u8));
         out.push(char::from(b'0' + (millis % 10) as u8));

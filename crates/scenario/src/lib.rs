@@ -1710,23 +1710,32 @@ pub fn describe(answer: &Value) -> Described {
 /// read from the decision itself (its text through `texts`, which reuses the text of a run of
 /// alike rate limits).
 pub fn describe_decision(texts: &mut DecisionTexts, tool: &str, d: &Decision) -> Described {
-    let mut detail = String::new();
+    // `c 10/10, retry in 40s`, written piece by piece (a runaway agent's replay writes one per
+    // call).
+    let mut detail = String::with_capacity(48);
+    let mut digits = itoa::Buffer::new();
     for l in d.limits.iter().filter(|l| l.used >= l.max) {
-        let sep = if detail.is_empty() { "" } else { ", " };
-        let _ = write!(detail, "{sep}{} {}/{}", l.counter, l.used, l.max);
+        if !detail.is_empty() {
+            detail.push_str(", ");
+        }
+        detail.push_str(&l.counter);
+        detail.push(' ');
+        detail.push_str(digits.format(l.used));
+        detail.push('/');
+        detail.push_str(digits.format(l.max));
     }
     if let DecisionKind::RateLimited { retry_after } = d.kind {
         // Through seconds as a float, as the refusal's JSON carries it.
         let r = Duration::from_secs_f64(retry_after.as_secs_f64());
-        let sep = if detail.is_empty() { "" } else { ", " };
-        let _ = write!(
-            detail,
-            "{sep}retry in {}",
-            tollgate_policy::engine::duration_text(r)
-        );
+        if !detail.is_empty() {
+            detail.push_str(", ");
+        }
+        detail.push_str("retry in ");
+        detail.push_str(&tollgate_policy::engine::duration_text(r));
     }
     if detail.is_empty() {
-        let _ = write!(detail, "rule {}", d.rule.selector);
+        detail.push_str("rule ");
+        detail.push_str(&d.rule.selector);
     }
     let message = texts.text(tool, d);
     (d.kind.name().to_owned(), detail, Some(message))
@@ -1749,11 +1758,14 @@ fn describe_output(id: u64, output: ToolOutput) -> Described {
 /// What [`describe`] makes of an upstream's tool result whose first text is `text`.
 fn described_upstream(text: &str, is_error: bool) -> Described {
     let first = text.lines().next().unwrap_or_default();
-    let detail = if is_error {
-        format!("upstream isError: {first}")
+    let lead = if is_error {
+        "upstream isError: "
     } else {
-        format!("upstream: {first}")
+        "upstream: "
     };
+    let mut detail = String::with_capacity(lead.len() + first.len());
+    detail.push_str(lead);
+    detail.push_str(first);
     ("allow".into(), detail, None)
 }
 
