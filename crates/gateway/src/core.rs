@@ -483,7 +483,18 @@ pub struct SessionCore {
 }
 
 fn id_key(id: &Value) -> String {
-    id.to_string()
+    // An integer id's text is its digits (what serde_json writes too), made without the
+    // serializer: every call's id is keyed on the way out and on the way back.
+    match id {
+        Value::Number(n) if n.is_u64() => {
+            n.as_u64().map(|u| itoa::Buffer::new().format(u).to_owned())
+        }
+        Value::Number(n) if n.is_i64() => {
+            n.as_i64().map(|i| itoa::Buffer::new().format(i).to_owned())
+        }
+        _ => None,
+    }
+    .unwrap_or_else(|| id.to_string())
 }
 
 impl SessionCore {
@@ -1909,5 +1920,28 @@ impl Drop for SessionCore {
             );
         }
         self.gateway.approvals.forget_core(self.core_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    /// An id's key is its JSON text, whichever way it is made.
+    #[test]
+    fn id_keys_are_the_ids_json_text() {
+        for id in [
+            json!(0),
+            json!(7),
+            json!(u64::MAX),
+            json!(-1),
+            json!(i64::MIN),
+            json!(1.5),
+            json!("7"),
+            json!("a\"b"),
+            Value::Null,
+        ] {
+            assert_eq!(super::id_key(&id), id.to_string());
+        }
     }
 }

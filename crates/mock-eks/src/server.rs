@@ -16,6 +16,7 @@
 //! - `tools/call` of a tool the server does not expose is an `isError` result
 //!   (`Unknown tool: NAME`), as the real server answers; bad params are -32602.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,14 +68,17 @@ impl Default for MockConfig {
 pub struct JournalEntry {
     /// 0-based, in arrival order.
     pub index: u64,
-    pub session: String,
+    /// Shared by the session's entries.
+    pub session: Arc<str>,
     /// Virtual (or, over a transport, real) milliseconds since the mock started.
     pub at_ms: u64,
     pub protocol_version: Option<&'static str>,
-    pub method: String,
+    /// The methods the protocol defines are not copied into each entry.
+    pub method: Cow<'static, str>,
     pub id: Option<Value>,
+    /// A catalogued tool's name is shared by its entries.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool: Option<String>,
+    pub tool: Option<Arc<str>>,
     /// The call's arguments as compact JSON text (a journal of a long replay holds one per
     /// call: text is a tenth of the memory of a parsed object). [`JournalEntry::arguments_value`]
     /// parses them.
@@ -82,6 +86,31 @@ pub struct JournalEntry {
     pub arguments: Option<Arguments>,
     /// `result`, `is_error` (a tool error result), `error` (a JSON-RPC error) or `none`.
     pub outcome: &'static str,
+}
+
+/// The methods the protocol defines, kept as they are; another method's name is copied.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "notifications/initialized",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    ];
+    match KNOWN.iter().find(|k| **k == method) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(method.to_owned()),
+    }
 }
 
 impl JournalEntry {
@@ -131,6 +160,8 @@ pub struct Handled {
 #[derive(Debug, Default)]
 struct Session {
     version: Option<ProtocolVersion>,
+    /// The session's id, shared by its journal entries.
+    name: Arc<str>,
 }
 
 /// The tool set, built once and shared by every mock started afresh from it
@@ -138,6 +169,8 @@ struct Session {
 #[derive(Debug)]
 struct ToolSet {
     tools: Vec<CatalogTool>,
+    /// Each tool's name, shared by the journal entries of its calls.
+    names: Vec<Arc<str>>,
     by_name: HashMap<String, usize, foldhash::quality::RandomState>,
     listed: Vec<Value>,
 }
@@ -169,9 +202,11 @@ impl MockEks {
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
         let listed = tools.iter().map(CatalogTool::to_mcp).collect();
+        let names = tools.iter().map(|t| Arc::from(t.name.as_str())).collect();
         Ok(MockEks {
             tools: Arc::new(ToolSet {
                 tools,
+                names,
                 by_name,
                 listed,
             }),
@@ -227,6 +262,14 @@ impl MockEks {
     /// Switches fault injection on or off (the scenario runner toggles it mid-run).
     pub fn set_faults_enabled(&mut self, on: bool) {
         self.faults.set_enabled(on);
+    }
+
+    /// The session's id as its journal entries share it.
+    fn session_name(&self, session: &str) -> Arc<str> {
+        match self.sessions.get(session) {
+            Some(s) => Arc::clone(&s.name),
+            None => Arc::from(session),
+        }
     }
 
     /// Forgets a session (HTTP DELETE). Returns whether it existed.
@@ -344,10 +387,10 @@ impl MockEks {
         };
         let mut entry = JournalEntry {
             index: self.journal.len() as u64,
-            session: session.to_owned(),
+            session: self.session_name(session),
             at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
             protocol_version: version.map(ProtocolVersion::as_str),
-            method: method.to_owned(),
+            method: method_name(method),
             id: id.cloned(),
             tool: None,
             arguments: None,
@@ -437,6 +480,7 @@ impl MockEks {
             session.to_owned(),
             Session {
                 version: Some(version),
+                name: Arc::from(session),
             },
         );
         result_response(
@@ -546,7 +590,13 @@ impl MockEks {
             latency: Duration::ZERO,
             effect: None,
         };
-        entry.tool = Some(name.to_owned());
+        let tools = &self.tools;
+        entry.tool = Some(
+            match tools.by_name.get(name).and_then(|&i| tools.names.get(i)) {
+                Some(shared) => Arc::clone(shared),
+                None => Arc::from(name),
+            },
+        );
         entry.arguments = Arguments::new(arguments);
         if !(arguments.is_object() || arguments.is_null()) {
             return plain(error_response(
@@ -611,10 +661,10 @@ impl MockEks {
         let id = Value::from(id);
         let mut entry = JournalEntry {
             index: self.journal.len() as u64,
-            session: session.to_owned(),
+            session: self.session_name(session),
             at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
             protocol_version: Some(version.as_str()),
-            method: "tools/call".to_owned(),
+            method: Cow::Borrowed("tools/call"),
             id: Some(id.clone()),
             tool: None,
             arguments: None,

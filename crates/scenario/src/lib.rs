@@ -1586,10 +1586,15 @@ impl Run {
         } = std::mem::take(&mut self.written);
         // The run's own failures first, then each call's in the order of the transcript.
         self.failures.extend(per_call);
-        let mut journal: BTreeMap<String, u64> = BTreeMap::new();
+        let mut journal: BTreeMap<Arc<str>, u64> = BTreeMap::new();
         for entry in self.mock.journal() {
             if let Some(tool) = &entry.tool {
-                *journal.entry(tool.clone()).or_default() += 1;
+                match journal.get_mut(&**tool) {
+                    Some(n) => *n += 1,
+                    None => {
+                        journal.insert(Arc::clone(tool), 1);
+                    }
+                }
             }
         }
         transcript.push_str("\ntotals:\n");
@@ -1612,7 +1617,7 @@ impl Run {
                 }
             }
             for (k, want) in &expect.journal {
-                let got = journal.get(k).copied().unwrap_or(0);
+                let got = journal.get(k.as_str()).copied().unwrap_or(0);
                 if got != *want {
                     self.failures.push(format!(
                         "expected {want} calls of {k} to reach the upstream, got {got}"
