@@ -389,7 +389,8 @@ fn ms(d: Duration) -> u64 {
 /// What the upstream said about one tool in `tools/list`.
 #[derive(Debug, Clone, Default)]
 struct ToolInfo {
-    annotations: Vec<Annotation>,
+    /// Shared: every call of the tool copies its `ToolInfo` out of the session's list.
+    annotations: Arc<[Annotation]>,
 }
 
 #[derive(Debug)]
@@ -1835,7 +1836,9 @@ fn tool_info(t: &Value) -> ToolInfo {
     if hint("openWorldHint") {
         annotations.push(Annotation::OpenWorld);
     }
-    ToolInfo { annotations }
+    ToolInfo {
+        annotations: annotations.into(),
+    }
 }
 
 /// What [`SessionCore::decide_call`] made of a call.
