@@ -88,8 +88,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let call = Call {
         tool: args.tool.clone(),
         arguments,
-        grant: args.grant,
-        session: args.session,
+        grant: args.grant.into(),
+        session: args.session.into(),
         meta,
     };
     let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));

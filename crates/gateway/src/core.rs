@@ -209,8 +209,8 @@ impl Gateway {
             elicits: HashMap::default(),
             elicitation: None,
             last_now: Duration::ZERO,
-            grant: grant.to_owned(),
-            session: session.to_owned(),
+            grant: Arc::from(grant),
+            session: Arc::from(session),
             advertised: None,
             listing: None,
             held: Vec::new(),
@@ -462,8 +462,8 @@ pub struct SessionCore {
     elicitation: Option<ClientElicitation>,
     /// The latest instant the core was given (for records written when it is dropped).
     last_now: Duration,
-    grant: String,
-    session: String,
+    grant: Arc<str>,
+    session: Arc<str>,
     advertised: Option<HashMap<String, ToolInfo, Hasher>>,
     listing: Option<Listing>,
     /// Client calls waiting for the upstream's tool list.
@@ -854,8 +854,8 @@ impl SessionCore {
         let call = Call {
             tool: name,
             arguments,
-            grant: self.grant.clone(),
-            session: self.session.clone(),
+            grant: Arc::clone(&self.grant),
+            session: Arc::clone(&self.session),
             meta,
         };
         let name = call.tool.as_str();
@@ -1089,8 +1089,8 @@ impl SessionCore {
                 id: approval,
                 tool: r.call.tool.clone(),
                 arguments: r.redacted.clone(),
-                grant: self.grant.clone(),
-                session: self.session.clone(),
+                grant: self.grant.to_string(),
+                session: self.session.to_string(),
                 request_id: id.clone(),
                 rule: r.decision.rule.clone(),
                 policy_reason: reason.clone(),

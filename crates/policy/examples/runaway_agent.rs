@@ -50,7 +50,7 @@ fn main() -> std::process::ExitCode {
             tool: tool.into(),
             arguments: serde_json::json!({ "batchId": format!("rb-{:04}", i + 1) }),
             grant: grant.into(),
-            session: format!("{grant}-session"),
+            session: format!("{grant}-session").into(),
             meta: ToolMeta::default(),
         };
         let decision = engine.decide(&call, at);

@@ -34,9 +34,9 @@ pub struct Call {
     pub tool: String,
     pub arguments: Value,
     /// The agent's credential, as the gateway mapped it.
-    pub grant: String,
+    pub grant: Arc<str>,
     /// The MCP session.
-    pub session: String,
+    pub session: Arc<str>,
     #[serde(default)]
     pub meta: ToolMeta,
 }
@@ -567,8 +567,8 @@ fn action_name(action: Action) -> &'static str {
 
 fn scope_value(scope: Scope, call: &Call) -> Arc<str> {
     match scope {
-        Scope::Grant => Arc::from(call.grant.as_str()),
-        Scope::Session => Arc::from(call.session.as_str()),
+        Scope::Grant => Arc::clone(&call.grant),
+        Scope::Session => Arc::clone(&call.session),
         Scope::Global => Arc::from("*"),
     }
 }

@@ -578,8 +578,8 @@ fn check_session(
             let call = Call {
                 tool: tool.clone(),
                 arguments: args.clone(),
-                grant: grant.to_owned(),
-                session: session_id.to_owned(),
+                grant: grant.into(),
+                session: session_id.into(),
                 meta: call_meta(listed, &args),
             };
             rig.gateway.engine().explain(&call, now)

@@ -47,7 +47,7 @@ fn call(grant: usize) -> Call {
     Call {
         tool: "GetAHOBatch".into(),
         arguments: json!({"batchId": "rb-0001"}),
-        grant: format!("g{grant}"),
+        grant: format!("g{grant}").into(),
         session: "s".into(),
         meta: ToolMeta::default(),
     }
