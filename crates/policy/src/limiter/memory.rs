@@ -81,8 +81,14 @@ fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
     // binary search rather than walking every call.
     let ring = entry.map(|e| &e.ring);
     let len = ring.map_or(0, VecDeque::len);
+    let left = |t: &u64| Duration::from_nanos(*t).saturating_add(spec.window) <= now;
     let first = ring.map_or(0, |r| {
-        r.partition_point(|&t| Duration::from_nanos(t).saturating_add(spec.window) <= now)
+        // Every take trims the ring to its window, so usually none or a few calls have left
+        // it since: look at the oldest few first, and search only beyond them.
+        match r.iter().take(8).position(|t| !left(t)) {
+            Some(i) => i,
+            None => r.partition_point(left),
+        }
     });
     let at = |i: usize| {
         ring.and_then(|r| r.get(i))
