@@ -87,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let call = Call {
         tool: args.tool.clone(),
-        arguments,
+        arguments: arguments.into(),
         grant: args.grant.into(),
         session: args.session.into(),
         meta,

@@ -811,7 +811,7 @@ impl SessionCore {
             Some(a @ Value::Object(_)) => a.take(),
             _ => Value::Object(Map::new()),
         };
-        match self.decide_call(&id, name, arguments, &info, batch, now) {
+        match self.decide_call(&id, name, Arc::new(arguments), &info, batch, now) {
             Called::Answer(v) => vec![v],
             Called::Refused { tool, decision } => vec![result_response(
                 &id,
@@ -819,7 +819,7 @@ impl SessionCore {
             )],
             Called::Admitted { arguments } => {
                 let mut forwarded = original;
-                forwarded["params"]["arguments"] = arguments;
+                forwarded["params"]["arguments"] = Arc::unwrap_or_clone(arguments);
                 out.push(Out::Upstream(forwarded));
                 Vec::new()
             }
@@ -844,7 +844,7 @@ impl SessionCore {
         &mut self,
         id: &Value,
         name: String,
-        arguments: Value,
+        arguments: Arc<Value>,
         info: &ToolInfo,
         batch: Option<u64>,
         now: Duration,
@@ -958,7 +958,7 @@ impl SessionCore {
         &mut self,
         id: u64,
         tool: &str,
-        arguments: &Value,
+        arguments: &Arc<Value>,
         message: impl FnOnce() -> Value,
         now: Duration,
     ) -> Direct {
@@ -976,7 +976,7 @@ impl SessionCore {
         match self.decide_call(
             &id_value,
             tool.to_owned(),
-            arguments.clone(),
+            Arc::clone(arguments),
             &info,
             None,
             now,
@@ -1380,7 +1380,7 @@ impl SessionCore {
         // earlier), so it forwards as a single message.
         self.forward(&id, &call.tool, seq, None, now);
         let mut forwarded = original;
-        forwarded["params"]["arguments"] = call.arguments;
+        forwarded["params"]["arguments"] = Arc::unwrap_or_clone(call.arguments);
         out.push(Out::Upstream(forwarded));
     }
 
@@ -1848,7 +1848,7 @@ enum Called {
     /// The policy refused it.
     Refused { tool: String, decision: Decision },
     /// Admitted and pending: forward it with these (validated) arguments.
-    Admitted { arguments: Value },
+    Admitted { arguments: Arc<Value> },
     /// To be held for a human's approval.
     Hold(Hold),
 }
@@ -1874,7 +1874,7 @@ pub enum Direct {
     Refused(Decision),
     /// Admitted and pending: send it to the upstream with these arguments, and give its answer
     /// to [`SessionCore::answer_direct`].
-    Forward(Value),
+    Forward(Arc<Value>),
     /// Anything else, as the value path's outputs (a gateway refusal, a held call).
     Outs(Vec<Out>),
 }

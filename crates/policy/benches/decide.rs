@@ -33,7 +33,7 @@ fn big_policy() -> String {
 fn call(tool: &str) -> Call {
     Call {
         tool: tool.into(),
-        arguments: json!({"clusterName": "prod-eks"}),
+        arguments: json!({"clusterName": "prod-eks"}).into(),
         grant: "ci-bot".into(),
         session: "s1".into(),
         meta: ToolMeta::default(),

@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
     for (i, (at, grant, tool)) in calls.into_iter().enumerate() {
         let call = Call {
             tool: tool.into(),
-            arguments: serde_json::json!({ "batchId": format!("rb-{:04}", i + 1) }),
+            arguments: serde_json::json!({ "batchId": format!("rb-{:04}", i + 1) }).into(),
             grant: grant.into(),
             session: format!("{grant}-session").into(),
             meta: ToolMeta::default(),

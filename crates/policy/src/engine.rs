@@ -32,7 +32,8 @@ use crate::selector::{Tier, ToolMeta};
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Call {
     pub tool: String,
-    pub arguments: Value,
+    /// Shared with the caller: deciding a call copies no arguments.
+    pub arguments: Arc<Value>,
     /// The agent's credential, as the gateway mapped it.
     pub grant: Arc<str>,
     /// The MCP session.

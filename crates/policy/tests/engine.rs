@@ -22,7 +22,7 @@ fn engine(policy: Value) -> Engine {
 fn call(tool: &str, arguments: Value) -> Call {
     Call {
         tool: tool.into(),
-        arguments,
+        arguments: arguments.into(),
         grant: "ci-bot".into(),
         session: "s1".into(),
         meta: ToolMeta::default(),

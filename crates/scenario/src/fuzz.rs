@@ -577,7 +577,7 @@ fn check_session(
         let predicted = ctx.offered.get(&tool).map(|listed| {
             let call = Call {
                 tool: tool.clone(),
-                arguments: args.clone(),
+                arguments: args.clone().into(),
                 grant: grant.into(),
                 session: session_id.into(),
                 meta: call_meta(listed, &args),

@@ -1324,7 +1324,7 @@ impl Run {
         a: &Action,
         agent: &Arc<str>,
         tool: &Arc<str>,
-        args: &Value,
+        args: &Arc<Value>,
         expect: &Option<Arc<StepExpect>>,
     ) -> bool {
         let now = a.at;

@@ -46,7 +46,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn call(grant: usize) -> Call {
     Call {
         tool: "GetAHOBatch".into(),
-        arguments: json!({"batchId": "rb-0001"}),
+        arguments: json!({"batchId": "rb-0001"}).into(),
         grant: format!("g{grant}").into(),
         session: "s".into(),
         meta: ToolMeta::default(),
