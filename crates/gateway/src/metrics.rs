@@ -59,6 +59,22 @@ struct Handles {
     latencies: HashMap<u64, Vec<(String, Histogram)>, foldhash::fast::FixedState>,
 }
 
+/// The entry of `bucket` (the handles whose labels share a hash) that `is` picks, pushed from
+/// `make` when there is none.
+fn find_or_push<T>(
+    bucket: &mut Vec<T>,
+    is: impl FnMut(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> Option<&T> {
+    match bucket.iter().position(is) {
+        Some(i) => bucket.get(i),
+        None => {
+            bucket.push(make());
+            bucket.last()
+        }
+    }
+}
+
 #[derive(Debug)]
 struct CounterHandles {
     counter: String,
@@ -132,23 +148,23 @@ impl Metrics {
             ..
         } = &mut *handles;
         let (kind, rule) = (decision.kind.name(), &*decision.rule.selector);
-        let series = decisions
+        let bucket = decisions
             .entry(hasher.hash_one((tool, kind, rule)))
             .or_default();
-        let found = series.iter().position(|(l, _)| {
-            (l.tool.as_str(), l.decision.as_str(), l.rule.as_str()) == (tool, kind, rule)
-        });
-        let i = found.unwrap_or_else(|| {
-            let labels = DecisionLabels {
-                tool: tool.to_owned(),
-                decision: kind.to_owned(),
-                rule: rule.to_owned(),
-            };
-            let counter = self.decisions.get_or_create(&labels).clone();
-            series.push((labels, counter));
-            series.len() - 1
-        });
-        if let Some((_, counter)) = series.get(i) {
+        let found = find_or_push(
+            bucket,
+            |(l, _)| (l.tool.as_str(), l.decision.as_str(), l.rule.as_str()) == (tool, kind, rule),
+            || {
+                let labels = DecisionLabels {
+                    tool: tool.to_owned(),
+                    decision: kind.to_owned(),
+                    rule: rule.to_owned(),
+                };
+                let counter = self.decisions.get_or_create(&labels).clone();
+                (labels, counter)
+            },
+        );
+        if let Some((_, counter)) = found {
             counter.inc();
         }
         let limited = matches!(
@@ -157,22 +173,22 @@ impl Metrics {
         );
         for state in &decision.limits {
             let name = &*state.counter;
-            let series = counters.entry(hasher.hash_one(name)).or_default();
-            let i = series
-                .iter()
-                .position(|h| h.counter == name)
-                .unwrap_or_else(|| {
+            let bucket = counters.entry(hasher.hash_one(name)).or_default();
+            let found = find_or_push(
+                bucket,
+                |h| h.counter == name,
+                || {
                     let labels = CounterLabels {
                         counter: name.to_owned(),
                     };
-                    series.push(CounterHandles {
+                    CounterHandles {
                         counter: name.to_owned(),
                         saturation: self.counter_saturation.get_or_create(&labels).clone(),
                         full: self.counter_full.get_or_create(&labels).clone(),
-                    });
-                    series.len() - 1
-                });
-            let Some(h) = series.get(i) else {
+                    }
+                },
+            );
+            let Some(h) = found else {
                 continue;
             };
             let ratio = f64::from(state.used) / f64::from(state.max.max(1));
@@ -189,19 +205,19 @@ impl Metrics {
         let Handles {
             hasher, latencies, ..
         } = &mut *handles;
-        let series = latencies.entry(hasher.hash_one(tool)).or_default();
-        let i = series
-            .iter()
-            .position(|(t, _)| t == tool)
-            .unwrap_or_else(|| {
+        let bucket = latencies.entry(hasher.hash_one(tool)).or_default();
+        let found = find_or_push(
+            bucket,
+            |(t, _)| t == tool,
+            || {
                 let labels = ToolLabels {
                     tool: tool.to_owned(),
                 };
                 let histogram = self.upstream_latency.get_or_create(&labels).clone();
-                series.push((tool.to_owned(), histogram));
-                series.len() - 1
-            });
-        if let Some((_, histogram)) = series.get(i) {
+                (tool.to_owned(), histogram)
+            },
+        );
+        if let Some((_, histogram)) = found {
             histogram.observe(took.as_secs_f64());
         }
     }

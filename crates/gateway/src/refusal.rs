@@ -48,22 +48,15 @@ pub fn from_decision(tool: &str, grant: &str, d: &Decision) -> Value {
 
 /// The text of [`from_decision`]'s answer: what the agent reads.
 pub fn decision_text(tool: &str, d: &Decision) -> String {
-    let rule = format!("rule `{}` ({})", d.rule.selector, d.rule.pointer);
-    let reason = d
-        .reason
-        .as_deref()
-        .map(|r| format!(" Reason: {r}."))
-        .unwrap_or_default();
+    if let DecisionKind::RateLimited { retry_after } = d.kind {
+        return rate_limited_text(tool, d, retry_after);
+    }
+    let (rule, reason) = (rule_text(d), reason_text(d));
     match &d.kind {
         DecisionKind::Deny => format!(
             "Tollgate denied the call to `{tool}` under {rule}.{reason} Do not retry: this call will be refused again."
         ),
-        DecisionKind::RateLimited { retry_after } => {
-            let mut text = rate_limited_prefix(tool, d);
-            text.push_str(&duration_text(*retry_after));
-            text.push('.');
-            text
-        }
+        DecisionKind::RateLimited { retry_after } => rate_limited_text(tool, d, *retry_after),
         DecisionKind::InvalidArguments { violations } => {
             let list: Vec<String> = violations
                 .iter()
@@ -91,19 +84,42 @@ pub fn decision_text(tool: &str, d: &Decision) -> String {
     }
 }
 
+/// A rate-limited refusal's text: its prefix, then its retry time.
+fn rate_limited_text(tool: &str, d: &Decision, retry_after: std::time::Duration) -> String {
+    with_retry(&rate_limited_prefix(tool, d), retry_after)
+}
+
+/// `prefix` followed by the retry time and the sentence's end.
+fn with_retry(prefix: &str, retry_after: std::time::Duration) -> String {
+    let retry = duration_text(retry_after);
+    let mut text = String::with_capacity(prefix.len() + retry.len() + 1);
+    text.push_str(prefix);
+    text.push_str(&retry);
+    text.push('.');
+    text
+}
+
 /// A rate-limited refusal's text up to its retry time: `Tollgate rate-limited ... Retry in `.
 fn rate_limited_prefix(tool: &str, d: &Decision) -> String {
-    let reason = d
-        .reason
+    format!(
+        "Tollgate rate-limited the call to `{tool}` under {}: {}.{} Retry in ",
+        rule_text(d),
+        full_counters(d).join("; "),
+        reason_text(d),
+    )
+}
+
+/// "rule `Delete*` (/tools/Delete*)".
+fn rule_text(d: &Decision) -> String {
+    format!("rule `{}` ({})", d.rule.selector, d.rule.pointer)
+}
+
+/// " Reason: why." when the rule gives a reason, else nothing.
+fn reason_text(d: &Decision) -> String {
+    d.reason
         .as_deref()
         .map(|r| format!(" Reason: {r}."))
-        .unwrap_or_default();
-    format!(
-        "Tollgate rate-limited the call to `{tool}` under rule `{}` ({}): {}.{reason} Retry in ",
-        d.rule.selector,
-        d.rule.pointer,
-        full_counters(d).join("; "),
-    )
+        .unwrap_or_default()
 }
 
 /// [`decision_text`] for a run of decisions: a runaway agent's rate-limited calls differ
@@ -144,12 +160,7 @@ impl DecisionTexts {
             self.last = Some((tool.to_owned(), full, rate_limited_prefix(tool, d)));
         }
         let prefix = self.last.as_ref().map_or("", |(_, _, p)| p.as_str());
-        let retry = duration_text(retry_after);
-        let mut text = String::with_capacity(prefix.len() + retry.len() + 1);
-        text.push_str(prefix);
-        text.push_str(&retry);
-        text.push('.');
-        text
+        with_retry(prefix, retry_after)
     }
 }
 
