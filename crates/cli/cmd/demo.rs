@@ -223,7 +223,7 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
                 {
                     writeln!(std::io::stdout(), "    {m}")?;
                 }
-                live.push(decision);
+                live.push(decision.into_owned());
             }
         }
         stop_gateway(&mut gateway.0);

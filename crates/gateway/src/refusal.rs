@@ -91,10 +91,9 @@ fn rate_limited_text(tool: &str, d: &Decision, retry_after: std::time::Duration)
 
 /// `prefix` followed by the retry time and the sentence's end.
 fn with_retry(prefix: &str, retry_after: std::time::Duration) -> String {
-    let retry = duration_text(retry_after);
-    let mut text = String::with_capacity(prefix.len() + retry.len() + 1);
+    let mut text = String::with_capacity(prefix.len() + 16);
     text.push_str(prefix);
-    text.push_str(&retry);
+    tollgate_policy::engine::push_duration_text(&mut text, retry_after);
     text.push('.');
     text
 }

@@ -206,20 +206,38 @@ impl Decision {
 
 /// A duration for people: `48s`, `1.5s`, `2m30s`.
 pub fn duration_text(d: Duration) -> String {
+    let mut text = String::with_capacity(16);
+    push_duration_text(&mut text, d);
+    text
+}
+
+/// Appends [`duration_text`]`(d)` to `out`.
+pub fn push_duration_text(out: &mut String, d: Duration) {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) {
-        let mut text = String::with_capacity(16);
-        seconds_3(&mut text, d);
-        text.push('s');
-        return text;
+        seconds_3(out, d);
+        out.push('s');
+        return;
     }
     let s = d.as_secs();
+    let mut digits = itoa::Buffer::new();
+    let mut unit = |n: u64, u: char| {
+        out.push_str(digits.format(n));
+        out.push(u);
+    };
     match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
+        (0, 0, s) => unit(s, 's'),
+        (0, m, 0) => unit(m, 'm'),
+        (0, m, s) => {
+            unit(m, 'm');
+            unit(s, 's');
+        }
+        (h, 0, 0) => unit(h, 'h'),
+        (h, m, s) => {
+            unit(h, 'h');
+            unit(m, 'm');
+            unit(s, 's');
+        }
     }
 }
 

@@ -642,3 +642,24 @@ proptest::proptest! {
         proptest::prop_assert_eq!(text, format!("{:.3}", d.as_secs_f64()));
     }
 }
+
+/// Durations read as people write them: the largest units that are whole, milliseconds when
+/// they are not.
+#[test]
+fn duration_texts() {
+    use tollgate_policy::engine::duration_text;
+    for (d, want) in [
+        (Duration::ZERO, "0s"),
+        (Duration::from_secs(45), "45s"),
+        (Duration::from_secs(60), "1m"),
+        (Duration::from_secs(90), "1m30s"),
+        (Duration::from_secs(3600), "1h"),
+        (Duration::from_secs(3661), "1h1m1s"),
+        (Duration::from_secs(7260), "2h1m0s"),
+        (Duration::from_millis(1500), "1.500s"),
+        (Duration::from_millis(59_990), "59.990s"),
+        (Duration::from_nanos(1_000_400), "0.001s"),
+    ] {
+        assert_eq!(duration_text(d), want, "{d:?}");
+    }
+}

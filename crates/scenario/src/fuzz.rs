@@ -596,7 +596,7 @@ fn check_session(
             "call {} (`{tool}` by {grant}/{session_id} at {now:?})",
             i + 1
         );
-        stats.decisions.push(decision.clone());
+        stats.decisions.push(decision.to_string());
         // Nothing refused reaches the upstream; everything allowed does, once.
         if decision == "allow" {
             allowed += 1;
@@ -695,7 +695,7 @@ fn check_session(
         }
         // Limits: strict (no over-admission) and exact (no false refusal), against a
         // brute-force count over every key the call is measured against.
-        let limited = matches!(decision.as_str(), "allow" | "rate_limited");
+        let limited = matches!(&*decision, "allow" | "rate_limited");
         if limited && !expl.decision.limits.is_empty() {
             let full: Vec<String> = expl
                 .decision
@@ -715,7 +715,7 @@ fn check_session(
                     )
                 })
                 .collect();
-            match decision.as_str() {
+            match &*decision {
                 "allow" if !full.is_empty() => {
                     return Err(format!(
                         "{at}: over-admission: allowed although {} already admitted its max in the window",

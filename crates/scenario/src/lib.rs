@@ -27,6 +27,7 @@ pub mod format;
 pub mod fuzz;
 pub mod recording;
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -1483,7 +1484,7 @@ impl Run {
         let (decision, mut detail, message) = match record.answer.take() {
             Some((_, d)) => d,
             None => (
-                "unanswered".to_owned(),
+                Cow::Borrowed("unanswered"),
                 "no answer when the run ended".to_owned(),
                 None,
             ),
@@ -1506,9 +1507,9 @@ impl Run {
             };
         }
         // The decision's name is kept once, in the totals, and shared by every call's record.
-        let decision: Arc<str> = match w.totals.get_key_value(decision.as_str()) {
+        let decision: Arc<str> = match w.totals.get_key_value(&*decision) {
             Some((k, _)) => Arc::clone(k),
-            None => Arc::from(decision),
+            None => Arc::from(&*decision),
         };
         *w.totals.entry(Arc::clone(&decision)).or_default() += 1;
         // Written piece by piece: a long replay writes this line for every call.
@@ -1665,7 +1666,7 @@ fn seconds(d: Duration) -> String {
 }
 
 /// What [`describe`] makes of an answer: the decision, a short detail, the refusal message.
-pub type Described = (String, String, Option<String>);
+pub type Described = (Cow<'static, str>, String, Option<String>);
 
 /// The decision, a short detail and the refusal message of a client answer.
 pub fn describe(answer: &Value) -> Described {
@@ -1684,7 +1685,7 @@ pub fn describe(answer: &Value) -> Described {
         let text = result["content"][0]["text"].as_str().unwrap_or_default();
         return described_upstream(text, result["isError"] == true);
     };
-    let decision = t["decision"].as_str().unwrap_or("?").to_owned();
+    let decision = Cow::Owned(t["decision"].as_str().unwrap_or("?").to_owned());
     let mut detail = Vec::new();
     for l in t["limits"].as_array().into_iter().flatten() {
         if l["used"].as_u64() >= l["max"].as_u64() {
@@ -1736,14 +1737,14 @@ pub fn describe_decision(texts: &mut DecisionTexts, tool: &str, d: &Decision) ->
             detail.push_str(", ");
         }
         detail.push_str("retry in ");
-        detail.push_str(&tollgate_policy::engine::duration_text(r));
+        tollgate_policy::engine::push_duration_text(&mut detail, r);
     }
     if detail.is_empty() {
         detail.push_str("rule ");
         detail.push_str(&d.rule.selector);
     }
     let message = texts.text(tool, d);
-    (d.kind.name().to_owned(), detail, Some(message))
+    (Cow::Borrowed(d.kind.name()), detail, Some(message))
 }
 
 /// What [`describe`] makes of the answer `result_response(id, output.into_result())`, read

@@ -138,7 +138,7 @@ pub fn parse_text(name: &str, text: &str) -> Result<Recording, String> {
                     if let Some(&i) = open.get(&(session.to_owned(), id))
                         && let Some(call) = recording.calls.get_mut(i)
                     {
-                        call.decision = crate::describe(m).0;
+                        call.decision = crate::describe(m).0.into_owned();
                     }
                 }
                 "to_upstream" if m["method"] == "tools/call" => {

@@ -213,7 +213,7 @@ fn decisions_of(send: &WireSend, body: Option<&Value>) -> Vec<LiveDecision> {
                 (!id.is_null()).then(|| id.to_string()),
                 answer.map_or_else(
                     || "unanswered".to_owned(),
-                    |v| tollgate_scenario::describe(v).0,
+                    |v| tollgate_scenario::describe(v).0.into_owned(),
                 ),
             )
         })
@@ -624,7 +624,7 @@ fn run_stdio(
             decisions.push((
                 (!id.is_null()).then(|| id.to_string()),
                 match answer {
-                    Some(v) => tollgate_scenario::describe(&v).0,
+                    Some(v) => tollgate_scenario::describe(&v).0.into_owned(),
                     None => "unanswered".to_owned(),
                 },
             ));
