@@ -193,8 +193,8 @@ fn not_found(op: &str, what: &str, id: &str) -> ToolOutput {
 /// HealthOmics run batches and runs. Cancelling a batch cancels its unfinished runs; a
 /// batch or run that has finished cannot be cancelled again (`ConflictException`).
 fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
-    let batch_id = str_arg(args, "batchId").unwrap_or_default().to_owned();
-    let run_id = str_arg(args, "id").unwrap_or_default().to_owned();
+    let batch_id = str_arg(args, "batchId").unwrap_or_default();
+    let run_id = str_arg(args, "id").unwrap_or_default();
     let batch = world
         .state
         .run_batches
@@ -211,7 +211,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             "CancelRunBatch" | "GetBatch" | "DeleteRunBatch" | "DeleteBatch" | "ListRunsInBatch",
             None,
             _,
-        ) => not_found(op, "Run batch", &batch_id),
+        ) => not_found(op, "Run batch", batch_id),
         ("CancelRunBatch", Some(i), _) => {
             let status = world.state.run_batches[i].status;
             if !status.is_active() {
@@ -226,7 +226,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             }
             world.state.run_batches[i].status = BatchStatus::Cancelled;
             let index = world.batch_runs();
-            for &r in index.get(&batch_id).map_or(&[][..], Vec::as_slice) {
+            for &r in index.get(batch_id).map_or(&[][..], Vec::as_slice) {
                 let Some(run) = world.state.runs.get_mut(r) else {
                     continue;
                 };
@@ -284,7 +284,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 .any(|b| b.id == batch_id && b.status == BatchStatus::Cancelled);
             let index = world.batch_runs();
             let items: Vec<Value> = index
-                .get(&batch_id)
+                .get(batch_id)
                 .map_or(&[][..], Vec::as_slice)
                 .iter()
                 .filter_map(|&r| world.state.runs.get(r))
@@ -343,7 +343,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 world
                     .state
                     .runs
-                    .retain(|r| r.batch_id.as_deref() != Some(&batch_id));
+                    .retain(|r| r.batch_id.as_deref() != Some(batch_id));
                 world.runs_changed();
                 world.state.run_batches[i].status = BatchStatus::RunsDeleted;
             } else {
@@ -351,7 +351,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             }
             ok(world, op, json!({}))
         }
-        ("GetRun" | "CancelRun" | "DeleteRun", _, None) => not_found(op, "Run", &run_id),
+        ("GetRun" | "CancelRun" | "DeleteRun", _, None) => not_found(op, "Run", run_id),
         ("GetRun", _, Some(i)) => {
             let body = run_json(&world.state.runs[i]);
             ok(world, op, body)
