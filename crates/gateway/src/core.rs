@@ -38,6 +38,7 @@ use crate::approvals::{
     ApprovalError, DecidedApproval, Decider, PendingApproval, Registry, Verdict, VerdictKind,
 };
 use crate::audit::{AuditLog, redact};
+use crate::metrics::MetricHandles;
 use crate::refusal;
 
 /// The hasher of the core's maps: foldhash, seeded per process (ids and tool names come from
@@ -221,6 +222,7 @@ impl Gateway {
             expired: HashSet::default(),
             listed_under: None,
             handshake_ids: HashSet::default(),
+            metric_handles: MetricHandles::default(),
         }
     }
 
@@ -481,6 +483,8 @@ pub struct SessionCore {
     /// Ids of the client's `initialize` / `server/discover` requests in flight: their answers
     /// get `capabilities.tools.listChanged`, since a reload can change the visible tools.
     handshake_ids: HashSet<String, Hasher>,
+    /// This session's handles to the gateway's metric series.
+    metric_handles: MetricHandles,
 }
 
 fn id_key(id: &Value) -> String {
@@ -860,7 +864,9 @@ impl SessionCore {
         };
         let name = call.tool.as_str();
         let decision = engine.decide(&call, now);
-        self.gateway.metrics.observe_decision(name, &decision);
+        self.gateway
+            .metrics
+            .observe_decision(&mut self.metric_handles, name, &decision);
         // A call that requires approval is held when somebody can approve it, and when its
         // grant has room in the queue; the decision record says which.
         let mut approval_note = None;
@@ -1354,7 +1360,7 @@ impl SessionCore {
         let decision = h.engine.admit_approved(&h.call, now);
         self.gateway
             .metrics
-            .observe_decision(&h.call.tool, &decision);
+            .observe_decision(&mut self.metric_handles, &h.call.tool, &decision);
         let record = json!({
             "session": self.session, "grant": self.grant, "id": h.id, "tool": h.call.tool,
             "arguments": h.redacted, "decision": decision, "approval_id": approval,
@@ -1520,7 +1526,7 @@ impl SessionCore {
     /// The end of a pending request the upstream answered: for a forwarded call, its latency
     /// and its audited outcome.
     fn settle_pending(
-        &self,
+        &mut self,
         id: &Value,
         p: Pending,
         is_error: bool,
@@ -1531,9 +1537,11 @@ impl SessionCore {
             return;
         }
         self.gateway.metrics.in_flight.dec();
-        self.gateway
-            .metrics
-            .observe_latency(&p.tool, now.saturating_sub(p.started));
+        self.gateway.metrics.observe_latency(
+            &mut self.metric_handles,
+            &p.tool,
+            now.saturating_sub(p.started),
+        );
         self.gateway.audit_deferred(now, "outcome", || json!({
             "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
             "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,15 +43,14 @@ pub struct Metrics {
     pub counter_saturation: Family<CounterLabels, Gauge<f64, AtomicU64>>,
     /// Per counter: decisions that found it full (the call was rate limited by it).
     pub counter_full: Family<CounterLabels, Counter>,
-    /// The series `observe_decision` updates, found without building their labels.
-    handles: Mutex<Handles>,
 }
 
-/// Handles to series of the families above (a handle shares its series' value), by a hash of
-/// their labels: finding one costs a hash of the label values, where the family's own lookup
-/// builds and hashes its owned labels on every call.
+/// Handles to series of a [`Metrics`]' families (a handle shares its series' value), by a hash
+/// of their labels: finding one costs a hash of the label values, where the family's own lookup
+/// builds and hashes its owned labels on every call. Each session core keeps its own, so
+/// sessions on different threads share no lock to count their decisions.
 #[derive(Debug, Default)]
-struct Handles {
+pub struct MetricHandles {
     hasher: foldhash::fast::FixedState,
     decisions: HashMap<u64, Vec<(DecisionLabels, Counter)>, foldhash::fast::FixedState>,
     counters: HashMap<u64, Vec<CounterHandles>, foldhash::fast::FixedState>,
@@ -132,21 +130,25 @@ impl Default for Metrics {
             decisions,
             upstream_latency,
             in_flight,
-            handles: Mutex::default(),
         }
     }
 }
 
 impl Metrics {
-    /// Counts one decision, and records how full its counters are.
-    pub fn observe_decision(&self, tool: &str, decision: &tollgate_policy::Decision) {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        let Handles {
+    /// Counts one decision, and records how full its counters are (`handles`: the caller's
+    /// handles to these metrics' series).
+    pub fn observe_decision(
+        &self,
+        handles: &mut MetricHandles,
+        tool: &str,
+        decision: &tollgate_policy::Decision,
+    ) {
+        let MetricHandles {
             hasher,
             decisions,
             counters,
             ..
-        } = &mut *handles;
+        } = handles;
         let (kind, rule) = (decision.kind.name(), &*decision.rule.selector);
         let bucket = decisions
             .entry(hasher.hash_one((tool, kind, rule)))
@@ -199,12 +201,17 @@ impl Metrics {
         }
     }
 
-    /// Records how long an upstream took to answer a call of `tool`.
-    pub fn observe_latency(&self, tool: &str, took: std::time::Duration) {
-        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        let Handles {
+    /// Records how long an upstream took to answer a call of `tool` (`handles`: as for
+    /// [`Metrics::observe_decision`]).
+    pub fn observe_latency(
+        &self,
+        handles: &mut MetricHandles,
+        tool: &str,
+        took: std::time::Duration,
+    ) {
+        let MetricHandles {
             hasher, latencies, ..
-        } = &mut *handles;
+        } = handles;
         let bucket = latencies.entry(hasher.hash_one(tool)).or_default();
         let found = find_or_push(
             bucket,
@@ -229,5 +236,68 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tollgate_policy::{CounterState, Decision, DecisionKind, RuleRef};
+
+    use super::{MetricHandles, Metrics};
+
+    /// Sessions count into the same series through their own handles: the exposition shows
+    /// every session's decisions, latencies and full counters together.
+    #[test]
+    fn handles_of_several_sessions_share_the_series() {
+        let metrics = Metrics::default();
+        let decision = Decision {
+            kind: DecisionKind::RateLimited {
+                retry_after: Duration::from_secs(5),
+            },
+            rule: RuleRef {
+                selector: Arc::from("Cancel*"),
+                pointer: Arc::from("/tools/Cancel*"),
+                line: 1,
+                column: 1,
+            },
+            reason: None,
+            limits: vec![CounterState {
+                counter: Arc::from("cancels"),
+                key: Arc::from("ci-bot"),
+                used: 2,
+                max: 2,
+                window: Duration::from_secs(60),
+                oldest_leaves_at: None,
+            }],
+            store_unavailable: None,
+        };
+        let (mut a, mut b) = (MetricHandles::default(), MetricHandles::default());
+        metrics.observe_decision(&mut a, "CancelRun", &decision);
+        metrics.observe_decision(&mut b, "CancelRun", &decision);
+        metrics.observe_decision(&mut a, "CancelRun", &decision);
+        metrics.observe_latency(&mut a, "GetRun", Duration::from_millis(3));
+        metrics.observe_latency(&mut b, "GetRun", Duration::from_millis(5));
+        let text = metrics.encode();
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            line("tollgate_decisions_total{"),
+            r#"tollgate_decisions_total{tool="CancelRun",decision="rate_limited",rule="Cancel*"} 3"#
+        );
+        assert_eq!(
+            line("tollgate_counter_full_total{"),
+            r#"tollgate_counter_full_total{counter="cancels"} 3"#
+        );
+        assert_eq!(
+            line("tollgate_upstream_latency_seconds_count{"),
+            r#"tollgate_upstream_latency_seconds_count{tool="GetRun"} 2"#
+        );
     }
 }
