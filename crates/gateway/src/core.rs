@@ -44,6 +44,7 @@ use crate::refusal;
 /// The hasher of the core's maps: foldhash, seeded per process (ids and tool names come from
 /// clients and upstreams), several times cheaper than SipHash on short keys.
 type Hasher = foldhash::quality::RandomState;
+
 /// How the gateway behaves, whatever the transport.
 #[derive(Debug, Clone)]
 pub struct GatewayOptions {
@@ -822,9 +823,7 @@ impl SessionCore {
                 refusal::from_decision(&tool, &self.grant, &decision),
             )],
             Called::Admitted { arguments } => {
-                let mut forwarded = original;
-                forwarded["params"]["arguments"] = Arc::unwrap_or_clone(arguments);
-                out.push(Out::Upstream(forwarded));
+                out.push(forwarded(original, arguments));
                 Vec::new()
             }
             Called::Hold(h) => self.hold(id, h, original, now, out),
@@ -1026,8 +1025,8 @@ impl SessionCore {
         DirectAnswer::Client
     }
 
-    /// Records an admitted call as pending (its timeout starts); the caller forwards it: what
-    /// was validated, re-serialized from the parsed value, never the raw bytes.
+    /// Records an admitted call as pending (its timeout starts); the caller forwards it (see
+    /// [`forwarded`]).
     fn forward(
         &mut self,
         id: &Value,
@@ -1385,9 +1384,7 @@ impl SessionCore {
         // A held call of a batch is answered on its own (the batch's other answers went
         // earlier), so it forwards as a single message.
         self.forward(&id, &call.tool, seq, None, now);
-        let mut forwarded = original;
-        forwarded["params"]["arguments"] = Arc::unwrap_or_clone(call.arguments);
-        out.push(Out::Upstream(forwarded));
+        out.push(forwarded(original, call.arguments));
     }
 
     fn audit_failure(&self, id: &Value, tool: &str, error: &str) -> Value {
@@ -1847,6 +1844,13 @@ fn tool_info(t: &Value) -> ToolInfo {
     ToolInfo {
         annotations: annotations.into(),
     }
+}
+
+/// An admitted call as it goes upstream: its message with the validated arguments put back
+/// (re-serialized from the parsed value, never the raw bytes).
+fn forwarded(mut original: Value, arguments: Arc<Value>) -> Out {
+    original["params"]["arguments"] = Arc::unwrap_or_clone(arguments);
+    Out::Upstream(original)
 }
 
 /// What [`SessionCore::decide_call`] made of a call.
