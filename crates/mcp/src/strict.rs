@@ -113,38 +113,62 @@ pub fn call_reparses_identically(tool: &str, arguments: &Value, limits: Limits) 
 /// (see [`reparses_identically`]) as a part nested `depth` levels deep in a message: `None`
 /// when it holds a floating-point number or nests too deep.
 pub fn text_bound(value: &Value, depth: usize) -> Option<usize> {
-    // Sixty-four levels: far under serde_json's 128, whatever it counts as one level.
-    fn walk(v: &Value, depth: usize) -> Option<usize> {
+    text_bounds(value, depth).map(|b| b.compact)
+}
+
+/// Upper bounds of the length of a value's JSON text (see [`text_bounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextBounds {
+    /// Written compactly, as serde_json writes it ([`text_bound`]).
+    pub compact: usize,
+    /// Written with a space after every `,` and `:`, as Python's `json.dumps` writes it
+    /// (characters beyond ASCII as `\uXXXX`, at most six bytes per byte of the UTF-8 too).
+    pub spaced: usize,
+}
+
+/// [`text_bound`], together with the bound of the same value written with spaced separators:
+/// one walk for both. `None` in the same cases.
+pub fn text_bounds(value: &Value, depth: usize) -> Option<TextBounds> {
+    // The compact bound, and how many `,` and `:` that text can hold (each gets a space when
+    // spaced). Sixty-four levels: far under serde_json's 128, whatever it counts as one level.
+    fn walk(v: &Value, depth: usize) -> Option<(usize, usize)> {
         // Each node's text is at most its content plus punctuation; a string's at most six
         // bytes per byte (`\u00XX`) plus its quotes.
         match v {
-            Value::Null | Value::Bool(_) => Some(5),
+            Value::Null | Value::Bool(_) => Some((5, 0)),
             Value::Number(n) if n.is_f64() => None,
-            Value::Number(_) => Some(21),
-            Value::String(s) => Some(s.len() * 6 + 3),
+            Value::Number(_) => Some((21, 0)),
+            Value::String(s) => Some((s.len() * 6 + 3, 0)),
             Value::Array(items) => {
                 if depth >= 64 {
                     return None;
                 }
-                let mut total = items.len() + 2;
+                let (mut total, mut separators) = (items.len() + 2, items.len());
                 for i in items {
-                    total = total.saturating_add(walk(i, depth + 1)?);
+                    let (t, s) = walk(i, depth + 1)?;
+                    total = total.saturating_add(t);
+                    separators = separators.saturating_add(s);
                 }
-                Some(total)
+                Some((total, separators))
             }
             Value::Object(map) => {
                 if depth >= 64 {
                     return None;
                 }
-                let mut total: usize = 2;
+                let (mut total, mut separators) = (2usize, map.len() * 2);
                 for (k, i) in map {
-                    total = total.saturating_add(k.len() * 6 + 4 + walk(i, depth + 1)?);
+                    let (t, s) = walk(i, depth + 1)?;
+                    total = total.saturating_add(k.len() * 6 + 4 + t);
+                    separators = separators.saturating_add(s);
                 }
-                Some(total)
+                Some((total, separators))
             }
         }
     }
-    walk(value, depth)
+    walk(value, depth).map(|(compact, separators)| TextBounds {
+        compact,
+        spaced: compact.saturating_add(separators),
+    })
 }
 
 /// Parses JSON text, refusing duplicate keys and nesting deeper than serde_json's limit.

@@ -523,6 +523,31 @@ struct CallRecord {
     approval: Option<String>,
 }
 
+impl CallRecord {
+    /// The record of a call action `a` makes, not answered yet.
+    fn new(
+        a: &Action,
+        agent: &Arc<str>,
+        id: Option<String>,
+        tool: Arc<str>,
+        in_batch: bool,
+        expect: Option<Arc<StepExpect>>,
+    ) -> CallRecord {
+        CallRecord {
+            at: a.at,
+            id,
+            agent: Arc::clone(agent),
+            label: Arc::clone(&a.label),
+            tool,
+            in_batch,
+            expect,
+            answer: None,
+            held: None,
+            approval: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Delivery {
     Bytes(Vec<u8>),
@@ -792,7 +817,7 @@ impl Run {
                 };
                 match taken {
                     DirectAnswer::Client => {
-                        self.answer_with(&agent, Some(id.to_string()), now, || {
+                        self.answer_with(&agent, Some(id_text(id)), now, || {
                             describe_output(id, output)
                         });
                         return;
@@ -1195,18 +1220,8 @@ impl Run {
         expect: Option<Arc<StepExpect>>,
     ) -> usize {
         let key = id.clone();
-        let i = self.entries.push(Entry::Call(CallRecord {
-            at: a.at,
-            id,
-            agent: Arc::clone(agent),
-            label: Arc::clone(&a.label),
-            tool,
-            in_batch,
-            expect,
-            answer: None,
-            held: None,
-            approval: None,
-        }));
+        let record = CallRecord::new(a, agent, id, tool, in_batch, expect);
+        let i = self.entries.push(Entry::Call(record));
         if let Some(key) = key {
             let ids = match self.open.get_mut(&**agent) {
                 Some(ids) => ids,
@@ -1227,18 +1242,9 @@ impl Run {
         expect: Option<Arc<StepExpect>>,
         answer: Described,
     ) {
-        self.entries.push(Entry::Call(CallRecord {
-            at: a.at,
-            id: Some(id),
-            agent: Arc::clone(agent),
-            label: Arc::clone(&a.label),
-            tool,
-            in_batch: false,
-            expect,
-            answer: Some((a.at, answer)),
-            held: None,
-            approval: None,
-        }));
+        let mut record = CallRecord::new(a, agent, Some(id), tool, false, expect);
+        record.answer = Some((a.at, answer));
+        self.entries.push(Entry::Call(record));
     }
 
     fn act(&mut self, scenario: &Scenario, a: &Action) {
@@ -1342,7 +1348,7 @@ impl Run {
             return false;
         }
         self.next_id = id;
-        let id_text = itoa::Buffer::new().format(id).to_owned();
+        let id_text = id_text(id);
         if let Direct::Refused(decision) = &direct {
             // Answered at once: the entry is written with its answer, and nothing waits.
             let described = describe_decision(&mut self.texts, tool, decision);
@@ -1642,6 +1648,11 @@ fn reload_word(r: ReloadExpect) -> &'static str {
     }
 }
 
+/// A direct-path request id's JSON text, the key its answer is found by.
+fn id_text(id: u64) -> String {
+    itoa::Buffer::new().format(id).to_owned()
+}
+
 /// Writes a transcript line's instant, `+{:>10.3}s` of the seconds.
 fn push_instant(out: &mut String, at: Duration) {
     out.push('+');
@@ -1776,20 +1787,9 @@ fn described_upstream(text: &str, is_error: bool) -> Described {
 }
 
 /// An upper bound of the length of `result_response(id, output.into_result())`'s text, when
-/// it parses back to the same value.
+/// it parses back to the same value: the result's, and the response's envelope around it.
 fn output_bound(output: &ToolOutput) -> Option<usize> {
-    // Each text item's envelope at most 64 bytes (a data answer has two), its text escaped at
-    // most six bytes per byte.
-    let bound = output
-        .texts_len_bound()?
-        .saturating_mul(6)
-        .saturating_add(256 + 2 * 64);
-    match &output.structured {
-        Some(s) if s.is_object() => {
-            Some(bound.saturating_add(tollgate_mcp::text_bound(s, 3)? + 64))
-        }
-        _ => Some(bound),
-    }
+    output.result_text_bound().map(|b| b.saturating_add(256))
 }
 
 /// An agent's `initialize` (none for the stateless protocol, which has no handshake): the same

@@ -93,15 +93,27 @@ impl ToolOutput {
         &self.content
     }
 
-    /// An upper bound of the lengths of [`ToolOutput::texts`] together, without writing the
-    /// body: `None` when the body holds a floating-point number (its text's length is not
-    /// bounded here).
-    pub fn texts_len_bound(&self) -> Option<usize> {
-        let written: usize = self.content.iter().map(String::len).sum();
-        match (&self.structured, self.body_unwritten) {
-            (Some(body), true) => pyjson::dumps_bound(body).map(|b| b.saturating_add(written)),
-            _ => Some(written),
+    /// An upper bound of the length of [`ToolOutput::into_result`]'s JSON text, without writing
+    /// the body (one walk of it bounds both its text item and `structuredContent`): `None` when
+    /// the body holds a floating-point number or nests too deep.
+    pub fn result_text_bound(&self) -> Option<usize> {
+        let body = match &self.structured {
+            Some(s) => Some(tollgate_mcp::text_bounds(s, 3)?),
+            None => None,
+        };
+        let mut texts: usize = self.content.iter().map(String::len).sum();
+        if self.body_unwritten {
+            texts = texts.saturating_add(body.map_or(0, |b| b.spaced));
         }
+        // Each text item's envelope at most 64 bytes (a data answer has two), its text escaped
+        // at most six bytes per byte; `structuredContent` as an object's compact text.
+        let mut bound = texts.saturating_mul(6).saturating_add(2 * 64);
+        if let (Some(s), Some(b)) = (&self.structured, body)
+            && s.is_object()
+        {
+            bound = bound.saturating_add(b.compact + 64);
+        }
+        Some(bound)
     }
 
     fn write_body(&mut self) {

@@ -82,39 +82,6 @@ pub(crate) fn dumps(value: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// An upper bound of `dumps(value)`'s length, without writing it: `None` when `value` holds a
-/// floating-point number. A string's text is at most six bytes per byte of it (`\u00XX`;
-/// escaped characters beyond ASCII take at most three per byte), plus its quotes; each item of
-/// an array or object at most two bytes of separator (`", "`), each key two more (`": "`).
-pub(crate) fn dumps_bound(value: &Value) -> Option<usize> {
-    fn walk(v: &Value, depth: usize) -> Option<usize> {
-        match v {
-            Value::Null | Value::Bool(_) => Some(5),
-            Value::Number(n) if n.is_f64() => None,
-            Value::Number(_) => Some(20),
-            Value::String(s) => Some(s.len().saturating_mul(6).saturating_add(2)),
-            // serde_json parses no deeper than 128 levels; a deeper value is not bounded here.
-            _ if depth >= 128 => None,
-            Value::Array(items) => items.iter().try_fold(2usize, |total, item| {
-                Some(
-                    total
-                        .saturating_add(walk(item, depth + 1)?)
-                        .saturating_add(2),
-                )
-            }),
-            Value::Object(map) => map.iter().try_fold(2usize, |total, (k, item)| {
-                let key = k.len().saturating_mul(6).saturating_add(2 + 4);
-                Some(
-                    total
-                        .saturating_add(key)
-                        .saturating_add(walk(item, depth + 1)?),
-                )
-            }),
-        }
-    }
-    walk(value, 0)
-}
-
 /// `json.dumps` of a Python object whose dictionaries were built in a known order: keys in
 /// `order` come first, in that order, the others after them alphabetically. The real server
 /// dumps pydantic models, whose keys follow their fields' declaration order; one list per tool
@@ -206,19 +173,20 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// `dumps_bound` is an upper bound of the text `dumps` writes, for any value without
-        /// floats (the scenario runner's size check relies on it instead of writing the text).
+        /// `text_bounds(..).spaced` is an upper bound of the text `dumps` writes, for any value
+        /// without floats (the scenario runner's size check relies on it instead of writing the
+        /// text).
         #[test]
-        fn dumps_bound_is_at_least_the_text_length(v in value()) {
-            let bound = super::dumps_bound(&v);
+        fn the_spaced_bound_is_at_least_the_text_length(v in value()) {
+            let bound = tollgate_mcp::text_bounds(&v, 0);
             proptest::prop_assert!(bound.is_some());
-            proptest::prop_assert!(bound.unwrap() >= dumps(&v).len());
+            proptest::prop_assert!(bound.unwrap().spaced >= dumps(&v).len());
         }
     }
 
     #[test]
-    fn dumps_bound_refuses_floats() {
-        assert_eq!(super::dumps_bound(&json!({"a": [1.5]})), None);
+    fn the_bounds_refuse_floats() {
+        assert_eq!(tollgate_mcp::text_bounds(&json!({"a": [1.5]}), 0), None);
     }
 
     #[test]
