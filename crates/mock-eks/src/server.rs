@@ -590,13 +590,12 @@ impl MockEks {
             latency: Duration::ZERO,
             effect: None,
         };
-        let tools = &self.tools;
-        entry.tool = Some(
-            match tools.by_name.get(name).and_then(|&i| tools.names.get(i)) {
-                Some(shared) => Arc::clone(shared),
-                None => Arc::from(name),
-            },
-        );
+        // The tool's place in the set, looked up once for its journal name and its run.
+        let index = self.tools.by_name.get(name).copied();
+        entry.tool = Some(match index.and_then(|i| self.tools.names.get(i)) {
+            Some(shared) => Arc::clone(shared),
+            None => Arc::from(name),
+        });
         entry.arguments = Arguments::new(arguments);
         if !(arguments.is_object() || arguments.is_null()) {
             return plain(error_response(
@@ -621,8 +620,7 @@ impl MockEks {
                 effect: f.effect.clone(),
             };
         }
-        let tools = &self.tools;
-        let output = match tools.by_name.get(name).and_then(|&i| tools.tools.get(i)) {
+        let output = match index.and_then(|i| self.tools.tools.get(i)) {
             Some(tool) => self.world.call(tool, arguments, &self.flags),
             None => crate::world::ToolOutput::error(format!("Unknown tool: {name}")),
         };
