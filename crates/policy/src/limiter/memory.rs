@@ -1,11 +1,13 @@
 //! The in-memory counter store: sharded maps of timestamp rings.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as Slot;
 use smallvec::SmallVec;
 
 use super::{Acquire, CounterKey, CounterState, CounterStore, LimitSpec};
@@ -26,6 +28,31 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(spec: &LimitSpec) -> Entry {
+        Entry {
+            // Exactly `max` slots (capped so a huge max does not allocate up front).
+            ring: VecDeque::with_capacity((spec.max as usize).min(64)),
+            window: spec.window,
+        }
+    }
+
+    /// Counts one admitted call at `now`. Calls that have left the window are dropped as new
+    /// ones arrive, so a ring holds at most `max` calls and at most one window's worth.
+    fn take(&mut self, spec: &LimitSpec, now: Duration) {
+        self.window = spec.window;
+        while self
+            .ring
+            .front()
+            .is_some_and(|&t| Duration::from_nanos(t).saturating_add(spec.window) <= now)
+        {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(nanos(now));
+        while self.ring.len() > spec.max as usize {
+            self.ring.pop_front();
+        }
+    }
+
     fn newest(&self) -> Option<Duration> {
         self.ring.back().copied().map(Duration::from_nanos)
     }
@@ -39,9 +66,43 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// Seeded at random per shard: the scope values in the keys come from callers.
-    keys: HashMap<CounterKey, Entry, foldhash::fast::RandomState>,
+    /// Keyed by the store's `spread` hash of the key (seeded at random per store: the scope
+    /// values in the keys come from callers), the one hash that also picked this shard.
+    keys: HashTable<(CounterKey, Entry)>,
     ops: u32,
+}
+
+impl Shard {
+    fn get(&self, hash: u64, key: &CounterKey) -> Option<&Entry> {
+        self.keys.find(hash, |(k, _)| k == key).map(|(_, e)| e)
+    }
+
+    /// Counts one admitted call of `key` at `now`, adding the key if it is new.
+    fn take(
+        &mut self,
+        hash: u64,
+        key: &CounterKey,
+        spec: &LimitSpec,
+        now: Duration,
+        spread: &foldhash::fast::RandomState,
+    ) {
+        let slot = self
+            .keys
+            .entry(hash, |(k, _)| k == key, |(k, _)| spread.hash_one(k));
+        let entry = match slot {
+            Slot::Occupied(o) => &mut o.into_mut().1,
+            Slot::Vacant(v) => &mut v.insert((key.clone(), Entry::new(spec))).into_mut().1,
+        };
+        entry.take(spec, now);
+    }
+
+    /// Counts one acquire, and forgets the idle keys every [`SWEEP_EVERY`] of them.
+    fn tick(&mut self, now: Duration) {
+        self.ops = self.ops.wrapping_add(1);
+        if self.ops.is_multiple_of(SWEEP_EVERY) {
+            self.keys.retain(|(_, e)| !e.is_idle(now));
+        }
+    }
 }
 
 /// Strict sliding-window counters in memory, shared by every session of one gateway.
@@ -71,6 +132,31 @@ struct Verdict {
     in_window: usize,
     oldest: Option<Duration>,
     retry_at: Option<Duration>,
+}
+
+/// What one limit's counter reads after the call: `used` counts the call if it was admitted.
+fn state(
+    key: &CounterKey,
+    spec: &LimitSpec,
+    v: &Verdict,
+    admitted: bool,
+    now: Duration,
+) -> CounterState {
+    let counted = if admitted {
+        v.in_window + 1
+    } else {
+        v.in_window
+    };
+    CounterState {
+        counter: key.counter.clone(),
+        key: key.scope_value.clone(),
+        used: u32::try_from(counted).unwrap_or(u32::MAX),
+        max: spec.max,
+        window: spec.window,
+        oldest_leaves_at: v
+            .oldest
+            .or(admitted.then(|| now.saturating_add(spec.window))),
+    }
 }
 
 /// Judges one limit at `now`, which is already clamped to the store's high-water mark (so it
@@ -132,8 +218,11 @@ impl MemoryStore {
         Duration::from_nanos(previous.max(now))
     }
 
-    fn shard_of(&self, key: &CounterKey) -> usize {
-        (self.spread.hash_one(key) % self.shards.len() as u64) as usize
+    /// The shard of a key whose `spread` hash is `hash`. It takes the hash's middle bits:
+    /// the shard's table uses the low bits for the bucket and the top seven as the tag, so
+    /// the keys of one shard still spread over its whole table.
+    fn shard_of(&self, hash: u64) -> usize {
+        ((hash >> 32) % self.shards.len() as u64) as usize
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
@@ -159,7 +248,7 @@ impl MemoryStore {
     pub fn evict_idle(&self, now: Duration) {
         let now = self.advance(now);
         for i in 0..self.shards.len() {
-            self.lock(i).keys.retain(|_, e| !e.is_idle(now));
+            self.lock(i).keys.retain(|(_, e)| !e.is_idle(now));
         }
     }
 }
@@ -168,9 +257,16 @@ impl CounterStore for MemoryStore {
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire {
         let asked = now;
         let now = self.advance(now);
-        // Hash each key once; lock every shard involved in ascending order, so two acquires
-        // never deadlock.
-        let shard_of_limit: Few<usize> = limits.iter().map(|(k, _)| self.shard_of(k)).collect();
+        if let [(key, spec)] = limits {
+            return self.acquire_one(key, spec, asked, now, dry_run);
+        }
+        // Hash each key once, for its shard and its place in the shard's table; lock every
+        // shard involved in ascending order, so two acquires never deadlock.
+        let hashes: Few<u64> = limits
+            .iter()
+            .map(|(k, _)| self.spread.hash_one(k))
+            .collect();
+        let shard_of_limit: Few<usize> = hashes.iter().map(|&h| self.shard_of(h)).collect();
         let mut shard_ids = shard_of_limit.clone();
         shard_ids.sort_unstable();
         shard_ids.dedup();
@@ -187,7 +283,8 @@ impl CounterStore for MemoryStore {
         let verdicts: Few<Verdict> = limits
             .iter()
             .zip(&slots)
-            .map(|((key, spec), &slot)| judge(guards[slot].1.keys.get(key), spec, now))
+            .zip(&hashes)
+            .map(|(((key, spec), &slot), &hash)| judge(guards[slot].1.get(hash, key), spec, now))
             .collect();
         let refused_by: Vec<usize> = verdicts
             .iter()
@@ -199,51 +296,19 @@ impl CounterStore for MemoryStore {
         let take = admitted && !dry_run;
 
         let mut states = Vec::with_capacity(limits.len());
-        for (idx, (((key, spec), v), &slot)) in limits.iter().zip(&verdicts).zip(&slots).enumerate()
+        for (idx, (((key, spec), v), (&slot, &hash))) in limits
+            .iter()
+            .zip(&verdicts)
+            .zip(slots.iter().zip(&hashes))
+            .enumerate()
         {
-            let shard = &mut guards[slot].1;
             if take && first_of(idx) == Some(idx) {
-                let entry = shard.keys.entry(key.clone()).or_insert_with(|| Entry {
-                    // Exactly `max` slots (capped so a huge max does not allocate up front).
-                    ring: VecDeque::with_capacity((spec.max as usize).min(64)),
-                    window: spec.window,
-                });
-                entry.window = spec.window;
-                // Calls that have left the window are dropped as new ones arrive, so a ring
-                // holds at most `max` calls and at most one window's worth.
-                while entry
-                    .ring
-                    .front()
-                    .is_some_and(|&t| Duration::from_nanos(t).saturating_add(spec.window) <= now)
-                {
-                    entry.ring.pop_front();
-                }
-                entry.ring.push_back(nanos(now));
-                while entry.ring.len() > spec.max as usize {
-                    entry.ring.pop_front();
-                }
+                guards[slot].1.take(hash, key, spec, now, &self.spread);
             }
-            let counted = if admitted {
-                v.in_window + 1
-            } else {
-                v.in_window
-            };
-            states.push(CounterState {
-                counter: key.counter.clone(),
-                key: key.scope_value.clone(),
-                used: u32::try_from(counted).unwrap_or(u32::MAX),
-                max: spec.max,
-                window: spec.window,
-                oldest_leaves_at: v
-                    .oldest
-                    .or(admitted.then(|| now.saturating_add(spec.window))),
-            });
+            states.push(state(key, spec, v, admitted, now));
         }
         for (_, shard) in &mut guards {
-            shard.ops = shard.ops.wrapping_add(1);
-            if shard.ops % SWEEP_EVERY == 0 {
-                shard.keys.retain(|_, e| !e.is_idle(now));
-            }
+            shard.tick(now);
         }
         if admitted {
             Acquire::Admitted { states }
@@ -258,6 +323,38 @@ impl CounterStore for MemoryStore {
                 states,
                 refused_by,
             }
+        }
+    }
+}
+
+impl MemoryStore {
+    /// [`CounterStore::acquire`] of a call under one limit (most calls): one hash, one lock,
+    /// one look-up, and no scratch lists.
+    fn acquire_one(
+        &self,
+        key: &CounterKey,
+        spec: &LimitSpec,
+        asked: Duration,
+        now: Duration,
+        dry_run: bool,
+    ) -> Acquire {
+        let hash = self.spread.hash_one(key);
+        let mut shard = self.lock(self.shard_of(hash));
+        let verdict = judge(shard.get(hash, key), spec, now);
+        let admitted = verdict.retry_at.is_none();
+        if admitted && !dry_run {
+            shard.take(hash, key, spec, now, &self.spread);
+        }
+        shard.tick(now);
+        drop(shard);
+        let states = vec![state(key, spec, &verdict, admitted, now)];
+        match verdict.retry_at {
+            None => Acquire::Admitted { states },
+            Some(retry_at) => Acquire::Refused {
+                retry_after: retry_at.saturating_sub(asked),
+                states,
+                refused_by: vec![0],
+            },
         }
     }
 }
