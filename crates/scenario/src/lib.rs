@@ -1762,11 +1762,7 @@ pub fn describe_decision(texts: &mut DecisionTexts, tool: &str, d: &Decision) ->
 /// from the output itself.
 fn describe_output(id: u64, output: ToolOutput) -> Described {
     // A body that looks like a refusal's is read as the value path reads it.
-    if output
-        .structured
-        .as_ref()
-        .is_some_and(|s| s.get("tollgate").is_some())
-    {
+    if output.structured_has_key("tollgate") {
         return describe(&Reply::Direct { id, output }.into_value());
     }
     described_upstream(output.first_text(), output.is_error)

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value, json};
 use tollgate_catalog::{CatalogTool, ToolSource};
 
+use super::compact::Compact;
 use super::real::str_arg;
 use super::{
     BatchFx, BatchStatus, NodegroupFx, RoleFx, RunFx, RunStatus, StackFx, ToolOutput, World,
@@ -22,6 +23,28 @@ fn aws_error(code: &str, operation: &str, message: &str) -> ToolOutput {
 fn ok(world: &World, operation: &str, mut body: Value) -> ToolOutput {
     body["ResponseMetadata"] = json!({"RequestId": world.request_id(), "HTTPStatusCode": 200});
     ToolOutput::data(format!("{operation} succeeded"), body)
+}
+
+/// A body written with no tree, opened with its `ResponseMetadata` (which sorts before every
+/// lower-case key): the caller writes the other keys in order and closes it for [`ok_body`].
+fn body_start(world: &World) -> Compact {
+    let mut w = Compact::new();
+    w.open().key("ResponseMetadata").open();
+    w.key("HTTPStatusCode").u64(200);
+    w.key("RequestId").str(&world.request_id()).close();
+    w
+}
+
+/// [`ok`] of a body from [`body_start`].
+fn ok_body(operation: &str, body: Compact) -> ToolOutput {
+    ToolOutput::compact(format!("{operation} succeeded"), body)
+}
+
+/// [`ok`] of a body with no key but `ResponseMetadata`.
+fn ok_empty(world: &World, operation: &str) -> ToolOutput {
+    let mut w = body_start(world);
+    w.close();
+    ok_body(operation, w)
 }
 
 pub(crate) fn call(world: &mut World, tool: &CatalogTool, args: &Value) -> ToolOutput {
@@ -174,12 +197,23 @@ fn page_size(args: &Value) -> usize {
         .map_or(100, |n| usize::try_from(n.clamp(1, 100)).unwrap_or(100))
 }
 
-fn batch_json(b: &BatchFx) -> Value {
-    json!({"id": b.id, "name": b.name, "status": b.status.as_str(), "totalRuns": b.runs})
+/// A run batch's fields as the list and get calls show them, up to its run summary: `id`,
+/// `name` (in key order; `GetBatch` writes `runSummary` next).
+fn batch_head(w: &mut Compact, b: &BatchFx) {
+    w.key("id").str(&b.id).key("name").str(&b.name);
 }
 
-fn run_json(r: &RunFx) -> Value {
-    json!({"id": r.id, "name": r.name, "status": r.status.as_str(), "batchId": r.batch_id})
+/// A run batch's fields after its run summary: `status`, `totalRuns`.
+fn batch_tail(w: &mut Compact, b: &BatchFx) {
+    w.key("status").str(b.status.as_str());
+    w.key("totalRuns").u64(u64::from(b.runs));
+}
+
+/// A run, as an object (keys in order).
+fn run_json(w: &mut Compact, r: &RunFx) {
+    w.open().key("batchId").opt_str(r.batch_id.as_deref());
+    w.key("id").str(&r.id).key("name").str(&r.name);
+    w.key("status").str(r.status.as_str()).close();
 }
 
 fn not_found(op: &str, what: &str, id: &str) -> ToolOutput {
@@ -234,12 +268,11 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                     run.status = RunStatus::Cancelled;
                 }
             }
-            ok(world, op, json!({}))
+            ok_empty(world, op)
         }
         ("GetBatch", Some(i), _) => {
             let index = world.batch_runs();
             let b = &world.state.run_batches[i];
-            let mut body = batch_json(b);
             // Counted by state first: one key per state, not one allocation per run.
             let mut counts: Vec<(RunStatus, u64)> = Vec::new();
             for r in index
@@ -253,17 +286,25 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                     None => counts.push((r.status, 1)),
                 }
             }
-            let summary: Map<String, Value> = counts
-                .into_iter()
-                .map(|(s, n)| (s.as_str().to_ascii_lowercase(), json!(n)))
-                .collect();
-            body["runSummary"] = Value::Object(summary);
-            ok(world, op, body)
+            // The summary's keys in order, as its map would hold them.
+            counts.sort_unstable_by_key(|(s, _)| s.as_lower());
+            let mut w = body_start(world);
+            batch_head(&mut w, b);
+            w.key("runSummary").open();
+            for (s, n) in counts {
+                w.key(s.as_lower()).u64(n);
+            }
+            w.close();
+            batch_tail(&mut w, b);
+            w.close();
+            ok_body(op, w)
         }
         ("ListBatch", _, _) => {
             let status = str_arg(args, "status");
             let name = str_arg(args, "name");
-            let items: Vec<Value> = world
+            let mut w = body_start(world);
+            w.key("items").open_array();
+            for b in world
                 .state
                 .run_batches
                 .iter()
@@ -272,9 +313,14 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                         && name.is_none_or(|n| b.name == n)
                 })
                 .take(page_size(args))
-                .map(batch_json)
-                .collect();
-            ok(world, op, json!({"items": items}))
+            {
+                w.open();
+                batch_head(&mut w, b);
+                batch_tail(&mut w, b);
+                w.close();
+            }
+            w.close_array().close();
+            ok_body(op, w)
         }
         ("ListRunsInBatch", Some(_), _) => {
             let cancelled = world
@@ -283,22 +329,29 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 .iter()
                 .any(|b| b.id == batch_id && b.status == BatchStatus::Cancelled);
             let index = world.batch_runs();
-            let items: Vec<Value> = index
+            let mut w = body_start(world);
+            w.key("runs").open_array();
+            for r in index
                 .get(batch_id)
                 .map_or(&[][..], Vec::as_slice)
                 .iter()
                 .filter_map(|&r| world.state.runs.get(r))
                 .take(page_size(args))
-                .map(|r| {
-                    let submission = if cancelled && r.status == RunStatus::Cancelled {
-                        "CANCEL_SUCCESS"
-                    } else {
-                        "SUCCESS"
-                    };
-                    json!({"runId": r.id, "runSettingId": r.name, "submissionStatus": submission})
-                })
-                .collect();
-            ok(world, op, json!({"runs": items}))
+            {
+                let submission = if cancelled && r.status == RunStatus::Cancelled {
+                    "CANCEL_SUCCESS"
+                } else {
+                    "SUCCESS"
+                };
+                w.open()
+                    .key("runId")
+                    .str(&r.id)
+                    .key("runSettingId")
+                    .str(&r.name);
+                w.key("submissionStatus").str(submission).close();
+            }
+            w.close_array().close();
+            ok_body(op, w)
         }
         ("StartRunBatch", _, _) => {
             let n = world.state.run_batches.len() + 1;
@@ -349,12 +402,16 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             } else {
                 world.state.run_batches.remove(i);
             }
-            ok(world, op, json!({}))
+            ok_empty(world, op)
         }
         ("GetRun" | "CancelRun" | "DeleteRun", _, None) => not_found(op, "Run", run_id),
         ("GetRun", _, Some(i)) => {
-            let body = run_json(&world.state.runs[i]);
-            ok(world, op, body)
+            let mut w = body_start(world);
+            let r = &world.state.runs[i];
+            w.key("batchId").opt_str(r.batch_id.as_deref());
+            w.key("id").str(&r.id).key("name").str(&r.name);
+            w.key("status").str(r.status.as_str()).close();
+            ok_body(op, w)
         }
         ("CancelRun", _, Some(i)) => {
             let status = world.state.runs[i].status;
@@ -369,7 +426,7 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                 ));
             }
             world.state.runs[i].status = RunStatus::Cancelled;
-            ok(world, op, json!({}))
+            ok_empty(world, op)
         }
         ("DeleteRun", _, Some(i)) => {
             let status = world.state.runs[i].status;
@@ -382,14 +439,16 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             }
             world.state.runs.remove(i);
             world.runs_changed();
-            ok(world, op, json!({}))
+            ok_empty(world, op)
         }
         ("ListRuns", _, _) => {
             let status = str_arg(args, "status");
             let name = str_arg(args, "name");
             let batch = str_arg(args, "batchId");
             let limit = page_size(args);
-            let items: Vec<Value> = world
+            let mut w = body_start(world);
+            w.key("items").open_array();
+            for r in world
                 .state
                 .runs
                 .iter()
@@ -399,9 +458,11 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
                         && batch.is_none_or(|b| r.batch_id.as_deref() == Some(b))
                 })
                 .take(limit)
-                .map(run_json)
-                .collect();
-            ok(world, op, json!({"items": items}))
+            {
+                run_json(&mut w, r);
+            }
+            w.close_array().close();
+            ok_body(op, w)
         }
         _ => return None,
     };

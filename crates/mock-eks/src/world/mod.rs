@@ -15,6 +15,7 @@
 //!   extended operations that return log contents or credentials (`aws::is_sensitive`).
 
 mod aws;
+mod compact;
 mod pyjson;
 mod real;
 mod validate;
@@ -41,7 +42,9 @@ pub struct Flags {
 ///
 /// A data answer's body text is written when something reads it (its message, [`texts`],
 /// [`text`]), not when the answer is made: an in-process caller that reads only the summary
-/// (the scenario runner's direct path) never pays for it.
+/// (the scenario runner's direct path) never pays for it. The answers a replay makes most
+/// (HealthOmics batches and runs) keep their body as compact JSON text, written with no tree,
+/// with its size bounds counted as it was written.
 ///
 /// [`texts`]: ToolOutput::texts
 /// [`text`]: ToolOutput::text
@@ -50,15 +53,64 @@ pub struct ToolOutput {
     /// The texts written so far: the summary, and the body's text once it is written.
     content: Vec<String>,
     pub is_error: bool,
-    pub structured: Option<Value>,
-    /// The body's text is not in `content` yet: it is `pyjson::dumps(structured)`.
+    body: Option<Body>,
+    /// The body's text is not in `content` yet.
     body_unwritten: bool,
+}
+
+/// How deep a tool result's body sits in the message that carries it, for its size bounds
+/// (`result.structuredContent`, or the text of `result.content[1]`).
+const BODY_DEPTH: usize = 3;
+
+/// A data answer's JSON body.
+#[derive(Debug, Clone)]
+enum Body {
+    /// As a tree. A real tool's is written at once by [`World::call`], in its models' key order.
+    Tree(Value),
+    /// As compact JSON text with every object's keys in order, as serde_json writes a
+    /// [`Value`], and its bounds at [`BODY_DEPTH`] (see [`compact::Compact::finish`]).
+    Compact {
+        text: String,
+        bounds: Option<tollgate_mcp::TextBounds>,
+    },
+}
+
+impl Body {
+    fn value(&self) -> Value {
+        match self {
+            Body::Tree(v) => v.clone(),
+            // The text was written by serde_json, so it parses.
+            Body::Compact { text, .. } => serde_json::from_str(text).unwrap_or(Value::Null),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Body::Tree(v) => v,
+            c @ Body::Compact { .. } => c.value(),
+        }
+    }
+
+    /// `json.dumps` of the body, as Python writes it.
+    fn python_text(&self) -> String {
+        match self {
+            Body::Tree(v) => pyjson::dumps(v),
+            Body::Compact { text, .. } => pyjson::respace(text),
+        }
+    }
+
+    fn is_object(&self) -> bool {
+        match self {
+            Body::Tree(v) => v.is_object(),
+            Body::Compact { text, .. } => text.starts_with('{'),
+        }
+    }
 }
 
 impl PartialEq for ToolOutput {
     fn eq(&self, other: &ToolOutput) -> bool {
         self.is_error == other.is_error
-            && self.structured == other.structured
+            && self.structured() == other.structured()
             && self.all_texts() == other.all_texts()
     }
 }
@@ -68,16 +120,37 @@ impl ToolOutput {
         ToolOutput {
             content: vec![text.into()],
             is_error: true,
-            structured: None,
+            body: None,
             body_unwritten: false,
         }
     }
 
+    /// A real tool's data answer (see [`Body::Tree`]).
     pub(crate) fn data(summary: impl Into<String>, body: Value) -> Self {
         ToolOutput {
             content: vec![summary.into()],
             is_error: false,
-            structured: Some(body),
+            body: Some(Body::Tree(body)),
+            body_unwritten: true,
+        }
+    }
+
+    /// A data answer whose body was written by a [`compact::Compact`], its keys in order;
+    /// the tests check that order on every answer they make.
+    pub(crate) fn compact(summary: impl Into<String>, body: compact::Compact) -> Self {
+        let (body, bounds) = body.finish(BODY_DEPTH);
+        debug_assert_eq!(
+            serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string(&v).ok())
+                .as_deref(),
+            Some(body.as_str()),
+            "a body's text must be serde_json's of its value, keys in order"
+        );
+        ToolOutput {
+            content: vec![summary.into()],
+            is_error: false,
+            body: Some(Body::Compact { text: body, bounds }),
             body_unwritten: true,
         }
     }
@@ -87,6 +160,23 @@ impl ToolOutput {
         self.content.first().map_or("", String::as_str)
     }
 
+    /// `structuredContent`'s value: the body of an extended tool's data answer.
+    pub fn structured(&self) -> Option<Value> {
+        self.body.as_ref().map(Body::value)
+    }
+
+    /// Whether the body is an object with `key` among its own keys.
+    pub fn structured_has_key(&self, key: &str) -> bool {
+        match &self.body {
+            None => false,
+            Some(Body::Tree(v)) => v.get(key).is_some(),
+            // Only a body whose text holds the key as a string is read.
+            Some(b @ Body::Compact { text, .. }) => {
+                text.contains(key) && b.value().get(key).is_some()
+            }
+        }
+    }
+
     /// Every content item's text, the body's written first if it is not yet.
     pub fn texts(&mut self) -> &[String] {
         self.write_body();
@@ -94,11 +184,12 @@ impl ToolOutput {
     }
 
     /// An upper bound of the length of [`ToolOutput::into_result`]'s JSON text, without writing
-    /// the body (one walk of it bounds both its text item and `structuredContent`): `None` when
-    /// the body holds a floating-point number or nests too deep.
+    /// the body's Python text: `None` when the body holds a floating-point number or nests too
+    /// deep.
     pub fn result_text_bound(&self) -> Option<usize> {
-        let body = match &self.structured {
-            Some(s) => Some(tollgate_mcp::text_bounds(s, 3)?),
+        let body = match &self.body {
+            Some(Body::Tree(v)) => Some(tollgate_mcp::text_bounds(v, BODY_DEPTH)?),
+            Some(Body::Compact { bounds, .. }) => Some((*bounds)?),
             None => None,
         };
         let mut texts: usize = self.content.iter().map(String::len).sum();
@@ -108,7 +199,7 @@ impl ToolOutput {
         // Each text item's envelope at most 64 bytes (a data answer has two), its text escaped
         // at most six bytes per byte; `structuredContent` as an object's compact text.
         let mut bound = texts.saturating_mul(6).saturating_add(2 * 64);
-        if let (Some(s), Some(b)) = (&self.structured, body)
+        if let (Some(s), Some(b)) = (&self.body, body)
             && s.is_object()
         {
             bound = bound.saturating_add(b.compact + 64);
@@ -118,18 +209,18 @@ impl ToolOutput {
 
     fn write_body(&mut self) {
         if std::mem::take(&mut self.body_unwritten)
-            && let Some(body) = &self.structured
+            && let Some(body) = &self.body
         {
-            self.content.push(pyjson::dumps(body));
+            self.content.push(body.python_text());
         }
     }
 
     /// The texts, the body's included, without changing `self`.
     fn all_texts(&self) -> std::borrow::Cow<'_, [String]> {
-        match (&self.structured, self.body_unwritten) {
+        match (&self.body, self.body_unwritten) {
             (Some(body), true) => {
                 let mut all = self.content.clone();
-                all.push(pyjson::dumps(body));
+                all.push(body.python_text());
                 std::borrow::Cow::Owned(all)
             }
             _ => std::borrow::Cow::Borrowed(&self.content),
@@ -167,10 +258,10 @@ impl ToolOutput {
             ("content".to_owned(), Value::Array(content)),
             ("isError".to_owned(), Value::Bool(self.is_error)),
         ]);
-        if let Some(s) = self.structured
+        if let Some(s) = self.body
             && s.is_object()
         {
-            result.insert("structuredContent".to_owned(), s);
+            result.insert("structuredContent".to_owned(), s.into_value());
         }
         Value::Object(result)
     }
@@ -183,10 +274,10 @@ impl ToolOutput {
             .map(|t| serde_json::json!({"type": "text", "text": t}))
             .collect();
         let mut result = serde_json::json!({"content": content, "isError": self.is_error});
-        if let Some(s) = &self.structured
+        if let Some(s) = &self.body
             && s.is_object()
         {
-            result["structuredContent"] = s.clone();
+            result["structuredContent"] = s.value();
         }
         result
     }
@@ -417,6 +508,20 @@ impl RunStatus {
             RunStatus::Deleted => "DELETED",
             RunStatus::Cancelled => "CANCELLED",
             RunStatus::Failed => "FAILED",
+        }
+    }
+
+    /// [`RunStatus::as_str`] in lower case, as a batch's run summary counts it.
+    pub fn as_lower(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Starting => "starting",
+            RunStatus::Running => "running",
+            RunStatus::Stopping => "stopping",
+            RunStatus::Completed => "completed",
+            RunStatus::Deleted => "deleted",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Failed => "failed",
         }
     }
 
@@ -724,11 +829,14 @@ impl World {
             // The body as the real server writes it, its models' key order included; no
             // `structuredContent`, as the real server sends none.
             if out.body_unwritten
-                && let Some(body) = out.structured.take()
+                && let Some(body) = out.body.take()
             {
                 out.body_unwritten = false;
-                out.content
-                    .push(pyjson::dumps_ordered(&body, real::key_order(&tool.name)));
+                let text = match body {
+                    Body::Tree(v) => pyjson::dumps_ordered(&v, real::key_order(&tool.name)),
+                    Body::Compact { text, .. } => pyjson::respace(&text),
+                };
+                out.content.push(text);
             }
             return out;
         }

@@ -82,6 +82,45 @@ pub(crate) fn dumps(value: &Value) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// [`dumps`] of the value whose compact JSON text (as serde_json writes it, with the same
+/// escapes) is `compact`, written from the text: a space after every `,` and `:` outside
+/// strings, and every character beyond ASCII inside them as `\uXXXX`.
+pub(crate) fn respace(compact: &str) -> String {
+    let mut out = String::with_capacity(compact.len() + compact.len() / 4);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut units = [0u16; 2];
+    let mut digits = [0u8; 4];
+    for c in compact.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            } else if !c.is_ascii() {
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str("\\u");
+                    for (i, d) in digits.iter_mut().enumerate() {
+                        *d = b"0123456789abcdef"[usize::from((*unit >> (12 - 4 * i)) & 0xf)];
+                    }
+                    out.push_str(std::str::from_utf8(&digits).unwrap_or("0000"));
+                }
+                continue;
+            }
+            out.push(c);
+            continue;
+        }
+        out.push(c);
+        match c {
+            '"' => in_string = true,
+            ',' | ':' => out.push(' '),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// `json.dumps` of a Python object whose dictionaries were built in a known order: keys in
 /// `order` come first, in that order, the others after them alphabetically. The real server
 /// dumps pydantic models, whose keys follow their fields' declaration order; one list per tool
@@ -182,6 +221,25 @@ mod tests {
             proptest::prop_assert!(bound.is_some());
             proptest::prop_assert!(bound.unwrap().spaced >= dumps(&v).len());
         }
+    }
+
+    proptest::proptest! {
+        /// The Python text written from a value's compact text is the one written from the
+        /// value, floating-point numbers included.
+        #[test]
+        fn respace_of_the_compact_text_is_dumps(v in value_or_float()) {
+            let compact = serde_json::to_string(&v).unwrap();
+            proptest::prop_assert_eq!(super::respace(&compact), dumps(&v));
+        }
+    }
+
+    /// [`value`]'s, with floating-point numbers among the leaves.
+    fn value_or_float() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => value(),
+            1 => (value(), any::<f64>()).prop_map(|(v, f)| serde_json::json!([v, {"f": f}])),
+        ]
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn cancelling_a_run_batch_twice_fails_the_second_time() {
         json!({"batchId": "rb-0001"}),
         READ_ONLY,
     );
-    assert_eq!(get.structured.unwrap()["status"], "CANCELLED");
+    assert_eq!(get.structured().unwrap()["status"], "CANCELLED");
     let second = call(
         &mut w,
         "CancelAHORunBatch",
@@ -173,7 +173,7 @@ fn extended_writes_need_allow_write_and_arguments_are_validated() {
     );
     let out = call(&mut w, "ListEKSClusters", json!({}), READ_ONLY);
     assert_eq!(
-        out.structured.unwrap()["clusters"],
+        out.structured().unwrap()["clusters"],
         json!(["prod-eks", "staging-eks"])
     );
 }

@@ -1,0 +1,212 @@
+//! Compact JSON text written value by value, with no tree: the bodies of the answers a replay
+//! makes most (HealthOmics batches and runs). The writer counts, as it writes, what bounds the
+//! same body's Python-style text (a space after every `,` and `:`, `\uXXXX` beyond ASCII), so
+//! the body's size is known without reading it again.
+//!
+//! The caller writes every object's keys in order, as serde_json writes a `Value`'s;
+//! [`ToolOutput::compact`](super::ToolOutput::compact) checks that order in the tests.
+
+use tollgate_mcp::TextBounds;
+
+/// A body's compact JSON text being written.
+#[derive(Debug)]
+pub(crate) struct Compact {
+    text: String,
+    /// The `,` and `:` written outside strings.
+    separators: usize,
+    /// The bytes beyond ASCII written inside strings.
+    wide: usize,
+    depth: usize,
+    deepest: usize,
+    /// No value yet in the innermost object or array (no `,` before the next).
+    first: bool,
+    /// A key was just written (no `,` before its value).
+    after_key: bool,
+}
+
+impl Compact {
+    pub(crate) fn new() -> Compact {
+        Compact {
+            text: String::with_capacity(256),
+            separators: 0,
+            wide: 0,
+            depth: 0,
+            deepest: 0,
+            first: true,
+            after_key: false,
+        }
+    }
+
+    fn value_start(&mut self) {
+        if self.after_key {
+            self.after_key = false;
+        } else if !self.first {
+            self.text.push(',');
+            self.separators += 1;
+        }
+        self.first = false;
+    }
+
+    fn push_quoted(&mut self, s: &str) {
+        // Most strings need no escape and are ASCII: written whole.
+        if !s.is_ascii() {
+            self.wide += s.bytes().filter(|&b| b >= 0x80).count();
+        }
+        if s.bytes().any(|b| matches!(b, 0..=0x1f | b'"' | b'\\')) {
+            // serde_json's escapes, which the rest of the body's text uses.
+            let quoted = serde_json::to_string(s).unwrap_or_default();
+            self.text.push_str(&quoted);
+        } else {
+            self.text.push('"');
+            self.text.push_str(s);
+            self.text.push('"');
+        }
+    }
+
+    /// Opens an object as the next value.
+    pub(crate) fn open(&mut self) -> &mut Compact {
+        self.value_start();
+        self.text.push('{');
+        self.depth += 1;
+        self.deepest = self.deepest.max(self.depth);
+        self.first = true;
+        self
+    }
+
+    /// Opens an array as the next value.
+    pub(crate) fn open_array(&mut self) -> &mut Compact {
+        self.value_start();
+        self.text.push('[');
+        self.depth += 1;
+        self.deepest = self.deepest.max(self.depth);
+        self.first = true;
+        self
+    }
+
+    /// Closes the innermost object.
+    pub(crate) fn close(&mut self) -> &mut Compact {
+        self.text.push('}');
+        self.depth = self.depth.saturating_sub(1);
+        self.first = false;
+        self
+    }
+
+    /// Closes the innermost array.
+    pub(crate) fn close_array(&mut self) -> &mut Compact {
+        self.text.push(']');
+        self.depth = self.depth.saturating_sub(1);
+        self.first = false;
+        self
+    }
+
+    /// The next key of the innermost object: a name written in the code, which needs no
+    /// escape and is ASCII.
+    pub(crate) fn key(&mut self, key: &'static str) -> &mut Compact {
+        debug_assert!(
+            key.bytes()
+                .all(|b| b.is_ascii() && b >= 0x20 && b != b'"' && b != b'\\'),
+            "a key written with no escape: {key:?}"
+        );
+        self.value_start();
+        self.text.push('"');
+        self.text.push_str(key);
+        self.text.push('"');
+        self.text.push(':');
+        self.separators += 1;
+        self.after_key = true;
+        self
+    }
+
+    pub(crate) fn str(&mut self, value: &str) -> &mut Compact {
+        self.value_start();
+        self.push_quoted(value);
+        self
+    }
+
+    pub(crate) fn u64(&mut self, value: u64) -> &mut Compact {
+        self.value_start();
+        self.text.push_str(itoa::Buffer::new().format(value));
+        self
+    }
+
+    /// A string, or `null` for none.
+    pub(crate) fn opt_str(&mut self, value: Option<&str>) -> &mut Compact {
+        match value {
+            Some(v) => self.str(v),
+            None => {
+                self.value_start();
+                self.text.push_str("null");
+                self
+            }
+        }
+    }
+
+    /// The text, and the bounds [`tollgate_mcp::text_bounds`] gives its value nested `depth`
+    /// levels deep in a message: the compact length exactly, the spaced one from the counts
+    /// (`None` past the same sixty-four levels; the writer writes no floating-point number).
+    pub(crate) fn finish(self, depth: usize) -> (String, Option<TextBounds>) {
+        let bounds = (depth + self.deepest <= 64).then(|| TextBounds {
+            compact: self.text.len(),
+            spaced: self.text.len() + self.separators + 2 * self.wide,
+        });
+        (self.text, bounds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::Compact;
+
+    /// Writes `{"a": [s, n, null], "b": {"c": s}, "d": n}` with the writer.
+    fn written(s: &str, n: u64) -> Compact {
+        let mut w = Compact::new();
+        w.open()
+            .key("a")
+            .open_array()
+            .str(s)
+            .u64(n)
+            .opt_str(None)
+            .close_array();
+        w.key("b").open().key("c").str(s).close();
+        w.key("d").u64(n).close();
+        w
+    }
+
+    proptest! {
+        /// The writer's text is serde_json's of the same value, and its bounds hold the
+        /// Python-style text `dumps` writes of it.
+        #[test]
+        fn the_text_is_serde_jsons_and_the_spaced_bound_holds(
+            s in "[a-z\"\\\\\u{0}-\u{1f}\u{7f}éü€😀]{0,12}",
+            n in any::<u64>(),
+        ) {
+            let (text, bounds) = written(&s, n).finish(3);
+            let value = json!({"a": [s, n, null], "b": {"c": s}, "d": n});
+            prop_assert_eq!(&text, &serde_json::to_string(&value).unwrap());
+            let bounds = bounds.unwrap();
+            prop_assert_eq!(bounds.compact, text.len());
+            prop_assert!(bounds.spaced >= super::super::pyjson::dumps(&value).len());
+            prop_assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn too_deep_has_no_bounds() {
+        let mut w = Compact::new();
+        for _ in 0..62 {
+            w.open_array();
+        }
+        for _ in 0..62 {
+            w.close_array();
+        }
+        assert!(w.finish(2).1.is_some());
+        let mut w = Compact::new();
+        w.open_array().open_array().close_array().close_array();
+        assert!(w.finish(63).1.is_none());
+    }
+}
