@@ -31,7 +31,9 @@ fn body_start(world: &World) -> Compact {
     let mut w = Compact::new();
     w.open().key("ResponseMetadata").open();
     w.key("HTTPStatusCode").u64(200);
-    w.key("RequestId").str(&world.request_id()).close();
+    w.key("RequestId")
+        .plain_str(|out| world.push_request_id(out))
+        .close();
     w
 }
 

@@ -129,6 +129,23 @@ impl Compact {
         self
     }
 
+    /// A string that `write` writes to the text, which needs no escape and is ASCII (a
+    /// request id, from digits).
+    pub(crate) fn plain_str(&mut self, write: impl FnOnce(&mut String)) -> &mut Compact {
+        self.value_start();
+        self.text.push('"');
+        let start = self.text.len();
+        write(&mut self.text);
+        debug_assert!(
+            self.text.as_bytes()[start..]
+                .iter()
+                .all(|&b| b.is_ascii() && b >= 0x20 && b != b'"' && b != b'\\'),
+            "a plain string needs no escape"
+        );
+        self.text.push('"');
+        self
+    }
+
     /// A string, or `null` for none.
     pub(crate) fn opt_str(&mut self, value: Option<&str>) -> &mut Compact {
         match value {

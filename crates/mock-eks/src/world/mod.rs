@@ -881,14 +881,19 @@ impl World {
 
     /// A deterministic request id.
     pub(crate) fn request_id(&self) -> String {
-        // `mock-{:08}`, written from the integer's digits (one is made per answer).
+        let mut id = String::with_capacity(13);
+        self.push_request_id(&mut id);
+        id
+    }
+
+    /// Writes [`World::request_id`] to `out`: `mock-{:08}`, from the integer's digits (one is
+    /// made per answer).
+    pub(crate) fn push_request_id(&self, out: &mut String) {
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(self.tick);
-        let mut id = String::with_capacity(13);
-        id.push_str("mock-");
-        id.push_str(&"00000000"[digits.len().min(8)..]);
-        id.push_str(digits);
-        id
+        out.push_str("mock-");
+        out.push_str(&"00000000"[digits.len().min(8)..]);
+        out.push_str(digits);
     }
 }
 
