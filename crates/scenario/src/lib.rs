@@ -457,7 +457,7 @@ impl Entries {
 struct Written {
     transcript: String,
     /// Calls by decision (the keys are shared by the decisions' records).
-    totals: BTreeMap<Arc<str>, u64>,
+    totals: Vec<(Arc<str>, u64)>,
     decisions: Vec<CallDecision>,
     /// Expectations of written calls that did not hold, in transcript order.
     failures: Vec<String>,
@@ -1513,11 +1513,18 @@ impl Run {
             };
         }
         // The decision's name is kept once, in the totals, and shared by every call's record.
-        let decision: Arc<str> = match w.totals.get_key_value(&*decision) {
-            Some((k, _)) => Arc::clone(k),
-            None => Arc::from(&*decision),
+        // A run has a handful of decision kinds: a list, found by one short scan.
+        let decision: Arc<str> = match w.totals.iter_mut().find(|(k, _)| **k == *decision) {
+            Some((k, n)) => {
+                *n += 1;
+                Arc::clone(k)
+            }
+            None => {
+                let k: Arc<str> = Arc::from(&*decision);
+                w.totals.push((Arc::clone(&k), 1));
+                k
+            }
         };
-        *w.totals.entry(Arc::clone(&decision)).or_default() += 1;
         // Written piece by piece: a long replay writes this line for every call.
         let t = &mut w.transcript;
         push_instant(t, record.at);
@@ -1587,10 +1594,11 @@ impl Run {
         }
         let Written {
             mut transcript,
-            totals,
+            totals: counted,
             decisions,
             failures: per_call,
         } = std::mem::take(&mut self.written);
+        let totals: BTreeMap<Arc<str>, u64> = counted.into_iter().collect();
         // The run's own failures first, then each call's in the order of the transcript.
         self.failures.extend(per_call);
         let mut journal: BTreeMap<Arc<str>, u64> = BTreeMap::new();
