@@ -233,10 +233,13 @@ fn replicas_sharing_redis_never_admit_more_than_max_in_any_window() {
         (journaled, allowed, admitted.len()),
         (forwarded, forwarded, forwarded)
     );
-    // Three seconds at 5 per second, and each replica got some: they shared one budget.
+    // Three seconds at 5 per second over the three of them: one shared budget (three budgets
+    // of their own would have admitted about three times as many). Each replica decided calls
+    // of its own against that budget; which of them wins each admission is a race (under a
+    // loaded machine one can lose every one), so it is not asserted.
     assert!((10..=25).contains(&forwarded), "{forwarded}");
     for r in &replicas {
-        assert!(journal_count(&r.journal, "GetAHOBatch") > 0);
+        assert!(!decisions(&r.audit, "GetAHOBatch").is_empty());
     }
     // Strict: any MAX + 1 consecutive admissions span at least a whole window, so no interval
     // (t - window, t] holds more than MAX.
