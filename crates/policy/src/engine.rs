@@ -462,10 +462,12 @@ impl Engine {
                 ))
             })
         });
-        let decision = |kind, limits| Decision {
+        // Made once on every path, so it takes the rule and the reason (no reference count
+        // moves for them).
+        let decision = move |kind, limits| Decision {
             kind,
-            rule: rule_ref.clone(),
-            reason: reason.clone(),
+            rule: rule_ref,
+            reason,
             limits,
             store_unavailable: None,
         };
