@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         meta.class = Some(class);
     }
     let call = Call {
-        tool: args.tool.clone(),
+        tool: Arc::from(args.tool.as_str()),
         arguments: arguments.into(),
         grant: args.grant.into(),
         session: args.session.into(),
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.format {
         super::check::Format::Human => {
             write!(stdout, "{}", explanation.render())?;
-            if !known.is_empty() && !known.iter().any(|k| k.name == call.tool) {
+            if !known.is_empty() && !known.iter().any(|k| *k.name == *call.tool) {
                 writeln!(
                     stdout,
                     "note: `{}` is not in the catalogue; class selectors cannot match it",

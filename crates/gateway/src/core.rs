@@ -406,7 +406,8 @@ struct Listing {
 
 #[derive(Debug)]
 struct Pending {
-    tool: String,
+    /// The call's tool, shared with its policy `Call`; empty for the gateway's own requests.
+    tool: Arc<str>,
     audit_seq: Option<u64>,
     started: Duration,
     deadline: Duration,
@@ -745,7 +746,7 @@ impl SessionCore {
                     self.pending.insert(
                         id_key(id),
                         Pending {
-                            tool: String::new(),
+                            tool: Arc::from(""),
                             audit_seq: None,
                             started: now,
                             deadline: Duration::MAX,
@@ -816,7 +817,7 @@ impl SessionCore {
             Some(a @ Value::Object(_)) => a.take(),
             _ => Value::Object(Map::new()),
         };
-        match self.decide_call(&id, name, Arc::new(arguments), &info, batch, now) {
+        match self.decide_call(&id, Arc::from(name), Arc::new(arguments), &info, batch, now) {
             Called::Answer(v) => vec![v],
             Called::Refused { tool, decision } => vec![result_response(
                 &id,
@@ -846,7 +847,7 @@ impl SessionCore {
     fn decide_call(
         &mut self,
         id: &Value,
-        name: String,
+        name: Arc<str>,
         arguments: Arc<Value>,
         info: &ToolInfo,
         batch: Option<u64>,
@@ -861,7 +862,7 @@ impl SessionCore {
             session: Arc::clone(&self.session),
             meta,
         };
-        let name = call.tool.as_str();
+        let name = &*call.tool;
         let decision = engine.decide(&call, now);
         self.gateway
             .metrics
@@ -962,7 +963,7 @@ impl SessionCore {
     pub fn call_direct(
         &mut self,
         id: u64,
-        tool: &str,
+        tool: &Arc<str>,
         arguments: &Arc<Value>,
         message: impl FnOnce() -> Value,
         now: Duration,
@@ -970,7 +971,12 @@ impl SessionCore {
         if self.gateway.recorder.is_some() || !arguments.is_object() {
             return Direct::Declined;
         }
-        let Some(info) = self.advertised.as_ref().and_then(|a| a.get(tool)).cloned() else {
+        let Some(info) = self
+            .advertised
+            .as_ref()
+            .and_then(|a| a.get(&**tool))
+            .cloned()
+        else {
             return Direct::Declined;
         };
         if !tollgate_mcp::call_reparses_identically(tool, arguments, self.gateway.options.limits) {
@@ -980,7 +986,7 @@ impl SessionCore {
         let id_value = Value::from(id);
         match self.decide_call(
             &id_value,
-            tool.to_owned(),
+            Arc::clone(tool),
             Arc::clone(arguments),
             &info,
             None,
@@ -1030,7 +1036,7 @@ impl SessionCore {
     fn forward(
         &mut self,
         id: &Value,
-        name: &str,
+        name: &Arc<str>,
         seq: Option<u64>,
         batch: Option<u64>,
         now: Duration,
@@ -1039,13 +1045,13 @@ impl SessionCore {
             .gateway
             .options
             .tool_timeouts
-            .get(name)
+            .get(&**name)
             .copied()
             .unwrap_or(self.gateway.options.call_timeout);
         self.pending.insert(
             id_key(id),
             Pending {
-                tool: name.to_owned(),
+                tool: Arc::clone(name),
                 audit_seq: seq,
                 started: now,
                 deadline: now.saturating_add(timeout),
@@ -1092,7 +1098,7 @@ impl SessionCore {
             self.core_id,
             PendingApproval {
                 id: approval,
-                tool: r.call.tool.clone(),
+                tool: r.call.tool.to_string(),
                 arguments: r.redacted.clone(),
                 grant: self.grant.to_string(),
                 session: self.session.to_string(),
@@ -1858,7 +1864,7 @@ enum Called {
     /// The gateway answers the client itself (a refusal before or around the policy).
     Answer(Value),
     /// The policy refused it.
-    Refused { tool: String, decision: Decision },
+    Refused { tool: Arc<str>, decision: Decision },
     /// Admitted and pending: forward it with these (validated) arguments.
     Admitted { arguments: Arc<Value> },
     /// To be held for a human's approval.

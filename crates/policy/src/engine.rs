@@ -31,7 +31,8 @@ use crate::selector::{Tier, ToolMeta};
 /// One tool call as the gateway sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Call {
-    pub tool: String,
+    /// Shared with the caller (a replayed step's tool name is one string for all its calls).
+    pub tool: Arc<str>,
     /// Shared with the caller: deciding a call copies no arguments.
     pub arguments: Arc<Value>,
     /// The agent's credential, as the gateway mapped it.
@@ -394,7 +395,7 @@ impl Engine {
             })
             .collect();
         Explanation {
-            tool: call.tool.clone(),
+            tool: call.tool.to_string(),
             candidates,
             not_matching,
             branch,

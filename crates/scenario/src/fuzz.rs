@@ -576,7 +576,7 @@ fn check_session(
         let (grant, session_id) = AGENTS[agent];
         let predicted = ctx.offered.get(&tool).map(|listed| {
             let call = Call {
-                tool: tool.clone(),
+                tool: Arc::from(tool.as_str()),
                 arguments: args.clone().into(),
                 grant: grant.into(),
                 session: session_id.into(),
