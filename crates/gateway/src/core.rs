@@ -1017,12 +1017,14 @@ impl SessionCore {
     /// [`DirectAnswer::Declined`] (nothing happened) when the answer needs the value path.
     pub fn answer_direct(&mut self, id: u64, is_error: bool, now: Duration) -> DirectAnswer {
         let id_value = Value::from(id);
-        let key = id_key(&id_value);
-        if self.gateway.recorder.is_some() || self.handshake_ids.contains(&key) {
+        // The id's key (its JSON text, its digits) on the stack: looked up, not kept.
+        let mut digits = itoa::Buffer::new();
+        let key = digits.format(id);
+        if self.gateway.recorder.is_some() || self.handshake_ids.contains(key) {
             return DirectAnswer::Declined;
         }
         self.last_now = self.last_now.max(now);
-        match self.pending.remove(&key) {
+        match self.pending.remove(key) {
             Some(p) => self.settle_pending(&id_value, p, is_error, None, now),
             // A late answer to a call that already timed out: the client has its answer.
             None if self.is_expired_id(&id_value) => return DirectAnswer::Dropped,

@@ -817,7 +817,8 @@ impl Run {
                 };
                 match taken {
                     DirectAnswer::Client => {
-                        self.answer_with(&agent, Some(id_text(id)), now, || {
+                        let mut digits = itoa::Buffer::new();
+                        self.answer_with(&agent, Some(digits.format(id)), now, || {
                             describe_output(id, output)
                         });
                         return;
@@ -970,7 +971,7 @@ impl Run {
             return;
         }
         let id = v.get("id").filter(|id| !id.is_null()).map(Value::to_string);
-        self.answer_with(agent, id, now, || describe(&v));
+        self.answer_with(agent, id.as_deref(), now, || describe(&v));
     }
 
     /// Gives the answer to request `id` (its JSON text; `None` when it has none) to the call
@@ -978,12 +979,12 @@ impl Run {
     fn answer_with(
         &mut self,
         agent: &str,
-        id: Option<String>,
+        id: Option<&str>,
         now: Duration,
         described: impl FnOnce() -> Described,
     ) {
         let has_id = id.is_some();
-        let index = id.and_then(|id| self.open.get_mut(agent)?.remove(&id));
+        let index = id.and_then(|id| self.open.get_mut(agent)?.remove(id));
         let index = match index {
             Some(i) => {
                 if self.open_raw.get(agent) == Some(&i) {
