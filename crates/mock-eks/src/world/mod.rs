@@ -720,10 +720,10 @@ pub struct World {
 /// operations look a batch's runs up here instead of comparing every run's batch id (a scan
 /// of 400 runs was a tenth of a replay's time). Every change to `state.runs` that adds,
 /// removes or reorders runs calls [`World::runs_changed`].
-pub(crate) type BatchRuns = Arc<HashMap<String, Vec<usize>>>;
+pub(crate) type BatchRuns = Arc<HashMap<String, Vec<usize>, foldhash::quality::RandomState>>;
 
 fn index_batch_runs(runs: &[RunFx]) -> BatchRuns {
-    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut index: HashMap<String, Vec<usize>, _> = HashMap::default();
     for (i, r) in runs.iter().enumerate() {
         if let Some(b) = &r.batch_id {
             match index.get_mut(b) {
