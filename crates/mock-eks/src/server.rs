@@ -79,9 +79,9 @@ pub struct JournalEntry {
     /// A catalogued tool's name is shared by its entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<Arc<str>>,
-    /// The call's arguments as compact JSON text (a journal of a long replay holds one per
-    /// call: text is a tenth of the memory of a parsed object). [`JournalEntry::arguments_value`]
-    /// parses them.
+    /// The call's arguments: read from a message, as compact JSON text (a journal of a long
+    /// run holds one per call: text is a tenth of the memory of a parsed object); from an
+    /// in-process caller, shared with it. [`JournalEntry::arguments_value`] parses them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Arguments>,
     /// `result`, `is_error` (a tool error result), `error` (a JSON-RPC error) or `none`.
@@ -121,22 +121,36 @@ impl JournalEntry {
 }
 
 /// A call's arguments as the journal keeps them: compact JSON text, written out as JSON.
+/// A call's arguments as the journal keeps them, written out as JSON: the compact text of
+/// arguments read from a message, or the arguments an in-process caller shares with the
+/// journal ([`MockEks::call_direct`]: a replayed step's one value for all its calls).
 #[derive(Debug, Clone, Serialize)]
-#[serde(transparent)]
-pub struct Arguments(Box<serde_json::value::RawValue>);
+#[serde(untagged)]
+pub enum Arguments {
+    Text(Box<serde_json::value::RawValue>),
+    Shared(Arc<Value>),
+}
 
 impl Arguments {
     fn new(value: &Value) -> Option<Arguments> {
-        serde_json::value::to_raw_value(value).ok().map(Arguments)
+        serde_json::value::to_raw_value(value)
+            .ok()
+            .map(Arguments::Text)
     }
 
-    /// The text, e.g. `{"batchId":"rb-0001"}`.
-    pub fn text(&self) -> &str {
-        self.0.get()
+    /// The compact text, e.g. `{"batchId":"rb-0001"}`.
+    pub fn text(&self) -> Cow<'_, str> {
+        match self {
+            Arguments::Text(t) => Cow::Borrowed(t.get()),
+            Arguments::Shared(v) => Cow::Owned(v.to_string()),
+        }
     }
 
     pub fn value(&self) -> Value {
-        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+        match self {
+            Arguments::Text(t) => serde_json::from_str(t.get()).unwrap_or(Value::Null),
+            Arguments::Shared(v) => Value::clone(v),
+        }
     }
 }
 
@@ -565,6 +579,7 @@ impl MockEks {
         let arguments = params
             .and_then(|p| p.get("arguments"))
             .unwrap_or(&Value::Null);
+        entry.arguments = Arguments::new(arguments);
         let called = self.run_call(id, name, arguments, entry);
         Handled {
             response: Some(match called.answer {
@@ -577,7 +592,7 @@ impl MockEks {
     }
 
     /// A `tools/call` of `name` with `arguments`, after its message was read: journalled in
-    /// `entry`, faults applied, the tool run.
+    /// `entry` (which holds the arguments already), faults applied, the tool run.
     fn run_call(
         &mut self,
         id: &Value,
@@ -596,7 +611,6 @@ impl MockEks {
             Some(shared) => Arc::clone(shared),
             None => Arc::from(name),
         });
-        entry.arguments = Arguments::new(arguments);
         if !(arguments.is_object() || arguments.is_null()) {
             return plain(error_response(
                 Some(id),
@@ -647,7 +661,7 @@ impl MockEks {
         session: &str,
         id: u64,
         tool: &str,
-        arguments: &Value,
+        arguments: &Arc<Value>,
         now: Duration,
     ) -> Option<DirectHandled> {
         let version = self.sessions.get(session).and_then(|s| s.version)?;
@@ -665,7 +679,7 @@ impl MockEks {
             method: Cow::Borrowed("tools/call"),
             id: Some(id.clone()),
             tool: None,
-            arguments: None,
+            arguments: Some(Arguments::Shared(Arc::clone(arguments))),
             outcome: "none",
         };
         let handled = self.run_call(&id, tool, arguments, &mut entry);
