@@ -548,6 +548,37 @@ impl CallRecord {
     }
 }
 
+/// A delivery due at `at`, the `seq`th scheduled: the run's heap of them pops the earliest,
+/// and of those due at the same instant the first scheduled.
+#[derive(Debug)]
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    agent: String,
+    what: Delivery,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Scheduled) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Scheduled) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    /// Reversed, so the max-heap `BinaryHeap` pops the earliest.
+    fn cmp(&self, other: &Scheduled) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
 #[derive(Debug)]
 enum Delivery {
     Bytes(Vec<u8>),
@@ -597,7 +628,9 @@ struct Run {
     mock: MockEks,
     base: PathBuf,
     agents: BTreeMap<String, AgentState>,
-    deliveries: BTreeMap<(Duration, u64), (String, Delivery)>,
+    /// Answers on their way, by when they arrive (a heap: a long replay schedules and takes
+    /// one per forwarded call, and its storage is kept between them).
+    deliveries: std::collections::BinaryHeap<Scheduled>,
     next_seq: u64,
     next_id: u64,
     entries: Entries,
@@ -746,7 +779,7 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         mock,
         base: path,
         agents: BTreeMap::new(),
-        deliveries: BTreeMap::new(),
+        deliveries: std::collections::BinaryHeap::new(),
         next_seq: 0,
         next_id: 0,
         entries: Entries::default(),
@@ -762,7 +795,7 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
     // causes a bounded number of the others.
     let budget = (actions.remaining() + 16).saturating_mul(64);
     for _ in 0..budget {
-        let delivery = run.deliveries.keys().next().map(|k| k.0);
+        let delivery = run.deliveries.peek().map(|d| d.at);
         let deadline = run
             .agents
             .values()
@@ -792,12 +825,16 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
 impl Run {
     fn schedule(&mut self, agent: &str, at: Duration, what: Delivery) {
         self.next_seq += 1;
-        self.deliveries
-            .insert((at, self.next_seq), (agent.to_owned(), what));
+        self.deliveries.push(Scheduled {
+            at,
+            seq: self.next_seq,
+            agent: agent.to_owned(),
+            what,
+        });
     }
 
     fn deliver(&mut self, now: Duration) {
-        let Some((_, (agent, what))) = self.deliveries.pop_first() else {
+        let Some(Scheduled { agent, what, .. }) = self.deliveries.pop() else {
             return;
         };
         let Some(state) = self.agents.get_mut(&agent) else {
