@@ -707,14 +707,19 @@ pub struct World {
     pub(crate) tick: u64,
     /// Compiled argument schemas by tool name, built on first use and shared with the worlds
     /// [`World::restarted`] makes (a schema compiles in tens of microseconds).
-    validators:
-        Arc<Mutex<HashMap<String, Arc<validate::ArgValidator>, foldhash::quality::RandomState>>>,
+    validators: Arc<Mutex<Validators>>,
+    /// The validators this world has used, taken from `validators` once each: a call finds
+    /// its tool's here with no lock and no reference count.
+    used_validators:
+        hashbrown::HashMap<String, Arc<validate::ArgValidator>, foldhash::quality::RandomState>,
     /// The batch index of `start` (shared with the worlds [`World::restarted`] makes).
     start_batch_runs: BatchRuns,
     /// The batch index of the current state: `None` after a run was added or removed, until
     /// the next lookup rebuilds it.
     batch_runs: Option<BatchRuns>,
 }
+
+type Validators = HashMap<String, Arc<validate::ArgValidator>, foldhash::quality::RandomState>;
 
 /// Which runs (indices into `state.runs`, in order) belong to each batch: the batch
 /// operations look a batch's runs up here instead of comparing every run's batch id (a scan
@@ -771,6 +776,7 @@ impl World {
             start,
             tick: 0,
             validators: Arc::default(),
+            used_validators: hashbrown::HashMap::default(),
             batch_runs: Some(Arc::clone(&start_batch_runs)),
             start_batch_runs,
         }
@@ -784,6 +790,7 @@ impl World {
             start: Arc::clone(&self.start),
             tick: 0,
             validators: Arc::clone(&self.validators),
+            used_validators: hashbrown::HashMap::default(),
             start_batch_runs: Arc::clone(&self.start_batch_runs),
             batch_runs: Some(Arc::clone(&self.start_batch_runs)),
         }
@@ -840,22 +847,21 @@ impl World {
             }
             return out;
         }
+        // The name is copied only the first time (this runs on every call).
         let validator =
-            {
-                // A poisoned lock only means another thread panicked while compiling; the map
-                // itself is still whole.
-                let mut cache = self
-                    .validators
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match cache.get(&tool.name) {
-                    Some(v) => Arc::clone(v),
-                    // The name is copied only the first time (this runs on every call).
-                    None => Arc::clone(cache.entry(tool.name.clone()).or_insert_with(|| {
+            self.used_validators
+                .entry_ref(tool.name.as_str())
+                .or_insert_with(|| {
+                    // A poisoned lock only means another thread panicked while compiling; the map
+                    // itself is still whole.
+                    let mut cache = self
+                        .validators
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    Arc::clone(cache.entry(tool.name.clone()).or_insert_with(|| {
                         Arc::new(validate::ArgValidator::new(&tool.input_schema))
-                    })),
-                }
-            };
+                    }))
+                });
         if let Some(message) = validator.errors(&tool.name, args) {
             return ToolOutput::error(message);
         }
