@@ -485,7 +485,8 @@ impl Engine {
         let mut states = Vec::new();
         let mut failed_open = None;
         if !body.limits.is_empty() {
-            let keys: Vec<(CounterKey, LimitSpec)> = body
+            // On the stack: a rule has a limit or two.
+            let keys: smallvec::SmallVec<[(CounterKey, LimitSpec); 2]> = body
                 .limits
                 .iter()
                 .map(|l| {
