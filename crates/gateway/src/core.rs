@@ -18,7 +18,7 @@
 //! `notifications/cancelled` upstream; when the upstream goes away every pending call gets an
 //! error result.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -392,8 +392,9 @@ fn ms(d: Duration) -> u64 {
 /// What the upstream said about one tool in `tools/list`.
 #[derive(Debug, Clone, Default)]
 struct ToolInfo {
-    /// Shared: every call of the tool copies its `ToolInfo` out of the session's list.
-    annotations: Arc<[Annotation]>,
+    /// Shared: every call of the tool copies its `ToolInfo` out of the session's list, and
+    /// gives the set to its policy `ToolMeta`.
+    annotations: Arc<BTreeSet<Annotation>>,
 }
 
 #[derive(Debug)]
@@ -1785,7 +1786,7 @@ fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool {
         class: tollgate_catalog::Catalog::embedded()
             .get(name)
             .map(|c| policy_class(c.class)),
-        annotations: info.annotations.iter().copied().collect(),
+        annotations: Arc::clone(&info.annotations),
     };
     !policy.always_denies(name, &meta)
 }
@@ -1814,7 +1815,7 @@ fn meta_of(name: &str, arguments: &Value, info: &ToolInfo) -> ToolMeta {
         .map(|t| policy_class(t.class_for(arguments)));
     ToolMeta {
         class,
-        annotations: info.annotations.iter().copied().collect(),
+        annotations: Arc::clone(&info.annotations),
     }
 }
 
@@ -1850,7 +1851,7 @@ fn tool_info(t: &Value) -> ToolInfo {
         annotations.push(Annotation::OpenWorld);
     }
     ToolInfo {
-        annotations: annotations.into(),
+        annotations: Arc::new(annotations.into_iter().collect()),
     }
 }
 

@@ -25,7 +25,7 @@ impl KnownTool {
             name: name.into(),
             meta: ToolMeta {
                 class,
-                annotations: annotations.iter().copied().collect(),
+                annotations: std::sync::Arc::new(annotations.iter().copied().collect()),
             },
         }
     }

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,8 +114,9 @@ impl fmt::Display for Annotation {
 pub struct ToolMeta {
     /// The catalogue's risk class, when the tool is in it.
     pub class: Option<RiskClass>,
-    /// The annotation hints that are true for the tool.
-    pub annotations: BTreeSet<Annotation>,
+    /// The annotation hints that are true for the tool: shared (the gateway makes the set once
+    /// per listed tool, not once per call).
+    pub annotations: Arc<BTreeSet<Annotation>>,
 }
 
 /// A parsed selector.

@@ -32,7 +32,7 @@ fn call(tool: &str, arguments: Value) -> Call {
 fn with_meta(mut c: Call, class: Option<RiskClass>, annotations: &[Annotation]) -> Call {
     c.meta = ToolMeta {
         class,
-        annotations: annotations.iter().copied().collect(),
+        annotations: std::sync::Arc::new(annotations.iter().copied().collect()),
     };
     c
 }
