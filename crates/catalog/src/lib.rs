@@ -80,6 +80,10 @@ impl CatalogTool {
     /// The class of one call: the class of its `operation` for tools that have per-operation
     /// classes, the tool's (worst-case) class otherwise or for an unknown operation.
     pub fn class_for(&self, arguments: &serde_json::Value) -> RiskClass {
+        // Most tools have one class whatever their arguments: no look-up.
+        if self.operation_classes.is_empty() {
+            return self.class;
+        }
         arguments
             .get("operation")
             .and_then(serde_json::Value::as_str)
