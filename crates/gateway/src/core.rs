@@ -390,11 +390,13 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// What the upstream said about one tool in `tools/list`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct ToolInfo {
     /// Shared: every call of the tool copies its `ToolInfo` out of the session's list, and
     /// gives the set to its policy `ToolMeta`.
     annotations: Arc<BTreeSet<Annotation>>,
+    /// The tool's catalogue entry, looked up once when it is listed.
+    catalogued: Option<&'static tollgate_catalog::CatalogTool>,
 }
 
 #[derive(Debug)]
@@ -855,7 +857,7 @@ impl SessionCore {
         now: Duration,
     ) -> Called {
         let engine = self.gateway.engine();
-        let meta = meta_of(&name, &arguments, info);
+        let meta = meta_of(&arguments, info);
         let call = Call {
             tool: name,
             arguments,
@@ -1809,9 +1811,9 @@ fn is_internal(v: &Value) -> bool {
 
 /// What the policy engine knows of a call's tool: its class for these arguments (from the
 /// catalogue) and the annotations the upstream advertised.
-fn meta_of(name: &str, arguments: &Value, info: &ToolInfo) -> ToolMeta {
-    let class = tollgate_catalog::Catalog::embedded()
-        .get(name)
+fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
+    let class = info
+        .catalogued
         .map(|t| policy_class(t.class_for(arguments)));
     ToolMeta {
         class,
@@ -1823,11 +1825,7 @@ fn meta_of(name: &str, arguments: &Value, info: &ToolInfo) -> ToolMeta {
 /// an upstream's `tools/list` answer) with `arguments`: for tools that check a policy the way
 /// the gateway does (the fuzzer's reference model).
 pub fn call_meta(listed: &Value, arguments: &Value) -> ToolMeta {
-    let name = listed
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    meta_of(name, arguments, &tool_info(listed))
+    meta_of(arguments, &tool_info(listed))
 }
 
 fn tool_info(t: &Value) -> ToolInfo {
@@ -1852,6 +1850,10 @@ fn tool_info(t: &Value) -> ToolInfo {
     }
     ToolInfo {
         annotations: Arc::new(annotations.into_iter().collect()),
+        catalogued: t
+            .get("name")
+            .and_then(Value::as_str)
+            .and_then(|name| tollgate_catalog::Catalog::embedded().get(name)),
     }
 }
 
