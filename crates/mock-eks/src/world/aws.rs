@@ -22,7 +22,7 @@ fn aws_error(code: &str, operation: &str, message: &str) -> ToolOutput {
 
 fn ok(world: &World, operation: &str, mut body: Value) -> ToolOutput {
     body["ResponseMetadata"] = json!({"RequestId": world.request_id(), "HTTPStatusCode": 200});
-    ToolOutput::data(format!("{operation} succeeded"), body)
+    ToolOutput::data(succeeded(operation), body)
 }
 
 /// A body written with no tree, opened with its `ResponseMetadata` (which sorts before every
@@ -39,7 +39,12 @@ fn body_start(world: &World) -> Compact {
 
 /// [`ok`] of a body from [`body_start`].
 fn ok_body(operation: &str, body: Compact) -> ToolOutput {
-    ToolOutput::compact(format!("{operation} succeeded"), body)
+    ToolOutput::compact(succeeded(operation), body)
+}
+
+/// A data answer's summary line, `{operation} succeeded` (one per answer: no formatter).
+fn succeeded(operation: &str) -> String {
+    [operation, " succeeded"].concat()
 }
 
 /// [`ok`] of a body with no key but `ResponseMetadata`.
