@@ -281,25 +281,23 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             let index = world.batch_runs();
             let b = &world.state.run_batches[i];
             // Counted by state first: one key per state, not one allocation per run.
-            let mut counts: Vec<(RunStatus, u64)> = Vec::new();
+            let mut counts = [0u64; RunStatus::BY_LOWER_NAME.len()];
             for r in index
                 .get(&b.id)
                 .map_or(&[][..], Vec::as_slice)
                 .iter()
                 .filter_map(|&r| world.state.runs.get(r))
             {
-                match counts.iter_mut().find(|(s, _)| *s == r.status) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((r.status, 1)),
-                }
+                counts[r.status as usize] += 1;
             }
-            // The summary's keys in order, as its map would hold them.
-            counts.sort_unstable_by_key(|(s, _)| s.as_lower());
             let mut w = body_start(world);
             batch_head(&mut w, b);
+            // The states that have runs, in key order, as the summary's map would hold them.
             w.key("runSummary").open();
-            for (s, n) in counts {
-                w.key(s.as_lower()).u64(n);
+            for s in RunStatus::BY_LOWER_NAME {
+                if counts[s as usize] > 0 {
+                    w.key(s.as_lower()).u64(counts[s as usize]);
+                }
             }
             w.close();
             batch_tail(&mut w, b);

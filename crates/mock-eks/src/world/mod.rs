@@ -511,6 +511,18 @@ impl RunStatus {
         }
     }
 
+    /// Every state, in the order of [`RunStatus::as_lower`].
+    pub const BY_LOWER_NAME: [RunStatus; 8] = [
+        RunStatus::Cancelled,
+        RunStatus::Completed,
+        RunStatus::Deleted,
+        RunStatus::Failed,
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Starting,
+        RunStatus::Stopping,
+    ];
+
     /// [`RunStatus::as_str`] in lower case, as a batch's run summary counts it.
     pub fn as_lower(self) -> &'static str {
         match self {

@@ -852,3 +852,19 @@ fn request_ids_are_zero_padded_to_eight_digits() {
         assert_eq!(w.request_id(), format!("mock-{tick:08}"));
     }
 }
+
+/// `RunStatus::BY_LOWER_NAME` holds every state once, in the order of their lower-case names
+/// (a batch's run summary is written in that order, and counted by the states' indices).
+#[test]
+fn run_states_by_lower_name_are_every_state_in_order() {
+    use crate::world::RunStatus;
+    let all = RunStatus::BY_LOWER_NAME;
+    for (i, s) in all.iter().enumerate() {
+        assert!((*s as usize) < all.len(), "{s:?}");
+        assert_eq!(all.iter().filter(|t| *t == s).count(), 1, "{s:?}");
+        if i > 0 {
+            assert!(all[i - 1].as_lower() < s.as_lower(), "{s:?}");
+        }
+        assert_eq!(s.as_lower(), s.as_str().to_ascii_lowercase());
+    }
+}
