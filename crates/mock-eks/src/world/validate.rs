@@ -513,6 +513,10 @@ impl ArgValidator {
     /// Every failing check as `$.path: message`, or `None` when the arguments are valid.
     pub(crate) fn errors(&self, tool: &str, args: &Value) -> Option<String> {
         let validator = self.validator.as_ref()?;
+        // Most calls are valid: checked without collecting errors first.
+        if validator.is_valid(args) {
+            return None;
+        }
         let errors: Vec<String> = validator
             .iter_errors(args)
             .take(10)
