@@ -554,7 +554,7 @@ impl CallRecord {
 struct Scheduled {
     at: Duration,
     seq: u64,
-    agent: String,
+    agent: Arc<str>,
     what: Delivery,
 }
 
@@ -627,7 +627,8 @@ struct Run {
     gateway: Arc<Gateway>,
     mock: MockEks,
     base: PathBuf,
-    agents: BTreeMap<String, AgentState>,
+    /// By name; the names are shared with the deliveries on their way to them.
+    agents: BTreeMap<Arc<str>, AgentState>,
     /// Answers on their way, by when they arrive (a heap: a long replay schedules and takes
     /// one per forwarded call, and its storage is kept between them).
     deliveries: std::collections::BinaryHeap<Scheduled>,
@@ -825,10 +826,14 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
 impl Run {
     fn schedule(&mut self, agent: &str, at: Duration, what: Delivery) {
         self.next_seq += 1;
+        let agent = match self.agents.get_key_value(agent) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(agent),
+        };
         self.deliveries.push(Scheduled {
             at,
             seq: self.next_seq,
-            agent: agent.to_owned(),
+            agent,
             what,
         });
     }
@@ -901,14 +906,14 @@ impl Run {
     }
 
     fn tick(&mut self, now: Duration) {
-        let due: Vec<String> = self
+        let due: Vec<Arc<str>> = self
             .agents
             .iter()
             .filter(|(_, a)| a.core.next_deadline().is_some_and(|d| d <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for agent in due {
-            if let Some(state) = self.agents.get_mut(&agent) {
+            if let Some(state) = self.agents.get_mut(&*agent) {
                 let outs = state.core.tick(now);
                 self.route(&agent, outs, now);
             }
@@ -1166,7 +1171,7 @@ impl Run {
         let core = self.gateway.session(&spec.grant, &session);
         let initialize = initialize_request(agent, protocol);
         self.agents.insert(
-            agent.to_owned(),
+            Arc::from(agent),
             AgentState {
                 core,
                 session,
