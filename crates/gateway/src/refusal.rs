@@ -170,9 +170,15 @@ fn same_prefix(last: &Decision, d: &Decision) -> bool {
         (&s.counter, s.max, s.window, &s.key)
     }
     let full = |s: &&tollgate_policy::CounterState| s.used >= s.max;
-    last.rule.selector == d.rule.selector
-        && last.rule.pointer == d.rule.pointer
-        && last.reason == d.reason
+    // The same rule's decisions share its texts: equal at a glance, without comparing them.
+    let same =
+        |a: &std::sync::Arc<str>, b: &std::sync::Arc<str>| std::sync::Arc::ptr_eq(a, b) || a == b;
+    same(&last.rule.selector, &d.rule.selector)
+        && same(&last.rule.pointer, &d.rule.pointer)
+        && match (&last.reason, &d.reason) {
+            (Some(a), Some(b)) => same(a, b),
+            (a, b) => a == b,
+        }
         && last
             .limits
             .iter()
