@@ -8,6 +8,19 @@
 
 use tollgate_mcp::TextBounds;
 
+/// The bytes a JSON string must escape: the control characters, `"` and `\\`.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// A body's compact JSON text being written.
 #[derive(Debug)]
 pub(crate) struct Compact {
@@ -52,7 +65,7 @@ impl Compact {
         if !s.is_ascii() {
             self.wide += s.bytes().filter(|&b| b >= 0x80).count();
         }
-        if s.bytes().any(|b| matches!(b, 0..=0x1f | b'"' | b'\\')) {
+        if s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
             // serde_json's escapes, which the rest of the body's text uses.
             let quoted = serde_json::to_string(s).unwrap_or_default();
             self.text.push_str(&quoted);
