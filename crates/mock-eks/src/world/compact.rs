@@ -76,40 +76,42 @@ impl Compact {
         }
     }
 
-    /// Opens an object as the next value.
-    pub(crate) fn open(&mut self) -> &mut Compact {
+    /// Opens an object (`{`) or an array (`[`) as the next value.
+    fn open_with(&mut self, bracket: char) -> &mut Compact {
         self.value_start();
-        self.text.push('{');
+        self.text.push(bracket);
         self.depth += 1;
         self.deepest = self.deepest.max(self.depth);
         self.first = true;
         self
+    }
+
+    /// Closes the innermost object (`}`) or array (`]`).
+    fn close_with(&mut self, bracket: char) -> &mut Compact {
+        self.text.push(bracket);
+        self.depth = self.depth.saturating_sub(1);
+        self.first = false;
+        self
+    }
+
+    /// Opens an object as the next value.
+    pub(crate) fn open(&mut self) -> &mut Compact {
+        self.open_with('{')
     }
 
     /// Opens an array as the next value.
     pub(crate) fn open_array(&mut self) -> &mut Compact {
-        self.value_start();
-        self.text.push('[');
-        self.depth += 1;
-        self.deepest = self.deepest.max(self.depth);
-        self.first = true;
-        self
+        self.open_with('[')
     }
 
     /// Closes the innermost object.
     pub(crate) fn close(&mut self) -> &mut Compact {
-        self.text.push('}');
-        self.depth = self.depth.saturating_sub(1);
-        self.first = false;
-        self
+        self.close_with('}')
     }
 
     /// Closes the innermost array.
     pub(crate) fn close_array(&mut self) -> &mut Compact {
-        self.text.push(']');
-        self.depth = self.depth.saturating_sub(1);
-        self.first = false;
-        self
+        self.close_with(']')
     }
 
     /// The next key of the innermost object: a name written in the code, which needs no
