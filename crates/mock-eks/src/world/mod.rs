@@ -125,7 +125,8 @@ impl ToolOutput {
         }
     }
 
-    /// A real tool's data answer (see [`Body::Tree`]).
+    /// A data answer whose body is a tree (see [`Body::Tree`]): a real tool's, or an extended
+    /// tool's not written by a [`compact::Compact`].
     pub(crate) fn data(summary: impl Into<String>, body: Value) -> Self {
         ToolOutput {
             content: vec![summary.into()],
