@@ -278,30 +278,33 @@ fn omics(world: &mut World, op: &str, args: &Value) -> Option<ToolOutput> {
             ok_empty(world, op)
         }
         ("GetBatch", Some(i), _) => {
-            let index = world.batch_runs();
-            let b = &world.state.run_batches[i];
-            // Counted by state first: one key per state, not one allocation per run.
-            let mut counts = [0u64; RunStatus::BY_LOWER_NAME.len()];
-            for r in index
-                .get(&b.id)
-                .map_or(&[][..], Vec::as_slice)
-                .iter()
-                .filter_map(|&r| world.state.runs.get(r))
-            {
-                counts[r.status as usize] += 1;
-            }
             let mut w = body_start(world);
-            batch_head(&mut w, b);
-            // The states that have runs, in key order, as the summary's map would hold them.
-            w.key("runSummary").open();
-            for s in RunStatus::BY_LOWER_NAME {
-                if counts[s as usize] > 0 {
-                    w.key(s.as_lower()).u64(counts[s as usize]);
+            // A polled batch is written once until the state changes.
+            world.cached_tail(&mut w, ("GetBatch", i), |world, w| {
+                let index = world.batch_runs();
+                let b = &world.state.run_batches[i];
+                // Counted by state first: one key per state, not one allocation per run.
+                let mut counts = [0u64; RunStatus::BY_LOWER_NAME.len()];
+                for r in index
+                    .get(&b.id)
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .filter_map(|&r| world.state.runs.get(r))
+                {
+                    counts[r.status as usize] += 1;
                 }
-            }
-            w.close();
-            batch_tail(&mut w, b);
-            w.close();
+                batch_head(w, b);
+                // The states that have runs, in key order, as the summary's map would hold them.
+                w.key("runSummary").open();
+                for s in RunStatus::BY_LOWER_NAME {
+                    if counts[s as usize] > 0 {
+                        w.key(s.as_lower()).u64(counts[s as usize]);
+                    }
+                }
+                w.close();
+                batch_tail(w, b);
+                w.close();
+            });
             ok_body(op, w)
         }
         ("ListBatch", _, _) => {

@@ -21,6 +21,27 @@ static NEEDS_ESCAPE: [bool; 256] = {
     table
 };
 
+/// A place in a body's text, from [`Compact::mark`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    len: usize,
+    separators: usize,
+    wide: usize,
+}
+
+/// Text written after a [`Mark`], from [`Compact::tail_since`]: its counts, and the writer's
+/// state after it (its depths are the whole body's, as the text before the mark is the same).
+#[derive(Debug, Clone)]
+pub(crate) struct Tail {
+    text: Box<str>,
+    separators: usize,
+    wide: usize,
+    depth: usize,
+    deepest: usize,
+    first: bool,
+    after_key: bool,
+}
+
 /// A body's compact JSON text being written.
 #[derive(Debug)]
 pub(crate) struct Compact {
@@ -171,6 +192,40 @@ impl Compact {
                 self
             }
         }
+    }
+
+    /// Where the writer is, for [`Compact::tail_since`].
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            len: self.text.len(),
+            separators: self.separators,
+            wide: self.wide,
+        }
+    }
+
+    /// What was written since `mark`, with what it counted and where it left the writer, for
+    /// [`Compact::append`] to write again after the same text before the mark.
+    pub(crate) fn tail_since(&self, mark: Mark) -> Tail {
+        Tail {
+            text: self.text[mark.len..].into(),
+            separators: self.separators - mark.separators,
+            wide: self.wide - mark.wide,
+            depth: self.depth,
+            deepest: self.deepest,
+            first: self.first,
+            after_key: self.after_key,
+        }
+    }
+
+    /// Writes `tail` again, as the writer wrote it after the same text.
+    pub(crate) fn append(&mut self, tail: &Tail) {
+        self.text.push_str(&tail.text);
+        self.separators += tail.separators;
+        self.wide += tail.wide;
+        self.depth = tail.depth;
+        self.deepest = self.deepest.max(tail.deepest);
+        self.first = tail.first;
+        self.after_key = tail.after_key;
     }
 
     /// The text, and the bounds [`tollgate_mcp::text_bounds`] gives its value nested `depth`

@@ -693,20 +693,40 @@ impl Fixture {
 }
 
 /// A fixture shared until first written (copy on write): a world that only reads never copies
-/// it, and [`World::restarted`] costs a reference count.
+/// it, and [`World::restarted`] costs a reference count. It counts the times it was borrowed
+/// to be written (every change goes through [`DerefMut`](std::ops::DerefMut)), so what was
+/// written from it can be kept until it changes.
 #[derive(Debug, Clone)]
-pub(crate) struct Shared(Arc<Fixture>);
+pub(crate) struct Shared {
+    fixture: Arc<Fixture>,
+    generation: u64,
+}
+
+impl Shared {
+    fn new(fixture: &Arc<Fixture>) -> Shared {
+        Shared {
+            fixture: Arc::clone(fixture),
+            generation: 0,
+        }
+    }
+
+    /// How many times the state was borrowed to be written: equal generations, equal state.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+}
 
 impl std::ops::Deref for Shared {
     type Target = Fixture;
     fn deref(&self) -> &Fixture {
-        &self.0
+        &self.fixture
     }
 }
 
 impl std::ops::DerefMut for Shared {
     fn deref_mut(&mut self) -> &mut Fixture {
-        Arc::make_mut(&mut self.0)
+        self.generation += 1;
+        Arc::make_mut(&mut self.fixture)
     }
 }
 
@@ -730,6 +750,10 @@ pub struct World {
     /// The batch index of the current state: `None` after a run was added or removed, until
     /// the next lookup rebuilds it.
     batch_runs: Option<BatchRuns>,
+    /// Bodies' texts after their request ids, by operation and object, written from the
+    /// state of generation `tails_generation` (see [`World::cached_tail`]).
+    tails: hashbrown::HashMap<(&'static str, usize), compact::Tail, foldhash::fast::RandomState>,
+    tails_generation: u64,
 }
 
 type Validators = HashMap<String, Arc<validate::ArgValidator>, foldhash::quality::RandomState>;
@@ -785,12 +809,14 @@ impl World {
         let start = Arc::new(state);
         let start_batch_runs = index_batch_runs(&start.runs);
         World {
-            state: Shared(Arc::clone(&start)),
+            state: Shared::new(&start),
             start,
             tick: 0,
             validators: Arc::default(),
             used_validators: hashbrown::HashMap::default(),
             batch_runs: Some(Arc::clone(&start_batch_runs)),
+            tails: hashbrown::HashMap::default(),
+            tails_generation: 0,
             start_batch_runs,
         }
     }
@@ -799,13 +825,15 @@ impl World {
     /// its compiled argument schemas.
     pub fn restarted(&self) -> World {
         World {
-            state: Shared(Arc::clone(&self.start)),
+            state: Shared::new(&self.start),
             start: Arc::clone(&self.start),
             tick: 0,
             validators: Arc::clone(&self.validators),
             used_validators: hashbrown::HashMap::default(),
             start_batch_runs: Arc::clone(&self.start_batch_runs),
             batch_runs: Some(Arc::clone(&self.start_batch_runs)),
+            tails: hashbrown::HashMap::default(),
+            tails_generation: 0,
         }
     }
 
@@ -819,6 +847,44 @@ impl World {
                 index
             }
         }
+    }
+
+    /// Writes the rest of a body after its request id (`w` has written up to it) with `write`,
+    /// or copies what `write` wrote for the same `key` while the state has not changed since: an
+    /// agent polling a batch reads it thousands of times, and writing it counts its hundreds of
+    /// runs. `write` must write from the state alone (no tick, no timestamp) and close the body.
+    pub(crate) fn cached_tail(
+        &mut self,
+        w: &mut compact::Compact,
+        key: (&'static str, usize),
+        write: impl FnOnce(&mut World, &mut compact::Compact),
+    ) {
+        let generation = self.state.generation();
+        if self.tails_generation != generation {
+            self.tails.clear();
+            self.tails_generation = generation;
+        }
+        if let Some(tail) = self.tails.get(&key) {
+            w.append(tail);
+            return;
+        }
+        let mark = w.mark();
+        write(self, w);
+        // Whatever `write` read, it did not change (a change would make this tail stale).
+        debug_assert_eq!(
+            self.state.generation(),
+            generation,
+            "a tail's writer changed the state"
+        );
+        if self.state.generation() == generation {
+            self.tails.insert(key, w.tail_since(mark));
+        }
+    }
+
+    /// Forgets the kept tails (a test seam: the same calls with and without them).
+    #[cfg(test)]
+    pub(crate) fn forget_tails(&mut self) {
+        self.tails.clear();
     }
 
     /// Says that runs were added or removed (the batch index is stale).

@@ -531,6 +531,45 @@ mod never_panics {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A world that keeps its bodies' tails (`World::cached_tail`) answers every call as a
+        /// world that writes every body afresh, after any sequence of operations that start,
+        /// cancel or delete runs and batches interleaved with reads of the batches: a kept
+        /// tail is never stale.
+        #[test]
+        fn kept_tails_answer_as_bodies_written_afresh(
+            ops in prop::collection::vec((any::<u8>(), 0usize..64, 0usize..4, any::<bool>()), 1..40),
+        ) {
+            let (mut kept, mut fresh) = (World::default_world(), World::default_world());
+            for (kind, n, runs, read) in ops {
+                let (tool, args) = if read {
+                    let tool = ["GetAHOBatch", "ListAHORunsInBatch", "GetAHORun"][kind as usize % 3];
+                    let batch = format!("rb-{:04}", n % 16 + 1);
+                    let run = format!("{batch}-r{:03}", n % 5 + 1);
+                    (tool, json!({"batchId": batch, "id": run}))
+                } else {
+                    run_operation(kind, n, runs)
+                };
+                let mut a = call(&mut kept, tool, args.clone(), ALL);
+                fresh.forget_tails();
+                let mut b = call(&mut fresh, tool, args, ALL);
+                prop_assert_eq!(a.result_text_bound(), b.result_text_bound(), "{}", tool);
+                prop_assert_eq!(a.texts(), b.texts(), "{}", tool);
+                // A batch read twice: the second is answered from the kept tail.
+                let get = json!({"batchId": format!("rb-{:04}", n % 16 + 1)});
+                for _ in 0..2 {
+                    let mut a = call(&mut kept, "GetAHOBatch", get.clone(), ALL);
+                    fresh.forget_tails();
+                    let mut b = call(&mut fresh, "GetAHOBatch", get.clone(), ALL);
+                    prop_assert_eq!(a.result_text_bound(), b.result_text_bound());
+                    prop_assert_eq!(a.texts(), b.texts());
+                }
+            }
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// `World::call` never panics on any JSON arguments, for every real tool and a sample
