@@ -5,10 +5,12 @@
 //! gets a deterministic answer: a request id from the world's logical clock and the
 //! identifiers it was given.
 
+use std::sync::LazyLock;
+
 use serde_json::{Map, Value, json};
 use tollgate_catalog::{CatalogTool, ToolSource};
 
-use super::compact::Compact;
+use super::compact::{Compact, Tail};
 use super::real::str_arg;
 use super::{
     BatchFx, BatchStatus, NodegroupFx, RoleFx, RunFx, RunStatus, StackFx, ToolOutput, World,
@@ -28,12 +30,17 @@ fn ok(world: &World, operation: &str, mut body: Value) -> ToolOutput {
 /// A body written with no tree, opened with its `ResponseMetadata` (which sorts before every
 /// lower-case key): the caller writes the other keys in order and closes it for [`ok_body`].
 fn body_start(world: &World) -> Compact {
+    // What comes before the request id is written once per process.
+    static HEAD: LazyLock<Tail> = LazyLock::new(|| {
+        let mut w = Compact::new();
+        let start = w.mark();
+        w.open().key("ResponseMetadata").open();
+        w.key("HTTPStatusCode").u64(200).key("RequestId");
+        w.tail_since(start)
+    });
     let mut w = Compact::new();
-    w.open().key("ResponseMetadata").open();
-    w.key("HTTPStatusCode").u64(200);
-    w.key("RequestId")
-        .plain_str(|out| world.push_request_id(out))
-        .close();
+    w.append(&HEAD);
+    w.plain_str(|out| world.push_request_id(out)).close();
     w
 }
 
