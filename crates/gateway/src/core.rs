@@ -224,6 +224,7 @@ impl Gateway {
             listed_under: None,
             handshake_ids: HashSet::default(),
             metric_handles: MetricHandles::default(),
+            reparse_checked: tollgate_mcp::CheckedCalls::new(self.options.limits),
         }
     }
 
@@ -490,6 +491,9 @@ pub struct SessionCore {
     handshake_ids: HashSet<String, Hasher>,
     /// This session's handles to the gateway's metric series.
     metric_handles: MetricHandles,
+    /// [`SessionCore::call_direct`]'s check that a call parses back to the same value within
+    /// the gateway's limits (which never change).
+    reparse_checked: tollgate_mcp::CheckedCalls,
 }
 
 fn id_key(id: &Value) -> String {
@@ -982,7 +986,7 @@ impl SessionCore {
         else {
             return Direct::Declined;
         };
-        if !tollgate_mcp::call_reparses_identically(tool, arguments, self.gateway.options.limits) {
+        if !self.reparse_checked.check(tool, arguments) {
             return Direct::Declined;
         }
         self.last_now = self.last_now.max(now);

@@ -13,6 +13,6 @@ pub mod strict;
 pub use jsonrpc::{ErrorCode, Incoming, Message, error_response, result_response};
 pub use protocol::ProtocolVersion;
 pub use strict::{
-    Limits, TextBounds, WireError, call_reparses_identically, incoming, parse_incoming,
-    reparses_identically, text_bound, text_bounds,
+    CheckedCalls, Limits, RecentCalls, TextBounds, WireError, call_reparses_identically, incoming,
+    parse_incoming, reparses_identically, text_bound, text_bounds,
 };

@@ -109,6 +109,69 @@ pub fn call_reparses_identically(tool: &str, arguments: &Value, limits: Limits) 
     text_bound(arguments, 2).is_some_and(|b| b.saturating_add(envelope) <= limits.max_bytes)
 }
 
+/// The last few calls an in-process caller made with shared arguments, by tool name and
+/// arguments: a caller that replays a step shares its arguments (one `Arc`, which nothing can
+/// change) between the step's repetitions, so what was found of a call's arguments holds for
+/// the next call that brings the same allocation.
+#[derive(Debug, Default)]
+pub struct RecentCalls {
+    /// Replaced oldest first.
+    recent: Vec<(Box<str>, std::sync::Arc<Value>)>,
+    next: usize,
+}
+
+impl RecentCalls {
+    /// How many calls it remembers (a replay interleaves a few steps).
+    const REMEMBERED: usize = 8;
+
+    /// Whether the call of `tool` with these very arguments is remembered.
+    pub fn contains(&self, tool: &str, arguments: &std::sync::Arc<Value>) -> bool {
+        self.recent
+            .iter()
+            .any(|(t, a)| std::sync::Arc::ptr_eq(a, arguments) && **t == *tool)
+    }
+
+    /// Remembers the call, forgetting the oldest beyond [`RecentCalls::REMEMBERED`].
+    pub fn insert(&mut self, tool: &str, arguments: &std::sync::Arc<Value>) {
+        let entry = (Box::from(tool), std::sync::Arc::clone(arguments));
+        if self.recent.len() < Self::REMEMBERED {
+            self.recent.push(entry);
+        } else {
+            self.recent[self.next] = entry;
+            self.next = (self.next + 1) % Self::REMEMBERED;
+        }
+    }
+}
+
+/// [`call_reparses_identically`] under fixed limits, remembering the [`RecentCalls`] found to
+/// pass: their arguments are not walked again.
+#[derive(Debug)]
+pub struct CheckedCalls {
+    limits: Limits,
+    passed: RecentCalls,
+}
+
+impl CheckedCalls {
+    pub fn new(limits: Limits) -> CheckedCalls {
+        CheckedCalls {
+            limits,
+            passed: RecentCalls::default(),
+        }
+    }
+
+    /// [`call_reparses_identically`] of the call under these limits.
+    pub fn check(&mut self, tool: &str, arguments: &std::sync::Arc<Value>) -> bool {
+        if self.passed.contains(tool, arguments) {
+            return true;
+        }
+        let passes = call_reparses_identically(tool, arguments, self.limits);
+        if passes {
+            self.passed.insert(tool, arguments);
+        }
+        passes
+    }
+}
+
 /// An upper bound of the length of `value`'s JSON text, when it parses back to the same value
 /// (see [`reparses_identically`]) as a part nested `depth` levels deep in a message: `None`
 /// when it holds a floating-point number or nests too deep.
@@ -288,6 +351,38 @@ mod tests {
 
     fn parse(text: &[u8]) -> Result<Incoming, WireError> {
         parse_incoming(text, Limits::default())
+    }
+
+    /// `CheckedCalls` answers as `call_reparses_identically` does, and remembers only the very
+    /// arguments (the same `Arc`) of the last few calls that passed, each with its tool.
+    #[test]
+    fn checked_calls_answer_as_the_check_and_remember_only_the_same_arguments() {
+        use std::sync::Arc;
+        let limits = Limits { max_bytes: 400 };
+        let mut checked = CheckedCalls::new(limits);
+        let float = Arc::new(serde_json::json!({"x": 1.5}));
+        assert!(!checked.check("t", &float));
+        assert!(!checked.passed.contains("t", &float));
+        let big = Arc::new(serde_json::json!({"x": "a".repeat(100)}));
+        assert!(!checked.check("t", &big), "over the limit");
+        let plain = Arc::new(serde_json::json!({"x": 1}));
+        assert!(checked.check("t", &plain));
+        assert!(checked.passed.contains("t", &plain));
+        assert!(!checked.passed.contains("u", &plain), "another tool");
+        let alike = Arc::new(serde_json::json!({"x": 1}));
+        assert!(
+            !checked.passed.contains("t", &alike),
+            "equal arguments, another allocation"
+        );
+        // Eight more calls push the first out.
+        let others: Vec<_> = (0..8)
+            .map(|i| Arc::new(serde_json::json!({"i": i})))
+            .collect();
+        for a in &others {
+            assert!(checked.check("t", a));
+        }
+        assert!(!checked.passed.contains("t", &plain));
+        assert!(others.iter().all(|a| checked.passed.contains("t", a)));
     }
 
     #[test]

@@ -200,6 +200,9 @@ pub struct MockEks {
     sessions: HashMap<String, Session, foldhash::quality::RandomState>,
     journal: Vec<JournalEntry>,
     faults: Faults,
+    /// [`MockEks::call_direct`]'s check that a call parses back to the same value within
+    /// `limits`.
+    reparse_checked: tollgate_mcp::CheckedCalls,
 }
 
 impl MockEks {
@@ -231,6 +234,7 @@ impl MockEks {
             sessions: HashMap::default(),
             journal: Vec::new(),
             faults: Faults::new(config.faults),
+            reparse_checked: tollgate_mcp::CheckedCalls::new(config.limits),
         })
     }
 
@@ -249,6 +253,7 @@ impl MockEks {
             sessions: HashMap::default(),
             journal: Vec::new(),
             faults: self.faults.restarted(),
+            reparse_checked: tollgate_mcp::CheckedCalls::new(self.limits),
         }
     }
 
@@ -580,7 +585,7 @@ impl MockEks {
             .and_then(|p| p.get("arguments"))
             .unwrap_or(&Value::Null);
         entry.arguments = Arguments::new(arguments);
-        let called = self.run_call(id, name, arguments, entry);
+        let called = self.run_call(id, name, arguments, None, entry);
         Handled {
             response: Some(match called.answer {
                 Ok(output) => result_response(id, output.into_result()),
@@ -598,6 +603,7 @@ impl MockEks {
         id: &Value,
         name: &str,
         arguments: &Value,
+        shared: Option<&Arc<Value>>,
         entry: &mut JournalEntry,
     ) -> DirectHandled {
         let plain = |response: Value| DirectHandled {
@@ -635,7 +641,10 @@ impl MockEks {
             };
         }
         let output = match index.and_then(|i| self.tools.tools.get(i)) {
-            Some(tool) => self.world.call(tool, arguments, &self.flags),
+            Some(tool) => match shared {
+                Some(a) => self.world.call_shared(tool, a, &self.flags),
+                None => self.world.call(tool, arguments, &self.flags),
+            },
             None => crate::world::ToolOutput::error(format!("Unknown tool: {name}")),
         };
         entry.outcome = if output.is_error {
@@ -665,9 +674,10 @@ impl MockEks {
         now: Duration,
     ) -> Option<DirectHandled> {
         let version = self.sessions.get(session).and_then(|s| s.version)?;
-        if version.is_stateless()
-            || !tollgate_mcp::call_reparses_identically(tool, arguments, self.limits)
-        {
+        if version.is_stateless() {
+            return None;
+        }
+        if !self.reparse_checked.check(tool, arguments) {
             return None;
         }
         let id = Value::from(id);
@@ -682,7 +692,7 @@ impl MockEks {
             arguments: Some(Arguments::Shared(Arc::clone(arguments))),
             outcome: "none",
         };
-        let handled = self.run_call(&id, tool, arguments, &mut entry);
+        let handled = self.run_call(&id, tool, arguments, Some(arguments), &mut entry);
         if entry.outcome == "none" {
             entry.outcome = match &handled.answer {
                 Err(r) if r.get("error").is_some() => "error",

@@ -754,6 +754,8 @@ pub struct World {
     /// state of generation `tails_generation` (see [`World::cached_tail`]).
     tails: hashbrown::HashMap<(&'static str, usize), compact::Tail, foldhash::fast::RandomState>,
     tails_generation: u64,
+    /// Shared arguments found valid for their tools (see [`World::call_shared`]).
+    valid_args: tollgate_mcp::RecentCalls,
 }
 
 type Validators = HashMap<String, Arc<validate::ArgValidator>, foldhash::quality::RandomState>;
@@ -817,6 +819,7 @@ impl World {
             batch_runs: Some(Arc::clone(&start_batch_runs)),
             tails: hashbrown::HashMap::default(),
             tails_generation: 0,
+            valid_args: tollgate_mcp::RecentCalls::default(),
             start_batch_runs,
         }
     }
@@ -834,6 +837,7 @@ impl World {
             batch_runs: Some(Arc::clone(&self.start_batch_runs)),
             tails: hashbrown::HashMap::default(),
             tails_generation: 0,
+            valid_args: tollgate_mcp::RecentCalls::default(),
         }
     }
 
@@ -904,6 +908,28 @@ impl World {
     /// Calls one tool. Never panics: arguments that do not fit the tool's schema are an
     /// `is_error` result saying what is wrong where.
     pub fn call(&mut self, tool: &CatalogTool, args: &Value, flags: &Flags) -> ToolOutput {
+        self.call_with(tool, args, None, flags)
+    }
+
+    /// [`World::call`] of arguments an in-process caller shares: a replayed step's repetitions
+    /// share theirs, and arguments found valid for a tool are not validated again while the
+    /// next call brings the same ones (the same allocation, which nothing changes).
+    pub fn call_shared(
+        &mut self,
+        tool: &CatalogTool,
+        args: &Arc<Value>,
+        flags: &Flags,
+    ) -> ToolOutput {
+        self.call_with(tool, args, Some(args), flags)
+    }
+
+    fn call_with(
+        &mut self,
+        tool: &CatalogTool,
+        args: &Value,
+        shared: Option<&Arc<Value>>,
+        flags: &Flags,
+    ) -> ToolOutput {
         self.tick += 1;
         let empty = Value::Object(serde_json::Map::new());
         let args = if args.is_null() { &empty } else { args };
@@ -941,8 +967,13 @@ impl World {
                         Arc::new(validate::ArgValidator::new(&tool.input_schema))
                     }))
                 });
-        if let Some(message) = validator.errors(&tool.name, args) {
-            return ToolOutput::error(message);
+        if !shared.is_some_and(|a| self.valid_args.contains(&tool.name, a)) {
+            if let Some(message) = validator.errors(&tool.name, args) {
+                return ToolOutput::error(message);
+            }
+            if let Some(a) = shared {
+                self.valid_args.insert(&tool.name, a);
+            }
         }
         if tool.class != tollgate_catalog::RiskClass::Read && !flags.allow_write {
             return ToolOutput::error(format!(
