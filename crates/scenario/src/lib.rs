@@ -168,13 +168,14 @@ pub struct CallDecision {
     pub decision: Arc<str>,
 }
 
-/// What a step expands to, at one instant.
-#[derive(Debug)]
-struct Action {
+/// What a step expands to, at one instant: its repetition's instant, and the step's label and
+/// kind, which every repetition shares (a long replay makes one per call, and copies nothing).
+#[derive(Debug, Clone, Copy)]
+struct Action<'s> {
     at: Duration,
     /// `3` for the third step, `3.2` for the second member of the third step's group.
-    label: Arc<str>,
-    kind: ActionKind,
+    label: &'s Arc<str>,
+    kind: &'s ActionKind,
 }
 
 #[derive(Debug, Clone)]
@@ -368,23 +369,21 @@ impl Schedule {
     }
 }
 
-impl Iterator for Schedule {
-    type Item = Action;
-
-    fn next(&mut self) -> Option<Action> {
+impl Schedule {
+    /// The next action, borrowed from its step's generator.
+    fn next_action(&mut self) -> Option<Action<'_>> {
         let Reverse((at, step, k, member, g)) = self.next.pop()?;
-        let generator = &self.generators[g];
-        let action = Action {
-            at,
-            label: Arc::clone(&generator.label),
-            kind: generator.kind.clone(),
-        };
+        let generator = self.generators.get(g)?;
         if k + 1 < generator.repeat {
             self.next
                 .push(Reverse((generator.at(k + 1), step, k + 1, member, g)));
         }
         self.remaining -= 1;
-        Some(action)
+        Some(Action {
+            at,
+            label: &generator.label,
+            kind: &generator.kind,
+        })
     }
 }
 
@@ -400,19 +399,22 @@ pub struct TimedCall {
 /// A scenario's calls in the order the runner makes them; `Err` names the first step that is
 /// not a plain call (a raw message, a batch, a reload, a fault switch, an approval).
 pub fn plain_calls(scenario: &Scenario) -> Result<Vec<TimedCall>, String> {
-    Schedule::new(scenario)
-        .map(|a| match a.kind {
+    let mut schedule = Schedule::new(scenario);
+    let mut calls = Vec::new();
+    while let Some(a) = schedule.next_action() {
+        match a.kind {
             ActionKind::Call {
                 agent, tool, args, ..
-            } => Ok(TimedCall {
+            } => calls.push(TimedCall {
                 at: a.at,
                 agent: agent.to_string(),
                 tool: tool.to_string(),
-                args: Arc::unwrap_or_clone(args),
+                args: Value::clone(args),
             }),
-            _ => Err(format!("step {} is not a plain call", a.label)),
-        })
-        .collect()
+            _ => return Err(format!("step {} is not a plain call", a.label)),
+        }
+    }
+    Ok(calls)
 }
 
 /// The transcript's entries not yet written, addressed by their index in the whole run (the
@@ -537,7 +539,7 @@ impl CallRecord {
             at: a.at,
             id,
             agent: Arc::clone(agent),
-            label: Arc::clone(&a.label),
+            label: Arc::clone(a.label),
             tool,
             in_batch,
             expect,
@@ -811,7 +813,7 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
             run.deliver(now);
         } else if deadline == Some(now) {
             run.tick(now);
-        } else if let Some(a) = actions.next() {
+        } else if let Some(a) = actions.next_action() {
             run.act(&scenario, &a);
         }
         run.write_ready();
@@ -1996,8 +1998,9 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
         call_request(next_id, agent, protocol_of(agent), tool, args)
     };
     let mut steps = Vec::new();
-    for a in Schedule::new(scenario) {
-        let send = match &a.kind {
+    let mut schedule = Schedule::new(scenario);
+    while let Some(a) = schedule.next_action() {
+        let send = match a.kind {
             ActionKind::Call {
                 agent, tool, args, ..
             } => {
