@@ -873,7 +873,7 @@ impl SessionCore {
         let decision = engine.decide(&call, now);
         self.gateway
             .metrics
-            .observe_decision(&mut self.metric_handles, name, &decision);
+            .observe_decision(&mut self.metric_handles, &call.tool, &decision);
         // A call that requires approval is held when somebody can approve it, and when its
         // grant has room in the queue; the decision record says which.
         let mut approval_note = None;

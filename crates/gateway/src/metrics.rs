@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -55,6 +56,45 @@ pub struct MetricHandles {
     decisions: HashMap<u64, Vec<(DecisionLabels, Counter)>, foldhash::fast::FixedState>,
     counters: HashMap<u64, Vec<CounterHandles>, foldhash::fast::FixedState>,
     latencies: HashMap<u64, Vec<(String, Histogram)>, foldhash::fast::FixedState>,
+    /// The decision series found last, by the very names (shared `Arc`s, kept alive here) of
+    /// the tool and the rule: a replayed step's calls share them, and find their series with
+    /// no hash and no comparison of text.
+    recent_decisions: Recent<(Arc<str>, &'static str, Arc<str>, Counter)>,
+    /// The counter series found last, by the counter's shared name.
+    recent_counters: Recent<(Arc<str>, Gauge<f64, AtomicU64>, Counter)>,
+}
+
+/// The few handles found last, replaced oldest first.
+#[derive(Debug)]
+struct Recent<T> {
+    items: Vec<T>,
+    next: usize,
+}
+
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Recent {
+            items: Vec::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<T> Recent<T> {
+    const KEPT: usize = 8;
+
+    fn find(&self, is: impl FnMut(&&T) -> bool) -> Option<&T> {
+        self.items.iter().find(is)
+    }
+
+    fn keep(&mut self, item: T) {
+        if self.items.len() < Self::KEPT {
+            self.items.push(item);
+        } else if let Some(slot) = self.items.get_mut(self.next) {
+            *slot = item;
+            self.next = (self.next + 1) % Self::KEPT;
+        }
+    }
 }
 
 /// The entry of `bucket` (the handles whose labels share a hash) that `is` picks, pushed from
@@ -140,40 +180,65 @@ impl Metrics {
     pub fn observe_decision(
         &self,
         handles: &mut MetricHandles,
-        tool: &str,
+        tool: &Arc<str>,
         decision: &tollgate_policy::Decision,
     ) {
         let MetricHandles {
             hasher,
             decisions,
             counters,
+            recent_decisions,
+            recent_counters,
             ..
         } = handles;
-        let (kind, rule) = (decision.kind.name(), &*decision.rule.selector);
-        let bucket = decisions
-            .entry(hasher.hash_one((tool, kind, rule)))
-            .or_default();
-        let found = find_or_push(
-            bucket,
-            |(l, _)| (l.tool.as_str(), l.decision.as_str(), l.rule.as_str()) == (tool, kind, rule),
-            || {
-                let labels = DecisionLabels {
-                    tool: tool.to_owned(),
-                    decision: kind.to_owned(),
-                    rule: rule.to_owned(),
-                };
-                let counter = self.decisions.get_or_create(&labels).clone();
-                (labels, counter)
-            },
-        );
-        if let Some((_, counter)) = found {
+        let (kind, rule) = (decision.kind.name(), &decision.rule.selector);
+        let recent = recent_decisions
+            .find(|(t, k, r, _)| Arc::ptr_eq(t, tool) && Arc::ptr_eq(r, rule) && *k == kind);
+        if let Some((.., counter)) = recent {
             counter.inc();
+        } else {
+            let (tool_name, rule_name) = (&**tool, &**rule);
+            let bucket = decisions
+                .entry(hasher.hash_one((tool_name, kind, rule_name)))
+                .or_default();
+            let found = find_or_push(
+                bucket,
+                |(l, _)| {
+                    (l.tool.as_str(), l.decision.as_str(), l.rule.as_str())
+                        == (tool_name, kind, rule_name)
+                },
+                || {
+                    let labels = DecisionLabels {
+                        tool: tool_name.to_owned(),
+                        decision: kind.to_owned(),
+                        rule: rule_name.to_owned(),
+                    };
+                    let counter = self.decisions.get_or_create(&labels).clone();
+                    (labels, counter)
+                },
+            );
+            if let Some((_, counter)) = found {
+                counter.inc();
+                let kept = (Arc::clone(tool), kind, Arc::clone(rule), counter.clone());
+                recent_decisions.keep(kept);
+            }
         }
         let limited = matches!(
             decision.kind,
             tollgate_policy::DecisionKind::RateLimited { .. }
         );
         for state in &decision.limits {
+            let ratio = f64::from(state.used) / f64::from(state.max.max(1));
+            let full = limited && state.used >= state.max;
+            if let Some((_, saturation, counter)) =
+                recent_counters.find(|(c, ..)| Arc::ptr_eq(c, &state.counter))
+            {
+                saturation.set(ratio);
+                if full {
+                    counter.inc();
+                }
+                continue;
+            }
             let name = &*state.counter;
             let bucket = counters.entry(hasher.hash_one(name)).or_default();
             let found = find_or_push(
@@ -193,11 +258,16 @@ impl Metrics {
             let Some(h) = found else {
                 continue;
             };
-            let ratio = f64::from(state.used) / f64::from(state.max.max(1));
             h.saturation.set(ratio);
-            if limited && state.used >= state.max {
+            if full {
                 h.full.inc();
             }
+            let kept = (
+                Arc::clone(&state.counter),
+                h.saturation.clone(),
+                h.full.clone(),
+            );
+            recent_counters.keep(kept);
         }
     }
 
@@ -275,9 +345,15 @@ mod tests {
             store_unavailable: None,
         };
         let (mut a, mut b) = (MetricHandles::default(), MetricHandles::default());
-        metrics.observe_decision(&mut a, "CancelRun", &decision);
-        metrics.observe_decision(&mut b, "CancelRun", &decision);
-        metrics.observe_decision(&mut a, "CancelRun", &decision);
+        let tool: Arc<str> = Arc::from("CancelRun");
+        metrics.observe_decision(&mut a, &tool, &decision);
+        metrics.observe_decision(&mut b, &tool, &decision);
+        metrics.observe_decision(&mut a, &tool, &decision);
+        // Equal names in other allocations find the same series.
+        let mut alike = decision.clone();
+        alike.rule.selector = Arc::from("Cancel*");
+        alike.limits[0].counter = Arc::from("cancels");
+        metrics.observe_decision(&mut a, &Arc::from("CancelRun"), &alike);
         metrics.observe_latency(&mut a, "GetRun", Duration::from_millis(3));
         metrics.observe_latency(&mut b, "GetRun", Duration::from_millis(5));
         let text = metrics.encode();
@@ -289,11 +365,11 @@ mod tests {
         };
         assert_eq!(
             line("tollgate_decisions_total{"),
-            r#"tollgate_decisions_total{tool="CancelRun",decision="rate_limited",rule="Cancel*"} 3"#
+            r#"tollgate_decisions_total{tool="CancelRun",decision="rate_limited",rule="Cancel*"} 4"#
         );
         assert_eq!(
             line("tollgate_counter_full_total{"),
-            r#"tollgate_counter_full_total{counter="cancels"} 3"#
+            r#"tollgate_counter_full_total{counter="cancels"} 4"#
         );
         assert_eq!(
             line("tollgate_upstream_latency_seconds_count{"),
