@@ -62,6 +62,8 @@ pub struct MetricHandles {
     recent_decisions: Recent<(Arc<str>, &'static str, Arc<str>, Counter)>,
     /// The counter series found last, by the counter's shared name.
     recent_counters: Recent<(Arc<str>, Gauge<f64, AtomicU64>, Counter)>,
+    /// The latency series found last, by the tool's shared name.
+    recent_latencies: Recent<(Arc<str>, Histogram)>,
 }
 
 /// The few handles found last, replaced oldest first.
@@ -276,26 +278,34 @@ impl Metrics {
     pub fn observe_latency(
         &self,
         handles: &mut MetricHandles,
-        tool: &str,
+        tool: &Arc<str>,
         took: std::time::Duration,
     ) {
         let MetricHandles {
-            hasher, latencies, ..
+            hasher,
+            latencies,
+            recent_latencies,
+            ..
         } = handles;
-        let bucket = latencies.entry(hasher.hash_one(tool)).or_default();
+        if let Some((_, histogram)) = recent_latencies.find(|(t, _)| Arc::ptr_eq(t, tool)) {
+            histogram.observe(took.as_secs_f64());
+            return;
+        }
+        let bucket = latencies.entry(hasher.hash_one(&**tool)).or_default();
         let found = find_or_push(
             bucket,
-            |(t, _)| t == tool,
+            |(t, _)| **t == **tool,
             || {
                 let labels = ToolLabels {
-                    tool: tool.to_owned(),
+                    tool: tool.to_string(),
                 };
                 let histogram = self.upstream_latency.get_or_create(&labels).clone();
-                (tool.to_owned(), histogram)
+                (tool.to_string(), histogram)
             },
         );
         if let Some((_, histogram)) = found {
             histogram.observe(took.as_secs_f64());
+            recent_latencies.keep((Arc::clone(tool), histogram.clone()));
         }
     }
 
@@ -354,8 +364,11 @@ mod tests {
         alike.rule.selector = Arc::from("Cancel*");
         alike.limits[0].counter = Arc::from("cancels");
         metrics.observe_decision(&mut a, &Arc::from("CancelRun"), &alike);
-        metrics.observe_latency(&mut a, "GetRun", Duration::from_millis(3));
-        metrics.observe_latency(&mut b, "GetRun", Duration::from_millis(5));
+        let read: Arc<str> = Arc::from("GetRun");
+        metrics.observe_latency(&mut a, &read, Duration::from_millis(3));
+        metrics.observe_latency(&mut b, &read, Duration::from_millis(5));
+        metrics.observe_latency(&mut a, &read, Duration::from_millis(4));
+        metrics.observe_latency(&mut a, &Arc::from("GetRun"), Duration::from_millis(4));
         let text = metrics.encode();
         let line = |start: &str| {
             text.lines()
@@ -373,7 +386,7 @@ mod tests {
         );
         assert_eq!(
             line("tollgate_upstream_latency_seconds_count{"),
-            r#"tollgate_upstream_latency_seconds_count{tool="GetRun"} 2"#
+            r#"tollgate_upstream_latency_seconds_count{tool="GetRun"} 4"#
         );
     }
 }
