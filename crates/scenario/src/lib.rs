@@ -1039,7 +1039,14 @@ impl Run {
             None if !has_id => self.open_raw.remove(agent),
             None => None,
         };
-        let Some(Entry::Call(record)) = index.and_then(|i| self.entries.get_mut(i)) else {
+        if let Some(i) = index {
+            self.answer_entry(i, now, described);
+        }
+    }
+
+    /// Gives call entry `i` its answer (see [`Run::answer_with`]).
+    fn answer_entry(&mut self, i: usize, now: Duration, described: impl FnOnce() -> Described) {
+        let Some(Entry::Call(record)) = self.entries.get_mut(i) else {
             return;
         };
         if record.answer.is_some() {
@@ -1268,13 +1275,18 @@ impl Run {
         let record = CallRecord::new(a, agent, id, tool, in_batch, expect);
         let i = self.entries.push(Entry::Call(record));
         if let Some(key) = key {
-            let ids = match self.open.get_mut(&**agent) {
-                Some(ids) => ids,
-                None => self.open.entry(agent.to_string()).or_default(),
-            };
-            ids.insert(key, i);
+            self.await_answer(agent, key, i);
         }
         i
+    }
+
+    /// Says that call entry `i` of `agent` waits for the answer to request `id` (its JSON text).
+    fn await_answer(&mut self, agent: &str, id: String, i: usize) {
+        let ids = match self.open.get_mut(agent) {
+            Some(ids) => ids,
+            None => self.open.entry(agent.to_owned()).or_default(),
+        };
+        ids.insert(id, i);
     }
 
     /// A call's transcript entry with its answer already there (a refusal on the direct path:
@@ -1401,33 +1413,89 @@ impl Run {
             self.answered_call(a, what, Arc::clone(tool), expect.clone(), described);
             return true;
         }
+        let Direct::Forward(arguments) = direct else {
+            let what = (agent, Some(id_text));
+            self.open_call(a, what, Arc::clone(tool), false, expect.clone());
+            if let Direct::Outs(outs) = direct {
+                self.route(agent, outs, now);
+            }
+            return true;
+        };
+        let session = self.agents.get(&**agent).map_or("", |s| s.session.as_str());
+        let handled = self.mock.call_direct(session, id, tool, &arguments, now);
+        // An answer with no latency and no fault, when no other answer is due by now, is the
+        // next thing the run would deliver (deliveries come before actions and deadlines at
+        // the same instant): it is given at once, with no trip through the heap, and the call
+        // waits under its id only if the answer has to take the value path.
+        let at_once = self.deliveries.peek().is_none_or(|d| d.at > now);
         let what = (agent, Some(id_text));
-        self.open_call(a, what, Arc::clone(tool), false, expect.clone());
-        match direct {
-            Direct::Declined | Direct::Refused(_) => {}
-            Direct::Outs(outs) => self.route(agent, outs, now),
-            Direct::Forward(arguments) => {
-                let session = self.agents.get(&**agent).map_or("", |s| s.session.as_str());
-                match self.mock.call_direct(session, id, tool, &arguments, now) {
-                    Some(DirectHandled {
-                        answer,
-                        latency,
-                        effect,
-                    }) => {
-                        let reply = match answer {
-                            Ok(output) => Reply::Direct { id, output },
-                            Err(response) => Reply::Value(response),
-                        };
-                        self.upstream_answer(agent, Some(reply), latency, effect, now);
-                    }
-                    None => {
-                        let forwarded = call_request(id, agent, protocol, tool, &arguments);
-                        self.route(agent, vec![Out::Upstream(forwarded)], now);
-                    }
-                }
+        match handled {
+            Some(DirectHandled {
+                answer: Ok(output),
+                latency,
+                effect: None,
+            }) if at_once && latency.is_zero() => {
+                let (agent, id_text) = what;
+                let record =
+                    CallRecord::new(a, agent, id_text, Arc::clone(tool), false, expect.clone());
+                let i = self.entries.push(Entry::Call(record));
+                self.answer_direct_now(agent, i, id, output, now);
+            }
+            Some(DirectHandled {
+                answer,
+                latency,
+                effect,
+            }) => {
+                self.open_call(a, what, Arc::clone(tool), false, expect.clone());
+                let reply = match answer {
+                    Ok(output) => Reply::Direct { id, output },
+                    Err(response) => Reply::Value(response),
+                };
+                self.upstream_answer(agent, Some(reply), latency, effect, now);
+            }
+            None => {
+                self.open_call(a, what, Arc::clone(tool), false, expect.clone());
+                let forwarded = call_request(id, agent, protocol, tool, &arguments);
+                self.route(agent, vec![Out::Upstream(forwarded)], now);
             }
         }
         true
+    }
+
+    /// The mock's output answering call `id` (entry `i`) of `agent`, given to the core as
+    /// [`Run::deliver`] gives a [`Delivery::Direct`], at once.
+    fn answer_direct_now(
+        &mut self,
+        agent: &Arc<str>,
+        i: usize,
+        id: u64,
+        output: ToolOutput,
+        now: Duration,
+    ) {
+        let max_bytes = self.gateway.options().limits.max_bytes;
+        let Some(state) = self.agents.get_mut(&**agent) else {
+            return;
+        };
+        let fits = output_bound(&output).is_some_and(|b| b <= max_bytes);
+        let taken = if fits {
+            state.core.answer_direct(id, output.is_error, now)
+        } else {
+            DirectAnswer::Declined
+        };
+        match taken {
+            DirectAnswer::Client => self.answer_entry(i, now, || describe_output(id, output)),
+            DirectAnswer::Dropped => {}
+            DirectAnswer::Declined => {
+                // The value path finds the call by its id.
+                self.await_answer(agent, id_text(id), i);
+                let v = Reply::Direct { id, output }.into_value();
+                let Some(state) = self.agents.get_mut(&**agent) else {
+                    return;
+                };
+                let outs = state.core.from_upstream_value(v, now);
+                self.route(agent, outs, now);
+            }
+        }
     }
 
     fn reload(&mut self, a: &Action, source: &PolicySource, expect: Option<ReloadExpect>) {
