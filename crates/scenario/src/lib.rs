@@ -372,11 +372,15 @@ impl Schedule {
 impl Schedule {
     /// The next action, borrowed from its step's generator.
     fn next_action(&mut self) -> Option<Action<'_>> {
-        let Reverse((at, step, k, member, g)) = self.next.pop()?;
+        // The generator's next repetition takes its place at the top of the heap (one sift
+        // down, where a pop and a push would sift twice).
+        let mut top = self.next.peek_mut()?;
+        let Reverse((at, step, k, member, g)) = *top;
         let generator = self.generators.get(g)?;
         if k + 1 < generator.repeat {
-            self.next
-                .push(Reverse((generator.at(k + 1), step, k + 1, member, g)));
+            *top = Reverse((generator.at(k + 1), step, k + 1, member, g));
+        } else {
+            std::collections::binary_heap::PeekMut::pop(top);
         }
         self.remaining -= 1;
         Some(Action {
