@@ -17,7 +17,7 @@
 //!   (`Unknown tool: NAME`), as the real server answers; bad params are -32602.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,6 +199,12 @@ pub struct MockEks {
     world: World,
     sessions: HashMap<String, Session, foldhash::quality::RandomState>,
     journal: Vec<JournalEntry>,
+    /// Requests received (the next one's journal index), whether the journal keeps them or not.
+    received: u64,
+    /// Calls received by tool name (as journalled), kept whether the journal keeps them or not.
+    calls_by_tool: BTreeMap<Arc<str>, u64>,
+    /// Whether the journal keeps each request (see [`MockEks::keep_only_counts`]).
+    keep_journal: bool,
     faults: Faults,
     /// [`MockEks::call_direct`]'s check that a call parses back to the same value within
     /// `limits`.
@@ -233,6 +239,9 @@ impl MockEks {
             world: World::new(&config.fixture),
             sessions: HashMap::default(),
             journal: Vec::new(),
+            received: 0,
+            calls_by_tool: BTreeMap::new(),
+            keep_journal: true,
             faults: Faults::new(config.faults),
             reparse_checked: tollgate_mcp::CheckedCalls::new(config.limits),
         })
@@ -252,6 +261,9 @@ impl MockEks {
             world: self.world.restarted(),
             sessions: HashMap::default(),
             journal: Vec::new(),
+            received: 0,
+            calls_by_tool: BTreeMap::new(),
+            keep_journal: self.keep_journal,
             faults: self.faults.restarted(),
             reparse_checked: tollgate_mcp::CheckedCalls::new(self.limits),
         }
@@ -261,12 +273,44 @@ impl MockEks {
     /// journal is hundreds of megabytes; grown by doubling, it is copied into fresh memory at
     /// every doubling). Room never used is never touched.
     pub fn reserve_journal(&mut self, requests: usize) {
+        if !self.keep_journal {
+            return;
+        }
         self.journal.reserve(requests.min(1 << 24));
     }
 
     /// Every request received so far.
     pub fn journal(&self) -> &[JournalEntry] {
         &self.journal
+    }
+
+    /// From now on the journal keeps no request, only [`MockEks::calls_by_tool`] (the scenario
+    /// runner's mock: a long replay's journal would hold hundreds of megabytes of which the
+    /// runner reads only the counts).
+    pub fn keep_only_counts(&mut self) {
+        self.keep_journal = false;
+    }
+
+    /// How many `tools/call` requests named each tool, as the journal names them: every call
+    /// received, whether the journal keeps requests or not.
+    pub fn calls_by_tool(&self) -> &BTreeMap<Arc<str>, u64> {
+        &self.calls_by_tool
+    }
+
+    /// Records a request as received: counted, and journalled if the journal keeps requests.
+    fn journal_push(&mut self, entry: JournalEntry) {
+        self.received += 1;
+        if let Some(tool) = &entry.tool {
+            match self.calls_by_tool.get_mut(&**tool) {
+                Some(n) => *n += 1,
+                None => {
+                    self.calls_by_tool.insert(Arc::clone(tool), 1);
+                }
+            }
+        }
+        if self.keep_journal {
+            self.journal.push(entry);
+        }
     }
 
     /// The tools this server exposes.
@@ -405,7 +449,7 @@ impl MockEks {
             self.sessions.get(session).and_then(|s| s.version)
         };
         let mut entry = JournalEntry {
-            index: self.journal.len() as u64,
+            index: self.received,
             session: self.session_name(session),
             at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
             protocol_version: version.map(ProtocolVersion::as_str),
@@ -417,7 +461,7 @@ impl MockEks {
         };
         let Some(id) = id else {
             // Notifications: `initialized`, `cancelled`, progress... need no answer.
-            self.journal.push(entry);
+            self.journal_push(entry);
             return Handled {
                 response: None,
                 latency: Duration::ZERO,
@@ -478,7 +522,7 @@ impl MockEks {
                 .and_then(|s| s.version)
                 .map(ProtocolVersion::as_str);
         }
-        self.journal.push(entry);
+        self.journal_push(entry);
         handled
     }
 
@@ -682,7 +726,7 @@ impl MockEks {
         }
         let id = Value::from(id);
         let mut entry = JournalEntry {
-            index: self.journal.len() as u64,
+            index: self.received,
             session: self.session_name(session),
             at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
             protocol_version: Some(version.as_str()),
@@ -699,7 +743,7 @@ impl MockEks {
                 _ => "result",
             };
         }
-        self.journal.push(entry);
+        self.journal_push(entry);
         Some(handled)
     }
 }

@@ -210,6 +210,54 @@ fn journal_records_every_request() {
     assert_eq!(m.journal().len(), 4, "initialize, initialized, two calls");
 }
 
+/// A mock that keeps only counts (`keep_only_counts`, the scenario runner's) counts each tool's
+/// calls as a full journal does, unknown tools included, and numbers its requests the same:
+/// a fault placed by call index lands on the same call.
+#[test]
+fn counts_only_journal_counts_as_the_full_journal_and_numbers_requests_alike() {
+    let plan: FaultPlan = serde_json::from_value(json!({"faults": [
+        {"tool": "*", "from_call": 4, "until_call": 5, "effect": "is_error", "message": "flaky"}
+    ]}))
+    .unwrap();
+    let run = |counts_only: bool| {
+        let mut m = mock(MockConfig {
+            faults: plan.clone(),
+            ..MockConfig::default()
+        });
+        if counts_only {
+            m.keep_only_counts();
+        }
+        init(&mut m, "s", "2025-11-25");
+        let mut texts = Vec::new();
+        for (i, name) in [
+            "GetAHOBatch",
+            "GetAHOBatch",
+            "NoSuchTool",
+            "GetAHOBatch",
+            "list_k8s_resources",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let r = send(&mut m, "s", json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call", "params": {"name": name, "arguments": {"batchId": "rb-0001"}}})).unwrap();
+            texts.push(r["result"]["content"][0]["text"].clone());
+        }
+        (m.calls_by_tool().clone(), m.journal().len(), texts)
+    };
+    let (full, kept, full_texts) = run(false);
+    let (counted, none, counted_texts) = run(true);
+    assert_eq!(kept, 7, "initialize, initialized, five calls");
+    assert_eq!(none, 0);
+    assert_eq!(full, counted);
+    assert_eq!(counted.get("GetAHOBatch"), Some(&3));
+    assert_eq!(counted.get("NoSuchTool"), Some(&1));
+    assert_eq!(full_texts, counted_texts);
+    assert!(
+        counted_texts.iter().any(|t| t == "flaky"),
+        "{counted_texts:?}"
+    );
+}
+
 /// Faults apply by tool and call index, deterministically from the seed, and can be switched
 /// off at run time.
 #[test]

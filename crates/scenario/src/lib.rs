@@ -779,8 +779,8 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         }
     };
     let mut actions = Schedule::new(&scenario);
-    // A request reaches the mock for at most every action, plus each agent's handshake.
-    mock.reserve_journal(usize::try_from(actions.remaining()).unwrap_or(usize::MAX));
+    // The run reads only how many calls reached each tool.
+    mock.keep_only_counts();
     let mut run = Run {
         gateway,
         mock,
@@ -1718,17 +1718,7 @@ impl Run {
         let totals: BTreeMap<Arc<str>, u64> = counted.into_iter().collect();
         // The run's own failures first, then each call's in the order of the transcript.
         self.failures.extend(per_call);
-        let mut journal: BTreeMap<Arc<str>, u64> = BTreeMap::new();
-        for entry in self.mock.journal() {
-            if let Some(tool) = &entry.tool {
-                match journal.get_mut(&**tool) {
-                    Some(n) => *n += 1,
-                    None => {
-                        journal.insert(Arc::clone(tool), 1);
-                    }
-                }
-            }
-        }
+        let journal = self.mock.calls_by_tool();
         transcript.push_str("\ntotals:\n");
         for (k, v) in &totals {
             let _ = writeln!(transcript, "  {k:<18} {v}");
@@ -1737,7 +1727,7 @@ impl Run {
         if journal.is_empty() {
             transcript.push_str("  (none)\n");
         }
-        for (k, v) in &journal {
+        for (k, v) in journal {
             let _ = writeln!(transcript, "  {k:<24} {v}");
         }
         if let Some(expect) = &scenario.expect {
