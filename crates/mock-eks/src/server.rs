@@ -299,17 +299,22 @@ impl MockEks {
 
     /// Records a request as received: counted, and journalled if the journal keeps requests.
     fn journal_push(&mut self, entry: JournalEntry) {
+        self.count_request(entry.tool.as_ref());
+        if self.keep_journal {
+            self.journal.push(entry);
+        }
+    }
+
+    /// Counts a request received, and its call of `tool`.
+    fn count_request(&mut self, tool: Option<&Arc<str>>) {
         self.received += 1;
-        if let Some(tool) = &entry.tool {
+        if let Some(tool) = tool {
             match self.calls_by_tool.get_mut(&**tool) {
                 Some(n) => *n += 1,
                 None => {
                     self.calls_by_tool.insert(Arc::clone(tool), 1);
                 }
             }
-        }
-        if self.keep_journal {
-            self.journal.push(entry);
         }
     }
 
@@ -629,7 +634,10 @@ impl MockEks {
             .and_then(|p| p.get("arguments"))
             .unwrap_or(&Value::Null);
         entry.arguments = Arguments::new(arguments);
-        let called = self.run_call(id, name, arguments, None, entry);
+        let mut ran = Ran::new(entry.index);
+        let called = self.run_call(id, name, arguments, None, &mut ran);
+        entry.tool = ran.tool;
+        entry.outcome = ran.outcome;
         Handled {
             response: Some(match called.answer {
                 Ok(output) => result_response(id, output.into_result()),
@@ -640,15 +648,15 @@ impl MockEks {
         }
     }
 
-    /// A `tools/call` of `name` with `arguments`, after its message was read: journalled in
-    /// `entry` (which holds the arguments already), faults applied, the tool run.
+    /// A `tools/call` of `name` with `arguments`, after its message was read: faults applied,
+    /// the tool run, and what its journal entry says of it written in `entry`.
     fn run_call(
         &mut self,
         id: &Value,
         name: &str,
         arguments: &Value,
         shared: Option<&Arc<Value>>,
-        entry: &mut JournalEntry,
+        entry: &mut Ran,
     ) -> DirectHandled {
         let plain = |response: Value| DirectHandled {
             answer: Err(response),
@@ -725,26 +733,51 @@ impl MockEks {
             return None;
         }
         let id = Value::from(id);
-        let mut entry = JournalEntry {
-            index: self.received,
-            session: self.session_name(session),
-            at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
-            protocol_version: Some(version.as_str()),
-            method: Cow::Borrowed("tools/call"),
-            id: Some(id.clone()),
-            tool: None,
-            arguments: Some(Arguments::Shared(Arc::clone(arguments))),
-            outcome: "none",
-        };
-        let handled = self.run_call(&id, tool, arguments, Some(arguments), &mut entry);
-        if entry.outcome == "none" {
-            entry.outcome = match &handled.answer {
+        let mut ran = Ran::new(self.received);
+        let handled = self.run_call(&id, tool, arguments, Some(arguments), &mut ran);
+        if ran.outcome == "none" {
+            ran.outcome = match &handled.answer {
                 Err(r) if r.get("error").is_some() => "error",
                 _ => "result",
             };
         }
+        if !self.keep_journal {
+            // Counted, with no entry made.
+            self.count_request(ran.tool.as_ref());
+            return Some(handled);
+        }
+        let entry = JournalEntry {
+            index: ran.index,
+            session: self.session_name(session),
+            at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+            protocol_version: Some(version.as_str()),
+            method: Cow::Borrowed("tools/call"),
+            id: Some(id),
+            tool: ran.tool,
+            arguments: Some(Arguments::Shared(Arc::clone(arguments))),
+            outcome: ran.outcome,
+        };
         self.journal_push(entry);
         Some(handled)
+    }
+}
+
+/// What running a call says for its journal entry: the request's index, the tool's name as
+/// journalled, and the outcome.
+#[derive(Debug)]
+struct Ran {
+    index: u64,
+    tool: Option<Arc<str>>,
+    outcome: &'static str,
+}
+
+impl Ran {
+    fn new(index: u64) -> Ran {
+        Ran {
+            index,
+            tool: None,
+            outcome: "none",
+        }
     }
 }
 
