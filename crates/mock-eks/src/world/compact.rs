@@ -27,6 +27,7 @@ pub(crate) struct Mark {
     len: usize,
     separators: usize,
     wide: usize,
+    top_keys: u64,
 }
 
 /// Text written after a [`Mark`], from [`Compact::tail_since`]: its counts, and the writer's
@@ -40,6 +41,7 @@ pub(crate) struct Tail {
     deepest: usize,
     first: bool,
     after_key: bool,
+    top_keys: u64,
 }
 
 /// A body's compact JSON text being written.
@@ -56,6 +58,15 @@ pub(crate) struct Compact {
     first: bool,
     /// A key was just written (no `,` before its value).
     after_key: bool,
+    /// The top-level keys written, as a set of [`key_bit`]s (a key whose bit is not set is
+    /// not among them).
+    top_keys: u64,
+}
+
+/// A key's bit in a [`Compact`]'s set of top-level keys: from its first byte and its length.
+pub(crate) fn key_bit(key: &str) -> u64 {
+    let first = key.as_bytes().first().copied().unwrap_or(0);
+    1 << ((usize::from(first) * 31 + key.len()) % 64)
 }
 
 impl Compact {
@@ -68,6 +79,7 @@ impl Compact {
             deepest: 0,
             first: true,
             after_key: false,
+            top_keys: 0,
         }
     }
 
@@ -144,6 +156,9 @@ impl Compact {
             "a key written with no escape: {key:?}"
         );
         self.value_start();
+        if self.depth == 1 {
+            self.top_keys |= key_bit(key);
+        }
         self.text.push('"');
         self.text.push_str(key);
         self.text.push('"');
@@ -200,6 +215,7 @@ impl Compact {
             len: self.text.len(),
             separators: self.separators,
             wide: self.wide,
+            top_keys: self.top_keys,
         }
     }
 
@@ -214,6 +230,7 @@ impl Compact {
             deepest: self.deepest,
             first: self.first,
             after_key: self.after_key,
+            top_keys: self.top_keys & !mark.top_keys,
         }
     }
 
@@ -226,17 +243,19 @@ impl Compact {
         self.deepest = self.deepest.max(tail.deepest);
         self.first = tail.first;
         self.after_key = tail.after_key;
+        self.top_keys |= tail.top_keys;
     }
 
-    /// The text, and the bounds [`tollgate_mcp::text_bounds`] gives its value nested `depth`
-    /// levels deep in a message: the compact length exactly, the spaced one from the counts
-    /// (`None` past the same sixty-four levels; the writer writes no floating-point number).
-    pub(crate) fn finish(self, depth: usize) -> (String, Option<TextBounds>) {
+    /// The text, the bounds [`tollgate_mcp::text_bounds`] gives its value nested `depth` levels
+    /// deep in a message (the compact length exactly, the spaced one from the counts; `None`
+    /// past the same sixty-four levels, and the writer writes no floating-point number), and
+    /// its top-level keys' bits.
+    pub(crate) fn finish(self, depth: usize) -> (String, Option<TextBounds>, u64) {
         let bounds = (depth + self.deepest <= 64).then(|| TextBounds {
             compact: self.text.len(),
             spaced: self.text.len() + self.separators + 2 * self.wide,
         });
-        (self.text, bounds)
+        (self.text, bounds, self.top_keys)
     }
 }
 
@@ -272,7 +291,10 @@ mod tests {
             s in "[a-z\"\\\\\u{0}-\u{1f}\u{7f}éü€😀]{0,12}",
             n in any::<u64>(),
         ) {
-            let (text, bounds) = written(&s, n).finish(3);
+            let (text, bounds, top_keys) = written(&s, n).finish(3);
+            for key in ["a", "b", "d"] {
+                prop_assert!(top_keys & super::key_bit(key) != 0);
+            }
             let value = json!({"a": [s, n, null], "b": {"c": s}, "d": n});
             prop_assert_eq!(&text, &serde_json::to_string(&value).unwrap());
             let bounds = bounds.unwrap();

@@ -72,6 +72,8 @@ enum Body {
     Compact {
         text: String,
         bounds: Option<tollgate_mcp::TextBounds>,
+        /// Its top-level keys' bits (see [`compact::key_bit`]).
+        top_keys: u64,
     },
 }
 
@@ -139,7 +141,7 @@ impl ToolOutput {
     /// A data answer whose body was written by a [`compact::Compact`], its keys in order;
     /// the tests check that order on every answer they make.
     pub(crate) fn compact(summary: impl Into<String>, body: compact::Compact) -> Self {
-        let (body, bounds) = body.finish(BODY_DEPTH);
+        let (body, bounds, top_keys) = body.finish(BODY_DEPTH);
         debug_assert_eq!(
             serde_json::from_str::<Value>(&body)
                 .ok()
@@ -151,7 +153,11 @@ impl ToolOutput {
         ToolOutput {
             content: vec![summary.into()],
             is_error: false,
-            body: Some(Body::Compact { text: body, bounds }),
+            body: Some(Body::Compact {
+                text: body,
+                bounds,
+                top_keys,
+            }),
             body_unwritten: true,
         }
     }
@@ -171,9 +177,12 @@ impl ToolOutput {
         match &self.body {
             None => false,
             Some(Body::Tree(v)) => v.get(key).is_some(),
-            // Only a body whose text holds the key as a string is read.
-            Some(b @ Body::Compact { text, .. }) => {
-                text.contains(key) && b.value().get(key).is_some()
+            // Only a body that may have written the key at its top, and whose text holds it,
+            // is read.
+            Some(b @ Body::Compact { text, top_keys, .. }) => {
+                top_keys & compact::key_bit(key) != 0
+                    && text.contains(key)
+                    && b.value().get(key).is_some()
             }
         }
     }

@@ -144,6 +144,39 @@ fn cancelling_a_run_batch_twice_fails_the_second_time() {
     assert!(unknown.first_text().contains("ResourceNotFoundException"));
 }
 
+/// `structured_has_key` finds a compact body's top-level keys, those written before the
+/// request id and those after it (a kept tail's too, on the second read), and no nested key.
+#[test]
+fn a_compact_body_knows_its_top_level_keys() {
+    let mut w = World::default_world();
+    for _ in 0..2 {
+        let out = call(
+            &mut w,
+            "GetAHOBatch",
+            json!({"batchId": "rb-0001"}),
+            READ_ONLY,
+        );
+        for key in [
+            "ResponseMetadata",
+            "id",
+            "runSummary",
+            "status",
+            "totalRuns",
+        ] {
+            assert!(out.structured_has_key(key), "{key}");
+        }
+        for key in [
+            "tollgate",
+            "RequestId",
+            "HTTPStatusCode",
+            "cancelled",
+            "rb-0001",
+        ] {
+            assert!(!out.structured_has_key(key), "{key}");
+        }
+    }
+}
+
 #[test]
 fn extended_writes_need_allow_write_and_arguments_are_validated() {
     let mut w = World::default_world();
