@@ -354,8 +354,9 @@ fn in_virtual_order(
     live: Vec<live::LiveDecision>,
 ) -> Vec<String> {
     use std::collections::{HashMap, VecDeque};
-    let mut by_id: HashMap<Option<String>, VecDeque<String>> = HashMap::new();
+    let mut by_id: HashMap<Option<tollgate_scenario::IdText>, VecDeque<String>> = HashMap::new();
     for (id, decision) in live {
+        let id = id.map(|text| tollgate_scenario::IdText::from_text(&text));
         by_id.entry(id).or_default().push_back(decision);
     }
     virtual_time

@@ -159,13 +159,62 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CallDecision {
     pub at_ms: u64,
-    /// The request's id as JSON text (`7`, `"a"`), if it has one: a live run's answers are
-    /// matched to these calls by it (a held call's outcome comes later than the calls after it).
+    /// The request's id, if it has one: a live run's answers are matched to these calls by it
+    /// (a held call's outcome comes later than the calls after it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<IdText>,
     pub agent: Arc<str>,
     pub tool: Arc<str>,
     pub decision: Arc<str>,
+}
+
+/// A request's id as its JSON text (`7`, `"a"`): an integer's is kept as the number, with no
+/// text made (a replay gives every call an id, and keeps each call's). Written out, and
+/// serialized, as the text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdText {
+    Number(u64),
+    /// Any other id's JSON text.
+    Text(Box<str>),
+}
+
+impl IdText {
+    /// The id whose JSON text is `text`: the number when `text` is an integer's own digits
+    /// (`7`, not `07` or `7.0`).
+    pub fn from_text(text: &str) -> IdText {
+        let digits = !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && (text == "0" || !text.starts_with('0'));
+        match digits.then(|| text.parse::<u64>().ok()).flatten() {
+            Some(n) => IdText::Number(n),
+            None => IdText::Text(text.into()),
+        }
+    }
+}
+
+impl IdText {
+    /// The id `v` as [`IdText`] of its JSON text.
+    pub fn of(v: &Value) -> IdText {
+        match v.as_u64() {
+            Some(n) => IdText::Number(n),
+            None => IdText::Text(v.to_string().into()),
+        }
+    }
+}
+
+impl std::fmt::Display for IdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdText::Number(n) => f.write_str(itoa::Buffer::new().format(*n)),
+            IdText::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl serde::Serialize for IdText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// What a step expands to, at one instant: its repetition's instant, and the step's label and
@@ -512,8 +561,8 @@ enum Entry {
 #[derive(Debug)]
 struct CallRecord {
     at: Duration,
-    /// The request's id as JSON text, if it has one.
-    id: Option<String>,
+    /// The request's id, if it has one.
+    id: Option<IdText>,
     agent: Arc<str>,
     label: Arc<str>,
     tool: Arc<str>,
@@ -534,7 +583,7 @@ impl CallRecord {
     fn new(
         a: &Action,
         agent: &Arc<str>,
-        id: Option<String>,
+        id: Option<IdText>,
         tool: Arc<str>,
         in_batch: bool,
         expect: Option<Arc<StepExpect>>,
@@ -627,7 +676,7 @@ struct AgentState {
 }
 
 /// An agent's open calls: id text → the call entry waiting for that answer.
-type OpenIds = HashMap<String, usize, foldhash::fast::RandomState>;
+type OpenIds = HashMap<IdText, usize, foldhash::fast::RandomState>;
 
 struct Run {
     gateway: Arc<Gateway>,
@@ -865,8 +914,7 @@ impl Run {
                 };
                 match taken {
                     DirectAnswer::Client => {
-                        let mut digits = itoa::Buffer::new();
-                        self.answer_with(&agent, Some(digits.format(id)), now, || {
+                        self.answer_with(&agent, Some(IdText::Number(id)), now, || {
                             describe_output(id, output)
                         });
                         return;
@@ -1018,8 +1066,8 @@ impl Run {
         if !is_response {
             return;
         }
-        let id = v.get("id").filter(|id| !id.is_null()).map(Value::to_string);
-        self.answer_with(agent, id.as_deref(), now, || describe(&v));
+        let id = v.get("id").filter(|id| !id.is_null()).map(IdText::of);
+        self.answer_with(agent, id, now, || describe(&v));
     }
 
     /// Gives the answer to request `id` (its JSON text; `None` when it has none) to the call
@@ -1027,12 +1075,12 @@ impl Run {
     fn answer_with(
         &mut self,
         agent: &str,
-        id: Option<&str>,
+        id: Option<IdText>,
         now: Duration,
         described: impl FnOnce() -> Described,
     ) {
         let has_id = id.is_some();
-        let index = id.and_then(|id| self.open.get_mut(agent)?.remove(id));
+        let index = id.and_then(|id| self.open.get_mut(agent)?.remove(&id));
         let index = match index {
             Some(i) => {
                 if self.open_raw.get(agent) == Some(&i) {
@@ -1241,7 +1289,7 @@ impl Run {
         state.held_seen.extend(new.iter().copied());
         let (pending, _) = self.gateway.list_approvals(now);
         for p in pending.iter().filter(|p| new.contains(&p.id)) {
-            let id = p.request_id.to_string();
+            let id = IdText::of(&p.request_id);
             let index = self
                 .open
                 .get(agent)
@@ -1270,7 +1318,7 @@ impl Run {
     fn open_call(
         &mut self,
         a: &Action,
-        (agent, id): (&Arc<str>, Option<String>),
+        (agent, id): (&Arc<str>, Option<IdText>),
         tool: Arc<str>,
         in_batch: bool,
         expect: Option<Arc<StepExpect>>,
@@ -1284,8 +1332,8 @@ impl Run {
         i
     }
 
-    /// Says that call entry `i` of `agent` waits for the answer to request `id` (its JSON text).
-    fn await_answer(&mut self, agent: &str, id: String, i: usize) {
+    /// Says that call entry `i` of `agent` waits for the answer to request `id`.
+    fn await_answer(&mut self, agent: &str, id: IdText, i: usize) {
         let ids = match self.open.get_mut(agent) {
             Some(ids) => ids,
             None => self.open.entry(agent.to_owned()).or_default(),
@@ -1298,7 +1346,7 @@ impl Run {
     fn answered_call(
         &mut self,
         a: &Action,
-        (agent, id): (&Arc<str>, String),
+        (agent, id): (&Arc<str>, IdText),
         tool: Arc<str>,
         expect: Option<Arc<StepExpect>>,
         answer: Described,
@@ -1325,7 +1373,7 @@ impl Run {
                     return;
                 }
                 let msg = self.request(agent, tool, args);
-                let id = msg["id"].to_string();
+                let id = IdText::of(&msg["id"]);
                 self.open_call(
                     a,
                     (agent, Some(id)),
@@ -1344,7 +1392,7 @@ impl Run {
                 self.ensure_agent(scenario, agent, now);
                 // The raw bytes may not parse: a lenient reading finds the id if there is one;
                 // an answer without an id goes to this call.
-                let id = raw_message_id(raw).map(|id| id.to_string());
+                let id = raw_message_id(raw).map(|id| IdText::of(&id));
                 let (who, what) = (Arc::from(agent.as_str()), Arc::from(tool.as_str()));
                 let i = self.open_call(a, (&who, id), what, false, expect.clone().map(Arc::new));
                 self.open_raw.insert(agent.clone(), i);
@@ -1356,7 +1404,7 @@ impl Run {
                 let mut batch = Vec::new();
                 for (tool, args, expect) in items {
                     let msg = self.request(agent, tool, args);
-                    let id = msg["id"].to_string();
+                    let id = IdText::of(&msg["id"]);
                     self.open_call(
                         a,
                         (&who, Some(id)),
@@ -1409,7 +1457,7 @@ impl Run {
             return false;
         }
         self.next_id = id;
-        let id_text = id_text(id);
+        let id_text = IdText::Number(id);
         if let Direct::Refused(decision) = &direct {
             // Answered at once: the entry is written with its answer, and nothing waits.
             let described = describe_decision(&mut self.texts, tool, decision);
@@ -1491,7 +1539,7 @@ impl Run {
             DirectAnswer::Dropped => {}
             DirectAnswer::Declined => {
                 // The value path finds the call by its id.
-                self.await_answer(agent, id_text(id), i);
+                self.await_answer(agent, IdText::Number(id), i);
                 let v = Reply::Direct { id, output }.into_value();
                 let Some(state) = self.agents.get_mut(&**agent) else {
                     return;
@@ -1761,11 +1809,6 @@ fn reload_word(r: ReloadExpect) -> &'static str {
         ReloadExpect::Applied => "applied",
         ReloadExpect::Refused => "refused",
     }
-}
-
-/// A direct-path request id's JSON text, the key its answer is found by.
-fn id_text(id: u64) -> String {
-    itoa::Buffer::new().format(id).to_owned()
 }
 
 /// Writes a transcript line's instant, `+{:>10.3}s` of the seconds.
@@ -2125,4 +2168,47 @@ pub fn wire_plan(loaded: &Loaded) -> Result<WirePlan, String> {
         approvers: scenario.approvers.clone(),
         steps,
     })
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::IdText;
+
+    fn id_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[0-9a-z\"\\\\ -]{0,8}".prop_map(Value::from),
+            Just(Value::Null),
+        ]
+    }
+
+    proptest! {
+        /// An id kept as `IdText` is written (and serialized) as its JSON text, and an id read
+        /// from a value and one read from that value's text are the same key: the runner's
+        /// calls and a live run's answers meet under it.
+        #[test]
+        fn id_text_is_the_json_text_and_the_same_key_from_value_or_text(v in id_value()) {
+            let text = v.to_string();
+            let id = IdText::of(&v);
+            prop_assert_eq!(id.to_string(), text.clone());
+            prop_assert_eq!(&id, &IdText::from_text(&text));
+            prop_assert_eq!(serde_json::to_value(&id).unwrap(), Value::from(text));
+            prop_assert_eq!(matches!(id, IdText::Number(_)), v.is_u64());
+        }
+    }
+
+    #[test]
+    fn only_an_integers_own_digits_are_a_number() {
+        assert_eq!(IdText::from_text("7"), IdText::Number(7));
+        assert_eq!(IdText::from_text("0"), IdText::Number(0));
+        for text in ["07", "7.0", "-7", "\"7\"", "", "18446744073709551616"] {
+            assert_eq!(IdText::from_text(text), IdText::Text(text.into()), "{text}");
+        }
+    }
 }
