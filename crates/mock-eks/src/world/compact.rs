@@ -30,19 +30,11 @@ pub(crate) struct Mark {
     top_keys: u64,
 }
 
-/// Text written after a [`Mark`], from [`Compact::tail_since`]: its counts, and the writer's
-/// state after it (its depths are the whole body's, as the text before the mark is the same).
-#[derive(Debug, Clone)]
-pub(crate) struct Tail {
-    text: Box<str>,
-    separators: usize,
-    wide: usize,
-    depth: usize,
-    deepest: usize,
-    first: bool,
-    after_key: bool,
-    top_keys: u64,
-}
+/// Text written after a [`Mark`], from [`Compact::tail_since`]: a writer holding only that
+/// text and what it counted, in the state the whole body's writer was in after it (its depths
+/// are the whole body's, as the text before the mark is the same).
+#[derive(Debug)]
+pub(crate) struct Tail(Compact);
 
 /// A body's compact JSON text being written.
 #[derive(Debug)]
@@ -222,8 +214,8 @@ impl Compact {
     /// What was written since `mark`, with what it counted and where it left the writer, for
     /// [`Compact::append`] to write again after the same text before the mark.
     pub(crate) fn tail_since(&self, mark: Mark) -> Tail {
-        Tail {
-            text: self.text[mark.len..].into(),
+        Tail(Compact {
+            text: self.text[mark.len..].to_owned(),
             separators: self.separators - mark.separators,
             wide: self.wide - mark.wide,
             depth: self.depth,
@@ -231,11 +223,11 @@ impl Compact {
             first: self.first,
             after_key: self.after_key,
             top_keys: self.top_keys & !mark.top_keys,
-        }
+        })
     }
 
     /// Writes `tail` again, as the writer wrote it after the same text.
-    pub(crate) fn append(&mut self, tail: &Tail) {
+    pub(crate) fn append(&mut self, Tail(tail): &Tail) {
         self.text.push_str(&tail.text);
         self.separators += tail.separators;
         self.wide += tail.wide;
