@@ -190,9 +190,7 @@ impl IdText {
             None => IdText::Text(text.into()),
         }
     }
-}
 
-impl IdText {
     /// The id `v` as [`IdText`] of its JSON text.
     pub fn of(v: &Value) -> IdText {
         match v.as_u64() {
