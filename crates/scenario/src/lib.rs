@@ -902,27 +902,8 @@ impl Run {
             Delivery::Bytes(bytes) => state.core.from_upstream(&bytes, now),
             Delivery::Value(v) => state.core.from_upstream_value(v, now),
             Delivery::Direct { id, output } => {
-                // The value path drops an answer whose text might pass the size limit.
-                let fits = output_bound(&output)
-                    .is_some_and(|b| b <= self.gateway.options().limits.max_bytes);
-                let taken = if fits {
-                    state.core.answer_direct(id, output.is_error, now)
-                } else {
-                    DirectAnswer::Declined
-                };
-                match taken {
-                    DirectAnswer::Client => {
-                        self.answer_with(&agent, Some(IdText::Number(id)), now, || {
-                            describe_output(id, output)
-                        });
-                        return;
-                    }
-                    DirectAnswer::Dropped => return,
-                    DirectAnswer::Declined => {
-                        let v = Reply::Direct { id, output }.into_value();
-                        state.core.from_upstream_value(v, now)
-                    }
-                }
+                self.answer_direct(&agent, id, output, None, now);
+                return;
             }
             Delivery::Crash => {
                 let outs = state
@@ -1489,7 +1470,7 @@ impl Run {
                 let record =
                     CallRecord::new(a, agent, id_text, Arc::clone(tool), false, expect.clone());
                 let i = self.entries.push(Entry::Call(record));
-                self.answer_direct_now(agent, i, id, output, now);
+                self.answer_direct(agent, id, output, Some(i), now);
             }
             Some(DirectHandled {
                 answer,
@@ -1512,32 +1493,42 @@ impl Run {
         true
     }
 
-    /// The mock's output answering call `id` (entry `i`) of `agent`, given to the core as
-    /// [`Run::deliver`] gives a [`Delivery::Direct`], at once.
-    fn answer_direct_now(
+    /// The mock's output answering call `id` of `agent` (a [`Delivery::Direct`]), given to
+    /// the core. `entry` is the call's entry when it does not wait under its id (an answer
+    /// given at once); it is made to wait there only if the answer takes the value path.
+    fn answer_direct(
         &mut self,
         agent: &Arc<str>,
-        i: usize,
         id: u64,
         output: ToolOutput,
+        entry: Option<usize>,
         now: Duration,
     ) {
         let max_bytes = self.gateway.options().limits.max_bytes;
         let Some(state) = self.agents.get_mut(&**agent) else {
             return;
         };
+        // The value path drops an answer whose text might pass the size limit.
         let fits = output_bound(&output).is_some_and(|b| b <= max_bytes);
         let taken = if fits {
             state.core.answer_direct(id, output.is_error, now)
         } else {
             DirectAnswer::Declined
         };
-        match taken {
-            DirectAnswer::Client => self.answer_entry(i, now, || describe_output(id, output)),
-            DirectAnswer::Dropped => {}
-            DirectAnswer::Declined => {
-                // The value path finds the call by its id.
-                self.await_answer(agent, IdText::Number(id), i);
+        match (taken, entry) {
+            (DirectAnswer::Client, Some(i)) => {
+                self.answer_entry(i, now, || describe_output(id, output));
+            }
+            (DirectAnswer::Client, None) => {
+                let described = || describe_output(id, output);
+                self.answer_with(agent, Some(IdText::Number(id)), now, described);
+            }
+            (DirectAnswer::Dropped, _) => {}
+            (DirectAnswer::Declined, _) => {
+                if let Some(i) = entry {
+                    // The value path finds the call by its id.
+                    self.await_answer(agent, IdText::Number(id), i);
+                }
                 let v = Reply::Direct { id, output }.into_value();
                 let Some(state) = self.agents.get_mut(&**agent) else {
                     return;
