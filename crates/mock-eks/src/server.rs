@@ -269,17 +269,7 @@ impl MockEks {
         }
     }
 
-    /// Makes room in the journal for `requests` more without moving it (a long replay's
-    /// journal is hundreds of megabytes; grown by doubling, it is copied into fresh memory at
-    /// every doubling). Room never used is never touched.
-    pub fn reserve_journal(&mut self, requests: usize) {
-        if !self.keep_journal {
-            return;
-        }
-        self.journal.reserve(requests.min(1 << 24));
-    }
-
-    /// Every request received so far.
+    /// Every request received so far (none after [`MockEks::keep_only_counts`]).
     pub fn journal(&self) -> &[JournalEntry] {
         &self.journal
     }
