@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tollgate_mcp::Recent;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -64,39 +65,6 @@ pub struct MetricHandles {
     recent_counters: Recent<(Arc<str>, Gauge<f64, AtomicU64>, Counter)>,
     /// The latency series found last, by the tool's shared name.
     recent_latencies: Recent<(Arc<str>, Histogram)>,
-}
-
-/// The few handles found last, replaced oldest first.
-#[derive(Debug)]
-struct Recent<T> {
-    items: Vec<T>,
-    next: usize,
-}
-
-impl<T> Default for Recent<T> {
-    fn default() -> Self {
-        Recent {
-            items: Vec::new(),
-            next: 0,
-        }
-    }
-}
-
-impl<T> Recent<T> {
-    const KEPT: usize = 8;
-
-    fn find(&self, is: impl FnMut(&&T) -> bool) -> Option<&T> {
-        self.items.iter().find(is)
-    }
-
-    fn keep(&mut self, item: T) {
-        if self.items.len() < Self::KEPT {
-            self.items.push(item);
-        } else if let Some(slot) = self.items.get_mut(self.next) {
-            *slot = item;
-            self.next = (self.next + 1) % Self::KEPT;
-        }
-    }
 }
 
 /// The entry of `bucket` (the handles whose labels share a hash) that `is` picks, pushed from

@@ -6,12 +6,14 @@
 pub mod http;
 pub mod jsonrpc;
 pub mod protocol;
+pub mod recent;
 pub mod sse;
 pub mod stdio;
 pub mod strict;
 
 pub use jsonrpc::{ErrorCode, Incoming, Message, error_response, result_response};
 pub use protocol::ProtocolVersion;
+pub use recent::Recent;
 pub use strict::{
     CheckedCalls, Limits, RecentCalls, TextBounds, WireError, call_reparses_identically, incoming,
     parse_incoming, reparses_identically, text_bound, text_bounds,

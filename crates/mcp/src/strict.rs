@@ -114,32 +114,20 @@ pub fn call_reparses_identically(tool: &str, arguments: &Value, limits: Limits) 
 /// change) between the step's repetitions, so what was found of a call's arguments holds for
 /// the next call that brings the same allocation.
 #[derive(Debug, Default)]
-pub struct RecentCalls {
-    /// Replaced oldest first.
-    recent: Vec<(Box<str>, std::sync::Arc<Value>)>,
-    next: usize,
-}
+pub struct RecentCalls(crate::Recent<(Box<str>, std::sync::Arc<Value>)>);
 
 impl RecentCalls {
-    /// How many calls it remembers (a replay interleaves a few steps).
-    const REMEMBERED: usize = 8;
-
     /// Whether the call of `tool` with these very arguments is remembered.
     pub fn contains(&self, tool: &str, arguments: &std::sync::Arc<Value>) -> bool {
-        self.recent
-            .iter()
-            .any(|(t, a)| std::sync::Arc::ptr_eq(a, arguments) && **t == *tool)
+        self.0
+            .find(|(t, a)| std::sync::Arc::ptr_eq(a, arguments) && **t == *tool)
+            .is_some()
     }
 
-    /// Remembers the call, forgetting the oldest beyond [`RecentCalls::REMEMBERED`].
+    /// Remembers the call, forgetting the oldest beyond [`crate::Recent::KEPT`].
     pub fn insert(&mut self, tool: &str, arguments: &std::sync::Arc<Value>) {
-        let entry = (Box::from(tool), std::sync::Arc::clone(arguments));
-        if self.recent.len() < Self::REMEMBERED {
-            self.recent.push(entry);
-        } else {
-            self.recent[self.next] = entry;
-            self.next = (self.next + 1) % Self::REMEMBERED;
-        }
+        self.0
+            .keep((Box::from(tool), std::sync::Arc::clone(arguments)));
     }
 }
 
