@@ -26,8 +26,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tollgate_mcp::jsonrpc::salvage_id;
 use tollgate_mcp::{
-    ErrorCode, Incoming, Limits, Message, WireError, error_response, parse_incoming,
-    result_response,
+    ErrorCode, Incoming, Limits, Message, MethodKind, ProtocolVersion, WireError, error_response,
+    method_kind, parse_incoming, result_response,
 };
 use tollgate_policy::{
     Annotation, ApprovalVia, Call, Decision, DecisionKind, Engine, RiskClass, RuleRef,
@@ -210,6 +210,7 @@ impl Gateway {
             awaiting: BTreeMap::new(),
             elicits: HashMap::default(),
             elicitation: None,
+            protocol: None,
             last_now: Duration::ZERO,
             grant: Arc::from(grant),
             session: Arc::from(session),
@@ -422,6 +423,8 @@ struct Pending {
 struct BatchState {
     /// Answers the gateway gave itself (refusals) for this batch.
     local: Vec<Value>,
+    /// Its forwarded requests not settled yet: the local answers go with the last one's.
+    open: usize,
 }
 
 /// A call held for approval, in the session that holds it.
@@ -468,6 +471,10 @@ pub struct SessionCore {
     /// Elicitation request id → approval id.
     elicits: HashMap<String, u64, Hasher>,
     elicitation: Option<ClientElicitation>,
+    /// The protocol version of the session: what the client's `initialize` asked for, then
+    /// what the upstream's answer settled on. `None` before `initialize` (and for the
+    /// stateless protocol, which has none).
+    protocol: Option<ProtocolVersion>,
     /// The latest instant the core was given (for records written when it is dropped).
     last_now: Duration,
     grant: Arc<str>,
@@ -494,6 +501,71 @@ pub struct SessionCore {
     /// [`SessionCore::call_direct`]'s check that a call parses back to the same value within
     /// the gateway's limits (which never change).
     reparse_checked: tollgate_mcp::CheckedCalls,
+}
+
+/// The prefix of every id the gateway makes itself (its own `tools/list`, elicitation and
+/// re-initialize requests).
+const RESERVED_ID: &str = "tollgate-";
+/// What a client's (or the upstream's) string id that starts with [`RESERVED_ID`] becomes on the
+/// other side: the two id spaces never meet (docs/security.md, "Ids").
+const ESCAPED_ID: &str = "tollgate-x-";
+
+/// The id a request takes to the other side: itself, unless it is a string in the gateway's own
+/// id space (starting `tollgate-`), which gets [`ESCAPED_ID`] in front. Injective, and no id it
+/// gives starts with `tollgate-` without `tollgate-x-`, so no peer can ever send an id the
+/// gateway takes for its own.
+fn escape_id(id: &Value) -> std::borrow::Cow<'_, Value> {
+    match id {
+        Value::String(s) if s.starts_with(RESERVED_ID) => {
+            std::borrow::Cow::Owned(Value::String(format!("{ESCAPED_ID}{s}")))
+        }
+        other => std::borrow::Cow::Borrowed(other),
+    }
+}
+
+/// The id an answer takes back to the side that asked: [`escape_id`] undone. `None` for an id in
+/// the gateway's own space that no escaping made: an answer to one of the gateway's own
+/// requests, which no peer gets.
+fn unescape_id(id: &Value) -> Option<Value> {
+    match id {
+        Value::String(s) => match s.strip_prefix(ESCAPED_ID) {
+            Some(rest) => Some(Value::String(rest.to_owned())),
+            None if s.starts_with(RESERVED_ID) => None,
+            None => Some(id.clone()),
+        },
+        other => Some(other.clone()),
+    }
+}
+
+/// A message as it crosses to the other side, ids mapped ([`escape_id`]): a request's id is
+/// escaped, an answer's unescaped (`None`: it answers one of the gateway's own requests, and is
+/// dropped), and the `requestId` of a `notifications/cancelled` escaped (it names a request of
+/// the side that sends it). The same in both directions.
+fn crossing(mut v: Value) -> Option<Value> {
+    let Some(obj) = v.as_object_mut() else {
+        return Some(v);
+    };
+    let has_method = obj.contains_key("method");
+    if has_method {
+        if let Some(id) = obj.get_mut("id")
+            && let std::borrow::Cow::Owned(escaped) = escape_id(id)
+        {
+            *id = escaped;
+        }
+        if obj.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+            && let Some(request) = obj.get_mut("params").and_then(|p| p.get_mut("requestId"))
+            && let std::borrow::Cow::Owned(escaped) = escape_id(request)
+        {
+            *request = escaped;
+        }
+        return Some(v);
+    }
+    if let Some(id) = obj.get_mut("id")
+        && id.as_str().is_some_and(|s| s.starts_with(RESERVED_ID))
+    {
+        *id = unescape_id(id)?;
+    }
+    Some(v)
 }
 
 fn id_key(id: &Value) -> String {
@@ -593,15 +665,23 @@ impl SessionCore {
     fn value_in(&mut self, dir: &str, value: &Value, now: Duration) {
         self.last_now = self.last_now.max(now);
         if self.gateway.recorder.is_some() {
+            let value = self.redacted_for_record(value.clone());
             self.gateway
-                .record(now, &self.session, &self.grant, dir, value.clone());
+                .record(now, &self.session, &self.grant, dir, value);
         }
     }
 
     fn record_in(&self, dir: &str, bytes: &[u8], now: Duration) {
         if self.gateway.recorder.is_some() {
-            let message = serde_json::from_slice::<Value>(bytes)
-                .unwrap_or_else(|_| json!({"unparsed": String::from_utf8_lossy(bytes)}));
+            let message = match serde_json::from_slice::<Value>(bytes) {
+                Ok(v) => self.redacted_for_record(v),
+                // Text that is not JSON cannot be searched for the arguments to redact: under
+                // a policy that redacts, only its size is written.
+                Err(_) if self.gateway.engine().policy().redacts_anything() => json!({
+                    "unparsed": format!("[redacted: {} bytes that are not JSON]", bytes.len())
+                }),
+                Err(_) => json!({"unparsed": String::from_utf8_lossy(bytes)}),
+            };
             self.gateway
                 .record(now, &self.session, &self.grant, dir, message);
         }
@@ -614,10 +694,47 @@ impl SessionCore {
                     Out::Client(v) => ("to_client", v),
                     Out::Upstream(v) => ("to_upstream", v),
                 };
-                self.gateway
-                    .record(now, &self.session, &self.grant, dir, v.clone());
+                let v = self.redacted_for_record(v.clone());
+                self.gateway.record(now, &self.session, &self.grant, dir, v);
             }
         }
+    }
+
+    /// A message as a recording keeps it: the arguments of every call in it (any message with
+    /// `params.name` and `params.arguments`, whatever its method) redacted as the policy's rule
+    /// for that tool says, exactly as the audit log redacts them.
+    fn redacted_for_record(&self, mut v: Value) -> Value {
+        if let Value::Array(items) = &mut v {
+            for item in items.iter_mut() {
+                *item = self.redacted_for_record(item.take());
+            }
+            return v;
+        }
+        let Some(params) = v.get_mut("params") else {
+            return v;
+        };
+        let Some(name) = params
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return v;
+        };
+        let Some(arguments) = params.get_mut("arguments").filter(|a| a.is_object()) else {
+            return v;
+        };
+        let info = self
+            .advertised
+            .as_ref()
+            .and_then(|a| a.get(&name))
+            .cloned()
+            .unwrap_or_else(|| tool_info(&json!({ "name": name })));
+        let meta = meta_of(arguments, &info);
+        let names = self.gateway.engine().policy().redactions(&name, &meta);
+        if !names.is_empty() {
+            *arguments = redact(arguments, &names);
+        }
+        v
     }
 
     fn handle_client(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
@@ -663,8 +780,56 @@ impl SessionCore {
                 out.extend(local.into_iter().map(Out::Client));
                 out
             }
-            Ok(Incoming::Batch(items)) => self.client_batch(items, now),
+            Ok(Incoming::Batch(items)) if self.protocol.is_some_and(|p| p.allows_batches()) => {
+                self.client_batch(items, now)
+            }
+            Ok(Incoming::Batch(items)) => self.refuse_batch(&items, now),
         }
+    }
+
+    /// Why a batch is refused in this session, for its answers.
+    fn batch_refusal_text(&self) -> String {
+        let version = match self.protocol {
+            Some(p) => format!("protocol version {p}"),
+            None => "a session that has not been initialized (or the stateless protocol)".into(),
+        };
+        format!(
+            "Invalid request: JSON-RPC batches are allowed only in protocol version 2025-03-26, and this is {version}; Tollgate refused the whole batch and forwarded none of it. Send each message on its own."
+        )
+    }
+
+    /// A batch in a session whose protocol has none: refused whole at once, audited, nothing
+    /// forwarded. Each request in it gets its error (so a client waiting for each id hears);
+    /// a batch of notifications only gets one error without an id.
+    fn refuse_batch(&mut self, items: &[Value], now: Duration) -> Vec<Out> {
+        let why = MethodRefusal::Batch;
+        let tools: Vec<&str> = items
+            .iter()
+            .filter(|m| {
+                m.get("method").and_then(Value::as_str).map(method_kind) != Some(MethodKind::Other)
+            })
+            .filter_map(|m| m.get("params")?.get("name")?.as_str())
+            .collect();
+        let record = json!({
+            "session": self.session, "grant": self.grant, "decision": why.name(),
+            "protocol": self.protocol.map(ProtocolVersion::as_str), "items": items.len(),
+            "tools": tools,
+        });
+        if let Err(e) = self.gateway.audit(now, "refusal", record) {
+            tracing::error!("cannot audit a refused batch: {e}");
+        }
+        self.gateway.metrics.observe_refused_message(why.name());
+        let text = self.batch_refusal_text();
+        let mut answers: Vec<Value> = items
+            .iter()
+            .filter(|m| m.get("method").is_some())
+            .filter_map(salvage_id)
+            .map(|id| error_response(Some(id), ErrorCode::InvalidRequest, &text, None))
+            .collect();
+        if answers.is_empty() {
+            answers.push(error_response(None, ErrorCode::InvalidRequest, &text, None));
+        }
+        vec![Out::Client(Value::Array(answers))]
     }
 
     fn client_batch(&mut self, items: Vec<Value>, now: Duration) -> Vec<Out> {
@@ -683,14 +848,15 @@ impl SessionCore {
                 }
             }
         }
-        let awaits_answer = forward
+        let open = forward
             .iter()
-            .any(|m| m.get("id").is_some() && m.get("method").is_some());
+            .filter(|m| m.get("id").is_some() && m.get("method").is_some())
+            .count();
         if !forward.is_empty() {
             out.push(Out::Upstream(Value::Array(forward)));
         }
-        if awaits_answer {
-            self.batches.insert(batch, BatchState { local });
+        if open > 0 {
+            self.batches.insert(batch, BatchState { local, open });
         } else if !local.is_empty() {
             out.push(Out::Client(Value::Array(local)));
         }
@@ -698,6 +864,12 @@ impl SessionCore {
     }
 
     /// One client message: returns the local answers; pushes what goes upstream to `out`.
+    ///
+    /// The stance on every message kind (docs/security.md, "Message kinds"): a `tools/call`
+    /// request is decided; a `tools/call` notification, a method name that only resembles
+    /// `tools/call` and a method name that is not printable ASCII are refused and audited, never
+    /// forwarded; a request whose id is already in flight is refused; everything else passes
+    /// through with its ids mapped ([`crossing`]).
     fn client_message(
         &mut self,
         v: Value,
@@ -716,6 +888,28 @@ impl SessionCore {
                 )];
             }
         };
+        let (id, method, params) = match message {
+            Message::Request { id, method, params } => (Some(id), Some(method), params),
+            Message::Notification { method, params } => (None, Some(method), params),
+            Message::Response { .. } | Message::Error { .. } => (None, None, None),
+        };
+        if let Some(method) = method {
+            let refused = match method_kind(method) {
+                MethodKind::ToolsCall if id.is_none() => Some(MethodRefusal::CallAsNotification),
+                MethodKind::LookAlike => Some(MethodRefusal::LookAlike),
+                MethodKind::Malformed => Some(MethodRefusal::Malformed),
+                MethodKind::ToolsCall | MethodKind::Other => None,
+            };
+            if let Some(why) = refused {
+                return self.refuse_message(why, id, method, params, now);
+            }
+        }
+        if let Some(id) = id
+            && self.request_in_flight(id)
+        {
+            let method = method.unwrap_or_default();
+            return self.refuse_message(MethodRefusal::IdInFlight, Some(id), method, params, now);
+        }
         match message {
             Message::Request {
                 id,
@@ -744,31 +938,107 @@ impl SessionCore {
             Message::Request { id, method, params } => {
                 if method == "initialize" {
                     self.elicitation = client_elicitation(params);
+                    self.protocol = params
+                        .and_then(|p| p.get("protocolVersion"))
+                        .and_then(Value::as_str)
+                        .and_then(ProtocolVersion::parse);
                 }
+                let key = id_key(&escape_id(id));
                 if method == "initialize" || method == "server/discover" {
-                    self.handshake_ids.insert(id_key(id));
+                    self.handshake_ids.insert(key.clone());
                 }
-                // Other requests pass through; remember batch membership for the merge.
+                // Other requests pass through; remember batch membership for the merge, with a
+                // deadline, so a batch the upstream leaves unanswered still gets its answer.
                 if let Some(b) = batch {
                     self.pending.insert(
-                        id_key(id),
+                        key,
                         Pending {
                             tool: Arc::from(""),
                             audit_seq: None,
                             started: now,
-                            deadline: Duration::MAX,
+                            deadline: now.saturating_add(self.gateway.options.call_timeout),
                             batch: Some(b),
                         },
                     );
                 }
-                out.push(Out::Upstream(v));
+                out.extend(crossing(v).map(Out::Upstream));
                 Vec::new()
             }
             _ => {
-                out.push(Out::Upstream(v));
+                // An answer to none of the upstream's requests (an id in the gateway's own
+                // space) is dropped by `crossing`.
+                out.extend(crossing(v).map(Out::Upstream));
                 Vec::new()
             }
         }
+    }
+
+    /// Whether a request with this id (the client's) is in flight: forwarded and unanswered,
+    /// waiting for the upstream's tool list, or held for approval.
+    fn request_in_flight(&self, id: &Value) -> bool {
+        self.pending.contains_key(&id_key(&escape_id(id)))
+            || self.held.iter().any(|m| m.get("id") == Some(id))
+            || self.awaiting.values().any(|h| &h.id == id)
+    }
+
+    /// Refuses a message that could make a loose upstream run a tool undecided, or that reuses
+    /// an id in flight: audited, answered with a JSON-RPC error when it is a request (a
+    /// notification gets no answer, as JSON-RPC says), never forwarded.
+    fn refuse_message(
+        &mut self,
+        why: MethodRefusal,
+        id: Option<&Value>,
+        method: &str,
+        params: Option<&Value>,
+        now: Duration,
+    ) -> Vec<Value> {
+        let tool = params
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut record = json!({
+            "session": self.session, "grant": self.grant, "method": method,
+            "tool": tool, "decision": why.name(),
+        });
+        if let Some(id) = id {
+            record["id"] = id.clone();
+        }
+        if let Err(e) = self.gateway.audit(now, "refusal", record) {
+            tracing::error!("cannot audit a refused message: {e}");
+        }
+        self.gateway.metrics.observe_refused_message(why.name());
+        let Some(id) = id else {
+            tracing::warn!(
+                "refused a notification `{}` ({}): not forwarded",
+                method.escape_debug(),
+                why.name()
+            );
+            return Vec::new();
+        };
+        let shown = method.escape_debug();
+        let (code, text) = match why {
+            MethodRefusal::LookAlike => (
+                ErrorCode::MethodNotFound,
+                format!(
+                    "Method not found: `{shown}` is not `tools/call` (method names are exact and case-sensitive). Tollgate refuses names that resemble `tools/call`, since an upstream that reads them loosely would run a tool nobody decided. Send `tools/call`."
+                ),
+            ),
+            MethodRefusal::Malformed => (
+                ErrorCode::InvalidRequest,
+                format!(
+                    "Invalid request: the method name `{shown}` is not printable ASCII (no spaces, control characters or non-ASCII letters); Tollgate refuses it. Send the method's exact name."
+                ),
+            ),
+            MethodRefusal::IdInFlight => (
+                ErrorCode::InvalidRequest,
+                format!(
+                    "Invalid request: the id {id} is already used by a request of this session that has not been answered; Tollgate refuses the second one. Give every request in flight its own id."
+                ),
+            ),
+            MethodRefusal::Batch => (ErrorCode::InvalidRequest, self.batch_refusal_text()),
+            MethodRefusal::CallAsNotification => return Vec::new(),
+        };
+        vec![error_response(Some(id), code, &text, None)]
     }
 
     fn call(
@@ -1058,7 +1328,7 @@ impl SessionCore {
             .copied()
             .unwrap_or(self.gateway.options.call_timeout);
         self.pending.insert(
-            id_key(id),
+            id_key(&escape_id(id)),
             Pending {
                 tool: Arc::clone(name),
                 audit_seq: seq,
@@ -1460,24 +1730,15 @@ impl SessionCore {
             Value::Array(items) => {
                 let mut out = Vec::new();
                 let mut to_client = Vec::new();
-                let mut batch = None;
                 for item in items {
-                    if let Some(b) = item
-                        .get("id")
-                        .and_then(|id| self.pending.get(&id_key(id)))
-                        .and_then(|p| p.batch)
-                    {
-                        batch = Some(b);
-                    }
                     for o in self.upstream_message(item, now) {
                         match o {
+                            // A batch's answers go back as one array, its local ones included.
+                            Out::Client(Value::Array(local)) => to_client.extend(local),
                             Out::Client(v) => to_client.push(v),
                             other => out.push(other),
                         }
                     }
-                }
-                if let Some(state) = batch.and_then(|b| self.batches.remove(&b)) {
-                    to_client.extend(state.local);
                 }
                 if !to_client.is_empty() {
                     out.push(Out::Client(Value::Array(to_client)));
@@ -1489,50 +1750,97 @@ impl SessionCore {
     }
 
     fn upstream_message(&mut self, v: Value, now: Duration) -> Vec<Out> {
+        let mut due = None;
+        let mut out = self.upstream_message_inner(v, now, &mut due);
+        // A batch's refusals go after the answer that settled its last forwarded request.
+        if let Some(local) = due {
+            out.push(Out::Client(Value::Array(local)));
+        }
+        out
+    }
+
+    /// [`Self::upstream_message`], leaving in `due` the local answers of a batch it settled.
+    fn upstream_message_inner(
+        &mut self,
+        v: Value,
+        now: Duration,
+        due: &mut Option<Vec<Value>>,
+    ) -> Vec<Out> {
         let id = v.get("id").cloned();
-        let is_response = v.get("result").is_some() || v.get("error").is_some();
+        let is_response =
+            v.get("method").is_none() && (v.get("result").is_some() || v.get("error").is_some());
+        let mut out = Vec::new();
         if let (Some(id), true) = (&id, is_response) {
             if let Some(listing) = &self.listing
                 && id.as_str() == Some(listing.id.as_str())
             {
                 return self.internal_listing(&v, now);
             }
-            if let Some(p) = self.pending.remove(&id_key(id)) {
+            let key = id_key(id);
+            if let Some(p) = self.pending.remove(&key) {
                 let is_error = v
                     .get("result")
                     .and_then(|r| r.get("isError"))
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-                self.settle_pending(id, p, is_error, v.get("error"), now);
-            } else if v.get("method").is_none() && self.is_expired_id(id) {
+                let batch = p.batch;
+                let client_id = unescape_id(id).unwrap_or(Value::Null);
+                self.settle_pending(&client_id, p, is_error, v.get("error"), now);
+                *due = batch.and_then(|b| self.batch_item_done(b));
+            } else if self.is_expired_id(id) {
                 // A late answer to a call that already timed out: the client has its answer.
-                return Vec::new();
+                return out;
             }
-            if self.handshake_ids.remove(&id_key(id)) {
+            if self.handshake_ids.remove(&key) {
                 let mut v = v;
-                if let Some(tools) = v
-                    .get_mut("result")
+                let result = v.get_mut("result");
+                if let Some(p) = result
+                    .as_ref()
+                    .and_then(|r| r.get("protocolVersion"))
+                    .and_then(Value::as_str)
+                    .and_then(ProtocolVersion::parse)
+                {
+                    self.protocol = Some(p);
+                }
+                if let Some(tools) = result
                     .and_then(|r| r.get_mut("capabilities"))
                     .and_then(|c| c.get_mut("tools"))
                     .and_then(Value::as_object_mut)
                 {
                     tools.insert("listChanged".into(), Value::Bool(true));
                 }
-                return vec![Out::Client(v)];
+                out.extend(crossing(v).map(Out::Client));
+                return out;
             }
             if v.get("result").and_then(|r| r.get("tools")).is_some() {
                 let mut v = v;
                 self.absorb_listing(&v);
                 self.hide_tools(&mut v);
                 self.listed_under = Some(self.gateway.engine());
-                return vec![Out::Client(v)];
+                out.extend(crossing(v).map(Out::Client));
+                return out;
             }
         }
         if v.get("method").and_then(Value::as_str) == Some("notifications/tools/list_changed") {
             // The upstream's tools changed: list them again before the next call.
             self.advertised = None;
         }
-        vec![Out::Client(v)]
+        // An answer to one of the gateway's own requests that is not in flight (a listing
+        // the session gave up on) is dropped by `crossing`: no client asked for it.
+        out.extend(crossing(v).map(Out::Client));
+        out
+    }
+
+    /// One forwarded request of batch `b` is settled (answered, timed out or failed): when it
+    /// was the last, the batch's local answers (its refusals) are due, returned here.
+    fn batch_item_done(&mut self, b: u64) -> Option<Vec<Value>> {
+        let state = self.batches.get_mut(&b)?;
+        state.open = state.open.saturating_sub(1);
+        if state.open > 0 {
+            return None;
+        }
+        let state = self.batches.remove(&b)?;
+        (!state.local.is_empty()).then_some(state.local)
     }
 
     /// The end of a pending request the upstream answered: for a forwarded call, its latency
@@ -1678,23 +1986,41 @@ impl SessionCore {
             let Some(p) = self.pending.remove(&key) else {
                 continue;
             };
+            // The key is the id as the upstream knows it; the client gets its own back.
             let Ok(id) = serde_json::from_str::<Value>(&key) else {
                 continue;
             };
+            let client_id = unescape_id(&id).unwrap_or(Value::Null);
             self.expired.insert(key);
-            self.gateway.metrics.in_flight.dec();
             let waited = now.saturating_sub(p.started);
-            let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
-            let text = format!(
-                "The upstream server did not answer the call to `{}` within {}s; Tollgate stopped waiting and asked it to cancel. The call may or may not have taken effect.",
-                p.tool,
-                waited.as_secs()
-            );
             out.push(Out::Upstream(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id, "reason": "timeout at the gateway"}})));
-            out.push(Out::Client(result_response(
-                &id,
-                refusal::gateway(&p.tool, &self.grant, "upstream_timeout", text),
-            )));
+            if p.tool.is_empty() {
+                // A request of a batch that is not a call (nothing to audit).
+                out.push(Out::Client(error_response(
+                    Some(&client_id),
+                    ErrorCode::InternalError,
+                    &format!(
+                        "the upstream server did not answer within {}s; Tollgate stopped waiting",
+                        waited.as_secs()
+                    ),
+                    None,
+                )));
+            } else {
+                self.gateway.metrics.in_flight.dec();
+                let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": client_id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
+                let text = format!(
+                    "The upstream server did not answer the call to `{}` within {}s; Tollgate stopped waiting and asked it to cancel. The call may or may not have taken effect.",
+                    p.tool,
+                    waited.as_secs()
+                );
+                out.push(Out::Client(result_response(
+                    &client_id,
+                    refusal::gateway(&p.tool, &self.grant, "upstream_timeout", text),
+                )));
+            }
+            if let Some(local) = p.batch.and_then(|b| self.batch_item_done(b)) {
+                out.push(Out::Client(Value::Array(local)));
+            }
         }
         out
     }
@@ -1734,6 +2060,7 @@ impl SessionCore {
             let Ok(id) = serde_json::from_str::<Value>(&key) else {
                 continue;
             };
+            let id = unescape_id(&id).unwrap_or(Value::Null);
             if p.tool.is_empty() {
                 out.push(Out::Client(error_response(
                     Some(&id),
@@ -1753,6 +2080,13 @@ impl SessionCore {
                 &id,
                 refusal::gateway(&p.tool, &self.grant, "upstream_failed", text),
             )));
+        }
+        // Every batch's requests were settled above: their local answers are due now.
+        let batches: BTreeMap<u64, BatchState> = self.batches.drain().collect();
+        for (_, state) in batches {
+            if !state.local.is_empty() {
+                out.push(Out::Client(Value::Array(state.local)));
+            }
         }
         for msg in std::mem::take(&mut self.held) {
             if let Some(id) = msg.get("id") {
@@ -1865,7 +2199,41 @@ fn tool_info(t: &Value) -> ToolInfo {
 /// (re-serialized from the parsed value, never the raw bytes).
 fn forwarded(mut original: Value, arguments: Arc<Value>) -> Out {
     original["params"]["arguments"] = Arc::unwrap_or_clone(arguments);
+    if let Some(id) = original.get_mut("id")
+        && let std::borrow::Cow::Owned(escaped) = escape_id(id)
+    {
+        *id = escaped;
+    }
     Out::Upstream(original)
+}
+
+/// Why a client message was refused before any decision (the `decision` of its `refusal`
+/// audit record, and the `reason` label of its metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MethodRefusal {
+    /// A `tools/call` without an id: a notification, which JSON-RPC lets a server run and
+    /// nobody could be told the decision of.
+    CallAsNotification,
+    /// A method name that resembles `tools/call` without being it.
+    LookAlike,
+    /// A method name that is not printable ASCII.
+    Malformed,
+    /// A request whose id is already in flight in this session.
+    IdInFlight,
+    /// A batch in a protocol version without batches (or before `initialize`).
+    Batch,
+}
+
+impl MethodRefusal {
+    fn name(self) -> &'static str {
+        match self {
+            MethodRefusal::CallAsNotification => "call_as_notification",
+            MethodRefusal::LookAlike => "method_look_alike",
+            MethodRefusal::Malformed => "malformed_method",
+            MethodRefusal::IdInFlight => "id_in_flight",
+            MethodRefusal::Batch => "batch_not_allowed",
+        }
+    }
 }
 
 /// What [`SessionCore::decide_call`] made of a call.

@@ -28,6 +28,11 @@ pub struct CounterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
     pub tool: String,
 }
@@ -45,6 +50,9 @@ pub struct Metrics {
     pub counter_saturation: Family<CounterLabels, Gauge<f64, AtomicU64>>,
     /// Per counter: decisions that found it full (the call was rate limited by it).
     pub counter_full: Family<CounterLabels, Counter>,
+    /// Client messages refused before any decision (a `tools/call` notification, a look-alike
+    /// or malformed method name, an id in flight, a batch the protocol does not allow), by why.
+    pub refused_messages: Family<ReasonLabels, Counter>,
 }
 
 /// Handles to series of a [`Metrics`]' families (a handle shares its series' value), by a hash
@@ -132,7 +140,14 @@ impl Default for Metrics {
             "Decisions that found the counter full",
             counter_full.clone(),
         );
+        let refused_messages = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "refused_messages",
+            "Client messages refused before any decision, by reason (docs/security.md)",
+            refused_messages.clone(),
+        );
         Metrics {
+            refused_messages,
             registry,
             counter_saturation,
             counter_full,
@@ -145,6 +160,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a client message refused before any decision (`reason`: a fixed name).
+    pub fn observe_refused_message(&self, reason: &str) {
+        self.refused_messages
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// Counts one decision, and records how full its counters are (`handles`: the caller's
     /// handles to these metrics' series).
     pub fn observe_decision(

@@ -121,6 +121,45 @@ impl<'a> Message<'a> {
     }
 }
 
+/// How a method name stands with respect to `tools/call`, the one method that runs a tool.
+///
+/// The gateway decides every `tools/call` request; an upstream that compares method names
+/// loosely (case, whitespace, separators) could run a message whose name only resembles it, so
+/// such names are refused rather than forwarded (docs/security.md, "Message kinds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodKind {
+    /// Exactly `tools/call`.
+    ToolsCall,
+    /// Not `tools/call`, but a loose reader could take it for it: its ASCII letters and digits,
+    /// lowercased, contain `toolscall` (`Tools/Call`, `tools/call `, `TOOLS.CALL`,
+    /// `tools/call/v2`).
+    LookAlike,
+    /// Not a method name MCP could define: empty, or holding a character that is not printable
+    /// ASCII (spaces, control characters, any non-ASCII letter such as a Cyrillic `о`).
+    Malformed,
+    /// Any other name (every other MCP method, and unknown ones): passes through.
+    Other,
+}
+
+/// Classifies a method name (see [`MethodKind`]).
+pub fn method_kind(method: &str) -> MethodKind {
+    if method == "tools/call" {
+        return MethodKind::ToolsCall;
+    }
+    let folded: String = method
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if folded.contains("toolscall") {
+        return MethodKind::LookAlike;
+    }
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_graphic()) {
+        return MethodKind::Malformed;
+    }
+    MethodKind::Other
+}
+
 /// A JSON-RPC error response. `id` is `null` when the request's id could not be read.
 pub fn error_response(
     id: Option<&Value>,
@@ -195,6 +234,42 @@ mod tests {
             json!({"jsonrpc": "2.0"}),
         ] {
             assert!(Message::classify(&bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Every spelling a loose reader could take for `tools/call` is told apart from it, and
+    /// every other MCP method passes as `Other`.
+    #[test]
+    fn look_alikes_of_tools_call_are_caught() {
+        assert_eq!(method_kind("tools/call"), MethodKind::ToolsCall);
+        for m in [
+            "Tools/Call",
+            "TOOLS/CALL",
+            "tools/call ",
+            " tools/call",
+            "tools/call\n",
+            "tools.call",
+            "tools_call",
+            "toolscall",
+            "tools//call",
+            "tools/call/v2",
+            "x/tools/call",
+            "tools/\u{200b}call",
+        ] {
+            assert_eq!(method_kind(m), MethodKind::LookAlike, "{m:?}");
+        }
+        for m in ["", "tоols/call", "ping\u{0}", "tools/list ", "résumé"] {
+            assert_eq!(method_kind(m), MethodKind::Malformed, "{m:?}");
+        }
+        for m in [
+            "initialize",
+            "tools/list",
+            "notifications/cancelled",
+            "resources/read",
+            "server/discover",
+            "x-vendor/op",
+        ] {
+            assert_eq!(method_kind(m), MethodKind::Other, "{m:?}");
         }
     }
 

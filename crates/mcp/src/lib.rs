@@ -11,7 +11,9 @@ pub mod sse;
 pub mod stdio;
 pub mod strict;
 
-pub use jsonrpc::{ErrorCode, Incoming, Message, error_response, result_response};
+pub use jsonrpc::{
+    ErrorCode, Incoming, Message, MethodKind, error_response, method_kind, result_response,
+};
 pub use protocol::ProtocolVersion;
 pub use recent::Recent;
 pub use strict::{

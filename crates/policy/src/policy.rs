@@ -243,6 +243,21 @@ impl Policy {
         names
     }
 
+    /// Whether any rule (or case of a branch) redacts an argument: a message the gateway
+    /// cannot read (to find the arguments to redact) is then not written out verbatim.
+    pub fn redacts_anything(&self) -> bool {
+        let bodies = std::iter::once(&self.default).chain(self.rules.iter().map(|r| &r.body));
+        bodies.into_iter().any(|body| {
+            !body.redact.is_empty()
+                || body.when.iter().any(|b| {
+                    b.cases
+                        .values()
+                        .chain(b.otherwise.iter())
+                        .any(|c| !c.redact.is_empty())
+                })
+        })
+    }
+
     /// The longest time any rule of this policy may hold a call for approval (zero when no
     /// rule asks): how long a transport must be ready to wait for an answer.
     pub fn longest_approval(&self) -> Duration {
