@@ -229,6 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tool_timeouts: args.tool_timeout.iter().cloned().collect(),
         approvals: admin_tokens.is_some(),
         max_held_per_grant: args.max_held_per_grant.max(1),
+        ..GatewayOptions::default()
     };
     let gateway = match &args.record {
         None => Gateway::new(engine, audit, options),

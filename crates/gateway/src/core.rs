@@ -60,7 +60,20 @@ pub struct GatewayOptions {
     /// How many calls one grant may have waiting for approval at once; the next is refused
     /// (`approval_queue_full`), so a runaway agent cannot flood the approvers.
     pub max_held_per_grant: usize,
+    /// How many calls one session may have forwarded and unanswered (or waiting for the
+    /// upstream's tool list) at once; the next is refused (`too_many_in_flight`), so a client
+    /// cannot make the gateway hold unbounded state for a slow upstream.
+    pub max_in_flight: usize,
 }
+
+/// The most pages of `tools/list` the gateway reads from an upstream before it stops asking
+/// (an upstream that keeps answering with a `nextCursor` would otherwise be listed forever).
+pub const MAX_LIST_PAGES: u32 = 100;
+/// The most tools the gateway keeps from one upstream's listing; tools past it are unknown.
+pub const MAX_LISTED_TOOLS: usize = 20_000;
+/// The most ids of timed-out calls remembered (to drop their late answers); past it the
+/// oldest are forgotten, and a very late answer goes to the client, which has its answer.
+const MAX_EXPIRED_IDS: usize = 4096;
 
 impl Default for GatewayOptions {
     fn default() -> Self {
@@ -70,6 +83,7 @@ impl Default for GatewayOptions {
             tool_timeouts: HashMap::new(),
             approvals: false,
             max_held_per_grant: 16,
+            max_in_flight: 1024,
         }
     }
 }
@@ -407,6 +421,10 @@ struct Listing {
     id: String,
     tools: HashMap<String, ToolInfo, Hasher>,
     meta: Option<Value>,
+    /// Pages asked for so far (at most [`MAX_LIST_PAGES`]).
+    pages: u32,
+    /// When the gateway stops waiting for the page asked for.
+    deadline: Duration,
 }
 
 #[derive(Debug)]
@@ -610,7 +628,8 @@ impl SessionCore {
     pub fn next_deadline(&self) -> Option<Duration> {
         let forwarded = self.pending.values().map(|p| p.deadline);
         let held = self.awaiting.values().map(|h| h.deadline);
-        forwarded.chain(held).min()
+        let listing = self.listing.as_ref().map(|l| l.deadline);
+        forwarded.chain(held).chain(listing).min()
     }
 
     /// Notified when one of this session's held calls is decided: the transport then calls
@@ -1073,11 +1092,14 @@ impl SessionCore {
                 )];
             }
         }
+        if self.in_flight_full() {
+            return vec![self.too_many_in_flight(&id, &name, now)];
+        }
         let Some(advertised) = &self.advertised else {
             // The upstream's tools are not known yet: hold the call and list them.
             if self.listing.is_none() {
                 let meta = params.and_then(|p| p.get("_meta")).cloned();
-                out.push(Out::Upstream(self.start_listing(None, meta)));
+                out.push(Out::Upstream(self.start_listing(None, meta, now)));
             }
             self.held.push(original);
             return Vec::new();
@@ -1105,6 +1127,27 @@ impl SessionCore {
                 Vec::new()
             }
             Called::Hold(h) => self.hold(id, h, original, now, out),
+        }
+    }
+
+    /// Whether the session holds as many calls in flight (forwarded and unanswered, or waiting
+    /// for the tool list) as it may.
+    fn in_flight_full(&self) -> bool {
+        self.pending.len() + self.held.len() >= self.gateway.options.max_in_flight
+    }
+
+    /// The refusal of a call past the session's bound on calls in flight: nothing decided.
+    fn too_many_in_flight(&self, id: &Value, name: &str, now: Duration) -> Value {
+        let max = self.gateway.options.max_in_flight;
+        let text = format!(
+            "Tollgate refused the call to `{name}`: this session already has {max} calls in flight (the most a session may have); nothing was forwarded. Wait for some of them to be answered, then call again."
+        );
+        self.gateway
+            .metrics
+            .observe_refused_message("too_many_in_flight");
+        match self.gateway.audit(now, "refusal", json!({"session": self.session, "grant": self.grant, "id": id, "tool": name, "decision": "too_many_in_flight"})) {
+            Ok(_) => result_response(id, refusal::gateway(name, &self.grant, "too_many_in_flight", text)),
+            Err(e) => self.audit_failure(id, name, &e),
         }
     }
 
@@ -1245,7 +1288,7 @@ impl SessionCore {
         message: impl FnOnce() -> Value,
         now: Duration,
     ) -> Direct {
-        if self.gateway.recorder.is_some() || !arguments.is_object() {
+        if self.gateway.recorder.is_some() || !arguments.is_object() || self.in_flight_full() {
             return Direct::Declined;
         }
         let Some(info) = self
@@ -1682,7 +1725,7 @@ impl SessionCore {
         )
     }
 
-    fn start_listing(&mut self, cursor: Option<&str>, meta: Option<Value>) -> Value {
+    fn start_listing(&mut self, cursor: Option<&str>, meta: Option<Value>, now: Duration) -> Value {
         self.next_internal += 1;
         let id = format!("tollgate-internal-{}", self.next_internal);
         let mut params = json!({});
@@ -1692,11 +1735,17 @@ impl SessionCore {
         if let Some(m) = &meta {
             params["_meta"] = m.clone();
         }
-        let tools = self.listing.take().map(|l| l.tools).unwrap_or_default();
+        let (tools, pages) = self
+            .listing
+            .take()
+            .map(|l| (l.tools, l.pages))
+            .unwrap_or_default();
         self.listing = Some(Listing {
             id: id.clone(),
             tools,
             meta,
+            pages: pages + 1,
+            deadline: now.saturating_add(self.gateway.options.call_timeout),
         });
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params})
     }
@@ -1933,15 +1982,26 @@ impl SessionCore {
             None => return Vec::new(),
         };
         for t in v["result"]["tools"].as_array().into_iter().flatten() {
+            if listing.tools.len() >= MAX_LISTED_TOOLS {
+                tracing::warn!(
+                    "the upstream lists more than {MAX_LISTED_TOOLS} tools: the rest are unknown"
+                );
+                break;
+            }
             if let Some(name) = t.get("name").and_then(Value::as_str) {
                 listing.tools.insert(name.to_owned(), tool_info(t));
             }
         }
         if let Some(cursor) = v["result"]["nextCursor"].as_str() {
-            let cursor = cursor.to_owned();
-            let meta = listing.meta.clone();
-            self.listing = Some(listing);
-            return vec![Out::Upstream(self.start_listing(Some(&cursor), meta))];
+            if listing.pages < MAX_LIST_PAGES {
+                let cursor = cursor.to_owned();
+                let meta = listing.meta.clone();
+                self.listing = Some(listing);
+                return vec![Out::Upstream(self.start_listing(Some(&cursor), meta, now))];
+            }
+            tracing::warn!(
+                "the upstream's tool list goes on past {MAX_LIST_PAGES} pages: the gateway stops there"
+            );
         }
         // An error answer leaves the tool set empty: every held call is refused as unknown,
         // which is safe, and the next call lists again.
@@ -1971,6 +2031,7 @@ impl SessionCore {
     }
 
     fn tick_inner(&mut self, now: Duration) -> Vec<Out> {
+        let mut out = self.listing_timed_out(now);
         // In a fixed order (the map's is random): the audit log, the upstream's cancellations
         // and the client's answers come out the same on every run.
         let mut expired: Vec<(Duration, Duration, String)> = self
@@ -1981,7 +2042,6 @@ impl SessionCore {
             .collect();
         expired.sort_unstable();
         let expired = expired.into_iter().map(|(_, _, k)| k);
-        let mut out = Vec::new();
         for key in expired {
             let Some(p) = self.pending.remove(&key) else {
                 continue;
@@ -1991,6 +2051,9 @@ impl SessionCore {
                 continue;
             };
             let client_id = unescape_id(&id).unwrap_or(Value::Null);
+            if self.expired.len() >= MAX_EXPIRED_IDS {
+                self.expired.clear();
+            }
             self.expired.insert(key);
             let waited = now.saturating_sub(p.started);
             out.push(Out::Upstream(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id, "reason": "timeout at the gateway"}})));
@@ -2023,6 +2086,31 @@ impl SessionCore {
             }
         }
         out
+    }
+
+    /// The upstream did not answer the gateway's own `tools/list` in time: the calls waiting
+    /// for it get an error (nothing was decided or forwarded), and the next call lists again.
+    fn listing_timed_out(&mut self, now: Duration) -> Vec<Out> {
+        if self.listing.as_ref().is_none_or(|l| l.deadline > now) {
+            return Vec::new();
+        }
+        self.listing = None;
+        let text = format!(
+            "the upstream server did not list its tools within {}s, so the call could not be decided; nothing was forwarded. Retry later.",
+            self.gateway.options.call_timeout.as_secs()
+        );
+        std::mem::take(&mut self.held)
+            .iter()
+            .filter_map(|msg| msg.get("id"))
+            .map(|id| {
+                Out::Client(error_response(
+                    Some(id),
+                    ErrorCode::InternalError,
+                    &text,
+                    None,
+                ))
+            })
+            .collect()
     }
 
     /// The session is ending (the gateway shuts down, or the client left): every held call is
