@@ -636,7 +636,18 @@ fn kill_9_loses_no_record_of_a_forwarded_call() {
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Mid-load: once calls reach the mock (bounded: a loaded machine is slow to start).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // Counted in the text: a line being written may not parse yet.
+        let reached = || {
+            std::fs::read_to_string(&journal)
+                .unwrap_or_default()
+                .matches(r#""tool":"GetAHOBatch""#)
+                .count()
+        };
+        while reached() < 20 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // SIGKILL, mid-load.
         gw.0.kill().unwrap();
         for t in tasks {
