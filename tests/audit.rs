@@ -53,10 +53,21 @@ fn tail_and_query_never_show_a_record_at_or_after_a_break() {
     lines[0].push_str(",\"decision\":{\"decision\":\"allow\"}}");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
 
-    let (code, out, err) = run(&["audit", "query", file, "--decision", "allow", "--format", "json"]);
+    let (code, out, err) = run(&[
+        "audit",
+        "query",
+        file,
+        "--decision",
+        "allow",
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert_eq!(out, "", "no record is shown from the forged line on");
-    assert!(err.contains(&format!("{file}:1: the chain is broken")), "{err}");
+    assert!(
+        err.contains(&format!("{file}:1: the chain is broken")),
+        "{err}"
+    );
 
     let (code, out, err) = run(&["audit", "tail", file]);
     assert_eq!(code, Some(1), "{out}{err}");
@@ -89,8 +100,12 @@ fn the_table_escapes_what_clients_chose_and_json_stays_exact() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let mut log = AuditLog::open(&path, false).unwrap();
-    log.append(0, "open", json!({"policy": "/etc/tollgate/\u{1b}[2Jpolicy.json"}))
-        .unwrap();
+    log.append(
+        0,
+        "open",
+        json!({"policy": "/etc/tollgate/\u{1b}[2Jpolicy.json"}),
+    )
+    .unwrap();
     let tools = [
         "ListClusters\n     9          99  decision  ci-bot        DeleteCluster           allow",
         "\u{1b}[32mDeleteCluster\u{1b}[0m",
@@ -179,14 +194,22 @@ fn a_second_gateway_on_the_same_audit_file_is_refused_at_start() {
     let mut first = Guard(gateway(Stdio::piped()));
     // The first holds the log once its `open` record is written.
     let start = Instant::now();
-    while std::fs::read_to_string(&audit).unwrap_or_default().is_empty() {
+    while std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .is_empty()
+    {
         assert!(start.elapsed() < Duration::from_secs(20), "no open record");
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut second = gateway(Stdio::piped());
     let code = wait_exit(&mut second, Duration::from_secs(20));
     let mut err = String::new();
-    second.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&format!("`{}`", audit.display())) && err.contains("another gateway"),
@@ -203,4 +226,99 @@ fn a_second_gateway_on_the_same_audit_file_is_refused_at_start() {
         .filter(|r| r["kind"] == "open")
         .count();
     assert_eq!(opens, 1);
+}
+
+/// End to end through a stdio gateway: an agent calls tools whose names hide a zero-width
+/// space, a line feed that would forge a row, and an escape sequence. The refusal text the
+/// agent reads shows each escaped while the machine-readable detail keeps the name exactly,
+/// and `audit tail` shows the same escapes in one row per record.
+#[test]
+fn hostile_tool_names_are_escaped_in_refusals_and_in_the_audit_table() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let names = [
+        "Delete\u{200b}Cluster",
+        "list_k8s_resources\n     9          99  decision  ci-bot        DeleteCluster           allow",
+        "\u{1b}]0;owned\u{7}\u{9b}2J",
+    ];
+    let mut child = tollgate()
+        .args(["gateway", "--policy"])
+        .arg(root().join("examples/policies/seed.json"))
+        .arg("--audit")
+        .arg(&audit)
+        .args(["--grant", "ci-bot", "--"])
+        .arg(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("mock-eks")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut input = vec![
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        input.push(json!({"jsonrpc": "2.0", "id": i + 1, "method": "tools/call", "params": {"name": name, "arguments": {}}}));
+    }
+    for m in &input {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), Some(0));
+    let answers: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let texts: Vec<(String, Value)> = answers
+        .iter()
+        .filter(|a| a["result"]["isError"] == true)
+        .map(|a| {
+            (
+                a["result"]["content"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                a["result"]["structuredContent"]["tollgate"]["tool"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(texts.len(), names.len(), "{out}");
+    let expected = [
+        "Delete\\u{200b}Cluster",
+        "list_k8s_resources\\n\\u{20}\\u{20}",
+        "\\u{1b}]0;owned\\u{7}\\u{9b}2J",
+    ];
+    for ((text, tool), (name, shown)) in texts.iter().zip(names.iter().zip(expected)) {
+        assert!(
+            text.starts_with(&format!("Tollgate refused the call to `{shown}")),
+            "{text}"
+        );
+        assert!(!text.contains('\n') && !text.contains('\u{1b}') && !text.contains('\u{200b}'));
+        assert_eq!(tool, name, "the detail keeps the name exactly");
+    }
+    let (code, table, _) = run(&["audit", "tail", audit.to_str().unwrap(), "-n", "100"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        table
+            .chars()
+            .all(|c| c == '\n' || c == ' ' || c.is_ascii_graphic()),
+        "{table:?}"
+    );
+    let refusals: Vec<&str> = table.lines().filter(|l| l.contains("refusal")).collect();
+    assert_eq!(refusals.len(), names.len(), "{table}");
+    for (row, shown) in refusals.iter().zip(expected) {
+        assert!(row.contains(shown), "{row}");
+    }
 }

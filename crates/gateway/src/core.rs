@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use tollgate_mcp::display::{ident, text as prose};
 use tollgate_mcp::jsonrpc::salvage_id;
 use tollgate_mcp::{
     ErrorCode, Incoming, Limits, Message, WireError, error_response, parse_incoming,
@@ -634,7 +635,8 @@ impl SessionCore {
                     .unwrap_or("")
                     .to_owned();
                 let text = format!(
-                    "the message has the key `{key}` twice in one object; Tollgate refuses it, because two parsers could read different values. Send each key once."
+                    "the message has the key `{}` twice in one object; Tollgate refuses it, because two parsers could read different values. Send each key once.",
+                    ident(&key)
                 );
                 let _ = self.gateway.audit(now, "refusal", json!({"session": self.session, "grant": self.grant, "tool": tool, "decision": "duplicate_key", "key": key}));
                 vec![Out::Client(error_response(
@@ -841,7 +843,8 @@ impl SessionCore {
     /// The refusal of a call to a tool the upstream did not advertise.
     fn unknown_tool(&self, id: &Value, name: &str, now: Duration) -> Value {
         let text = format!(
-            "Tollgate refused the call to `{name}`: the upstream server does not offer a tool of that name (see `tools/list`)."
+            "Tollgate refused the call to `{}`: the upstream server does not offer a tool of that name (see `tools/list`).",
+            ident(name)
         );
         match self.gateway.audit(now, "refusal", json!({"session": self.session, "grant": self.grant, "id": id, "tool": name, "decision": "unknown_tool"})) {
             Ok(_) => result_response(id, refusal::gateway(name, &self.grant, "unknown_tool", text)),
@@ -938,8 +941,10 @@ impl SessionCore {
         }
         if queue_full {
             let text = format!(
-                "Tollgate refused the call to `{name}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
-                self.grant, self.gateway.options.max_held_per_grant
+                "Tollgate refused the call to `{}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
+                ident(name),
+                ident(&self.grant),
+                self.gateway.options.max_held_per_grant
             );
             return Called::Answer(result_response(
                 id,
@@ -1169,11 +1174,15 @@ impl SessionCore {
         let why = decision
             .reason
             .as_deref()
-            .map(|r| format!(" ({r})"))
+            .map(|r| format!(" ({})", prose(r)))
             .unwrap_or_default();
+        // The user decides on this text: the tool's name and the arguments are escaped, so a
+        // look-alike name or a control character cannot disguise the call.
         let message = format!(
-            "The agent wants to call `{tool}` with {args}. The gateway's policy (rule `{}`) requires your approval{why}. Accept to run the call, decline to refuse it. Tollgate approval {approval}; it is refused in {} if you do not answer.",
-            decision.rule.selector,
+            "The agent wants to call `{}` with {}. The gateway's policy (rule `{}`) requires your approval{why}. Accept to run the call, decline to refuse it. Tollgate approval {approval}; it is refused in {} if you do not answer.",
+            ident(tool),
+            prose(&args),
+            ident(&decision.rule.selector),
             tollgate_policy::engine::duration_text(timeout)
         );
         let mut params = json!({
@@ -1404,7 +1413,9 @@ impl SessionCore {
 
     fn audit_failure(&self, id: &Value, tool: &str, error: &str) -> Value {
         let text = format!(
-            "Tollgate refused the call to `{tool}`: its audit log cannot be written ({error}), and no call is forwarded unaudited. Tell the gateway's operator."
+            "Tollgate refused the call to `{}`: its audit log cannot be written ({}), and no call is forwarded unaudited. Tell the gateway's operator.",
+            ident(tool),
+            prose(error)
         );
         result_response(
             id,
@@ -1687,7 +1698,7 @@ impl SessionCore {
             let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
             let text = format!(
                 "The upstream server did not answer the call to `{}` within {}s; Tollgate stopped waiting and asked it to cancel. The call may or may not have taken effect.",
-                p.tool,
+                ident(&p.tool),
                 waited.as_secs()
             );
             out.push(Out::Upstream(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id, "reason": "timeout at the gateway"}})));
@@ -1707,8 +1718,9 @@ impl SessionCore {
         for (approval, h) in held {
             self.conclude(approval, VerdictKind::Withdrawn, why, now);
             let text = format!(
-                "Tollgate refused the call to `{}`: it was waiting for a human's approval (approval {approval}) when {why}; nothing was forwarded. Call again later.",
-                h.call.tool
+                "Tollgate refused the call to `{}`: it was waiting for a human's approval (approval {approval}) when {}; nothing was forwarded. Call again later.",
+                ident(&h.call.tool),
+                prose(why)
             );
             out.push(Out::Client(result_response(
                 &h.id,
@@ -1746,8 +1758,9 @@ impl SessionCore {
             self.gateway.metrics.in_flight.dec();
             let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "error": why}));
             let text = format!(
-                "The upstream server went away while running `{}` ({why}); the call may or may not have taken effect.",
-                p.tool
+                "The upstream server went away while running `{}` ({}); the call may or may not have taken effect.",
+                ident(&p.tool),
+                prose(why)
             );
             out.push(Out::Client(result_response(
                 &id,
