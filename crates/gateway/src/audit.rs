@@ -413,8 +413,8 @@ fn walk(
 /// and its hash. The message says what is wrong, for a line that is not a record.
 fn check_line(line: &[u8]) -> Result<Record, String> {
     let (prefix, hash) = split_line(line)?;
-    let text = std::str::from_utf8(line)
-        .map_err(|_| "the line is not UTF-8: it was edited".to_owned())?;
+    let text =
+        std::str::from_utf8(line).map_err(|_| "the line is not UTF-8: it was edited".to_owned())?;
     let value = parse_strict(text).map_err(|e| match e {
         WireError::DuplicateKey { key } => format!(
             "the key `{}` appears twice in one object (readers would disagree on its value): the line was edited",
@@ -446,7 +446,11 @@ fn check_line(line: &[u8]) -> Result<Record, String> {
             map.get("t_ms").is_some_and(Value::is_u64),
             "a whole number",
         ),
-        ("kind", map.get("kind").is_some_and(Value::is_string), "a string"),
+        (
+            "kind",
+            map.get("kind").is_some_and(Value::is_string),
+            "a string",
+        ),
     ];
     if let Some((field, _, what)) = head.iter().find(|(_, ok, _)| !ok) {
         return Err(format!(

@@ -171,7 +171,11 @@ fn a_duplicate_key_is_refused_even_under_a_valid_hash() {
         r#""kind":"close""#,
     ] {
         forged_chain(&path, 2, |seq, prev| {
-            let extra = if seq == 1 { format!(",{dup}") } else { String::new() };
+            let extra = if seq == 1 {
+                format!(",{dup}")
+            } else {
+                String::new()
+            };
             format!(r#"{{"kind":"decision","prev":"{prev}","seq":{seq},"t_ms":0{extra}"#)
         });
         let (line, message) = broken_at(&path, None);

@@ -48,7 +48,8 @@ fn write_log(dir: &std::path::Path, records: &[(bool, String, String, bool)]) ->
             log.append(i, "decision", fields).unwrap();
         }
     }
-    log.append(records.len() as u64, "close", json!({})).unwrap();
+    log.append(records.len() as u64, "close", json!({}))
+        .unwrap();
     drop(log);
     std::fs::read(&path).unwrap()
 }

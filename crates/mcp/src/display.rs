@@ -116,7 +116,10 @@ pub fn ident(s: &str) -> Escaped<'_> {
 
 /// `s` as prose (a reason, an error, arguments): see [`Kind::Text`].
 pub fn text(s: &str) -> Escaped<'_> {
-    Escaped { s, kind: Kind::Text }
+    Escaped {
+        s,
+        kind: Kind::Text,
+    }
 }
 
 #[cfg(test)]
@@ -158,10 +161,39 @@ mod tests {
     /// look-alikes, and plain text around them.
     fn hostile() -> impl Strategy<Value = String> {
         let pick = prop::sample::select(vec![
-            'a', 'Z', '0', ' ', '`', '\\', '"', '\n', '\r', '\t', '\u{0}', '\u{1b}', '\u{7f}',
-            '\u{85}', '\u{9b}', '\u{ad}', '\u{200b}', '\u{200d}', '\u{200e}', '\u{202e}',
-            '\u{2066}', '\u{2028}', '\u{2029}', '\u{feff}', '\u{e0041}', '\u{430}', '\u{3000}',
-            'é', '日', '\u{301}', '\u{f8ff}', '\u{10ffff}', '😀',
+            'a',
+            'Z',
+            '0',
+            ' ',
+            '`',
+            '\\',
+            '"',
+            '\n',
+            '\r',
+            '\t',
+            '\u{0}',
+            '\u{1b}',
+            '\u{7f}',
+            '\u{85}',
+            '\u{9b}',
+            '\u{ad}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{feff}',
+            '\u{e0041}',
+            '\u{430}',
+            '\u{3000}',
+            'é',
+            '日',
+            '\u{301}',
+            '\u{f8ff}',
+            '\u{10ffff}',
+            '😀',
         ]);
         prop_oneof![
             prop::collection::vec(pick, 0..24).prop_map(|v| v.into_iter().collect()),
@@ -213,10 +245,16 @@ mod tests {
             ("plain", "CancelAHORunBatch"),
             ("zero-width space", "Delete\u{200b}Cluster"),
             ("Cyrillic a", "Cre\u{430}teCluster"),
-            ("line feed forging a row", "ok\n     9  1000  decision  admin  DeleteCluster  allow"),
+            (
+                "line feed forging a row",
+                "ok\n     9  1000  decision  admin  DeleteCluster  allow",
+            ),
             ("CRLF", "a\r\nb"),
             ("ESC: a terminal colour", "\u{1b}[31mred\u{1b}[0m"),
-            ("OSC 8: a terminal hyperlink", "\u{1b}]8;;https://x.invalid\u{7}click\u{1b}]8;;\u{7}"),
+            (
+                "OSC 8: a terminal hyperlink",
+                "\u{1b}]8;;https://x.invalid\u{7}click\u{1b}]8;;\u{7}",
+            ),
             ("C1 CSI", "\u{9b}2J"),
             ("DEL and NUL", "a\u{7f}b\u{0}c"),
             ("bidi override", "file\u{202e}txt.exe"),
@@ -248,7 +286,10 @@ mod tests {
             escape("CancelAHORunBatch", Kind::Identifier),
             Cow::Borrowed(_)
         ));
-        assert!(matches!(escape("a reason, é", Kind::Text), Cow::Borrowed(_)));
+        assert!(matches!(
+            escape("a reason, é", Kind::Text),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(format!("[{:<8}]", ident("a\nb")), "[a\\nb    ]");
         assert_eq!(format!("[{:>6}]", ident("ab")), "[    ab]");
         assert!(unescape("\\q").is_none());
