@@ -197,13 +197,16 @@ fn a_hash_key_inside_the_covered_bytes_is_refused() {
     assert!(message.contains("`hash` appears twice"), "{message}");
 }
 
+/// A record's PREFIX from its `seq` and `prev`.
+type Prefix = fn(u64, &str) -> String;
+
 /// Every record has `seq`, `prev`, `t_ms` and `kind` of the right types, even under a valid
 /// hash.
 #[test]
 fn a_record_without_its_head_of_the_right_types_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.jsonl");
-    let cases: [(&str, fn(u64, &str) -> String); 5] = [
+    let cases: [(&str, Prefix); 5] = [
         ("t_ms", |seq, prev| {
             format!(r#"{{"kind":"decision","prev":"{prev}","seq":{seq}"#)
         }),
