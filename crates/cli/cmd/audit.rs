@@ -28,7 +28,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain: every record intact, none deleted, inserted, reordered or cut.
+    /// Check the hash chain: every line exactly a record, every record intact, none deleted,
+    /// inserted or reordered (a cut at a record boundary is caught only by --expect-head).
     Verify {
         file: PathBuf,
         /// The head the log must end at (`SEQ:HASH`, e.g. from `tollgate audit tail -n 1`),
@@ -36,7 +37,7 @@ enum AuditCommand {
         #[arg(long, value_name = "SEQ:HASH")]
         expect_head: Option<String>,
     },
-    /// Print the last records.
+    /// Print the last records (of those that verify: exit 1 after a break in the chain).
     Tail {
         file: PathBuf,
         /// How many records.
@@ -45,7 +46,8 @@ enum AuditCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Print the records that match every filter given.
+    /// Print the records that match every filter given (of those that verify: exit 1 after a
+    /// break in the chain).
     Query {
         file: PathBuf,
         /// Tool name glob (case-sensitive).
