@@ -16,6 +16,8 @@ mod catalog;
 mod mock_eks;
 // `tollgate gateway` end to end in front of the mock.
 mod gateway;
+// `tollgate audit` and the log's lock: no record shown past a break, escaped tables, one writer.
+mod audit;
 // Human approvals: the admin API, `tollgate approvals`, the console in headless Chromium.
 mod approvals;
 // Limits across gateway replicas sharing one redis-server: load, restart, stall.

@@ -3,15 +3,22 @@
 //! [--since MS] [--until MS] [--format table|json]`: the gateway's hash-chained audit log.
 //!
 //! Exit codes: verify: 0 the chain holds, 1 it is broken (the message says where and how),
-//! 2 the file cannot be read or a flag is bad. tail and query: 0, or 2 for bad input.
+//! 2 the file cannot be read or a flag is bad. tail and query: 0; 1 when the log does not
+//! verify (only records before the break are shown, the table ends with a line saying so, and
+//! the break is reported on stderr: a record at or after it is never shown); 2 for bad input.
+//!
+//! The table is for a terminal: every string a client chose (tool, grant, ...) is escaped by
+//! `tollgate_mcp::display`, so a line feed cannot forge a row and an escape sequence cannot
+//! reach the terminal. `--format json` prints the records exactly, as JSON escapes them.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use tollgate_gateway::audit::{read_records, verify};
+use tollgate_gateway::audit::{Verified, read_verified, verify};
+use tollgate_mcp::display::{ident, text};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,7 +28,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain: every record intact, none deleted, inserted, reordered or cut.
+    /// Check the hash chain: every line exactly a record, every record intact, none deleted,
+    /// inserted or reordered (a cut at a record boundary is caught only by --expect-head).
     Verify {
         file: PathBuf,
         /// The head the log must end at (`SEQ:HASH`, e.g. from `tollgate audit tail -n 1`),
@@ -29,7 +37,7 @@ enum AuditCommand {
         #[arg(long, value_name = "SEQ:HASH")]
         expect_head: Option<String>,
     },
-    /// Print the last records.
+    /// Print the last records (of those that verify: exit 1 after a break in the chain).
     Tail {
         file: PathBuf,
         /// How many records.
@@ -38,7 +46,8 @@ enum AuditCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Print the records that match every filter given.
+    /// Print the records that match every filter given (of those that verify: exit 1 after a
+    /// break in the chain).
     Query {
         file: PathBuf,
         /// Tool name glob (case-sensitive).
@@ -114,11 +123,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Tail { file, n, format } => {
-            let records = read_records(&file)
+            let read = read_verified(&file)
                 .with_context(|| format!("cannot read audit log `{}`", file.display()))?;
-            let start = records.len().saturating_sub(n);
-            print_records(&mut out, &records[start..], format)?;
-            Ok(ExitCode::SUCCESS)
+            let start = read.records.len().saturating_sub(n);
+            print_records(&mut out, &read.records[start..], format)?;
+            Ok(report_break(&mut out, &file, &read, format)?)
         }
         AuditCommand::Query {
             file,
@@ -135,10 +144,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(tollgate_catalog::glob)
                 .transpose()
                 .context("--tool")?;
-            let records = read_records(&file)
+            let read = read_verified(&file)
                 .with_context(|| format!("cannot read audit log `{}`", file.display()))?;
-            let kept: Vec<Value> = records
-                .into_iter()
+            let kept: Vec<&Value> = read
+                .records
+                .iter()
                 .filter(|r| {
                     matcher
                         .as_ref()
@@ -163,9 +173,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .filter(|r| until.is_none_or(|u| r["t_ms"].as_u64().unwrap_or(0) < u))
                 .collect();
             print_records(&mut out, &kept, format)?;
-            Ok(ExitCode::SUCCESS)
+            Ok(report_break(&mut out, &file, &read, format)?)
         }
     }
+}
+
+/// After `tail` or `query` printed the records that verify: when the log does not verify to
+/// its end, says so (a last table line, and stderr) and answers exit code 1.
+fn report_break(
+    out: &mut impl Write,
+    file: &Path,
+    read: &Verified,
+    format: Format,
+) -> std::io::Result<ExitCode> {
+    let Some(p) = read.report.problems.first() else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    if format == Format::Table {
+        writeln!(
+            out,
+            "-- the chain is broken at line {}: nothing from there on is shown --",
+            p.line
+        )?;
+    }
+    eprintln!(
+        "error: {}:{}: the chain is broken: {}; only the {} records before line {} were read (run `tollgate audit verify {}`)",
+        file.display(),
+        p.line,
+        p.message,
+        read.report.records,
+        p.line,
+        file.display()
+    );
+    Ok(ExitCode::from(1))
 }
 
 fn decision_of(r: &Value) -> Option<&str> {
@@ -174,11 +214,15 @@ fn decision_of(r: &Value) -> Option<&str> {
         .or_else(|| r["decision"].as_str())
 }
 
-fn print_records(out: &mut impl Write, records: &[Value], format: Format) -> anyhow::Result<()> {
+fn print_records<R: std::borrow::Borrow<Value>>(
+    out: &mut impl Write,
+    records: &[R],
+    format: Format,
+) -> anyhow::Result<()> {
     match format {
         Format::Json => {
             for r in records {
-                writeln!(out, "{r}")?;
+                writeln!(out, "{}", r.borrow())?;
             }
         }
         Format::Table => {
@@ -188,14 +232,15 @@ fn print_records(out: &mut impl Write, records: &[Value], format: Format) -> any
                 "SEQ", "T_MS", "KIND", "GRANT", "TOOL", "DECISION"
             )?;
             for r in records {
+                let r = r.borrow();
                 let detail = match r["kind"].as_str() {
                     Some("decision") => r["decision"]["rule"]["selector"]
                         .as_str()
-                        .map(|s| format!("rule {s}"))
+                        .map(|s| format!("rule {}", ident(s)))
                         .unwrap_or_default(),
                     Some("outcome") => format!(
                         "{} ms{}{}",
-                        r["latency_ms"],
+                        cell(&r["latency_ms"]),
                         if r["is_error"] == true {
                             ", isError"
                         } else {
@@ -207,21 +252,30 @@ fn print_records(out: &mut impl Write, records: &[Value], format: Format) -> any
                             ""
                         }
                     ),
-                    Some("open") => r["policy"].as_str().unwrap_or_default().to_owned(),
+                    Some("open") => text(r["policy"].as_str().unwrap_or_default()).to_string(),
                     _ => String::new(),
                 };
                 writeln!(
                     out,
                     "{:>6}  {:>10}  {:<8}  {:<12}  {:<22}  {:<24}  {detail}",
-                    r["seq"].to_string(),
-                    r["t_ms"].to_string(),
-                    r["kind"].as_str().unwrap_or("?"),
-                    r["grant"].as_str().unwrap_or("-"),
-                    r["tool"].as_str().unwrap_or("-"),
-                    decision_of(r).unwrap_or("-"),
+                    cell(&r["seq"]),
+                    cell(&r["t_ms"]),
+                    ident(r["kind"].as_str().unwrap_or("?")),
+                    ident(r["grant"].as_str().unwrap_or("-")),
+                    ident(r["tool"].as_str().unwrap_or("-")),
+                    ident(decision_of(r).unwrap_or("-")),
                 )?;
             }
         }
     }
     Ok(())
+}
+
+/// A value for a table cell: a string escaped as an identifier, anything else as its JSON text
+/// (escaped too: JSON leaves some characters raw that a terminal acts on).
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => ident(s).to_string(),
+        other => text(&other.to_string()).to_string(),
+    }
 }

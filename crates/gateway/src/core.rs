@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use tollgate_mcp::display::{ident, text as prose};
 use tollgate_mcp::jsonrpc::salvage_id;
 use tollgate_mcp::{
     ErrorCode, Incoming, Limits, Message, MethodKind, ProtocolVersion, WireError, error_response,
@@ -770,7 +771,8 @@ impl SessionCore {
                     .unwrap_or("")
                     .to_owned();
                 let text = format!(
-                    "the message has the key `{key}` twice in one object; Tollgate refuses it, because two parsers could read different values. Send each key once."
+                    "the message has the key `{}` twice in one object; Tollgate refuses it, because two parsers could read different values. Send each key once.",
+                    ident(&key)
                 );
                 let _ = self.gateway.audit(now, "refusal", json!({"session": self.session, "grant": self.grant, "tool": tool, "decision": "duplicate_key", "key": key}));
                 vec![Out::Client(error_response(
@@ -1034,7 +1036,7 @@ impl SessionCore {
             );
             return Vec::new();
         };
-        let shown = method.escape_debug();
+        let shown = ident(method);
         let (code, text) = match why {
             MethodRefusal::LookAlike => (
                 ErrorCode::MethodNotFound,
@@ -1140,7 +1142,8 @@ impl SessionCore {
     fn too_many_in_flight(&self, id: &Value, name: &str, now: Duration) -> Value {
         let max = self.gateway.options.max_in_flight;
         let text = format!(
-            "Tollgate refused the call to `{name}`: this session already has {max} calls in flight (the most a session may have); nothing was forwarded. Wait for some of them to be answered, then call again."
+            "Tollgate refused the call to `{}`: this session already has {max} calls in flight (the most a session may have); nothing was forwarded. Wait for some of them to be answered, then call again.",
+            ident(name)
         );
         self.gateway
             .metrics
@@ -1154,7 +1157,8 @@ impl SessionCore {
     /// The refusal of a call to a tool the upstream did not advertise.
     fn unknown_tool(&self, id: &Value, name: &str, now: Duration) -> Value {
         let text = format!(
-            "Tollgate refused the call to `{name}`: the upstream server does not offer a tool of that name (see `tools/list`)."
+            "Tollgate refused the call to `{}`: the upstream server does not offer a tool of that name (see `tools/list`).",
+            ident(name)
         );
         match self.gateway.audit(now, "refusal", json!({"session": self.session, "grant": self.grant, "id": id, "tool": name, "decision": "unknown_tool"})) {
             Ok(_) => result_response(id, refusal::gateway(name, &self.grant, "unknown_tool", text)),
@@ -1251,8 +1255,10 @@ impl SessionCore {
         }
         if queue_full {
             let text = format!(
-                "Tollgate refused the call to `{name}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
-                self.grant, self.gateway.options.max_held_per_grant
+                "Tollgate refused the call to `{}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
+                ident(name),
+                ident(&self.grant),
+                self.gateway.options.max_held_per_grant
             );
             return Called::Answer(result_response(
                 id,
@@ -1482,11 +1488,15 @@ impl SessionCore {
         let why = decision
             .reason
             .as_deref()
-            .map(|r| format!(" ({r})"))
+            .map(|r| format!(" ({})", prose(r)))
             .unwrap_or_default();
+        // The user decides on this text: the tool's name and the arguments are escaped, so a
+        // look-alike name or a control character cannot disguise the call.
         let message = format!(
-            "The agent wants to call `{tool}` with {args}. The gateway's policy (rule `{}`) requires your approval{why}. Accept to run the call, decline to refuse it. Tollgate approval {approval}; it is refused in {} if you do not answer.",
-            decision.rule.selector,
+            "The agent wants to call `{}` with {}. The gateway's policy (rule `{}`) requires your approval{why}. Accept to run the call, decline to refuse it. Tollgate approval {approval}; it is refused in {} if you do not answer.",
+            ident(tool),
+            prose(&args),
+            ident(&decision.rule.selector),
             tollgate_policy::engine::duration_text(timeout)
         );
         let mut params = json!({
@@ -1717,7 +1727,9 @@ impl SessionCore {
 
     fn audit_failure(&self, id: &Value, tool: &str, error: &str) -> Value {
         let text = format!(
-            "Tollgate refused the call to `{tool}`: its audit log cannot be written ({error}), and no call is forwarded unaudited. Tell the gateway's operator."
+            "Tollgate refused the call to `{}`: its audit log cannot be written ({}), and no call is forwarded unaudited. Tell the gateway's operator.",
+            ident(tool),
+            prose(error)
         );
         result_response(
             id,
@@ -2073,7 +2085,7 @@ impl SessionCore {
                 let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": client_id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
                 let text = format!(
                     "The upstream server did not answer the call to `{}` within {}s; Tollgate stopped waiting and asked it to cancel. The call may or may not have taken effect.",
-                    p.tool,
+                    ident(&p.tool),
                     waited.as_secs()
                 );
                 out.push(Out::Client(result_response(
@@ -2121,8 +2133,9 @@ impl SessionCore {
         for (approval, h) in held {
             self.conclude(approval, VerdictKind::Withdrawn, why, now);
             let text = format!(
-                "Tollgate refused the call to `{}`: it was waiting for a human's approval (approval {approval}) when {why}; nothing was forwarded. Call again later.",
-                h.call.tool
+                "Tollgate refused the call to `{}`: it was waiting for a human's approval (approval {approval}) when {}; nothing was forwarded. Call again later.",
+                ident(&h.call.tool),
+                prose(why)
             );
             out.push(Out::Client(result_response(
                 &h.id,
@@ -2161,8 +2174,9 @@ impl SessionCore {
             self.gateway.metrics.in_flight.dec();
             let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "error": why}));
             let text = format!(
-                "The upstream server went away while running `{}` ({why}); the call may or may not have taken effect.",
-                p.tool
+                "The upstream server went away while running `{}` ({}); the call may or may not have taken effect.",
+                ident(&p.tool),
+                prose(why)
             );
             out.push(Out::Client(result_response(
                 &id,

@@ -1,8 +1,10 @@
 //! The MCP wire: JSON-RPC 2.0 messages that keep unknown fields, request ids, error codes,
 //! protocol versions, strict parsing (size, depth, UTF-8, duplicate keys, the `jsonrpc`
-//! version), stdio line framing and streams, and Server-Sent-Events framing. No policy lives
-//! here: the mock server and the gateway both build on it.
+//! version), stdio line framing and streams, Server-Sent-Events framing, and the escaping of
+//! client-chosen text shown to humans (`display`). No policy lives here: the mock server and the
+//! gateway both build on it.
 
+pub mod display;
 pub mod http;
 pub mod jsonrpc;
 pub mod protocol;
