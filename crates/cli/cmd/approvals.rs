@@ -165,6 +165,7 @@ async fn request(url: &str, token: &str, body: Option<Value>) -> anyhow::Result<
 
 /// The pending calls as a table for people.
 fn write_table(out: &mut impl Write, body: &Value) -> std::io::Result<()> {
+    use tollgate_mcp::display::{ident, text};
     let now = body["now_ms"].as_u64().unwrap_or(0);
     let pending = body["pending"].as_array().cloned().unwrap_or_default();
     if pending.is_empty() {
@@ -176,15 +177,17 @@ fn write_table(out: &mut impl Write, body: &Value) -> std::io::Result<()> {
         .map(|p| {
             let created = p["created_at_ms"].as_u64().unwrap_or(0);
             let deadline = p["deadline_ms"].as_u64().unwrap_or(0);
-            let mut args = p["arguments"].to_string();
+            // The approver decides on what this table shows: client-chosen strings are escaped
+            // (a line feed cannot forge a row, a zero-width or look-alike letter cannot hide).
+            let mut args = text(&p["arguments"].to_string()).to_string();
             if args.chars().count() > 60 {
                 args = args.chars().take(57).collect::<String>() + "...";
             }
             [
                 p["id"].to_string(),
-                p["tool"].as_str().unwrap_or_default().to_owned(),
-                p["grant"].as_str().unwrap_or_default().to_owned(),
-                p["session"].as_str().unwrap_or_default().to_owned(),
+                ident(p["tool"].as_str().unwrap_or_default()).to_string(),
+                ident(p["grant"].as_str().unwrap_or_default()).to_string(),
+                ident(p["session"].as_str().unwrap_or_default()).to_string(),
                 secs(now.saturating_sub(created)),
                 format!(
                     "{} then {}",
@@ -225,4 +228,30 @@ fn write_table(out: &mut impl Write, body: &Value) -> std::io::Result<()> {
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use serde_json::json;
+
+    /// The approvals table is where an operator decides: a tool name with a zero-width space,
+    /// a grant with a line feed and arguments with a bidi override must show as escapes, never
+    /// as a name that reads like an allowed one or a forged row.
+    #[test]
+    fn the_approvals_table_escapes_what_clients_chose() {
+        let body = json!({"now_ms": 1000, "pending": [{
+            "id": 1, "tool": "delete\u{200b}_cluster", "grant": "bot\nfake row",
+            "session": "s\u{1b}[2J", "created_at_ms": 0, "deadline_ms": 60000,
+            "on_timeout": "deny", "arguments": {"name": "prod\u{202e}dorp"},
+        }]});
+        let mut out = Vec::new();
+        super::write_table(&mut out, &body).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        for hidden in ['\u{200b}', '\u{1b}', '\u{202e}'] {
+            assert!(!text.contains(hidden), "{text:?}");
+        }
+        assert!(text.contains(r"delete\u{200b}_cluster"), "{text}");
+    }
 }
