@@ -445,10 +445,10 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(crate::tokens::bearer);
     // An admin token is not an agent's: an approver's credential never makes calls.
     if let (Some(admin), Some(t)) = (&front.admin_tokens, presented)
-        && admin.lookup(t.trim()).is_some()
+        && admin.lookup(t).is_some()
     {
         let mut r = json_error(
             StatusCode::UNAUTHORIZED,
@@ -461,7 +461,7 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     let Some(tokens) = &front.tokens else {
         return Ok(front.default_grant.clone());
     };
-    match presented.and_then(|t| tokens.lookup(t.trim())) {
+    match presented.and_then(|t| tokens.lookup(t)) {
         Some(grant) => Ok(grant.to_owned()),
         None => {
             let mut r = json_error(
