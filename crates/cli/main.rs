@@ -89,6 +89,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: a supervisor that read the banner
+        // and went away) is dropped; reporting it would `eprintln!`, which panics, and take
+        // down the task that logged (an HTTP connection, a session).
+        .log_internal_errors(false)
         .try_init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
