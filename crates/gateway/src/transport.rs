@@ -1507,6 +1507,69 @@ mod tests {
         );
     }
 
+    /// Only a response (a result or an error, no method) with the gateway's re-initialize id
+    /// is taken for the answer to the re-initialize: an upstream request or notification that
+    /// carries such an id or text goes to the core like any other message.
+    #[test]
+    fn only_a_response_is_taken_for_the_reinit_answer() {
+        for (text, is) in [
+            (r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result":{}}"#, true),
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-2","error":{"code":-32603,"message":"x"}}"#,
+                true,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","method":"sampling/createMessage","params":{}}"#,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"tollgate-reinit-1"}}"#,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"other","result":{"x":"tollgate-reinit-1"}}"#,
+                false,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, false),
+            (r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result""#, false),
+        ] {
+            assert_eq!(is_reinit_answer(text.as_bytes()), is, "{text}");
+        }
+    }
+
+    /// An HTTP request's event stream is never waited for: once its client leaves it full, it
+    /// is closed (its waiter dropped). The sink is not waited for either: what does not fit
+    /// waits in the session's own queue (which stops the session reading its client).
+    #[test]
+    fn a_full_request_stream_is_closed_and_a_full_sink_waits_in_the_session() {
+        let (reply, mut stream) = mpsc::channel(2);
+        let mut waiters = vec![Waiter {
+            ids: vec!["1".into()],
+            batch: false,
+            got: Vec::new(),
+            reply,
+        }];
+        let (sink, mut out) = mpsc::channel(1);
+        let mut to_client = VecDeque::new();
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}});
+        for _ in 0..3 {
+            deliver(note.clone(), &mut waiters, &sink, &mut to_client);
+        }
+        assert!(waiters.is_empty(), "the full stream was not closed");
+        assert_eq!(stream.try_recv().unwrap(), note);
+        assert_eq!(stream.try_recv().unwrap(), note);
+        assert_eq!(
+            stream.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        );
+        for _ in 0..3 {
+            deliver(note.clone(), &mut waiters, &sink, &mut to_client);
+        }
+        assert_eq!(out.try_recv().unwrap(), note);
+        assert!(out.try_recv().is_err());
+        assert_eq!(to_client.len(), 2);
+    }
+
     /// The byte check that spares a parse never says no when the text could hold the word.
     #[test]
     fn may_contain_is_never_wrong_about_a_word_that_is_there() {
