@@ -481,8 +481,9 @@ fn child_processes_past_the_cap_are_refused() {
 fn a_restarting_child_does_not_multiply() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "allow.json", ALLOW_ALL);
-    // Answers nothing: exits at its first line (the gateway's re-initialize, after a restart).
-    let script = write(dir.path(), "crash.sh", "read -r line\nexit 3\n");
+    // Answers nothing: exits soon after its first line (the gateway's re-initialize, after a
+    // restart).
+    let script = write(dir.path(), "crash.sh", "read -r line\nsleep 0.2\nexit 3\n");
     let mut child = tollgate()
         .args(["gateway", "--policy", &policy, "--", "sh", &script])
         .stdin(Stdio::piped())
@@ -494,7 +495,7 @@ fn a_restarting_child_does_not_multiply() {
     writeln!(stdin, "{}", initialize(1)).unwrap();
     let pid = child.id();
     let mut most = 0;
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
         most = most.max(children_of(pid).len());
         std::thread::sleep(Duration::from_millis(5));
@@ -659,4 +660,37 @@ fn a_huge_stdio_line_is_answered_with_the_parse_error_and_the_next_is_served() {
     let peak = status_kib(pid, "VmHWM");
     eprintln!("gateway VmRSS {before} KiB before a 64 MiB line, peak {peak} KiB");
     assert!(peak < before + 32 * 1024, "the gateway's peak RSS was {peak} KiB");
+}
+
+/// An HTTP upstream's answer over `--max-message-bytes` (a JSON body, or one SSE event) is
+/// refused as it is read: the call gets a JSON-RPC error naming the limit.
+#[test]
+fn an_http_upstreams_answer_over_the_limit_gets_the_call_an_error() {
+    use wiremock::ResponseTemplate;
+    let runtime = rt();
+    let huge = json!({"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "x".repeat(300_000)}]}});
+    for template in [
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "application/json")
+            .set_body_string(huge.to_string()),
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "text/event-stream")
+            .set_body_string(tollgate_mcp::sse::encode_event(&huge.to_string(), None)),
+    ] {
+        let server = super::misbehaving_upstream(&runtime, template);
+        let dir = tempfile::tempdir().unwrap();
+        let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+        let answers = super::stdio_gateway(
+            &["--policy", &policy, "--max-message-bytes", "100000", "--upstream-url", &server.uri()],
+            &[
+                initialize(1),
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                call(2, "t", json!({})),
+            ],
+            Duration::from_millis(1500),
+        );
+        let answer = answers.iter().find(|a| a["id"] == 2).unwrap();
+        let text = answer.to_string();
+        assert!(text.contains("over the limit of 100000 bytes"), "{text}");
+    }
 }

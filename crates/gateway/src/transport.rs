@@ -1032,6 +1032,12 @@ fn spawn_session(
         // without one, no stream can carry them (logged). A stream whose client left its queue
         // full is closed: the client reconnects.
         while let Some(v) = unsolicited.recv().await {
+            // A response no request waits for any more (its client gave up): a GET stream
+            // carries requests and notifications only.
+            if v.get("method").is_none() {
+                tracing::debug!("dropped an answer whose request is gone: {v}");
+                continue;
+            }
             let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(get) = slot.as_ref() else {
                 tracing::debug!("dropped a server-to-client message (no GET stream open): {v}");
@@ -1170,8 +1176,13 @@ async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Re
             "Bad Request: Mcp-Session-Id header is required",
         );
     };
-    let Some(handle) = front.sessions.lock().await.get(&grant, id).cloned() else {
-        return json_error(StatusCode::NOT_FOUND, "Session not found");
+    let (handle, in_use) = {
+        let sessions = front.sessions.lock().await;
+        let Some(handle) = sessions.get(&grant, id).cloned() else {
+            return json_error(StatusCode::NOT_FOUND, "Session not found");
+        };
+        let in_use = InUse::new(&handle.activity);
+        (handle, in_use)
     };
     let (tx, rx) = mpsc::channel::<Bytes>(front.limits.queue.max(1));
     let overflowed = Arc::new(Notify::new());
@@ -1182,7 +1193,6 @@ async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Re
         tx,
         overflowed: Arc::clone(&overflowed),
     });
-    let in_use = InUse::new(&handle.activity);
     let state = (rx, overflowed, front.shutdown.clone(), in_use);
     let stream = futures::stream::unfold(Some(state), |state| async move {
         let (mut rx, overflowed, mut shutdown, in_use) = state?;
@@ -1295,9 +1305,9 @@ async fn http_post(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut new_session = None;
-    let handle = {
+    let (handle, in_use) = {
         let mut sessions = front.sessions.lock().await;
-        if initialize {
+        let handle = if initialize {
             let n = front.next.fetch_add(1, Ordering::Relaxed) + 1;
             let Some(id) = new_session_id(n) else {
                 return json_error(
@@ -1345,9 +1355,11 @@ async fn http_post(
                 StatusCode::BAD_REQUEST,
                 "Bad Request: Mcp-Session-Id header is required (send `initialize` first)",
             );
-        }
+        };
+        // In use from here, under the lock: the idle sweep cannot take it in between.
+        let in_use = InUse::new(&handle.activity);
+        (handle, in_use)
     };
-    let in_use = InUse::new(&handle.activity);
     let wait = answer_timeout(&front);
     let (reply_tx, mut reply_rx) = mpsc::channel(front.limits.queue.max(1));
     let input = ClientInput::Message {
