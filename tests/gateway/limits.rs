@@ -91,7 +91,10 @@ fn read_response(stream: &mut TcpStream) -> (String, String) {
     let mut head = String::new();
     loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "no answer: {head}");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "no answer: {head}"
+        );
         if line == "\r\n" {
             break;
         }
@@ -114,7 +117,8 @@ fn read_response(stream: &mut TcpStream) -> (String, String) {
 /// sends nothing are both disconnected at `--header-timeout`.
 #[test]
 fn slow_loris_clients_are_cut_at_the_header_timeout() {
-    let (_gw, _url, addr, _dir) = gateway(&["--header-timeout", "1"], &["--upstream-url", NO_UPSTREAM]);
+    let (_gw, _url, addr, _dir) =
+        gateway(&["--header-timeout", "1"], &["--upstream-url", NO_UPSTREAM]);
     let mut silent = TcpStream::connect(&addr).unwrap();
     let mut trickling = TcpStream::connect(&addr).unwrap();
     let mut writer = trickling.try_clone().unwrap();
@@ -128,10 +132,19 @@ fn slow_loris_clients_are_cut_at_the_header_timeout() {
             std::thread::sleep(Duration::from_millis(150));
         }
     });
-    assert!(closed_within(&mut trickling, Duration::from_secs(4)), "the trickling client is still connected");
+    assert!(
+        closed_within(&mut trickling, Duration::from_secs(4)),
+        "the trickling client is still connected"
+    );
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(900), "closed too early: {took:?}");
-    assert!(closed_within(&mut silent, Duration::from_secs(2)), "the silent client is still connected");
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(2)),
+        "the silent client is still connected"
+    );
 }
 
 /// Past `--max-connections`, a new connection waits (it is not accepted) until one closes:
@@ -170,7 +183,9 @@ fn the_connection_past_the_cap_waits_for_a_free_slot() {
         &["--max-connections", "8", "--header-timeout", "1"],
         &["--upstream-url", NO_UPSTREAM],
     );
-    let _silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr2).unwrap()).collect();
+    let _silent: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&addr2).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
     let status = rt().block_on(async {
@@ -183,7 +198,11 @@ fn the_connection_past_the_cap_waits_for_a_free_slot() {
             .status()
     });
     assert_eq!(status, 200);
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let _ = url;
 }
 
@@ -191,7 +210,8 @@ fn the_connection_past_the_cap_waits_for_a_free_slot() {
 /// JSON-RPC error, and the connection is closed.
 #[test]
 fn a_body_that_does_not_arrive_in_time_is_408() {
-    let (_gw, _url, addr, _dir) = gateway(&["--body-timeout", "1"], &["--upstream-url", NO_UPSTREAM]);
+    let (_gw, _url, addr, _dir) =
+        gateway(&["--body-timeout", "1"], &["--upstream-url", NO_UPSTREAM]);
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream
         .write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"jsonrpc\":")
@@ -202,7 +222,13 @@ fn a_body_that_does_not_arrive_in_time_is_408() {
     assert!(start.elapsed() < Duration::from_secs(5));
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["error"]["code"], -32600, "{error}");
-    assert!(error["error"]["message"].as_str().unwrap().contains("--body-timeout"), "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--body-timeout"),
+        "{error}"
+    );
     assert!(closed_within(&mut stream, Duration::from_secs(3)));
 }
 
@@ -239,9 +265,8 @@ fn a_body_over_the_limit_is_413_with_a_json_rpc_error() {
     rt().block_on(async {
         let http = reqwest::Client::new();
         let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
-        let chunks = futures::stream::iter(
-            (0..4).map(|_| Ok::<_, std::io::Error>(vec![b' '; 600])),
-        );
+        let chunks =
+            futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b' '; 600])));
         for body in [reqwest::Body::from(big), reqwest::Body::wrap_stream(chunks)] {
             let r = http
                 .post(&url)
@@ -255,7 +280,10 @@ fn a_body_over_the_limit_is_413_with_a_json_rpc_error() {
             let error: Value = r.json().await.unwrap();
             assert_eq!(error["error"]["code"], -32700, "{error}");
             assert!(
-                error["error"]["message"].as_str().unwrap().contains("over the limit of 1000 bytes"),
+                error["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("over the limit of 1000 bytes"),
                 "{error}"
             );
         }
@@ -305,7 +333,13 @@ fn the_session_past_the_cap_is_refused_with_503() {
         assert_eq!(none, None);
         assert_eq!(error["id"], 7, "{error}");
         assert_eq!(error["error"]["code"], -32603, "{error}");
-        assert!(error["error"]["message"].as_str().unwrap().contains("--max-sessions"), "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--max-sessions"),
+            "{error}"
+        );
         delete(&http, &url, &a.unwrap()).await;
         assert_eq!(initialize_status(&http, &url).await.0, 200);
         let metrics = http
@@ -316,7 +350,10 @@ fn the_session_past_the_cap_is_refused_with_503() {
             .text()
             .await
             .unwrap();
-        assert!(metrics.contains("tollgate_http_sessions_refused_total 1"), "{metrics}");
+        assert!(
+            metrics.contains("tollgate_http_sessions_refused_total 1"),
+            "{metrics}"
+        );
         assert!(metrics.contains("tollgate_http_sessions 2"), "{metrics}");
         assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
         assert_eq!(metrics.matches("# EOF").count(), 1);
@@ -342,7 +379,8 @@ fn session_ids_are_random_and_stateless_is_not_an_id() {
             assert!(nonce.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
         }
         let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
-        let stateless = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}});
+        let stateless =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}});
         let r = http
             .post(&url)
             .header("accept", "application/json")
@@ -379,14 +417,29 @@ fn an_idle_session_expires_and_its_held_calls_are_withdrawn() {
     let audit = dir.path().join("audit.jsonl");
     let (_mock, mock_url) = start_http(&["--allow-write"]);
     let (_gw, url) = start_listening(&[
-        "gateway", "--listen", "127.0.0.1:0", "--policy", &policy, "--admin-tokens", &admins,
-        "--audit", audit.to_str().unwrap(), "--session-idle-timeout", "1", "--upstream-url", &mock_url,
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        &policy,
+        "--admin-tokens",
+        &admins,
+        "--audit",
+        audit.to_str().unwrap(),
+        "--session-idle-timeout",
+        "1",
+        "--upstream-url",
+        &mock_url,
     ]);
     let base = url.trim_end_matches("/mcp").to_owned();
     rt().block_on(async {
         let http = reqwest::Client::new();
         let s = http_session(&http, &url, "x").await;
-        let held = call(2, "add_inline_policy", json!({"role_name": "r", "policy_name": "p", "permissions": {}}));
+        let held = call(
+            2,
+            "add_inline_policy",
+            json!({"role_name": "r", "policy_name": "p", "permissions": {}}),
+        );
         // The client gives up waiting after a moment: nothing of the session is in flight.
         let gave_up = http
             .post(&url)
@@ -427,12 +480,24 @@ fn an_idle_session_expires_and_its_held_calls_are_withdrawn() {
             .await
             .unwrap();
         assert_eq!(r.status(), 404);
-        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains("tollgate_http_sessions_expired_total 1"), "{metrics}");
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("tollgate_http_sessions_expired_total 1"),
+            "{metrics}"
+        );
     });
     let records = super::lines_of(&audit);
     assert!(
-        records.iter().any(|r| r["kind"] == "approval" && r["verdict"] == "withdrawn"),
+        records
+            .iter()
+            .any(|r| r["kind"] == "approval" && r["verdict"] == "withdrawn"),
         "{records:?}"
     );
 }
@@ -457,7 +522,13 @@ fn child_processes_past_the_cap_are_refused() {
             let (status, _, error) = initialize_status(&http, &url).await;
             assert_eq!(status, 503, "{error}");
             assert_eq!(error["id"], 7);
-            assert!(error["error"]["message"].as_str().unwrap().contains("--max-upstream-processes"), "{error}");
+            assert!(
+                error["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--max-upstream-processes"),
+                "{error}"
+            );
             assert!(children_of(pid).len() <= 2);
         }
         delete(&http, &url, &a.unwrap()).await;
@@ -468,7 +539,10 @@ fn child_processes_past_the_cap_are_refused() {
             if status == 200 {
                 break;
             }
-            assert!(Instant::now() < deadline, "the ended session's slot was not freed");
+            assert!(
+                Instant::now() < deadline,
+                "the ended session's slot was not freed"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(children_of(pid).len(), 2);
@@ -546,11 +620,21 @@ fn a_never_read_get_stream_is_closed_at_its_bound() {
         // The flood: 8000 events of 16 kB, none read by the client.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let metrics = http.get(url.replace("/mcp", "/metrics")).send().await.unwrap().text().await.unwrap();
+            let metrics = http
+                .get(url.replace("/mcp", "/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
             if metrics.contains("tollgate_get_streams_closed_total 1") {
                 break;
             }
-            assert!(Instant::now() < deadline, "the GET stream was not closed: {metrics}");
+            assert!(
+                Instant::now() < deadline,
+                "the GET stream was not closed: {metrics}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // Let the rest of the flood pass through (it has no stream to go to now).
@@ -559,7 +643,10 @@ fn a_never_read_get_stream_is_closed_at_its_bound() {
     });
     let peak = status_kib(pid, "VmHWM");
     eprintln!("gateway VmRSS before the flood {before} KiB, peak {peak} KiB");
-    assert!(peak < before + 48 * 1024, "the gateway grew from {before} KiB to {peak} KiB");
+    assert!(
+        peak < before + 48 * 1024,
+        "the gateway grew from {before} KiB to {peak} KiB"
+    );
 }
 
 /// A stdio client that never reads stdout stops being read: the gateway's queues fill, it
@@ -586,7 +673,11 @@ fn a_stdio_client_that_never_reads_stdout_stops_being_read() {
     let count = Arc::clone(&written);
     std::thread::spawn(move || {
         let _ = writeln!(stdin, "{}", initialize(1));
-        let _ = writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        let _ = writeln!(
+            stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        );
         // Each `tools/list` answer is about 19 kB.
         for i in 0..20_000u64 {
             let m = json!({"jsonrpc": "2.0", "id": i + 2, "method": "tools/list"});
@@ -599,11 +690,20 @@ fn a_stdio_client_that_never_reads_stdout_stops_being_read() {
     std::thread::sleep(Duration::from_secs(5));
     let stuck_at = written.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(written.load(Ordering::Relaxed), stuck_at, "the gateway still reads stdin");
+    assert_eq!(
+        written.load(Ordering::Relaxed),
+        stuck_at,
+        "the gateway still reads stdin"
+    );
     assert!(stuck_at < 20_000, "the gateway read every request");
     let now = status_kib(pid, "VmRSS");
-    eprintln!("gateway VmRSS {before} KiB before, {now} KiB with stdout unread; {stuck_at} requests written");
-    assert!(now < before + 48 * 1024, "the gateway grew from {before} KiB to {now} KiB");
+    eprintln!(
+        "gateway VmRSS {before} KiB before, {now} KiB with stdout unread; {stuck_at} requests written"
+    );
+    assert!(
+        now < before + 48 * 1024,
+        "the gateway grew from {before} KiB to {now} KiB"
+    );
 }
 
 /// An over-long line on stdio (64 MiB, no newline until its end) is answered with the
@@ -633,7 +733,12 @@ fn a_huge_stdio_line_is_answered_with_the_parse_error_and_the_next_is_served() {
         }
     });
     writeln!(stdin, "{}", initialize(1)).unwrap();
-    writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    )
+    .unwrap();
     let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(first["id"], 1, "{first}");
     let before = status_kib(pid, "VmRSS");
@@ -642,24 +747,41 @@ fn a_huge_stdio_line_is_answered_with_the_parse_error_and_the_next_is_served() {
         stdin.write_all(&chunk).unwrap();
     }
     stdin.write_all(b"\n").unwrap();
-    writeln!(stdin, "{}", call(2, "GetAHOBatch", json!({"batchId": "rb-0001"}))).unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        call(2, "GetAHOBatch", json!({"batchId": "rb-0001"}))
+    )
+    .unwrap();
     stdin.flush().unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !got.iter().any(|a: &Value| a["id"] == 2) {
         let left = deadline.saturating_duration_since(Instant::now());
-        got.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("no answer to call 2: {got:?}")));
+        got.push(
+            rx.recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no answer to call 2: {got:?}")),
+        );
     }
     let parse_error = got.iter().find(|a| a["error"]["code"] == -32700).unwrap();
     assert_eq!(
         parse_error["error"]["message"],
-        format!("message of {} bytes is over the limit of 4194304 bytes", 64 << 20)
+        format!(
+            "message of {} bytes is over the limit of 4194304 bytes",
+            64 << 20
+        )
     );
     assert_eq!(parse_error["id"], Value::Null);
-    assert_eq!(got.iter().find(|a| a["id"] == 2).unwrap()["result"]["isError"], false);
+    assert_eq!(
+        got.iter().find(|a| a["id"] == 2).unwrap()["result"]["isError"],
+        false
+    );
     let peak = status_kib(pid, "VmHWM");
     eprintln!("gateway VmRSS {before} KiB before a 64 MiB line, peak {peak} KiB");
-    assert!(peak < before + 32 * 1024, "the gateway's peak RSS was {peak} KiB");
+    assert!(
+        peak < before + 32 * 1024,
+        "the gateway's peak RSS was {peak} KiB"
+    );
 }
 
 /// An HTTP upstream's answer over `--max-message-bytes` (a JSON body, or one SSE event) is
@@ -681,7 +803,14 @@ fn an_http_upstreams_answer_over_the_limit_gets_the_call_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let policy = write(dir.path(), "allow.json", ALLOW_ALL);
         let answers = super::stdio_gateway(
-            &["--policy", &policy, "--max-message-bytes", "100000", "--upstream-url", &server.uri()],
+            &[
+                "--policy",
+                &policy,
+                "--max-message-bytes",
+                "100000",
+                "--upstream-url",
+                &server.uri(),
+            ],
             &[
                 initialize(1),
                 json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),

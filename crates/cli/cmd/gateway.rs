@@ -517,8 +517,7 @@ fn read_stdin(tx: mpsc::Sender<ClientInput>, max: usize) {
             let mut reader = tokio::io::BufReader::new(pipe);
             let mut line = Vec::new();
             loop {
-                let read = match tollgate_mcp::stdio::read_line(&mut reader, &mut line, max).await
-                {
+                let read = match tollgate_mcp::stdio::read_line(&mut reader, &mut line, max).await {
                     Ok(Line::End) | Err(_) => break,
                     Ok(read) => read,
                 };

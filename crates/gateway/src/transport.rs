@@ -1186,10 +1186,7 @@ async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Re
     };
     let (tx, rx) = mpsc::channel::<Bytes>(front.limits.queue.max(1));
     let overflowed = Arc::new(Notify::new());
-    *handle
-        .stream
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some(GetStream {
+    *handle.stream.lock().unwrap_or_else(PoisonError::into_inner) = Some(GetStream {
         tx,
         overflowed: Arc::clone(&overflowed),
     });
@@ -1525,7 +1522,10 @@ mod tests {
     #[test]
     fn only_a_response_is_taken_for_the_reinit_answer() {
         for (text, is) in [
-            (r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result":{}}"#, true),
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result":{}}"#,
+                true,
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":"tollgate-reinit-2","error":{"code":-32603,"message":"x"}}"#,
                 true,
@@ -1543,7 +1543,10 @@ mod tests {
                 false,
             ),
             (r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, false),
-            (r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result""#, false),
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result""#,
+                false,
+            ),
         ] {
             assert_eq!(is_reinit_answer(text.as_bytes()), is, "{text}");
         }

@@ -396,9 +396,8 @@ impl HttpRequest {
 /// An answer's body, read as it arrives and refused once it passes `max` bytes (before
 /// anything is read when its `Content-Length` says so).
 async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let over = || {
-        format!("the upstream's answer is over the limit of {max} bytes (--max-message-bytes)")
-    };
+    let over =
+        || format!("the upstream's answer is over the limit of {max} bytes (--max-message-bytes)");
     if resp
         .content_length()
         .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
@@ -594,7 +593,11 @@ async fn get_stream(
                             );
                             continue;
                         }
-                        if in_tx.send(FromUpstream::Message(m.into_bytes())).await.is_err() {
+                        if in_tx
+                            .send(FromUpstream::Message(m.into_bytes()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -652,7 +655,11 @@ mod tests {
         let whole = tollgate_mcp::sse::decode_events(&text);
         assert_eq!(whole.len(), 3);
         for chunk in [1, 2, 5, 64, 10_000] {
-            assert_eq!(read(&text, 1024, chunk), (whole.clone(), 0), "chunk {chunk}");
+            assert_eq!(
+                read(&text, 1024, chunk),
+                (whole.clone(), 0),
+                "chunk {chunk}"
+            );
         }
     }
 

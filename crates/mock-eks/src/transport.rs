@@ -279,7 +279,10 @@ async fn http_post(
             } else {
                 (
                     ErrorCode::InvalidRequest,
-                    format!("the request body could not be read: {}", rejection.body_text()),
+                    format!(
+                        "the request body could not be read: {}",
+                        rejection.body_text()
+                    ),
                 )
             };
             return rpc_error_response(status, code, &message);
