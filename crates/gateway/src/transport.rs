@@ -347,11 +347,13 @@ pub async fn run_session(
                     let outs = core.upstream_closed(now(), &why);
                     to_upstream.clear();
                     // The old child is waited for before a new one starts: never two.
+                    // Boxed, as are the other rare waits below: the task's future (kept per
+                    // session) holds only what the loop's common path needs.
                     if let Some(u) = upstream.take() {
-                        u.shutdown().await;
+                        Box::pin(u.shutdown()).await;
                     }
                     if matches!(spec, UpstreamSpec::Command { .. }) && !closing {
-                        tokio::time::sleep(backoff).await;
+                        Box::pin(tokio::time::sleep(backoff)).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         restarts += 1;
                         match connect() {
@@ -476,16 +478,16 @@ pub async fn run_session(
     // What the client's queue could not take yet, until the drain deadline: a client that
     // does not read loses the rest.
     let until = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN_TIMEOUT);
-    let _ = tokio::time::timeout_at(until, async {
+    let _ = Box::pin(tokio::time::timeout_at(until, async {
         while let Some(v) = to_client.pop_front() {
             if sink.send(v).await.is_err() {
                 break;
             }
         }
-    })
+    }))
     .await;
     if let Some(u) = upstream.take() {
-        u.shutdown().await;
+        Box::pin(u.shutdown()).await;
     }
 }
 
@@ -1009,7 +1011,9 @@ fn spawn_session(
     let (tx, rx) = mpsc::channel(queue);
     let (sink, mut unsolicited) = mpsc::channel::<Value>(queue);
     let core = front.gateway.session(grant, session);
-    let task = run_session(
+    // Boxed: a future awaited inside the block would otherwise be laid out twice in it (as
+    // the captured value and as the value awaited), doubling the memory of every session.
+    let task = Box::pin(run_session(
         core,
         front.spec.clone(),
         rx,
@@ -1017,7 +1021,7 @@ fn spawn_session(
         front.clock,
         front.limits,
         front.shutdown.clone(),
-    );
+    ));
     tokio::spawn(async move {
         task.await;
         // The session's child (if any) is gone: its slot is free.
