@@ -255,7 +255,7 @@ pub async fn run_session(
     let mut reloads_open = true;
     let approvals = core.approval_waker();
     // Messages that found their queue full, oldest first. While any waits, the client is not
-    // read (and the upstream is not read while the client's wait), so these hold at most what
+    // read (nor the upstream while messages for the client wait), so these hold at most what
     // one step produced, plus the answers of calls that time out meanwhile.
     let mut to_client: VecDeque<Value> = VecDeque::new();
     let mut to_upstream: VecDeque<Value> = VecDeque::new();
