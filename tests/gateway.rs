@@ -16,6 +16,9 @@ use crate::mock_eks::{
 };
 use crate::util::{root, tollgate};
 
+// The bounds on connections, bodies, sessions, child processes, streams and stdio.
+mod limits;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }

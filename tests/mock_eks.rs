@@ -242,7 +242,10 @@ fn http_sessions_and_refusals() {
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         assert_eq!(post(note).header("mcp-session-id", &session).send().await.unwrap().status(), 202);
         let big = json!({"jsonrpc": "2.0", "id": 3, "method": "ping", "pad": "x".repeat(100_000)});
-        assert_eq!(post(big).header("mcp-session-id", &session).send().await.unwrap().status(), 413);
+        let r = post(big).header("mcp-session-id", &session).send().await.unwrap();
+        assert_eq!(r.status(), 413);
+        // A JSON-RPC error, not axum's plain-text rejection.
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32700);
         let sse = http.post(&url).header("accept", "text/event-stream").header("content-type", "application/json").header("mcp-session-id", &session).body(ping.to_string()).send().await.unwrap();
         assert_eq!(sse.headers()["content-type"], "text/event-stream");
         let events = tollgate_mcp::sse::decode_events(&sse.text().await.unwrap());

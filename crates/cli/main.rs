@@ -44,7 +44,8 @@ enum Command {
     /// List, approve and deny the calls a gateway holds for a human's approval.
     Approvals(cmd::approvals::Args),
     /// Run the enforcing gateway in front of an MCP server (stdio, or HTTP with --listen).
-    Gateway(cmd::gateway::Args),
+    // Boxed: its many limits' flags make it far larger than the other commands' arguments.
+    Gateway(Box<cmd::gateway::Args>),
     /// Run the mock Amazon EKS MCP server (stdio, or Streamable HTTP with --http).
     MockEks(cmd::mock_eks::Args),
     /// List and export the risk-classified tool catalogue.
@@ -70,7 +71,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Scenario(args) => cmd::scenario::run(args),
         Command::Audit(args) => cmd::audit::run(args),
         Command::Approvals(args) => cmd::approvals::run(args),
-        Command::Gateway(args) => cmd::gateway::run(args),
+        Command::Gateway(args) => cmd::gateway::run(*args),
         Command::MockEks(args) => cmd::mock_eks::run(args),
         Command::Catalog(args) => cmd::catalog::run(args),
         Command::Check(args) => cmd::check::run(args),
@@ -89,6 +90,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: a supervisor that read the banner
+        // and went away) is dropped; reporting it would `eprintln!`, which panics, and take
+        // down the task that logged (an HTTP connection, a session).
+        .log_internal_errors(false)
         .try_init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

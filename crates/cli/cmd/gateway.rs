@@ -1,6 +1,9 @@
 //! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
 //! [--tokens FILE] [--admin-tokens FILE] [--grant NAME] [--call-timeout SECS]
-//! [--tool-timeout TOOL=SECS]... [--max-message-bytes N]
+//! [--tool-timeout TOOL=SECS]... [--max-message-bytes N] [--queue-depth N]
+//! [--max-connections N] [--header-timeout SECS] [--body-timeout SECS]
+//! [--keep-alive-timeout SECS] [--max-sessions N] [--session-idle-timeout SECS]
+//! [--max-upstream-processes N]
 //! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
 //! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
@@ -12,7 +15,7 @@
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags, an invalid policy, an unusable audit
 //! log or tokens file.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +29,7 @@ use tollgate_gateway::audit::AuditLog;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
-    ClientInput, Clock, HttpFront, Sessions, http_router, run_session,
+    Auth, ClientInput, Clock, HttpFront, TransportLimits, run_session, serve,
 };
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
@@ -70,9 +73,41 @@ pub struct Args {
     /// seconds may have a fraction (`get_pod_logs=2.5`). Repeat for more tools.
     #[arg(long, value_name = "TOOL=SECS", value_parser = tool_timeout)]
     tool_timeout: Vec<(String, Duration)>,
-    /// The largest message accepted from the client, in bytes.
+    /// The largest message accepted from the client or the upstream, in bytes; a longer one is
+    /// thrown away as it is read (never held whole) and answered with a parse error.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_bytes)]
     max_message_bytes: usize,
+    /// Messages each queue between one session's tasks holds (client, upstream, stdout, an
+    /// HTTP request's or GET stream's events). A full queue stops the reading of its source;
+    /// an HTTP event stream left full by its client is closed.
+    #[arg(long, value_name = "N", default_value_t = TransportLimits::default().queue, value_parser = count)]
+    queue_depth: usize,
+    /// HTTP: open connections at most; the next ones wait (in the kernel's backlog) until one
+    /// closes.
+    #[arg(long, value_name = "N", default_value_t = TransportLimits::default().max_connections, value_parser = count)]
+    max_connections: usize,
+    /// HTTP: seconds a request's headers may take, from the connection's opening or the first
+    /// byte of the request; then the connection is closed.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    header_timeout: Duration,
+    /// HTTP: seconds a request's body may take after its headers; then 408.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    body_timeout: Duration,
+    /// HTTP: seconds a keep-alive connection may wait for its next request; then it is closed.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    keep_alive_timeout: Duration,
+    /// HTTP: live sessions at most; past it `initialize` is refused (HTTP 503, a JSON-RPC
+    /// error).
+    #[arg(long, value_name = "N", default_value_t = TransportLimits::default().max_sessions, value_parser = count)]
+    max_sessions: usize,
+    /// HTTP: seconds a session may go without a request in flight or a GET stream open; then
+    /// it ends as a DELETE ends it (its held calls withdrawn, its upstream stopped).
+    #[arg(long, value_name = "SECS", default_value = "1800", value_parser = seconds)]
+    session_idle_timeout: Duration,
+    /// HTTP with a command upstream: child processes at most (one per session); past it
+    /// `initialize` is refused (HTTP 503, a JSON-RPC error).
+    #[arg(long, value_name = "N", default_value_t = TransportLimits::default().max_upstream_processes, value_parser = count)]
+    max_upstream_processes: usize,
     /// Run the gateway's clock (limits, timeouts, audit times) F times as fast as the wall
     /// clock: for demos and live replays of scenarios, never for production.
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = positive_scale)]
@@ -258,7 +293,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()?,
     };
-    let max_line = args.max_message_bytes;
+    let limits = TransportLimits {
+        max_message_bytes: args.max_message_bytes,
+        queue: args.queue_depth,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.keep_alive_timeout,
+        max_connections: args.max_connections,
+        max_sessions: args.max_sessions,
+        session_idle: args.session_idle_timeout,
+        max_upstream_processes: args.max_upstream_processes,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     runtime.block_on(async {
         tokio::spawn(async move {
@@ -311,12 +356,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ));
         match args.listen {
             None => {
-                let (tx, rx) = mpsc::unbounded_channel::<ClientInput>();
-                let (sink, out) = mpsc::unbounded_channel::<serde_json::Value>();
-                read_stdin(tx);
+                // Bounded both ways: a client that does not read stdout fills `out`, the
+                // session stops taking input, `tx` fills and stdin is not read any more.
+                let (tx, rx) = mpsc::channel::<ClientInput>(limits.queue);
+                let (sink, out) = mpsc::channel::<serde_json::Value>(limits.queue);
+                read_stdin(tx, limits.max_message_bytes);
                 let writer = write_stdout(out);
                 let core = gateway.session(&args.grant, "stdio");
-                run_session(core, spec, rx, sink, clock, max_line, stop_rx).await;
+                run_session(core, spec, rx, sink, clock, limits, stop_rx).await;
                 // The session dropped its sink: the writer ends once it has written the rest.
                 let _ = writer.await;
             }
@@ -333,24 +380,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ));
                 }
                 std::io::stderr().lock().write_all(banner.as_bytes())?;
-                let front = Arc::new(HttpFront {
-                    gateway: Arc::clone(&gateway),
+                let front = HttpFront::new(
+                    Arc::clone(&gateway),
                     spec,
-                    tokens,
-                    admin_tokens,
-                    default_grant: args.grant.clone(),
-                    sessions: tokio::sync::Mutex::new(Sessions::default()),
+                    Auth {
+                        tokens,
+                        admin_tokens,
+                        default_grant: args.grant.clone(),
+                    },
                     clock,
-                    max_line,
-                    shutdown: stop_rx.clone(),
-                    next: std::sync::atomic::AtomicU64::new(0),
-                });
-                let mut stop = stop_rx;
-                axum::serve(listener, http_router(front, max_line))
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await?;
+                    limits,
+                    stop_rx,
+                );
+                serve(listener, front).await?;
                 // Let session tasks drain their calls in flight.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -400,6 +442,16 @@ fn timeout_secs(text: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// A count of the `--queue-depth`, `--max-*` flags: from 1 to 1,000,000.
+fn count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a count: give a whole number from 1 to 1000000"
+        )),
+    }
+}
+
 fn positive_scale(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(f) if f.is_finite() && f > 0.0 && f <= 10_000.0 => Ok(f),
@@ -438,34 +490,41 @@ fn file_hash(path: &std::path::Path) -> Option<String> {
         .map(|bytes| hex::encode(sha2::Sha256::digest(&bytes)))
 }
 
-/// Feeds the stdio session its client's lines (blank ones skipped, a trailing `\r` dropped).
+/// Feeds the stdio session its client's lines (blank ones skipped, a trailing `\r` dropped),
+/// each read with its size bounded by `max` (`tollgate_mcp::stdio::read_line`): a longer line
+/// is thrown away as it arrives and answered with the parse error. A full queue to the session
+/// makes the reader wait, so stdin is not read while the client does not read stdout.
 /// A pipe (what MCP clients give a stdio server) is read on the session's own thread, through
 /// the runtime's event loop; anything else (a terminal, a file) by a thread of its own, since
 /// reading it blocks. The first saves a thread wake-up a message (docs/PERFORMANCE.md). Not
 /// `tollgate_mcp::stdio::stdin()`'s fallback: tokio's stdin reads a terminal on its blocking
 /// pool, where the read cannot be cancelled and would hold up the runtime's shutdown until a
 /// line is typed; a detached thread does not.
-fn read_stdin(tx: mpsc::UnboundedSender<ClientInput>) {
-    let send = move |mut line: Vec<u8>| {
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return true;
-        }
-        tx.send(ClientInput {
-            bytes: line,
+fn read_stdin(tx: mpsc::Sender<ClientInput>, max: usize) {
+    use tollgate_mcp::stdio::Line;
+    // The input for a line read, if any: blank lines are skipped.
+    let input = |read: Line, line: &mut Vec<u8>| match read {
+        Line::Message if line.iter().all(u8::is_ascii_whitespace) => None,
+        Line::Message => Some(ClientInput::Message {
+            bytes: std::mem::take(line),
             reply: None,
-        })
-        .is_ok()
+        }),
+        Line::TooLarge { size } => Some(ClientInput::TooLarge { size }),
+        Line::End => None,
     };
     #[cfg(unix)]
     if let Some(pipe) = tollgate_mcp::stdio::stdin_pipe() {
         tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(pipe).split(b'\n');
-            while let Ok(Some(line)) = lines.next_segment().await {
-                if !send(line) {
+            let mut reader = tokio::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            loop {
+                let read = match tollgate_mcp::stdio::read_line(&mut reader, &mut line, max).await {
+                    Ok(Line::End) | Err(_) => break,
+                    Ok(read) => read,
+                };
+                if let Some(input) = input(read, &mut line)
+                    && tx.send(input).await.is_err()
+                {
                     break;
                 }
             }
@@ -473,9 +532,16 @@ fn read_stdin(tx: mpsc::UnboundedSender<ClientInput>) {
         return;
     }
     std::thread::spawn(move || {
-        for line in std::io::stdin().lock().split(b'\n') {
-            let Ok(line) = line else { break };
-            if !send(line) {
+        let mut reader = std::io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            let read = match tollgate_mcp::stdio::read_line_blocking(&mut reader, &mut line, max) {
+                Ok(Line::End) | Err(_) => break,
+                Ok(read) => read,
+            };
+            if let Some(input) = input(read, &mut line)
+                && tx.blocking_send(input).is_err()
+            {
                 break;
             }
         }
@@ -486,9 +552,7 @@ fn read_stdin(tx: mpsc::UnboundedSender<ClientInput>) {
 /// to about a megabyte) in one write. A pipe is written through the runtime's event loop
 /// (`tollgate_mcp::stdio`). The handle ends once the session dropped its sink and everything
 /// was written.
-fn write_stdout(
-    mut out: mpsc::UnboundedReceiver<serde_json::Value>,
-) -> tokio::task::JoinHandle<()> {
+fn write_stdout(mut out: mpsc::Receiver<serde_json::Value>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut stdout = tollgate_mcp::stdio::stdout();

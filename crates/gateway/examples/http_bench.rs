@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tollgate_gateway::core::{Gateway, GatewayOptions};
-use tollgate_gateway::transport::{HttpFront, Sessions, http_router};
+use tollgate_gateway::transport::{Auth, HttpFront, TransportLimits, serve};
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mock_eks::transport::{HttpOptions, Shared, serve_http};
 use tollgate_mock_eks::{MockConfig, MockEks};
@@ -54,21 +54,20 @@ async fn start_gateway(upstream: String) -> String {
     let gateway = Gateway::new(engine, None, GatewayOptions::default());
     let (_tx, rx) = watch::channel(false);
     std::mem::forget(_tx);
-    let front = Arc::new(HttpFront {
+    let front = HttpFront::new(
         gateway,
-        spec: UpstreamSpec::Url(upstream),
-        tokens: None,
-        admin_tokens: None,
-        default_grant: "bench".into(),
-        sessions: tokio::sync::Mutex::new(Sessions::default()),
-        clock: tollgate_gateway::clock::Clock::start(),
-        max_line: 4 << 20,
-        shutdown: rx,
-        next: std::sync::atomic::AtomicU64::new(0),
-    });
+        UpstreamSpec::Url(upstream),
+        Auth {
+            default_grant: "bench".into(),
+            ..Auth::default()
+        },
+        tollgate_gateway::clock::Clock::start(),
+        TransportLimits::default(),
+        rx,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, http_router(front, 4 << 20)).await });
+    tokio::spawn(serve(listener, front));
     format!("http://{addr}/mcp")
 }
 

@@ -83,8 +83,7 @@ fn approver(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     let Some(presented) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(crate::tokens::bearer)
     else {
         return Err(unauthorized(
             "present an admin token: `Authorization: Bearer TOKEN`, a token of the gateway's `--admin-tokens` file",

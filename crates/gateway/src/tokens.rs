@@ -36,6 +36,16 @@ pub enum TokensError {
     },
 }
 
+/// The token of an `Authorization` header value in the `Bearer` scheme: the scheme's name is
+/// case-insensitive (RFC 7235: `bearer TOKEN` and `BEARER TOKEN` are the same), one or more
+/// spaces separate it from the token, and spaces around the token are dropped. `None` for
+/// another scheme or an empty token.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
@@ -147,6 +157,26 @@ mod tests {
         assert_eq!(t.lookup("analyst-token-0000"), Some("analyst"));
         assert_eq!(t.lookup("ci-bot-token-00001"), None);
         assert_eq!(t.len(), 2);
+    }
+
+    /// The scheme's name is case-insensitive; the token is what follows it, trimmed; other
+    /// schemes and empty tokens are no bearer token.
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for (header, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("bEaReR   abc  ", Some("abc")),
+            ("Bearer\tabc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("Bearer ", None),
+            ("Bearer", None),
+            ("", None),
+        ] {
+            assert_eq!(bearer(header), token, "{header:?}");
+        }
     }
 
     #[test]

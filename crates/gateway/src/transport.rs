@@ -6,58 +6,134 @@
 //! - Timeouts: the task wakes at the core's next deadline and lets it answer late calls.
 //! - Upstream crash: pending calls get an error result at once; a child upstream is restarted
 //!   with backoff (100 ms doubling to 5 s) and re-initialized with the client's own
-//!   `initialize`, so the session goes on.
+//!   `initialize`, so the session goes on. The old child is gone (waited for) before the new
+//!   one starts: a session never runs two.
 //! - Shutdown: the task stops reading the client, waits (bounded) for the calls in flight, and
 //!   stops the upstream.
 //! - A remote counter store (Redis): the core is synchronous, so a decision waits for the
 //!   store's round trip. On a multi-thread runtime that wait runs under `block_in_place`, which
 //!   hands this worker's other tasks (other sessions) to another thread first; the bounded
 //!   store timeouts bound the wait (docs/PERFORMANCE.md, "Redis store").
+//!
+//! Bounds ([`TransportLimits`], docs/security.md, "Limits"): every queue between tasks holds at
+//! most `queue` messages. A message that finds its queue full waits in the session task, and
+//! while one waits the task reads nothing more from its client (nor from its upstream while
+//! the client's queue is full): the client's reader blocks, so a stdio client that does not
+//! read stdout stops being read, and an HTTP request waits to be queued. An HTTP request's
+//! event stream and a session's GET stream are never waited for: one that is full is closed
+//! (logged; the GET stream's closings are counted in `tollgate_get_streams_closed_total`).
+//! The HTTP front ([`serve`]) bounds connections, header, body and idle times, live sessions
+//! (idle ones expire) and, for a command upstream, live child processes.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod serve;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
 
 pub use crate::clock::Clock;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tollgate_mcp::protocol::HEADER_SESSION_ID;
-use tollgate_mcp::{ErrorCode, error_response};
+use tollgate_mcp::{ErrorCode, WireError, error_response};
 
 use crate::core::{Out, SessionCore};
 use crate::upstream::{FromUpstream, Upstream, UpstreamSpec};
+
+pub use serve::{BodyTimedOut, serve};
 
 /// How long a shutdown waits for calls in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 const REINIT_PREFIX: &str = "tollgate-reinit-";
 
-/// What a client sends a session task.
-#[derive(Debug)]
-pub struct ClientInput {
-    pub bytes: Vec<u8>,
-    /// For HTTP: where the answer goes (`None` means "nothing to answer": 202).
-    /// Messages for this request: server-to-client messages sent while it is pending, then its
-    /// answer; the channel closes after the answer (or at once, with nothing, for 202).
-    pub reply: Option<mpsc::UnboundedSender<Value>>,
+/// The bounds of the transports; each is a flag of `tollgate gateway` with this default
+/// (docs/gateway.md; docs/security.md, "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// The largest message read from a client or an upstream, in bytes
+    /// (`--max-message-bytes`, 4 MiB): a longer one is thrown away as it is read.
+    pub max_message_bytes: usize,
+    /// Messages each queue between one session's tasks holds (`--queue-depth`, 64).
+    pub queue: usize,
+    /// HTTP: a request's headers must be complete within this of the connection's opening or
+    /// of the first byte of its request (`--header-timeout`, 10 s).
+    pub header_timeout: Duration,
+    /// HTTP: a request's body must be complete within this of its headers (`--body-timeout`,
+    /// 30 s).
+    pub body_timeout: Duration,
+    /// HTTP: a keep-alive connection with no request is closed after this
+    /// (`--keep-alive-timeout`, 60 s).
+    pub idle_timeout: Duration,
+    /// HTTP: open connections (`--max-connections`, 512); the next waits to be accepted.
+    pub max_connections: usize,
+    /// HTTP: live sessions (`--max-sessions`, 1024); past it `initialize` is refused (503).
+    pub max_sessions: usize,
+    /// HTTP: a session with no request in flight and no GET stream open for this long ends,
+    /// as a DELETE would end it (`--session-idle-timeout`, 30 min).
+    pub session_idle: Duration,
+    /// HTTP with a command upstream: live child processes, one per session
+    /// (`--max-upstream-processes`, 16); past it `initialize` is refused (503).
+    pub max_upstream_processes: usize,
 }
 
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            max_message_bytes: tollgate_mcp::Limits::default().max_bytes,
+            queue: 64,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_sessions: 1024,
+            session_idle: Duration::from_secs(30 * 60),
+            max_upstream_processes: 16,
+        }
+    }
+}
+
+/// What a client sends a session task.
+#[derive(Debug)]
+pub enum ClientInput {
+    /// One message.
+    Message {
+        bytes: Vec<u8>,
+        /// For HTTP: where the answer goes (`None` means "nothing to answer": 202).
+        /// Messages for this request: server-to-client messages sent while it is pending, then
+        /// its answer; the channel closes after the answer (or at once, with nothing, for 202).
+        reply: Option<Reply>,
+    },
+    /// A message over `max_message_bytes`, thrown away while it was read (stdio): `size`
+    /// bytes. It is answered with the parse error an oversized message gets.
+    TooLarge { size: usize },
+}
+
+/// Where an HTTP request's messages go (bounded: a full one is closed, never waited for).
+pub type Reply = mpsc::Sender<Value>;
+
 /// Where the session sends messages for the client that no request is waiting for (stdio
-/// writes them; HTTP has no stream for them and drops them, logged).
-pub type ClientSink = mpsc::UnboundedSender<Value>;
+/// writes them; HTTP sends them on the session's GET stream). Bounded: when it is full the
+/// session stops reading its client until there is room.
+pub type ClientSink = mpsc::Sender<Value>;
 
 struct Waiter {
     ids: Vec<String>,
     batch: bool,
     got: Vec<Value>,
-    reply: mpsc::UnboundedSender<Value>,
+    reply: Reply,
 }
 
 /// Whether JSON text may hold `needle` in a string: it does literally, or it has an escape
@@ -73,6 +149,10 @@ struct Envelope {
     id: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     method: Option<serde::de::IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<serde::de::IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<serde::de::IgnoredAny>,
 }
 
 /// A field that is present is `Some`, even when it is `null` (`"id": null` is an id here).
@@ -114,18 +194,51 @@ fn request_ids_lenient(bytes: &[u8]) -> (Vec<String>, bool) {
     }
 }
 
+/// Whether an upstream message is the answer to the gateway's own re-`initialize` after a
+/// restart: a response (a result or an error, no method) whose id is a string with the
+/// gateway's prefix. A request or notification with such an id is the upstream's own and
+/// goes to the core like any other (the core escapes client ids with a `tollgate-` prefix, so
+/// no client request can carry it).
+fn is_reinit_answer(bytes: &[u8]) -> bool {
+    if !may_contain(bytes, REINIT_PREFIX.as_bytes()) {
+        return false;
+    }
+    let Ok(m) = serde_json::from_slice::<Envelope>(bytes) else {
+        return false;
+    };
+    m.method.is_none()
+        && (m.result.is_some() || m.error.is_some())
+        && m.id
+            .as_ref()
+            .and_then(Value::as_str)
+            .is_some_and(|id| id.starts_with(REINIT_PREFIX))
+}
+
+/// Waits until `shutdown` turns true (forever when its sender is gone without it).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Drives one session until the client goes away or `shutdown` turns true.
 pub async fn run_session(
     mut core: SessionCore,
     spec: UpstreamSpec,
-    mut client: mpsc::UnboundedReceiver<ClientInput>,
+    mut client: mpsc::Receiver<ClientInput>,
     sink: ClientSink,
     clock: Clock,
-    max_line: usize,
+    limits: TransportLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let now = || clock.now();
-    let mut upstream = match Upstream::connect(&spec, max_line) {
+    let connect = || Upstream::connect(&spec, limits.max_message_bytes, limits.queue);
+    let mut upstream = match connect() {
         Ok(u) => Some(u),
         Err(e) => {
             tracing::error!("cannot start the upstream: {e}");
@@ -141,8 +254,13 @@ pub async fn run_session(
     let mut policy_changes = core.policy_changes();
     let mut reloads_open = true;
     let approvals = core.approval_waker();
+    // Messages that found their queue full, oldest first. While any waits, the client is not
+    // read (nor the upstream while messages for the client wait), so these hold at most what
+    // one step produced, plus the answers of calls that time out meanwhile.
+    let mut to_client: VecDeque<Value> = VecDeque::new();
+    let mut to_upstream: VecDeque<Value> = VecDeque::new();
     loop {
-        if closing && !core.has_pending() {
+        if closing && !core.has_pending() && to_client.is_empty() {
             break;
         }
         let deadline = core.next_deadline().map(|d| clock.instant_at(d));
@@ -157,47 +275,62 @@ pub async fn run_session(
                 None => std::future::pending().await,
             }
         };
+        let upstream_tx = upstream.as_ref().map(Upstream::sender);
         let from_upstream = async {
             match upstream.as_mut() {
                 Some(u) => u.rx.recv().await,
                 None => std::future::pending().await,
             }
         };
+        let upstream_room = async {
+            match upstream_tx {
+                Some(tx) => tx.reserve_owned().await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let read_client = !closing && to_client.is_empty() && to_upstream.is_empty();
+        let read_upstream = to_client.is_empty() && to_upstream.len() < limits.queue;
         let outs: Vec<Out> = tokio::select! {
-            input = client.recv(), if !closing => match input {
+            input = client.recv(), if read_client => match input {
                 None => {
                     closing = true;
                     drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
                     Vec::new()
                 }
-                Some(input) => {
-                    if may_contain(&input.bytes, b"initialize")
-                        && let Ok(v) = serde_json::from_slice::<Value>(&input.bytes)
+                Some(ClientInput::TooLarge { size }) => {
+                    // Thrown away while it was read: the answer any oversized message gets.
+                    let why = WireError::TooLarge { size, limit: limits.max_message_bytes };
+                    vec![Out::Client(error_response(None, ErrorCode::ParseError, &why.to_string(), None))]
+                }
+                Some(ClientInput::Message { bytes, reply }) => {
+                    if may_contain(&bytes, b"initialize")
+                        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
                         && v.get("method").and_then(Value::as_str) == Some("initialize")
                     {
                         initialize = Some(v);
                     }
-                    let (ids, batch) = request_ids(&input.bytes);
-                    let outs = off_worker(core.may_block(), || core.from_client(&input.bytes, now()));
-                    if let Some(reply) = input.reply {
+                    let (ids, batch) = request_ids(&bytes);
+                    let outs = off_worker(core.may_block(), || core.from_client(&bytes, now()));
+                    if let Some(reply) = reply {
                         if ids.is_empty() {
                             // Notifications and responses: nothing to wait for, unless the
                             // message was refused outright (a parse error answers it).
-                            let direct: Vec<&Value> = outs.iter().filter_map(|o| match o { Out::Client(v) => Some(v), Out::Upstream(_) => None }).collect();
-                            if let Some(v) = direct.first() {
-                                let _ = reply.send((*v).clone());
+                            let direct = outs.iter().find_map(|o| match o { Out::Client(v) => Some(v), Out::Upstream(_) => None });
+                            if let Some(v) = direct {
+                                let _ = reply.try_send(v.clone());
                             }
                         } else {
+                            // Requests whose client went away need no answer any more.
+                            waiters.retain(|w| !w.reply.is_closed());
                             waiters.push(Waiter { ids, batch, got: Vec::new(), reply });
                         }
                     }
                     outs
                 }
             },
-            msg = from_upstream => match msg {
+            msg = from_upstream, if read_upstream => match msg {
                 Some(FromUpstream::Message(bytes)) => {
-                    let is_reinit = may_contain(&bytes, REINIT_PREFIX.as_bytes()) && serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(|s| s.starts_with(REINIT_PREFIX))).unwrap_or(false);
-                    if is_reinit {
+                    if is_reinit_answer(&bytes) {
                         backoff = Duration::from_millis(100);
                         Vec::new()
                     } else {
@@ -212,20 +345,24 @@ pub async fn run_session(
                     };
                     tracing::warn!("upstream closed: {why}");
                     let outs = core.upstream_closed(now(), &why);
+                    to_upstream.clear();
+                    // The old child is waited for before a new one starts: never two.
+                    // Boxed, as are the other rare waits below: the task's future (kept per
+                    // session) holds only what the loop's common path needs.
                     if let Some(u) = upstream.take() {
-                        u.shutdown().await;
+                        Box::pin(u.shutdown()).await;
                     }
                     if matches!(spec, UpstreamSpec::Command { .. }) && !closing {
-                        tokio::time::sleep(backoff).await;
+                        Box::pin(tokio::time::sleep(backoff)).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         restarts += 1;
-                        match Upstream::connect(&spec, max_line) {
+                        match connect() {
                             Ok(u) => {
                                 if let Some(init) = &initialize {
                                     let mut again = init.clone();
                                     again["id"] = json!(format!("{REINIT_PREFIX}{restarts}"));
-                                    u.send(again);
-                                    u.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+                                    to_upstream.push_back(again);
+                                    to_upstream.push_back(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
                                 }
                                 upstream = Some(u);
                             }
@@ -234,6 +371,51 @@ pub async fn run_session(
                     }
                     outs
                 }
+            },
+            permit = sink.reserve(), if !to_client.is_empty() => {
+                match permit {
+                    Ok(permit) => {
+                        if let Some(v) = to_client.pop_front() {
+                            permit.send(v);
+                        }
+                        // Whatever else fits now goes too.
+                        while let Some(v) = to_client.pop_front() {
+                            match sink.try_send(v) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(v)) => {
+                                    to_client.push_front(v);
+                                    break;
+                                }
+                                Err(TrySendError::Closed(_)) => to_client.clear(),
+                            }
+                        }
+                    }
+                    // The client is gone: nobody reads these.
+                    Err(_) => to_client.clear(),
+                }
+                Vec::new()
+            },
+            permit = upstream_room, if !to_upstream.is_empty() => {
+                match (permit, upstream.as_ref()) {
+                    (Some(permit), Some(u)) => {
+                        if let Some(v) = to_upstream.pop_front() {
+                            permit.send(v);
+                        }
+                        while let Some(v) = to_upstream.pop_front() {
+                            match u.try_send(v) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(v)) => {
+                                    to_upstream.push_front(v);
+                                    break;
+                                }
+                                Err(TrySendError::Closed(_)) => to_upstream.clear(),
+                            }
+                        }
+                    }
+                    // The upstream's writer is gone; its reader tells the session soon.
+                    _ => to_upstream.clear(),
+                }
+                Vec::new()
             },
             () = timer => {
                 if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -263,27 +445,49 @@ pub async fn run_session(
         for out in outs {
             match out {
                 Out::Upstream(v) => {
-                    let sent = upstream.as_ref().is_some_and(|u| u.send(v));
+                    if !to_upstream.is_empty() {
+                        to_upstream.push_back(v);
+                        continue;
+                    }
+                    let sent = match upstream.as_ref().map(|u| u.try_send(v)) {
+                        Some(Ok(())) => true,
+                        Some(Err(TrySendError::Full(v))) => {
+                            to_upstream.push_back(v);
+                            true
+                        }
+                        Some(Err(TrySendError::Closed(_))) | None => false,
+                    };
                     if !sent {
                         for o in core.upstream_closed(now(), "the upstream is not running") {
                             if let Out::Client(c) = o {
-                                deliver(c, &mut waiters, &sink);
+                                deliver(c, &mut waiters, &sink, &mut to_client);
                             }
                         }
                     }
                 }
-                Out::Client(v) => deliver(v, &mut waiters, &sink),
+                Out::Client(v) => deliver(v, &mut waiters, &sink, &mut to_client),
             }
         }
     }
     // Calls still held for approval get an answer: nobody will decide them in this session.
     for out in core.release_held(now(), "the gateway's session ended") {
         if let Out::Client(v) = out {
-            deliver(v, &mut waiters, &sink);
+            deliver(v, &mut waiters, &sink, &mut to_client);
         }
     }
+    // What the client's queue could not take yet, until the drain deadline: a client that
+    // does not read loses the rest.
+    let until = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN_TIMEOUT);
+    let _ = Box::pin(tokio::time::timeout_at(until, async {
+        while let Some(v) = to_client.pop_front() {
+            if sink.send(v).await.is_err() {
+                break;
+            }
+        }
+    }))
+    .await;
     if let Some(u) = upstream.take() {
-        u.shutdown().await;
+        Box::pin(u.shutdown()).await;
     }
 }
 
@@ -300,8 +504,15 @@ fn off_worker<R>(may_block: bool, f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Hands a message to the HTTP request waiting for it, or to the sink.
-fn deliver(v: Value, waiters: &mut Vec<Waiter>, sink: &ClientSink) {
+/// Hands a message to the HTTP request waiting for it, or to the sink (or, when the sink's
+/// queue is full, to `to_client`, which the session flushes before it reads its client again).
+/// An HTTP request's stream is never waited for: one that is full is closed.
+fn deliver(
+    v: Value,
+    waiters: &mut Vec<Waiter>,
+    sink: &ClientSink,
+    to_client: &mut VecDeque<Value>,
+) {
     let ids: Vec<String> = match &v {
         Value::Array(items) => items
             .iter()
@@ -336,31 +547,247 @@ fn deliver(v: Value, waiters: &mut Vec<Waiter>, sink: &ClientSink) {
             } else {
                 w.got.into_iter().next().unwrap_or(Value::Null)
             };
-            let _ = w.reply.send(answer);
+            if let Err(TrySendError::Full(_)) = w.reply.try_send(answer) {
+                tracing::warn!(
+                    "dropped the answer of an HTTP request: its client left {} messages of its event stream unread",
+                    w.reply.max_capacity()
+                );
+            }
         }
         return;
     }
     // A server-to-client request or notification: it goes on the stream of a request in
     // flight (the oldest), as Streamable HTTP carries them; with none, to the sink.
     if !is_response && let Some(w) = waiters.first() {
-        let _ = w.reply.send(v);
+        if let Err(TrySendError::Full(_)) = w.reply.try_send(v) {
+            // Its client does not read: the stream closes (the request's answer with it).
+            let w = waiters.remove(0);
+            tracing::warn!(
+                "closed the event stream of an HTTP request: its client left {} messages unread",
+                w.reply.max_capacity()
+            );
+        }
         return;
     }
-    let _ = sink.send(v);
+    if !to_client.is_empty() {
+        to_client.push_back(v);
+        return;
+    }
+    match sink.try_send(v) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(v)) => to_client.push_back(v),
+    }
 }
 
-/// The sessions of an HTTP gateway, by `Mcp-Session-Id`.
+/// The transports' own metrics, served at `/metrics` after the gateway's.
+#[derive(Debug)]
+pub struct TransportMetrics {
+    registry: Registry,
+    /// Open HTTP connections (set when the metrics are read).
+    connections: Gauge,
+    /// Live HTTP sessions (set when the metrics are read).
+    sessions: Gauge,
+    /// Live child processes of a command upstream, one per HTTP session (set when read).
+    upstream_processes: Gauge,
+    /// Sessions ended because they were idle for `--session-idle-timeout`.
+    pub sessions_expired: Counter,
+    /// `initialize` refused because `--max-sessions` sessions were live.
+    pub sessions_refused: Counter,
+    /// `initialize` refused because `--max-upstream-processes` children were running.
+    pub upstream_processes_refused: Counter,
+    /// GET streams closed because their client left `--queue-depth` messages unread.
+    pub get_streams_closed: Counter,
+}
+
+impl Default for TransportMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections (at most --max-connections)",
+            connections.clone(),
+        );
+        let sessions = Gauge::default();
+        registry.register(
+            "http_sessions",
+            "Live HTTP sessions (at most --max-sessions)",
+            sessions.clone(),
+        );
+        let upstream_processes = Gauge::default();
+        registry.register(
+            "upstream_processes",
+            "Live child processes of a command upstream for HTTP sessions (at most --max-upstream-processes)",
+            upstream_processes.clone(),
+        );
+        let sessions_expired = Counter::default();
+        registry.register(
+            "http_sessions_expired",
+            "HTTP sessions ended after --session-idle-timeout without a request",
+            sessions_expired.clone(),
+        );
+        let sessions_refused = Counter::default();
+        registry.register(
+            "http_sessions_refused",
+            "initialize refused: --max-sessions sessions were live",
+            sessions_refused.clone(),
+        );
+        let upstream_processes_refused = Counter::default();
+        registry.register(
+            "upstream_processes_refused",
+            "initialize refused: --max-upstream-processes child processes were running",
+            upstream_processes_refused.clone(),
+        );
+        let get_streams_closed = Counter::default();
+        registry.register(
+            "get_streams_closed",
+            "GET /mcp streams closed because their client left --queue-depth messages unread",
+            get_streams_closed.clone(),
+        );
+        TransportMetrics {
+            registry,
+            connections,
+            sessions,
+            upstream_processes,
+            sessions_expired,
+            sessions_refused,
+            upstream_processes_refused,
+            get_streams_closed,
+        }
+    }
+}
+
+/// The sessions of an HTTP gateway.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    pub by_id: HashMap<String, SessionHandle>,
+    /// Sessions opened by `initialize`, by grant and `Mcp-Session-Id`.
+    by_id: HashMap<(String, String), SessionHandle>,
+    /// The stateless protocol's one session per grant, kept apart: no `Mcp-Session-Id`
+    /// (`stateless` included) addresses it.
+    stateless: HashMap<String, SessionHandle>,
 }
 
-/// One HTTP session: where its requests go, and its open GET stream (if any) for
-/// server-to-client messages sent while no request of it is in flight.
+impl Sessions {
+    /// Live sessions, stateful and stateless.
+    pub fn len(&self) -> usize {
+        self.by_id.len() + self.stateless.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, grant: &str, id: &str) -> Option<&SessionHandle> {
+        self.by_id.get(&(grant.to_owned(), id.to_owned()))
+    }
+
+    /// Ends a session (DELETE): dropping its handle closes its queue, so its task answers its
+    /// calls in flight (bounded), withdraws its held calls and stops its upstream.
+    fn remove(&mut self, grant: &str, id: &str) -> Option<SessionHandle> {
+        self.by_id.remove(&(grant.to_owned(), id.to_owned()))
+    }
+
+    /// Takes out the sessions idle for `idle` (no request in flight, no GET stream open) and
+    /// those whose task ended; they end as [`Sessions::remove`] ends one.
+    fn expire(&mut self, idle: Duration) -> Vec<SessionHandle> {
+        let mut gone = take_expired(&mut self.by_id, idle);
+        gone.extend(take_expired(&mut self.stateless, idle));
+        gone
+    }
+}
+
+fn take_expired<K: Clone + Eq + std::hash::Hash>(
+    map: &mut HashMap<K, SessionHandle>,
+    idle: Duration,
+) -> Vec<SessionHandle> {
+    let keys: Vec<K> = map
+        .iter()
+        .filter(|(_, h)| h.activity.idle_for(idle) || h.tx.is_closed())
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.iter().filter_map(|k| map.remove(k)).collect()
+}
+
+/// One HTTP session: where its requests go, its open GET stream (if any) for server-to-client
+/// messages sent while no request of it is in flight, and when it was last used.
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
-    tx: mpsc::UnboundedSender<ClientInput>,
-    stream: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<Value>>>>,
+    tx: mpsc::Sender<ClientInput>,
+    stream: Arc<Mutex<Option<GetStream>>>,
+    activity: Arc<Activity>,
+}
+
+/// A session's open GET stream: a bounded queue of encoded events, and the signal that closes
+/// it when its client left the queue full.
+#[derive(Debug)]
+struct GetStream {
+    tx: mpsc::Sender<Bytes>,
+    overflowed: Arc<Notify>,
+}
+
+/// When a session was last used, and how many of its requests and streams are open.
+#[derive(Debug)]
+struct Activity {
+    started: tokio::time::Instant,
+    /// Milliseconds since `started` when a request or stream of it last began or ended.
+    last: AtomicU64,
+    open: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self, idle: Duration) -> bool {
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        self.open.load(Ordering::Acquire) == 0
+            && self
+                .now_ms()
+                .saturating_sub(self.last.load(Ordering::Relaxed))
+                >= idle_ms
+    }
+}
+
+/// A request or stream of a session in progress: the session is not idle while one is held.
+#[derive(Debug)]
+struct InUse(Arc<Activity>);
+
+impl InUse {
+    fn new(activity: &Arc<Activity>) -> InUse {
+        activity.open.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        InUse(Arc::clone(activity))
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Who may use the HTTP front: the agents' tokens (none: everyone gets `default_grant`) and
+/// the approvers'.
+#[derive(Debug, Default)]
+pub struct Auth {
+    pub tokens: Option<crate::tokens::Tokens>,
+    /// `--admin-tokens`: the approvers of the admin API (none: the admin API is off).
+    pub admin_tokens: Option<crate::tokens::Tokens>,
+    pub default_grant: String,
 }
 
 /// Shared by the HTTP handlers.
@@ -374,9 +801,66 @@ pub struct HttpFront {
     pub default_grant: String,
     pub sessions: tokio::sync::Mutex<Sessions>,
     pub clock: Clock,
-    pub max_line: usize,
+    pub limits: TransportLimits,
     pub shutdown: watch::Receiver<bool>,
-    pub next: std::sync::atomic::AtomicU64,
+    pub next: AtomicU64,
+    /// One permit per open connection.
+    connections: Arc<Semaphore>,
+    /// One permit per live child process of a command upstream (one per session).
+    upstream_processes: Arc<Semaphore>,
+    pub metrics: TransportMetrics,
+}
+
+impl HttpFront {
+    pub fn new(
+        gateway: Arc<crate::core::Gateway>,
+        spec: UpstreamSpec,
+        auth: Auth,
+        clock: Clock,
+        limits: TransportLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<HttpFront> {
+        Arc::new(HttpFront {
+            gateway,
+            spec,
+            tokens: auth.tokens,
+            admin_tokens: auth.admin_tokens,
+            default_grant: auth.default_grant,
+            sessions: tokio::sync::Mutex::new(Sessions::default()),
+            clock,
+            limits,
+            shutdown,
+            next: AtomicU64::new(0),
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            upstream_processes: Arc::new(Semaphore::new(limits.max_upstream_processes.max(1))),
+            metrics: TransportMetrics::default(),
+        })
+    }
+
+    /// The gateway's metrics and the transports', in one OpenMetrics text.
+    async fn encode_metrics(&self) -> String {
+        let live = |max: usize, sem: &Semaphore| {
+            i64::try_from(max.max(1).saturating_sub(sem.available_permits())).unwrap_or(i64::MAX)
+        };
+        let m = &self.metrics;
+        m.connections
+            .set(live(self.limits.max_connections, &self.connections));
+        m.upstream_processes.set(live(
+            self.limits.max_upstream_processes,
+            &self.upstream_processes,
+        ));
+        let sessions = self.sessions.lock().await.len();
+        m.sessions.set(i64::try_from(sessions).unwrap_or(i64::MAX));
+        let mut text = self.gateway.metrics.encode();
+        // One exposition: the gateway's families, then ours, then one `# EOF`.
+        if let Some(body) = text.strip_suffix("# EOF\n") {
+            text.truncate(body.len());
+        }
+        if prometheus_client::encoding::text::encode(&mut text, &m.registry).is_err() {
+            text.push_str("# EOF\n");
+        }
+        text
+    }
 }
 
 /// How long an HTTP request waits for its answer before the gateway gives up on it (calls
@@ -395,7 +879,12 @@ fn answer_timeout(front: &HttpFront) -> Duration {
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
-    let body = error_response(None, ErrorCode::InvalidRequest, message, None);
+    rpc_error(status, None, ErrorCode::InvalidRequest, message)
+}
+
+/// A JSON-RPC error answered with an HTTP status.
+fn rpc_error(status: StatusCode, id: Option<&Value>, code: ErrorCode, message: &str) -> Response {
+    let body = error_response(id, code, message, None);
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -404,11 +893,30 @@ fn json_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// 503 for an `initialize` past a capacity limit: a JSON-RPC error answering the request (its
+/// id when it is one message), naming the limit and its flag, with `Retry-After`.
+fn at_capacity(body: &[u8], message: &str) -> Box<Response> {
+    let id = serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|m| m.id);
+    let mut r = rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        id.as_ref(),
+        ErrorCode::InternalError,
+        message,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    Box::new(r)
+}
+
 /// The gateway's Streamable HTTP front at `/mcp`, with `/healthz` (the process answers),
 /// `/readyz` (it takes new sessions: 503 once a shutdown has begun) and `/metrics`
 /// (Prometheus), none of which needs a token (bind the listener where only operators reach
 /// it), and the admin API under `/admin` with its console at `/ui` ([`crate::admin`]).
-pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
+/// [`serve`] serves it with the front's connection limits.
+pub fn http_router(front: Arc<HttpFront>) -> Router {
+    let max_body = front.limits.max_message_bytes;
     Router::new()
         .route("/mcp", post(http_post).delete(http_delete).get(http_get))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
@@ -420,7 +928,7 @@ pub fn http_router(front: Arc<HttpFront>, max_body: usize) -> Router {
                         header::CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    front.gateway.metrics.encode(),
+                    front.encode_metrics().await,
                 )
                     .into_response()
             }),
@@ -445,10 +953,10 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(crate::tokens::bearer);
     // An admin token is not an agent's: an approver's credential never makes calls.
     if let (Some(admin), Some(t)) = (&front.admin_tokens, presented)
-        && admin.lookup(t.trim()).is_some()
+        && admin.lookup(t).is_some()
     {
         let mut r = json_error(
             StatusCode::UNAUTHORIZED,
@@ -461,7 +969,7 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     let Some(tokens) = &front.tokens else {
         return Ok(front.default_grant.clone());
     };
-    match presented.and_then(|t| tokens.lookup(t.trim())) {
+    match presented.and_then(|t| tokens.lookup(t)) {
         Some(grant) => Ok(grant.to_owned()),
         None => {
             let mut r = json_error(
@@ -475,41 +983,182 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     }
 }
 
-fn spawn_session(front: &Arc<HttpFront>, grant: &str, session: &str) -> SessionHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (sink, mut unsolicited) = mpsc::unbounded_channel::<Value>();
+/// The `Origin` check every `/mcp` request passes first (DNS rebinding).
+fn foreign_origin(headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().ok());
+    // A header that is not text is not a local origin either.
+    let local = match origin {
+        None => true,
+        Some(o) => o.is_some_and(|o| tollgate_mcp::http::origin_is_local(Some(o))),
+    };
+    (!local).then(|| {
+        json_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden: Origin is not a local address",
+        )
+    })
+}
+
+/// A new session's task, with its upstream permit (a command upstream's child process), if
+/// any, held for as long as the task runs.
+fn spawn_session(
+    front: &Arc<HttpFront>,
+    grant: &str,
+    session: &str,
+    upstream_permit: Option<OwnedSemaphorePermit>,
+) -> SessionHandle {
+    let queue = front.limits.queue.max(1);
+    let (tx, rx) = mpsc::channel(queue);
+    let (sink, mut unsolicited) = mpsc::channel::<Value>(queue);
     let core = front.gateway.session(grant, session);
-    tokio::spawn(run_session(
+    // Boxed: a future awaited inside the block would otherwise be laid out twice in it (as
+    // the captured value and as the value awaited), doubling the memory of every session.
+    let task = Box::pin(run_session(
         core,
         front.spec.clone(),
         rx,
         sink,
         front.clock,
-        front.max_line,
+        front.limits,
         front.shutdown.clone(),
     ));
-    let stream: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<Value>>>> = Arc::default();
+    tokio::spawn(async move {
+        task.await;
+        // The session's child (if any) is gone: its slot is free.
+        drop(upstream_permit);
+    });
+    let stream: Arc<Mutex<Option<GetStream>>> = Arc::default();
     let slot = Arc::clone(&stream);
+    let closed = front.metrics.get_streams_closed.clone();
+    let id = session.to_owned();
     tokio::spawn(async move {
         // Server-to-client messages with no request in flight go on the session's GET stream;
-        // without one, no stream can carry them (logged).
+        // without one, no stream can carry them (logged). A stream whose client left its queue
+        // full is closed: the client reconnects.
         while let Some(v) = unsolicited.recv().await {
-            let sent = slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|s| s.send(v.clone()).is_ok());
-            if !sent {
+            // A response no request waits for any more (its client gave up): a GET stream
+            // carries requests and notifications only.
+            if v.get("method").is_none() {
+                tracing::debug!("dropped an answer whose request is gone: {v}");
+                continue;
+            }
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(get) = slot.as_ref() else {
                 tracing::debug!("dropped a server-to-client message (no GET stream open): {v}");
+                continue;
+            };
+            let event = Bytes::from(tollgate_mcp::sse::encode_event(&v.to_string(), None));
+            match get.tx.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    if let Some(get) = slot.take() {
+                        get.overflowed.notify_one();
+                    }
+                    closed.inc();
+                    tracing::warn!(
+                        "closed the GET stream of session {id}: its client left {queue} messages unread (--queue-depth); it may open it again"
+                    );
+                }
+                Err(TrySendError::Closed(_)) => {
+                    *slot = None;
+                    tracing::debug!(
+                        "dropped a server-to-client message (the GET stream closed): {v}"
+                    );
+                }
             }
         }
     });
-    SessionHandle { tx, stream }
+    SessionHandle {
+        tx,
+        stream,
+        activity: Arc::new(Activity::new()),
+    }
+}
+
+/// Opens a session for `initialize` (or the stateless protocol's per-grant session) within
+/// the limits: live sessions, and child processes for a command upstream.
+fn open_session(
+    front: &Arc<HttpFront>,
+    sessions: &Sessions,
+    grant: &str,
+    id: &str,
+    body: &[u8],
+) -> Result<SessionHandle, Box<Response>> {
+    let limits = &front.limits;
+    if sessions.len() >= limits.max_sessions {
+        front.metrics.sessions_refused.inc();
+        tracing::warn!(
+            "refused a new session: {} sessions are live (--max-sessions)",
+            limits.max_sessions
+        );
+        return Err(at_capacity(
+            body,
+            &format!(
+                "the gateway has {} live sessions, its limit (--max-sessions): end a session you no longer use (DELETE /mcp) or retry later",
+                limits.max_sessions
+            ),
+        ));
+    }
+    let permit = match &front.spec {
+        UpstreamSpec::Command { .. } => {
+            match Arc::clone(&front.upstream_processes).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    front.metrics.upstream_processes_refused.inc();
+                    tracing::warn!(
+                        "refused a new session: {} upstream processes are running (--max-upstream-processes)",
+                        limits.max_upstream_processes
+                    );
+                    return Err(at_capacity(
+                        body,
+                        &format!(
+                            "the gateway runs {} upstream processes, one per session, its limit (--max-upstream-processes): end a session you no longer use (DELETE /mcp) or retry later",
+                            limits.max_upstream_processes
+                        ),
+                    ));
+                }
+            }
+        }
+        UpstreamSpec::Url(_) => None,
+    };
+    Ok(spawn_session(front, grant, id, permit))
+}
+
+/// Ends the sessions idle for `--session-idle-timeout`, every so often, until shutdown: as a
+/// DELETE ends one (held calls withdrawn, calls in flight answered, the upstream stopped).
+pub(crate) async fn expire_idle_sessions(front: Arc<HttpFront>) {
+    let idle = front.limits.session_idle;
+    let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut shutdown = front.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stopped(&mut shutdown) => return,
+        }
+        let gone = front.sessions.lock().await.expire(idle);
+        for _ in &gone {
+            front.metrics.sessions_expired.inc();
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                "{} session(s) idle for {:?} ended (--session-idle-timeout)",
+                gone.len(),
+                idle
+            );
+        }
+        drop(gone);
+    }
 }
 
 /// `GET /mcp`: the session's stream of server-to-client messages that belong to no request
 /// (notifications such as `tools/list_changed`, server requests). A new GET replaces the old.
+/// Its queue holds `--queue-depth` events; a client that leaves it full has it closed.
 async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
+    if let Some(r) = foreign_origin(&headers) {
+        return r;
+    }
     let grant = match grant_of(&front, &headers) {
         Ok(g) => g,
         Err(r) => return *r,
@@ -531,28 +1180,38 @@ async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Re
             "Bad Request: Mcp-Session-Id header is required",
         );
     };
-    let Some(handle) = front
-        .sessions
-        .lock()
-        .await
-        .by_id
-        .get(&format!("{grant}\u{0}{id}"))
-        .cloned()
-    else {
-        return json_error(StatusCode::NOT_FOUND, "Session not found");
+    let (handle, in_use) = {
+        let sessions = front.sessions.lock().await;
+        let Some(handle) = sessions.get(&grant, id).cloned() else {
+            return json_error(StatusCode::NOT_FOUND, "Session not found");
+        };
+        let in_use = InUse::new(&handle.activity);
+        (handle, in_use)
     };
-    let (tx, rx) = mpsc::unbounded_channel::<Value>();
-    *handle
-        .stream
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|v| {
-            let event = tollgate_mcp::sse::encode_event(&v.to_string(), None);
-            (Ok::<_, std::convert::Infallible>(Bytes::from(event)), rx)
-        })
+    let (tx, rx) = mpsc::channel::<Bytes>(front.limits.queue.max(1));
+    let overflowed = Arc::new(Notify::new());
+    *handle.stream.lock().unwrap_or_else(PoisonError::into_inner) = Some(GetStream {
+        tx,
+        overflowed: Arc::clone(&overflowed),
     });
-    let mut r = Response::new(axum::body::Body::from_stream(stream));
+    let state = (rx, overflowed, front.shutdown.clone(), in_use);
+    let stream = futures::stream::unfold(Some(state), |state| async move {
+        let (mut rx, overflowed, mut shutdown, in_use) = state?;
+        tokio::select! {
+            biased;
+            // An error ends the response without its last chunk: the client sees the stream
+            // break, and reconnects.
+            () = overflowed.notified() => Some((
+                Err(std::io::Error::other("the client left its stream's queue full")),
+                None,
+            )),
+            event = rx.recv() => {
+                event.map(|e| (Ok(e), Some((rx, overflowed, shutdown, in_use))))
+            }
+            () = stopped(&mut shutdown) => None,
+        }
+    });
+    let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -560,21 +1219,82 @@ async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Re
     r
 }
 
+/// The body of a `POST /mcp`, read with its limits: over `--max-message-bytes` is 413, a body
+/// not complete within `--body-timeout` is 408, both with a JSON-RPC error (docs/errors.md)
+/// and the connection closed after them (the rest of the body is not read).
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Box<Response>> {
+    let closing = |mut r: Response| {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Box::new(r)
+    };
+    let too_large = |size: Option<u64>| {
+        let message = match size {
+            Some(size) => format!(
+                "message of {size} bytes is over the limit of {max} bytes (--max-message-bytes)"
+            ),
+            None => format!("message is over the limit of {max} bytes (--max-message-bytes)"),
+        };
+        closing(rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            ErrorCode::ParseError,
+            &message,
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > u64::try_from(max).unwrap_or(u64::MAX)
+    {
+        return Err(too_large(Some(n)));
+    }
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max).min(max));
+    let mut bytes = Vec::with_capacity(capacity);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        match chunk {
+            Ok(chunk) => {
+                if bytes.len().saturating_add(chunk.len()) > max {
+                    return Err(too_large(None));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Err(e) if serve::is_body_timeout(&e) => {
+                return Err(closing(rpc_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    None,
+                    ErrorCode::InvalidRequest,
+                    &format!("{e} (--body-timeout)"),
+                )));
+            }
+            Err(e) => {
+                return Err(closing(json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the request body could not be read: {e}"),
+                )));
+            }
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
 async fn http_post(
     State(front): State<Arc<HttpFront>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    if !tollgate_mcp::http::origin_is_local(
-        headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
-    ) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "Forbidden: Origin is not a local address",
-        );
+    if let Some(r) = foreign_origin(&headers) {
+        return r;
     }
     let grant = match grant_of(&front, &headers) {
         Ok(g) => g,
+        Err(r) => return *r,
+    };
+    let body = match read_body(body, &headers, front.limits.max_message_bytes).await {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let tollgate_mcp::http::BodyKind {
@@ -586,23 +1306,28 @@ async fn http_post(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut new_session = None;
-    let tx = {
+    let (handle, in_use) = {
         let mut sessions = front.sessions.lock().await;
-        if initialize {
-            let n = front
-                .next
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
-            let nonce: u64 = rand_nonce();
-            let id = format!("tg-{n}-{nonce:016x}");
-            let handle = spawn_session(&front, &grant, &id);
-            let tx = handle.tx.clone();
-            sessions.by_id.insert(format!("{grant}\u{0}{id}"), handle);
+        let handle = if initialize {
+            let n = front.next.fetch_add(1, Ordering::Relaxed) + 1;
+            let Some(id) = new_session_id(n) else {
+                return json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the system's random number generator failed: no session id",
+                );
+            };
+            let handle = match open_session(&front, &sessions, &grant, &id, &body) {
+                Ok(h) => h,
+                Err(r) => return *r,
+            };
+            sessions
+                .by_id
+                .insert((grant.clone(), id.clone()), handle.clone());
             new_session = Some(id);
-            tx
+            handle
         } else if let Some(id) = &header_session {
-            match sessions.by_id.get(&format!("{grant}\u{0}{id}")) {
-                Some(handle) => handle.tx.clone(),
+            match sessions.get(&grant, id) {
+                Some(handle) => handle.clone(),
                 None => {
                     return json_error(
                         StatusCode::NOT_FOUND,
@@ -613,14 +1338,17 @@ async fn http_post(
         } else if stateless {
             // The stateless protocol has no sessions: its requests share one gateway session
             // per grant, so `scope: session` limits count per grant for these clients.
-            let key = format!("{grant}\u{0}stateless");
-            match sessions.by_id.get(&key) {
-                Some(handle) if !handle.tx.is_closed() => handle.tx.clone(),
+            match sessions.stateless.get(&grant) {
+                Some(handle) if !handle.tx.is_closed() => handle.clone(),
                 _ => {
-                    let handle = spawn_session(&front, &grant, &format!("stateless:{grant}"));
-                    let tx = handle.tx.clone();
-                    sessions.by_id.insert(key, handle);
-                    tx
+                    sessions.stateless.remove(&grant);
+                    let id = format!("stateless:{grant}");
+                    let handle = match open_session(&front, &sessions, &grant, &id, &body) {
+                        Ok(h) => h,
+                        Err(r) => return *r,
+                    };
+                    sessions.stateless.insert(grant.clone(), handle.clone());
+                    handle
                 }
             }
         } else {
@@ -628,22 +1356,29 @@ async fn http_post(
                 StatusCode::BAD_REQUEST,
                 "Bad Request: Mcp-Session-Id header is required (send `initialize` first)",
             );
-        }
+        };
+        // In use from here, under the lock: the idle sweep cannot take it in between.
+        let in_use = InUse::new(&handle.activity);
+        (handle, in_use)
     };
-    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel();
-    if tx
-        .send(ClientInput {
-            bytes: body.to_vec(),
-            reply: Some(reply_tx),
-        })
-        .is_err()
-    {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the session is shutting down",
-        );
-    }
     let wait = answer_timeout(&front);
+    let (reply_tx, mut reply_rx) = mpsc::channel(front.limits.queue.max(1));
+    let input = ClientInput::Message {
+        bytes: body.to_vec(),
+        reply: Some(reply_tx),
+    };
+    // A full queue makes the request wait (bounded): the session is busy with earlier ones.
+    match tokio::time::timeout(wait, handle.tx.send(input)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session is shutting down",
+            );
+        }
+        Err(_) => return json_error(StatusCode::GATEWAY_TIMEOUT, "no answer in time"),
+    }
+    drop(handle);
     let first = match tokio::time::timeout(wait, reply_rx.recv()).await {
         Ok(first) => first,
         Err(_) => return json_error(StatusCode::GATEWAY_TIMEOUT, "no answer in time"),
@@ -666,9 +1401,11 @@ async fn http_post(
         )
             .into_response()
     } else if accepts_sse {
-        // Server messages before the answer: stream them, then the answer, as SSE events.
-        let stream =
-            futures::stream::unfold((Some(first), reply_rx), |(pending, mut rx)| async move {
+        // Server messages before the answer: stream them, then the answer, as SSE events. The
+        // session stays in use while the stream is open.
+        let stream = futures::stream::unfold(
+            (Some(first), reply_rx, in_use),
+            |(pending, mut rx, in_use)| async move {
                 let next = match pending {
                     Some(v) => Some(v),
                     None => rx.recv().await,
@@ -677,11 +1414,12 @@ async fn http_post(
                     let event = tollgate_mcp::sse::encode_event(&v.to_string(), None);
                     (
                         Ok::<_, std::convert::Infallible>(Bytes::from(event)),
-                        (None, rx),
+                        (None, rx, in_use),
                     )
                 })
-            });
-        let mut r = Response::new(axum::body::Body::from_stream(stream));
+            },
+        );
+        let mut r = Response::new(Body::from_stream(stream));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
@@ -719,6 +1457,9 @@ async fn http_post(
 }
 
 async fn http_delete(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
+    if let Some(r) = foreign_origin(&headers) {
+        return r;
+    }
     let grant = match grant_of(&front, &headers) {
         Ok(g) => g,
         Err(r) => return *r,
@@ -730,29 +1471,18 @@ async fn http_delete(State(front): State<Arc<HttpFront>>, headers: HeaderMap) ->
         );
     };
     // Dropping the session's sender ends its task once its calls in flight are answered.
-    match front
-        .sessions
-        .lock()
-        .await
-        .by_id
-        .remove(&format!("{grant}\u{0}{id}"))
-    {
+    match front.sessions.lock().await.remove(&grant, id) {
         Some(_) => StatusCode::OK.into_response(),
         None => json_error(StatusCode::NOT_FOUND, "Session not found"),
     }
 }
 
-/// An unguessable session-id suffix.
-fn rand_nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS per process and per instance.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+/// A new session id: a counter (for logs and recordings) and 128 bits from the operating
+/// system's CSPRNG, so no id can be guessed from another. `None` if the OS cannot give them.
+fn new_session_id(n: u64) -> Option<String> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).ok()?;
+    Some(format!("tg-{n}-{}", hex::encode(nonce)))
 }
 
 #[cfg(test)]
@@ -788,6 +1518,75 @@ mod tests {
             request_ids(br#"{"jsonrpc":"2.0","id":5,"method":"x"}"#).0,
             vec!["5".to_owned()]
         );
+    }
+
+    /// Only a response (a result or an error, no method) with the gateway's re-initialize id
+    /// is taken for the answer to the re-initialize: an upstream request or notification that
+    /// carries such an id or text goes to the core like any other message.
+    #[test]
+    fn only_a_response_is_taken_for_the_reinit_answer() {
+        for (text, is) in [
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result":{}}"#,
+                true,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-2","error":{"code":-32603,"message":"x"}}"#,
+                true,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","method":"sampling/createMessage","params":{}}"#,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"tollgate-reinit-1"}}"#,
+                false,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"other","result":{"x":"tollgate-reinit-1"}}"#,
+                false,
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, false),
+            (
+                r#"{"jsonrpc":"2.0","id":"tollgate-reinit-1","result""#,
+                false,
+            ),
+        ] {
+            assert_eq!(is_reinit_answer(text.as_bytes()), is, "{text}");
+        }
+    }
+
+    /// An HTTP request's event stream is never waited for: once its client leaves it full, it
+    /// is closed (its waiter dropped). The sink is not waited for either: what does not fit
+    /// waits in the session's own queue (which stops the session reading its client).
+    #[test]
+    fn a_full_request_stream_is_closed_and_a_full_sink_waits_in_the_session() {
+        let (reply, mut stream) = mpsc::channel(2);
+        let mut waiters = vec![Waiter {
+            ids: vec!["1".into()],
+            batch: false,
+            got: Vec::new(),
+            reply,
+        }];
+        let (sink, mut out) = mpsc::channel(1);
+        let mut to_client = VecDeque::new();
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}});
+        for _ in 0..3 {
+            deliver(note.clone(), &mut waiters, &sink, &mut to_client);
+        }
+        assert!(waiters.is_empty(), "the full stream was not closed");
+        assert_eq!(stream.try_recv().unwrap(), note);
+        assert_eq!(stream.try_recv().unwrap(), note);
+        assert_eq!(
+            stream.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        );
+        for _ in 0..3 {
+            deliver(note.clone(), &mut waiters, &sink, &mut to_client);
+        }
+        assert_eq!(out.try_recv().unwrap(), note);
+        assert!(out.try_recv().is_err());
+        assert_eq!(to_client.len(), 2);
     }
 
     /// The byte check that spares a parse never says no when the text could hold the word.

@@ -1,12 +1,18 @@
 //! Connections to the upstream MCP server: a child process spoken to over stdio, or a
 //! Streamable HTTP endpoint. Both look the same to a session: send a JSON message, receive
 //! messages (or the news that the upstream went away) on a channel.
+//!
+//! Bounds: both channels hold at most `queue` messages (a full one makes its writer wait: the
+//! session stops reading its client, the reader of the child's stdout stops reading it); a
+//! message read from the upstream (a line of the child's stdout, an HTTP answer's body, one
+//! SSE event) is thrown away as it arrives once it passes `max_message` bytes, never held
+//! whole; an HTTP upstream has at most `queue` requests of one session in flight.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tollgate_mcp::protocol::{HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID};
@@ -27,28 +33,50 @@ pub enum UpstreamSpec {
     Url(String),
 }
 
-/// A live connection: send with [`Upstream::send`], receive on `rx`.
+/// A live connection: send with [`Upstream::try_send`] (or a [`Upstream::sender`]'s permit),
+/// receive on `rx`.
 #[derive(Debug)]
 pub struct Upstream {
-    tx: mpsc::UnboundedSender<Value>,
-    pub rx: mpsc::UnboundedReceiver<FromUpstream>,
+    tx: mpsc::Sender<Value>,
+    pub rx: mpsc::Receiver<FromUpstream>,
     child: Option<Child>,
 }
 
 impl Upstream {
-    pub fn send(&self, message: Value) -> bool {
-        self.tx.send(message).is_ok()
+    /// Queues a message without waiting: it is handed back when the queue is full (the
+    /// upstream is not reading) or closed (it went away).
+    pub fn try_send(&self, message: Value) -> Result<(), mpsc::error::TrySendError<Value>> {
+        self.tx.try_send(message)
     }
 
-    /// Connects (spawns the child, or prepares the HTTP client).
-    pub fn connect(spec: &UpstreamSpec, max_line: usize) -> std::io::Result<Upstream> {
+    /// The queue's sender, to wait for room in it.
+    pub fn sender(&self) -> mpsc::Sender<Value> {
+        self.tx.clone()
+    }
+
+    /// Connects (spawns the child, or prepares the HTTP client). Messages from the upstream
+    /// over `max_message` bytes are dropped (logged); each channel holds `queue` messages.
+    pub fn connect(
+        spec: &UpstreamSpec,
+        max_message: usize,
+        queue: usize,
+    ) -> std::io::Result<Upstream> {
+        let queue = queue.max(1);
         match spec {
-            UpstreamSpec::Command { program, args } => spawn_child(program, args, max_line),
-            UpstreamSpec::Url(url) => Ok(http_upstream(url.clone())),
+            UpstreamSpec::Command { program, args } => {
+                spawn_child(program, args, max_message, queue)
+            }
+            UpstreamSpec::Url(url) => Ok(http_upstream(url.clone(), max_message, queue)),
         }
     }
 
-    /// Stops the child, if any.
+    /// The child's process id, if it is a child that still runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Stops the child, if any, and waits for it (bounded): once this returns, the process
+    /// is gone, so a restart never runs two children for one session.
     pub async fn shutdown(mut self) {
         if let Some(mut child) = self.child.take() {
             drop(self.tx);
@@ -63,7 +91,12 @@ impl Upstream {
     }
 }
 
-fn spawn_child(program: &str, args: &[String], max_line: usize) -> std::io::Result<Upstream> {
+fn spawn_child(
+    program: &str,
+    args: &[String],
+    max_message: usize,
+    queue: usize,
+) -> std::io::Result<Upstream> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -76,68 +109,63 @@ fn spawn_child(program: &str, args: &[String], max_line: usize) -> std::io::Resu
             "the child's stdio could not be captured",
         ));
     };
-    let (tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
-    let (in_tx, rx) = mpsc::unbounded_channel::<FromUpstream>();
+    let (tx, mut out_rx) = mpsc::channel::<Value>(queue);
+    let (in_tx, rx) = mpsc::channel::<FromUpstream>(queue);
     tokio::spawn(async move {
+        let mut batch = Vec::new();
         while let Some(msg) = out_rx.recv().await {
             // Write whatever else is already queued before flushing once.
-            let mut batch = format!("{msg}\n");
-            while let Ok(more) = out_rx.try_recv() {
-                batch.push_str(&format!("{more}\n"));
-                if batch.len() > 1 << 20 {
-                    break;
+            batch.clear();
+            let mut next = Some(msg);
+            while let Some(m) = next.take() {
+                // A `Value` always serializes.
+                let _ = serde_json::to_writer(&mut batch, &m);
+                batch.push(b'\n');
+                if batch.len() <= 1 << 20 {
+                    next = out_rx.try_recv().ok();
                 }
             }
-            if stdin.write_all(batch.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            if stdin.write_all(&batch).await.is_err() || stdin.flush().await.is_err() {
                 break;
             }
         }
     });
     tokio::spawn(async move {
         let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
         loop {
-            let mut line = Vec::new();
-            match (&mut reader)
-                .take(max_line as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .await
-            {
-                Ok(0) => {
-                    let _ = in_tx.send(FromUpstream::Closed(
-                        "the upstream process closed its output".into(),
-                    ));
+            match tollgate_mcp::stdio::read_line(&mut reader, &mut line, max_message).await {
+                Ok(tollgate_mcp::stdio::Line::End) => {
+                    let _ = in_tx
+                        .send(FromUpstream::Closed(
+                            "the upstream process closed its output".into(),
+                        ))
+                        .await;
                     return;
                 }
-                Ok(_) if line.len() > max_line && line.last() != Some(&b'\n') => {
-                    // An oversized answer cannot be trusted or matched: skip to the next line;
-                    // the call's timeout answers the client.
-                    let mut rest = Vec::new();
-                    loop {
-                        rest.clear();
-                        match (&mut reader)
-                            .take(64 * 1024)
-                            .read_until(b'\n', &mut rest)
-                            .await
-                        {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) if rest.last() == Some(&b'\n') => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    tracing::warn!("dropped an upstream message over {max_line} bytes");
+                Ok(tollgate_mcp::stdio::Line::TooLarge { size }) => {
+                    // An oversized answer cannot be trusted or matched: it was skipped as it
+                    // arrived; the call's timeout answers the client.
+                    tracing::warn!(
+                        "dropped an upstream message of {size} bytes, over the limit of {max_message} bytes (--max-message-bytes)"
+                    );
                 }
-                Ok(_) => {
-                    while matches!(line.last(), Some(b'\n' | b'\r')) {
-                        line.pop();
+                Ok(tollgate_mcp::stdio::Line::Message) => {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
                     }
-                    if !line.is_empty() && in_tx.send(FromUpstream::Message(line)).is_err() {
+                    let message = std::mem::take(&mut line);
+                    // A full queue makes this wait: the child's stdout is not read meanwhile.
+                    if in_tx.send(FromUpstream::Message(message)).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    let _ = in_tx.send(FromUpstream::Closed(format!(
-                        "reading the upstream failed: {e}"
-                    )));
+                    let _ = in_tx
+                        .send(FromUpstream::Closed(format!(
+                            "reading the upstream failed: {e}"
+                        )))
+                        .await;
                     return;
                 }
             }
@@ -152,10 +180,11 @@ fn spawn_child(program: &str, args: &[String], max_line: usize) -> std::io::Resu
 
 /// A Streamable HTTP upstream: each message is one POST; the answer (JSON or an SSE stream)
 /// comes back as messages. The session id and protocol version the upstream gives are sent
-/// with every later request.
-fn http_upstream(url: String) -> Upstream {
-    let (tx, mut out_rx) = mpsc::unbounded_channel::<Value>();
-    let (in_tx, rx) = mpsc::unbounded_channel::<FromUpstream>();
+/// with every later request. At most `queue` requests run at once; the next waits for one
+/// of them to end (and the session's queue to the upstream fills behind it).
+fn http_upstream(url: String, max_message: usize, queue: usize) -> Upstream {
+    let (tx, mut out_rx) = mpsc::channel::<Value>(queue);
+    let (in_tx, rx) = mpsc::channel::<FromUpstream>(queue);
     tokio::spawn(async move {
         // One client for the whole process: its pool keeps HTTP/1.1 connections to the upstream
         // alive and shares them between sessions (each request carries its own session id), and
@@ -164,151 +193,53 @@ fn http_upstream(url: String) -> Upstream {
         let url = match reqwest::Url::parse(&url) {
             Ok(u) => u,
             Err(e) => {
-                let _ = in_tx.send(FromUpstream::Closed(format!(
-                    "the upstream URL `{url}` is not valid: {e}"
-                )));
+                let _ = in_tx
+                    .send(FromUpstream::Closed(format!(
+                        "the upstream URL `{url}` is not valid: {e}"
+                    )))
+                    .await;
                 return;
             }
         };
         let session: HttpSession = Default::default();
+        let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(queue));
         let mut get_stream_open = false;
-        let (stream_client, stream_url) = (client.clone(), url.clone());
-        let (stream_session, stream_tx) = (std::sync::Arc::clone(&session), in_tx.clone());
         while let Some(msg) = out_rx.recv().await {
-            let client = client.clone();
-            let url = url.clone();
-            let in_tx = in_tx.clone();
-            let session = std::sync::Arc::clone(&session);
             let init_first = is_initialize(&msg);
             let initialized =
                 msg.get("method").and_then(Value::as_str) == Some("notifications/initialized");
-            // Requests run concurrently: a slow call does not hold up the others.
-            let task = async move {
-                let id = msg.get("id").cloned();
-                // An HTTP failure is answered as a JSON-RPC error for the request that met it.
-                let fail = |why: String| {
-                    if let Some(id) = &id {
-                        let e = tollgate_mcp::error_response(
-                            Some(id),
-                            tollgate_mcp::ErrorCode::InternalError,
-                            &why,
-                            None,
-                        );
-                        let _ = in_tx.send(FromUpstream::Message(e.to_string().into_bytes()));
-                    } else {
-                        tracing::warn!("{why}");
-                    }
-                };
-                let is_init = is_initialize(&msg);
-                let (sid, version) = session.lock().await.clone();
-                let mut req = client
-                    .post(url.clone())
-                    .header("accept", "application/json, text/event-stream")
-                    .header("content-type", "application/json")
-                    .body(msg.to_string());
-                if let Some(s) = &sid {
-                    req = req.header(HEADER_SESSION_ID, s);
-                }
-                if let Some(v) = &version {
-                    req = req.header(HEADER_PROTOCOL_VERSION, v);
-                }
-                let resp = match req.send().await {
-                    Ok(r) => r,
-                    Err(e) => return fail(format!("the upstream {url} cannot be reached: {e}")),
-                };
-                if let Some(s) = resp
-                    .headers()
-                    .get(HEADER_SESSION_ID)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    session.lock().await.0 = Some(s.to_owned());
-                }
-                let status = resp.status();
-                let is_sse = resp
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|c| c.starts_with("text/event-stream"));
-                if status == reqwest::StatusCode::ACCEPTED {
-                    return;
-                }
-                if is_sse && status.is_success() {
-                    // Read the stream as it comes: a server may send requests (sampling,
-                    // elicitation) or progress before its answer, and wait for the client.
-                    let mut stream = resp.bytes_stream();
-                    let mut events = SseReader::default();
-                    let mut answered = false;
-                    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-                        let Ok(chunk) = chunk else { break };
-                        for m in events.push(&chunk) {
-                            let Ok(v) = serde_json::from_str::<Value>(&m) else {
-                                return fail("the upstream sent an event that is not JSON".into());
-                            };
-                            if is_init && let Some(pv) = v["result"]["protocolVersion"].as_str() {
-                                session.lock().await.1 = Some(pv.to_owned());
-                            }
-                            if v.get("id") == id.as_ref()
-                                && (v.get("result").is_some() || v.get("error").is_some())
-                            {
-                                answered = true;
-                            }
-                            if in_tx.send(FromUpstream::Message(m.into_bytes())).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    if !answered && id.is_some() && msg.get("method").is_some() {
-                        let what = if events.is_empty() {
-                            "ended"
-                        } else {
-                            "was cut"
-                        };
-                        return fail(format!(
-                            "the upstream's event stream {what} before the answer (the data so far is not JSON)"
-                        ));
-                    }
-                    return;
-                }
-                let body = match resp.text().await {
-                    Ok(b) => b,
-                    Err(e) => return fail(format!("the upstream's answer broke off: {e}")),
-                };
-                if status.is_success() && body.trim().is_empty() {
-                    return;
-                }
-                // Checked without building a value: the session core parses the answer itself.
-                let is_json = serde_json::from_str::<serde::de::IgnoredAny>(&body).is_ok();
-                if !status.is_success() && !is_json {
-                    let excerpt: String = body.chars().take(200).collect();
-                    return fail(format!("the upstream answered HTTP {status}: {excerpt}"));
-                }
-                if !is_json {
-                    return fail("the upstream answered with something that is not JSON".into());
-                }
-                if is_init
-                    && let Ok(v) = serde_json::from_str::<Value>(&body)
-                    && let Some(pv) = v["result"]["protocolVersion"].as_str()
-                {
-                    session.lock().await.1 = Some(pv.to_owned());
-                }
-                let _ = in_tx.send(FromUpstream::Message(body.into_bytes()));
+            let request = HttpRequest {
+                client: client.clone(),
+                url: url.clone(),
+                session: std::sync::Arc::clone(&session),
+                in_tx: in_tx.clone(),
+                max_message,
             };
             if init_first {
                 // The session id must be known before anything else is sent.
-                task.await;
+                request.run(msg).await;
             } else if initialized && !get_stream_open {
                 // The session is set up: open the GET stream, where the upstream sends what
                 // belongs to no request (notifications, its own requests).
-                task.await;
+                request.run(msg).await;
                 get_stream_open = true;
                 tokio::spawn(get_stream(
-                    stream_client.clone(),
-                    stream_url.clone(),
-                    std::sync::Arc::clone(&stream_session),
-                    stream_tx.clone(),
+                    client.clone(),
+                    url.clone(),
+                    std::sync::Arc::clone(&session),
+                    in_tx.clone(),
+                    max_message,
                 ));
             } else {
-                tokio::spawn(task);
+                // Requests run concurrently, a slow call does not hold up the others, up to
+                // `queue` at once.
+                let Ok(permit) = std::sync::Arc::clone(&in_flight).acquire_owned().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    request.run(msg).await;
+                    drop(permit);
+                });
             }
         }
     });
@@ -322,30 +253,297 @@ fn http_upstream(url: String) -> Upstream {
 /// An HTTP upstream session: its `Mcp-Session-Id` and negotiated protocol version.
 type HttpSession = std::sync::Arc<tokio::sync::Mutex<(Option<String>, Option<String>)>>;
 
-/// Splits an SSE byte stream into the data of its complete events (empty priming events are
-/// skipped by the decoder); a partial event waits for the next chunk.
-#[derive(Debug, Default)]
+/// What one POST to an HTTP upstream needs.
+struct HttpRequest {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    session: HttpSession,
+    in_tx: mpsc::Sender<FromUpstream>,
+    max_message: usize,
+}
+
+impl HttpRequest {
+    /// Sends one message and passes on what comes back; an HTTP failure is answered as a
+    /// JSON-RPC error for the request that met it.
+    async fn run(self, msg: Value) {
+        let id = msg.get("id").cloned();
+        if let Err(why) = self.exchange(&msg, id.as_ref()).await {
+            match &id {
+                Some(id) => {
+                    let e = tollgate_mcp::error_response(
+                        Some(id),
+                        tollgate_mcp::ErrorCode::InternalError,
+                        &why,
+                        None,
+                    );
+                    let _ = self
+                        .in_tx
+                        .send(FromUpstream::Message(e.to_string().into_bytes()))
+                        .await;
+                }
+                None => tracing::warn!("{why}"),
+            }
+        }
+    }
+
+    async fn exchange(&self, msg: &Value, id: Option<&Value>) -> Result<(), String> {
+        let (url, max) = (&self.url, self.max_message);
+        let is_init = is_initialize(msg);
+        let (sid, version) = self.session.lock().await.clone();
+        let mut req = self
+            .client
+            .post(url.clone())
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(msg.to_string());
+        if let Some(s) = &sid {
+            req = req.header(HEADER_SESSION_ID, s);
+        }
+        if let Some(v) = &version {
+            req = req.header(HEADER_PROTOCOL_VERSION, v);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("the upstream {url} cannot be reached: {e}"))?;
+        if let Some(s) = resp
+            .headers()
+            .get(HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            self.session.lock().await.0 = Some(s.to_owned());
+        }
+        let status = resp.status();
+        let is_sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
+        if status == reqwest::StatusCode::ACCEPTED {
+            return Ok(());
+        }
+        if is_sse && status.is_success() {
+            // Read the stream as it comes: a server may send requests (sampling,
+            // elicitation) or progress before its answer, and wait for the client.
+            let mut stream = resp.bytes_stream();
+            let mut events = SseReader::new(max);
+            let mut answered = false;
+            while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+                let Ok(chunk) = chunk else { break };
+                let (messages, oversized) = events.push(&chunk);
+                if oversized > 0 {
+                    return Err(format!(
+                        "the upstream sent an event over the limit of {max} bytes (--max-message-bytes)"
+                    ));
+                }
+                for m in messages {
+                    let Ok(v) = serde_json::from_str::<Value>(&m) else {
+                        return Err("the upstream sent an event that is not JSON".into());
+                    };
+                    if is_init && let Some(pv) = v["result"]["protocolVersion"].as_str() {
+                        self.session.lock().await.1 = Some(pv.to_owned());
+                    }
+                    if v.get("id") == id && (v.get("result").is_some() || v.get("error").is_some())
+                    {
+                        answered = true;
+                    }
+                    if self
+                        .in_tx
+                        .send(FromUpstream::Message(m.into_bytes()))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            if !answered && id.is_some() && msg.get("method").is_some() {
+                let what = if events.is_empty() {
+                    "ended"
+                } else {
+                    "was cut"
+                };
+                return Err(format!(
+                    "the upstream's event stream {what} before the answer (the data so far is not JSON)"
+                ));
+            }
+            return Ok(());
+        }
+        let body = read_limited(resp, max).await?;
+        if status.is_success() && body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        // Checked without building a value: the session core parses the answer itself.
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+        if !status.is_success() && !is_json {
+            let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+            return Err(format!("the upstream answered HTTP {status}: {excerpt}"));
+        }
+        if !is_json {
+            return Err("the upstream answered with something that is not JSON".into());
+        }
+        if is_init
+            && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            && let Some(pv) = v["result"]["protocolVersion"].as_str()
+        {
+            self.session.lock().await.1 = Some(pv.to_owned());
+        }
+        let _ = self.in_tx.send(FromUpstream::Message(body)).await;
+        Ok(())
+    }
+}
+
+/// An answer's body, read as it arrives and refused once it passes `max` bytes (before
+/// anything is read when its `Content-Length` says so).
+async fn read_limited(resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let over =
+        || format!("the upstream's answer is over the limit of {max} bytes (--max-message-bytes)");
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
+    {
+        return Err(over());
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| format!("the upstream's answer broke off: {e}"))?;
+        if body.len().saturating_add(chunk.len()) > max {
+            return Err(over());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Splits an SSE byte stream into the data of its `message` events as they complete (events
+/// with empty data, such as priming events, and other event types are skipped). It holds at
+/// most one line and one event's data, each bounded by `max` bytes: a longer event is thrown
+/// away as it arrives and counted.
+#[derive(Debug)]
 struct SseReader {
-    buffer: String,
+    max: usize,
+    /// The line being read (up to its `\n`).
+    line: Vec<u8>,
+    /// The event's `data` so far (its lines joined by `\n`).
+    data: Vec<u8>,
+    has_data: bool,
+    /// The event's type is `message` (the default).
+    message: bool,
+    /// The event passed `max` bytes: it is skipped to its end.
+    over: bool,
+    /// Bytes of the current line so far (kept or not), and the last of them.
+    line_seen: usize,
+    line_last: u8,
 }
 
 impl SseReader {
-    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
-        self.buffer.push_str(&String::from_utf8_lossy(chunk));
-        let normalized = self.buffer.replace("\r\n", "\n");
-        let Some(cut) = normalized.rfind("\n\n") else {
-            self.buffer = normalized;
-            return Vec::new();
-        };
-        let (complete, rest) = normalized.split_at(cut + 2);
-        let events = tollgate_mcp::sse::decode_events(complete);
-        self.buffer = rest.to_owned();
-        events
+    fn new(max: usize) -> SseReader {
+        SseReader {
+            max,
+            line: Vec::new(),
+            data: Vec::new(),
+            has_data: false,
+            message: true,
+            over: false,
+            line_seen: 0,
+            line_last: 0,
+        }
+    }
+
+    /// The data of the events `chunk` completes, and how many events it completed that were
+    /// over the limit (skipped).
+    fn push(&mut self, chunk: &[u8]) -> (Vec<String>, usize) {
+        let mut out = Vec::new();
+        let mut oversized = 0;
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (part, ended) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], true),
+                None => (rest, false),
+            };
+            rest = &rest[(part.len() + usize::from(ended)).min(rest.len())..];
+            self.line_seen = self.line_seen.saturating_add(part.len());
+            if let Some(&last) = part.last() {
+                self.line_last = last;
+            }
+            // The field name and a `\r` may come on top of the data's bytes.
+            if !self.over && self.line.len() + part.len() > self.max.saturating_add(16) {
+                self.mark_over();
+            }
+            if !self.over {
+                self.line.extend_from_slice(part);
+            }
+            if ended {
+                match self.end_line() {
+                    Some(Ok(m)) => out.push(m),
+                    Some(Err(())) => oversized += 1,
+                    None => {}
+                }
+            }
+        }
+        (out, oversized)
+    }
+
+    fn mark_over(&mut self) {
+        self.over = true;
+        self.line = Vec::new();
+        self.data = Vec::new();
+    }
+
+    /// Takes the line read: a blank line ends the event (`Some(Ok(data))`, or `Some(Err(()))`
+    /// for one over the limit).
+    fn end_line(&mut self) -> Option<Result<String, ()>> {
+        let seen = std::mem::take(&mut self.line_seen);
+        let blank = seen == 0 || (seen == 1 && self.line_last == b'\r');
+        if blank {
+            let event = if self.over {
+                Some(Err(()))
+            } else if self.message
+                && self.has_data
+                && !self.data.iter().all(u8::is_ascii_whitespace)
+            {
+                Some(Ok(String::from_utf8_lossy(&self.data).into_owned()))
+            } else {
+                None
+            };
+            self.line.clear();
+            self.data.clear();
+            self.has_data = false;
+            self.message = true;
+            self.over = false;
+            return event;
+        }
+        if self.over {
+            return None;
+        }
+        let mut line = std::mem::take(&mut self.line);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if let Some(v) = line.strip_prefix(b"data:") {
+            let v = v.strip_prefix(b" ").unwrap_or(v);
+            if self.data.len() + v.len() + 1 > self.max {
+                self.mark_over();
+                return None;
+            }
+            if self.has_data {
+                self.data.push(b'\n');
+            }
+            self.data.extend_from_slice(v);
+            self.has_data = true;
+        } else if let Some(v) = line.strip_prefix(b"event:") {
+            self.message = String::from_utf8_lossy(v).trim() == "message";
+        }
+        // Comments (`:`), `id:`, `retry:` and unknown fields carry no message.
+        line.clear();
+        self.line = line;
+        None
     }
 
     /// Whether nothing of a partial event is waiting.
     fn is_empty(&self) -> bool {
-        self.buffer.trim().is_empty()
+        self.line_seen == 0 && !self.has_data && !self.over
     }
 }
 
@@ -356,7 +554,8 @@ async fn get_stream(
     client: reqwest::Client,
     url: reqwest::Url,
     session: HttpSession,
-    in_tx: mpsc::UnboundedSender<FromUpstream>,
+    in_tx: mpsc::Sender<FromUpstream>,
+    max_message: usize,
 ) {
     let mut pause = Duration::from_millis(100);
     while !in_tx.is_closed() {
@@ -373,7 +572,7 @@ async fn get_stream(
         match req.send().await {
             Ok(resp) if resp.status().is_success() => {
                 let mut stream = resp.bytes_stream();
-                let mut events = SseReader::default();
+                let mut events = SseReader::new(max_message);
                 loop {
                     // The session's connection dropped: stop listening at once.
                     let chunk = tokio::select! {
@@ -381,14 +580,24 @@ async fn get_stream(
                         chunk = futures::StreamExt::next(&mut stream) => chunk,
                     };
                     let Some(Ok(chunk)) = chunk else { break };
-                    for m in events.push(&chunk) {
+                    let (messages, oversized) = events.push(&chunk);
+                    if oversized > 0 {
+                        tracing::warn!(
+                            "dropped {oversized} event(s) of the upstream's GET stream over the limit of {max_message} bytes (--max-message-bytes)"
+                        );
+                    }
+                    for m in messages {
                         if serde_json::from_str::<Value>(&m).is_err() {
                             tracing::warn!(
                                 "the upstream's GET stream sent an event that is not JSON"
                             );
                             continue;
                         }
-                        if in_tx.send(FromUpstream::Message(m.into_bytes())).is_err() {
+                        if in_tx
+                            .send(FromUpstream::Message(m.into_bytes()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -413,4 +622,78 @@ fn shared_client() -> reqwest::Client {
 
 fn is_initialize(msg: &Value) -> bool {
     msg.get("method").and_then(Value::as_str) == Some("initialize")
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` to a reader in chunks of `chunk` bytes; returns the messages and the
+    /// count of oversized events.
+    fn read(stream: &str, max: usize, chunk: usize) -> (Vec<String>, usize) {
+        let mut r = SseReader::new(max);
+        let (mut all, mut over) = (Vec::new(), 0);
+        for part in stream.as_bytes().chunks(chunk) {
+            let (m, o) = r.push(part);
+            all.extend(m);
+            over += o;
+        }
+        (all, over)
+    }
+
+    /// The incremental reader finds the events `tollgate_mcp::sse::decode_events` finds in
+    /// the whole text, however the bytes are chunked (a multi-byte character split between
+    /// chunks included).
+    #[test]
+    fn sse_reader_agrees_with_the_whole_text_decoder() {
+        let a = tollgate_mcp::sse::encode_event("{\"a\":\"é→\"}", Some("7"));
+        let b = tollgate_mcp::sse::encode_event("{\n\"b\":2\n}", None);
+        let text = format!(
+            ": comment\n\nid: 1\ndata:\n\n{a}event: other\ndata: {{\"x\":1}}\n\n{b}data: {{\"c\":3}}\r\n\r\n"
+        );
+        let whole = tollgate_mcp::sse::decode_events(&text);
+        assert_eq!(whole.len(), 3);
+        for chunk in [1, 2, 5, 64, 10_000] {
+            assert_eq!(
+                read(&text, 1024, chunk),
+                (whole.clone(), 0),
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    /// An event over the limit is counted and skipped, never held whole; the next is read.
+    #[test]
+    fn sse_reader_skips_an_event_over_the_limit() {
+        let big = "x".repeat(5000);
+        let text = format!("data: {big}\n\ndata: {{\"after\":1}}\n\n");
+        for chunk in [7, 100, 100_000] {
+            let mut r = SseReader::new(1000);
+            let (mut all, mut over) = (Vec::new(), 0);
+            for part in text.as_bytes().chunks(chunk) {
+                let (m, o) = r.push(part);
+                all.extend(m);
+                over += o;
+                assert!(r.line.capacity() <= 100_000 && r.data.len() <= 1000);
+            }
+            assert_eq!((all, over), (vec!["{\"after\":1}".to_owned()], 1));
+        }
+        // Many data lines that each fit but add up past the limit.
+        let lines = "data: 0123456789\n".repeat(200);
+        assert_eq!(read(&format!("{lines}\n"), 1000, 13), (Vec::new(), 1));
+    }
+
+    /// A partial event is reported as such (a stream cut in the middle of one).
+    #[test]
+    fn sse_reader_knows_a_partial_event() {
+        let mut r = SseReader::new(100);
+        assert!(r.is_empty());
+        let _ = r.push(b"data: {\"a\"");
+        assert!(!r.is_empty());
+        let (m, _) = r.push(b":1}\n\n");
+        assert_eq!(m, ["{\"a\":1}"]);
+        assert!(r.is_empty());
+        let _ = serde_json::from_str::<Value>(&m[0]).unwrap();
+    }
 }

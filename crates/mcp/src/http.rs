@@ -7,13 +7,48 @@ use crate::protocol::{META_PROTOCOL_VERSION, ProtocolVersion};
 
 /// Whether an `Origin` header (if any) names this machine. A local server must refuse pages of
 /// other sites (DNS rebinding); requests without `Origin` (not from a browser) are allowed.
+///
+/// The host is the origin's authority after any userinfo (`http://127.0.0.1@evil.example` is
+/// `evil.example`) and without its port; an IPv6 host keeps its brackets (`http://[::1]:8080`).
+/// Local: `localhost`, a loopback IPv4 address (127.0.0.0/8) and the IPv6 loopback `::1` (also
+/// written as the IPv4-mapped `::ffff:127.0.0.1`). Anything that does not parse is not local.
 pub fn origin_is_local(origin: Option<&str>) -> bool {
     let Some(origin) = origin else {
         return true;
     };
-    let host = origin.split("://").nth(1).unwrap_or(origin);
-    let host = host.split(['/', ':']).next().unwrap_or(host);
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Userinfo ends at the last `@`: what follows is the host a browser would connect to.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((inside, after)) = bracketed.split_once(']') else {
+            return false;
+        };
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok
+            && inside.parse::<std::net::Ipv6Addr>().is_ok_and(|ip| {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            });
+    }
+    let host = match host_port.split_once(':') {
+        Some((host, port)) if is_port(port) => host,
+        Some(_) => return false,
+        None => host_port,
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A port as an origin writes it: one to five digits.
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// What a POST body is, as far as sessions go.
@@ -61,6 +96,51 @@ pub fn body_kind(body: &[u8]) -> BodyKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Local origins are exactly this machine's loopback names and addresses, with or without
+    /// a port, IPv6 included; userinfo, look-alike hosts, other schemes and junk are not.
+    #[test]
+    fn origins_are_local_only_for_loopback_hosts() {
+        for local in [
+            "http://localhost",
+            "http://LOCALHOST:3000",
+            "https://localhost:8443/",
+            "http://127.0.0.1",
+            "http://127.0.0.1:8787",
+            "http://127.1.2.3:80",
+            "http://[::1]",
+            "http://[::1]:8787",
+            "https://[0:0:0:0:0:0:0:1]:443",
+            "http://[::ffff:127.0.0.1]:80",
+            "http://user@localhost:3000",
+        ] {
+            assert!(origin_is_local(Some(local)), "{local} is local");
+        }
+        for foreign in [
+            "https://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1@evil.example",
+            "http://127.0.0.1:80@evil.example",
+            "http://[::1]@evil.example",
+            "http://localhost:3000@evil.example:80",
+            "http://evil.example#@127.0.0.1",
+            "http://evil.example/127.0.0.1",
+            "http://[::2]:80",
+            "http://[::1",
+            "http://[::1]x",
+            "http://[::1]:port",
+            "http://127.0.0.1:99999999",
+            "http://127.0.0.1.evil.example",
+            "http://0.0.0.0",
+            "http://10.0.0.1",
+            "ftp://localhost",
+            "null",
+            "localhost",
+            "",
+        ] {
+            assert!(!origin_is_local(Some(foreign)), "{foreign} is not local");
+        }
+    }
 
     #[test]
     fn origins_and_bodies() {

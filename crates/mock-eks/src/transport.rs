@@ -260,8 +260,34 @@ fn session_header(headers: &HeaderMap) -> Option<String> {
 async fn http_post(
     State(state): State<Arc<HttpState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // A body over the limit (or one that broke off) gets the JSON-RPC error the docs promise,
+    // not axum's plain-text rejection.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            let (code, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                (
+                    ErrorCode::ParseError,
+                    format!(
+                        "message is over the limit of {} bytes",
+                        state.options.max_body
+                    ),
+                )
+            } else {
+                (
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "the request body could not be read: {}",
+                        rejection.body_text()
+                    ),
+                )
+            };
+            return rpc_error_response(status, code, &message);
+        }
+    };
     if !tollgate_mcp::http::origin_is_local(
         headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
     ) {
