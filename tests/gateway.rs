@@ -1515,3 +1515,56 @@ fn saving_the_policy_file_reloads_it_and_tells_the_client() {
         ]
     );
 }
+
+/// The stateless protocol's clients of one grant share one gateway session, and each numbers
+/// its requests from its own start: two clients that both sent id 1 at once could each receive
+/// the other's answer (or be refused as reusing an id in flight). Each request now takes a
+/// number of its own inside the session, and every client gets exactly its own answer back, with
+/// its own id.
+#[test]
+fn stateless_clients_of_one_grant_get_their_own_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let faults = write(
+        dir.path(),
+        "faults.json",
+        r#"{"seed": 1, "faults": [{"tool": "GetAHOBatch", "latency_ms": 300}]}"#,
+    );
+    let (_mock, mock_url) = start_http(&["--faults", &faults]);
+    let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &mock_url]);
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let answers = rt().block_on(async {
+        let http = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for batch in ["rb-0001", "rb-0002", "rb-0003", "rb-0004"] {
+            let (http, url, meta) = (http.clone(), url.clone(), meta.clone());
+            tasks.push(tokio::spawn(async move {
+                let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                    "name": "GetAHOBatch", "arguments": {"batchId": batch}, "_meta": meta}});
+                let r = http
+                    .post(&url)
+                    .header("accept", "application/json, text/event-stream")
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                (batch, r.json::<Value>().await.unwrap())
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for (batch, answer) in answers {
+        assert_eq!(answer["id"], 1, "{answer}");
+        let text = answer["result"]["content"][1]["text"]
+            .as_str()
+            .unwrap_or("");
+        assert!(text.contains(batch), "{batch} got {answer}");
+    }
+}

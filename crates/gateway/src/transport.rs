@@ -804,6 +804,9 @@ pub struct HttpFront {
     pub limits: TransportLimits,
     pub shutdown: watch::Receiver<bool>,
     pub next: AtomicU64,
+    /// The ids the stateless protocol's requests take inside their grant's shared session
+    /// (see [`StatelessIds`]).
+    next_stateless_id: AtomicU64,
     /// One permit per open connection.
     connections: Arc<Semaphore>,
     /// One permit per live child process of a command upstream (one per session).
@@ -831,6 +834,7 @@ impl HttpFront {
             limits,
             shutdown,
             next: AtomicU64::new(0),
+            next_stateless_id: AtomicU64::new(1),
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             upstream_processes: Arc::new(Semaphore::new(limits.max_upstream_processes.max(1))),
             metrics: TransportMetrics::default(),
@@ -1361,10 +1365,29 @@ async fn http_post(
         let in_use = InUse::new(&handle.activity);
         (handle, in_use)
     };
+    // The stateless protocol's clients of one grant share a session: their ids are their own
+    // (two clients both start at 1), so each request takes a number unique in the session,
+    // and its answer gets the client's id back.
+    let mut ids = None;
+    let bytes = if stateless && !initialize && header_session.is_none() {
+        match StatelessIds::assign(&body, &front) {
+            Ok((mapped, bytes)) => {
+                ids = Some(mapped);
+                bytes
+            }
+            Err(answer) => return json_answer(&answer),
+        }
+    } else {
+        body.to_vec()
+    };
+    let restore = move |v: Value| match &ids {
+        Some(ids) => ids.restore(v),
+        None => v,
+    };
     let wait = answer_timeout(&front);
     let (reply_tx, mut reply_rx) = mpsc::channel(front.limits.queue.max(1));
     let input = ClientInput::Message {
-        bytes: body.to_vec(),
+        bytes,
         reply: Some(reply_tx),
     };
     // A full queue makes the request wait (bounded): the session is busy with earlier ones.
@@ -1383,7 +1406,7 @@ async fn http_post(
         Ok(first) => first,
         Err(_) => return json_error(StatusCode::GATEWAY_TIMEOUT, "no answer in time"),
     };
-    let Some(first) = first else {
+    let Some(first) = first.map(&restore) else {
         return StatusCode::ACCEPTED.into_response();
     };
     let accept = headers
@@ -1404,17 +1427,17 @@ async fn http_post(
         // Server messages before the answer: stream them, then the answer, as SSE events. The
         // session stays in use while the stream is open.
         let stream = futures::stream::unfold(
-            (Some(first), reply_rx, in_use),
-            |(pending, mut rx, in_use)| async move {
+            (Some(first), reply_rx, in_use, restore),
+            |(pending, mut rx, in_use, restore)| async move {
                 let next = match pending {
                     Some(v) => Some(v),
-                    None => rx.recv().await,
+                    None => rx.recv().await.map(&restore),
                 };
                 next.map(|v| {
                     let event = tollgate_mcp::sse::encode_event(&v.to_string(), None);
                     (
                         Ok::<_, std::convert::Infallible>(Bytes::from(event)),
-                        (None, rx, in_use),
+                        (None, rx, in_use, restore),
                     )
                 })
             },
@@ -1433,7 +1456,7 @@ async fn http_post(
             || answer.get("error").is_some())
         {
             match tokio::time::timeout(wait, reply_rx.recv()).await {
-                Ok(Some(v)) => answer = v,
+                Ok(Some(v)) => answer = restore(v),
                 _ => {
                     return json_error(
                         StatusCode::BAD_GATEWAY,
@@ -1454,6 +1477,84 @@ async fn http_post(
         resp.headers_mut().insert(HEADER_SESSION_ID, v);
     }
     resp
+}
+
+/// A JSON-RPC answer the HTTP front gives itself (200, `application/json`).
+fn json_answer(answer: &Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
+/// The ids of one stateless POST's requests, mapped to numbers unique in their grant's shared
+/// session (the stateless protocol's clients of one grant share one gateway session, and each
+/// numbers its requests from its own start): the session, the audit log and the upstream see
+/// the numbers, the client gets its own ids back. Without this, two clients that both sent id 1
+/// at once could each receive the other's answer.
+#[derive(Debug)]
+struct StatelessIds {
+    /// Number given → the client's id.
+    by_number: HashMap<u64, Value>,
+}
+
+impl StatelessIds {
+    /// Parses the body strictly (as the session would) and gives each request in it a number.
+    /// A body the strict parser refuses is answered here with its JSON-RPC error: its id could
+    /// not be mapped, and the answer must reach this client only.
+    fn assign(body: &[u8], front: &HttpFront) -> Result<(StatelessIds, Vec<u8>), Value> {
+        let limits = tollgate_mcp::Limits {
+            max_bytes: front.limits.max_message_bytes,
+        };
+        let parsed = tollgate_mcp::parse_incoming(body, limits).map_err(|e| {
+            let lenient = serde_json::from_slice::<Value>(body).ok();
+            let id = lenient
+                .as_ref()
+                .and_then(tollgate_mcp::jsonrpc::salvage_id)
+                .cloned();
+            tollgate_mcp::error_response(id.as_ref(), e.code(), &e.to_string(), None)
+        })?;
+        let mut ids = StatelessIds {
+            by_number: HashMap::new(),
+        };
+        let mut number = |m: &mut Value| {
+            let is_request = m.get("method").is_some();
+            if let (true, Some(id)) = (is_request, m.get_mut("id")) {
+                let n = front.next_stateless_id.fetch_add(1, Ordering::Relaxed);
+                ids.by_number
+                    .insert(n, std::mem::replace(id, Value::from(n)));
+            }
+        };
+        let value = match parsed {
+            tollgate_mcp::Incoming::Single(mut m) => {
+                number(&mut m);
+                m
+            }
+            tollgate_mcp::Incoming::Batch(mut items) => {
+                items.iter_mut().for_each(&mut number);
+                Value::Array(items)
+            }
+        };
+        Ok((ids, value.to_string().into_bytes()))
+    }
+
+    /// An answer (or a batch of them) with the client's ids back.
+    fn restore(&self, mut v: Value) -> Value {
+        let one = |m: &mut Value| {
+            let is_answer = m.get("method").is_none();
+            if let (true, Some(id)) = (is_answer, m.get_mut("id"))
+                && let Some(original) = id.as_u64().and_then(|n| self.by_number.get(&n))
+            {
+                *id = original.clone();
+            }
+        };
+        match &mut v {
+            Value::Array(items) => items.iter_mut().for_each(one),
+            m => one(m),
+        }
+        v
+    }
 }
 
 async fn http_delete(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
