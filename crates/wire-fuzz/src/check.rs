@@ -8,7 +8,9 @@
 //! 3. Every request the client sent with a valid id (a string or an integer, in a message the
 //!    gateway can read: within its size limit, JSON) was answered with that id within the
 //!    bounded wait, or its whole message was refused (an HTTP 4xx); every answer's id is one
-//!    the client sent (over HTTP: in that very POST), or `null`.
+//!    the client sent (over HTTP: in that very POST), or `null`; and an answer the upstream
+//!    made reaches the client and the request it answers (the naive upstream names them in
+//!    its answer, [`misdelivered`]).
 //!
 //! (The memory bound is checked by the runner, across cases.)
 
@@ -73,6 +75,16 @@ pub struct Stats {
     pub refused: u64,
 }
 
+/// A value's JSON text, cut to a length a message can show.
+pub fn brief(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() <= 300 {
+        return text;
+    }
+    let cut: String = text.chars().take(297).collect();
+    format!("{cut}...")
+}
+
 /// Whether `id` is a valid JSON-RPC id the gateway must answer with: a string or an integer.
 pub fn valid_id(id: &Value) -> bool {
     id.is_string() || id.is_i64() || id.is_u64()
@@ -106,6 +118,46 @@ pub fn sent_ids(bytes: &[u8]) -> Vec<Value> {
         .iter()
         .filter_map(|m| m.get("id").cloned())
         .collect()
+}
+
+/// The (id, method) of every request in a wire message, parsed leniently.
+pub fn requests(bytes: &[u8]) -> Vec<(Value, Value)> {
+    items(bytes)
+        .iter()
+        .filter_map(|m| Some((m.get("id")?.clone(), m.get("method")?.clone())))
+        .collect()
+}
+
+/// Why an answer did not reach the request it answers, if it did not: the naive upstream names
+/// the request (method, id, client) in every answer's `_meta` (crate::naive::ECHO); the answer
+/// must carry that id, reach that client, and a request of the client's with that id must have
+/// that method. Answers without the note (the gateway's own) are not judged here.
+pub fn misdelivered(answer: &Value, client: &str, requests: &[(Value, Value)]) -> Option<String> {
+    let echo = answer
+        .get("result")?
+        .get("_meta")?
+        .get(crate::naive::ECHO)?;
+    let id = answer.get("id").unwrap_or(&Value::Null);
+    if echo.get("id") != Some(id) {
+        return Some(format!(
+            "the answer with id {id} is the upstream's answer to id {}",
+            echo.get("id").unwrap_or(&Value::Null)
+        ));
+    }
+    if let Some(to) = echo.get("client").and_then(Value::as_str)
+        && to != client
+    {
+        return Some(format!(
+            "{client} got the answer the upstream gave {to} (id {id})"
+        ));
+    }
+    let method = echo.get("method").unwrap_or(&Value::Null);
+    if !requests.iter().any(|(i, m)| i == id && m == method) {
+        return Some(format!(
+            "the answer to id {id} is the upstream's answer to a {method} request, which {client} never sent with that id"
+        ));
+    }
+    None
 }
 
 /// The answers (messages with `result` or `error`) in a reply.
@@ -302,18 +354,29 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
                 for id in &expected {
                     if !got.iter().any(|a| a.get("id") == Some(id)) {
                         return Err(format!(
-                            "{}: the request with id {id} was not answered (the reply was {reply}); the message: {}",
+                            "{}: the request with id {id} was not answered (the reply was {}); the message: {}",
                             what(),
+                            brief(&reply),
                             crate::wire::show(&sent.bytes)
                         ));
                     }
                 }
+                let asked = requests(&sent.bytes);
                 for a in got {
                     let id = a.get("id").unwrap_or(&Value::Null);
                     if !id.is_null() && !own.contains(id) {
                         return Err(format!(
-                            "{}: an answer with id {id}, which this message did not send (the reply was {reply}); the message: {}",
+                            "{}: an answer with id {id}, which this message did not send (the reply was {}); the message: {}",
                             what(),
+                            brief(&reply),
+                            crate::wire::show(&sent.bytes)
+                        ));
+                    }
+                    if let Some(why) = misdelivered(a, &name(sent.client), &asked) {
+                        return Err(format!(
+                            "{}: {why} (the reply was {}); the message: {}",
+                            what(),
+                            brief(&reply),
                             crate::wire::show(&sent.bytes)
                         ));
                     }
@@ -342,16 +405,21 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
                 }
             }
         }
+        let name = observed
+            .clients
+            .get(c)
+            .map_or("a client", |c| c.name.as_str());
+        let asked: Vec<(Value, Value)> = mine.iter().flat_map(|s| requests(&s.bytes)).collect();
         for a in got {
             let id = a.get("id").unwrap_or(&Value::Null);
             if !id.is_null() && !own.contains(id) {
                 return Err(format!(
-                    "{}: an answer with id {id}, which it never sent: {a}",
-                    observed
-                        .clients
-                        .get(c)
-                        .map_or("a client", |c| c.name.as_str())
+                    "{name}: an answer with id {id}, which it never sent: {}",
+                    brief(a)
                 ));
+            }
+            if let Some(why) = misdelivered(a, name, &asked) {
+                return Err(format!("{name}: {why}: {}", brief(a)));
             }
         }
     }

@@ -11,6 +11,9 @@
 //!   its lenient parse reads (serde_json's default: the last of duplicate keys wins). A tool
 //!   it does not know still counts as run (the answer says `Unknown tool`): a call that was
 //!   never decided must never reach it, whatever it names.
+//! - Every answer but `initialize`'s names the request it answers in its result's `_meta`
+//!   ([`ECHO`]: method, id, client), so an answer that reaches the wrong request or the wrong
+//!   client can be told.
 //! - Every execution is logged ([`Execution`]): the tool, the arguments as it parsed them,
 //!   what it can see of who sent it ([`Facts`]: never an `Authorization` header), and the raw
 //!   message. Over HTTP the log is shared in process ([`ExecLog::Memory`]); the stdio server
@@ -317,6 +320,7 @@ fn item_answer(
     let params = obj.get("params");
     if runs_as_tools_call(method) {
         let (meta_client, meta_version) = meta_of(item);
+        let client = sender.client.clone().or(meta_client);
         let tool = params
             .and_then(|p| p.get("name"))
             .cloned()
@@ -333,7 +337,7 @@ fn item_answer(
             facts: Facts {
                 transport: sender.transport.to_owned(),
                 session: sender.session.clone(),
-                client: sender.client.clone().or(meta_client),
+                client: client.clone(),
                 protocol_version: sender.protocol_version.clone().or(meta_version),
                 batch_index,
             },
@@ -349,7 +353,11 @@ fn item_answer(
         return id.map(|id| {
             result_response(
                 id,
-                json!({"content": [{"type": "text", "text": text}], "isError": !known}),
+                json!({
+                    "content": [{"type": "text", "text": text}],
+                    "isError": !known,
+                    "_meta": {ECHO: echo(method, id, client.as_deref())},
+                }),
             )
         });
     }
@@ -381,7 +389,22 @@ fn item_answer(
         "tools/list" => json!({"tools": tools()}),
         _ => json!({}),
     };
+    let mut result = result;
+    if method != "initialize" {
+        let client = sender.client.clone().or_else(|| meta_of(item).0);
+        result["_meta"] = json!({ECHO: echo(method, id, client.as_deref())});
+    }
     Some(result_response(id, result))
+}
+
+/// The `_meta` key under which an answer names the request it answers.
+pub const ECHO: &str = "tollgate-naive/answers";
+
+/// What every answer (but `initialize`'s) says about its request, in its result's `_meta`
+/// ([`ECHO`]): the method, the id and the client as the naive server saw them, so a test can
+/// tell an answer delivered to the wrong request or the wrong client.
+fn echo(method: &str, id: &Value, client: Option<&str>) -> Value {
+    json!({"method": method, "id": id, "client": client})
 }
 
 /// Serves the naive upstream over this process's stdin and stdout until stdin closes, one
@@ -603,7 +626,10 @@ mod tests {
         let answer = h.answer.unwrap();
         assert_eq!(answer.as_array().unwrap().len(), 2);
         assert_eq!(answer[0]["id"], json!(1));
-        assert_eq!(answer[1], json!({"jsonrpc": "2.0", "id": 2, "result": {}}));
+        assert_eq!(
+            answer[1],
+            json!({"jsonrpc": "2.0", "id": 2, "result": {"_meta": {ECHO: {"method": "ping", "id": 2, "client": "c"}}}})
+        );
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].facts.batch_index, Some(0));
         assert_eq!(e[0].arguments, json!({"op": "get", "key": "k"}));

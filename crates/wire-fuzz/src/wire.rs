@@ -65,6 +65,50 @@ pub struct Case {
     pub steps: Vec<Step>,
 }
 
+impl Case {
+    /// A case of messages written by hand (regression cases): `clients` are (grant, protocol
+    /// version) pairs of indexes into [`GRANTS`] and [`VERSIONS`]; each message is sent by its
+    /// client and waited for.
+    pub fn by_hand(
+        front: Transport,
+        upstream: Transport,
+        clients: &[(usize, usize)],
+        messages: &[(usize, &str)],
+    ) -> Case {
+        let steps: Vec<(usize, bool, &str)> = messages.iter().map(|&(c, t)| (c, true, t)).collect();
+        Case::by_hand_overlapping(front, upstream, clients, &steps)
+    }
+
+    /// [`Case::by_hand`] where a message may overlap the next: `(client, wait, text)`.
+    pub fn by_hand_overlapping(
+        front: Transport,
+        upstream: Transport,
+        clients: &[(usize, usize)],
+        messages: &[(usize, bool, &str)],
+    ) -> Case {
+        Case {
+            front,
+            upstream,
+            clients: clients
+                .iter()
+                .map(|&(grant, version)| ClientSpec { grant, version })
+                .collect(),
+            steps: messages
+                .iter()
+                .map(|&(client, wait, text)| Step {
+                    client,
+                    body: Body {
+                        shape: Shape::Text(text.to_owned()),
+                        damage: Damage::None,
+                    },
+                    wait,
+                    token: None,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One client: its grant (index into [`GRANTS`]) and protocol version (into [`VERSIONS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientSpec {
