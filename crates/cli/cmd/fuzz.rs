@@ -262,6 +262,10 @@ pub struct NaiveArgs {
     /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// Over stdio: the name of the one client behind this process, for its log (otherwise
+    /// the first `initialize` names it).
+    #[arg(long, value_name = "NAME", conflicts_with = "http")]
+    client: Option<String>,
 }
 
 /// Runs the naive upstream until stdin closes (stdio) or ctrl-c (HTTP).
@@ -272,7 +276,7 @@ pub fn naive_upstream(args: NaiveArgs) -> anyhow::Result<ExitCode> {
         None => ExecLog::Stderr,
     };
     let Some(addr) = args.http else {
-        naive::serve_stdio(&log)?;
+        naive::serve_stdio(&log, args.client.clone())?;
         return Ok(ExitCode::SUCCESS);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -28,6 +28,8 @@ pub struct ClientInfo {
     pub grant: String,
     /// The gateway's session id for it (what the audit records name).
     pub session: String,
+    /// The protocol version it speaks.
+    pub version: String,
 }
 
 /// How one wire message was answered.
@@ -144,8 +146,10 @@ pub fn misdelivered(answer: &Value, client: &str, requests: &[(Value, Value)]) -
             echo.get("id").unwrap_or(&Value::Null)
         ));
     }
+    // A stateless client speaking under another grant's token names itself `NAME~GRANT`.
     if let Some(to) = echo.get("client").and_then(Value::as_str)
         && to != client
+        && !to.strip_prefix(client).is_some_and(|rest| rest.starts_with('~'))
     {
         return Some(format!(
             "{client} got the answer the upstream gave {to} (id {id})"
@@ -169,6 +173,60 @@ pub fn answers(reply: &Value) -> Vec<&Value> {
     list.into_iter()
         .filter(|m| m.get("result").is_some() || m.get("error").is_some())
         .collect()
+}
+
+/// Whether a reply refuses a whole message: one error (not a batch of answers) with a `null`
+/// id, as JSON-RPC answers a message whose ids cannot be read, and as the gateway answers one
+/// it refuses as a whole (a duplicate key anywhere in it).
+pub fn refuses_whole(reply: &Value) -> bool {
+    reply.get("error").is_some() && reply.get("id").is_some_and(Value::is_null)
+}
+
+/// What a wire message must get.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    /// The ids to answer ([`expected_ids`]).
+    pub ids: Vec<Value>,
+    /// Whether the gateway may instead refuse the message whole ([`refuses_whole`]): only
+    /// when its strict parser (size, UTF-8, JSON, depth, duplicate keys) refuses it. Any other
+    /// message's requests get answers with their own ids.
+    pub may_refuse: bool,
+}
+
+/// What `bytes` must get from a gateway that reads at most `limit` bytes a message, sent by a
+/// client speaking `version`. A batch the version does not allow (only 2025-03-26 has
+/// batches) may be refused whole too.
+pub fn expected(bytes: &[u8], limit: usize, version: &str) -> Expected {
+    let unreadable =
+        tollgate_mcp::parse_incoming(bytes, tollgate_mcp::Limits { max_bytes: limit }).is_err();
+    let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let batches = tollgate_mcp::ProtocolVersion::parse(version)
+        .is_some_and(tollgate_mcp::ProtocolVersion::allows_batches);
+    Expected {
+        ids: expected_ids(bytes, limit),
+        may_refuse: unreadable || (batch && !batches),
+    }
+}
+
+/// Over stdio, where answers are not tied to lines: the first line (its index) with a request
+/// left unanswered, and that request's id. A line that may be refused whole and none of whose
+/// requests was answered counts as refused if a whole-message refusal ([`refuses_whole`]) is
+/// left for it, each refusal taken once.
+pub fn stdio_unanswered(lines: &[Expected], received: &[Value]) -> Option<(usize, Value)> {
+    let got: Vec<&Value> = received.iter().flat_map(answers).collect();
+    let answered = |id: &Value| got.iter().any(|a| a.get("id") == Some(id));
+    let mut refusals = received.iter().filter(|m| refuses_whole(m)).count();
+    for (k, line) in lines.iter().enumerate() {
+        let Some(missing) = line.ids.iter().find(|id| !answered(id)) else {
+            continue;
+        };
+        if line.may_refuse && refusals > 0 && !line.ids.iter().any(answered) {
+            refusals -= 1;
+            continue;
+        }
+        return Some((k, missing.clone()));
+    }
+    None
 }
 
 /// An allow record of the audit log.
@@ -291,7 +349,11 @@ pub fn check(observed: &Observed, audit: &Path, limit: usize) -> Result<Stats, S
 /// Invariant 3.
 fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
     for (k, sent) in observed.sent.iter().enumerate() {
-        let expected = expected_ids(&sent.bytes, limit);
+        let version = observed
+            .clients
+            .get(sent.client)
+            .map_or("", |c| c.version.as_str());
+        let must = expected(&sent.bytes, limit, version);
         let own = sent_ids(&sent.bytes);
         let name = |c: usize| {
             observed
@@ -334,7 +396,7 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
                     ));
                 }
                 if *status == 202 || body.is_empty() {
-                    if let Some(id) = expected.first() {
+                    if let Some(id) = must.ids.first() {
                         return Err(format!(
                             "{}: HTTP {status} with no answer, but it has a request with id {id}; the message: {}",
                             what(),
@@ -350,8 +412,11 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
                         String::from_utf8_lossy(body)
                     ));
                 };
+                if refuses_whole(&reply) && must.may_refuse {
+                    continue;
+                }
                 let got = answers(&reply);
-                for id in &expected {
+                for id in &must.ids {
                     if !got.iter().any(|a| a.get("id") == Some(id)) {
                         return Err(format!(
                             "{}: the request with id {id} was not answered (the reply was {}); the message: {}",
@@ -361,7 +426,15 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
                         ));
                     }
                 }
-                let asked = requests(&sent.bytes);
+                // Two requests of one client with the same id in flight may swap answers
+                // (the client broke the protocol's rule of unique ids): the answer must be to
+                // a request of this client with that id, in any of its messages.
+                let asked: Vec<(Value, Value)> = observed
+                    .sent
+                    .iter()
+                    .filter(|s| s.client == sent.client)
+                    .flat_map(|s| requests(&s.bytes))
+                    .collect();
                 for a in got {
                     let id = a.get("id").unwrap_or(&Value::Null);
                     if !id.is_null() && !own.contains(id) {
@@ -393,17 +466,21 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
             .collect();
         let own: Vec<Value> = mine.iter().flat_map(|s| sent_ids(&s.bytes)).collect();
         let got: Vec<&Value> = received.iter().flat_map(answers).collect();
-        for s in &mine {
-            for id in expected_ids(&s.bytes, limit) {
-                if !got.iter().any(|a| a.get("id") == Some(&id)) {
-                    return Err(format!(
-                        "{} ({}): the request with id {id} was not answered within the bounded wait; the message: {}",
-                        observed.clients.get(c).map_or("a client", |c| c.name.as_str()),
-                        s.label,
-                        crate::wire::show(&s.bytes)
-                    ));
-                }
-            }
+        let version = observed
+            .clients
+            .get(c)
+            .map_or("", |c| c.version.as_str());
+        let lines: Vec<Expected> = mine
+            .iter()
+            .map(|s| expected(&s.bytes, limit, version))
+            .collect();
+        if let Some((k, id)) = stdio_unanswered(&lines, received) {
+            return Err(format!(
+                "{} ({}): the request with id {id} was not answered within the bounded wait; the message: {}",
+                observed.clients.get(c).map_or("a client", |c| c.name.as_str()),
+                mine[k].label,
+                crate::wire::show(&mine[k].bytes)
+            ));
         }
         let name = observed
             .clients
@@ -451,12 +528,51 @@ mod tests {
         assert!(valid_id(&json!(u64::MAX)) && !valid_id(&json!(-0.0)));
     }
 
+    /// Over stdio a line none of whose requests was answered may have been refused whole (one
+    /// `null`-id error each); a line answered in part may not.
+    #[test]
+    fn stdio_lines_are_answered_or_refused_whole() {
+        let line = |ids: Vec<Value>| Expected {
+            ids,
+            may_refuse: true,
+        };
+        let lines = vec![line(vec![json!(1)]), line(vec![json!(2), json!(3)])];
+        let ok = json!({"id": 1, "result": {}});
+        let whole = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600}});
+        let two = json!([{"id": 2, "result": {}}]);
+        assert_eq!(stdio_unanswered(&lines, &[ok.clone(), whole.clone()]), None);
+        assert_eq!(
+            stdio_unanswered(&lines, &[ok.clone()]),
+            Some((1, json!(2)))
+        );
+        assert_eq!(
+            stdio_unanswered(&lines, &[ok, two, whole.clone()]),
+            Some((1, json!(3)))
+        );
+        assert_eq!(
+            stdio_unanswered(&lines, &[whole.clone()]),
+            Some((1, json!(2)))
+        );
+        let readable = vec![Expected {
+            ids: vec![json!(1)],
+            may_refuse: false,
+        }];
+        assert_eq!(stdio_unanswered(&readable, &[whole]), Some((0, json!(1))));
+        assert!(expected(br#"{"id":1,"id":2,"method":"x"}"#, 100, "2025-03-26").may_refuse);
+        let ping = br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#;
+        assert!(!expected(ping, 100, "2025-03-26").may_refuse);
+        let batch = br#" [{"jsonrpc":"2.0","id":1,"method":"x"}]"#;
+        assert!(!expected(batch, 100, "2025-03-26").may_refuse);
+        assert!(expected(batch, 100, "2025-06-18").may_refuse);
+    }
+
     fn observed(executions: Vec<Execution>) -> Observed {
         Observed {
             clients: vec![ClientInfo {
                 name: "fuzz-c0".into(),
                 grant: "ci-bot".into(),
                 session: "s0".into(),
+                version: "2025-03-26".into(),
             }],
             executions,
             ..Observed::default()
@@ -537,5 +653,9 @@ mod tests {
         assert!(sent(req, http(202, "")).is_err());
         assert!(sent(req, Reply::TimedOut).unwrap_err().contains("hangs"));
         assert!(sent(r#"{"jsonrpc":"2.0","method":"n"}"#, http(202, "")).is_ok());
+        assert!(sent(req, http(200, r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}"#)).is_err());
+        let dup = r#"[{"jsonrpc":"2.0","id":1,"id":1,"method":"ping"}]"#;
+        assert!(sent(dup, http(200, r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}"#)).is_ok());
+        assert!(sent(req, http(200, r#"[{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}]"#)).is_err());
     }
 }

@@ -29,7 +29,7 @@ use tollgate_mcp::Limits;
 use tollgate_mcp::protocol::{HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID};
 use tollgate_policy::{Engine, MemoryStore, Policy};
 
-use crate::check::{ClientInfo, Observed, Reply, Sent, Stats, expected_ids};
+use crate::check::{ClientInfo, Observed, Reply, Sent, Stats, expected};
 use crate::naive::{ExecLog, NaiveHttp};
 use crate::wire::{
     Case, ClientSpec, GRANTS, INITIALIZED, LIMIT, Sender, Transport, barrier, client_name,
@@ -62,6 +62,12 @@ fn sender(i: usize, c: &ClientSpec) -> Sender {
         name: client_name(i),
         stateless: c.stateless(),
     }
+}
+
+/// The name a stateless client gives in `_meta` when it presents `grant`'s token instead of
+/// its own (over HTTP the token, which the upstream never sees, picks the gateway session).
+pub fn stateless_alias(i: usize, grant: &str) -> String {
+    format!("{}~{grant}", client_name(i))
 }
 
 /// Every message a case sends, in order: the handshakes, the steps, two rounds of barriers.
@@ -130,12 +136,18 @@ pub fn plan(case: &Case) -> Vec<Planned> {
         let Some(c) = case.clients.get(i) else {
             continue;
         };
-        let token = step
+        let (token, grant) = step
             .token
-            .map_or(c.token(), |t| GRANTS[t % GRANTS.len()].0);
+            .map_or((c.token(), c.grant()), |t| GRANTS[t % GRANTS.len()]);
+        let mut from = sender(i, c);
+        if !stdio && grant != c.grant() {
+            // A stateless request goes to the session of the token's grant: its `_meta` says
+            // so, for the upstream's log (see `stateless_alias`).
+            from.name = stateless_alias(i, grant);
+        }
         push(
             i,
-            render(&step.body, &sender(i, c)),
+            render(&step.body, &from),
             format!("step {}", k + 1),
             step.wait,
             token,
@@ -240,16 +252,29 @@ impl Env {
 
     /// Runs one case and checks it (crate::check).
     pub fn run(&self, case: &Case) -> Result<Stats, String> {
+        self.run_waiting(case, self.answer_timeout)
+    }
+
+    /// [`Env::run`], with clients waiting at most `answer_timeout` for an answer.
+    pub fn run_waiting(&self, case: &Case, answer_timeout: Duration) -> Result<Stats, String> {
         if case.clients.is_empty() {
             return Ok(Stats::default());
         }
         let dir = tempfile::tempdir().map_err(|e| format!("cannot make a folder: {e}"))?;
         let audit = dir.path().join("audit.jsonl");
-        let observed = self.runtime.block_on(self.drive(case, dir.path(), &audit))?;
+        let observed = self
+            .runtime
+            .block_on(self.drive(case, dir.path(), &audit, answer_timeout))?;
         crate::check::check(&observed, &audit, LIMIT)
     }
 
-    async fn drive(&self, case: &Case, dir: &Path, audit: &Path) -> Result<Observed, String> {
+    async fn drive(
+        &self,
+        case: &Case,
+        dir: &Path,
+        audit: &Path,
+        answer_timeout: Duration,
+    ) -> Result<Observed, String> {
         let upstream = Upstream::start(case.upstream, dir, self.naive_bin.as_deref()).await?;
         let log = AuditLog::open(audit, false).map_err(|e| e.to_string())?;
         let engine = Engine::new(Arc::clone(&self.policy), Arc::new(MemoryStore::new()));
@@ -263,11 +288,11 @@ impl Env {
         let planned = plan(case);
         let mut observed = match case.front {
             Transport::Http => {
-                self.http_front(case, &planned, &gateway, upstream.spec())
+                self.http_front(case, &planned, &gateway, upstream.spec(None), answer_timeout)
                     .await?
             }
             Transport::Stdio => {
-                self.stdio_front(case, &planned, &gateway, upstream.spec())
+                self.stdio_front(case, &planned, &gateway, &upstream, answer_timeout)
                     .await
             }
         };
@@ -282,6 +307,7 @@ impl Env {
         planned: &[Planned],
         gateway: &Arc<Gateway>,
         spec: UpstreamSpec,
+        answer_timeout: Duration,
     ) -> Result<Observed, String> {
         let tokens = Tokens::parse("wire-fuzz tokens", &crate::wire::tokens_file())
             .map_err(|e| e.to_string())?;
@@ -330,7 +356,7 @@ impl Env {
                 },
                 (!p.opens_session).then_some(c.version()),
                 p.bytes.clone(),
-                self.answer_timeout,
+                answer_timeout,
             ));
             observed.sent.push(Sent {
                 client: p.client,
@@ -340,6 +366,7 @@ impl Env {
             });
             in_flight.push((observed.sent.len() - 1, task));
             if p.wait {
+                let mut hung = false;
                 for (k, task) in in_flight.drain(..) {
                     let (reply, session) = task
                         .await
@@ -347,7 +374,12 @@ impl Env {
                     if planned[k].opens_session {
                         sessions[planned[k].client] = session;
                     }
+                    hung |= reply == Reply::TimedOut;
                     observed.sent[k].reply = reply;
+                }
+                // The case has failed: what follows would only wait out more hangs.
+                if hung {
+                    break;
                 }
             }
         }
@@ -366,7 +398,20 @@ impl Env {
                 } else {
                     sessions[i].clone().unwrap_or_default()
                 },
+                version: c.version().to_owned(),
             });
+        }
+        // A stateless client that presents another grant's token speaks in that grant's
+        // stateless session.
+        for (i, c) in case.clients.iter().enumerate() {
+            for (_, grant) in GRANTS.iter().filter(|(_, g)| c.stateless() && *g != c.grant()) {
+                observed.clients.push(ClientInfo {
+                    name: stateless_alias(i, grant),
+                    grant: (*grant).to_owned(),
+                    session: format!("stateless:{grant}"),
+                    version: c.version().to_owned(),
+                });
+            }
         }
         let _ = stop_tx.send(true);
         // Sessions with a call still pending drain on their own; the listener goes now.
@@ -384,7 +429,8 @@ impl Env {
         case: &Case,
         planned: &[Planned],
         gateway: &Arc<Gateway>,
-        spec: UpstreamSpec,
+        upstream: &Upstream,
+        answer_timeout: Duration,
     ) -> Observed {
         let (stop_tx, stop_rx) = watch::channel(false);
         let clock = Clock::start();
@@ -397,7 +443,7 @@ impl Env {
             let core = gateway.session(c.grant(), &session);
             let task = tokio::spawn(run_session(
                 core,
-                spec.clone(),
+                upstream.spec(Some(&client_name(i))),
                 rx,
                 sink,
                 clock,
@@ -417,6 +463,7 @@ impl Env {
                 name: client_name(i),
                 grant: c.grant().to_owned(),
                 session,
+                version: c.version().to_owned(),
             });
             conns.push(StdioConn {
                 tx: Some(tx),
@@ -424,7 +471,7 @@ impl Env {
                 count: count_rx,
                 task,
                 collector,
-                expected: Vec::new(),
+                lines: Vec::new(),
             });
         }
         for p in planned {
@@ -435,15 +482,18 @@ impl Env {
                     reply: None,
                 });
             }
-            conn.expected.extend(expected_ids(&p.bytes, LIMIT));
+            conn.lines
+                .push(expected(&p.bytes, LIMIT, case.clients[p.client].version()));
             observed.sent.push(Sent {
                 client: p.client,
                 bytes: p.bytes.clone(),
                 reply: Reply::Stdio,
                 label: p.label.clone(),
             });
-            if p.wait {
-                conn.wait(self.answer_timeout).await;
+            // A wait that runs out means the case has failed: what follows would only wait
+            // out more hangs.
+            if p.wait && !conn.wait(answer_timeout).await {
+                break;
             }
         }
         let _ = stop_tx.send(true);
@@ -476,28 +526,26 @@ struct StdioConn {
     count: watch::Receiver<usize>,
     task: tokio::task::JoinHandle<()>,
     collector: tokio::task::JoinHandle<()>,
-    /// The ids it must be answered with (all it sent so far).
-    expected: Vec<Value>,
+    /// The ids each line it sent must be answered with.
+    lines: Vec<crate::check::Expected>,
 }
 
 impl StdioConn {
-    /// Waits until every expected id has an answer, or `bound` passes.
-    async fn wait(&mut self, bound: Duration) {
+    /// Waits until every line sent is answered or refused whole
+    /// ([`crate::check::stdio_unanswered`]); `false` if `bound` passed first.
+    async fn wait(&mut self, bound: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + bound;
         loop {
             let answered = {
                 let received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
-                let got: Vec<&Value> = received.iter().flat_map(crate::check::answers).collect();
-                self.expected
-                    .iter()
-                    .all(|id| got.iter().any(|a| a.get("id") == Some(id)))
+                crate::check::stdio_unanswered(&self.lines, &received).is_none()
             };
             if answered {
-                return;
+                return true;
             }
             match tokio::time::timeout_at(deadline, self.count.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return,
+                _ => return false,
             }
         }
     }
@@ -607,17 +655,29 @@ impl Upstream {
         }
     }
 
-    fn spec(&self) -> UpstreamSpec {
+    /// How a gateway reaches it; `client` names the one client behind a gateway session that
+    /// has its own upstream spec (the stdio front), so the upstream can tell who sent what
+    /// even when the messages do not say (a stateless client without its `_meta`).
+    fn spec(&self, client: Option<&str>) -> UpstreamSpec {
         match self {
-            Upstream::Http { url, .. } => UpstreamSpec::Url(url.clone()),
-            Upstream::Stdio { program, log } => UpstreamSpec::Command {
-                program: program.display().to_string(),
-                args: vec![
+            Upstream::Http { url, .. } => match client {
+                Some(c) => UpstreamSpec::Url(format!("{url}?client={c}")),
+                None => UpstreamSpec::Url(url.clone()),
+            },
+            Upstream::Stdio { program, log } => {
+                let mut args = vec![
                     "naive-upstream".into(),
                     "--log".into(),
                     log.display().to_string(),
-                ],
-            },
+                ];
+                if let Some(c) = client {
+                    args.extend(["--client".into(), c.to_owned()]);
+                }
+                UpstreamSpec::Command {
+                    program: program.display().to_string(),
+                    args,
+                }
+            }
         }
     }
 

@@ -65,6 +65,10 @@ pub struct WireOptions {
     pub answer_timeout: Duration,
     /// How long shrinking a failure may take.
     pub max_shrink_time: Duration,
+    /// How long a client waits for an answer while a failure is shrunk (shorter: a hang costs
+    /// this much each time it is tried). The shrunk case is run again with `answer_timeout`
+    /// before it is reported.
+    pub shrink_answer_timeout: Duration,
     /// The most the process's resident memory may grow over the run.
     pub rss_ceiling_bytes: u64,
 }
@@ -79,6 +83,7 @@ impl Default for WireOptions {
             max_steps: 12,
             answer_timeout: Duration::from_secs(3),
             max_shrink_time: Duration::from_secs(120),
+            shrink_answer_timeout: Duration::from_secs(1),
             rss_ceiling_bytes: 512 << 20,
         }
     }
@@ -158,9 +163,24 @@ pub fn fuzz_wire(
         ..WireReport::default()
     });
     let shrinking = std::cell::Cell::new(false);
+    let first_failure: std::cell::RefCell<Option<(Case, String)>> = Default::default();
     let result = runner.run(&strategy, |case| {
         let started = Instant::now();
-        let outcome = env.run(&case);
+        let wait = if shrinking.get() {
+            options.shrink_answer_timeout
+        } else {
+            options.answer_timeout
+        };
+        let outcome = env.run_waiting(&case, wait);
+        tracing::debug!(
+            front = case.front.name(),
+            upstream = case.upstream.name(),
+            steps = case.steps.len(),
+            shrinking = shrinking.get(),
+            seconds = started.elapsed().as_secs_f64(),
+            "case: {}",
+            outcome.as_ref().err().map_or("held", String::as_str)
+        );
         let mut r = report.borrow_mut();
         let growth = rss_bytes().saturating_sub(r.rss_start_bytes);
         if !shrinking.get() {
@@ -192,6 +212,9 @@ pub fn fuzz_wire(
                 Ok(())
             }
             Err(e) => {
+                if !shrinking.get() {
+                    *first_failure.borrow_mut() = Some((case.clone(), e.clone()));
+                }
                 shrinking.set(true);
                 Err(TestCaseError::fail(e))
             }
@@ -201,8 +224,19 @@ pub fn fuzz_wire(
     match result {
         Ok(()) => {}
         Err(TestError::Fail(reason, case)) => {
+            // Shrinking waited less for answers, and overlapping messages can race: the shrunk
+            // case must fail again with the full wait, or the case first found is reported.
+            let again = env.run(&case);
+            let (case, message) = match (again, first_failure.into_inner()) {
+                (Err(e), _) => (case, e),
+                (Ok(_), Some((first, e))) => (
+                    first,
+                    format!("{e} (the shrunk case did not fail again: this is the case as first found)"),
+                ),
+                (Ok(_), None) => (case, reason.message().to_owned()),
+            };
             report.violation = Some(WireViolation {
-                message: reason.message().to_owned(),
+                message,
                 transcript: transcript(&case),
                 case,
             });

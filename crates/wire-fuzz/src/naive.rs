@@ -134,8 +134,9 @@ pub struct Facts {
     /// Its own session: the `Mcp-Session-Id` it gave (HTTP), or `pid-N` (stdio: one process
     /// per gateway session).
     pub session: Option<String>,
-    /// The `clientInfo.name` of the session's `initialize`, or else of the message's stateless
-    /// `_meta` envelope.
+    /// The client: named by the connection (a stdio child started for one client, an HTTP
+    /// URL with `?client=NAME`), else the `clientInfo.name` of the session's `initialize`, else
+    /// that of the message's stateless `_meta` envelope.
     pub client: Option<String>,
     /// The protocol version: the `Mcp-Protocol-Version` header, the version `initialize`
     /// negotiated, or the `_meta` envelope's.
@@ -408,11 +409,14 @@ fn echo(method: &str, id: &Value, client: Option<&str>) -> Value {
 }
 
 /// Serves the naive upstream over this process's stdin and stdout until stdin closes, one
-/// JSON message per line, logging executions to `log`.
-pub fn serve_stdio(log: &ExecLog) -> std::io::Result<()> {
+/// JSON message per line, logging executions to `log`. `client` names the one client behind
+/// this process when its starter knows it (a test that runs one gateway session per client);
+/// otherwise the first `initialize` names it.
+pub fn serve_stdio(log: &ExecLog, client: Option<String>) -> std::io::Result<()> {
     let mut sender = Sender {
         transport: "stdio",
         session: Some(format!("pid-{}", std::process::id())),
+        client,
         ..Sender::default()
     };
     let stdin = std::io::stdin();
@@ -489,6 +493,7 @@ impl Drop for InFlight<'_> {
 
 async fn http_post(
     State(state): State<Arc<NaiveHttp>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -516,6 +521,16 @@ async fn http_post(
             session: session.clone(),
             ..Sender::default()
         });
+    // A URL made for one client (`/mcp?client=NAME`, a test that gives each gateway session
+    // its own upstream URL) names it, whatever the messages say.
+    if let Some(name) = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("client="))
+    {
+        sender.client = Some(name.to_owned());
+    }
     if let Some(v) = header(HEADER_PROTOCOL_VERSION) {
         sender.protocol_version = Some(v);
     }

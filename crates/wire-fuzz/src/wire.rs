@@ -638,11 +638,17 @@ fn args_text(call: &Call, dup_argument: Option<bool>) -> Option<String> {
         Args::NotObject(i) => Some(ARGS_NOT_OBJECT[i % ARGS_NOT_OBJECT.len()].into()),
         Args::Object(pairs) => {
             let mut members: Vec<String> = Vec::new();
+            let mut names: Vec<&str> = Vec::new();
             for (key, val) in pairs {
                 let (name, values): (&str, &[&str]) = match *key {
                     Key::Own(i) if !own.is_empty() => own[i % own.len()],
                     Key::Own(i) | Key::Odd(i) => (ODD_KEYS[i % ODD_KEYS.len()], &[]),
                 };
+                // A key once: duplicates are `Dup`'s to make.
+                if names.contains(&name) {
+                    continue;
+                }
+                names.push(name);
                 let value = match *val {
                     Val::Good(i) if !values.is_empty() => values[i % values.len()].to_owned(),
                     Val::Good(i) | Val::Odd(i) => ODD_VALUES[i % ODD_VALUES.len()].to_owned(),
