@@ -25,7 +25,12 @@ use tollgate_wire_fuzz::{Transports, WireOptions, fuzz_wire};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The policy to fuzz.
-    #[arg(long, value_name = "FILE", required_unless_present = "wire", conflicts_with = "wire")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "wire",
+        conflicts_with = "wire"
+    )]
     policy: Option<PathBuf>,
     /// Fuzz the gateway's wire instead: generated MCP traffic through the real gateway (HTTP
     /// and stdio) in front of a naive upstream that runs anything looking like a call, with
@@ -203,9 +208,11 @@ fn run_wire(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let bar = indicatif::ProgressBar::new(u64::from(args.cases));
     bar.set_style(
-        indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} cases, {per_sec}, {eta} left")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("#>-"),
+        indicatif::ProgressStyle::with_template(
+            "[{bar:30}] {pos}/{len} cases, {per_sec}, {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("#>-"),
     );
     let report = fuzz_wire(&options, |n| bar.set_position(n)).map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
@@ -271,8 +278,9 @@ pub struct NaiveArgs {
 /// Runs the naive upstream until stdin closes (stdio) or ctrl-c (HTTP).
 pub fn naive_upstream(args: NaiveArgs) -> anyhow::Result<ExitCode> {
     let log = match &args.log {
-        Some(path) => ExecLog::file(path)
-            .with_context(|| format!("cannot open `{}`", path.display()))?,
+        Some(path) => {
+            ExecLog::file(path).with_context(|| format!("cannot open `{}`", path.display()))?
+        }
         None => ExecLog::Stderr,
     };
     let Some(addr) = args.http else {

@@ -149,7 +149,9 @@ pub fn misdelivered(answer: &Value, client: &str, requests: &[(Value, Value)]) -
     // A stateless client speaking under another grant's token names itself `NAME~GRANT`.
     if let Some(to) = echo.get("client").and_then(Value::as_str)
         && to != client
-        && !to.strip_prefix(client).is_some_and(|rest| rest.starts_with('~'))
+        && !to
+            .strip_prefix(client)
+            .is_some_and(|rest| rest.starts_with('~'))
     {
         return Some(format!(
             "{client} got the answer the upstream gave {to} (id {id})"
@@ -261,8 +263,8 @@ pub fn check(observed: &Observed, audit: &Path, limit: usize) -> Result<Stats, S
             p.line, p.message
         ));
     }
-    let text = std::fs::read_to_string(audit)
-        .map_err(|e| format!("the audit log cannot be read: {e}"))?;
+    let text =
+        std::fs::read_to_string(audit).map_err(|e| format!("the audit log cannot be read: {e}"))?;
     let mut allows = Vec::new();
     for line in text.lines() {
         let Ok(r) = serde_json::from_str::<Value>(line) else {
@@ -466,10 +468,7 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
             .collect();
         let own: Vec<Value> = mine.iter().flat_map(|s| sent_ids(&s.bytes)).collect();
         let got: Vec<&Value> = received.iter().flat_map(answers).collect();
-        let version = observed
-            .clients
-            .get(c)
-            .map_or("", |c| c.version.as_str());
+        let version = observed.clients.get(c).map_or("", |c| c.version.as_str());
         let lines: Vec<Expected> = mine
             .iter()
             .map(|s| expected(&s.bytes, limit, version))
@@ -477,7 +476,10 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
         if let Some((k, id)) = stdio_unanswered(&lines, received) {
             return Err(format!(
                 "{} ({}): the request with id {id} was not answered within the bounded wait; the message: {}",
-                observed.clients.get(c).map_or("a client", |c| c.name.as_str()),
+                observed
+                    .clients
+                    .get(c)
+                    .map_or("a client", |c| c.name.as_str()),
                 mine[k].label,
                 crate::wire::show(&mine[k].bytes)
             ));
@@ -515,14 +517,22 @@ mod tests {
     #[test]
     fn which_ids_must_be_answered() {
         let e = |t: &str| expected_ids(t.as_bytes(), 200);
-        assert_eq!(e(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), vec![json!(1)]);
         assert_eq!(
-            e(r#"[{"id":"a","method":"x"},{"id":1.5,"method":"x"},{"id":null,"method":"x"},{"method":"n"},{"id":2,"result":{}}]"#),
+            e(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            vec![json!(1)]
+        );
+        assert_eq!(
+            e(
+                r#"[{"id":"a","method":"x"},{"id":1.5,"method":"x"},{"id":null,"method":"x"},{"method":"n"},{"id":2,"result":{}}]"#
+            ),
             vec![json!("a")]
         );
         assert!(e(r#"{"id":1,"method":"ping""#).is_empty());
         assert!(e(&format!(r#"{{"id":1,"method":"{}"}}"#, "x".repeat(300))).is_empty());
-        assert_eq!(sent_ids(br#"[{"id":1.5},{"id":null}]"#), vec![json!(1.5), Value::Null]);
+        assert_eq!(
+            sent_ids(br#"[{"id":1.5},{"id":null}]"#),
+            vec![json!(1.5), Value::Null]
+        );
         let reply = json!([{"id": 1, "result": {}}, {"method": "notifications/x"}]);
         assert_eq!(answers(&reply).len(), 1);
         assert!(valid_id(&json!(u64::MAX)) && !valid_id(&json!(-0.0)));
@@ -542,7 +552,7 @@ mod tests {
         let two = json!([{"id": 2, "result": {}}]);
         assert_eq!(stdio_unanswered(&lines, &[ok.clone(), whole.clone()]), None);
         assert_eq!(
-            stdio_unanswered(&lines, &[ok.clone()]),
+            stdio_unanswered(&lines, std::slice::from_ref(&ok)),
             Some((1, json!(2)))
         );
         assert_eq!(
@@ -550,7 +560,7 @@ mod tests {
             Some((1, json!(3)))
         );
         assert_eq!(
-            stdio_unanswered(&lines, &[whole.clone()]),
+            stdio_unanswered(&lines, std::slice::from_ref(&whole)),
             Some((1, json!(2)))
         );
         let readable = vec![Expected {
@@ -646,16 +656,58 @@ mod tests {
             body: body.as_bytes().to_vec(),
         };
         let req = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":"x","method":"ping"}]"#;
-        assert!(sent(req, http(200, r#"[{"id":1,"result":{}},{"id":"x","result":{}}]"#)).is_ok());
+        assert!(
+            sent(
+                req,
+                http(200, r#"[{"id":1,"result":{}},{"id":"x","result":{}}]"#)
+            )
+            .is_ok()
+        );
         assert!(sent(req, http(404, "{}")).is_ok());
         assert!(sent(req, http(200, r#"[{"id":1,"result":{}}]"#)).is_err());
-        assert!(sent(req, http(200, r#"[{"id":1,"result":{}},{"id":"x","result":{}},{"id":7,"result":{}}]"#)).is_err());
+        assert!(
+            sent(
+                req,
+                http(
+                    200,
+                    r#"[{"id":1,"result":{}},{"id":"x","result":{}},{"id":7,"result":{}}]"#
+                )
+            )
+            .is_err()
+        );
         assert!(sent(req, http(202, "")).is_err());
         assert!(sent(req, Reply::TimedOut).unwrap_err().contains("hangs"));
         assert!(sent(r#"{"jsonrpc":"2.0","method":"n"}"#, http(202, "")).is_ok());
-        assert!(sent(req, http(200, r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}"#)).is_err());
+        assert!(
+            sent(
+                req,
+                http(
+                    200,
+                    r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}"#
+                )
+            )
+            .is_err()
+        );
         let dup = r#"[{"jsonrpc":"2.0","id":1,"id":1,"method":"ping"}]"#;
-        assert!(sent(dup, http(200, r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}"#)).is_ok());
-        assert!(sent(req, http(200, r#"[{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}]"#)).is_err());
+        assert!(
+            sent(
+                dup,
+                http(
+                    200,
+                    r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}"#
+                )
+            )
+            .is_ok()
+        );
+        assert!(
+            sent(
+                req,
+                http(
+                    200,
+                    r#"[{"jsonrpc":"2.0","id":null,"error":{"code":-32600}}]"#
+                )
+            )
+            .is_err()
+        );
     }
 }

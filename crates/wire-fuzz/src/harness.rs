@@ -262,9 +262,9 @@ impl Env {
         }
         let dir = tempfile::tempdir().map_err(|e| format!("cannot make a folder: {e}"))?;
         let audit = dir.path().join("audit.jsonl");
-        let observed = self
-            .runtime
-            .block_on(self.drive(case, dir.path(), &audit, answer_timeout))?;
+        let observed =
+            self.runtime
+                .block_on(self.drive(case, dir.path(), &audit, answer_timeout))?;
         crate::check::check(&observed, &audit, LIMIT)
     }
 
@@ -284,12 +284,21 @@ impl Env {
             ..GatewayOptions::default()
         };
         let gateway = Gateway::new(engine, Some(log), options);
-        gateway.open(Duration::ZERO, json!({"policy": "wire-fuzz", "version": env!("CARGO_PKG_VERSION")}))?;
+        gateway.open(
+            Duration::ZERO,
+            json!({"policy": "wire-fuzz", "version": env!("CARGO_PKG_VERSION")}),
+        )?;
         let planned = plan(case);
         let mut observed = match case.front {
             Transport::Http => {
-                self.http_front(case, &planned, &gateway, upstream.spec(None), answer_timeout)
-                    .await?
+                self.http_front(
+                    case,
+                    &planned,
+                    &gateway,
+                    upstream.spec(None),
+                    answer_timeout,
+                )
+                .await?
             }
             Transport::Stdio => {
                 self.stdio_front(case, &planned, &gateway, &upstream, answer_timeout)
@@ -341,8 +350,7 @@ impl Env {
         );
         let mut observed = Observed::default();
         let mut sessions: Vec<Option<String>> = vec![None; case.clients.len()];
-        let mut in_flight: Vec<(usize, tokio::task::JoinHandle<(Reply, Option<String>)>)> =
-            Vec::new();
+        let mut in_flight: Vec<(usize, tokio::task::JoinHandle<Posted>)> = Vec::new();
         for p in planned {
             let c = &case.clients[p.client];
             let task = tokio::spawn(post(
@@ -404,7 +412,10 @@ impl Env {
         // A stateless client that presents another grant's token speaks in that grant's
         // stateless session.
         for (i, c) in case.clients.iter().enumerate() {
-            for (_, grant) in GRANTS.iter().filter(|(_, g)| c.stateless() && *g != c.grant()) {
+            for (_, grant) in GRANTS
+                .iter()
+                .filter(|(_, g)| c.stateless() && *g != c.grant())
+            {
                 observed.clients.push(ClientInfo {
                     name: stateless_alias(i, grant),
                     grant: (*grant).to_owned(),
@@ -551,6 +562,9 @@ impl StdioConn {
     }
 }
 
+/// What one POST got: the reply, and the session id it gave.
+type Posted = (Reply, Option<String>);
+
 /// One HTTP request to the gateway; the reply and the session id it gave.
 async fn post(
     http: reqwest::Client,
@@ -560,7 +574,7 @@ async fn post(
     version: Option<&str>,
     body: Vec<u8>,
     timeout: Duration,
-) -> (Reply, Option<String>) {
+) -> Posted {
     let mut req = http
         .post(&url)
         .header("authorization", format!("Bearer {token}"))
@@ -686,10 +700,7 @@ impl Upstream {
     async fn finish(self) -> Result<Vec<crate::naive::Execution>, String> {
         match self {
             Upstream::Http {
-                state,
-                stop,
-                task,
-                ..
+                state, stop, task, ..
             } => {
                 let mut idle = 0;
                 for _ in 0..200 {

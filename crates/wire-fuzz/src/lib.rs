@@ -133,10 +133,7 @@ pub fn rss_bytes() -> u64 {
 }
 
 /// Runs the wire fuzzer; `progress` is told the number of cases done after each.
-pub fn fuzz_wire(
-    options: &WireOptions,
-    progress: impl Fn(u64),
-) -> Result<WireReport, String> {
+pub fn fuzz_wire(options: &WireOptions, progress: impl Fn(u64)) -> Result<WireReport, String> {
     let env = Env::new(options.naive_bin.clone(), options.answer_timeout)?;
     let pairs = options.transports.pairs();
     if options.naive_bin.is_none() && pairs.iter().any(|(_, u)| *u == Transport::Stdio) {
@@ -231,7 +228,9 @@ pub fn fuzz_wire(
                 (Err(e), _) => (case, e),
                 (Ok(_), Some((first, e))) => (
                     first,
-                    format!("{e} (the shrunk case did not fail again: this is the case as first found)"),
+                    format!(
+                        "{e} (the shrunk case did not fail again: this is the case as first found)"
+                    ),
                 ),
                 (Ok(_), None) => (case, reason.message().to_owned()),
             };

@@ -162,8 +162,9 @@ pub struct Body {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shape {
-    One(Item),
-    Batch(Vec<Item>),
+    /// A batch of the items, or (not `batch`) the first item alone: one shape, so that a
+    /// failing batch shrinks to a single message when that fails too.
+    Items { items: Vec<Item>, batch: bool },
     /// One of [`RAW`].
     Raw(usize),
     /// A message written by hand (regression cases; never generated).
@@ -439,7 +440,10 @@ fn tool_args(tool: &str) -> &'static [(&'static str, &'static [&'static str])] {
     match tool {
         "read_file" => &[
             ("path", PATH),
-            ("max_bytes", &["1", "4096", "65536", "65537", "0", "100.0", "1e3"]),
+            (
+                "max_bytes",
+                &["1", "4096", "65536", "65537", "0", "100.0", "1e3"],
+            ),
         ],
         "list_dir" => &[("path", PATH)],
         "search" => &[
@@ -473,10 +477,7 @@ fn tool_args(tool: &str) -> &'static [(&'static str, &'static [&'static str])] {
             ("key", &["\"k\"", "\"user:1\""]),
             ("value", &["\"v\"", "1", "{\"a\":1}"]),
         ],
-        "send_email" => &[
-            ("to", &["\"a@example.com\""]),
-            ("body", &["\"hi\""]),
-        ],
+        "send_email" => &[("to", &["\"a@example.com\""]), ("body", &["\"hi\""])],
         _ => &[],
     }
 }
@@ -788,8 +789,14 @@ pub fn render_item(item: &Item, sender: &Sender) -> String {
 /// A message's bytes, as the client sends them.
 pub fn render(body: &Body, sender: &Sender) -> Vec<u8> {
     let text: Vec<u8> = match &body.shape {
-        Shape::One(item) => render_item(item, sender).into_bytes(),
-        Shape::Batch(items) => {
+        Shape::Items {
+            items,
+            batch: false,
+        } => items
+            .first()
+            .map(|item| render_item(item, sender).into_bytes())
+            .unwrap_or_default(),
+        Shape::Items { items, batch: true } => {
             let parts: Vec<String> = items.iter().map(|i| render_item(i, sender)).collect();
             format!("[{}]", parts.join(",")).into_bytes()
         }
@@ -852,7 +859,20 @@ pub fn barrier(i: usize, round: usize, sender: &Sender) -> String {
     format!("{{\"jsonrpc\":\"2.0\",\"id\":\"barrier-c{i}-{round}\",\"method\":\"ping\"{params}}}")
 }
 
-// Strategies.
+// Strategies. Every choice has a plain default (a well-formed request with an integer id,
+// a known tool, valid arguments, no damage) and the odd alternatives come as an `Option` around
+// it: proptest shrinks an `Option` to `None` directly, so a counterexample sheds every oddity
+// it does not need (a `prop_oneof!` only steps back one alternative at a time, and stops when
+// that one does not fail).
+
+/// `Some(odd)` with probability `p`, else the default.
+fn or_plain<T: std::fmt::Debug + Clone + 'static>(
+    p: f64,
+    odd: impl Strategy<Value = T> + 'static,
+    plain: impl Strategy<Value = T> + 'static,
+) -> impl Strategy<Value = T> {
+    (plain, prop::option::weighted(p, odd)).prop_map(|(plain, odd)| odd.unwrap_or(plain))
+}
 
 fn spell() -> impl Strategy<Value = Spell> {
     prop_oneof![
@@ -868,12 +888,9 @@ fn spell() -> impl Strategy<Value = Spell> {
 }
 
 fn method() -> impl Strategy<Value = Method> {
-    let base = prop_oneof![10 => Just(0usize), 4 => 0..METHODS.len()];
-    let spells = prop_oneof![
-        3 => Just(Vec::new()),
-        2 => prop::collection::vec(spell(), 1..=2),
-    ];
-    let escape = prop_oneof![6 => Just(0u32), 1 => any::<u32>()];
+    let base = or_plain(0.3, 0..METHODS.len(), Just(0usize));
+    let spells = or_plain(0.4, prop::collection::vec(spell(), 1..=2), Just(Vec::new()));
+    let escape = or_plain(0.15, any::<u32>(), Just(0u32));
     (base, spells, escape).prop_map(|(base, spell, escape)| Method {
         base,
         spell,
@@ -882,50 +899,65 @@ fn method() -> impl Strategy<Value = Method> {
 }
 
 fn id() -> impl Strategy<Value = Id> {
-    prop_oneof![
+    let odd = prop_oneof![
         3 => Just(Id::None),
-        8 => (0..4u8).prop_map(Id::Int),
         2 => (0..STRING_IDS.len()).prop_map(Id::Str),
         2 => (0..RAW_IDS.len()).prop_map(Id::Raw),
-    ]
+    ];
+    or_plain(0.45, odd, (0..4u8).prop_map(Id::Int))
 }
 
 fn val() -> impl Strategy<Value = Val> {
-    prop_oneof![
-        8 => (0..8usize).prop_map(Val::Good),
+    let odd = prop_oneof![
         2 => (0..ODD_VALUES.len()).prop_map(Val::Odd),
         1 => any::<u16>().prop_map(Val::Long),
-    ]
+    ];
+    or_plain(0.2, odd, (0..8usize).prop_map(Val::Good))
+}
+
+fn key() -> impl Strategy<Value = Key> {
+    or_plain(
+        0.1,
+        (0..ODD_KEYS.len()).prop_map(Key::Odd),
+        (0..3usize).prop_map(Key::Own),
+    )
 }
 
 fn args() -> impl Strategy<Value = Args> {
-    let key = prop_oneof![9 => (0..3usize).prop_map(Key::Own), 1 => (0..ODD_KEYS.len()).prop_map(Key::Odd)];
-    prop_oneof![
-        12 => prop::collection::vec((key, val()), 0..=3).prop_map(Args::Object),
-        1 => Just(Args::Missing),
-        1 => Just(Args::Null),
-        1 => (0..ARGS_NOT_OBJECT.len()).prop_map(Args::NotObject),
-    ]
+    let odd = prop_oneof![
+        Just(Args::Missing),
+        Just(Args::Null),
+        (0..ARGS_NOT_OBJECT.len()).prop_map(Args::NotObject),
+    ];
+    or_plain(
+        0.15,
+        odd,
+        prop::collection::vec((key(), val()), 0..=3).prop_map(Args::Object),
+    )
 }
 
 fn tool() -> impl Strategy<Value = Tool> {
     use crate::naive::TOOL_NAMES;
-    prop_oneof![
-        12 => (0..TOOL_NAMES.len()).prop_map(Tool::Known),
+    let odd = prop_oneof![
         2 => (0..TOOL_NAMES.len(), 0..4usize).prop_map(|(i, k)| Tool::Variant(i, k)),
         1 => (0..UNKNOWN_TOOLS.len()).prop_map(Tool::Unknown),
         1 => (0..NOT_STRING.len()).prop_map(Tool::NotString),
-    ]
+    ];
+    or_plain(0.25, odd, (0..TOOL_NAMES.len()).prop_map(Tool::Known))
 }
 
 fn params() -> impl Strategy<Value = Params> {
-    prop_oneof![
-        12 => (tool(), args()).prop_map(|(tool, args)| Params::Call(Call { tool, args })),
+    let odd = prop_oneof![
         2 => Just(Params::None),
         1 => Just(Params::Empty),
         1 => Just(Params::Cursor),
         1 => (0..NOT_OBJECT.len()).prop_map(Params::NotObject),
-    ]
+    ];
+    or_plain(
+        0.3,
+        odd,
+        (tool(), args()).prop_map(|(tool, args)| Params::Call(Call { tool, args })),
+    )
 }
 
 fn dup() -> impl Strategy<Value = Option<Dup>> {
@@ -938,56 +970,65 @@ fn dup() -> impl Strategy<Value = Option<Dup>> {
         Just(DupField::Arguments),
         Just(DupField::Argument),
     ];
-    prop_oneof![
-        14 => Just(None),
-        1 => (field, any::<bool>()).prop_map(|(field, decoy_first)| Some(Dup { field, decoy_first })),
-    ]
+    prop::option::weighted(
+        0.07,
+        (field, any::<bool>()).prop_map(|(field, decoy_first)| Dup { field, decoy_first }),
+    )
 }
 
 fn item() -> impl Strategy<Value = Item> {
-    let jsonrpc = prop_oneof![
-        20 => Just(Jsonrpc::Good),
-        1 => Just(Jsonrpc::Missing),
-        1 => (0..WRONG_JSONRPC.len()).prop_map(Jsonrpc::Wrong),
-    ];
-    let order = prop_oneof![6 => Just(0u8), 1 => 0..4u8];
-    let meta = prop_oneof![12 => Just(true), 1 => Just(false)];
-    (method(), id(), params(), jsonrpc, dup(), order, meta).prop_map(
-        |(method, id, params, jsonrpc, dup, order, meta)| Item {
+    let jsonrpc = or_plain(
+        0.08,
+        prop_oneof![
+            Just(Jsonrpc::Missing),
+            (0..WRONG_JSONRPC.len()).prop_map(Jsonrpc::Wrong),
+        ],
+        Just(Jsonrpc::Good),
+    );
+    let order = or_plain(0.15, 1..4u8, Just(0u8));
+    // Shrinks towards the envelope being there.
+    let no_meta = prop::bool::weighted(0.08);
+    (method(), id(), params(), jsonrpc, dup(), order, no_meta).prop_map(
+        |(method, id, params, jsonrpc, dup, order, no_meta)| Item {
             method,
             id,
             params,
             jsonrpc,
             dup,
             order,
-            meta,
+            meta: !no_meta,
         },
     )
 }
 
 fn body() -> impl Strategy<Value = Body> {
-    let shape = prop_oneof![
-        10 => item().prop_map(Shape::One),
-        4 => prop::collection::vec(item(), 1..=4).prop_map(Shape::Batch),
-        1 => (0..RAW.len()).prop_map(Shape::Raw),
-    ];
-    let damage = prop_oneof![
-        24 => Just(Damage::None),
-        1 => (1..1000u16).prop_map(Damage::Cut),
-        1 => (-2..=2i8).prop_map(Damage::Pad),
-        1 => (0..SUFFIXES.len()).prop_map(Damage::Suffix),
-        1 => (0..WHITESPACE.len()).prop_map(Damage::Around),
-    ];
+    let items = (
+        prop::collection::vec(item(), 1..=4),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(items, batch)| Shape::Items { items, batch });
+    let shape = or_plain(0.07, (0..RAW.len()).prop_map(Shape::Raw), items);
+    let damage = or_plain(
+        0.15,
+        prop_oneof![
+            (1..1000u16).prop_map(Damage::Cut),
+            (-2..=2i8).prop_map(Damage::Pad),
+            (0..SUFFIXES.len()).prop_map(Damage::Suffix),
+            (0..WHITESPACE.len()).prop_map(Damage::Around),
+        ],
+        Just(Damage::None),
+    );
     (shape, damage).prop_map(|(shape, damage)| Body { shape, damage })
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let token = prop_oneof![12 => Just(None), 1 => (0..GRANTS.len()).prop_map(Some)];
-    let wait = prop_oneof![3 => Just(true), 1 => Just(false)];
-    (0..3usize, body(), wait, token).prop_map(|(client, body, wait, token)| Step {
+    let token = prop::option::weighted(0.08, 0..GRANTS.len());
+    // Shrinks towards waiting for the answer.
+    let overlap = prop::bool::weighted(0.25);
+    (0..3usize, body(), overlap, token).prop_map(|(client, body, overlap, token)| Step {
         client,
         body,
-        wait,
+        wait: !overlap,
         token,
     })
 }
@@ -997,10 +1038,7 @@ fn client() -> impl Strategy<Value = ClientSpec> {
 }
 
 /// Cases over the given (front, upstream) pairs, with up to `max_steps` messages each.
-pub fn cases(
-    pairs: Vec<(Transport, Transport)>,
-    max_steps: usize,
-) -> impl Strategy<Value = Case> {
+pub fn cases(pairs: Vec<(Transport, Transport)>, max_steps: usize) -> impl Strategy<Value = Case> {
     let pair = (0..pairs.len().max(1)).prop_map(move |i| {
         pairs
             .get(i)
@@ -1058,7 +1096,10 @@ mod tests {
         assert_eq!(m(vec![Spell::Sep(0)]), "tools.call");
         assert_eq!(m(vec![Spell::LookAlike(1, false)]), "t\u{43e}ols/call");
         assert_eq!(m(vec![Spell::Insert(5, 0)]), "tools\u{200b}/call");
-        assert_eq!(json_string("tools/call", 0b11), "\"\\u0074\\u006fols/call\"");
+        assert_eq!(
+            json_string("tools/call", 0b11),
+            "\"\\u0074\\u006fols/call\""
+        );
         let v: Value = serde_json::from_str(&json_string("tools/call", 0b11)).unwrap();
         assert_eq!(v, "tools/call");
         assert_eq!(json_string("a\u{1f600}", 0b10), "\"a\\ud83d\\ude00\"");
@@ -1117,10 +1158,7 @@ mod tests {
         };
         for extra in -2..=2i8 {
             let bytes = render(&body(extra), &sender());
-            assert_eq!(
-                bytes.len(),
-                LIMIT.saturating_add_signed(isize::from(extra))
-            );
+            assert_eq!(bytes.len(), LIMIT.saturating_add_signed(isize::from(extra)));
             let _: Value = serde_json::from_slice(&bytes).unwrap();
         }
     }
