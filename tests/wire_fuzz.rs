@@ -78,7 +78,7 @@ const V2026_07_28: usize = 3;
 fn wire_fuzz_nothing_runs_at_the_upstream_without_its_own_allow_record_and_every_request_is_answered()
  {
     let options = WireOptions {
-        cases: 48,
+        cases: 96,
         seed: 0,
         transports: Transports::Both,
         naive_bin: Some(env!("CARGO_BIN_EXE_tollgate").into()),
@@ -92,7 +92,7 @@ fn wire_fuzz_nothing_runs_at_the_upstream_without_its_own_allow_record_and_every
             report.cases, v.message, v.transcript
         );
     }
-    assert_eq!(report.cases, 48);
+    assert_eq!(report.cases, 96);
     assert!(report.executions > 0 && report.refused > 0, "{report:?}");
 }
 

@@ -1058,12 +1058,14 @@ pub fn cases(pairs: Vec<(Transport, Transport)>, max_steps: usize) -> impl Strat
         })
 }
 
-/// Bytes as a person can read and replay them: the text when it is UTF-8 with no line
-/// breaks, else a Rust byte-string literal.
+/// Bytes as a person can read and replay them: the text when it is printable ASCII, else a
+/// Rust byte-string literal (so a zero-width space, a look-alike letter, a line break or a
+/// byte that is not UTF-8 shows, and the bytes stay exact).
 pub fn show(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if !s.contains(['\n', '\r']) && !s.is_empty() => s.to_owned(),
-        _ => format!("b\"{}\"", bytes.escape_ascii()),
+    if !bytes.is_empty() && bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        String::from_utf8_lossy(bytes).into_owned()
+    } else {
+        format!("b\"{}\"", bytes.escape_ascii())
     }
 }
 
@@ -1147,6 +1149,18 @@ mod tests {
         assert!(text.ends_with(",\"method\":\"ping\"}"), "{text}");
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["method"], "ping");
+    }
+
+    /// A message is shown as its text when that is printable ASCII, else as exact bytes with
+    /// every other byte escaped (an invisible character must show).
+    #[test]
+    fn shown_bytes_are_exact_and_visible() {
+        assert_eq!(show(br#"{"id":1}"#), r#"{"id":1}"#);
+        assert_eq!(
+            show("{\"m\":\"\u{200b}x\"}\n".as_bytes()),
+            r#"b"{\"m\":\"\xe2\x80\x8bx\"}\n""#
+        );
+        assert_eq!(show(b""), r#"b"""#);
     }
 
     /// Padding reaches the limit exactly, plus or minus the bytes asked.
