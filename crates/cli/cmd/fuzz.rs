@@ -40,6 +40,10 @@ pub struct Args {
     /// With `--wire`: the transports on both sides of the gateway.
     #[arg(long, value_name = "T", requires = "wire", value_parser = ["http", "stdio", "both"])]
     transport: Option<String>,
+    /// With `--wire`: plain traffic only (well-formed requests with valid ids from several
+    /// clients), the baseline of what checking costs.
+    #[arg(long, requires = "wire")]
+    plain: bool,
     /// How many sessions to generate.
     #[arg(long, value_name = "N", default_value_t = 256)]
     cases: u32,
@@ -204,6 +208,7 @@ fn run_wire(args: &Args) -> anyhow::Result<ExitCode> {
         transports,
         // The stdio upstream is this binary's `naive-upstream`.
         naive_bin: Some(std::env::current_exe().context("cannot find the tollgate binary")?),
+        plain: args.plain,
         ..WireOptions::default()
     };
     let bar = indicatif::ProgressBar::new(u64::from(args.cases));
@@ -225,9 +230,10 @@ fn run_wire(args: &Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "wire-fuzzed the gateway (seed {}, transports {}): {} cases, {} wire messages ({} JSON-RPC messages), {} executions at the naive upstream, {} decisions allowed and {} refused",
+        "wire-fuzzed the gateway (seed {}, transports {}{}): {} cases, {} wire messages ({} JSON-RPC messages), {} executions at the naive upstream, {} decisions allowed and {} refused",
         args.seed,
         args.transport.as_deref().unwrap_or("both"),
+        if args.plain { ", plain traffic" } else { "" },
         report.cases,
         report.messages,
         report.items,

@@ -71,6 +71,11 @@ pub struct WireOptions {
     pub shrink_answer_timeout: Duration,
     /// The most the process's resident memory may grow over the run.
     pub rss_ceiling_bytes: u64,
+    /// Plain traffic only (`--plain`): well-formed requests with valid ids, no notifications,
+    /// spellings, batches, odd ids or values, duplicate keys or damage; several clients and
+    /// grants, overlapping requests. A baseline of what checking costs, and a run that can
+    /// pass while an odd case still breaks an invariant.
+    pub plain: bool,
 }
 
 impl Default for WireOptions {
@@ -85,6 +90,7 @@ impl Default for WireOptions {
             max_shrink_time: Duration::from_secs(120),
             shrink_answer_timeout: Duration::from_secs(1),
             rss_ceiling_bytes: 512 << 20,
+            plain: false,
         }
     }
 }
@@ -154,7 +160,8 @@ pub fn fuzz_wire(options: &WireOptions, progress: impl Fn(u64)) -> Result<WireRe
         },
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
-    let strategy = wire::cases(pairs, options.max_steps);
+    let odds = wire::Odds(if options.plain { 0.0 } else { 1.0 });
+    let strategy = wire::cases(pairs, options.max_steps, odds);
     let report = std::cell::RefCell::new(WireReport {
         rss_start_bytes: rss_bytes(),
         ..WireReport::default()

@@ -865,6 +865,19 @@ pub fn barrier(i: usize, round: usize, sender: &Sender) -> String {
 // it does not need (a `prop_oneof!` only steps back one alternative at a time, and stops when
 // that one does not fail).
 
+/// How often the odd alternatives are drawn: 1 as written, 0 for plain traffic only
+/// (`--plain`: well-formed requests with valid ids, one message at a time or overlapping, from
+/// several clients and grants; the baseline of what checking costs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Odds(pub f64);
+
+impl Odds {
+    /// The probability `x` scaled (proptest refuses a probability of 0: the least is 1e-12).
+    fn p(self, x: f64) -> f64 {
+        (x * self.0).clamp(1e-12, 1.0)
+    }
+}
+
 /// `Some(odd)` with probability `p`, else the default.
 fn or_plain<T: std::fmt::Debug + Clone + 'static>(
     p: f64,
@@ -887,10 +900,15 @@ fn spell() -> impl Strategy<Value = Spell> {
     ]
 }
 
-fn method() -> impl Strategy<Value = Method> {
+fn method(k: Odds) -> impl Strategy<Value = Method> {
+    // Other methods, spelled right, are plain traffic too.
     let base = or_plain(0.3, 0..METHODS.len(), Just(0usize));
-    let spells = or_plain(0.4, prop::collection::vec(spell(), 1..=2), Just(Vec::new()));
-    let escape = or_plain(0.15, any::<u32>(), Just(0u32));
+    let spells = or_plain(
+        k.p(0.4),
+        prop::collection::vec(spell(), 1..=2),
+        Just(Vec::new()),
+    );
+    let escape = or_plain(k.p(0.15), any::<u32>(), Just(0u32));
     (base, spells, escape).prop_map(|(base, spell, escape)| Method {
         base,
         spell,
@@ -898,55 +916,55 @@ fn method() -> impl Strategy<Value = Method> {
     })
 }
 
-fn id() -> impl Strategy<Value = Id> {
+fn id(k: Odds) -> impl Strategy<Value = Id> {
     let odd = prop_oneof![
         3 => Just(Id::None),
         2 => (0..STRING_IDS.len()).prop_map(Id::Str),
         2 => (0..RAW_IDS.len()).prop_map(Id::Raw),
     ];
-    or_plain(0.45, odd, (0..4u8).prop_map(Id::Int))
+    or_plain(k.p(0.45), odd, (0..4u8).prop_map(Id::Int))
 }
 
-fn val() -> impl Strategy<Value = Val> {
+fn val(k: Odds) -> impl Strategy<Value = Val> {
     let odd = prop_oneof![
         2 => (0..ODD_VALUES.len()).prop_map(Val::Odd),
         1 => any::<u16>().prop_map(Val::Long),
     ];
-    or_plain(0.2, odd, (0..8usize).prop_map(Val::Good))
+    or_plain(k.p(0.2), odd, (0..8usize).prop_map(Val::Good))
 }
 
-fn key() -> impl Strategy<Value = Key> {
+fn key(k: Odds) -> impl Strategy<Value = Key> {
     or_plain(
-        0.1,
+        k.p(0.1),
         (0..ODD_KEYS.len()).prop_map(Key::Odd),
         (0..3usize).prop_map(Key::Own),
     )
 }
 
-fn args() -> impl Strategy<Value = Args> {
+fn args(k: Odds) -> impl Strategy<Value = Args> {
     let odd = prop_oneof![
         Just(Args::Missing),
         Just(Args::Null),
         (0..ARGS_NOT_OBJECT.len()).prop_map(Args::NotObject),
     ];
     or_plain(
-        0.15,
+        k.p(0.15),
         odd,
-        prop::collection::vec((key(), val()), 0..=3).prop_map(Args::Object),
+        prop::collection::vec((key(k), val(k)), 0..=3).prop_map(Args::Object),
     )
 }
 
-fn tool() -> impl Strategy<Value = Tool> {
+fn tool(k: Odds) -> impl Strategy<Value = Tool> {
     use crate::naive::TOOL_NAMES;
     let odd = prop_oneof![
         2 => (0..TOOL_NAMES.len(), 0..4usize).prop_map(|(i, k)| Tool::Variant(i, k)),
         1 => (0..UNKNOWN_TOOLS.len()).prop_map(Tool::Unknown),
         1 => (0..NOT_STRING.len()).prop_map(Tool::NotString),
     ];
-    or_plain(0.25, odd, (0..TOOL_NAMES.len()).prop_map(Tool::Known))
+    or_plain(k.p(0.25), odd, (0..TOOL_NAMES.len()).prop_map(Tool::Known))
 }
 
-fn params() -> impl Strategy<Value = Params> {
+fn params(k: Odds) -> impl Strategy<Value = Params> {
     let odd = prop_oneof![
         2 => Just(Params::None),
         1 => Just(Params::Empty),
@@ -954,13 +972,13 @@ fn params() -> impl Strategy<Value = Params> {
         1 => (0..NOT_OBJECT.len()).prop_map(Params::NotObject),
     ];
     or_plain(
-        0.3,
+        k.p(0.3),
         odd,
-        (tool(), args()).prop_map(|(tool, args)| Params::Call(Call { tool, args })),
+        (tool(k), args(k)).prop_map(|(tool, args)| Params::Call(Call { tool, args })),
     )
 }
 
-fn dup() -> impl Strategy<Value = Option<Dup>> {
+fn dup(k: Odds) -> impl Strategy<Value = Option<Dup>> {
     let field = prop_oneof![
         Just(DupField::Method),
         Just(DupField::Id),
@@ -971,24 +989,24 @@ fn dup() -> impl Strategy<Value = Option<Dup>> {
         Just(DupField::Argument),
     ];
     prop::option::weighted(
-        0.07,
+        k.p(0.07),
         (field, any::<bool>()).prop_map(|(field, decoy_first)| Dup { field, decoy_first }),
     )
 }
 
-fn item() -> impl Strategy<Value = Item> {
+fn item(k: Odds) -> impl Strategy<Value = Item> {
     let jsonrpc = or_plain(
-        0.08,
+        k.p(0.08),
         prop_oneof![
             Just(Jsonrpc::Missing),
             (0..WRONG_JSONRPC.len()).prop_map(Jsonrpc::Wrong),
         ],
         Just(Jsonrpc::Good),
     );
-    let order = or_plain(0.15, 1..4u8, Just(0u8));
+    let order = or_plain(k.p(0.15), 1..4u8, Just(0u8));
     // Shrinks towards the envelope being there.
-    let no_meta = prop::bool::weighted(0.08);
-    (method(), id(), params(), jsonrpc, dup(), order, no_meta).prop_map(
+    let no_meta = prop::bool::weighted(k.p(0.08));
+    (method(k), id(k), params(k), jsonrpc, dup(k), order, no_meta).prop_map(
         |(method, id, params, jsonrpc, dup, order, no_meta)| Item {
             method,
             id,
@@ -1001,15 +1019,15 @@ fn item() -> impl Strategy<Value = Item> {
     )
 }
 
-fn body() -> impl Strategy<Value = Body> {
+fn body(k: Odds) -> impl Strategy<Value = Body> {
     let items = (
-        prop::collection::vec(item(), 1..=4),
-        prop::bool::weighted(0.3),
+        prop::collection::vec(item(k), 1..=4),
+        prop::bool::weighted(k.p(0.3)),
     )
         .prop_map(|(items, batch)| Shape::Items { items, batch });
-    let shape = or_plain(0.07, (0..RAW.len()).prop_map(Shape::Raw), items);
+    let shape = or_plain(k.p(0.07), (0..RAW.len()).prop_map(Shape::Raw), items);
     let damage = or_plain(
-        0.15,
+        k.p(0.15),
         prop_oneof![
             (1..1000u16).prop_map(Damage::Cut),
             (-2..=2i8).prop_map(Damage::Pad),
@@ -1021,11 +1039,11 @@ fn body() -> impl Strategy<Value = Body> {
     (shape, damage).prop_map(|(shape, damage)| Body { shape, damage })
 }
 
-fn step() -> impl Strategy<Value = Step> {
-    let token = prop::option::weighted(0.08, 0..GRANTS.len());
+fn step(k: Odds) -> impl Strategy<Value = Step> {
+    let token = prop::option::weighted(k.p(0.08), 0..GRANTS.len());
     // Shrinks towards waiting for the answer.
     let overlap = prop::bool::weighted(0.25);
-    (0..3usize, body(), overlap, token).prop_map(|(client, body, overlap, token)| Step {
+    (0..3usize, body(k), overlap, token).prop_map(|(client, body, overlap, token)| Step {
         client,
         body,
         wait: !overlap,
@@ -1037,8 +1055,13 @@ fn client() -> impl Strategy<Value = ClientSpec> {
     (0..GRANTS.len(), 0..VERSIONS.len()).prop_map(|(grant, version)| ClientSpec { grant, version })
 }
 
-/// Cases over the given (front, upstream) pairs, with up to `max_steps` messages each.
-pub fn cases(pairs: Vec<(Transport, Transport)>, max_steps: usize) -> impl Strategy<Value = Case> {
+/// Cases over the given (front, upstream) pairs, with up to `max_steps` messages each, odd
+/// choices drawn as often as `k` says.
+pub fn cases(
+    pairs: Vec<(Transport, Transport)>,
+    max_steps: usize,
+    k: Odds,
+) -> impl Strategy<Value = Case> {
     let pair = (0..pairs.len().max(1)).prop_map(move |i| {
         pairs
             .get(i)
@@ -1048,7 +1071,7 @@ pub fn cases(pairs: Vec<(Transport, Transport)>, max_steps: usize) -> impl Strat
     (
         pair,
         prop::collection::vec(client(), 1..=3),
-        prop::collection::vec(step(), 1..=max_steps.max(1)),
+        prop::collection::vec(step(k), 1..=max_steps.max(1)),
     )
         .prop_map(|((front, upstream), clients, steps)| Case {
             front,
