@@ -695,7 +695,9 @@ impl Upstream {
         }
     }
 
-    /// Waits until the upstream is idle (HTTP: no request in flight three times in a row),
+    /// Waits until the upstream is idle (HTTP: no request in flight three times in a row; a
+    /// forwarded message still on its way when the barriers came back would be missed, never
+    /// misjudged),
     /// stops it, and returns what it ran.
     async fn finish(self) -> Result<Vec<crate::naive::Execution>, String> {
         match self {
@@ -703,7 +705,8 @@ impl Upstream {
                 state, stop, task, ..
             } => {
                 let mut idle = 0;
-                for _ in 0..200 {
+                // At most a second; three looks 2 ms apart cost 6 ms a case.
+                for _ in 0..500 {
                     if state.in_flight() == 0 {
                         idle += 1;
                         if idle == 3 {
@@ -712,7 +715,7 @@ impl Upstream {
                     } else {
                         idle = 0;
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 let executions = state.log.snapshot();
                 let _ = stop.send(true);
