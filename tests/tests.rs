@@ -24,3 +24,5 @@ mod approvals;
 mod redis_store;
 // Scenarios in virtual time: every transcript snapshot, `tollgate test`.
 mod scenarios;
+// The wire fuzzer: generated traffic through both fronts in front of a naive upstream.
+mod wire_fuzz;

@@ -59,6 +59,9 @@ enum Command {
     /// The bench's floor: a relay that forwards bytes and nothing else.
     #[command(hide = true)]
     BenchRelay(cmd::bench::RelayArgs),
+    /// The wire fuzzer's deliberately naive upstream: runs anything that looks like a call.
+    #[command(hide = true)]
+    NaiveUpstream(cmd::fuzz::NaiveArgs),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -78,6 +81,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => cmd::explain::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchRelay(args) => cmd::bench::relay(args),
+        Command::NaiveUpstream(args) => cmd::fuzz::naive_upstream(args),
     }
 }
 

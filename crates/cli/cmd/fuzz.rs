@@ -2,8 +2,14 @@
 //! fuzzing of a policy through the gateway's core and the mock in virtual time
 //! (docs/fuzzing.md).
 //!
+//! `tollgate fuzz --wire [--cases N] [--seed S] [--transport http|stdio|both]`: wire fuzzing of
+//! the real gateway (both fronts) in front of a deliberately naive upstream (both upstream
+//! transports; crates/wire-fuzz), with its fixed policy (docs/fuzzing.md, "Wire fuzzing"). The
+//! hidden `tollgate naive-upstream [--log FILE] [--http ADDR]` is that upstream as a process.
+//!
 //! Exit codes: 0 when every property held, 1 when one broke (the minimal session is saved as a
-//! scenario under `--save`, or printed), 2 for a broken policy or bad flags.
+//! scenario under `--save`, or printed; for `--wire`, the minimal case's wire messages are
+//! printed), 2 for a broken policy or bad flags.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,12 +19,31 @@ use std::sync::Arc;
 use anyhow::Context;
 use tollgate_policy::{CounterStore, MemoryStore, Policy};
 use tollgate_scenario::fuzz::{FuzzOptions, fuzz};
+use tollgate_wire_fuzz::naive::{self, ExecLog};
+use tollgate_wire_fuzz::{Transports, WireOptions, fuzz_wire};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The policy to fuzz.
-    #[arg(long, value_name = "FILE")]
-    policy: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "wire",
+        conflicts_with = "wire"
+    )]
+    policy: Option<PathBuf>,
+    /// Fuzz the gateway's wire instead: generated MCP traffic through the real gateway (HTTP
+    /// and stdio) in front of a naive upstream that runs anything looking like a call, with
+    /// the wire fuzzer's own policy.
+    #[arg(long)]
+    wire: bool,
+    /// With `--wire`: the transports on both sides of the gateway.
+    #[arg(long, value_name = "T", requires = "wire", value_parser = ["http", "stdio", "both"])]
+    transport: Option<String>,
+    /// With `--wire`: plain traffic only (well-formed requests with valid ids from several
+    /// clients), the baseline of what checking costs.
+    #[arg(long, requires = "wire")]
+    plain: bool,
     /// How many sessions to generate.
     #[arg(long, value_name = "N", default_value_t = 256)]
     cases: u32,
@@ -26,10 +51,10 @@ pub struct Args {
     #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
     /// Where to save the minimal failing session as a scenario file.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "wire")]
     save: Option<PathBuf>,
     /// Stop generating sessions after this long (`30s`, `5m`).
-    #[arg(long, value_name = "D", value_parser = duration)]
+    #[arg(long, value_name = "D", value_parser = duration, conflicts_with = "wire")]
     time_budget: Option<std::time::Duration>,
     /// The shortest session, in calls.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -39,7 +64,7 @@ pub struct Args {
     max_calls: usize,
     /// Threads to fuzz on (default: one per core); the same seed gives the same report whatever
     /// the number.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "wire")]
     jobs: Option<usize>,
 }
 
@@ -49,6 +74,13 @@ fn duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.wire {
+        return run_wire(&args);
+    }
+    let Some(policy_path) = args.policy.clone() else {
+        eprintln!("error: give `--policy FILE` (or `--wire` to fuzz the gateway's wire)");
+        return Ok(ExitCode::from(2));
+    };
     if args.max_calls == 0 {
         eprintln!("error: --max-calls 0: a session needs at least one call; give 1 or more");
         return Ok(ExitCode::from(2));
@@ -60,11 +92,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    let policy = match Policy::load(&args.policy) {
+    let policy = match Policy::load(&policy_path) {
         Ok(p) => Arc::new(p),
         Err(d) => {
             eprintln!("{}", d.render_plain());
-            eprintln!("error: `{}` is not a valid policy", args.policy.display());
+            eprintln!("error: `{}` is not a valid policy", policy_path.display());
             return Ok(ExitCode::from(2));
         }
     };
@@ -89,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Shards report from several threads: count, rather than set a position that may arrive
     // out of order.
     let started = std::time::Instant::now();
-    let report = fuzz(&args.policy, policy, &store, &options, |_| bar.inc(1));
+    let report = fuzz(&policy_path, policy, &store, &options, |_| bar.inc(1));
     bar.finish_and_clear();
     // The timing goes to stderr: stdout is the same for the same seed, so two runs diff clean.
     let took = started.elapsed().as_secs_f64();
@@ -104,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     writeln!(
         out,
         "fuzzed `{}` (seed {}): {} sessions, {} calls{}",
-        args.policy.display(),
+        policy_path.display(),
         args.seed,
         report.cases,
         report.calls,
@@ -161,4 +193,119 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => writeln!(out, "the minimal session, as a scenario:\n{}", v.scenario)?,
     }
     Ok(ExitCode::from(1))
+}
+
+/// `tollgate fuzz --wire`.
+fn run_wire(args: &Args) -> anyhow::Result<ExitCode> {
+    let transports = match args.transport.as_deref() {
+        None | Some("both") => Transports::Both,
+        Some("http") => Transports::Http,
+        Some(_) => Transports::Stdio,
+    };
+    let options = WireOptions {
+        cases: args.cases,
+        seed: args.seed,
+        transports,
+        // The stdio upstream is this binary's `naive-upstream`.
+        naive_bin: Some(std::env::current_exe().context("cannot find the tollgate binary")?),
+        plain: args.plain,
+        ..WireOptions::default()
+    };
+    let bar = indicatif::ProgressBar::new(u64::from(args.cases));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "[{bar:30}] {pos}/{len} cases, {per_sec}, {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("#>-"),
+    );
+    let report = fuzz_wire(&options, |n| bar.set_position(n)).map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
+    let took = report.elapsed.as_secs_f64().max(1e-6);
+    eprintln!(
+        "took {took:.2} s (shrinking excluded): {:.0} wire messages/s, {:.0} JSON-RPC messages/s checked",
+        report.messages as f64 / took,
+        report.items as f64 / took,
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "wire-fuzzed the gateway (seed {}, transports {}{}): {} cases, {} wire messages ({} JSON-RPC messages), {} executions at the naive upstream, {} decisions allowed and {} refused",
+        args.seed,
+        args.transport.as_deref().unwrap_or("both"),
+        if args.plain { ", plain traffic" } else { "" },
+        report.cases,
+        report.messages,
+        report.items,
+        report.executions,
+        report.allowed,
+        report.refused,
+    )?;
+    writeln!(
+        out,
+        "memory: resident size grew by at most {} MiB from {} MiB (ceiling {} MiB)",
+        report.rss_growth_bytes >> 20,
+        report.rss_start_bytes >> 20,
+        options.rss_ceiling_bytes >> 20,
+    )?;
+    let Some(v) = report.violation else {
+        writeln!(
+            out,
+            "every invariant held: each execution at the upstream had its own allow record, the audit log verified, every request was answered within {} s with an id its client sent, memory stayed under the ceiling",
+            options.answer_timeout.as_secs()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    writeln!(out, "VIOLATION: {}", v.message)?;
+    writeln!(
+        out,
+        "the minimal case (shrunk), as the exact wire messages:\n{}",
+        v.transcript
+    )?;
+    Ok(ExitCode::from(1))
+}
+
+/// `tollgate naive-upstream [--log FILE] [--http ADDR]` (hidden): the wire fuzzer's naive
+/// upstream as a process.
+#[derive(Debug, clap::Args)]
+pub struct NaiveArgs {
+    /// Append every execution to this file (JSON lines); without it, to stderr.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Over stdio: the name of the one client behind this process, for its log (otherwise
+    /// the first `initialize` names it).
+    #[arg(long, value_name = "NAME", conflicts_with = "http")]
+    client: Option<String>,
+}
+
+/// Runs the naive upstream until stdin closes (stdio) or ctrl-c (HTTP).
+pub fn naive_upstream(args: NaiveArgs) -> anyhow::Result<ExitCode> {
+    let log = match &args.log {
+        Some(path) => {
+            ExecLog::file(path).with_context(|| format!("cannot open `{}`", path.display()))?
+        }
+        None => ExecLog::Stderr,
+    };
+    let Some(addr) = args.http else {
+        naive::serve_stdio(&log, args.client.clone())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!("listening on http://{}/mcp", listener.local_addr()?);
+        naive::serve_http(listener, naive::NaiveHttp::new(log), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
