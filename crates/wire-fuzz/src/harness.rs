@@ -12,7 +12,6 @@
 //! sent has been handled (and run) before the checks read the logs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use tollgate_gateway::audit::AuditLog;
 use tollgate_gateway::core::{Gateway, GatewayOptions};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
-    ClientInput, Clock, HttpFront, Sessions, http_router, run_session,
+    Auth, ClientInput, Clock, HttpFront, TransportLimits, run_session, serve,
 };
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
@@ -321,18 +320,18 @@ impl Env {
         let tokens = Tokens::parse("wire-fuzz tokens", &crate::wire::tokens_file())
             .map_err(|e| e.to_string())?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let front = Arc::new(HttpFront {
-            gateway: Arc::clone(gateway),
+        let front = HttpFront::new(
+            Arc::clone(gateway),
             spec,
-            tokens: Some(tokens),
-            admin_tokens: None,
-            default_grant: "default".into(),
-            sessions: tokio::sync::Mutex::new(Sessions::default()),
-            clock: Clock::start(),
-            max_line: LIMIT,
-            shutdown: stop_rx.clone(),
-            next: AtomicU64::new(0),
-        });
+            Auth {
+                tokens: Some(tokens),
+                admin_tokens: None,
+                default_grant: "default".into(),
+            },
+            Clock::start(),
+            transport_limits(),
+            stop_rx.clone(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("cannot listen: {e}"))?;
@@ -340,14 +339,8 @@ impl Env {
             "http://{}/mcp",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        let mut stop = stop_rx;
-        let mut server = tokio::spawn(
-            axum::serve(listener, http_router(front, LIMIT))
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .into_future(),
-        );
+        drop(stop_rx);
+        let mut server = tokio::spawn(serve(listener, front));
         let mut observed = Observed::default();
         let mut sessions: Vec<Option<String>> = vec![None; case.clients.len()];
         let mut in_flight: Vec<(usize, tokio::task::JoinHandle<Posted>)> = Vec::new();
@@ -448,8 +441,9 @@ impl Env {
         let mut conns = Vec::new();
         let mut observed = Observed::default();
         for (i, c) in case.clients.iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let (sink, mut out) = mpsc::unbounded_channel::<Value>();
+            let limits = transport_limits();
+            let (tx, rx) = mpsc::channel(limits.queue);
+            let (sink, mut out) = mpsc::channel::<Value>(limits.queue);
             let session = format!("stdio-c{i}");
             let core = gateway.session(c.grant(), &session);
             let task = tokio::spawn(run_session(
@@ -458,7 +452,7 @@ impl Env {
                 rx,
                 sink,
                 clock,
-                LIMIT,
+                limits,
                 stop_rx.clone(),
             ));
             let received: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -488,10 +482,12 @@ impl Env {
         for p in planned {
             let conn = &mut conns[p.client];
             if let Some(tx) = &conn.tx {
-                let _ = tx.send(ClientInput {
-                    bytes: p.bytes.clone(),
-                    reply: None,
-                });
+                let _ = tx
+                    .send(ClientInput::Message {
+                        bytes: p.bytes.clone(),
+                        reply: None,
+                    })
+                    .await;
             }
             conn.lines
                 .push(expected(&p.bytes, LIMIT, case.clients[p.client].version()));
@@ -531,7 +527,7 @@ impl Env {
 
 /// One stdio client's connection to its session task.
 struct StdioConn {
-    tx: Option<mpsc::UnboundedSender<ClientInput>>,
+    tx: Option<mpsc::Sender<ClientInput>>,
     received: Arc<Mutex<Vec<Value>>>,
     /// How many messages it has received (changes wake a waiter).
     count: watch::Receiver<usize>,
@@ -732,5 +728,13 @@ impl Upstream {
                 crate::naive::read_log(&log).map_err(|e| format!("cannot read the naive log: {e}"))
             }
         }
+    }
+}
+
+/// The gateway's transport bounds in the fuzzer: its message limit, the defaults otherwise.
+fn transport_limits() -> TransportLimits {
+    TransportLimits {
+        max_message_bytes: LIMIT,
+        ..TransportLimits::default()
     }
 }
