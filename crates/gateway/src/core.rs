@@ -398,6 +398,9 @@ struct ToolInfo {
     annotations: Arc<BTreeSet<Annotation>>,
     /// The tool's catalogue entry, looked up once when it is listed.
     catalogued: Option<&'static tollgate_catalog::CatalogTool>,
+    /// The scalar parameter types of its `inputSchema`, read once when it is listed: a call's
+    /// arguments are brought to the values the tool reads before the policy decides.
+    types: Option<Arc<crate::coerce::ArgTypes>>,
 }
 
 #[derive(Debug)]
@@ -855,12 +858,17 @@ impl SessionCore {
         &mut self,
         id: &Value,
         name: Arc<str>,
-        arguments: Arc<Value>,
+        mut arguments: Arc<Value>,
         info: &ToolInfo,
         batch: Option<u64>,
         now: Duration,
     ) -> Called {
         let engine = self.gateway.engine();
+        // Decided on, audited and forwarded as the tool reads them (crate::coerce).
+        let unreadable = info
+            .types
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.coerce(&mut arguments));
         let meta = meta_of(&arguments, info);
         let call = Call {
             tool: name,
@@ -870,7 +878,7 @@ impl SessionCore {
             meta,
         };
         let name = &*call.tool;
-        let decision = engine.decide(&call, now);
+        let decision = engine.decide_coerced(&call, now, &unreadable);
         self.gateway
             .metrics
             .observe_decision(&mut self.metric_handles, &call.tool, &decision);
@@ -1858,6 +1866,7 @@ fn tool_info(t: &Value) -> ToolInfo {
             .get("name")
             .and_then(Value::as_str)
             .and_then(|name| tollgate_catalog::Catalog::embedded().get(name)),
+        types: crate::coerce::ArgTypes::of_schema(t.get("inputSchema")).map(Arc::new),
     }
 }
 
