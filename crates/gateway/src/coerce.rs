@@ -10,6 +10,10 @@
 //! most exact, the first on a tie), the policy decides on that value, and that value is
 //! forwarded: the tool reads exactly what the policy checked.
 //!
+//! Before pydantic, FastMCP (the Python SDK's server) replaces a string argument holding JSON
+//! `null`, an array or an object by that value, for every parameter not declared plain `str`:
+//! `" null "` is `None` to an optional parameter.
+//!
 //! A value its type cannot take is left as it is (the tool refuses it itself) and reported as a
 //! [`TypeMismatch`]: the engine refuses the call when a rule checks that argument. `null` is
 //! left alone (the policy treats it as absent; a nullable parameter takes it). Arguments the
@@ -123,6 +127,9 @@ enum Read {
 #[derive(Debug, Clone)]
 struct Shape {
     types: Box<[Scalar]>,
+    nullable: bool,
+    /// Declared plain `str` (`{"type": "string"}`): FastMCP does not pre-parse its strings.
+    plain_string: bool,
     /// What the parameter takes, for messages: `an integer or null`.
     expected: Arc<str>,
 }
@@ -142,6 +149,8 @@ impl Shape {
             expected.push("null");
         }
         Some(Shape {
+            plain_string: types == [Scalar::String] && !nullable,
+            nullable,
             types: types.into(),
             expected: Arc::from(expected.join(" or ")),
         })
@@ -151,7 +160,11 @@ impl Shape {
     /// of the types holds. Such a value's reading is always [`Read::Same`]: the type holding
     /// it reads it exactly, or strictly where no other type can read it exactly.
     fn holds(&self, v: &Value) -> bool {
-        v.is_null() || self.types.iter().any(|t| t.holds(v))
+        match v {
+            Value::Null => true,
+            Value::String(s) if !self.plain_string && pre_parse(s).is_some() => false,
+            _ => self.types.iter().any(|t| t.holds(v)),
+        }
     }
 
     /// How the tool reads `v`: the first exact reading, else the most exact one (the first of
@@ -159,6 +172,17 @@ impl Shape {
     fn read(&self, v: &Value) -> Option<Read> {
         if v.is_null() {
             return Some(Read::Same);
+        }
+        if let Value::String(s) = v
+            && !self.plain_string
+        {
+            match pre_parse(s) {
+                Some(PreParsed::Null) => {
+                    return self.nullable.then_some(Read::Changed(Value::Null));
+                }
+                Some(PreParsed::Structure) => return None,
+                None => {}
+            }
         }
         let mut best: Option<(Exactness, Read)> = None;
         for t in &self.types {
@@ -173,6 +197,27 @@ impl Shape {
             }
         }
         best.map(|(_, read)| read)
+    }
+}
+
+/// What FastMCP's pre-parse makes of a string argument of a parameter not declared plain
+/// `str`, before pydantic sees it, when it changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PreParsed {
+    /// JSON `null` (white space around it allowed): the parameter receives `None`.
+    Null,
+    /// A JSON array or object: no scalar type takes it.
+    Structure,
+}
+
+/// FastMCP replaces a string holding JSON `null`, an array or an object by that value (one
+/// holding a number, a string or a boolean is left: Python's `bool` is an `int`).
+fn pre_parse(s: &str) -> Option<PreParsed> {
+    let t = s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+    match t.as_bytes().first() {
+        Some(b'n') if t == "null" => Some(PreParsed::Null),
+        Some(b'[' | b'{') if serde_json::from_str::<Value>(t).is_ok() => Some(PreParsed::Structure),
+        _ => None,
     }
 }
 
@@ -416,6 +461,77 @@ mod tests {
         t.coerce(&mut arguments);
         assert_eq!(*arguments, json!({"i": 7}));
         assert_eq!(*original, json!({"i": "7"}));
+    }
+
+    /// Against the reference recorded from FastMCP and pydantic themselves
+    /// (tests/fixtures/reference/pydantic-reads.json): every value pydantic reads is read as
+    /// the same value (numbers by value), and every value it refuses is reported unreadable.
+    /// Only values JSON cannot carry (NaN, the infinities, integers beyond 64 bits) may be
+    /// reported unreadable though pydantic reads them, and `null` is left alone.
+    #[test]
+    fn readings_match_the_recorded_reference() {
+        let data: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/reference/pydantic-reads.json"
+        ))
+        .unwrap_or_default();
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for case in data["cases"].as_array().into_iter().flatten() {
+            let Some(shape) = Shape::of(&case["schema"]) else {
+                wrong.push(format!("{}: no shape", case["type"]));
+                continue;
+            };
+            for r in case["reads"].as_array().into_iter().flatten() {
+                let text = r["input"].as_str().unwrap_or_default();
+                let Ok(input) = serde_json::from_str::<Value>(text) else {
+                    continue;
+                };
+                let got = match shape.read(&input) {
+                    Some(Read::Same) => Some(input.clone()),
+                    Some(Read::Changed(v)) => Some(v),
+                    None => None,
+                };
+                let want = &r["read"];
+                let number = |v: &Value| v.as_f64();
+                let ok = match (&got, want.as_object().and_then(|o| o.iter().next())) {
+                    // `null` is left alone by design (the policy treats it as absent).
+                    (Some(Value::Null), _) if input.is_null() => true,
+                    (None, Some((k, _))) if k == "error" => true,
+                    (None, Some((k, v))) if k == "float" => v.is_string(),
+                    (None, Some((k, v))) if k == "int" => v
+                        .as_str()
+                        .is_some_and(|t| t.parse::<i64>().is_err() && t.parse::<u64>().is_err()),
+                    (Some(g), Some((k, v))) => match k.as_str() {
+                        "none" => g.is_null(),
+                        "bool" => g == v,
+                        "str" => g == v,
+                        "int" => v
+                            .as_str()
+                            .and_then(|t| t.parse::<i128>().ok())
+                            .is_some_and(|i| {
+                                g.as_i64().map(i128::from).or(g.as_u64().map(i128::from)) == Some(i)
+                            }),
+                        "float" => number(g).is_some() && number(g) == number(v),
+                        _ => false,
+                    },
+                    _ => false,
+                };
+                if !ok {
+                    wrong.push(format!(
+                        "{} {text}: got {got:?}, pydantic {want}",
+                        case["type"]
+                    ));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+        assert!(
+            wrong.is_empty(),
+            "{} of {checked} differ:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
     }
 
     /// A large integer read as a float is forwarded as the float the tool reads.
