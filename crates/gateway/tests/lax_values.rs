@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use tollgate_gateway::audit::AuditLog;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore};
 use tollgate_mock_eks::world::{Flags, PyValue, pydantic_reads};
 use tollgate_mock_eks::{MockConfig, MockEks};
@@ -93,10 +94,14 @@ struct Rig {
 
 impl Rig {
     fn new(policy: &Value, upstream: Upstream) -> Rig {
+        Rig::with_audit(policy, upstream, None)
+    }
+
+    fn with_audit(policy: &Value, upstream: Upstream, audit: Option<AuditLog>) -> Rig {
         let text = serde_json::to_string(policy).unwrap();
         let policy = Policy::parse("policy.json", &text).unwrap_or_else(|d| panic!("{d}"));
         let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
-        let gateway = Gateway::new(engine, None, GatewayOptions::default());
+        let gateway = Gateway::new(engine, audit, GatewayOptions::default());
         let mut rig = Rig {
             core: gateway.session("agent", "s1"),
             upstream,
@@ -586,4 +591,69 @@ fn the_reviews_spellings_are_refused_and_plain_values_admitted() {
         .call("get_pod_logs", "tail_lines", &json!(" 100 "))
         .unwrap();
     assert_eq!(forwarded, json!({"tail_lines": 100}));
+}
+
+/// A redacted argument that fails a check is quoted nowhere: not in the refusal the agent
+/// reads, not in the audit log's decision records (`(redacted)` stands in), whichever check
+/// fails (`not_enum`, `pattern`, `max`, a `when` with no such case, a value the tool cannot
+/// read as its type).
+#[test]
+fn failed_checks_of_redacted_arguments_quote_no_value() {
+    let policy = json!({"version": "1", "default": "deny", "tools": {
+        "get_pod_logs": {"redact": ["namespace", "tail_lines"], "arguments": {
+            "namespace": {"not_enum": ["kube-system-secret"], "pattern": "^[a-z]+$"},
+            "tail_lines": {"max": 10}}},
+        "apply_yaml": {"redact": ["force"], "arguments": {"force": {"not_enum": [true]}}},
+        "manage_k8s_resource": {"redact": ["operation"],
+            "when": {"argument": "operation", "cases": {"read": {}}}}
+    }});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let audit = AuditLog::open(&path, false).unwrap();
+    let mut rig = Rig::with_audit(&policy, mock(), Some(audit));
+    let calls = [
+        (
+            "get_pod_logs",
+            json!({"namespace": "kube-system-secret", "tail_lines": 5123}),
+        ),
+        ("get_pod_logs", json!({"tail_lines": "all-secret"})),
+        ("apply_yaml", json!({"force": "YES-secret"})),
+        ("apply_yaml", json!({"force": "on"})),
+        ("manage_k8s_resource", json!({"operation": "drop-secret"})),
+    ];
+    let mut answers = String::new();
+    for (tool, args) in calls {
+        rig.next_id += 1;
+        let msg = json!({"jsonrpc": "2.0", "id": rig.next_id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}});
+        let answer = rig.send(&msg);
+        let text = serde_json::to_string(&answer).unwrap();
+        assert!(text.contains("invalid_arguments"), "{tool}: {text}");
+        assert!(text.contains("(redacted)"), "{tool}: {text}");
+        answers.push_str(&text);
+    }
+    assert!(rig.upstream_calls().is_empty());
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        log.matches("\"decision\":\"invalid_arguments\"").count(),
+        5,
+        "{log}"
+    );
+    for secret in [
+        "kube-system-secret",
+        "5123",
+        "all-secret",
+        "YES-secret",
+        "drop-secret",
+        "\"on\"",
+    ] {
+        assert!(
+            !answers.contains(secret),
+            "a refusal quotes `{secret}`: {answers}"
+        );
+        assert!(
+            !log.contains(secret),
+            "the audit log quotes `{secret}`: {log}"
+        );
+    }
 }
