@@ -24,7 +24,8 @@
 //! looked at: nothing is cloned or allocated. The parameter types are read from the schema once,
 //! when the tool is listed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Number, Value};
 use tollgate_policy::TypeMismatch;
@@ -106,9 +107,17 @@ impl Scalar {
 
 /// Whether an integer's nearest float is exactly that integer (a float always is itself).
 fn float_holds(n: &Number) -> bool {
-    match (n.as_i64(), n.as_u64(), n.as_f64()) {
-        (Some(i), _, _) => (i as f64) as i128 == i128::from(i),
-        (_, Some(u), _) => (u as f64) as i128 == i128::from(u),
+    // Converted back only inside the range, where `as` is exact (and a single instruction).
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    match (n.as_i64(), n.as_u64()) {
+        (Some(i), _) => {
+            let f = i as f64;
+            f < TWO_63 && f as i64 == i
+        }
+        (_, Some(u)) => {
+            let f = u as f64;
+            f < 2.0 * TWO_63 && f as u64 == u
+        }
         _ => true,
     }
 }
@@ -253,6 +262,77 @@ fn collect(schema: &Value, types: &mut Vec<Scalar>, nullable: &mut bool, depth: 
     }
 }
 
+/// A listed tool's parameter types: the embedded catalogue's own, read once per process, when
+/// the upstream lists a catalogued tool with the catalogue's schema (no reference count moves
+/// when a call copies them), or the upstream's.
+#[derive(Debug, Clone)]
+pub enum ToolTypes {
+    Catalogued(&'static ArgTypes),
+    Listed(Arc<ArgTypes>),
+}
+
+impl std::ops::Deref for ToolTypes {
+    type Target = ArgTypes;
+
+    fn deref(&self) -> &ArgTypes {
+        match self {
+            ToolTypes::Catalogued(t) => t,
+            ToolTypes::Listed(t) => t,
+        }
+    }
+}
+
+impl ToolTypes {
+    /// The types of a tool the upstream listed with `schema`; `catalogued` is its entry in the
+    /// embedded catalogue, if it has one. `None` when the schema has no scalar parameter.
+    pub fn of_listed(
+        schema: Option<&Value>,
+        catalogued: Option<&'static tollgate_catalog::CatalogTool>,
+    ) -> Option<ToolTypes> {
+        if let (Some(tool), Some(schema)) = (catalogued, schema)
+            && tool.input_schema == *schema
+            && let Some(types) = catalogued_types(tool)
+        {
+            return types.map(ToolTypes::Catalogued);
+        }
+        ArgTypes::of_schema(schema).map(|t| ToolTypes::Listed(Arc::new(t)))
+    }
+}
+
+/// The parameter types of an embedded catalogue tool, read from its schema the first time;
+/// `None` for a tool that is not the embedded catalogue's.
+fn catalogued_types(
+    tool: &'static tollgate_catalog::CatalogTool,
+) -> Option<Option<&'static ArgTypes>> {
+    type Cache = HashMap<&'static str, OnceLock<Option<ArgTypes>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        tollgate_catalog::Catalog::embedded()
+            .tools()
+            .iter()
+            .map(|t| (t.name.as_str(), OnceLock::new()))
+            .collect()
+    });
+    let is_embedded = tollgate_catalog::Catalog::embedded()
+        .get(&tool.name)
+        .is_some_and(|t| std::ptr::eq(t, tool));
+    if !is_embedded {
+        return None;
+    }
+    let types = cache
+        .get(tool.name.as_str())?
+        .get_or_init(|| ArgTypes::of_schema(Some(&tool.input_schema)));
+    Some(types.as_ref())
+}
+
+/// Whether `a` sorts before `b` (as `str` does), deciding on the first bytes when they differ.
+fn before(a: &str, b: &str) -> bool {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x < y,
+        _ => a < b,
+    }
+}
+
 /// The scalar parameter types of one tool, read from its `inputSchema` once, when it is listed.
 #[derive(Debug, Clone)]
 pub struct ArgTypes {
@@ -278,6 +358,25 @@ impl ArgTypes {
         })
     }
 
+    /// Whether every argument of `map` the schema describes already has its type: the
+    /// arguments and the parameters are both sorted by name, so one walk over both finds each
+    /// argument's parameter (most names differ in their first byte, compared first).
+    fn all_hold(&self, map: &serde_json::Map<String, Value>) -> bool {
+        let mut params = self.params.iter().peekable();
+        for (name, v) in map {
+            while let Some((k, _)) = params.next_if(|(k, _)| before(k, name)) {
+                let _ = k;
+            }
+            if let Some((k, shape)) = params.peek()
+                && **k == **name
+                && !shape.holds(v)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
     fn shape(&self, name: &str) -> Option<&Shape> {
         self.params
             .binary_search_by(|(k, _)| (**k).cmp(name))
@@ -294,10 +393,7 @@ impl ArgTypes {
         let Some(map) = arguments.as_object() else {
             return Vec::new();
         };
-        if map
-            .iter()
-            .all(|(name, v)| self.shape(name).is_none_or(|s| s.holds(v)))
-        {
+        if self.all_hold(map) {
             return Vec::new();
         }
         let mut unreadable = Vec::new();
@@ -532,6 +628,33 @@ mod tests {
             wrong.len(),
             wrong.join("\n")
         );
+    }
+
+    /// A catalogued tool listed with the catalogue's schema shares the types read once per
+    /// process; listed with another schema, the listed one's are read.
+    #[test]
+    fn catalogued_tools_share_their_types_when_listed_as_catalogued() {
+        let tool = tollgate_catalog::Catalog::embedded()
+            .get("get_pod_logs")
+            .unwrap_or_else(|| panic!("get_pod_logs is catalogued"));
+        let same = ToolTypes::of_listed(Some(&tool.input_schema), Some(tool));
+        let again = ToolTypes::of_listed(Some(&tool.input_schema), Some(tool));
+        match (&same, &again) {
+            (Some(ToolTypes::Catalogued(a)), Some(ToolTypes::Catalogued(b))) => {
+                assert!(std::ptr::eq(*a, *b));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut other = tool.input_schema.clone();
+        other["properties"]["tail_lines"] = json!({"type": "string"});
+        let listed = ToolTypes::of_listed(Some(&other), Some(tool));
+        assert!(matches!(listed, Some(ToolTypes::Listed(_))));
+        let (mut a, mut b) = (
+            Arc::new(json!({"tail_lines": 7})),
+            Arc::new(json!({"tail_lines": 7})),
+        );
+        assert!(same.unwrap().coerce(&mut a).is_empty());
+        assert_eq!(listed.unwrap().coerce(&mut b).len(), 1);
     }
 
     /// A large integer read as a float is forwarded as the float the tool reads.

@@ -400,7 +400,7 @@ struct ToolInfo {
     catalogued: Option<&'static tollgate_catalog::CatalogTool>,
     /// The scalar parameter types of its `inputSchema`, read once when it is listed: a call's
     /// arguments are brought to the values the tool reads before the policy decides.
-    types: Option<Arc<crate::coerce::ArgTypes>>,
+    types: Option<crate::coerce::ToolTypes>,
 }
 
 #[derive(Debug)]
@@ -1842,6 +1842,10 @@ pub fn call_meta(listed: &Value, arguments: &Value) -> ToolMeta {
 
 fn tool_info(t: &Value) -> ToolInfo {
     let a = t.get("annotations");
+    let catalogued = t
+        .get("name")
+        .and_then(Value::as_str)
+        .and_then(|name| tollgate_catalog::Catalog::embedded().get(name));
     let hint = |k: &str| {
         a.and_then(|a| a.get(k))
             .and_then(Value::as_bool)
@@ -1862,11 +1866,8 @@ fn tool_info(t: &Value) -> ToolInfo {
     }
     ToolInfo {
         annotations: Arc::new(annotations.into_iter().collect()),
-        catalogued: t
-            .get("name")
-            .and_then(Value::as_str)
-            .and_then(|name| tollgate_catalog::Catalog::embedded().get(name)),
-        types: crate::coerce::ArgTypes::of_schema(t.get("inputSchema")).map(Arc::new),
+        catalogued,
+        types: crate::coerce::ToolTypes::of_listed(t.get("inputSchema"), catalogued),
     }
 }
 
