@@ -63,11 +63,11 @@ impl Scalar {
     /// Whether the tool reads `v` as it is under this type: a value of the type's own JSON
     /// kind (for `number`, an integer the nearest float is exactly).
     fn holds(self, v: &Value) -> bool {
-        match (self, v) {
-            (Scalar::String, Value::String(_)) | (Scalar::Boolean, Value::Bool(_)) => true,
-            (Scalar::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
-            (Scalar::Number, Value::Number(n)) => float_holds(n),
-            _ => false,
+        match self {
+            Scalar::String => v.is_string(),
+            Scalar::Boolean => v.is_boolean(),
+            Scalar::Integer => v.as_number().is_some_and(|n| n.is_i64() || n.is_u64()),
+            Scalar::Number => v.as_number().is_some_and(float_holds),
         }
     }
 
@@ -171,7 +171,10 @@ impl Shape {
     fn holds(&self, v: &Value) -> bool {
         match v {
             Value::Null => true,
-            Value::String(s) if !self.plain_string && pre_parse(s).is_some() => false,
+            Value::String(s) => {
+                self.types.contains(&Scalar::String)
+                    && (self.plain_string || pre_parse(s).is_none())
+            }
             _ => self.types.iter().any(|t| t.holds(v)),
         }
     }
@@ -358,10 +361,18 @@ impl ArgTypes {
         })
     }
 
-    /// Whether every argument of `map` the schema describes already has its type: the
-    /// arguments and the parameters are both sorted by name, so one walk over both finds each
-    /// argument's parameter (most names differ in their first byte, compared first).
+    /// Whether every argument of `map` the schema describes already has its type. With no
+    /// more parameters than arguments, each parameter is looked up (walking a map costs more
+    /// than a few lookups in it); otherwise, the arguments and the parameters being both sorted
+    /// by name, one walk over both finds each argument's parameter (most names differ in their
+    /// first byte, compared first).
     fn all_hold(&self, map: &serde_json::Map<String, Value>) -> bool {
+        if self.params.len() <= map.len() {
+            return self
+                .params
+                .iter()
+                .all(|(k, shape)| map.get(&**k).is_none_or(|v| shape.holds(v)));
+        }
         let mut params = self.params.iter().peekable();
         for (name, v) in map {
             while let Some((k, _)) = params.next_if(|(k, _)| before(k, name)) {
