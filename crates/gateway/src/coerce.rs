@@ -429,6 +429,8 @@ impl ArgTypes {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
+
     use serde_json::json;
 
     use super::*;

@@ -542,7 +542,9 @@ proptest! {
 fn the_reviews_spellings_are_refused_and_plain_values_admitted() {
     let integer = Check::NotEnum(vec![json!(0)]);
     let boolean = Check::NotEnum(vec![json!(true)]);
-    let cases: [(&Check, &str, &str, &[Value], &[Value]); 2] = [
+    // (check, tool, parameter, values refused, values admitted)
+    type Case<'a> = (&'a Check, &'a str, &'a str, &'a [Value], &'a [Value]);
+    let cases: [Case; 2] = [
         (
             &integer,
             "get_pod_logs",

@@ -822,7 +822,9 @@ fn case_may_read(value: &Value, key: &str) -> bool {
 fn spellings(key: &str) -> String {
     let string = Value::String(key.to_owned());
     match case_scalar(key) {
-        Some(s) if s.to_string() == key => format!("`{key}` or `{string}`"),
+        Some(s) if serde_json::to_string(&s).is_ok_and(|text| text == key) => {
+            format!("`{key}` or `{string}`")
+        }
         _ => format!("`{string}`"),
     }
 }

@@ -255,7 +255,7 @@ fn integer_equals(n: &Number, i: i128) -> bool {
 /// Whether the float `f` is exactly the integer `i`.
 fn float_is_integer(f: f64, i: i128) -> bool {
     const TWO_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
-    f.is_finite() && f.fract() == 0.0 && -TWO_127 <= f && f < TWO_127 && f as i128 == i
+    f.is_finite() && f.fract() == 0.0 && (-TWO_127..TWO_127).contains(&f) && f as i128 == i
 }
 
 fn numbers_equal(x: &Number, y: &Number) -> bool {
