@@ -20,7 +20,7 @@ mod pyjson;
 mod real;
 mod validate;
 
-pub use validate::{PyValue, pydantic_reads, pydantic_reads_all};
+pub use validate::{PyValue, pydantic_reads};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

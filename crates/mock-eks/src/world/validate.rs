@@ -599,29 +599,6 @@ fn float_from_text(s: &str) -> Result<f64, &'static str> {
     Err("float_parsing")
 }
 
-/// What the real server's tool receives for each argument of `args` that its schema
-/// describes (see [`pydantic_reads`]), or the first refused argument's name and error type.
-pub fn pydantic_reads_all(
-    tool: &CatalogTool,
-    args: &serde_json::Map<String, Value>,
-) -> Result<Vec<(String, PyValue)>, (String, &'static str)> {
-    let props = tool
-        .input_schema
-        .get("properties")
-        .and_then(Value::as_object);
-    let mut out = Vec::new();
-    for (name, v) in args {
-        let Some(schema) = props.and_then(|p| p.get(name)) else {
-            continue;
-        };
-        match pydantic_reads(schema, v) {
-            Ok(read) => out.push((name.clone(), read)),
-            Err(kind) => return Err((name.clone(), kind)),
-        }
-    }
-    Ok(out)
-}
-
 /// `obj` with its keys in `declared` order, then the others; `Value` keeps insertion order
 /// only with serde_json's `preserve_order`, so the text is built here.
 fn ordered(obj: &serde_json::Map<String, Value>, declared: &[&str]) -> OrderedArgs {
