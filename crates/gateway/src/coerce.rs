@@ -22,7 +22,9 @@
 //!
 //! Cost: a call whose arguments already have their schema's types (nearly every call) is only
 //! looked at: nothing is cloned or allocated. The parameter types are read from the schema once,
-//! when the tool is listed.
+//! when the tool is listed. Under a policy that checks no argument and branches on none, no
+//! decision depends on argument values, and the gateway skips the reading altogether
+//! (`Engine::reads_arguments`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

@@ -864,11 +864,12 @@ impl SessionCore {
         now: Duration,
     ) -> Called {
         let engine = self.gateway.engine();
-        // Decided on, audited and forwarded as the tool reads them (crate::coerce).
-        let unreadable = info
-            .types
-            .as_ref()
-            .map_or_else(Vec::new, |t| t.coerce(&mut arguments));
+        // Decided on, audited and forwarded as the tool reads them (crate::coerce), when the
+        // policy reads arguments at all.
+        let unreadable = match &info.types {
+            Some(types) if engine.reads_arguments() => types.coerce(&mut arguments),
+            _ => Vec::new(),
+        };
         let meta = meta_of(&arguments, info);
         let call = Call {
             tool: name,

@@ -300,6 +300,8 @@ enum Mode {
 pub struct Engine {
     policy: Arc<Policy>,
     store: Arc<dyn CounterStore>,
+    /// Whether any rule checks an argument or branches on one (see [`Engine::reads_arguments`]).
+    reads_arguments: bool,
 }
 
 /// The path one call took through the policy, for `tollgate explain`.
@@ -345,7 +347,20 @@ pub struct LimitLine {
 
 impl Engine {
     pub fn new(policy: Arc<Policy>, store: Arc<dyn CounterStore>) -> Engine {
-        Engine { policy, store }
+        let reads = |b: &RuleBody| !b.arguments.is_empty() || b.when.is_some();
+        let reads_arguments = reads(&policy.default) || policy.rules.iter().any(|r| reads(&r.body));
+        Engine {
+            policy,
+            store,
+            reads_arguments,
+        }
+    }
+
+    /// Whether any rule of the policy checks an argument or branches on one. When none does,
+    /// no decision depends on argument values (a tool's class depends only on its `operation`
+    /// string), so the gateway need not read them as the tool will first.
+    pub fn reads_arguments(&self) -> bool {
+        self.reads_arguments
     }
 
     pub fn policy(&self) -> &Arc<Policy> {

@@ -344,3 +344,19 @@ fn violations_of_redacted_arguments_quote_no_value() {
         }
     }
 }
+
+/// The engine says whether any rule reads argument values (checks or branches on one, in a
+/// rule, a case or the default): the gateway reads arguments as the tool will only then.
+#[test]
+fn reads_arguments_knows_whether_any_rule_looks_at_values() {
+    let plain = engine(json!({"version": "1", "default": "allow", "tools": {
+        "t": {"rate_limit": {"max": 3, "window": "minute"}}}}));
+    assert!(!plain.reads_arguments());
+    for rule in [
+        json!({"arguments": {"n": {"required": true}}}),
+        json!({"when": {"argument": "op", "cases": {"read": {}}}}),
+    ] {
+        let e = engine(json!({"version": "1", "default": "deny", "tools": {"t": rule}}));
+        assert!(e.reads_arguments(), "{e:?}");
+    }
+}
