@@ -204,6 +204,45 @@ fn explain_transcripts() {
     }
 }
 
+/// `explain` decides on the arguments as the tool reads them (its catalogue schema), as the
+/// gateway does, and says which it reads otherwise than written: `"yes"` for the boolean
+/// `force` is `true`, which `not_enum: [true]` refuses; a `tail_lines` the tool cannot read as
+/// an integer fails the rule's checks on it.
+#[test]
+fn explain_reads_arguments_as_the_tool_does() {
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "explain_read_as_the_tool_reads",
+            &[
+                "examples/policies/eks-recommended.json",
+                "apply_yaml",
+                "--args",
+                r#"{"yaml_path": "/m.yaml", "cluster_name": "prod", "namespace": "shop", "force": "yes"}"#,
+            ],
+        ),
+        (
+            "explain_unreadable_argument",
+            &[
+                "examples/policies/eks-recommended.json",
+                "get_pod_logs",
+                "--args",
+                r#"{"cluster_name": "prod", "namespace": "shop", "pod_name": "web", "tail_lines": "all"}"#,
+            ],
+        ),
+    ];
+    for (name, args) in cases {
+        let out = explain(args);
+        assert_eq!(out.status.code(), Some(0), "{}", transcript(&out));
+        insta::with_settings!({
+            snapshot_path => root().join("snapshots/diagnostics"),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(name, transcript(&out));
+        });
+    }
+}
+
 /// Bad `--args` and a broken policy are exit 2 with a message.
 #[test]
 fn explain_bad_input_is_exit_2() {

@@ -2,6 +2,10 @@
 //! [--format human|json]`: which rule decides a call, through which branch, against which
 //! limits, and what the decision would be, without taking from any counter.
 //!
+//! The arguments are first brought to the values the tool reads, by its input schema in the
+//! catalogue, as the gateway does (`tollgate_gateway::coerce`): the explanation is of the
+//! decision the gateway would make, and says which arguments it reads otherwise than written.
+//!
 //! Exit codes: 0 explained (whatever the decision), 2 a broken policy or bad arguments.
 
 use std::io::{IsTerminal, Write};
@@ -13,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tollgate_policy::{Call, Engine, MemoryStore, Policy, RiskClass};
 
-use super::known::{KnownSource, known_tools};
+use super::known::{KnownSource, known_tool, with_catalog};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -76,7 +80,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         arguments.is_object(),
         "--args must be a JSON object of argument names to values, such as '{{\"operation\": \"read\"}}'"
     );
-    let known = known_tools(&args.known)?;
+    let (known, schema) = with_catalog(&args.known, |catalog| {
+        let known: Vec<_> = catalog.tools().iter().map(known_tool).collect();
+        let schema = catalog.get(&args.tool).map(|t| t.input_schema.clone());
+        (known, schema)
+    })?;
+    // As the gateway reads them (crate tollgate_gateway::coerce).
+    let sent = arguments.clone();
+    let mut arguments = Arc::new(arguments);
+    let unreadable = tollgate_gateway::coerce::ArgTypes::of_schema(schema.as_ref())
+        .map_or_else(Vec::new, |types| types.coerce(&mut arguments));
     let mut meta = known
         .iter()
         .find(|k| k.name == args.tool)
@@ -87,16 +100,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let call = Call {
         tool: Arc::from(args.tool.as_str()),
-        arguments: arguments.into(),
+        arguments: Arc::clone(&arguments),
         grant: args.grant.into(),
         session: args.session.into(),
         meta,
     };
     let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
-    let explanation = engine.explain(&call, Duration::ZERO);
+    let explanation = engine.explain_coerced(&call, Duration::ZERO, &unreadable);
+    let redactions = engine.policy().redactions(&call.tool, &call.meta);
+    let read_otherwise = read_otherwise(&sent, &arguments, &redactions);
     let mut stdout = std::io::stdout().lock();
     match args.format {
         super::check::Format::Human => {
+            for (name, was, read) in &read_otherwise {
+                writeln!(stdout, "argument: {name} = {was} is read as {read}")?;
+            }
             write!(stdout, "{}", explanation.render())?;
             if !known.is_empty() && !known.iter().any(|k| *k.name == *call.tool) {
                 writeln!(
@@ -107,8 +125,49 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         super::check::Format::Json => {
-            writeln!(stdout, "{}", serde_json::to_string_pretty(&explanation)?)?;
+            let mut value = serde_json::to_value(&explanation)?;
+            if !read_otherwise.is_empty()
+                && let Some(object) = value.as_object_mut()
+            {
+                let read: serde_json::Map<String, serde_json::Value> = read_otherwise
+                    .iter()
+                    .map(|(name, was, read)| {
+                        (name.clone(), serde_json::json!({"sent": was, "read": read}))
+                    })
+                    .collect();
+                object.insert("arguments_read".into(), read.into());
+            }
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&value)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The arguments the tool reads otherwise than they were written: `(name, sent, read)` as JSON
+/// text, or `(redacted)` for an argument the policy redacts.
+fn read_otherwise(
+    sent: &serde_json::Value,
+    read: &serde_json::Value,
+    redactions: &[String],
+) -> Vec<(String, String, String)> {
+    let (Some(sent), Some(read)) = (sent.as_object(), read.as_object()) else {
+        return Vec::new();
+    };
+    sent.iter()
+        .filter_map(|(name, was)| {
+            let now = read.get(name)?;
+            if now == was {
+                return None;
+            }
+            let hidden = redactions.iter().any(|r| r == name);
+            let text = |v: &serde_json::Value| {
+                if hidden {
+                    "(redacted)".to_owned()
+                } else {
+                    v.to_string()
+                }
+            };
+            Some((name.clone(), text(was), text(now)))
+        })
+        .collect()
 }

@@ -17,6 +17,13 @@ pub struct KnownSource {
 }
 
 pub fn known_tools(source: &KnownSource) -> anyhow::Result<Vec<KnownTool>> {
+    with_catalog(source, |catalog| {
+        catalog.tools().iter().map(known_tool).collect()
+    })
+}
+
+/// Runs `f` on the catalogue `source` names (the embedded one unless `--catalog FILE`).
+pub fn with_catalog<T>(source: &KnownSource, f: impl FnOnce(&Catalog) -> T) -> anyhow::Result<T> {
     let loaded;
     let catalog = match &source.catalog {
         None => Catalog::embedded(),
@@ -32,7 +39,7 @@ pub fn known_tools(source: &KnownSource) -> anyhow::Result<Vec<KnownTool>> {
             &loaded
         }
     };
-    Ok(catalog.tools().iter().map(known_tool).collect())
+    Ok(f(catalog))
 }
 
 /// One catalogue tool as the policy engine sees it.

@@ -414,6 +414,9 @@ struct ToolInfo {
     annotations: Arc<BTreeSet<Annotation>>,
     /// The tool's catalogue entry, looked up once when it is listed.
     catalogued: Option<&'static tollgate_catalog::CatalogTool>,
+    /// The scalar parameter types of its `inputSchema`, read once when it is listed: a call's
+    /// arguments are brought to the values the tool reads before the policy decides.
+    types: Option<crate::coerce::ToolTypes>,
 }
 
 #[derive(Debug)]
@@ -1172,12 +1175,18 @@ impl SessionCore {
         &mut self,
         id: &Value,
         name: Arc<str>,
-        arguments: Arc<Value>,
+        mut arguments: Arc<Value>,
         info: &ToolInfo,
         batch: Option<u64>,
         now: Duration,
     ) -> Called {
         let engine = self.gateway.engine();
+        // Decided on, audited and forwarded as the tool reads them (crate::coerce), when the
+        // policy reads arguments at all.
+        let unreadable = match &info.types {
+            Some(types) if engine.reads_arguments() => types.coerce(&mut arguments),
+            _ => Vec::new(),
+        };
         let meta = meta_of(&arguments, info);
         let call = Call {
             tool: name,
@@ -1187,7 +1196,7 @@ impl SessionCore {
             meta,
         };
         let name = &*call.tool;
-        let decision = engine.decide(&call, now);
+        let decision = engine.decide_coerced(&call, now, &unreadable);
         self.gateway
             .metrics
             .observe_decision(&mut self.metric_handles, &call.tool, &decision);
@@ -2270,6 +2279,10 @@ pub fn call_meta(listed: &Value, arguments: &Value) -> ToolMeta {
 
 fn tool_info(t: &Value) -> ToolInfo {
     let a = t.get("annotations");
+    let catalogued = t
+        .get("name")
+        .and_then(Value::as_str)
+        .and_then(|name| tollgate_catalog::Catalog::embedded().get(name));
     let hint = |k: &str| {
         a.and_then(|a| a.get(k))
             .and_then(Value::as_bool)
@@ -2290,10 +2303,8 @@ fn tool_info(t: &Value) -> ToolInfo {
     }
     ToolInfo {
         annotations: Arc::new(annotations.into_iter().collect()),
-        catalogued: t
-            .get("name")
-            .and_then(Value::as_str)
-            .and_then(|name| tollgate_catalog::Catalog::embedded().get(name)),
+        catalogued,
+        types: crate::coerce::ToolTypes::of_listed(t.get("inputSchema"), catalogued),
     }
 }
 

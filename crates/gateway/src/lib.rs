@@ -6,6 +6,7 @@
 //! - [`approvals`]: the calls held for a human's approval, shared by all sessions;
 //! - [`audit`]: the hash-chained audit log and its verifier;
 //! - [`clock`]: the real (optionally scaled) clock the transports read;
+//! - [`coerce`]: a call's arguments brought to the values the tool reads, by its input schema;
 //! - [`tokens`]: bearer tokens mapped to grants;
 //! - [`core`]: one session's enforcement, in process, with time passed in;
 //! - [`refusal`]: what a refused call looks like to the agent.
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod clock;
+pub mod coerce;
 pub mod core;
 pub mod metrics;
 pub mod refusal;

@@ -23,9 +23,10 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use crate::lax;
 use crate::limiter::{Acquire, CounterKey, CounterState, CounterStore, FailMode, LimitSpec, Scope};
 use crate::model::{Action, ApprovalVia, TimeoutOutcome};
-use crate::policy::{ArgCheck, Policy, RuleBody, case_key, scope_name};
+use crate::policy::{ArgCheck, Branch, Policy, RuleBody, case_key, scope_name};
 use crate::selector::{Tier, ToolMeta};
 
 /// One tool call as the gateway sees it.
@@ -61,6 +62,18 @@ pub struct Violation {
     /// JSON path of the argument: `$.operation`.
     pub path: String,
     pub message: String,
+}
+
+/// An argument the tool cannot read as the type its input schema gives it, found by the
+/// gateway when it brought the call's arguments to the values the tool reads. The engine knows
+/// no schema: it is told. A rule that checks the argument (or branches on it) refuses the call
+/// as `invalid_arguments`; a rule that does not leaves it to the tool, which refuses it itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TypeMismatch {
+    /// The argument's name: a top-level key of the call's arguments.
+    pub argument: String,
+    /// What the schema takes, for people: `an integer`, `a string or null`.
+    pub expected: Arc<str>,
 }
 
 /// What the policy says about a call.
@@ -287,6 +300,8 @@ enum Mode {
 pub struct Engine {
     policy: Arc<Policy>,
     store: Arc<dyn CounterStore>,
+    /// Whether any rule checks an argument or branches on one (see [`Engine::reads_arguments`]).
+    reads_arguments: bool,
 }
 
 /// The path one call took through the policy, for `tollgate explain`.
@@ -332,7 +347,20 @@ pub struct LimitLine {
 
 impl Engine {
     pub fn new(policy: Arc<Policy>, store: Arc<dyn CounterStore>) -> Engine {
-        Engine { policy, store }
+        let reads = |b: &RuleBody| !b.arguments.is_empty() || b.when.is_some();
+        let reads_arguments = reads(&policy.default) || policy.rules.iter().any(|r| reads(&r.body));
+        Engine {
+            policy,
+            store,
+            reads_arguments,
+        }
+    }
+
+    /// Whether any rule of the policy checks an argument or branches on one. When none does,
+    /// no decision depends on argument values (a tool's class depends only on its `operation`
+    /// string), so the gateway need not read them as the tool will first.
+    pub fn reads_arguments(&self) -> bool {
+        self.reads_arguments
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -347,7 +375,19 @@ impl Engine {
     /// call that requires approval has its limits checked, not taken (see
     /// [`Engine::admit_approved`]).
     pub fn decide(&self, call: &Call, now: Duration) -> Decision {
-        self.evaluate(call, now, Mode::Decide).0
+        self.evaluate(call, now, Mode::Decide, &[]).0
+    }
+
+    /// [`Engine::decide`] for a call whose arguments the gateway has brought to the values
+    /// the tool reads (by the tool's input schema), with the arguments it could not bring
+    /// there: a rule that checks one of those refuses the call, naming the type expected.
+    pub fn decide_coerced(
+        &self,
+        call: &Call,
+        now: Duration,
+        unreadable: &[TypeMismatch],
+    ) -> Decision {
+        self.evaluate(call, now, Mode::Decide, unreadable).0
     }
 
     /// A call that `decide` held for approval has been approved (or has timed out with
@@ -356,12 +396,23 @@ impl Engine {
     /// the call waited; nothing is taken). The rule is the one `decide` chose: the same
     /// policy selects the same rule for the same call.
     pub fn admit_approved(&self, call: &Call, now: Duration) -> Decision {
-        self.evaluate(call, now, Mode::Approved).0
+        self.evaluate(call, now, Mode::Approved, &[]).0
     }
 
     /// What `decide` would say now, without taking from any counter, and the path it took.
     pub fn explain(&self, call: &Call, now: Duration) -> Explanation {
-        let (decision, branch, body) = self.evaluate(call, now, Mode::Explain);
+        self.explain_coerced(call, now, &[])
+    }
+
+    /// What [`Engine::decide_coerced`] would say now, without taking from any counter, and
+    /// the path it took.
+    pub fn explain_coerced(
+        &self,
+        call: &Call,
+        now: Duration,
+        unreadable: &[TypeMismatch],
+    ) -> Explanation {
+        let (decision, branch, body) = self.evaluate(call, now, Mode::Explain, unreadable);
         let candidates = self
             .policy
             .candidates(&call.tool, &call.meta)
@@ -409,48 +460,48 @@ impl Engine {
         call: &Call,
         now: Duration,
         mode: Mode,
+        unreadable: &[TypeMismatch],
     ) -> (Decision, Option<String>, Arc<RuleBody>) {
         let policy = &*self.policy;
         let rule = policy.select(&call.tool, &call.meta);
+        // The selected rule before any branch: its redactions (its cases' too) hide values
+        // from every message.
+        let top: &RuleBody = rule.map_or(&*policy.default, |r| &*r.body);
+        let context = ArgContext { top, unreadable };
         let mut body = rule.map_or_else(|| Arc::clone(&policy.default), |r| Arc::clone(&r.body));
         let mut violations = Vec::new();
-        check_arguments(&body.arguments, &call.arguments, &mut violations);
+        check_arguments(&body.arguments, &call.arguments, &context, &mut violations);
         let mut branch_text = None;
         if let Some(branch) = &body.when {
             let value = call.arguments.get(&branch.argument);
-            let key = value.and_then(case_key);
-            let chosen = key
-                .as_ref()
-                .and_then(|k| branch.cases.get(k))
-                .or(branch.otherwise.as_ref())
-                .cloned();
-            match chosen {
-                Some(case) => {
-                    branch_text = Some(match &key {
-                        Some(k) if branch.cases.contains_key(k) => {
-                            format!("{} = {}", branch.argument, json_text(value))
-                        }
-                        _ => format!("{} = {} (otherwise)", branch.argument, json_text(value)),
-                    });
-                    check_arguments(&case.arguments, &call.arguments, &mut violations);
+            let shown_value = || match value {
+                Some(v) => shown(v, context.hidden(&branch.argument)),
+                None => json_text(None),
+            };
+            match pick_case(branch, value, &context) {
+                Pick::Case(case) => {
+                    branch_text = Some(format!("{} = {}", branch.argument, shown_value()));
+                    let case = Arc::clone(case);
+                    check_arguments(&case.arguments, &call.arguments, &context, &mut violations);
                     body = case;
                 }
-                None => {
-                    let cases = branch
-                        .cases
-                        .keys()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let message = match value {
-                        None | Some(Value::Null) => format!("is required: one of {cases}"),
-                        Some(v) => format!("must be one of {cases}, not {}", json_text(Some(v))),
-                    };
-                    violations.push(Violation {
+                Pick::Otherwise(case) => {
+                    branch_text = Some(format!(
+                        "{} = {} (otherwise)",
+                        branch.argument,
+                        shown_value()
+                    ));
+                    let case = Arc::clone(case);
+                    check_arguments(&case.arguments, &call.arguments, &context, &mut violations);
+                    body = case;
+                }
+                Pick::Refused(message) => push_once(
+                    &mut violations,
+                    Violation {
                         path: json_path(&branch.argument),
                         message,
-                    });
-                }
+                    },
+                ),
             }
         }
         let rule_ref = self.rule_ref(&body);
@@ -630,12 +681,181 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// What argument checks need besides the checks and the arguments.
+struct ArgContext<'a> {
+    /// The selected rule before any branch (whose redactions, and its cases', hide values).
+    top: &'a RuleBody,
+    /// The arguments the tool cannot read as its schema's type (from the gateway).
+    unreadable: &'a [TypeMismatch],
+}
+
+impl ArgContext<'_> {
+    /// Whether the policy redacts `name` for this tool: then no message quotes its value.
+    fn hidden(&self, name: &str) -> bool {
+        let names = |b: &RuleBody| b.redact.iter().any(|n| n == name);
+        names(self.top)
+            || self
+                .top
+                .when
+                .as_ref()
+                .is_some_and(|w| w.cases.values().chain(w.otherwise.iter()).any(|b| names(b)))
+    }
+
+    fn mismatch(&self, name: &str) -> Option<&TypeMismatch> {
+        self.unreadable.iter().find(|m| m.argument == name)
+    }
+}
+
+/// A value for a message: its JSON text, shortened, or `(redacted)` when the policy redacts it.
+fn shown(value: &Value, hidden: bool) -> String {
+    if hidden {
+        "(redacted)".to_owned()
+    } else {
+        json_text(Some(value))
+    }
+}
+
+/// The message for an argument the tool cannot read as its schema's type.
+fn type_message(mismatch: &TypeMismatch, value: &Value, hidden: bool) -> String {
+    format!(
+        "must be {} (the tool's input schema), not {}",
+        mismatch.expected,
+        shown(value, hidden)
+    )
+}
+
+/// Adds `violation` unless the same one is there (a rule and its case may check one argument).
+fn push_once(out: &mut Vec<Violation>, violation: Violation) {
+    if !out.contains(&violation) {
+        out.push(violation);
+    }
+}
+
+/// What a `when` makes of a call.
+enum Pick<'a> {
+    Case(&'a Arc<RuleBody>),
+    Otherwise(&'a Arc<RuleBody>),
+    /// No body: the value is missing, names no case (without `otherwise`), cannot be read as
+    /// the tool's type, or may be read as a case it does not spell exactly.
+    Refused(String),
+}
+
+/// The case `value` picks. A value picks a case only when it spells it exactly (a string as
+/// the case key is written; a number or boolean whose JSON text is the key). A value that a
+/// lax reader may take for a case it does not spell (`"TRUE"` for `true`, `0.0` for `0`), or
+/// for another case than the one it spells, is refused, saying how to write it: sending it to
+/// `otherwise`, or to the case it spells, could run the rule of one case while the tool reads
+/// the value of another.
+fn pick_case<'a>(branch: &'a Branch, value: Option<&Value>, context: &ArgContext<'_>) -> Pick<'a> {
+    let cases = || {
+        branch
+            .cases
+            .keys()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let value = match value {
+        None | Some(Value::Null) => {
+            return match &branch.otherwise {
+                Some(o) => Pick::Otherwise(o),
+                None => Pick::Refused(format!("is required: one of {}", cases())),
+            };
+        }
+        Some(v) => v,
+    };
+    let hidden = || context.hidden(&branch.argument);
+    if let Some(m) = context.mismatch(&branch.argument) {
+        return Pick::Refused(type_message(m, value, hidden()));
+    }
+    let exact = case_key(value).and_then(|k| branch.cases.get_key_value(&k));
+    let exact_key = exact.map(|(k, _)| k.as_str());
+    let mut lax = branch
+        .cases
+        .keys()
+        .filter(|k| Some(k.as_str()) != exact_key && case_may_read(value, k))
+        .peekable();
+    if lax.peek().is_none() {
+        return match (exact, &branch.otherwise) {
+            (Some((_, case)), _) => Pick::Case(case),
+            (None, Some(o)) => Pick::Otherwise(o),
+            (None, None) => Pick::Refused(format!(
+                "must be one of {}, not {}",
+                cases(),
+                shown(value, hidden())
+            )),
+        };
+    }
+    let named: Vec<&str> = exact_key
+        .into_iter()
+        .chain(lax.map(String::as_str))
+        .collect();
+    let value = shown(value, hidden());
+    Pick::Refused(match named.as_slice() {
+        [one] => format!(
+            "{value} may be read as case `{one}` but is not written as that case is: write {}",
+            spellings(one)
+        ),
+        several => format!(
+            "{value} may be read as case {}, and the tool's reading would decide which: write one case's value as it is written ({})",
+            several
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            several
+                .iter()
+                .map(|k| spellings(k))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    })
+}
+
+/// The number or boolean a case key names besides its string: `3` for `"3"`, `true` for
+/// `"true"`, `1000.0` for `"1e3"` (the key is that value's JSON text, as written).
+fn case_scalar(key: &str) -> Option<Value> {
+    match key {
+        "true" => Some(Value::Bool(true)),
+        "false" => Some(Value::Bool(false)),
+        _ if key.starts_with(|c: char| c.is_ascii_digit() || c == '-') && key.trim() == key => {
+            serde_json::from_str::<serde_json::Number>(key)
+                .ok()
+                .map(Value::Number)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a lax reader may take `value` for the case `key`: its string, or the number or
+/// boolean the key names.
+fn case_may_read(value: &Value, key: &str) -> bool {
+    value.as_str() == Some(key) || case_scalar(key).is_some_and(|s| lax::may_read_as(value, &s))
+}
+
+/// How to write a value that picks the case `key`, for messages.
+fn spellings(key: &str) -> String {
+    let string = Value::String(key.to_owned());
+    match case_scalar(key) {
+        Some(s) if serde_json::to_string(&s).is_ok_and(|text| text == key) => {
+            format!("`{key}` or `{string}`")
+        }
+        _ => format!("`{string}`"),
+    }
+}
+
 /// Runs every argument check; arguments that are not an object count as having no argument.
-fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violation>) {
+fn check_arguments(
+    checks: &[ArgCheck],
+    arguments: &Value,
+    context: &ArgContext<'_>,
+    out: &mut Vec<Violation>,
+) {
     for check in checks {
         let path = json_path(&check.name);
         let value = arguments.get(&check.name).filter(|v| !v.is_null());
         let rule = &check.rule;
+        let hidden = || context.hidden(&check.name);
         let mut fail = |message: String| {
             out.push(Violation {
                 path: path.clone(),
@@ -648,12 +868,19 @@ fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violati
             }
             continue;
         };
+        // A value the tool cannot read as its type fails every check on it in one message.
+        if let Some(m) = context.mismatch(&check.name) {
+            let message = type_message(m, value, hidden());
+            push_once(out, Violation { path, message });
+            continue;
+        }
         if rule.forbidden {
             fail("must not be given".into());
             continue;
         }
+        // Admitting checks pass only for a value of the listed value's own JSON kind.
         if let Some(allowed) = &rule.one_of
-            && !allowed.contains(value)
+            && !allowed.iter().any(|a| lax::same_value(a, value))
         {
             let list = allowed
                 .iter()
@@ -662,13 +889,24 @@ fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violati
                 .join(", ");
             fail(format!(
                 "must be one of {list}, not {}",
-                json_text(Some(value))
+                shown(value, hidden())
             ));
         }
+        // A refusing check refuses any value a lax reader may take for a refused one.
         if let Some(refused) = &rule.not_enum
-            && refused.contains(value)
+            && let Some(r) = refused.iter().find(|r| lax::may_read_as(value, r))
         {
-            fail(format!("must not be {}", json_text(Some(value))));
+            fail(if hidden() {
+                "must not be (redacted)".to_owned()
+            } else if value == r {
+                format!("must not be {}", json_text(Some(value)))
+            } else {
+                format!(
+                    "must not be {}, and a tool may read {} as it",
+                    json_text(Some(r)),
+                    json_text(Some(value))
+                )
+            });
         }
         if rule.pattern.is_some() || rule.prefix.is_some() {
             match value.as_str() {
@@ -679,7 +917,7 @@ fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violati
                     {
                         fail(format!(
                             "{} does not match the pattern `{p}`",
-                            json_text(Some(value))
+                            shown(value, hidden())
                         ));
                     }
                     if let Some(prefix) = &rule.prefix
@@ -687,7 +925,7 @@ fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violati
                     {
                         fail(format!(
                             "must start with `{prefix}`, not {}",
-                            json_text(Some(value))
+                            shown(value, hidden())
                         ));
                     }
                 }
@@ -697,15 +935,22 @@ fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violati
             match value.as_f64() {
                 None => fail(format!("must be a number, not {}", type_name(value))),
                 Some(n) => {
+                    let n_text = || {
+                        if hidden() {
+                            "(redacted)".to_owned()
+                        } else {
+                            n.to_string()
+                        }
+                    };
                     if let Some(min) = rule.min
                         && n < min
                     {
-                        fail(format!("must be at least {min}, not {n}"));
+                        fail(format!("must be at least {min}, not {}", n_text()));
                     }
                     if let Some(max) = rule.max
                         && n > max
                     {
-                        fail(format!("must be at most {max}, not {n}"));
+                        fail(format!("must be at most {max}, not {}", n_text()));
                     }
                 }
             }
@@ -721,6 +966,9 @@ fn check_arguments(checks: &[ArgCheck], arguments: &Value, out: &mut Vec<Violati
                     "must be a string or an array, not {}",
                     type_name(value)
                 )),
+                Some(len) if len > limit && hidden() => {
+                    fail(format!("is longer than the maximum of {limit}"))
+                }
                 Some(len) if len > limit => {
                     fail(format!("is {len} long, over the maximum of {limit}"))
                 }

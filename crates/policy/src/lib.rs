@@ -3,6 +3,7 @@
 //! on request, no clock, no tokio: time is always passed in.
 pub mod diag;
 pub mod engine;
+pub mod lax;
 pub mod limiter;
 pub mod lint;
 pub mod model;
@@ -12,7 +13,8 @@ pub mod source;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use engine::{
-    Call, Decision, DecisionKind, Engine, Explanation, RuleRef, StoreFailure, Violation,
+    Call, Decision, DecisionKind, Engine, Explanation, RuleRef, StoreFailure, TypeMismatch,
+    Violation,
 };
 pub use limiter::{Acquire, CounterState, CounterStore, FailMode, MemoryStore, Scope};
 pub use lint::KnownTool;

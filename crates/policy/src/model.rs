@@ -118,7 +118,8 @@ pub struct Rule {
     /// Branches on one argument's value; each case is a rule of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<Box<When>>,
-    /// Arguments whose values the audit log and recordings replace with `"[redacted]"`.
+    /// Arguments whose values the audit log and recordings replace with `"[redacted]"`; no
+    /// violation message, refusal or explanation quotes them either (`(redacted)`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
 }
@@ -131,7 +132,9 @@ pub struct Rule {
 pub struct When {
     /// The argument whose value picks the case.
     pub argument: String,
-    /// Argument value (as a string) → rule.
+    /// Argument value (as a string; a number or boolean is written as its JSON text) → rule.
+    /// A value picks a case only when it is written exactly so; one a lax reader may take for
+    /// a case it does not spell (`"TRUE"` for `true`, `0.0` for `0`) is an invalid argument.
     pub cases: BTreeMap<String, Rule>,
     /// The rule for any other value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,10 +191,13 @@ impl ApprovalVia {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArgRule {
-    /// The value must be one of these.
+    /// The value must be one of these: of the listed value's own JSON kind, numbers compared
+    /// by value (`1` and `1.0` are equal; `"1"` and `true` are not `1`).
     #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
     pub one_of: Option<Vec<serde_json::Value>>,
-    /// The value must be none of these.
+    /// The value must be none of these, in any spelling a lax reader (pydantic) may take for
+    /// one: `not_enum: [0]` also refuses `0.0`, `"0"` and `false`; `[true]` refuses `"yes"`,
+    /// `1` and `"TRUE"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_enum: Option<Vec<serde_json::Value>>,
     /// A string value must match this regular expression (unanchored: use `^...$` for a

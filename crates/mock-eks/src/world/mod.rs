@@ -20,6 +20,8 @@ mod pyjson;
 mod real;
 mod validate;
 
+pub use validate::{PyValue, pydantic_reads};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -288,72 +288,36 @@ fn union_label(schema: &Value) -> String {
 /// pydantic's errors (location suffix, message, kind, input) for `v` against one type schema
 /// in lax mode; empty when it is accepted.
 fn check(schema: &Value, v: &Value, loc: &str, out: &mut Vec<String>) {
-    let float_is_whole = |f: f64| f.fract() == 0.0 && f.is_finite();
     let bad =
         |msg: &str, kind: &str, out: &mut Vec<String>| out.push(error_block(loc, msg, kind, v));
     match type_of(schema) {
         "string" if !v.is_string() => bad("Input should be a valid string", "string_type", out),
-        "integer" => match v {
-            Value::Number(n) if n.is_i64() || n.is_u64() => {}
-            Value::Number(n) if n.as_f64().is_some_and(float_is_whole) => {
-                if n.as_f64().is_some_and(|f| f.abs() > 9.2e18) {
-                    bad(
-                        "Unable to parse input string as an integer, exceeded maximum size",
-                        "int_parsing_size",
-                        out,
-                    );
-                }
+        // The scalar types accept what the reader reads (`read_member`, checked against
+        // pydantic itself) and refuse with its error type.
+        t @ ("integer" | "number" | "boolean") => {
+            if let Err(kind) = read_member(t, v) {
+                let message = match kind {
+                    "int_parsing" => {
+                        "Input should be a valid integer, unable to parse string as an integer"
+                    }
+                    "int_from_float" => {
+                        "Input should be a valid integer, got a number with a fractional part"
+                    }
+                    "int_parsing_size" => {
+                        "Unable to parse input string as an integer, exceeded maximum size"
+                    }
+                    "finite_number" => "Input should be a finite number",
+                    "float_parsing" => {
+                        "Input should be a valid number, unable to parse string as a number"
+                    }
+                    "float_type" => "Input should be a valid number",
+                    "bool_parsing" => "Input should be a valid boolean, unable to interpret input",
+                    "bool_type" => "Input should be a valid boolean",
+                    _ => "Input should be a valid integer",
+                };
+                bad(message, kind, out);
             }
-            Value::Number(_) => bad(
-                "Input should be a valid integer, got a number with a fractional part",
-                "int_from_float",
-                out,
-            ),
-            Value::Bool(_) => {}
-            Value::String(s) if s.trim().parse::<i64>().is_ok() => {}
-            Value::String(_) => bad(
-                "Input should be a valid integer, unable to parse string as an integer",
-                "int_parsing",
-                out,
-            ),
-            _ => bad("Input should be a valid integer", "int_type", out),
-        },
-        "number" => match v {
-            Value::Number(_) | Value::Bool(_) => {}
-            Value::String(s) if s.trim().parse::<f64>().is_ok() => {}
-            Value::String(_) => bad(
-                "Input should be a valid number, unable to parse string as a number",
-                "float_parsing",
-                out,
-            ),
-            _ => bad("Input should be a valid number", "float_type", out),
-        },
-        "boolean" => match v {
-            Value::Bool(_) => {}
-            Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 || f == 1.0) => {}
-            Value::String(s)
-                if matches!(
-                    s.to_ascii_lowercase().as_str(),
-                    "true"
-                        | "false"
-                        | "1"
-                        | "0"
-                        | "yes"
-                        | "no"
-                        | "on"
-                        | "off"
-                        | "t"
-                        | "f"
-                        | "y"
-                        | "n"
-                ) => {}
-            Value::Number(_) | Value::String(_) => bad(
-                "Input should be a valid boolean, unable to interpret input",
-                "bool_parsing",
-                out,
-            ),
-            _ => bad("Input should be a valid boolean", "bool_type", out),
-        },
+        }
         "object" if !v.is_object() => bad("Input should be a valid dictionary", "dict_type", out),
         "array" => match (v, schema.get("items")) {
             (Value::Array(items), Some(item_schema)) => {
@@ -371,6 +335,8 @@ fn check(schema: &Value, v: &Value, loc: &str, out: &mut Vec<String>) {
 /// pydantic's errors for one parameter: an optional (`X | None`) parameter is checked as `X`;
 /// a union of several types reports every alternative's failure under its type's name.
 fn check_param(name: &str, schema: &Value, v: &Value, out: &mut Vec<String>) {
+    let parsed = pre_parsed(schema, v);
+    let v = parsed.as_ref().unwrap_or(v);
     let alts = alternatives(schema);
     let nullable = alts.iter().any(|a| type_of(a) == "null");
     if nullable && v.is_null() {
@@ -393,6 +359,244 @@ fn check_param(name: &str, schema: &Value, v: &Value, out: &mut Vec<String>) {
             out.extend(all);
         }
     }
+}
+
+/// A value as the tool function receives it, in Python's types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PyValue {
+    None,
+    Bool(bool),
+    /// Python's `int` (beyond 128 bits is refused here as too large).
+    Int(i128),
+    Float(f64),
+    Str(String),
+}
+
+/// What the real server's tool function receives for the argument `v` of a parameter whose
+/// schema is `schema`, or the pydantic error type it refuses it with (for a union, its first
+/// member's). The real server is FastMCP over pydantic 2.14: first FastMCP's pre-parse (for a
+/// parameter not declared plain `str`, a string holding JSON `null`, an array or an object is
+/// replaced by it; one holding a number, a string or a boolean is not), then pydantic's model
+/// validation in lax mode, a union choosing its first exact member, else its most exact one
+/// (strict before lax), the first on a tie.
+///
+/// This is the test oracle for the gateway's reading of arguments (`tollgate_gateway::coerce`),
+/// written apart from it on purpose and checked against pydantic itself
+/// (tests/fixtures/reference/pydantic-reads.json).
+pub fn pydantic_reads(schema: &Value, v: &Value) -> Result<PyValue, &'static str> {
+    let parsed = pre_parsed(schema, v);
+    let v = parsed.as_ref().unwrap_or(v);
+    let alts = alternatives(schema);
+    let members: Vec<&str> = alts
+        .iter()
+        .map(|a| type_of(a))
+        .filter(|t| *t != "null")
+        .collect();
+    if v.is_null() && members.len() < alts.len() {
+        return Ok(PyValue::None);
+    }
+    let mut first_error = None;
+    let mut best: Option<(u8, PyValue)> = None;
+    for member in members {
+        match read_member(member, v) {
+            Ok((rank, read)) if rank == EXACT => return Ok(read),
+            Ok((rank, read)) => {
+                if best.as_ref().is_none_or(|(b, _)| *b < rank) {
+                    best = Some((rank, read));
+                }
+            }
+            Err(kind) => {
+                first_error.get_or_insert(kind);
+            }
+        }
+    }
+    match best {
+        Some((_, read)) => Ok(read),
+        None => Err(first_error.unwrap_or("no_such_type")),
+    }
+}
+
+/// FastMCP's pre-parse of one argument: for a parameter not declared plain `str`, a string
+/// holding JSON `null`, an array or an object is replaced by it (one holding a number, a string
+/// or a boolean is not: Python's `bool` is an `int`).
+fn pre_parsed(schema: &Value, v: &Value) -> Option<Value> {
+    let plain_str = schema.get("anyOf").is_none() && type_of(schema) == "string";
+    match v {
+        Value::String(text) if !plain_str => match serde_json::from_str::<Value>(text) {
+            Ok(p @ (Value::Null | Value::Array(_) | Value::Object(_))) => Some(p),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// How exactly a union member reads a value (pydantic's exactness): higher wins.
+const LAX: u8 = 0;
+const STRICT: u8 = 1;
+const EXACT: u8 = 2;
+
+/// One scalar type's reading of `v` (Python mode: what FastMCP validates).
+fn read_member(member: &str, v: &Value) -> Result<(u8, PyValue), &'static str> {
+    match member {
+        "string" => match v {
+            Value::String(s) => Ok((EXACT, PyValue::Str(s.clone()))),
+            _ => Err("string_type"),
+        },
+        "integer" => match v {
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Ok((EXACT, PyValue::Int(i.into())))
+                } else if let Some(u) = n.as_u64() {
+                    Ok((EXACT, PyValue::Int(u.into())))
+                } else {
+                    float_to_int(n.as_f64().unwrap_or(f64::NAN)).map(|i| (LAX, PyValue::Int(i)))
+                }
+            }
+            Value::Bool(b) => Ok((LAX, PyValue::Int(i128::from(*b)))),
+            Value::String(s) => int_from_text(s).map(|i| (LAX, PyValue::Int(i))),
+            _ => Err("int_type"),
+        },
+        "number" => match v {
+            Value::Number(n) if n.is_f64() => {
+                Ok((EXACT, PyValue::Float(n.as_f64().unwrap_or(0.0))))
+            }
+            Value::Number(n) => Ok((STRICT, PyValue::Float(n.as_f64().unwrap_or(0.0)))),
+            Value::Bool(b) => Ok((LAX, PyValue::Float(if *b { 1.0 } else { 0.0 }))),
+            Value::String(s) => float_from_text(s).map(|f| (LAX, PyValue::Float(f))),
+            _ => Err("float_type"),
+        },
+        "boolean" => match v {
+            Value::Bool(b) => Ok((EXACT, PyValue::Bool(*b))),
+            Value::Number(n) => {
+                let as_int = match (n.as_i64(), n.as_f64()) {
+                    (Some(i), _) => Ok(i128::from(i)),
+                    (None, _) if n.is_u64() => Err("bool_type"),
+                    (None, Some(f)) => float_to_int(f).map_err(|_| "bool_type"),
+                    (None, None) => Err("bool_type"),
+                };
+                match as_int? {
+                    0 => Ok((LAX, PyValue::Bool(false))),
+                    1 => Ok((LAX, PyValue::Bool(true))),
+                    _ => Err("bool_parsing"),
+                }
+            }
+            Value::String(s) => {
+                let word = s.to_ascii_lowercase();
+                if s == "1" || ["t", "y", "on", "yes", "true"].contains(&word.as_str()) {
+                    Ok((LAX, PyValue::Bool(true)))
+                } else if s == "0" || ["f", "n", "no", "off", "false"].contains(&word.as_str()) {
+                    Ok((LAX, PyValue::Bool(false)))
+                } else {
+                    Err("bool_parsing")
+                }
+            }
+            _ => Err("bool_type"),
+        },
+        _ => Err("no_such_type"),
+    }
+}
+
+/// pydantic's `float_as_int`: finite, whole, strictly inside the 64-bit range.
+fn float_to_int(f: f64) -> Result<i128, &'static str> {
+    if !f.is_finite() {
+        Err("finite_number")
+    } else if f.fract() != 0.0 {
+        Err("int_from_float")
+    } else if f <= -9_223_372_036_854_775_808.0 || f >= 9_223_372_036_854_775_808.0 {
+        Err("int_parsing_size")
+    } else {
+        Ok(f as i128)
+    }
+}
+
+/// A JSON integer literal's value (the whole text): `-?(0|[1-9][0-9]*)`.
+fn json_int_literal(t: &str) -> Option<Result<i128, &'static str>> {
+    let body = t.strip_prefix('-').unwrap_or(t);
+    let well_formed = !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_digit())
+        && (body == "0" || !body.starts_with('0'));
+    if !well_formed {
+        return None;
+    }
+    if body.len() > 4300 {
+        return Some(Err("int_parsing_size"));
+    }
+    Some(t.parse::<i128>().map_err(|_| "int_parsing_size"))
+}
+
+/// pydantic's `str_as_int`: a JSON integer as written; else the text trimmed, its `+` and
+/// leading zeros dropped, a fraction of zeros dropped and single `_` between digits dropped,
+/// when that changed anything and leaves a JSON integer.
+fn int_from_text(s: &str) -> Result<i128, &'static str> {
+    if let Some(read) = json_int_literal(s) {
+        return read;
+    }
+    let trimmed = s.trim();
+    if trimmed.starts_with("+-") {
+        return Err("int_parsing");
+    }
+    let (negative, mut rest) = if let Some(r) = trimmed.strip_prefix('+') {
+        (false, r)
+    } else if let Some(r) = trimmed.strip_prefix('-') {
+        if r.starts_with(['-', '+']) {
+            return Err("int_parsing");
+        }
+        (true, r)
+    } else {
+        (false, trimmed)
+    };
+    // Leading zeros (and `_` among them) go, keeping the zero before a `.`, or the last
+    // character when nothing else follows.
+    if rest.starts_with('0') {
+        let stop = rest.find(|c: char| c != '0' && c != '_');
+        rest = match stop {
+            None => &rest[rest.len() - 1..],
+            Some(i) => match rest[i..].chars().next() {
+                Some('1'..='9' | '-') => &rest[i..],
+                Some('.') => &rest[i - 1..],
+                _ => return Err("int_parsing"),
+            },
+        };
+    } else if !rest.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        return Err("int_parsing");
+    }
+    if let Some((whole, fraction)) = rest.split_once('.')
+        && !fraction.is_empty()
+        && fraction.chars().all(|c| c == '0')
+    {
+        rest = whole;
+    }
+    let joined;
+    let underscores_ok = rest.contains('_')
+        && !rest.starts_with('_')
+        && !rest.ends_with('_')
+        && !rest.contains("__");
+    if underscores_ok {
+        joined = rest.replace('_', "");
+        rest = &joined;
+    } else if rest.len() == s.len() {
+        return Err("int_parsing");
+    }
+    let text = if negative {
+        format!("-{rest}")
+    } else {
+        rest.to_owned()
+    };
+    json_int_literal(&text).unwrap_or(Err("int_parsing"))
+}
+
+/// pydantic's `str_as_float`: Rust's float syntax after trimming (`inf`, `nan`, `.5`, `1.`
+/// included), or the untrimmed text with single `_` between characters dropped.
+fn float_from_text(s: &str) -> Result<f64, &'static str> {
+    if let Ok(f) = s.trim().parse::<f64>() {
+        return Ok(f);
+    }
+    let underscores_ok =
+        s.contains('_') && !s.starts_with('_') && !s.ends_with('_') && !s.contains("__");
+    if underscores_ok && let Ok(f) = s.replace('_', "").parse::<f64>() {
+        return Ok(f);
+    }
+    Err("float_parsing")
 }
 
 /// `obj` with its keys in `declared` order, then the others; `Value` keeps insertion order
@@ -533,5 +737,74 @@ impl ArgValidator {
                 errors.join("; ")
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
+
+    use serde_json::Value;
+
+    use super::{PyValue, pydantic_reads};
+
+    /// A read value in the reference file's tagged form.
+    fn tagged(read: &Result<PyValue, &'static str>) -> Value {
+        let float = |f: f64| {
+            if f.is_nan() {
+                serde_json::json!("nan")
+            } else if f.is_infinite() {
+                serde_json::json!(if f > 0.0 { "inf" } else { "-inf" })
+            } else {
+                serde_json::json!(f)
+            }
+        };
+        match read {
+            Ok(PyValue::None) => serde_json::json!({"none": true}),
+            Ok(PyValue::Bool(b)) => serde_json::json!({ "bool": b }),
+            Ok(PyValue::Int(i)) => serde_json::json!({"int": i.to_string()}),
+            Ok(PyValue::Float(f)) => serde_json::json!({ "float": float(*f) }),
+            Ok(PyValue::Str(s)) => serde_json::json!({ "str": s }),
+            Err(kind) => serde_json::json!({ "error": kind }),
+        }
+    }
+
+    /// The mock reads every odd spelling of every scalar parameter type exactly as the real
+    /// server's FastMCP and pydantic do (the reference was recorded from them), error types
+    /// included.
+    #[test]
+    fn pydantic_reads_match_the_recorded_reference() {
+        let data: Value = serde_json::from_str(include_str!(
+            "../../../../tests/fixtures/reference/pydantic-reads.json"
+        ))
+        .unwrap();
+        let mut checked = 0;
+        let mut wrong = Vec::new();
+        for case in data["cases"].as_array().unwrap() {
+            for r in case["reads"].as_array().unwrap() {
+                let input: Value = serde_json::from_str(r["input"].as_str().unwrap()).unwrap();
+                let got = tagged(&pydantic_reads(&case["schema"], &input));
+                let want = &r["read"];
+                // Floats compare by value (-0.0 is 0.0 in JSON's equality, too).
+                let same = match (got.get("float"), want.get("float")) {
+                    (Some(a), Some(b)) => a.as_f64() == b.as_f64() && a.is_f64() == b.is_f64(),
+                    _ => got == *want,
+                };
+                if !same {
+                    wrong.push(format!(
+                        "{} {}: got {got}, pydantic {want}",
+                        case["type"], r["input"]
+                    ));
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+        assert!(
+            wrong.is_empty(),
+            "{} of {checked} differ:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
     }
 }
