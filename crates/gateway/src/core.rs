@@ -844,11 +844,12 @@ impl SessionCore {
         }
         self.gateway.metrics.observe_refused_message(why.name());
         let text = self.batch_refusal_text();
+        // Each request gets its error under its id; one whose id is not valid (a float, null)
+        // gets its error without an id, as JSON-RPC answers an invalid request.
         let mut answers: Vec<Value> = items
             .iter()
-            .filter(|m| m.get("method").is_some())
-            .filter_map(salvage_id)
-            .map(|id| error_response(Some(id), ErrorCode::InvalidRequest, &text, None))
+            .filter(|m| m.get("method").is_some() && m.get("id").is_some())
+            .map(|m| error_response(salvage_id(m), ErrorCode::InvalidRequest, &text, None))
             .collect();
         if answers.is_empty() {
             answers.push(error_response(None, ErrorCode::InvalidRequest, &text, None));

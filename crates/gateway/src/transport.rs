@@ -164,9 +164,21 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// Whether a request id is one JSON-RPC lets a request carry (and so its answer carries).
+fn valid_id(id: &Value) -> bool {
+    id.is_string() || id.is_i64() || id.is_u64()
+}
+
 /// The ids of the requests in a client message (a batch's, or the one).
 fn request_ids(bytes: &[u8]) -> (Vec<String>, bool) {
-    let one = |m: Envelope| m.method.and(m.id).map(|id| id.to_string());
+    // Only a valid id (a string or an integer) is answered with itself: any other gets an
+    // error without an id, which is not waited for under it.
+    let one = |m: Envelope| {
+        m.method
+            .and(m.id)
+            .filter(valid_id)
+            .map(|id| id.to_string())
+    };
     let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if batch {
         match serde_json::from_slice::<Vec<Envelope>>(bytes) {
@@ -187,7 +199,12 @@ fn request_ids_lenient(bytes: &[u8]) -> (Vec<String>, bool) {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
         return (Vec::new(), false);
     };
-    let one = |m: &Value| m.get("method").and(m.get("id")).map(Value::to_string);
+    let one = |m: &Value| {
+        m.get("method")
+            .and(m.get("id"))
+            .filter(|id| valid_id(id))
+            .map(Value::to_string)
+    };
     match &v {
         Value::Array(items) => (items.iter().filter_map(one).collect(), true),
         m => (one(m).into_iter().collect(), false),
@@ -310,9 +327,18 @@ pub async fn run_session(
                         initialize = Some(v);
                     }
                     let (ids, batch) = request_ids(&bytes);
-                    let outs = off_worker(core.may_block(), || core.from_client(&bytes, now()));
+                    let mut outs = off_worker(core.may_block(), || core.from_client(&bytes, now()));
                     if let Some(reply) = reply {
-                        if ids.is_empty() {
+                        // An error without an id, made now, refuses this very message whole
+                        // (it could not be read): it is this request's answer, and no other's.
+                        let whole = outs.iter().position(|o| {
+                            matches!(o, Out::Client(v) if v.get("error").is_some() && v.get("id").is_some_and(Value::is_null))
+                        });
+                        if let Some(i) = whole {
+                            if let Out::Client(v) = outs.remove(i) {
+                                let _ = reply.try_send(v);
+                            }
+                        } else if ids.is_empty() {
                             // Notifications and responses: nothing to wait for, unless the
                             // message was refused outright (a parse error answers it).
                             let direct = outs.iter().find_map(|o| match o { Out::Client(v) => Some(v), Out::Upstream(_) => None });
