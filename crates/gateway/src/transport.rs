@@ -173,12 +173,7 @@ fn valid_id(id: &Value) -> bool {
 fn request_ids(bytes: &[u8]) -> (Vec<String>, bool) {
     // Only a valid id (a string or an integer) is answered with itself: any other gets an
     // error without an id, which is not waited for under it.
-    let one = |m: Envelope| {
-        m.method
-            .and(m.id)
-            .filter(valid_id)
-            .map(|id| id.to_string())
-    };
+    let one = |m: Envelope| m.method.and(m.id).filter(valid_id).map(|id| id.to_string());
     let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if batch {
         match serde_json::from_slice::<Vec<Envelope>>(bytes) {

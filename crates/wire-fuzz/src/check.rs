@@ -217,6 +217,11 @@ pub struct Expected {
     /// when its strict parser (size, UTF-8, JSON, depth, duplicate keys) refuses it. Any other
     /// message's requests get answers with their own ids.
     pub may_refuse: bool,
+    /// Whether the gateway's strict parser refuses the message (it is then refused whole).
+    pub unreadable: bool,
+    /// For an unreadable single message, the id the refusal carries when the message's id can
+    /// still be read leniently (a string or an integer: docs/errors.md); `None`: `null`.
+    pub salvaged: Option<Value>,
 }
 
 /// What `bytes` must get from a gateway that reads at most `limit` bytes a message, sent by a
@@ -228,9 +233,18 @@ pub fn expected(bytes: &[u8], limit: usize, version: &str) -> Expected {
     let batch = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let batches = tollgate_mcp::ProtocolVersion::parse(version)
         .is_some_and(tollgate_mcp::ProtocolVersion::allows_batches);
+    let salvaged = if unreadable && !batch && bytes.len() <= limit {
+        serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("id").filter(|id| valid_id(id)).cloned())
+    } else {
+        None
+    };
     Expected {
         ids: expected_ids(bytes, limit),
         may_refuse: unreadable || (batch && !batches),
+        unreadable,
+        salvaged,
     }
 }
 
@@ -239,18 +253,50 @@ pub fn expected(bytes: &[u8], limit: usize, version: &str) -> Expected {
 /// requests was answered counts as refused if a whole-message refusal ([`refuses_whole`]) is
 /// left for it, each refusal taken once.
 pub fn stdio_unanswered(lines: &[Expected], received: &[Value]) -> Option<(usize, Value)> {
-    let got: Vec<&Value> = received.iter().flat_map(answers).collect();
-    let answered = |id: &Value| got.iter().any(|a| a.get("id") == Some(id));
+    // Each answer is taken by one request only: a client that reuses an id across lines gets
+    // one answer per use, and an answer to one line does not count for another.
+    let mut pool: Vec<&Value> = received
+        .iter()
+        .flat_map(answers)
+        .filter_map(|a| a.get("id"))
+        .collect();
     let mut refusals = received.iter().filter(|m| refuses_whole(m)).count();
-    for (k, line) in lines.iter().enumerate() {
-        let Some(missing) = line.ids.iter().find(|id| !answered(id)) else {
+    let take = |pool: &mut Vec<&Value>, id: &Value| match pool.iter().position(|a| *a == id) {
+        Some(i) => {
+            pool.swap_remove(i);
+            true
+        }
+        None => false,
+    };
+    // First the lines the strict parser refuses: each gets its one refusal, under the id it
+    // still shows or none, so their ids never take another line's answers.
+    for (k, line) in lines.iter().enumerate().filter(|(_, l)| l.unreadable) {
+        let refused = match &line.salvaged {
+            Some(id) => take(&mut pool, id),
+            None if refusals > 0 => {
+                refusals -= 1;
+                true
+            }
+            None => false,
+        };
+        if !refused {
+            let id = line.salvaged.clone().or_else(|| line.ids.first().cloned());
+            return Some((k, id.unwrap_or(Value::Null)));
+        }
+    }
+    for (k, line) in lines.iter().enumerate().filter(|(_, l)| !l.unreadable) {
+        let mut left = pool.clone();
+        let missing = line.ids.iter().find(|id| !take(&mut left, id)).cloned();
+        let Some(missing) = missing else {
+            pool = left;
             continue;
         };
-        if line.may_refuse && refusals > 0 && !line.ids.iter().any(answered) {
+        // A line answered in part was not refused whole.
+        if line.may_refuse && refusals > 0 && !line.ids.iter().any(|id| pool.contains(&id)) {
             refusals -= 1;
             continue;
         }
-        return Some((k, missing.clone()));
+        return Some((k, missing));
     }
     None
 }
@@ -340,13 +386,15 @@ pub fn check(observed: &Observed, audit: &Path, limit: usize) -> Result<Stats, S
                 && a.grant == who.grant.as_str()
                 && a.tool == e.tool
                 && a.arguments == e.arguments
-                && Some(&a.id) == e.id.as_ref()
+                && Some(&upstream_side(&a.id)) == e.id.as_ref()
         });
         match found {
             Some(a) => a.used = true,
             None => {
                 let other = allows.iter().find(|a| {
-                    a.tool == e.tool && a.arguments == e.arguments && Some(&a.id) == e.id.as_ref()
+                    a.tool == e.tool
+                        && a.arguments == e.arguments
+                        && Some(&upstream_side(&a.id)) == e.id.as_ref()
                 });
                 let hint = match other {
                     Some(a) if a.used => format!(
@@ -574,6 +622,8 @@ mod tests {
         let line = |ids: Vec<Value>| Expected {
             ids,
             may_refuse: true,
+            unreadable: false,
+            salvaged: None,
         };
         let lines = vec![line(vec![json!(1)]), line(vec![json!(2), json!(3)])];
         let ok = json!({"id": 1, "result": {}});
@@ -595,8 +645,31 @@ mod tests {
         let readable = vec![Expected {
             ids: vec![json!(1)],
             may_refuse: false,
+            unreadable: false,
+            salvaged: None,
         }];
-        assert_eq!(stdio_unanswered(&readable, &[whole]), Some((0, json!(1))));
+        assert_eq!(
+            stdio_unanswered(&readable, std::slice::from_ref(&whole)),
+            Some((0, json!(1)))
+        );
+        // An unreadable batch that shows id 3 is refused whole; a later line's id 3 is answered
+        // on its own: the refusal is the first line's, the answer the second's (found by the
+        // wire fuzzer: the first line took the second's answer).
+        let dup = br#"[{"jsonrpc":"2.0","id":3,"method":"x","params":{"a":1,"a":2}}]"#;
+        let later =
+            br#"[{"jsonrpc":"2.0","id":4,"method":"x"},{"jsonrpc":"2.0","id":3,"method":"x"}]"#;
+        let lines = [
+            expected(dup, 1000, "2025-03-26"),
+            expected(later, 1000, "2025-03-26"),
+        ];
+        let answers = json!([{"id": 4, "result": {}}, {"id": 3, "error": {}}]);
+        assert_eq!(stdio_unanswered(&lines, &[whole.clone(), answers]), None);
+        // An unreadable single message whose id still reads is refused under that id.
+        let single = br#"{"jsonrpc":"2.0","id":4,"method":"x","params":{"a":1,"a":2}}"#;
+        let line = expected(single, 1000, "2025-03-26");
+        assert_eq!(line.salvaged, Some(json!(4)));
+        let refusal = json!({"id": 4, "error": {}});
+        assert_eq!(stdio_unanswered(&[line], &[refusal]), None);
         assert!(expected(br#"{"id":1,"id":2,"method":"x"}"#, 100, "2025-03-26").may_refuse);
         let ping = br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#;
         assert!(!expected(ping, 100, "2025-03-26").may_refuse);
