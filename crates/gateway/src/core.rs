@@ -1035,7 +1035,7 @@ impl SessionCore {
         let Some(id) = id else {
             tracing::warn!(
                 "refused a notification `{}` ({}): not forwarded",
-                method.escape_debug(),
+                ident(method),
                 why.name()
             );
             return Vec::new();

@@ -343,7 +343,22 @@ pub async fn run_session(
                         } else {
                             // Requests whose client went away need no answer any more.
                             waiters.retain(|w| !w.reply.is_closed());
+                            let mine = ids.clone();
                             waiters.push(Waiter { ids, batch, got: Vec::new(), reply });
+                            // Answers the session made now, under this message's ids, are this
+                            // message's: an older request that reuses one of its ids (a client
+                            // breaking the rule of unique ids) must not take them.
+                            let mut rest = Vec::with_capacity(outs.len());
+                            for o in outs {
+                                match o {
+                                    Out::Client(v) if answers_only(&v, &mine) && waiters.last().is_some_and(|w| w.ids == mine) => {
+                                        let last = waiters.len() - 1;
+                                        deliver_to(last, v, &mut waiters);
+                                    }
+                                    other => rest.push(other),
+                                }
+                            }
+                            outs = rest;
                         }
                     }
                     outs
@@ -528,6 +543,51 @@ fn off_worker<R>(may_block: bool, f: impl FnOnce() -> R) -> R {
 /// Hands a message to the HTTP request waiting for it, or to the sink (or, when the sink's
 /// queue is full, to `to_client`, which the session flushes before it reads its client again).
 /// An HTTP request's stream is never waited for: one that is full is closed.
+/// Whether `v` is an answer (or a batch of answers) every id of which is one of `ids`.
+fn answers_only(v: &Value, ids: &[String]) -> bool {
+    let items: Vec<&Value> = match v {
+        Value::Array(items) => items.iter().collect(),
+        m => vec![m],
+    };
+    !items.is_empty()
+        && items.iter().all(|m| {
+            (m.get("result").is_some() || m.get("error").is_some())
+                && m.get("id").is_some_and(|id| ids.contains(&id.to_string()))
+        })
+}
+
+/// Gives an answer to waiter `i`; the waiter's reply goes out once every id it waits for is
+/// answered (a single request: at once).
+fn deliver_to(i: usize, v: Value, waiters: &mut Vec<Waiter>) {
+    let Some(w) = waiters.get_mut(i) else {
+        return;
+    };
+    match v {
+        Value::Array(items) => w.got.extend(items),
+        single => w.got.push(single),
+    }
+    let answered = w
+        .got
+        .iter()
+        .filter_map(|m| m.get("id").map(Value::to_string))
+        .collect::<Vec<_>>();
+    let done = !w.batch || w.ids.iter().all(|id| answered.contains(id));
+    if done {
+        let w = waiters.remove(i);
+        let answer = if w.batch {
+            Value::Array(w.got)
+        } else {
+            w.got.into_iter().next().unwrap_or(Value::Null)
+        };
+        if let Err(TrySendError::Full(_)) = w.reply.try_send(answer) {
+            tracing::warn!(
+                "dropped the answer of an HTTP request: its client left {} messages of its event stream unread",
+                w.reply.max_capacity()
+            );
+        }
+    }
+}
+
 fn deliver(
     v: Value,
     waiters: &mut Vec<Waiter>,
@@ -550,31 +610,7 @@ fn deliver(
             ids.iter().any(|id| w.ids.contains(id)) || (ids == ["null"] && !w.ids.is_empty())
         })
     {
-        let w = &mut waiters[i];
-        match v {
-            Value::Array(items) => w.got.extend(items),
-            single => w.got.push(single),
-        }
-        let answered = w
-            .got
-            .iter()
-            .filter_map(|m| m.get("id").map(Value::to_string))
-            .collect::<Vec<_>>();
-        let done = !w.batch || w.ids.iter().all(|id| answered.contains(id));
-        if done {
-            let w = waiters.remove(i);
-            let answer = if w.batch {
-                Value::Array(w.got)
-            } else {
-                w.got.into_iter().next().unwrap_or(Value::Null)
-            };
-            if let Err(TrySendError::Full(_)) = w.reply.try_send(answer) {
-                tracing::warn!(
-                    "dropped the answer of an HTTP request: its client left {} messages of its event stream unread",
-                    w.reply.max_capacity()
-                );
-            }
-        }
+        deliver_to(i, v, waiters);
         return;
     }
     // A server-to-client request or notification: it goes on the stream of a request in
