@@ -846,13 +846,19 @@ impl SessionCore {
         let text = self.batch_refusal_text();
         // Each request gets its error under its id; one whose id is not valid (a float, null)
         // gets its error without an id, as JSON-RPC answers an invalid request.
-        let mut answers: Vec<Value> = items
+        let answers: Vec<Value> = items
             .iter()
             .filter(|m| m.get("method").is_some() && m.get("id").is_some())
             .map(|m| error_response(salvage_id(m), ErrorCode::InvalidRequest, &text, None))
             .collect();
         if answers.is_empty() {
-            answers.push(error_response(None, ErrorCode::InvalidRequest, &text, None));
+            // Notifications only: one error without an id, as JSON-RPC refuses a message whole.
+            return vec![Out::Client(error_response(
+                None,
+                ErrorCode::InvalidRequest,
+                &text,
+                None,
+            ))];
         }
         vec![Out::Client(Value::Array(answers))]
     }

@@ -336,9 +336,10 @@ pub async fn run_session(
                         } else if ids.is_empty() {
                             // Notifications and responses: nothing to wait for, unless the
                             // message was refused outright (a parse error answers it).
-                            let direct = outs.iter().find_map(|o| match o { Out::Client(v) => Some(v), Out::Upstream(_) => None });
-                            if let Some(v) = direct {
-                                let _ = reply.try_send(v.clone());
+                            // Taken out: it is this message's answer and no one else's.
+                            let direct = outs.iter().position(|o| matches!(o, Out::Client(_)));
+                            if let Some(Out::Client(v)) = direct.map(|i| outs.remove(i)) {
+                                let _ = reply.try_send(v);
                             }
                         } else {
                             // Requests whose client went away need no answer any more.
