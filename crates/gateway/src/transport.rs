@@ -544,16 +544,19 @@ fn off_worker<R>(may_block: bool, f: impl FnOnce() -> R) -> R {
 /// Hands a message to the HTTP request waiting for it, or to the sink (or, when the sink's
 /// queue is full, to `to_client`, which the session flushes before it reads its client again).
 /// An HTTP request's stream is never waited for: one that is full is closed.
-/// Whether `v` is an answer (or a batch of answers) every id of which is one of `ids`.
+/// Whether `v` is an answer (or a batch of answers) whose ids are all among `ids` (or `null`).
 fn answers_only(v: &Value, ids: &[String]) -> bool {
     let items: Vec<&Value> = match v {
         Value::Array(items) => items.iter().collect(),
         m => vec![m],
     };
-    !items.is_empty()
+    // An error without an id in a batch's answers (an item whose id was not valid) goes with
+    // the answers it came with.
+    let mine = |m: &Value| m.get("id").is_some_and(|id| ids.contains(&id.to_string()));
+    items.iter().any(|m| mine(m))
         && items.iter().all(|m| {
             (m.get("result").is_some() || m.get("error").is_some())
-                && m.get("id").is_some_and(|id| ids.contains(&id.to_string()))
+                && (mine(m) || m.get("id").is_some_and(Value::is_null))
         })
 }
 
