@@ -88,13 +88,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // As the gateway reads them (crate tollgate_gateway::coerce).
     let sent = arguments.clone();
     let mut arguments = Arc::new(arguments);
-    let unreadable = tollgate_gateway::coerce::ArgTypes::of_schema(schema.as_ref())
+    let types = tollgate_gateway::coerce::ArgTypes::of_schema(schema.as_ref());
+    let unreadable = types
+        .as_ref()
         .map_or_else(Vec::new, |types| types.coerce(&mut arguments));
     let mut meta = known
         .iter()
         .find(|k| k.name == args.tool)
         .map(|k| k.meta.clone())
         .unwrap_or_default();
+    // Arguments left out are checked as the tool's defaults, as the gateway checks them.
+    meta.defaults = types.as_ref().and_then(|t| t.defaults().cloned());
     if let Some(class) = args.class {
         meta.class = Some(class);
     }

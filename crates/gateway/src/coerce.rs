@@ -343,6 +343,10 @@ fn before(a: &str, b: &str) -> bool {
 pub struct ArgTypes {
     /// By parameter name, sorted.
     params: Box<[(Box<str>, Shape)]>,
+    /// The schema's `default` of each scalar parameter that has one (not `null`): what the
+    /// tool acts on when a call leaves it out. As declared: pydantic does not validate a
+    /// default, so the tool receives it as it is.
+    defaults: Option<Arc<serde_json::Map<String, Value>>>,
 }
 
 impl ArgTypes {
@@ -358,9 +362,23 @@ impl ArgTypes {
             return None;
         }
         params.sort_by(|a, b| a.0.cmp(&b.0));
+        let defaults: serde_json::Map<String, Value> = params
+            .iter()
+            .filter_map(|(name, _)| {
+                let d = properties.get(&**name)?.get("default")?;
+                (!d.is_null()).then(|| (name.to_string(), d.clone()))
+            })
+            .collect();
         Some(ArgTypes {
             params: params.into(),
+            defaults: (!defaults.is_empty()).then(|| Arc::new(defaults)),
         })
+    }
+
+    /// The values the tool takes for scalar arguments a call leaves out (see
+    /// [`tollgate_policy::ToolMeta::defaults`]).
+    pub fn defaults(&self) -> Option<&Arc<serde_json::Map<String, Value>>> {
+        self.defaults.as_ref()
     }
 
     /// Whether every argument of `map` the schema describes already has its type. With no
@@ -441,6 +459,7 @@ mod tests {
         ArgTypes::of_schema(Some(&json!({ "type": "object", "properties": properties })))
             .unwrap_or_else(|| ArgTypes {
                 params: Box::new([]),
+                defaults: None,
             })
     }
 

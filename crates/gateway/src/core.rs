@@ -2245,6 +2245,7 @@ fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool {
             .get(name)
             .map(|c| policy_class(c.class)),
         annotations: Arc::clone(&info.annotations),
+        defaults: info.types.as_ref().and_then(|t| t.defaults().cloned()),
     };
     !policy.always_denies(name, &meta)
 }
@@ -2274,6 +2275,7 @@ fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
     ToolMeta {
         class,
         annotations: Arc::clone(&info.annotations),
+        defaults: info.types.as_ref().and_then(|t| t.defaults().cloned()),
     }
 }
 

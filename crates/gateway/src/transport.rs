@@ -164,6 +164,15 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// Every id a client message carries (read leniently), whatever its kind.
+fn message_ids(bytes: &[u8]) -> Vec<Value> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Array(items)) => items.iter().filter_map(|m| m.get("id").cloned()).collect(),
+        Ok(m) => m.get("id").cloned().into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Whether a request id is one JSON-RPC lets a request carry (and so its answer carries).
 fn valid_id(id: &Value) -> bool {
     id.is_string() || id.is_i64() || id.is_u64()
@@ -336,8 +345,14 @@ pub async fn run_session(
                         } else if ids.is_empty() {
                             // Notifications and responses: nothing to wait for, unless the
                             // message was refused outright (a parse error answers it).
-                            // Taken out: it is this message's answer and no one else's.
-                            let direct = outs.iter().position(|o| matches!(o, Out::Client(_)));
+                            // Taken out: an error under one of this message's own ids is its
+                            // answer and no one else's. (Other answers made now, such as the
+                            // refusal of a held call a client's elicitation answer denied, go
+                            // to the requests that wait for them.)
+                            let own = message_ids(&bytes);
+                            let direct = outs.iter().position(|o| {
+                                matches!(o, Out::Client(v) if v.get("error").is_some() && v.get("id").is_some_and(|id| own.contains(id)))
+                            });
                             if let Some(Out::Client(v)) = direct.map(|i| outs.remove(i)) {
                                 let _ = reply.try_send(v);
                             }

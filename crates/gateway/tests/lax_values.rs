@@ -659,3 +659,36 @@ fn failed_checks_of_redacted_arguments_quote_no_value() {
         );
     }
 }
+
+/// The review's finding: the real server's `apply_yaml.force` defaults to `true` (its listed
+/// schema says so), so a call that left `force` out forced, and `force: {not_enum: [true]}`
+/// forwarded it. Through the session core against the mock's real tools: left out, it is
+/// refused and nothing reaches the upstream; sent as `false`, it goes on.
+#[test]
+fn an_argument_left_out_is_decided_as_the_tools_listed_default() {
+    let policy = json!({"version": "1", "default": "allow", "tools": {
+        "apply_yaml": {"arguments": {"force": {"not_enum": [true]}}}
+    }});
+    let mut rig = Rig::new(&policy, mock());
+    let args = json!({"cluster_name": "c", "namespace": "n", "yaml_content": "x"});
+    let before = rig.upstream_calls().len();
+    rig.next_id += 1;
+    let answers = rig.send(
+        &json!({"jsonrpc": "2.0", "id": rig.next_id, "method": "tools/call",
+        "params": {"name": "apply_yaml", "arguments": args}}),
+    );
+    assert_eq!(rig.upstream_calls().len(), before, "nothing forwarded");
+    let text = answers[0]["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("it was left out, and the tool takes its default"),
+        "{text}"
+    );
+    let mut explicit = args.clone();
+    explicit["force"] = json!(false);
+    rig.next_id += 1;
+    rig.send(
+        &json!({"jsonrpc": "2.0", "id": rig.next_id, "method": "tools/call",
+        "params": {"name": "apply_yaml", "arguments": explicit}}),
+    );
+    assert_eq!(rig.upstream_calls().len(), before + 1);
+}

@@ -467,13 +467,22 @@ impl Engine {
         // The selected rule before any branch: its redactions (its cases' too) hide values
         // from every message.
         let top: &RuleBody = rule.map_or(&*policy.default, |r| &*r.body);
-        let context = ArgContext { top, unreadable };
+        let context = ArgContext {
+            top,
+            unreadable,
+            defaults: call.meta.defaults.as_deref(),
+        };
         let mut body = rule.map_or_else(|| Arc::clone(&policy.default), |r| Arc::clone(&r.body));
         let mut violations = Vec::new();
         check_arguments(&body.arguments, &call.arguments, &context, &mut violations);
         let mut branch_text = None;
         if let Some(branch) = &body.when {
-            let value = call.arguments.get(&branch.argument);
+            // An argument left out branches as its default, the value the tool acts on.
+            let value = call
+                .arguments
+                .get(&branch.argument)
+                .filter(|v| !v.is_null())
+                .or_else(|| context.default(&branch.argument));
             let shown_value = || match value {
                 Some(v) => shown(v, context.hidden(&branch.argument)),
                 None => json_text(None),
@@ -687,6 +696,8 @@ struct ArgContext<'a> {
     top: &'a RuleBody,
     /// The arguments the tool cannot read as its schema's type (from the gateway).
     unreadable: &'a [TypeMismatch],
+    /// The tool's values for arguments left out ([`ToolMeta::defaults`]).
+    defaults: Option<&'a serde_json::Map<String, Value>>,
 }
 
 impl ArgContext<'_> {
@@ -699,6 +710,11 @@ impl ArgContext<'_> {
                 .when
                 .as_ref()
                 .is_some_and(|w| w.cases.values().chain(w.otherwise.iter()).any(|b| names(b)))
+    }
+
+    /// The value the tool takes for `name` when a call leaves it out (a `null` is left out).
+    fn default(&self, name: &str) -> Option<&Value> {
+        self.defaults?.get(name).filter(|v| !v.is_null())
     }
 
     fn mismatch(&self, name: &str) -> Option<&TypeMismatch> {
@@ -853,20 +869,38 @@ fn check_arguments(
 ) {
     for check in checks {
         let path = json_path(&check.name);
-        let value = arguments.get(&check.name).filter(|v| !v.is_null());
+        let given = arguments.get(&check.name).filter(|v| !v.is_null());
         let rule = &check.rule;
         let hidden = || context.hidden(&check.name);
+        let value = match given {
+            Some(v) => v,
+            None if rule.required => {
+                out.push(Violation {
+                    path: path.clone(),
+                    message: "is required".into(),
+                });
+                continue;
+            }
+            // Left out: checked as its default, the value the tool acts on (a forbidden
+            // argument left out is fine).
+            None => match context.default(&check.name) {
+                Some(d) if !rule.forbidden => d,
+                _ => continue,
+            },
+        };
+        let defaulted = given.is_none();
         let mut fail = |message: String| {
+            let message = if defaulted {
+                format!(
+                    "{message} (it was left out, and the tool takes its default; send the argument with an allowed value)"
+                )
+            } else {
+                message
+            };
             out.push(Violation {
                 path: path.clone(),
                 message,
             });
-        };
-        let Some(value) = value else {
-            if rule.required {
-                fail("is required".into());
-            }
-            continue;
         };
         // A value the tool cannot read as its type fails every check on it in one message.
         if let Some(m) = context.mismatch(&check.name) {

@@ -26,6 +26,7 @@ impl KnownTool {
             meta: ToolMeta {
                 class,
                 annotations: std::sync::Arc::new(annotations.iter().copied().collect()),
+                defaults: None,
             },
         }
     }

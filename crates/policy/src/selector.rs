@@ -117,6 +117,12 @@ pub struct ToolMeta {
     /// The annotation hints that are true for the tool: shared (the gateway makes the set once
     /// per listed tool, not once per call).
     pub annotations: Arc<BTreeSet<Annotation>>,
+    /// The values the tool takes for arguments a call leaves out (its input schema's
+    /// `default`s, as the tool reads them): value checks and `when` branches on an argument
+    /// left out apply to its default, since that is what the tool acts on. Shared: made once
+    /// per listed tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// A parsed selector.

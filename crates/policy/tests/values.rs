@@ -360,3 +360,55 @@ fn reads_arguments_knows_whether_any_rule_looks_at_values() {
         assert!(e.reads_arguments(), "{e:?}");
     }
 }
+
+/// The review's finding: the real EKS server's `apply_yaml.force` defaults to `true`, so a call
+/// that leaves `force` out forces, and `force: {not_enum: [true]}` let it through. An argument
+/// left out is now checked as the tool's default (from `ToolMeta::defaults`), and a `when`
+/// branches on it; `required` still asks for the argument itself, and a `forbidden` argument
+/// left out is fine.
+#[test]
+fn an_argument_left_out_is_checked_as_the_tools_default() {
+    let e = engine(json!({"version": "1", "default": "allow", "tools": {
+        "apply_yaml": {"arguments": {
+            "force": {"not_enum": [true]},
+            "namespace": {"forbidden": true},
+            "yaml": {"required": true}
+        }},
+        "get_pod_logs": {"when": {"argument": "previous", "cases": {
+            "true": {"action": "deny", "reason": "no previous logs"},
+            "false": {}
+        }}}
+    }}));
+    let with = |tool: &str, arguments: Value, defaults: Value| {
+        let mut c = call(tool, arguments);
+        c.meta.defaults = defaults.as_object().cloned().map(Arc::new);
+        e.decide(&c, Duration::ZERO)
+    };
+    let defaults = json!({"force": true, "namespace": "default"});
+    let left_out = with("apply_yaml", json!({"yaml": "x"}), defaults.clone());
+    assert_eq!(
+        violations(&left_out),
+        vec![
+            "$.force must not be true (it was left out, and the tool takes its default; send the argument with an allowed value)"
+        ]
+    );
+    let explicit = with(
+        "apply_yaml",
+        json!({"yaml": "x", "force": false}),
+        defaults.clone(),
+    );
+    assert_eq!(explicit.kind, DecisionKind::Allow);
+    // `required` asks for the argument itself, default or not.
+    let no_yaml = with("apply_yaml", json!({"force": false}), json!({"yaml": "y"}));
+    assert_eq!(violations(&no_yaml), vec!["$.yaml is required"]);
+    // Without a default, a left-out argument has no value to check.
+    assert_eq!(
+        with("apply_yaml", json!({"yaml": "x"}), json!({})).kind,
+        DecisionKind::Allow
+    );
+    // A `when` on an argument left out takes the default's case.
+    let logs = with("get_pod_logs", json!({}), json!({"previous": true}));
+    assert_eq!(logs.kind, DecisionKind::Deny);
+    let logs = with("get_pod_logs", json!({}), json!({"previous": false}));
+    assert_eq!(logs.kind, DecisionKind::Allow);
+}
