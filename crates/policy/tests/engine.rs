@@ -33,6 +33,7 @@ fn with_meta(mut c: Call, class: Option<RiskClass>, annotations: &[Annotation]) 
     c.meta = ToolMeta {
         class,
         annotations: std::sync::Arc::new(annotations.iter().copied().collect()),
+        defaults: None,
     };
     c
 }
