@@ -375,3 +375,24 @@ fn stateless_clients_of_one_grant_get_their_own_answers() {
     );
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// Found by the million-message run: a batch none of whose items is an object (`[[]]`) is
+/// answered at once with errors without an id; that answer went to another request in flight
+/// of the session (here the call waiting for the tool listing), whose own answer was lost. The
+/// POSTs race: three tries.
+#[test]
+fn a_batch_of_non_objects_is_answered_on_its_own_post() {
+    let broken = broken_in_tries(
+        3,
+        &[(0, V2025_03_26)],
+        &[
+            (
+                0,
+                false,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/srv/a.txt"}}}"#,
+            ),
+            (0, true, "[[]]"),
+        ],
+    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}

@@ -70,6 +70,9 @@ pub struct GatewayOptions {
 /// The most pages of `tools/list` the gateway reads from an upstream before it stops asking
 /// (an upstream that keeps answering with a `nextCursor` would otherwise be listed forever).
 pub const MAX_LIST_PAGES: u32 = 100;
+/// The shortest wait for a page of the gateway's own `tools/list` (see
+/// `SessionCore::list_timeout`).
+pub const MIN_LIST_TIMEOUT: Duration = Duration::from_secs(300);
 /// The most tools the gateway keeps from one upstream's listing; tools past it are unknown.
 pub const MAX_LISTED_TOOLS: usize = 20_000;
 /// The most ids of timed-out calls remembered (to drop their late answers); past it the
@@ -1773,7 +1776,7 @@ impl SessionCore {
             tools,
             meta,
             pages: pages + 1,
-            deadline: now.saturating_add(self.gateway.options.call_timeout),
+            deadline: now.saturating_add(self.list_timeout()),
         });
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params})
     }
@@ -2116,6 +2119,13 @@ impl SessionCore {
         out
     }
 
+    /// How long the gateway waits for a page of its own `tools/list`: the call timeout, but at
+    /// least [`MIN_LIST_TIMEOUT`] (the first listing also waits for an upstream that is still
+    /// starting).
+    fn list_timeout(&self) -> Duration {
+        self.gateway.options.call_timeout.max(MIN_LIST_TIMEOUT)
+    }
+
     /// The upstream did not answer the gateway's own `tools/list` in time: the calls waiting
     /// for it get an error (nothing was decided or forwarded), and the next call lists again.
     fn listing_timed_out(&mut self, now: Duration) -> Vec<Out> {
@@ -2125,7 +2135,7 @@ impl SessionCore {
         self.listing = None;
         let text = format!(
             "the upstream server did not list its tools within {}s, so the call could not be decided; nothing was forwarded. Retry later.",
-            self.gateway.options.call_timeout.as_secs()
+            self.list_timeout().as_secs()
         );
         std::mem::take(&mut self.held)
             .iter()

@@ -164,6 +164,21 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// Whether `v` is an error (or a batch of errors) under `own` ids or none: the answer to a
+/// message that carried those ids and no valid request id.
+fn errors_for(v: &Value, own: &[Value]) -> bool {
+    let items: Vec<&Value> = match v {
+        Value::Array(items) => items.iter().collect(),
+        m => vec![m],
+    };
+    !items.is_empty()
+        && items.iter().all(|m| {
+            m.get("error").is_some()
+                && m.get("id")
+                    .is_some_and(|id| id.is_null() || own.contains(id))
+        })
+}
+
 /// Every id a client message carries (read leniently), whatever its kind.
 fn message_ids(bytes: &[u8]) -> Vec<Value> {
     match serde_json::from_slice::<Value>(bytes) {
@@ -351,7 +366,7 @@ pub async fn run_session(
                             // to the requests that wait for them.)
                             let own = message_ids(&bytes);
                             let direct = outs.iter().position(|o| {
-                                matches!(o, Out::Client(v) if v.get("error").is_some() && v.get("id").is_some_and(|id| own.contains(id)))
+                                matches!(o, Out::Client(v) if errors_for(v, &own))
                             });
                             if let Some(Out::Client(v)) = direct.map(|i| outs.remove(i)) {
                                 let _ = reply.try_send(v);
@@ -1119,12 +1134,16 @@ fn spawn_session(
             // A response no request waits for any more (its client gave up): a GET stream
             // carries requests and notifications only.
             if v.get("method").is_none() {
-                tracing::debug!("dropped an answer whose request is gone: {v}");
+                // Logged by id only: an answer can carry what the tool returned.
+                tracing::debug!("dropped an answer whose request is gone (id {})", v["id"]);
                 continue;
             }
             let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(get) = slot.as_ref() else {
-                tracing::debug!("dropped a server-to-client message (no GET stream open): {v}");
+                tracing::debug!(
+                    "dropped a server-to-client `{}` (no GET stream open)",
+                    tollgate_mcp::display::text(v["method"].as_str().unwrap_or_default())
+                );
                 continue;
             };
             let event = Bytes::from(tollgate_mcp::sse::encode_event(&v.to_string(), None));

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tollgate_gateway::core::{Gateway, GatewayOptions, MAX_LIST_PAGES, Out, SessionCore};
+use tollgate_gateway::core::{
+    Gateway, GatewayOptions, MAX_LIST_PAGES, MIN_LIST_TIMEOUT, Out, SessionCore,
+};
 use tollgate_policy::{Engine, MemoryStore, Policy};
 
 const POLICY: &str = r#"{"version": "1", "default": "allow"}"#;
@@ -45,7 +47,9 @@ fn client(outs: &[Out]) -> Vec<&Value> {
 
 /// The hang: a call made before the tool list was known waited for the gateway's own
 /// `tools/list`, and an upstream that never answered it left the call unanswered forever. Now
-/// the listing has the call timeout: the waiting calls get an error, nothing is forwarded.
+/// the listing has a deadline (the call timeout, at least `MIN_LIST_TIMEOUT`, since the first
+/// listing also waits for the upstream to start): the waiting calls get an error, nothing is
+/// forwarded.
 #[test]
 fn calls_waiting_for_a_tool_list_that_never_comes_are_answered() {
     let mut core = core(GatewayOptions {
@@ -54,16 +58,17 @@ fn calls_waiting_for_a_tool_list_that_never_comes_are_answered() {
     });
     let outs = core.from_client(&call(1), Duration::ZERO);
     assert_eq!(upstream(&outs)[0]["method"], "tools/list");
-    assert_eq!(core.next_deadline(), Some(Duration::from_secs(5)));
-    assert!(core.tick(Duration::from_secs(4)).is_empty());
-    let outs = core.tick(Duration::from_secs(5));
+    let deadline = MIN_LIST_TIMEOUT;
+    assert_eq!(core.next_deadline(), Some(deadline));
+    assert!(core.tick(deadline - Duration::from_secs(1)).is_empty());
+    let outs = core.tick(deadline);
     let answers = client(&outs);
     assert_eq!(answers.len(), 1, "{outs:?}");
     assert_eq!(answers[0]["id"], 1);
     assert_eq!(answers[0]["error"]["code"], -32603);
     assert!(upstream(&outs).is_empty());
     // The next call lists again.
-    let outs = core.from_client(&call(2), Duration::from_secs(6));
+    let outs = core.from_client(&call(2), deadline + Duration::from_secs(1));
     assert_eq!(upstream(&outs)[0]["method"], "tools/list");
 }
 
