@@ -396,3 +396,24 @@ fn a_batch_of_non_objects_is_answered_on_its_own_post() {
     );
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// Found by the million-message run: a 2025-03-26 batch with a call held for the tool listing
+/// and an item that is not a valid message is answered at once with that item's error without
+/// an id; the error went to another request in flight rather than waiting with the batch for
+/// the held call's answer. The POSTs race: three tries.
+#[test]
+fn a_batchs_error_without_an_id_stays_with_its_batch() {
+    let broken = broken_in_tries(
+        3,
+        &[(0, V2025_03_26)],
+        &[
+            (
+                0,
+                false,
+                r#"[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"send_email","arguments":{}}},{"jsonrpc":null,"method":"tools//call","params":{"name":"send_email"}}]"#,
+            ),
+            (0, true, r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#),
+        ],
+    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}

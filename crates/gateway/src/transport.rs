@@ -580,10 +580,10 @@ fn answers_only(v: &Value, ids: &[String]) -> bool {
         Value::Array(items) => items.iter().collect(),
         m => vec![m],
     };
-    // An error without an id in a batch's answers (an item whose id was not valid) goes with
-    // the answers it came with.
+    // An error without an id made now (an item whose id was not valid, or that is not a
+    // message at all) answers this message too.
     let mine = |m: &Value| m.get("id").is_some_and(|id| ids.contains(&id.to_string()));
-    items.iter().any(|m| mine(m))
+    !items.is_empty()
         && items.iter().all(|m| {
             (m.get("result").is_some() || m.get("error").is_some())
                 && (mine(m) || m.get("id").is_some_and(Value::is_null))
