@@ -191,7 +191,7 @@ pub(crate) fn inline_policy_args(role: &str) -> Value {
 }
 
 pub(crate) fn decision(answer: &Value) -> String {
-    answer["result"]["structuredContent"]["tollgate"]["decision"]
+    answer["result"]["_meta"]["dev.tollgate/decision"]["decision"]
         .as_str()
         .unwrap_or("forwarded")
         .to_owned()

@@ -290,7 +290,7 @@ fn hostile_tool_names_are_escaped_in_refusals_and_in_the_audit_table() {
                     .as_str()
                     .unwrap()
                     .to_owned(),
-                a["result"]["structuredContent"]["tollgate"]["tool"].clone(),
+                a["result"]["_meta"]["dev.tollgate/decision"]["tool"].clone(),
             )
         })
         .collect();

@@ -127,7 +127,7 @@ fn stdio_runaway_agent_is_cut_and_audited() {
     );
     let refused: Vec<&Value> = answers
         .iter()
-        .filter(|a| a["result"]["structuredContent"]["tollgate"]["decision"] == "rate_limited")
+        .filter(|a| a["result"]["_meta"]["dev.tollgate/decision"]["decision"] == "rate_limited")
         .collect();
     assert_eq!(refused.len(), 5);
     assert!(
@@ -353,7 +353,7 @@ fn http_tokens_map_to_grants() {
         )
         .await;
         assert_eq!(
-            second["result"]["structuredContent"]["tollgate"]["decision"],
+            second["result"]["_meta"]["dev.tollgate/decision"]["decision"],
             "rate_limited"
         );
         // The analyst's grant has its own budget.
@@ -439,7 +439,7 @@ fn concurrent_sessions_never_exceed_a_shared_counter() {
                     )
                     .await;
                     decisions.push(
-                        a["result"]["structuredContent"]["tollgate"]["decision"]
+                        a["result"]["_meta"]["dev.tollgate/decision"]["decision"]
                             .as_str()
                             .unwrap_or("forwarded")
                             .to_owned(),
@@ -536,7 +536,7 @@ fn upstream_crash_errors_the_call_and_restarts_the_child() {
     let crashed: Value = serde_json::from_str(&answers.next().unwrap().unwrap()).unwrap();
     assert_eq!(crashed["id"], 2);
     assert_eq!(
-        crashed["result"]["structuredContent"]["tollgate"]["decision"], "upstream_failed",
+        crashed["result"]["_meta"]["dev.tollgate/decision"]["decision"], "upstream_failed",
         "{crashed}"
     );
     // The restarted child answers the same session.
@@ -594,7 +594,7 @@ fn hung_upstream_is_answered_at_the_timeout() {
     assert!(start.elapsed() < Duration::from_secs(20));
     let answer = answers.iter().find(|a| a["id"] == 2).unwrap();
     assert_eq!(
-        answer["result"]["structuredContent"]["tollgate"]["decision"], "upstream_timeout",
+        answer["result"]["_meta"]["dev.tollgate/decision"]["decision"], "upstream_timeout",
         "{answer}"
     );
     let after = answers.iter().find(|a| a["id"] == 3).unwrap();
@@ -842,7 +842,7 @@ fn misbehaving_http_upstreams_get_clear_answers() {
         Duration::from_millis(1800),
     );
     assert_eq!(
-        answer["result"]["structuredContent"]["tollgate"]["decision"], "upstream_timeout",
+        answer["result"]["_meta"]["dev.tollgate/decision"]["decision"], "upstream_timeout",
         "{answer}"
     );
     assert!(start.elapsed() < Duration::from_secs(20));
@@ -948,7 +948,7 @@ fn inspector_cli_through_the_gateway() {
         .unwrap();
     let answer: Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(answer["isError"], true, "{answer}");
-    assert_eq!(answer["structuredContent"]["tollgate"]["decision"], "deny");
+    assert_eq!(answer["_meta"]["dev.tollgate/decision"]["decision"], "deny");
     assert!(journal_calls(&journal, "DeleteAHORunBatch").is_empty());
     // The same over Streamable HTTP.
     let (_mock, mock_url) = start_http(&["--journal", journal.to_str().unwrap()]);
@@ -988,7 +988,7 @@ fn inspector_cli_through_the_gateway() {
         .unwrap();
     let answer: Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(
-        answer["structuredContent"]["tollgate"]["decision"], "deny",
+        answer["_meta"]["dev.tollgate/decision"]["decision"], "deny",
         "{answer}"
     );
     assert!(journal_calls(&journal, "DeleteAHORunBatch").is_empty());
@@ -1058,7 +1058,7 @@ fn in_front_of_the_real_eks_server() {
     writeln!(stdin, "{}", call(3, "manage_k8s_resource", json!({"operation": "delete", "cluster_name": "c1", "kind": "Pod", "api_version": "v1", "name": "p"}))).unwrap();
     let refused = next();
     assert_eq!(
-        refused["result"]["structuredContent"]["tollgate"]["decision"], "deny",
+        refused["result"]["_meta"]["dev.tollgate/decision"]["decision"], "deny",
         "{refused}"
     );
     writeln!(
@@ -1309,7 +1309,7 @@ fn sighup_reloads_a_valid_policy_and_refuses_a_broken_one() {
     };
     ask(initialize(1));
     let decision = |a: &Value| {
-        a["result"]["structuredContent"]["tollgate"]["decision"]
+        a["result"]["_meta"]["dev.tollgate/decision"]["decision"]
             .as_str()
             .unwrap_or("forwarded")
             .to_owned()
@@ -1454,7 +1454,7 @@ fn saving_the_policy_file_reloads_it_and_tells_the_client() {
     send(call(4, "GetAHOBatch", json!({"batchId": "rb-0001"})));
     let answer = next();
     assert!(
-        answer["result"]["structuredContent"]["tollgate"].is_null(),
+        answer["result"]["_meta"]["dev.tollgate/decision"].is_null(),
         "{answer}"
     );
 
@@ -1465,7 +1465,7 @@ fn saving_the_policy_file_reloads_it_and_tells_the_client() {
     std::thread::sleep(Duration::from_millis(700));
     // Still the reloaded policy.
     send(call(5, "GetAHOBatch", json!({"batchId": "rb-0001"})));
-    assert!(next()["result"]["structuredContent"]["tollgate"].is_null());
+    assert!(next()["result"]["_meta"]["dev.tollgate/decision"].is_null());
 
     // A save in place (truncate, write, close: what `cp` and many editors do) reloads too.
     std::fs::write(
@@ -1479,7 +1479,7 @@ fn saving_the_policy_file_reloads_it_and_tells_the_client() {
     );
     send(call(6, "GetAHOBatch", json!({"batchId": "rb-0001"})));
     assert_eq!(
-        next()["result"]["structuredContent"]["tollgate"]["decision"],
+        next()["result"]["_meta"]["dev.tollgate/decision"]["decision"],
         "deny"
     );
     drop(stdin);

@@ -115,7 +115,7 @@ async fn call(http: &reqwest::Client, url: &str, session: &str, id: u64, tool: &
 
 /// `forwarded`, or the refusal's decision.
 fn outcome(answer: &Value) -> String {
-    answer["result"]["structuredContent"]["tollgate"]["decision"]
+    answer["result"]["_meta"]["dev.tollgate/decision"]["decision"]
         .as_str()
         .unwrap_or("forwarded")
         .to_owned()

@@ -417,3 +417,23 @@ fn a_batchs_error_without_an_id_stays_with_its_batch() {
     );
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// Found by the million-message run: a batch whose request id 3 was answered at once (refused)
+/// while its other requests waited, and a later request reusing id 3: the later request's
+/// answer went to the batch (which already had its answer for 3), and the later POST hung.
+#[test]
+fn a_reused_id_answered_already_does_not_take_a_later_answer() {
+    let broken = broken_in_tries(
+        3,
+        &[(0, V2025_03_26)],
+        &[
+            (
+                0,
+                false,
+                r#"[{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":""}},{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":null}},{"jsonrpc":"2.0","id":0,"method":"tools/call","params":{"name":"list_dir","arguments":null}}]"#,
+            ),
+            (0, true, r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#),
+        ],
+    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}

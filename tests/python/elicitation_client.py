@@ -35,11 +35,11 @@ async def main() -> None:
                 "get_pod_logs",
                 {"cluster_name": "prod-eks", "namespace": "shop", "pod_name": "checkout-5c8b4-x9y8z"},
             )
-            structured = r.structured_content or {}
+            meta = r.meta or {}
             out["calls"].append({
                 "is_error": r.is_error,
                 "text": r.content[0].text if r.content else "",
-                "decision": (structured.get("tollgate") or {}).get("decision"),
+                "decision": (meta.get("dev.tollgate/decision") or {}).get("decision"),
             })
     out["asked"] = asked
     json.dump(out, sys.stdout)

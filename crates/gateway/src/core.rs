@@ -229,6 +229,7 @@ impl Gateway {
             elicits: HashMap::default(),
             elicitation: None,
             protocol: None,
+            stateless: false,
             last_now: Duration::ZERO,
             grant: Arc::from(grant),
             session: Arc::from(session),
@@ -500,6 +501,10 @@ pub struct SessionCore {
     /// what the upstream's answer settled on. `None` before `initialize` (and for the
     /// stateless protocol, which has none).
     protocol: Option<ProtocolVersion>,
+    /// Whether the client speaks the stateless protocol (2026-07-28: a request carried its
+    /// `_meta` envelope): every result it gets then says `resultType: "complete"`, the gateway's
+    /// own refusals included, or its SDK refuses them.
+    stateless: bool,
     /// The latest instant the core was given (for records written when it is dropped).
     last_now: Duration,
     grant: Arc<str>,
@@ -654,8 +659,8 @@ impl SessionCore {
     pub fn from_client(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         self.last_now = self.last_now.max(now);
         self.record_in("client", bytes, now);
-        let outs = self.handle_client(bytes, now);
-        self.record_out(&outs, now);
+        let mut outs = self.handle_client(bytes, now);
+        self.record_out(&mut outs, now);
         outs
     }
 
@@ -669,8 +674,8 @@ impl SessionCore {
             return self.from_client(value.to_string().as_bytes(), now);
         }
         self.value_in("client", &value, now);
-        let outs = self.handle_incoming(tollgate_mcp::incoming(value), now);
-        self.record_out(&outs, now);
+        let mut outs = self.handle_incoming(tollgate_mcp::incoming(value), now);
+        self.record_out(&mut outs, now);
         outs
     }
 
@@ -681,8 +686,8 @@ impl SessionCore {
             return self.from_upstream(value.to_string().as_bytes(), now);
         }
         self.value_in("upstream", &value, now);
-        let outs = self.upstream_value(value, now);
-        self.record_out(&outs, now);
+        let mut outs = self.upstream_value(value, now);
+        self.record_out(&mut outs, now);
         outs
     }
 
@@ -713,7 +718,16 @@ impl SessionCore {
         }
     }
 
-    fn record_out(&self, outs: &[Out], now: Duration) {
+    /// What every batch of outputs goes through before it leaves: the stateless protocol's
+    /// `resultType` on each result the client gets, then the recording.
+    fn record_out(&self, outs: &mut [Out], now: Duration) {
+        if self.stateless {
+            for o in outs.iter_mut() {
+                if let Out::Client(v) = o {
+                    complete(v);
+                }
+            }
+        }
         if self.gateway.recorder.is_some() {
             for o in outs {
                 let (dir, v) = match o {
@@ -927,6 +941,12 @@ impl SessionCore {
             Message::Notification { method, params } => (None, Some(method), params),
             Message::Response { .. } | Message::Error { .. } => (None, None, None),
         };
+        if id.is_some()
+            && tollgate_mcp::protocol::meta_version(params)
+                == Some(ProtocolVersion::V2026_07_28.as_str())
+        {
+            self.stateless = true;
+        }
         if let Some(method) = method {
             let refused = match method_kind(method) {
                 MethodKind::ToolsCall if id.is_none() => Some(MethodRefusal::CallAsNotification),
@@ -981,20 +1001,19 @@ impl SessionCore {
                 if method == "initialize" || method == "server/discover" {
                     self.handshake_ids.insert(key.clone());
                 }
-                // Other requests pass through; remember batch membership for the merge, with a
-                // deadline, so a batch the upstream leaves unanswered still gets its answer.
-                if let Some(b) = batch {
-                    self.pending.insert(
-                        key,
-                        Pending {
-                            tool: Arc::from(""),
-                            audit_seq: None,
-                            started: now,
-                            deadline: now.saturating_add(self.gateway.options.call_timeout),
-                            batch: Some(b),
-                        },
-                    );
-                }
+                // Other requests pass through. Each is remembered while it is in flight (its id
+                // may not be reused meanwhile, a batch's answers are merged), with a deadline, so
+                // a request the upstream leaves unanswered still gets an answer.
+                self.pending.insert(
+                    key,
+                    Pending {
+                        tool: Arc::from(""),
+                        audit_seq: None,
+                        started: now,
+                        deadline: now.saturating_add(self.passthrough_timeout()),
+                        batch,
+                    },
+                );
                 out.extend(crossing(v).map(Out::Upstream));
                 Vec::new()
             }
@@ -1013,6 +1032,18 @@ impl SessionCore {
         self.pending.contains_key(&id_key(&escape_id(id)))
             || self.held.iter().any(|m| m.get("id") == Some(id))
             || self.awaiting.values().any(|h| &h.id == id)
+            // A batch's own answers wait for its forwarded requests: their ids are in flight.
+            || self
+                .batches
+                .values()
+                .any(|b| b.local.iter().any(|a| a.get("id") == Some(id)))
+    }
+
+    /// How long a forwarded request that is not a call may go unanswered: the call timeout, at
+    /// least [`MIN_LIST_TIMEOUT`] (an `initialize` waits for an upstream that is starting; a
+    /// listing or a read may be slow).
+    fn passthrough_timeout(&self) -> Duration {
+        self.gateway.options.call_timeout.max(MIN_LIST_TIMEOUT)
     }
 
     /// Refuses a message that could make a loose upstream run a tool undecided, or that reuses
@@ -1785,8 +1816,8 @@ impl SessionCore {
     pub fn from_upstream(&mut self, bytes: &[u8], now: Duration) -> Vec<Out> {
         self.last_now = self.last_now.max(now);
         self.record_in("upstream", bytes, now);
-        let outs = self.handle_upstream(bytes, now);
-        self.record_out(&outs, now);
+        let mut outs = self.handle_upstream(bytes, now);
+        self.record_out(&mut outs, now);
         outs
     }
 
@@ -1984,11 +2015,11 @@ impl SessionCore {
         if !changed {
             return Vec::new();
         }
-        let outs = vec![Out::Client(json!({
+        let mut outs = vec![Out::Client(json!({
             "jsonrpc": "2.0",
             "method": "notifications/tools/list_changed",
         }))];
-        self.record_out(&outs, now);
+        self.record_out(&mut outs, now);
         outs
     }
 
@@ -2057,7 +2088,7 @@ impl SessionCore {
         self.last_now = self.last_now.max(now);
         let mut outs = self.settle(now);
         outs.extend(self.tick_inner(now));
-        self.record_out(&outs, now);
+        self.record_out(&mut outs, now);
         outs
     }
 
@@ -2169,14 +2200,14 @@ impl SessionCore {
             )));
         }
         self.elicits.clear();
-        self.record_out(&out, now);
+        self.record_out(&mut out, now);
         out
     }
 
     /// The upstream went away: every pending call gets an error result.
     pub fn upstream_closed(&mut self, now: Duration, why: &str) -> Vec<Out> {
-        let outs = self.upstream_closed_inner(now, why);
-        self.record_out(&outs, now);
+        let mut outs = self.upstream_closed_inner(now, why);
+        self.record_out(&mut outs, now);
         outs
     }
 
@@ -2228,6 +2259,23 @@ impl SessionCore {
         }
         self.listing = None;
         out
+    }
+}
+
+/// A result (or a batch's) as the stateless protocol wants it: `resultType: "complete"` where
+/// it is missing (an upstream of that protocol sets it itself; the gateway's own answers get it
+/// here).
+fn complete(v: &mut Value) {
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(complete),
+        Value::Object(m) => {
+            if let Some(Value::Object(result)) = m.get_mut("result")
+                && !result.contains_key("resultType")
+            {
+                result.insert("resultType".into(), Value::from("complete"));
+            }
+        }
+        _ => {}
     }
 }
 

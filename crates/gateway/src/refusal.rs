@@ -4,10 +4,13 @@
 //! the model sees it (JSON-RPC errors are often swallowed by clients before the model does):
 //! - `content`: one text item saying what was refused, by which rule, why, and what to do
 //!   (for rate limits: when to retry);
-//! - `structuredContent.tollgate` and `_meta["dev.tollgate/decision"]`: the same, for machines:
-//!   `decision`, `tool`, `grant`, `rule` (selector, JSON pointer, line, column), `reason`,
-//!   `retry_after_seconds`, `violations` (JSON path and message each), `limits` (counter
-//!   states), `store_unavailable` (the counter store that could not answer, and why).
+//! - `_meta["dev.tollgate/decision"]`: the same, for machines: `decision`, `tool`, `grant`,
+//!   `rule` (selector, JSON pointer, line, column), `reason`, `retry_after_seconds`,
+//!   `violations` (JSON path and message each), `limits` (counter states), `store_unavailable`
+//!   (the counter store that could not answer, and why). Not in `structuredContent`: a tool
+//!   that declares an `outputSchema` has its `structuredContent` checked against it by clients
+//!   (the TypeScript SDK, the Inspector), even on an error result, and they would throw rather
+//!   than show the refusal; `_meta` is never checked against a tool's schema.
 //!
 //! The text is read by the agent and by its user: every string in it that a client (or an
 //! upstream, or an approver) chose is escaped by [`tollgate_mcp::display`] (names as
@@ -24,7 +27,7 @@ use tollgate_policy::{Decision, DecisionKind};
 pub const META_KEY: &str = "dev.tollgate/decision";
 
 fn result(text: String, detail: Value) -> Value {
-    // Built by hand: `json!` would copy `detail` through a serializer twice.
+    // Built by hand: `json!` would copy `detail` through a serializer.
     let one = |k: &str, v: Value| Value::Object(Map::from_iter([(k.to_owned(), v)]));
     let content = Map::from_iter([
         ("type".to_owned(), Value::from("text")),
@@ -36,10 +39,6 @@ fn result(text: String, detail: Value) -> Value {
             Value::Array(vec![Value::Object(content)]),
         ),
         ("isError".to_owned(), Value::Bool(true)),
-        (
-            "structuredContent".to_owned(),
-            one("tollgate", detail.clone()),
-        ),
         ("_meta".to_owned(), one(META_KEY, detail)),
     ]))
 }
@@ -317,16 +316,10 @@ pub fn approved_but_rate_limited(
             duration_text(retry_after)
         ));
     }
-    for key in ["structuredContent", "_meta"] {
-        let slot = if key == "_meta" {
-            &mut base[key][META_KEY]
-        } else {
-            &mut base[key]["tollgate"]
-        };
-        slot["approval_id"] = json!(held.approval);
-        if let Some(a) = approver {
-            slot["approver"] = json!(a);
-        }
+    let slot = &mut base["_meta"][META_KEY];
+    slot["approval_id"] = json!(held.approval);
+    if let Some(a) = approver {
+        slot["approver"] = json!(a);
     }
     base
 }
@@ -483,7 +476,7 @@ mod tests {
             );
             shown.push_str(&format!("== {name}\n{text}\n"));
         }
-        let detail = &results[0].1["structuredContent"]["tollgate"];
+        let detail = &results[0].1["_meta"][super::META_KEY];
         assert_eq!(detail["tool"], tool, "the detail keeps the name exactly");
         assert_eq!(
             detail["reason"],

@@ -639,9 +639,18 @@ fn deliver(
         Value::Array(_) => true,
         m => m.get("result").is_some() || m.get("error").is_some(),
     };
+    // A waiter takes an answer under an id it waits for and has no answer for yet (a client
+    // that reused an id in flight has two waiters for it: the first answer goes to the first).
+    let open_for = |w: &Waiter, id: &String| {
+        w.ids.contains(id)
+            && !w
+                .got
+                .iter()
+                .any(|m| m.get("id").is_some_and(|g| g.to_string() == *id))
+    };
     if is_response
         && let Some(i) = waiters.iter().position(|w| {
-            ids.iter().any(|id| w.ids.contains(id)) || (ids == ["null"] && !w.ids.is_empty())
+            ids.iter().any(|id| open_for(w, id)) || (ids == ["null"] && !w.ids.is_empty())
         })
     {
         deliver_to(i, v, waiters);

@@ -139,7 +139,7 @@ fn inline_policy(id: u64) -> Value {
 }
 
 fn decision_of(answer: &Value) -> &str {
-    answer["result"]["structuredContent"]["tollgate"]["decision"]
+    answer["result"]["_meta"]["dev.tollgate/decision"]["decision"]
         .as_str()
         .unwrap_or("forwarded")
 }
@@ -213,7 +213,7 @@ fn denied_call_names_the_approver_and_never_reaches_the_upstream() {
     let text = answers[0]["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("`bob` denied it"), "{text}");
     assert!(text.contains("not during the freeze"), "{text}");
-    let t = &answers[0]["result"]["structuredContent"]["tollgate"];
+    let t = &answers[0]["result"]["_meta"]["dev.tollgate/decision"];
     assert_eq!(t["approver"], "bob");
     assert_eq!(t["approval_id"], 1);
     assert_eq!(rig.in_journal("add_inline_policy"), 0);

@@ -123,7 +123,7 @@ fn runaway_agent_is_cut_at_ten_and_the_journal_proves_it() {
         );
         let result = &answer.last().unwrap()["result"];
         decisions.push(
-            result["structuredContent"]["tollgate"]["decision"]
+            result["_meta"]["dev.tollgate/decision"]["decision"]
                 .as_str()
                 .unwrap_or("forwarded")
                 .to_owned(),
@@ -256,7 +256,7 @@ fn batches_forward_the_allowed_and_merge_the_refusals() {
     assert_eq!(ids, [1, 2, 3]);
     let refused = array.iter().find(|a| a["id"] == 2).unwrap();
     assert_eq!(
-        refused["result"]["structuredContent"]["tollgate"]["decision"],
+        refused["result"]["_meta"]["dev.tollgate/decision"]["decision"],
         "deny"
     );
     assert_eq!(rig.calls_in_journal("list_k8s_resources"), 0);
@@ -291,7 +291,7 @@ fn upstream_timeouts_answer_in_bounded_time() {
         panic!("{outs:?}")
     };
     assert_eq!(
-        answer["result"]["structuredContent"]["tollgate"]["decision"],
+        answer["result"]["_meta"]["dev.tollgate/decision"]["decision"],
         "upstream_timeout"
     );
     // The late answer is dropped: the client already has one.

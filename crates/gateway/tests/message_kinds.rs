@@ -376,3 +376,37 @@ fn recordings_redact_what_the_audit_log_redacts() {
     assert!(text.contains("GetAHORunBatch"));
     assert!(!text.contains("secret-batch-id"), "{text}");
 }
+
+/// The Python SDK in its default (auto) mode speaks the stateless protocol and refused every
+/// refusal the gateway made itself: its results lacked `resultType: "complete"`, which the
+/// upstream's own results carry. A stateless client's answers now all carry it; and no refusal
+/// carries `structuredContent`, which clients check against a tool's `outputSchema` even on an
+/// error result (the detail is in `_meta`).
+#[test]
+fn a_stateless_clients_refusals_are_complete_results_without_structured_content() {
+    let mut rig = Rig::new(None);
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let answers = rig.send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "DeleteAHORunBatch", "arguments": {"batchId": "rb-0001"}, "_meta": meta}}),
+    );
+    let result = &answers[0]["result"];
+    assert_eq!(result["isError"], true, "{answers:?}");
+    assert_eq!(result["resultType"], "complete", "{answers:?}");
+    assert!(result.get("structuredContent").is_none(), "{answers:?}");
+    assert_eq!(result["_meta"]["dev.tollgate/decision"]["decision"], "deny");
+    // A session-ful client's results are left as they were.
+    let mut rig = Rig::new(None);
+    rig.initialize("2025-11-25");
+    let answers = rig.send(call_json(2, "DeleteAHORunBatch"));
+    assert!(
+        answers[0]["result"].get("resultType").is_none(),
+        "{answers:?}"
+    );
+}
+
+fn call_json(id: u64, tool: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {"batchId": "rb-0001"}}})
+}

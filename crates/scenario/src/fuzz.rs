@@ -193,12 +193,21 @@ fn rule_edges(rule: &tollgate_policy::model::Rule, out: &mut BTreeMap<String, Ve
 fn broken_arguments(
     checks: &BTreeMap<String, tollgate_policy::model::ArgRule>,
     args: &Value,
+    defaults: &serde_json::Map<String, Value>,
     out: &mut BTreeSet<String>,
 ) {
     for (name, check) in checks {
-        let broken = match args.get(name).filter(|v| !v.is_null()) {
+        let given = args.get(name).filter(|v| !v.is_null());
+        // An argument left out is what the tool's schema default says (the value it acts on):
+        // its value checks apply to the default; `required` asks for the argument itself, and
+        // a `forbidden` one left out is fine.
+        let default = defaults
+            .get(name)
+            .filter(|v| !v.is_null() && given.is_none() && !check.forbidden);
+        let broken = match given.or(default) {
             None => check.required,
-            Some(_) if check.forbidden => true,
+            Some(_) if given.is_none() && check.required => true,
+            Some(_) if given.is_some() && check.forbidden => true,
             Some(v) => {
                 let string_checks = check.pattern.is_some() || check.prefix.is_some();
                 let number_checks = check.min.is_some() || check.max.is_some();
@@ -264,22 +273,27 @@ fn expected_arguments(
     selector: &str,
     rule: &tollgate_policy::model::Rule,
     args: &Value,
+    defaults: &serde_json::Map<String, Value>,
 ) -> (String, BTreeSet<String>) {
     use tollgate_policy::source::escape_pointer as escape;
     let mut pointer = format!("/tools/{}", escape(selector));
     let mut broken = BTreeSet::new();
-    broken_arguments(&rule.arguments, args, &mut broken);
+    broken_arguments(&rule.arguments, args, defaults, &mut broken);
     if let Some(when) = &rule.when {
-        let key = args.get(&when.argument).and_then(case_key);
+        let key = args
+            .get(&when.argument)
+            .filter(|v| !v.is_null())
+            .or_else(|| defaults.get(&when.argument).filter(|v| !v.is_null()))
+            .and_then(case_key);
         match key.as_ref().and_then(|k| when.cases.get(k).map(|c| (k, c))) {
             Some((k, case)) => {
                 pointer = format!("{pointer}/when/cases/{}", escape(k));
-                broken_arguments(&case.arguments, args, &mut broken);
+                broken_arguments(&case.arguments, args, defaults, &mut broken);
             }
             None => match &when.otherwise {
                 Some(otherwise) => {
                     pointer = format!("{pointer}/when/otherwise");
-                    broken_arguments(&otherwise.arguments, args, &mut broken);
+                    broken_arguments(&otherwise.arguments, args, defaults, &mut broken);
                 }
                 // No case and no `otherwise`: the branch's argument is invalid.
                 None => {
@@ -591,7 +605,7 @@ fn check_session(
             .find(|a| a["id"] == id)
             .ok_or_else(|| format!("call {} to `{tool}` at {now:?} got no answer", i + 1))?;
         let (decision, _, message) = crate::describe(&answer);
-        let detail = &answer["result"]["structuredContent"]["tollgate"];
+        let detail = &answer["result"]["_meta"]["dev.tollgate/decision"];
         let at = format!(
             "call {} (`{tool}` by {grant}/{session_id} at {now:?})",
             i + 1
@@ -660,7 +674,19 @@ fn check_session(
         // Argument rules, read independently: the branch taken, and refused for its arguments
         // exactly when they break a check, one violation per broken argument.
         if let Some(rule) = policy.doc.tools.get(&selector) {
-            let (pointer, broken) = expected_arguments(&selector, rule, &args);
+            // The schema's defaults of the listed tool: what it acts on for arguments left out.
+            let defaults: serde_json::Map<String, Value> = ctx
+                .offered
+                .get(&tool)
+                .and_then(|listed| listed["inputSchema"]["properties"].as_object())
+                .map(|props| {
+                    props
+                        .iter()
+                        .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (pointer, broken) = expected_arguments(&selector, rule, &args, &defaults);
             let decided_by = &*expl.decision.rule.pointer;
             if decided_by != pointer {
                 return Err(format!(
@@ -1050,7 +1076,7 @@ mod tests {
                 "replicas": {"min": 1, "max": 5}
             }}"#,
         );
-        let broken = |args: Value| expected_arguments("t", &r, &args).1;
+        let broken = |args: Value| expected_arguments("t", &r, &args, &serde_json::Map::new()).1;
         assert_eq!(names(&broken(json!({"ns": "shop"}))), Vec::<&str>::new());
         assert_eq!(names(&broken(json!({"ns": null}))), ["ns"]);
         assert_eq!(names(&broken(json!({}))), ["ns"]);
@@ -1104,7 +1130,7 @@ mod tests {
                     "3": {}
                 }}}"#,
         );
-        let pick = |args: Value| expected_arguments("manage/x", &r, &args);
+        let pick = |args: Value| expected_arguments("manage/x", &r, &args, &serde_json::Map::new());
         let (p, b) = pick(json!({"cluster": "c", "operation": "read"}));
         assert_eq!(
             (p.as_str(), names(&b)),
@@ -1131,7 +1157,12 @@ mod tests {
             r#"{"when": {"argument": "operation", "cases": {"read": {}},
                          "otherwise": {"arguments": {"why": {"required": true}}}}}"#,
         );
-        let (p, b) = expected_arguments("t", &with_otherwise, &json!({"operation": "scale"}));
+        let (p, b) = expected_arguments(
+            "t",
+            &with_otherwise,
+            &json!({"operation": "scale"}),
+            &serde_json::Map::new(),
+        );
         assert_eq!(
             (p.as_str(), names(&b)),
             ("/tools/t/when/otherwise", vec!["why"])

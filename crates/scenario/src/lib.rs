@@ -1837,8 +1837,8 @@ pub fn describe(answer: &Value) -> Described {
     }
     let result = &answer["result"];
     let Some(t) = result
-        .get("structuredContent")
-        .and_then(|s| s.get("tollgate"))
+        .get("_meta")
+        .and_then(|s| s.get(tollgate_gateway::refusal::META_KEY))
     else {
         let text = result["content"][0]["text"].as_str().unwrap_or_default();
         return described_upstream(text, result["isError"] == true);
