@@ -646,7 +646,9 @@ fn deliver(
             && !w
                 .got
                 .iter()
-                .any(|m| m.get("id").is_some_and(|g| g.to_string() == *id))
+                .filter_map(|m| m.get("id"))
+                .map(Value::to_string)
+                .any(|g| g == *id)
     };
     if is_response
         && let Some(i) = waiters.iter().position(|w| {
