@@ -1568,3 +1568,48 @@ fn stateless_clients_of_one_grant_get_their_own_answers() {
         assert!(text.contains(batch), "{batch} got {answer}");
     }
 }
+
+/// The official Python SDK in its default (auto, stateless) mode and in legacy mode reads the
+/// gateway's own refusals as normal tool results, over stdio and HTTP. In auto mode it raised
+/// a pydantic `ValidationError` on every refusal (no `resultType: "complete"`), so the agent never
+/// saw the reason.
+#[test]
+fn python_sdk_reads_refusals_in_auto_and_legacy_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "deny.json",
+        r#"{"version": "1", "default": "allow", "tools": {"CancelAHORunBatch": {"action": "deny", "reason": "batches are cancelled by the on-call only"}}}"#,
+    );
+    for mode in ["auto", "legacy"] {
+        let stdio = run_python_client(
+            mode,
+            &[
+                "--stdio",
+                bin(),
+                "gateway",
+                "--policy",
+                &policy,
+                "--",
+                bin(),
+                "mock-eks",
+                "--allow-write",
+            ],
+        );
+        let (_mock, mock_url) = start_http(&["--allow-write"]);
+        let (_gw, url) = start_gateway_http(&["--policy", &policy, "--upstream-url", &mock_url]);
+        let http = run_python_client(mode, &["--url", &url]);
+        for summary in [stdio, http] {
+            let refusal = &summary["calls"][0];
+            assert_eq!(refusal["is_error"], true, "{mode}: {summary}");
+            let text = refusal["text"].as_str().unwrap();
+            assert!(
+                text.contains("Tollgate denied the call to `CancelAHORunBatch`")
+                    && text.contains("batches are cancelled by the on-call only"),
+                "{mode}: {text}"
+            );
+            // The allowed read still goes through.
+            assert_eq!(summary["calls"][2]["is_error"], false, "{mode}: {summary}");
+        }
+    }
+}
