@@ -1613,3 +1613,22 @@ fn python_sdk_reads_refusals_in_auto_and_legacy_mode() {
         }
     }
 }
+
+/// An audit log in a folder that does not exist is a configuration error (exit 2) that says
+/// so once: the cause was printed twice, once in the message and once as its source.
+#[test]
+fn a_missing_audit_folder_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "allow.json", ALLOW_ALL);
+    let audit = dir.path().join("no-such-folder/audit.jsonl");
+    let out = crate::util::tollgate()
+        .args(["gateway", "--policy", &policy, "--audit"])
+        .arg(&audit)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("cannot open audit log"), "{err}");
+}

@@ -76,20 +76,16 @@ const PENDING_MAX: usize = 64 << 10;
 /// Why the audit log cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("cannot open audit log `{path}`: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
+    // The I/O error is part of the message, not a `source`: a chain printed in full (`{:#}`)
+    // would say it twice.
+    #[error("cannot open audit log `{path}`: {error}")]
+    Open { path: String, error: std::io::Error },
     #[error(
         "audit log `{path}` is in use: another gateway holds its lock (two writers would break its hash chain); stop that gateway, or give this one its own `--audit` file"
     )]
     Locked { path: String },
-    #[error("cannot lock audit log `{path}` for writing: {source}")]
-    Lock {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot lock audit log `{path}` for writing: {error}")]
+    Lock { path: String, error: std::io::Error },
     #[error(
         "audit log `{path}` is damaged at line {line}: {problem}; run `tollgate audit verify {path}` and move the file aside to start a new log"
     )]
@@ -98,11 +94,8 @@ pub enum AuditError {
         line: usize,
         problem: String,
     },
-    #[error("cannot write audit log `{path}`: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot write audit log `{path}`: {error}")]
+    Write { path: String, error: std::io::Error },
     #[error("audit record field `{key}` is reserved for the hash chain (a bug in the gateway)")]
     Reserved { key: String },
 }
@@ -124,22 +117,22 @@ impl AuditLog {
             .read(true)
             .append(true)
             .open(path)
-            .map_err(|source| AuditError::Open {
+            .map_err(|error| AuditError::Open {
                 path: name.clone(),
-                source,
+                error,
             })?;
         // Locked before it is read: nobody appends between the check and our first record.
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(AuditError::Locked { path: name }),
-            Err(TryLockError::Error(source)) => {
-                return Err(AuditError::Lock { path: name, source });
+            Err(TryLockError::Error(error)) => {
+                return Err(AuditError::Lock { path: name, error });
             }
         }
         let report =
-            walk(BufReader::new(&file), None, &mut |_| {}).map_err(|source| AuditError::Open {
+            walk(BufReader::new(&file), None, &mut |_| {}).map_err(|error| AuditError::Open {
                 path: name.clone(),
-                source,
+                error,
             })?;
         if let Some(problem) = report.problems.first() {
             return Err(AuditError::Damaged {
@@ -209,9 +202,9 @@ impl AuditLog {
 
     /// Writes `bytes` with one `write(2)`, flushed (and synced, if asked).
     fn write(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
-        let error = |source| AuditError::Write {
+        let error = |error| AuditError::Write {
             path: self.path.display().to_string(),
-            source,
+            error,
         };
         self.file.write_all(bytes).map_err(error)?;
         self.file.flush().map_err(error)?;
