@@ -437,3 +437,27 @@ fn a_reused_id_answered_already_does_not_take_a_later_answer() {
     );
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// Found by the million-message run: two 2025-03-26 batches in flight that share a reused id
+/// (1); the second's answers, which come together, went to the first batch's request because
+/// it also waited for an id 1.
+#[test]
+fn a_batchs_answers_go_to_the_batch_they_answer() {
+    let broken = broken_in_tries(
+        3,
+        &[(0, V2025_03_26)],
+        &[
+            (
+                0,
+                false,
+                r#"[{"id":1,"method":"tools/call","params":null},{"jsonrpc":"2.0","id":"a","method":"completion/complete"}]"#,
+            ),
+            (
+                0,
+                true,
+                r#"[{"jsonrpc":"2.0","id":1e3,"method":"tools/call"},{"jsonrpc":"2.0","id":1,"method":"notifications/cancelled"},{"jsonrpc":"2.0","id":4,"method":"ping"}]"#,
+            ),
+        ],
+    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}

@@ -650,9 +650,21 @@ fn deliver(
                 .map(Value::to_string)
                 .any(|g| g == *id)
     };
+    // A batch's answers come together: they go to the waiter open for all of their ids (two
+    // batches may share one reused id, never all of them), else to one open for any.
+    let known: Vec<&String> = ids.iter().filter(|id| *id != "null").collect();
+    let whole = (v.is_array() && !known.is_empty())
+        .then(|| {
+            waiters
+                .iter()
+                .position(|w| known.iter().all(|id| open_for(w, id)))
+        })
+        .flatten();
     if is_response
-        && let Some(i) = waiters.iter().position(|w| {
-            ids.iter().any(|id| open_for(w, id)) || (ids == ["null"] && !w.ids.is_empty())
+        && let Some(i) = whole.or_else(|| {
+            waiters.iter().position(|w| {
+                ids.iter().any(|id| open_for(w, id)) || (ids == ["null"] && !w.ids.is_empty())
+            })
         })
     {
         deliver_to(i, v, waiters);
