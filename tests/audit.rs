@@ -322,3 +322,123 @@ fn hostile_tool_names_are_escaped_in_refusals_and_in_the_audit_table() {
         assert!(row.contains(shown), "{row}");
     }
 }
+
+/// Rotation end to end: a stdio gateway with `--audit-rotate-size 1K --audit-compress` takes
+/// 60 calls; its log is several files that `tollgate audit verify` checks as one chain (given
+/// in the order a shell glob lists them), `tail` reads across them, a file left out of the
+/// middle is named with exit 1, and the current file alone needs `--partial`.
+#[test]
+fn a_rotated_log_verifies_as_one_chain_and_a_missing_file_is_named() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let policy = dir.path().join("allow.json");
+    std::fs::write(&policy, r#"{"version": "1", "default": "allow"}"#).unwrap();
+    let mut child = Guard(
+        tollgate()
+            .args(["gateway", "--policy", policy.to_str().unwrap(), "--audit"])
+            .arg(&audit)
+            .args(["--audit-rotate-size", "1K", "--audit-compress", "--"])
+            .arg(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("mock-eks")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut lines = vec![
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ];
+    for i in 1..=60 {
+        lines.push(json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "list_k8s_resources", "arguments": {"cluster_name": "c", "kind": "Pod", "api_version": "v1"}}}));
+    }
+    for l in &lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    // Every call answered, then stdin closes: a clean shutdown.
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut answered = 0;
+    let mut line = String::new();
+    while answered < 61 {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "the gateway stopped after {answered} answers"
+        );
+        if serde_json::from_str::<Value>(&line)
+            .unwrap()
+            .get("id")
+            .is_some()
+        {
+            answered += 1;
+        }
+    }
+    drop(stdin);
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(20)), Some(0));
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("audit")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    assert_eq!(
+        files.last(),
+        Some(&audit),
+        "the glob order ends with the current file"
+    );
+    assert!(
+        files[..files.len() - 1]
+            .iter()
+            .all(|f| f.extension().unwrap() == "gz"),
+        "{files:?}"
+    );
+    let names: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    let mut args = vec!["audit", "verify"];
+    args.extend(&names);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with(&format!("{} files: ok, ", names.len())),
+        "{out}"
+    );
+    assert!(!out.contains("no closing record"), "{out}");
+
+    let mut args = vec!["audit", "query", "--format", "json", "--decision", "allow"];
+    args.extend(&names);
+    let (code, out, _) = run(&args);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 60, "every decision, across the files");
+
+    let mut args = vec!["audit", "verify"];
+    args.extend(
+        names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, n)| *n),
+    );
+    let (code, out, _) = run(&args);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with(&format!("{}:1: the chain is broken: ", names[2])),
+        "{out}"
+    );
+    assert!(out.contains("missing"), "{out}");
+
+    let (code, out, _) = run(&["audit", "verify", audit.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("--partial"), "{out}");
+    let (code, out, _) = run(&["audit", "verify", "--partial", audit.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("it continues"), "{out}");
+}

@@ -1,6 +1,8 @@
-//! `tollgate audit verify FILE [--expect-head SEQ:HASH]`, `tollgate audit tail FILE [-n N]`,
-//! `tollgate audit query FILE [--tool GLOB] [--grant G] [--session S] [--decision KIND]
-//! [--since MS] [--until MS] [--format table|json]`: the gateway's hash-chained audit log.
+//! `tollgate audit verify FILE... [--partial] [--expect-head SEQ:HASH]`, `tollgate audit tail
+//! FILE... [-n N]`, `tollgate audit query FILE... [--tool GLOB] [--grant G] [--session S]
+//! [--decision KIND] [--since MS] [--until MS] [--format table|json]`: the gateway's
+//! hash-chained audit log. Several files are a rotated log's files in chain order, oldest
+//! first (`audit*.jsonl*` in a shell lists them so); they are checked as one chain.
 //!
 //! Exit codes: verify: 0 the chain holds, 1 it is broken (the message says where and how),
 //! 2 the file cannot be read or a flag is bad. tail and query: 0; 1 when the log does not
@@ -12,12 +14,12 @@
 //! reach the terminal. `--format json` prints the records exactly, as JSON escapes them.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use serde_json::Value;
-use tollgate_gateway::audit::{Verified, read_verified, verify};
+use tollgate_gateway::audit::{Verified, read_verified_set, verify_set};
 use tollgate_mcp::display::{ident, text};
 
 #[derive(Debug, clap::Args)]
@@ -31,7 +33,13 @@ enum AuditCommand {
     /// Check the hash chain: every line exactly a record, every record intact, none deleted,
     /// inserted or reordered (a cut at a record boundary is caught only by --expect-head).
     Verify {
-        file: PathBuf,
+        /// The log's files, oldest first (a rotated log: every closed file, then the current).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Allow the first file to continue an earlier one that is not given (removed by
+        /// `--audit-keep`, or archived): records before it are not checked.
+        #[arg(long)]
+        partial: bool,
         /// The head the log must end at (`SEQ:HASH`, e.g. from `tollgate audit tail -n 1`),
         /// to detect records cut from the end.
         #[arg(long, value_name = "SEQ:HASH")]
@@ -39,7 +47,9 @@ enum AuditCommand {
     },
     /// Print the last records (of those that verify: exit 1 after a break in the chain).
     Tail {
-        file: PathBuf,
+        /// The log's files, oldest first (the first may continue files not given).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// How many records.
         #[arg(short = 'n', default_value_t = 10)]
         n: usize,
@@ -49,7 +59,9 @@ enum AuditCommand {
     /// Print the records that match every filter given (of those that verify: exit 1 after a
     /// break in the chain).
     Query {
-        file: PathBuf,
+        /// The log's files, oldest first (the first may continue files not given).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// Tool name glob (case-sensitive).
         #[arg(long, value_name = "GLOB")]
         tool: Option<String>,
@@ -80,7 +92,11 @@ enum Format {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match args.command {
-        AuditCommand::Verify { file, expect_head } => {
+        AuditCommand::Verify {
+            files,
+            partial,
+            expect_head,
+        } => {
             let head = match &expect_head {
                 None => None,
                 Some(text) => {
@@ -94,9 +110,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ))
                 }
             };
-            let report = verify(&file, head.as_ref().map(|(s, h)| (*s, h.as_str())))
-                .with_context(|| format!("cannot read audit log `{}`", file.display()))?;
+            readable(&files)?;
+            let set = verify_set(
+                &files,
+                partial,
+                head.as_ref().map(|(s, h)| (*s, h.as_str())),
+            )
+            .context("cannot read the audit log")?;
+            let report = &set.report;
             if let Some(p) = report.problems.first() {
+                let file = &files[set.broken_file.unwrap_or(0)];
                 writeln!(
                     out,
                     "{}:{}: the chain is broken: {}",
@@ -107,30 +130,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{} records before the break verify", report.records)?;
                 return Ok(ExitCode::from(1));
             }
+            let what = match files.as_slice() {
+                [one] => one.display().to_string(),
+                many => format!("{} files", many.len()),
+            };
+            let from = match &report.continues {
+                Some(previous) if report.records > 0 => format!(
+                    ", from record {} (it continues `{}`, not checked)",
+                    report.first_seq,
+                    text(previous)
+                ),
+                _ => String::new(),
+            };
             writeln!(
                 out,
-                "{}: ok, {} records, head {}:{}{}",
-                file.display(),
+                "{what}: ok, {} records{from}, head {}:{}{}",
                 report.records,
-                report.records.saturating_sub(1),
+                report.next_seq.saturating_sub(1),
                 report.last_hash,
                 if report.closed {
                     ""
+                } else if report.rotated_to.is_some() {
+                    " (the last file given was rotated: the files after it are not given)"
                 } else {
                     " (no closing record: the gateway is running, stopped without a clean shutdown, or the end was cut; compare with a head kept elsewhere using --expect-head)"
                 }
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Tail { file, n, format } => {
-            let read = read_verified(&file)
-                .with_context(|| format!("cannot read audit log `{}`", file.display()))?;
+        AuditCommand::Tail { files, n, format } => {
+            readable(&files)?;
+            let read = read_verified_set(&files, true).context("cannot read the audit log")?;
             let start = read.records.len().saturating_sub(n);
             print_records(&mut out, &read.records[start..], format)?;
-            Ok(report_break(&mut out, &file, &read, format)?)
+            Ok(report_break(&mut out, &files, &read, format)?)
         }
         AuditCommand::Query {
-            file,
+            files,
             tool,
             grant,
             session,
@@ -144,8 +180,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(tollgate_catalog::glob)
                 .transpose()
                 .context("--tool")?;
-            let read = read_verified(&file)
-                .with_context(|| format!("cannot read audit log `{}`", file.display()))?;
+            readable(&files)?;
+            let read = read_verified_set(&files, true).context("cannot read the audit log")?;
             let kept: Vec<&Value> = read
                 .records
                 .iter()
@@ -173,7 +209,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .filter(|r| until.is_none_or(|u| r["t_ms"].as_u64().unwrap_or(0) < u))
                 .collect();
             print_records(&mut out, &kept, format)?;
-            Ok(report_break(&mut out, &file, &read, format)?)
+            Ok(report_break(&mut out, &files, &read, format)?)
         }
     }
 }
@@ -182,13 +218,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// its end, says so (a last table line, and stderr) and answers exit code 1.
 fn report_break(
     out: &mut impl Write,
-    file: &Path,
+    files: &[PathBuf],
     read: &Verified,
     format: Format,
 ) -> std::io::Result<ExitCode> {
     let Some(p) = read.report.problems.first() else {
         return Ok(ExitCode::SUCCESS);
     };
+    let file = &files[read.broken_file.unwrap_or(0)];
+    let all: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     if format == Format::Table {
         writeln!(
             out,
@@ -203,9 +241,18 @@ fn report_break(
         p.message,
         read.report.records,
         p.line,
-        file.display()
+        all.join(" ")
     );
     Ok(ExitCode::from(1))
+}
+
+/// Each file exists and can be opened: said with its name, exit 2, before anything is checked.
+fn readable(files: &[PathBuf]) -> anyhow::Result<()> {
+    for f in files {
+        std::fs::File::open(f)
+            .with_context(|| format!("cannot read audit log `{}`", f.display()))?;
+    }
+    Ok(())
 }
 
 fn decision_of(r: &Value) -> Option<&str> {

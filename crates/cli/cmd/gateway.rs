@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sha2::Digest;
 use tokio::sync::{mpsc, watch};
-use tollgate_gateway::audit::AuditLog;
+use tollgate_gateway::audit::{AuditLog, Rotation, system_wall_clock};
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
@@ -47,6 +47,21 @@ pub struct Args {
     /// Also fdatasync each audit record (survives power loss; a disk sync per call).
     #[arg(long)]
     audit_fsync: bool,
+    /// Rotate the audit log when its file reaches this size (`500M`, `2G`, `100000K`, or
+    /// bytes): the file is closed with a `rotate` record and renamed
+    /// `STEM.<first seq>.EXT`; the chain goes on in a new file (docs/audit.md, "Rotation").
+    #[arg(long, value_name = "SIZE", value_parser = byte_size, requires = "audit")]
+    audit_rotate_size: Option<u64>,
+    /// Rotate the audit log when its file is this old (wall-clock: `12h`, `1d`, `7d`).
+    #[arg(long, value_name = "AGE", value_parser = age, requires = "audit")]
+    audit_rotate_age: Option<Duration>,
+    /// Keep this many closed audit files; remove older ones after each rotation (default:
+    /// keep all).
+    #[arg(long, value_name = "N", value_parser = count, requires = "audit")]
+    audit_keep: Option<usize>,
+    /// Compress closed audit files with gzip (`tollgate audit` reads them as they are).
+    #[arg(long, requires = "audit")]
+    audit_compress: bool,
     /// Append every message of every session to this file (JSON lines; headers never).
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -252,7 +267,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let audit = args
         .audit
         .as_ref()
-        .map(|p| AuditLog::open(p, args.audit_fsync))
+        .map(|p| {
+            let rotation = Rotation {
+                max_bytes: args.audit_rotate_size,
+                max_age: args.audit_rotate_age,
+                keep: args.audit_keep,
+                compress: args.audit_compress,
+            };
+            AuditLog::open_rotating(p, args.audit_fsync, rotation, system_wall_clock())
+        })
         .transpose()?;
     let policy_hash = hex::encode(sha2::Sha256::digest(policy.source.text.as_bytes()));
     let engine = Engine::new(Arc::new(policy), store);
@@ -440,6 +463,45 @@ fn timeout_secs(text: &str) -> Option<Duration> {
         .ok()
         .filter(|s| (0.001..=86_400.0).contains(s))
         .map(Duration::from_secs_f64)
+}
+
+/// A size in bytes for `--audit-rotate-size`: a whole number, optionally with `K`, `M` or `G`
+/// (powers of 1024), at least 1 KiB.
+fn byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| *n >= 1024)
+        .ok_or_else(|| {
+            format!("`{text}` is not a size: give bytes (at least 1024), or a number with K, M or G, e.g. 500M")
+        })
+}
+
+/// An age for `--audit-rotate-age`: a number with `s`, `m`, `h` or `d`, at least a minute.
+fn age(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let parsed = match t.strip_suffix('d') {
+        Some(days) => days
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite() && *d >= 0.0)
+            .and_then(|d| Duration::try_from_secs_f64(d * 86_400.0).ok()),
+        None if t.ends_with(['s', 'm', 'h']) => tollgate_scenario::format::parse_duration(t),
+        None => None,
+    };
+    parsed
+        .filter(|d| *d >= Duration::from_secs(60))
+        .ok_or_else(|| {
+            format!("`{text}` is not an age: give at least a minute with a unit, e.g. 30m, 12h, 1d")
+        })
 }
 
 /// A count of the `--queue-depth`, `--max-*` flags: from 1 to 1,000,000.

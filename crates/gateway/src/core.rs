@@ -153,6 +153,10 @@ impl Gateway {
     ) -> Gateway {
         let metrics = crate::metrics::Metrics::default();
         let approvals = Registry::new(metrics.approvals_pending.clone());
+        let mut audit = audit;
+        if let Some(log) = audit.as_mut() {
+            log.set_metrics(metrics.audit.clone());
+        }
         Gateway {
             engine: std::sync::RwLock::new(Arc::new(engine)),
             audit: audit.map(Mutex::new),
@@ -395,9 +399,16 @@ impl Gateway {
         }
     }
 
-    /// Writes the closing record of a clean shutdown.
+    /// Writes the closing record of a clean shutdown, and waits for the log's background work
+    /// (compressing and removing rotated files).
     pub fn close(&self, now: Duration) -> Result<(), String> {
-        self.audit(now, "close", json!({})).map(|_| ())
+        let closed = self.audit(now, "close", json!({})).map(|_| ());
+        if let Some(log) = &self.audit {
+            log.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .finish_housekeeping();
+        }
+        closed
     }
 
     /// Writes an opening record (gateway start, with the policy's hash).

@@ -53,6 +53,8 @@ pub struct Metrics {
     /// Client messages refused before any decision (a `tools/call` notification, a look-alike
     /// or malformed method name, an id in flight, a batch the protocol does not allow), by why.
     pub refused_messages: Family<ReasonLabels, Counter>,
+    /// The audit log's size and rotations (docs/audit.md, "Rotation").
+    pub audit: crate::audit::AuditMetrics,
 }
 
 /// Handles to series of a [`Metrics`]' families (a handle shares its series' value), by a hash
@@ -146,7 +148,24 @@ impl Default for Metrics {
             "Client messages refused before any decision, by reason (docs/security.md)",
             refused_messages.clone(),
         );
+        let audit = crate::audit::AuditMetrics::default();
+        registry.register(
+            "audit_log_bytes",
+            "Bytes in the audit log's current file",
+            audit.bytes.clone(),
+        );
+        registry.register(
+            "audit_rotations",
+            "Audit log rotations since the gateway started",
+            audit.rotations.clone(),
+        );
+        registry.register(
+            "audit_last_rotation_timestamp_seconds",
+            "Unix time of the audit log's last rotation (0: none since the gateway started)",
+            audit.last_rotation.clone(),
+        );
         Metrics {
+            audit,
             refused_messages,
             registry,
             counter_saturation,
