@@ -90,7 +90,7 @@ pub struct Args {
     tool_timeout: Vec<(String, Duration)>,
     /// The largest message accepted from the client or the upstream, in bytes; a longer one is
     /// thrown away as it is read (never held whole) and answered with a parse error.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_bytes)]
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_bytes, value_parser = message_bytes)]
     max_message_bytes: usize,
     /// Messages each queue between one session's tasks holds (client, upstream, stdout, an
     /// HTTP request's or GET stream's events). A full queue stops the reading of its source;
@@ -463,6 +463,17 @@ fn timeout_secs(text: &str) -> Option<Duration> {
         .ok()
         .filter(|s| (0.001..=86_400.0).contains(s))
         .map(Duration::from_secs_f64)
+}
+
+/// `--max-message-bytes`: from 256 bytes to 64 MiB (an audit record holds a message, and
+/// `tollgate audit verify` reads lines of at most 256 MiB).
+fn message_bytes(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (256..=64 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a message size: give bytes from 256 to 67108864 (64 MiB)"
+        )),
+    }
 }
 
 /// A size in bytes for `--audit-rotate-size`: a whole number, optionally with `K`, `M` or `G`

@@ -9,7 +9,7 @@
 //! names the files have on disk do not matter.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -17,6 +17,11 @@ use tollgate_mcp::WireError;
 use tollgate_mcp::strict::parse_strict;
 
 use super::{GENESIS, HASH_HEX, HASH_MARKER, SUFFIX_LEN, hash_prefix};
+
+/// The longest line read: the gateway's records hold a message of at most 64 MiB
+/// (`--max-message-bytes`) and a few fields, so a longer line is not a record, and reading it
+/// whole would let a hostile file take any amount of memory.
+pub(crate) const MAX_LINE: usize = 256 << 20;
 
 /// One problem found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +264,9 @@ pub(crate) fn walk(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf)?;
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
         if n == 0 {
             break;
         }
@@ -268,6 +275,13 @@ pub(crate) fn walk(
             line: line_no,
             message,
         };
+        if buf.len() > MAX_LINE {
+            report.problems.push(problem(format!(
+                "the line is longer than {} MiB, which no record the gateway writes is (its messages are at most 64 MiB): it was edited, or this is not an audit log",
+                MAX_LINE >> 20
+            )));
+            break;
+        }
         if buf.last() != Some(&b'\n') {
             report.problems.push(problem(
                 "the last line is incomplete (a torn write, or the file was cut mid-record)".into(),
@@ -505,4 +519,21 @@ pub(crate) fn is_hash_hex(s: &str) -> bool {
 
 fn short(hash: &str) -> &str {
     hash.get(..16).unwrap_or(hash)
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    /// A line longer than any record (here an endless one, with no line feed) is a problem at
+    /// that line after at most `MAX_LINE` bytes are read, never a read of the whole stream.
+    #[test]
+    fn an_endless_line_is_refused_after_the_line_limit() {
+        let endless = std::io::BufReader::new(std::io::repeat(b'x'));
+        let report = walk(endless, Start::Genesis, None, &mut |_| {}).unwrap();
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].line, 1);
+        assert!(report.problems[0].message.contains("256 MiB"), "{report:?}");
+    }
 }
