@@ -13,7 +13,9 @@
 //! it serves Streamable HTTP at `/mcp`; `--tokens` maps bearer tokens to grants.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags, an invalid policy, an unusable audit
-//! log or tokens file.
+//! log or tokens file, and (stdio) an upstream command that never started (it could not be
+//! run, or it exited before answering anything, `MAX_START_FAILURES` times in a row or the
+//! last time before the client left).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use tollgate_gateway::audit::AuditLog;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
-    Auth, ClientInput, Clock, HttpFront, TransportLimits, run_session, serve,
+    Auth, ClientInput, Clock, HttpFront, SessionEnd, TransportLimits, run_session, serve,
 };
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
@@ -305,7 +307,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_upstream_processes: args.max_upstream_processes,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    runtime.block_on(async {
+    let end = runtime.block_on(async {
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
@@ -363,9 +365,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 read_stdin(tx, limits.max_message_bytes);
                 let writer = write_stdout(out);
                 let core = gateway.session(&args.grant, "stdio");
-                run_session(core, spec, rx, sink, clock, limits, stop_rx).await;
+                let end = run_session(core, spec, rx, sink, clock, limits, stop_rx).await;
                 // The session dropped its sink: the writer ends once it has written the rest.
                 let _ = writer.await;
+                return anyhow::Ok(end);
             }
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -397,13 +400,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(SessionEnd::Closed)
     })?;
     gateway
         .close(clock.now())
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
-    Ok(ExitCode::SUCCESS)
+    match end {
+        SessionEnd::Closed => Ok(ExitCode::SUCCESS),
+        // The stdio client's upstream never started: a configuration to fix, as a broken
+        // policy is (exit 2). Said last, so it is the line a desktop client's log ends with.
+        SessionEnd::UpstreamNotStarted(why) => {
+            writeln!(std::io::stderr(), "error: {why}")?;
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn tool_timeout(text: &str) -> Result<(String, Duration), String> {

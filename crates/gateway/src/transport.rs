@@ -50,7 +50,7 @@ use tollgate_mcp::protocol::HEADER_SESSION_ID;
 use tollgate_mcp::{ErrorCode, WireError, error_response};
 
 use crate::core::{Out, SessionCore};
-use crate::upstream::{FromUpstream, Upstream, UpstreamSpec};
+use crate::upstream::{Ended, FromUpstream, Upstream, UpstreamSpec};
 
 pub use serve::{BodyTimedOut, serve};
 
@@ -262,8 +262,173 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Drives one session until the client goes away or `shutdown` turns true.
+/// A child upstream that fails to start this many times in a row (it cannot be run, or it
+/// exits before it has answered anything) is not started again: the session answers every
+/// request with the failure (docs/gateway.md, "Failures"). A child that has answered and then
+/// crashes does not count: it is restarted as often as it crashes.
+pub const MAX_START_FAILURES: u32 = 3;
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client went away, or the gateway shut down.
+    Closed,
+    /// The upstream command never started: the last time it was started, it could not be
+    /// run, or it exited before answering anything. The text says what happened and what to
+    /// do.
+    UpstreamNotStarted(String),
+}
+
+/// The starts of a child upstream that failed in a row, and what the last one said.
+#[derive(Debug)]
+struct Starts {
+    failures: u32,
+    backoff: Duration,
+    last: Option<String>,
+}
+
+impl Starts {
+    fn new() -> Starts {
+        Starts {
+            failures: 0,
+            backoff: Duration::from_millis(100),
+            last: None,
+        }
+    }
+
+    /// Counts one failed start; says whether that was the last one allowed.
+    fn failed(&mut self, why: String) -> bool {
+        self.failures += 1;
+        self.last = Some(if self.given_up() {
+            format!(
+                "{why}. Tollgate stopped restarting it after {MAX_START_FAILURES} failed starts: fix the command or its environment, then restart the gateway (or the client that runs it)"
+            )
+        } else {
+            why
+        });
+        self.given_up()
+    }
+
+    fn given_up(&self) -> bool {
+        self.failures >= MAX_START_FAILURES
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The upstream command as a person would type it, escaped and cut to a readable length.
+fn command_line(spec: &UpstreamSpec) -> String {
+    let UpstreamSpec::Command { program, args } = spec else {
+        return String::new();
+    };
+    let mut line = tollgate_mcp::display::text(program).to_string();
+    for a in args {
+        line.push(' ');
+        line.push_str(&tollgate_mcp::display::text(a).to_string());
+    }
+    if line.chars().count() > 120 {
+        line = line.chars().take(119).collect::<String>() + "…";
+    }
+    line
+}
+
+/// Why a child could not be run at all, and what to do.
+fn spawn_failed(spec: &UpstreamSpec, e: &std::io::Error) -> String {
+    format!(
+        "the upstream command `{}` could not be started: {e}; check that it is installed and on the gateway's PATH, or give its full path",
+        command_line(spec)
+    )
+}
+
+/// How a child ended, for a message: its exit status, and its last stderr line.
+fn how_it_ended(ended: &Ended) -> (String, String) {
+    let status = match ended.status {
+        Some(s) => match s.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => format!("was ended ({s})"),
+        },
+        None => "stopped".to_owned(),
+    };
+    let said = match ended.stderr.last() {
+        Some(line) => format!(
+            "its last stderr line: `{}`",
+            tollgate_mcp::display::text(line)
+        ),
+        None => "it wrote nothing on stderr".to_owned(),
+    };
+    (status, said)
+}
+
+/// Why a child that never answered anything is gone, and what to do.
+fn exited_early(spec: &UpstreamSpec, ended: &Ended) -> String {
+    let (status, said) = how_it_ended(ended);
+    format!(
+        "the upstream command `{}` {status} before it answered anything; {said}. Run it by hand with the gateway's environment to see why (a server may need variables such as AWS_REGION)",
+        command_line(spec),
+    )
+}
+
+/// Starts a child upstream (or prepares an HTTP one), trying again after a pause while the
+/// command cannot be run, until [`MAX_START_FAILURES`] starts in a row have failed: then
+/// `None`.
+async fn start_upstream(
+    spec: &UpstreamSpec,
+    limits: &TransportLimits,
+    starts: &mut Starts,
+) -> Option<Upstream> {
+    // Bounded: each failure counts, and the count stops the loop.
+    loop {
+        match Upstream::connect(spec, limits.max_message_bytes, limits.queue) {
+            Ok(u) => return Some(u),
+            Err(e) => {
+                tracing::error!("cannot start the upstream: {e}");
+                if starts.failed(spawn_failed(spec, &e)) {
+                    return None;
+                }
+                starts.pause().await;
+            }
+        }
+    }
+}
+
+/// Whether an upstream message is an answer (a result or an error): a child that sent one has
+/// started.
+fn is_answer(bytes: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Array(items)) => items
+            .iter()
+            .any(|m| m.get("result").is_some() || m.get("error").is_some()),
+        Ok(m) => m.get("result").is_some() || m.get("error").is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Drives one session until the client goes away or `shutdown` turns true. A child upstream
+/// that never starts ([`MAX_START_FAILURES`]) is not started again: every request of the
+/// session gets the failure as its error until the client goes away, and the session ends as
+/// [`SessionEnd::UpstreamNotStarted`].
 pub async fn run_session(
+    core: SessionCore,
+    spec: UpstreamSpec,
+    client: mpsc::Receiver<ClientInput>,
+    sink: ClientSink,
+    clock: Clock,
+    limits: TransportLimits,
+    shutdown: watch::Receiver<bool>,
+) -> SessionEnd {
+    drive(core, spec, client, sink, clock, limits, shutdown, true).await
+}
+
+/// [`run_session`]; without `linger`, a session whose upstream never starts answers what its
+/// client has already sent and ends (the HTTP front: the client initializes a new session).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "run_session's arguments and one switch"
+)]
+async fn drive(
     mut core: SessionCore,
     spec: UpstreamSpec,
     mut client: mpsc::Receiver<ClientInput>,
@@ -271,19 +436,19 @@ pub async fn run_session(
     clock: Clock,
     limits: TransportLimits,
     mut shutdown: watch::Receiver<bool>,
-) {
+    linger: bool,
+) -> SessionEnd {
     let now = || clock.now();
-    let connect = || Upstream::connect(&spec, limits.max_message_bytes, limits.queue);
-    let mut upstream = match connect() {
-        Ok(u) => Some(u),
-        Err(e) => {
-            tracing::error!("cannot start the upstream: {e}");
-            None
-        }
-    };
+    let mut starts = Starts::new();
+    let mut upstream = Box::pin(start_upstream(&spec, &limits, &mut starts)).await;
+    // Whether the running child has answered anything: a child that exits before it has
+    // counts as a failed start.
+    let mut served = false;
+    if starts.given_up() {
+        give_up(&starts, linger, &mut client);
+    }
     let mut waiters: Vec<Waiter> = Vec::new();
     let mut initialize: Option<Value> = None;
-    let mut backoff = Duration::from_millis(100);
     let mut restarts = 0u64;
     let mut closing = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -397,8 +562,11 @@ pub async fn run_session(
             },
             msg = from_upstream, if read_upstream => match msg {
                 Some(FromUpstream::Message(bytes)) => {
+                    if !served && is_answer(&bytes) {
+                        served = true;
+                        starts = Starts::new();
+                    }
                     if is_reinit_answer(&bytes) {
-                        backoff = Duration::from_millis(100);
                         Vec::new()
                     } else {
                         // Held calls are decided when the upstream's tool list arrives.
@@ -410,31 +578,40 @@ pub async fn run_session(
                         Some(FromUpstream::Closed(why)) => why,
                         _ => "the upstream connection closed".to_owned(),
                     };
-                    tracing::warn!("upstream closed: {why}");
-                    let outs = core.upstream_closed(now(), &why);
-                    to_upstream.clear();
                     // The old child is waited for before a new one starts: never two.
                     // Boxed, as are the other rare waits below: the task's future (kept per
                     // session) holds only what the loop's common path needs.
-                    if let Some(u) = upstream.take() {
-                        Box::pin(u.shutdown()).await;
-                    }
-                    if matches!(spec, UpstreamSpec::Command { .. }) && !closing {
-                        Box::pin(tokio::time::sleep(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let ended = match upstream.take() {
+                        Some(u) => Box::pin(u.shutdown()).await,
+                        None => Ended::default(),
+                    };
+                    let command = matches!(spec, UpstreamSpec::Command { .. });
+                    let why = if command && !served {
+                        starts.failed(exited_early(&spec, &ended));
+                        starts.last.clone().unwrap_or(why)
+                    } else if command {
+                        let (status, said) = how_it_ended(&ended);
+                        format!("{why}: it {status}; {said}")
+                    } else {
+                        why
+                    };
+                    tracing::warn!("upstream closed: {why}");
+                    let outs = core.upstream_closed(now(), &why);
+                    to_upstream.clear();
+                    served = false;
+                    if command && !closing && !starts.given_up() {
+                        Box::pin(starts.pause()).await;
                         restarts += 1;
-                        match connect() {
-                            Ok(u) => {
-                                if let Some(init) = &initialize {
-                                    let mut again = init.clone();
-                                    again["id"] = json!(format!("{REINIT_PREFIX}{restarts}"));
-                                    to_upstream.push_back(again);
-                                    to_upstream.push_back(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-                                }
-                                upstream = Some(u);
-                            }
-                            Err(e) => tracing::error!("cannot restart the upstream: {e}"),
+                        upstream = Box::pin(start_upstream(&spec, &limits, &mut starts)).await;
+                        if let (Some(_), Some(init)) = (&upstream, &initialize) {
+                            let mut again = init.clone();
+                            again["id"] = json!(format!("{REINIT_PREFIX}{restarts}"));
+                            to_upstream.push_back(again);
+                            to_upstream.push_back(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
                         }
+                    }
+                    if command && starts.given_up() {
+                        give_up(&starts, linger, &mut client);
                     }
                     outs
                 }
@@ -525,7 +702,11 @@ pub async fn run_session(
                         Some(Err(TrySendError::Closed(_))) | None => false,
                     };
                     if !sent {
-                        for o in core.upstream_closed(now(), "the upstream is not running") {
+                        let why = match &starts.last {
+                            Some(why) if starts.given_up() => why.as_str(),
+                            _ => "the upstream is not running",
+                        };
+                        for o in core.upstream_closed(now(), why) {
                             if let Out::Client(c) = o {
                                 deliver(c, &mut waiters, &sink, &mut to_client);
                             }
@@ -555,6 +736,23 @@ pub async fn run_session(
     .await;
     if let Some(u) = upstream.take() {
         Box::pin(u.shutdown()).await;
+    }
+    match starts.last {
+        Some(why) if starts.failures > 0 => SessionEnd::UpstreamNotStarted(why),
+        _ => SessionEnd::Closed,
+    }
+}
+
+/// Says (once) that the session's upstream never started; without `linger`, stops taking
+/// client messages: the ones already sent are answered with the failure, then the session
+/// ends.
+fn give_up(starts: &Starts, linger: bool, client: &mut mpsc::Receiver<ClientInput>) {
+    let why = starts.last.as_deref().unwrap_or("the upstream never started");
+    tracing::error!("{why}");
+    if linger {
+        tracing::error!("every request of this session gets that error until its client leaves");
+    } else {
+        client.close();
     }
 }
 
@@ -1131,7 +1329,7 @@ fn spawn_session(
     let core = front.gateway.session(grant, session);
     // Boxed: a future awaited inside the block would otherwise be laid out twice in it (as
     // the captured value and as the value awaited), doubling the memory of every session.
-    let task = Box::pin(run_session(
+    let task = Box::pin(drive(
         core,
         front.spec.clone(),
         rx,
@@ -1139,11 +1337,19 @@ fn spawn_session(
         front.clock,
         front.limits,
         front.shutdown.clone(),
+        false,
     ));
+    let (owner, key) = (Arc::clone(front), (grant.to_owned(), session.to_owned()));
     tokio::spawn(async move {
-        task.await;
+        let end = task.await;
         // The session's child (if any) is gone: its slot is free.
         drop(upstream_permit);
+        // A session whose upstream never started has answered what it was sent: it is gone
+        // (404), and its client initializes a new one, which tries the command again.
+        if matches!(end, SessionEnd::UpstreamNotStarted(_)) {
+            let gone = owner.sessions.lock().await.remove(&key.0, &key.1);
+            drop(gone);
+        }
     });
     let stream: Arc<Mutex<Option<GetStream>>> = Arc::default();
     let slot = Arc::clone(&stream);
