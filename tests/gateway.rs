@@ -18,6 +18,8 @@ use crate::util::{root, tollgate};
 
 // The bounds on connections, bodies, sessions, child processes, streams and stdio.
 mod limits;
+// Upstream commands that never start: a clear error, fast, and exit 2.
+mod failfast;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")

@@ -747,7 +747,10 @@ async fn drive(
 /// client messages: the ones already sent are answered with the failure, then the session
 /// ends.
 fn give_up(starts: &Starts, linger: bool, client: &mut mpsc::Receiver<ClientInput>) {
-    let why = starts.last.as_deref().unwrap_or("the upstream never started");
+    let why = starts
+        .last
+        .as_deref()
+        .unwrap_or("the upstream never started");
     tracing::error!("{why}");
     if linger {
         tracing::error!("every request of this session gets that error until its client leaves");
