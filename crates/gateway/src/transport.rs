@@ -7,7 +7,9 @@
 //! - Upstream crash: pending calls get an error result at once; a child upstream is restarted
 //!   with backoff (100 ms doubling to 5 s) and re-initialized with the client's own
 //!   `initialize`, so the session goes on. The old child is gone (waited for) before the new
-//!   one starts: a session never runs two.
+//!   one starts: a session never runs two. A child that could not be run, or exited before it
+//!   answered anything, is a failed start; after [`MAX_START_FAILURES`] in a row the command is
+//!   left alone and every request gets the failure (its exit status, its last stderr line).
 //! - Shutdown: the task stops reading the client, waits (bounded) for the calls in flight, and
 //!   stops the upstream.
 //! - A remote counter store (Redis): the core is synchronous, so a decision waits for the
