@@ -20,6 +20,8 @@ use crate::util::{root, tollgate};
 mod limits;
 // Upstream commands that never start: a clear error, fast, and exit 2.
 mod failfast;
+// The Origin check and `--allow-origin`.
+mod origin;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")

@@ -1,6 +1,6 @@
 //! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
-//! [--tokens FILE] [--admin-tokens FILE] [--grant NAME] [--call-timeout SECS]
-//! [--tool-timeout TOOL=SECS]... [--max-message-bytes N] [--queue-depth N]
+//! [--allow-origin ORIGIN]... [--tokens FILE] [--admin-tokens FILE] [--grant NAME]
+//! [--call-timeout SECS] [--tool-timeout TOOL=SECS]... [--max-message-bytes N] [--queue-depth N]
 //! [--max-connections N] [--header-timeout SECS] [--body-timeout SECS]
 //! [--keep-alive-timeout SECS] [--max-sessions N] [--session-idle-timeout SECS]
 //! [--max-upstream-processes N]
@@ -31,7 +31,8 @@ use tollgate_gateway::audit::AuditLog;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
-    Auth, ClientInput, Clock, HttpFront, SessionEnd, TransportLimits, run_session, serve,
+    AllowedOrigins, Auth, ClientInput, Clock, HttpFront, SessionEnd, TransportLimits, run_session,
+    serve,
 };
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
@@ -55,6 +56,11 @@ pub struct Args {
     /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// HTTP: let web pages of this origin reach /mcp (`https://app.example.com`: scheme, host
+    /// and port, exactly); repeat for more. Pages of this machine are always let in. `*` lets
+    /// every page in and needs `--tokens` (DNS rebinding: docs/security.md, "Origin").
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
     /// Bearer tokens file (`TOKEN GRANT` per line; `sha256:HEX` tokens); HTTP only.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
@@ -234,6 +240,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "`--tokens` applies to HTTP clients: add `--listen ADDR`, or use `--grant NAME` for the stdio client"
         );
     }
+    if !args.allow_origin.is_empty() && args.listen.is_none() {
+        anyhow::bail!(
+            "`--allow-origin` applies to the HTTP listener (web pages reach it through a browser): add `--listen ADDR`"
+        );
+    }
+    let allowed_origins =
+        AllowedOrigins::parse(&args.allow_origin, tokens.is_some()).map_err(anyhow::Error::msg)?;
     let admin_tokens = args
         .admin_tokens
         .as_ref()
@@ -383,7 +396,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ));
                 }
                 std::io::stderr().lock().write_all(banner.as_bytes())?;
-                let front = HttpFront::new(
+                let front = HttpFront::with_origins(
                     Arc::clone(&gateway),
                     spec,
                     Auth {
@@ -394,6 +407,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     clock,
                     limits,
                     stop_rx,
+                    allowed_origins,
                 );
                 serve(listener, front).await?;
                 // Let session tasks drain their calls in flight.

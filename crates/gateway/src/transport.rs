@@ -1129,6 +1129,8 @@ pub struct HttpFront {
     /// One permit per live child process of a command upstream (one per session).
     upstream_processes: Arc<Semaphore>,
     pub metrics: TransportMetrics,
+    /// The browser origins let in besides this machine's own (`--allow-origin`).
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl HttpFront {
@@ -1139,6 +1141,27 @@ impl HttpFront {
         clock: Clock,
         limits: TransportLimits,
         shutdown: watch::Receiver<bool>,
+    ) -> Arc<HttpFront> {
+        HttpFront::with_origins(
+            gateway,
+            spec,
+            auth,
+            clock,
+            limits,
+            shutdown,
+            AllowedOrigins::default(),
+        )
+    }
+
+    /// [`HttpFront::new`], letting in the pages of `origins` too (`--allow-origin`).
+    pub fn with_origins(
+        gateway: Arc<crate::core::Gateway>,
+        spec: UpstreamSpec,
+        auth: Auth,
+        clock: Clock,
+        limits: TransportLimits,
+        shutdown: watch::Receiver<bool>,
+        allowed_origins: AllowedOrigins,
     ) -> Arc<HttpFront> {
         Arc::new(HttpFront {
             gateway,
@@ -1155,6 +1178,7 @@ impl HttpFront {
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             upstream_processes: Arc::new(Semaphore::new(limits.max_upstream_processes.max(1))),
             metrics: TransportMetrics::default(),
+            allowed_origins,
         })
     }
 
@@ -1304,18 +1328,96 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     }
 }
 
+/// The browser origins whose pages may reach `/mcp` besides this machine's own
+/// (`--allow-origin`; docs/security.md, "Origin"). A request without `Origin` (not from a
+/// browser) is always let in; one from `localhost`, 127.0.0.0/8 or `[::1]` too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedOrigins {
+    /// Exact origins, as a browser serializes them (`https://app.example.com`, the scheme and
+    /// host lowercased, no default port).
+    exact: Vec<String>,
+    /// `*`: every origin (only with bearer tokens).
+    any: bool,
+}
+
+impl AllowedOrigins {
+    /// Reads `--allow-origin` values: exact origins (`scheme://host[:port]`, http or https, no
+    /// path, no userinfo), or `*`, which turns the check off and is refused unless every
+    /// request must carry a bearer token (`with_tokens`): without one, any web page the user
+    /// opens could call the gateway's tools through their browser (DNS rebinding).
+    pub fn parse(values: &[String], with_tokens: bool) -> Result<AllowedOrigins, String> {
+        let mut allowed = AllowedOrigins::default();
+        for value in values {
+            let value = value.trim();
+            if value == "*" {
+                if !with_tokens {
+                    return Err("`--allow-origin *` lets every web page the user opens reach the gateway through their browser (DNS rebinding), and without `--tokens` nothing else stops it: name the origins (`--allow-origin https://app.example.com`), or require bearer tokens with `--tokens FILE`".to_owned());
+                }
+                allowed.any = true;
+                continue;
+            }
+            match serialize_origin(value) {
+                Some(origin) => allowed.exact.push(origin),
+                None => {
+                    return Err(format!(
+                        "`--allow-origin {}` is not an origin: write `scheme://host[:port]` as a browser sends it, e.g. `https://app.example.com` or `http://192.168.1.5:8080` (http or https, no path), or `*`",
+                        tollgate_mcp::display::text(value)
+                    ));
+                }
+            }
+        }
+        allowed.exact.sort_unstable();
+        allowed.exact.dedup();
+        Ok(allowed)
+    }
+
+    /// Whether a request with this `Origin` header (`None`: no header) may go on.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(o) => {
+                self.any
+                    || tollgate_mcp::http::origin_is_local(Some(o))
+                    || serialize_origin(o).is_some_and(|o| self.exact.contains(&o))
+            }
+        }
+    }
+}
+
+/// An origin as browsers serialize it (RFC 6454): `scheme://host[:port]`, lowercased, without
+/// the scheme's default port; `None` for anything else (a path, userinfo, a query, `null`).
+fn serialize_origin(text: &str) -> Option<String> {
+    let url = reqwest::Url::parse(text).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !text.trim_end_matches('/').ends_with(':');
+    let origin = url.origin();
+    (plain && origin.is_tuple()).then(|| origin.ascii_serialization())
+}
+
 /// The `Origin` check every `/mcp` request passes first (DNS rebinding).
-fn foreign_origin(headers: &HeaderMap) -> Option<Response> {
+fn foreign_origin(front: &HttpFront, headers: &HeaderMap) -> Option<Response> {
     let origin = headers.get(header::ORIGIN).map(|o| o.to_str().ok());
     // A header that is not text is not a local origin either.
-    let local = match origin {
+    let allowed = match origin {
         None => true,
-        Some(o) => o.is_some_and(|o| tollgate_mcp::http::origin_is_local(Some(o))),
+        Some(o) => o.is_some_and(|o| front.allowed_origins.allows(Some(o))),
     };
-    (!local).then(|| {
+    (!allowed).then(|| {
+        let shown = origin
+            .flatten()
+            .map(|o| format!("`{}` ", tollgate_mcp::display::text(o)))
+            .unwrap_or_default();
+        tracing::warn!("refused a request from the web page origin {shown}(not local, not --allow-origin)");
         json_error(
             StatusCode::FORBIDDEN,
-            "Forbidden: Origin is not a local address",
+            &format!(
+                "Forbidden: Origin {shown}is not a local address nor one the gateway allows: a web page of another site may not reach it (DNS rebinding); its operator can let a site's pages in with `--allow-origin ORIGIN`"
+            ),
         )
     })
 }
@@ -1489,7 +1591,7 @@ pub(crate) async fn expire_idle_sessions(front: Arc<HttpFront>) {
 /// (notifications such as `tools/list_changed`, server requests). A new GET replaces the old.
 /// Its queue holds `--queue-depth` events; a client that leaves it full has it closed.
 async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
-    if let Some(r) = foreign_origin(&headers) {
+    if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
     let grant = match grant_of(&front, &headers) {
@@ -1619,7 +1721,7 @@ async fn http_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(r) = foreign_origin(&headers) {
+    if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
     let grant = match grant_of(&front, &headers) {
@@ -1887,7 +1989,7 @@ impl StatelessIds {
 }
 
 async fn http_delete(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
-    if let Some(r) = foreign_origin(&headers) {
+    if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
     let grant = match grant_of(&front, &headers) {
@@ -1923,6 +2025,53 @@ mod tests {
     /// The envelope-only parse finds the same request ids as the full parse it replaced, for
     /// requests, notifications, responses, `null` ids and methods, batches, duplicated ids and
     /// texts that are not JSON.
+    /// `--allow-origin` lets in exactly the origins it names (however a browser writes them),
+    /// local origins and requests without `Origin` always; `*` only with bearer tokens; a value
+    /// that is not an origin is refused with what to write.
+    #[test]
+    fn allowed_origins_are_exact_and_star_needs_tokens() {
+        let allowed =
+            AllowedOrigins::parse(&["https://App.Example.com:443".into()], false).unwrap();
+        for ok in [
+            None,
+            Some("https://app.example.com"),
+            Some("HTTPS://APP.EXAMPLE.COM"),
+            Some("http://localhost:5173"),
+            Some("http://127.0.0.1"),
+        ] {
+            assert!(allowed.allows(ok), "{ok:?} is allowed");
+        }
+        for refused in [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://app.example.com.evil.example",
+            "https://evil.example",
+            "https://app.example.com@evil.example",
+            "null",
+            "",
+        ] {
+            assert!(!allowed.allows(Some(refused)), "{refused} is refused");
+        }
+        assert!(!AllowedOrigins::default().allows(Some("https://app.example.com")));
+        let err = AllowedOrigins::parse(&["*".into()], false).unwrap_err();
+        assert!(
+            err.contains("DNS rebinding") && err.contains("--tokens"),
+            "{err}"
+        );
+        let any = AllowedOrigins::parse(&["*".into()], true).unwrap();
+        assert!(any.allows(Some("https://evil.example")) && any.allows(Some("null")));
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "https://user@app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com?x=1",
+        ] {
+            let err = AllowedOrigins::parse(&[bad.into()], true).unwrap_err();
+            assert!(err.contains("is not an origin"), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn request_ids_agree_with_the_full_parse() {
         for text in [
