@@ -22,6 +22,8 @@ mod limits;
 mod failfast;
 // The Origin check and `--allow-origin`.
 mod origin;
+// docs/gateway.md's setup, run as written; `tollgate policy init`.
+mod setup;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
