@@ -897,7 +897,7 @@ fn gateway_script(dir: &Path, policy: &str, args: &[&str], upstream: &[&str]) ->
     path.to_string_lossy().into_owned()
 }
 
-fn inspector() -> String {
+pub(super) fn inspector() -> String {
     std::env::var("TOLLGATE_TEST_INSPECTOR").unwrap_or_else(|_| {
         let bin = root().join(".ci/node/node_modules/.bin/mcp-inspector");
         assert!(bin.exists(), "TOLLGATE_TEST_INSPECTOR is not set and .ci/node is not installed: run `bash scripts/test-all.sh`");

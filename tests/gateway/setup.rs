@@ -192,3 +192,72 @@ fn every_example_policy_init_prints_passes_check() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: eks, minimal"));
 }
+
+/// The Inspector CLI command lines docs/gateway.md gives, against the mock: its options, `--`,
+/// then the gateway's command line with its own `--` (a refused call comes back as the
+/// refusal); the desktop entry read with `--config`; and the form that fails, failing as the
+/// doc says.
+#[test]
+fn inspector_cli_command_lines_in_the_docs_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = root()
+        .join("examples/policies/seed.json")
+        .to_string_lossy()
+        .into_owned();
+    let inspector = super::inspector();
+    let call = [
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "list_k8s_resources",
+        "--tool-arg",
+        "cluster_name=prod-eks",
+        "--tool-arg",
+        "kind=Pod",
+        "--tool-arg",
+        "api_version=v1",
+    ];
+    let gateway = [bin(), "gateway", "--policy", &seed, "--", bin(), "mock-eks"];
+    let documented = Command::new(&inspector)
+        .arg("--cli")
+        .args(call)
+        .arg("--")
+        .args(gateway)
+        .output()
+        .unwrap();
+    // The Inspector exits 1 for a tool result with `isError`; the refusal is on stdout.
+    let text = String::from_utf8_lossy(&documented.stdout);
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer["_meta"]["dev.tollgate/decision"]["decision"], "deny",
+        "{answer}"
+    );
+
+    let config = dir.path().join("mcp.json");
+    let entry = json!({"mcpServers": {"eks": {"command": bin(), "args": &gateway[1..], "env": {"AWS_REGION": "us-east-1"}}}});
+    std::fs::write(&config, entry.to_string()).unwrap();
+    let listed = Command::new(&inspector)
+        .arg("--cli")
+        .arg("--config")
+        .arg(&config)
+        .args(["--server", "eks", "--method", "tools/list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert!(list["tools"].as_array().unwrap().len() >= 16, "{list}");
+
+    let natural = Command::new(&inspector)
+        .arg("--cli")
+        .args(gateway)
+        .args(call)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&natural.stdout),
+        String::from_utf8_lossy(&natural.stderr)
+    );
+    assert!(all.contains("unexpected argument"), "{all}");
+}
