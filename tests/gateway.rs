@@ -1637,4 +1637,9 @@ fn a_missing_audit_folder_is_said_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert!(err.contains("cannot open audit log"), "{err}");
+    // What to do: the folder is named, with the command that makes it.
+    assert!(
+        err.contains("does not exist; create it (`mkdir -p "),
+        "{err}"
+    );
 }

@@ -264,6 +264,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "the same token is approver `{admin}` in `--admin-tokens` and grant `{grant}` in `--tokens`: an agent could approve its own calls; give approvers tokens of their own"
         );
     }
+    // The gateway creates the log, never its folder: a typo in the path should not make a
+    // folder nobody reads. Said with what to do.
+    if let Some(path) = &args.audit
+        && let Some(folder) = path.parent()
+        && !folder.as_os_str().is_empty()
+        && !folder.is_dir()
+    {
+        anyhow::bail!(
+            "cannot open audit log `{}`: No such file or directory (os error 2): its folder `{}` does not exist; create it (`mkdir -p {}`) or give `--audit` a path in a folder that exists",
+            path.display(),
+            folder.display(),
+            folder.display()
+        );
+    }
     let audit = args
         .audit
         .as_ref()
