@@ -18,6 +18,12 @@ use crate::util::{root, tollgate};
 
 // The bounds on connections, bodies, sessions, child processes, streams and stdio.
 mod limits;
+// Upstream commands that never start: a clear error, fast, and exit 2.
+mod failfast;
+// The Origin check and `--allow-origin`.
+mod origin;
+// docs/gateway.md's setup, run as written; `tollgate policy init`.
+mod setup;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
@@ -891,7 +897,7 @@ fn gateway_script(dir: &Path, policy: &str, args: &[&str], upstream: &[&str]) ->
     path.to_string_lossy().into_owned()
 }
 
-fn inspector() -> String {
+pub(super) fn inspector() -> String {
     std::env::var("TOLLGATE_TEST_INSPECTOR").unwrap_or_else(|_| {
         let bin = root().join(".ci/node/node_modules/.bin/mcp-inspector");
         assert!(bin.exists(), "TOLLGATE_TEST_INSPECTOR is not set and .ci/node is not installed: run `bash scripts/test-all.sh`");
@@ -1631,4 +1637,9 @@ fn a_missing_audit_folder_is_said_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     assert!(err.contains("cannot open audit log"), "{err}");
+    // What to do: the folder is named, with the command that makes it.
+    assert!(
+        err.contains("does not exist; create it (`mkdir -p "),
+        "{err}"
+    );
 }

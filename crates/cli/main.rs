@@ -52,6 +52,8 @@ enum Command {
     Catalog(cmd::catalog::Args),
     /// Validate policy files: errors and warnings with file:line:col, like a compiler.
     Check(cmd::check::Args),
+    /// Start a policy: `policy init eks > policy.json` prints an example shipped in the binary.
+    Policy(cmd::policy::Args),
     /// Show which rule decides a call, through which branch and limits, and the decision.
     Explain(cmd::explain::Args),
     /// Measure the gateway against the mock side by side (HTTP, stdio, idle sessions).
@@ -78,6 +80,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::MockEks(args) => cmd::mock_eks::run(args),
         Command::Catalog(args) => cmd::catalog::run(args),
         Command::Check(args) => cmd::check::run(args),
+        Command::Policy(args) => cmd::policy::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchRelay(args) => cmd::bench::relay(args),

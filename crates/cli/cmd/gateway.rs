@@ -1,6 +1,6 @@
 //! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
-//! [--tokens FILE] [--admin-tokens FILE] [--grant NAME] [--call-timeout SECS]
-//! [--tool-timeout TOOL=SECS]... [--max-message-bytes N] [--queue-depth N]
+//! [--allow-origin ORIGIN]... [--tokens FILE] [--admin-tokens FILE] [--grant NAME]
+//! [--call-timeout SECS] [--tool-timeout TOOL=SECS]... [--max-message-bytes N] [--queue-depth N]
 //! [--max-connections N] [--header-timeout SECS] [--body-timeout SECS]
 //! [--keep-alive-timeout SECS] [--max-sessions N] [--session-idle-timeout SECS]
 //! [--max-upstream-processes N]
@@ -13,7 +13,9 @@
 //! it serves Streamable HTTP at `/mcp`; `--tokens` maps bearer tokens to grants.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags, an invalid policy, an unusable audit
-//! log or tokens file.
+//! log or tokens file, and (stdio) an upstream command that never started (it could not be
+//! run, or it exited before answering anything, `MAX_START_FAILURES` times in a row or the
+//! last time before the client left).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -29,7 +31,8 @@ use tollgate_gateway::audit::{AuditLog, Rotation, system_wall_clock};
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
-    Auth, ClientInput, Clock, HttpFront, TransportLimits, run_session, serve,
+    AllowedOrigins, Auth, ClientInput, Clock, HttpFront, SessionEnd, TransportLimits, run_session,
+    serve,
 };
 use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
@@ -68,6 +71,11 @@ pub struct Args {
     /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// HTTP: let web pages of this origin reach /mcp (`https://app.example.com`: scheme, host
+    /// and port, exactly); repeat for more. Pages of this machine are always let in. `*` lets
+    /// every page in and needs `--tokens` (DNS rebinding: docs/security.md, "Origin").
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
     /// Bearer tokens file (`TOKEN GRANT` per line; `sha256:HEX` tokens); HTTP only.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
@@ -247,6 +255,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "`--tokens` applies to HTTP clients: add `--listen ADDR`, or use `--grant NAME` for the stdio client"
         );
     }
+    if !args.allow_origin.is_empty() && args.listen.is_none() {
+        anyhow::bail!(
+            "`--allow-origin` applies to the HTTP listener (web pages reach it through a browser): add `--listen ADDR`"
+        );
+    }
+    let allowed_origins =
+        AllowedOrigins::parse(&args.allow_origin, tokens.is_some()).map_err(anyhow::Error::msg)?;
     let admin_tokens = args
         .admin_tokens
         .as_ref()
@@ -262,6 +277,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!(
             "the same token is approver `{admin}` in `--admin-tokens` and grant `{grant}` in `--tokens`: an agent could approve its own calls; give approvers tokens of their own"
+        );
+    }
+    // The gateway creates the log, never its folder: a typo in the path should not make a
+    // folder nobody reads. Said with what to do.
+    if let Some(path) = &args.audit
+        && let Some(folder) = path.parent()
+        && !folder.as_os_str().is_empty()
+        && !folder.is_dir()
+    {
+        anyhow::bail!(
+            "cannot open audit log `{}`: No such file or directory (os error 2): its folder `{}` does not exist; create it (`mkdir -p {}`) or give `--audit` a path in a folder that exists",
+            path.display(),
+            folder.display(),
+            folder.display()
         );
     }
     let audit = args
@@ -328,7 +357,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_upstream_processes: args.max_upstream_processes,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    runtime.block_on(async {
+    let end = runtime.block_on(async {
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
@@ -386,9 +415,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 read_stdin(tx, limits.max_message_bytes);
                 let writer = write_stdout(out);
                 let core = gateway.session(&args.grant, "stdio");
-                run_session(core, spec, rx, sink, clock, limits, stop_rx).await;
+                let end = run_session(core, spec, rx, sink, clock, limits, stop_rx).await;
                 // The session dropped its sink: the writer ends once it has written the rest.
                 let _ = writer.await;
+                return anyhow::Ok(end);
             }
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -403,7 +433,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ));
                 }
                 std::io::stderr().lock().write_all(banner.as_bytes())?;
-                let front = HttpFront::new(
+                let front = HttpFront::with_origins(
                     Arc::clone(&gateway),
                     spec,
                     Auth {
@@ -414,19 +444,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     clock,
                     limits,
                     stop_rx,
+                    allowed_origins,
                 );
                 serve(listener, front).await?;
                 // Let session tasks drain their calls in flight.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(SessionEnd::Closed)
     })?;
     gateway
         .close(clock.now())
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
-    Ok(ExitCode::SUCCESS)
+    match end {
+        SessionEnd::Closed => Ok(ExitCode::SUCCESS),
+        // The stdio client's upstream never started: a configuration to fix, as a broken
+        // policy is (exit 2). Said last, so it is the line a desktop client's log ends with.
+        SessionEnd::UpstreamNotStarted(why) => {
+            writeln!(std::io::stderr(), "error: {why}")?;
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn tool_timeout(text: &str) -> Result<(String, Duration), String> {

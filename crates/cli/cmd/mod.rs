@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod gateway;
 mod known;
 pub mod mock_eks;
+pub mod policy;
 mod procs;
 pub mod replay;
 pub mod scenario;

@@ -7,7 +7,9 @@
 //! - Upstream crash: pending calls get an error result at once; a child upstream is restarted
 //!   with backoff (100 ms doubling to 5 s) and re-initialized with the client's own
 //!   `initialize`, so the session goes on. The old child is gone (waited for) before the new
-//!   one starts: a session never runs two.
+//!   one starts: a session never runs two. A child that could not be run, or exited before it
+//!   answered anything, is a failed start; after [`MAX_START_FAILURES`] in a row the command is
+//!   left alone and every request gets the failure (its exit status, its last stderr line).
 //! - Shutdown: the task stops reading the client, waits (bounded) for the calls in flight, and
 //!   stops the upstream.
 //! - A remote counter store (Redis): the core is synchronous, so a decision waits for the
@@ -50,7 +52,7 @@ use tollgate_mcp::protocol::HEADER_SESSION_ID;
 use tollgate_mcp::{ErrorCode, WireError, error_response};
 
 use crate::core::{Out, SessionCore};
-use crate::upstream::{FromUpstream, Upstream, UpstreamSpec};
+use crate::upstream::{Ended, FromUpstream, Upstream, UpstreamSpec};
 
 pub use serve::{BodyTimedOut, serve};
 
@@ -262,8 +264,173 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Drives one session until the client goes away or `shutdown` turns true.
+/// A child upstream that fails to start this many times in a row (it cannot be run, or it
+/// exits before it has answered anything) is not started again: the session answers every
+/// request with the failure (docs/gateway.md, "Failures"). A child that has answered and then
+/// crashes does not count: it is restarted as often as it crashes.
+pub const MAX_START_FAILURES: u32 = 3;
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The client went away, or the gateway shut down.
+    Closed,
+    /// The upstream command never started: the last time it was started, it could not be
+    /// run, or it exited before answering anything. The text says what happened and what to
+    /// do.
+    UpstreamNotStarted(String),
+}
+
+/// The starts of a child upstream that failed in a row, and what the last one said.
+#[derive(Debug)]
+struct Starts {
+    failures: u32,
+    backoff: Duration,
+    last: Option<String>,
+}
+
+impl Starts {
+    fn new() -> Starts {
+        Starts {
+            failures: 0,
+            backoff: Duration::from_millis(100),
+            last: None,
+        }
+    }
+
+    /// Counts one failed start; says whether that was the last one allowed.
+    fn failed(&mut self, why: String) -> bool {
+        self.failures += 1;
+        self.last = Some(if self.given_up() {
+            format!(
+                "{why}. Tollgate stopped restarting it after {MAX_START_FAILURES} failed starts: fix the command or its environment, then restart the gateway (or the client that runs it)"
+            )
+        } else {
+            why
+        });
+        self.given_up()
+    }
+
+    fn given_up(&self) -> bool {
+        self.failures >= MAX_START_FAILURES
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The upstream command as a person would type it, escaped and cut to a readable length.
+fn command_line(spec: &UpstreamSpec) -> String {
+    let UpstreamSpec::Command { program, args } = spec else {
+        return String::new();
+    };
+    let mut line = tollgate_mcp::display::text(program).to_string();
+    for a in args {
+        line.push(' ');
+        line.push_str(&tollgate_mcp::display::text(a).to_string());
+    }
+    if line.chars().count() > 120 {
+        line = line.chars().take(119).collect::<String>() + "…";
+    }
+    line
+}
+
+/// Why a child could not be run at all, and what to do.
+fn spawn_failed(spec: &UpstreamSpec, e: &std::io::Error) -> String {
+    format!(
+        "the upstream command `{}` could not be started: {e}; check that it is installed and on the gateway's PATH, or give its full path",
+        command_line(spec)
+    )
+}
+
+/// How a child ended, for a message: its exit status, and its last stderr line.
+fn how_it_ended(ended: &Ended) -> (String, String) {
+    let status = match ended.status {
+        Some(s) => match s.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => format!("was ended ({s})"),
+        },
+        None => "stopped".to_owned(),
+    };
+    let said = match ended.stderr.last() {
+        Some(line) => format!(
+            "its last stderr line: `{}`",
+            tollgate_mcp::display::text(line)
+        ),
+        None => "it wrote nothing on stderr".to_owned(),
+    };
+    (status, said)
+}
+
+/// Why a child that never answered anything is gone, and what to do.
+fn exited_early(spec: &UpstreamSpec, ended: &Ended) -> String {
+    let (status, said) = how_it_ended(ended);
+    format!(
+        "the upstream command `{}` {status} before it answered anything; {said}. Run it by hand with the gateway's environment to see why (a server may need variables such as AWS_REGION)",
+        command_line(spec),
+    )
+}
+
+/// Starts a child upstream (or prepares an HTTP one), trying again after a pause while the
+/// command cannot be run, until [`MAX_START_FAILURES`] starts in a row have failed: then
+/// `None`.
+async fn start_upstream(
+    spec: &UpstreamSpec,
+    limits: &TransportLimits,
+    starts: &mut Starts,
+) -> Option<Upstream> {
+    // Bounded: each failure counts, and the count stops the loop.
+    loop {
+        match Upstream::connect(spec, limits.max_message_bytes, limits.queue) {
+            Ok(u) => return Some(u),
+            Err(e) => {
+                tracing::error!("cannot start the upstream: {e}");
+                if starts.failed(spawn_failed(spec, &e)) {
+                    return None;
+                }
+                starts.pause().await;
+            }
+        }
+    }
+}
+
+/// Whether an upstream message is an answer (a result or an error): a child that sent one has
+/// started.
+fn is_answer(bytes: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Array(items)) => items
+            .iter()
+            .any(|m| m.get("result").is_some() || m.get("error").is_some()),
+        Ok(m) => m.get("result").is_some() || m.get("error").is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Drives one session until the client goes away or `shutdown` turns true. A child upstream
+/// that never starts ([`MAX_START_FAILURES`]) is not started again: every request of the
+/// session gets the failure as its error until the client goes away, and the session ends as
+/// [`SessionEnd::UpstreamNotStarted`].
 pub async fn run_session(
+    core: SessionCore,
+    spec: UpstreamSpec,
+    client: mpsc::Receiver<ClientInput>,
+    sink: ClientSink,
+    clock: Clock,
+    limits: TransportLimits,
+    shutdown: watch::Receiver<bool>,
+) -> SessionEnd {
+    drive(core, spec, client, sink, clock, limits, shutdown, true).await
+}
+
+/// [`run_session`]; without `linger`, a session whose upstream never starts answers what its
+/// client has already sent and ends (the HTTP front: the client initializes a new session).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "run_session's arguments and one switch"
+)]
+async fn drive(
     mut core: SessionCore,
     spec: UpstreamSpec,
     mut client: mpsc::Receiver<ClientInput>,
@@ -271,19 +438,19 @@ pub async fn run_session(
     clock: Clock,
     limits: TransportLimits,
     mut shutdown: watch::Receiver<bool>,
-) {
+    linger: bool,
+) -> SessionEnd {
     let now = || clock.now();
-    let connect = || Upstream::connect(&spec, limits.max_message_bytes, limits.queue);
-    let mut upstream = match connect() {
-        Ok(u) => Some(u),
-        Err(e) => {
-            tracing::error!("cannot start the upstream: {e}");
-            None
-        }
-    };
+    let mut starts = Starts::new();
+    let mut upstream = Box::pin(start_upstream(&spec, &limits, &mut starts)).await;
+    // Whether the running child has answered anything: a child that exits before it has
+    // counts as a failed start.
+    let mut served = false;
+    if starts.given_up() {
+        give_up(&starts, linger, &mut client);
+    }
     let mut waiters: Vec<Waiter> = Vec::new();
     let mut initialize: Option<Value> = None;
-    let mut backoff = Duration::from_millis(100);
     let mut restarts = 0u64;
     let mut closing = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -397,8 +564,11 @@ pub async fn run_session(
             },
             msg = from_upstream, if read_upstream => match msg {
                 Some(FromUpstream::Message(bytes)) => {
+                    if !served && is_answer(&bytes) {
+                        served = true;
+                        starts = Starts::new();
+                    }
                     if is_reinit_answer(&bytes) {
-                        backoff = Duration::from_millis(100);
                         Vec::new()
                     } else {
                         // Held calls are decided when the upstream's tool list arrives.
@@ -410,31 +580,40 @@ pub async fn run_session(
                         Some(FromUpstream::Closed(why)) => why,
                         _ => "the upstream connection closed".to_owned(),
                     };
-                    tracing::warn!("upstream closed: {why}");
-                    let outs = core.upstream_closed(now(), &why);
-                    to_upstream.clear();
                     // The old child is waited for before a new one starts: never two.
                     // Boxed, as are the other rare waits below: the task's future (kept per
                     // session) holds only what the loop's common path needs.
-                    if let Some(u) = upstream.take() {
-                        Box::pin(u.shutdown()).await;
-                    }
-                    if matches!(spec, UpstreamSpec::Command { .. }) && !closing {
-                        Box::pin(tokio::time::sleep(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let ended = match upstream.take() {
+                        Some(u) => Box::pin(u.shutdown()).await,
+                        None => Ended::default(),
+                    };
+                    let command = matches!(spec, UpstreamSpec::Command { .. });
+                    let why = if command && !served {
+                        starts.failed(exited_early(&spec, &ended));
+                        starts.last.clone().unwrap_or(why)
+                    } else if command {
+                        let (status, said) = how_it_ended(&ended);
+                        format!("{why}: it {status}; {said}")
+                    } else {
+                        why
+                    };
+                    tracing::warn!("upstream closed: {why}");
+                    let outs = core.upstream_closed(now(), &why);
+                    to_upstream.clear();
+                    served = false;
+                    if command && !closing && !starts.given_up() {
+                        Box::pin(starts.pause()).await;
                         restarts += 1;
-                        match connect() {
-                            Ok(u) => {
-                                if let Some(init) = &initialize {
-                                    let mut again = init.clone();
-                                    again["id"] = json!(format!("{REINIT_PREFIX}{restarts}"));
-                                    to_upstream.push_back(again);
-                                    to_upstream.push_back(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-                                }
-                                upstream = Some(u);
-                            }
-                            Err(e) => tracing::error!("cannot restart the upstream: {e}"),
+                        upstream = Box::pin(start_upstream(&spec, &limits, &mut starts)).await;
+                        if let (Some(_), Some(init)) = (&upstream, &initialize) {
+                            let mut again = init.clone();
+                            again["id"] = json!(format!("{REINIT_PREFIX}{restarts}"));
+                            to_upstream.push_back(again);
+                            to_upstream.push_back(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
                         }
+                    }
+                    if command && starts.given_up() {
+                        give_up(&starts, linger, &mut client);
                     }
                     outs
                 }
@@ -525,7 +704,11 @@ pub async fn run_session(
                         Some(Err(TrySendError::Closed(_))) | None => false,
                     };
                     if !sent {
-                        for o in core.upstream_closed(now(), "the upstream is not running") {
+                        let why = match &starts.last {
+                            Some(why) if starts.given_up() => why.as_str(),
+                            _ => "the upstream is not running",
+                        };
+                        for o in core.upstream_closed(now(), why) {
                             if let Out::Client(c) = o {
                                 deliver(c, &mut waiters, &sink, &mut to_client);
                             }
@@ -555,6 +738,26 @@ pub async fn run_session(
     .await;
     if let Some(u) = upstream.take() {
         Box::pin(u.shutdown()).await;
+    }
+    match starts.last {
+        Some(why) if starts.failures > 0 => SessionEnd::UpstreamNotStarted(why),
+        _ => SessionEnd::Closed,
+    }
+}
+
+/// Says (once) that the session's upstream never started; without `linger`, stops taking
+/// client messages: the ones already sent are answered with the failure, then the session
+/// ends.
+fn give_up(starts: &Starts, linger: bool, client: &mut mpsc::Receiver<ClientInput>) {
+    let why = starts
+        .last
+        .as_deref()
+        .unwrap_or("the upstream never started");
+    tracing::error!("{why}");
+    if linger {
+        tracing::error!("every request of this session gets that error until its client leaves");
+    } else {
+        client.close();
     }
 }
 
@@ -926,6 +1129,8 @@ pub struct HttpFront {
     /// One permit per live child process of a command upstream (one per session).
     upstream_processes: Arc<Semaphore>,
     pub metrics: TransportMetrics,
+    /// The browser origins let in besides this machine's own (`--allow-origin`).
+    pub allowed_origins: AllowedOrigins,
 }
 
 impl HttpFront {
@@ -936,6 +1141,27 @@ impl HttpFront {
         clock: Clock,
         limits: TransportLimits,
         shutdown: watch::Receiver<bool>,
+    ) -> Arc<HttpFront> {
+        HttpFront::with_origins(
+            gateway,
+            spec,
+            auth,
+            clock,
+            limits,
+            shutdown,
+            AllowedOrigins::default(),
+        )
+    }
+
+    /// [`HttpFront::new`], letting in the pages of `origins` too (`--allow-origin`).
+    pub fn with_origins(
+        gateway: Arc<crate::core::Gateway>,
+        spec: UpstreamSpec,
+        auth: Auth,
+        clock: Clock,
+        limits: TransportLimits,
+        shutdown: watch::Receiver<bool>,
+        allowed_origins: AllowedOrigins,
     ) -> Arc<HttpFront> {
         Arc::new(HttpFront {
             gateway,
@@ -952,6 +1178,7 @@ impl HttpFront {
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             upstream_processes: Arc::new(Semaphore::new(limits.max_upstream_processes.max(1))),
             metrics: TransportMetrics::default(),
+            allowed_origins,
         })
     }
 
@@ -1101,18 +1328,96 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
     }
 }
 
+/// The browser origins whose pages may reach `/mcp` besides this machine's own
+/// (`--allow-origin`; docs/security.md, "Origin"). A request without `Origin` (not from a
+/// browser) is always let in; one from `localhost`, 127.0.0.0/8 or `[::1]` too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedOrigins {
+    /// Exact origins, as a browser serializes them (`https://app.example.com`, the scheme and
+    /// host lowercased, no default port).
+    exact: Vec<String>,
+    /// `*`: every origin (only with bearer tokens).
+    any: bool,
+}
+
+impl AllowedOrigins {
+    /// Reads `--allow-origin` values: exact origins (`scheme://host[:port]`, http or https, no
+    /// path, no userinfo), or `*`, which turns the check off and is refused unless every
+    /// request must carry a bearer token (`with_tokens`): without one, any web page the user
+    /// opens could call the gateway's tools through their browser (DNS rebinding).
+    pub fn parse(values: &[String], with_tokens: bool) -> Result<AllowedOrigins, String> {
+        let mut allowed = AllowedOrigins::default();
+        for value in values {
+            let value = value.trim();
+            if value == "*" {
+                if !with_tokens {
+                    return Err("`--allow-origin *` lets every web page the user opens reach the gateway through their browser (DNS rebinding), and without `--tokens` nothing else stops it: name the origins (`--allow-origin https://app.example.com`), or require bearer tokens with `--tokens FILE`".to_owned());
+                }
+                allowed.any = true;
+                continue;
+            }
+            match serialize_origin(value) {
+                Some(origin) => allowed.exact.push(origin),
+                None => {
+                    return Err(format!(
+                        "`--allow-origin {}` is not an origin: write `scheme://host[:port]` as a browser sends it, e.g. `https://app.example.com` or `http://192.168.1.5:8080` (http or https, no path), or `*`",
+                        tollgate_mcp::display::text(value)
+                    ));
+                }
+            }
+        }
+        allowed.exact.sort_unstable();
+        allowed.exact.dedup();
+        Ok(allowed)
+    }
+
+    /// Whether a request with this `Origin` header (`None`: no header) may go on.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(o) => {
+                self.any
+                    || tollgate_mcp::http::origin_is_local(Some(o))
+                    || serialize_origin(o).is_some_and(|o| self.exact.contains(&o))
+            }
+        }
+    }
+}
+
+/// An origin as browsers serialize it (RFC 6454): `scheme://host[:port]`, lowercased, without
+/// the scheme's default port; `None` for anything else (a path, userinfo, a query, `null`).
+fn serialize_origin(text: &str) -> Option<String> {
+    let url = reqwest::Url::parse(text).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !text.trim_end_matches('/').ends_with(':');
+    let origin = url.origin();
+    (plain && origin.is_tuple()).then(|| origin.ascii_serialization())
+}
+
 /// The `Origin` check every `/mcp` request passes first (DNS rebinding).
-fn foreign_origin(headers: &HeaderMap) -> Option<Response> {
+fn foreign_origin(front: &HttpFront, headers: &HeaderMap) -> Option<Response> {
     let origin = headers.get(header::ORIGIN).map(|o| o.to_str().ok());
     // A header that is not text is not a local origin either.
-    let local = match origin {
+    let allowed = match origin {
         None => true,
-        Some(o) => o.is_some_and(|o| tollgate_mcp::http::origin_is_local(Some(o))),
+        Some(o) => o.is_some_and(|o| front.allowed_origins.allows(Some(o))),
     };
-    (!local).then(|| {
+    (!allowed).then(|| {
+        let shown = origin
+            .flatten()
+            .map(|o| format!("`{}` ", tollgate_mcp::display::text(o)))
+            .unwrap_or_default();
+        tracing::warn!("refused a request from the web page origin {shown}(not local, not --allow-origin)");
         json_error(
             StatusCode::FORBIDDEN,
-            "Forbidden: Origin is not a local address",
+            &format!(
+                "Forbidden: Origin {shown}is not a local address nor one the gateway allows: a web page of another site may not reach it (DNS rebinding); its operator can let a site's pages in with `--allow-origin ORIGIN`"
+            ),
         )
     })
 }
@@ -1131,7 +1436,7 @@ fn spawn_session(
     let core = front.gateway.session(grant, session);
     // Boxed: a future awaited inside the block would otherwise be laid out twice in it (as
     // the captured value and as the value awaited), doubling the memory of every session.
-    let task = Box::pin(run_session(
+    let task = Box::pin(drive(
         core,
         front.spec.clone(),
         rx,
@@ -1139,11 +1444,19 @@ fn spawn_session(
         front.clock,
         front.limits,
         front.shutdown.clone(),
+        false,
     ));
+    let (owner, key) = (Arc::clone(front), (grant.to_owned(), session.to_owned()));
     tokio::spawn(async move {
-        task.await;
+        let end = task.await;
         // The session's child (if any) is gone: its slot is free.
         drop(upstream_permit);
+        // A session whose upstream never started has answered what it was sent: it is gone
+        // (404), and its client initializes a new one, which tries the command again.
+        if matches!(end, SessionEnd::UpstreamNotStarted(_)) {
+            let gone = owner.sessions.lock().await.remove(&key.0, &key.1);
+            drop(gone);
+        }
     });
     let stream: Arc<Mutex<Option<GetStream>>> = Arc::default();
     let slot = Arc::clone(&stream);
@@ -1278,7 +1591,7 @@ pub(crate) async fn expire_idle_sessions(front: Arc<HttpFront>) {
 /// (notifications such as `tools/list_changed`, server requests). A new GET replaces the old.
 /// Its queue holds `--queue-depth` events; a client that leaves it full has it closed.
 async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
-    if let Some(r) = foreign_origin(&headers) {
+    if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
     let grant = match grant_of(&front, &headers) {
@@ -1408,7 +1721,7 @@ async fn http_post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(r) = foreign_origin(&headers) {
+    if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
     let grant = match grant_of(&front, &headers) {
@@ -1676,7 +1989,7 @@ impl StatelessIds {
 }
 
 async fn http_delete(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
-    if let Some(r) = foreign_origin(&headers) {
+    if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
     let grant = match grant_of(&front, &headers) {
@@ -1712,6 +2025,53 @@ mod tests {
     /// The envelope-only parse finds the same request ids as the full parse it replaced, for
     /// requests, notifications, responses, `null` ids and methods, batches, duplicated ids and
     /// texts that are not JSON.
+    /// `--allow-origin` lets in exactly the origins it names (however a browser writes them),
+    /// local origins and requests without `Origin` always; `*` only with bearer tokens; a value
+    /// that is not an origin is refused with what to write.
+    #[test]
+    fn allowed_origins_are_exact_and_star_needs_tokens() {
+        let allowed =
+            AllowedOrigins::parse(&["https://App.Example.com:443".into()], false).unwrap();
+        for ok in [
+            None,
+            Some("https://app.example.com"),
+            Some("HTTPS://APP.EXAMPLE.COM"),
+            Some("http://localhost:5173"),
+            Some("http://127.0.0.1"),
+        ] {
+            assert!(allowed.allows(ok), "{ok:?} is allowed");
+        }
+        for refused in [
+            "http://app.example.com",
+            "https://app.example.com:8443",
+            "https://app.example.com.evil.example",
+            "https://evil.example",
+            "https://app.example.com@evil.example",
+            "null",
+            "",
+        ] {
+            assert!(!allowed.allows(Some(refused)), "{refused} is refused");
+        }
+        assert!(!AllowedOrigins::default().allows(Some("https://app.example.com")));
+        let err = AllowedOrigins::parse(&["*".into()], false).unwrap_err();
+        assert!(
+            err.contains("DNS rebinding") && err.contains("--tokens"),
+            "{err}"
+        );
+        let any = AllowedOrigins::parse(&["*".into()], true).unwrap();
+        assert!(any.allows(Some("https://evil.example")) && any.allows(Some("null")));
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "https://user@app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com?x=1",
+        ] {
+            let err = AllowedOrigins::parse(&[bad.into()], true).unwrap_err();
+            assert!(err.contains("is not an origin"), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn request_ids_agree_with_the_full_parse() {
         for text in [

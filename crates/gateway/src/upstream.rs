@@ -7,14 +7,21 @@
 //! message read from the upstream (a line of the child's stdout, an HTTP answer's body, one
 //! SSE event) is thrown away as it arrives once it passes `max_message` bytes, never held
 //! whole; an HTTP upstream has at most `queue` requests of one session in flight.
+//!
+//! A child's stderr is passed on to the gateway's own stderr as it arrives, and its last
+//! [`STDERR_LINES`] lines (each cut at [`STDERR_LINE_BYTES`] bytes) are kept, so that a child
+//! that exits can be explained to the client by what it said last ([`Ended`]).
 
-use std::process::Stdio;
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tollgate_mcp::protocol::{HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID};
 
 /// What arrives from the upstream.
@@ -33,6 +40,53 @@ pub enum UpstreamSpec {
     Url(String),
 }
 
+/// How many of a child's last stderr lines are kept.
+pub const STDERR_LINES: usize = 8;
+/// How much of one stderr line is kept, in bytes (the rest of the line is passed on, not kept).
+pub const STDERR_LINE_BYTES: usize = 1024;
+
+/// A child's last stderr lines, bounded: [`STDERR_LINES`] lines of at most
+/// [`STDERR_LINE_BYTES`] bytes, and the line being written.
+#[derive(Debug, Default)]
+struct StderrTail {
+    lines: VecDeque<String>,
+    current: Vec<u8>,
+}
+
+impl StderrTail {
+    fn push(&mut self, chunk: &[u8]) {
+        for part in chunk.split_inclusive(|b| *b == b'\n') {
+            let room = STDERR_LINE_BYTES.saturating_sub(self.current.len());
+            let text = part.strip_suffix(b"\n").unwrap_or(part);
+            self.current
+                .extend_from_slice(&text[..text.len().min(room)]);
+            if part.ends_with(b"\n") {
+                self.end_line();
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.current).trim_end().to_owned();
+        self.current.clear();
+        if line.trim().is_empty() {
+            return;
+        }
+        if self.lines.len() == STDERR_LINES {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+}
+
+/// How a child upstream ended: its exit status (when it could be read) and its last stderr
+/// lines, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ended {
+    pub status: Option<ExitStatus>,
+    pub stderr: Vec<String>,
+}
+
 /// A live connection: send with [`Upstream::try_send`] (or a [`Upstream::sender`]'s permit),
 /// receive on `rx`.
 #[derive(Debug)]
@@ -40,6 +94,7 @@ pub struct Upstream {
     tx: mpsc::Sender<Value>,
     pub rx: mpsc::Receiver<FromUpstream>,
     child: Option<Child>,
+    stderr: Option<(Arc<Mutex<StderrTail>>, JoinHandle<()>)>,
 }
 
 impl Upstream {
@@ -76,19 +131,52 @@ impl Upstream {
     }
 
     /// Stops the child, if any, and waits for it (bounded): once this returns, the process
-    /// is gone, so a restart never runs two children for one session.
-    pub async fn shutdown(mut self) {
+    /// is gone, so a restart never runs two children for one session. Says how it ended
+    /// (nothing for an HTTP upstream).
+    pub async fn shutdown(mut self) -> Ended {
+        let mut ended = Ended::default();
         if let Some(mut child) = self.child.take() {
             drop(self.tx);
             // A well-behaved server exits when its stdin closes; give it a moment.
-            if tokio::time::timeout(Duration::from_secs(2), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
+            match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                Ok(status) => ended.status = status.ok(),
+                Err(_) => {
+                    let _ = child.kill().await;
+                }
             }
         }
+        if let Some((tail, reader)) = self.stderr.take() {
+            // The rest of what it wrote before it exited; bounded, because a grandchild may
+            // keep the pipe open.
+            let _ = tokio::time::timeout(Duration::from_millis(500), reader).await;
+            let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+            if !tail.current.is_empty() {
+                tail.end_line();
+            }
+            ended.stderr = tail.lines.iter().cloned().collect();
+        }
+        ended
     }
+}
+
+/// Passes the child's stderr on to ours as it arrives, keeping its last lines in `tail`.
+fn read_stderr(mut stderr: ChildStderr, tail: Arc<Mutex<StderrTail>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ours = tokio::io::stderr();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let chunk = &buf[..n];
+                    tail.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(chunk);
+                    let _ = ours.write_all(chunk).await;
+                }
+            }
+        }
+    })
 }
 
 fn spawn_child(
@@ -101,14 +189,18 @@ fn spawn_child(
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
         return Err(std::io::Error::other(
             "the child's stdio could not be captured",
         ));
     };
+    let tail = Arc::new(Mutex::new(StderrTail::default()));
+    let stderr = Some((Arc::clone(&tail), read_stderr(stderr, tail)));
     let (tx, mut out_rx) = mpsc::channel::<Value>(queue);
     let (in_tx, rx) = mpsc::channel::<FromUpstream>(queue);
     tokio::spawn(async move {
@@ -175,6 +267,7 @@ fn spawn_child(
         tx,
         rx,
         child: Some(child),
+        stderr,
     })
 }
 
@@ -247,6 +340,7 @@ fn http_upstream(url: String, max_message: usize, queue: usize) -> Upstream {
         tx,
         rx,
         child: None,
+        stderr: None,
     }
 }
 
@@ -628,6 +722,35 @@ fn is_initialize(msg: &Value) -> bool {
 #[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
 mod tests {
     use super::*;
+
+    /// The stderr tail keeps the last lines whatever the chunks, each cut at its bound, and a
+    /// flood of output never grows it past its bound.
+    #[test]
+    fn the_stderr_tail_keeps_the_last_lines_within_its_bounds() {
+        let text = "Traceback (most recent call last):\n  File \"x\"\n\nException: no region\n";
+        for chunk in [1, 3, 7, 1000] {
+            let mut tail = StderrTail::default();
+            for part in text.as_bytes().chunks(chunk) {
+                tail.push(part);
+            }
+            assert_eq!(
+                tail.lines.back().map(String::as_str),
+                Some("Exception: no region"),
+                "chunk {chunk}"
+            );
+            assert_eq!(tail.lines.len(), 3, "blank lines are not kept");
+        }
+        let mut tail = StderrTail::default();
+        let long = "x".repeat(3 * STDERR_LINE_BYTES);
+        for _ in 0..100 {
+            tail.push(long.as_bytes());
+            tail.push(b"\n");
+        }
+        tail.push(b"last words without a newline");
+        assert_eq!(tail.lines.len(), STDERR_LINES);
+        assert!(tail.lines.iter().all(|l| l.len() == STDERR_LINE_BYTES));
+        assert_eq!(tail.current, b"last words without a newline");
+    }
 
     /// Feeds `stream` to a reader in chunks of `chunk` bytes; returns the messages and the
     /// count of oversized events.

@@ -446,7 +446,7 @@ impl Env {
             let (sink, mut out) = mpsc::channel::<Value>(limits.queue);
             let session = format!("stdio-c{i}");
             let core = gateway.session(c.grant(), &session);
-            let task = tokio::spawn(run_session(
+            let session_run = run_session(
                 core,
                 upstream.spec(Some(&client_name(i))),
                 rx,
@@ -454,7 +454,11 @@ impl Env {
                 clock,
                 limits,
                 stop_rx.clone(),
-            ));
+            );
+            // How the session ended is not an invariant the fuzzer checks.
+            let task = tokio::spawn(async move {
+                let _ = session_run.await;
+            });
             let received: Arc<Mutex<Vec<Value>>> = Arc::default();
             let (count_tx, count_rx) = watch::channel(0usize);
             let into = Arc::clone(&received);
