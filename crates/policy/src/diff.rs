@@ -84,6 +84,19 @@ pub struct LimitTerms {
     pub scope: &'static str,
 }
 
+impl LimitTerms {
+    /// `reads: 10 per minute per grant`.
+    pub fn text(&self) -> String {
+        format!(
+            "{}: {} per {} per {}",
+            self.counter,
+            self.max,
+            crate::engine::window_text(Duration::from_secs(self.window_seconds)),
+            self.scope
+        )
+    }
+}
+
 impl Outcome {
     /// Whether two outcomes decide alike: the same decision, approval terms and limits (the
     /// rule and the reason may differ: a renamed or reworded rule decides alike).
@@ -107,10 +120,7 @@ impl Outcome {
             ));
         }
         for l in &self.limits {
-            t.push_str(&format!(
-                ", {} {} per {}s per {}",
-                l.counter, l.max, l.window_seconds, l.scope
-            ));
+            t.push_str(&format!(", {}", l.text()));
         }
         t.push(')');
         t
