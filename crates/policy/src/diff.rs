@@ -85,10 +85,10 @@ pub struct LimitTerms {
 }
 
 impl LimitTerms {
-    /// `reads: 10 per minute per grant`.
+    /// `reads: 10 per minute, scope grant`.
     pub fn text(&self) -> String {
         format!(
-            "{}: {} per {} per {}",
+            "{}: {} per {}, scope {}",
             self.counter,
             self.max,
             crate::engine::window_text(Duration::from_secs(self.window_seconds)),
@@ -111,8 +111,8 @@ impl Outcome {
         let mut t = format!("{} (rule `{}` {}", self.decision, self.rule, self.pointer);
         if let Some(a) = &self.approval {
             t.push_str(&format!(
-                ", held {}s then {}",
-                a.timeout_seconds,
+                ", held up to {} then {}",
+                crate::engine::duration_text(Duration::from_secs(a.timeout_seconds)),
                 match a.on_timeout {
                     TimeoutOutcome::Deny => "deny",
                     TimeoutOutcome::Allow => "allow",
