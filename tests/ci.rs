@@ -40,7 +40,7 @@ fn workflow_steps() -> Vec<(String, Option<String>)> {
     let doc = std::fs::read_to_string(root().join("docs/ci.md")).unwrap();
     let start = doc
         .find("## A ready GitHub Actions workflow")
-        .expect("docs/ci.md has the workflow section");
+        .unwrap_or_else(|| panic!("docs/ci.md has no workflow section"));
     let block = &doc[start..];
     let yaml_start = block.find("```yaml\n").unwrap() + "```yaml\n".len();
     let yaml = &block[yaml_start..];
@@ -281,7 +281,7 @@ fn a_new_scenarios_snapshot_is_found_from_its_project_and_accepted_as_its_line_s
     let command = line[0]
         .split('`')
         .nth(1)
-        .expect("the line quotes the command");
+        .unwrap_or_else(|| panic!("the line quotes no command: {}", line[0]));
     assert_eq!(
         command,
         format!("tollgate test {} --accept", scenario.display())

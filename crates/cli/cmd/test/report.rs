@@ -183,11 +183,15 @@ pub struct PolicyCoverage {
     pub items: Vec<Tally>,
 }
 
+/// One policy's items, whether they are placed in a file, and what has been seen of each (by
+/// item index).
+type Seen = (Vec<Item>, bool, Vec<BTreeMap<&'static str, bool>>);
+
 /// Coverage gathered over a `tollgate test` run.
 #[derive(Debug, Default)]
 pub struct Coverage {
-    /// Policy key → its items and what has been seen of each (by item index).
-    policies: BTreeMap<String, (Vec<Item>, bool, Vec<BTreeMap<&'static str, bool>>)>,
+    /// Policy key → its items and what has been seen of each.
+    policies: BTreeMap<String, Seen>,
 }
 
 impl Coverage {
@@ -462,7 +466,7 @@ fn missing(seen: &[&str], a: &'static str, b: &'static str, who: &str) -> String
     match (seen.contains(&a), seen.contains(&b)) {
         (true, false) => format!("{a} {who} but never {b} one"),
         (false, true) => format!("{b} {who} but never {a} one"),
-        _ => format!("met no call"),
+        _ => "met no call".to_owned(),
     }
 }
 
