@@ -389,3 +389,93 @@ fn tollgate_diff_reports_changed_calls_and_limits_with_its_exit_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.json:2:12"), "{err}");
 }
+
+/// Coverage counts what its definition says (docs/ci.md, "Coverage"): a scenario that makes
+/// a check pass and fail, a limit admit and refuse, every case of a `when` taken, a held call
+/// approved and one denied, and the default decide, covers its policy entirely; without the
+/// calls that fail the check and fill the limit, exactly those two items are missing, each
+/// saying what it lacks.
+#[test]
+fn coverage_counts_each_kind_of_item_as_defined() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = |extra_steps: &str| {
+        format!(
+            r#"name: cover
+policy:
+  version: "1"
+  default: deny
+  tools:
+    GetAHOBatch:
+      arguments: {{batchId: {{prefix: "rb-"}}}}
+      limits: [{{counter: reads, window: minute, max: 1}}]
+    manage_k8s_resource:
+      when:
+        argument: operation
+        cases:
+          read: {{}}
+          delete: {{action: require_approval}}
+upstream: {{tools: default, allow_write: true}}
+approvers: [alice]
+agents: {{a: {{grant: g}}}}
+steps:
+  - {{at: 0s, agent: a, call: GetAHOBatch, args: {{batchId: rb-0001}}}}
+  - {{agent: a, call: manage_k8s_resource, args: {{operation: read, cluster_name: c, kind: Pod, api_version: v1, name: p, namespace: shop}}}}
+  - {{agent: a, call: manage_k8s_resource, args: {{operation: delete, cluster_name: c, kind: Pod, api_version: v1, name: p, namespace: shop}}}}
+  - {{agent: a, call: manage_k8s_resource, args: {{operation: delete, cluster_name: c, kind: Pod, api_version: v1, name: q, namespace: shop}}}}
+  - {{at: 10s, approve: {{held: 1, by: alice}}}}
+  - {{at: 11s, deny: {{held: 2, by: alice}}}}
+  - {{at: 12s, agent: a, call: ListAHOBatch, args: {{}}}}
+{extra_steps}"#
+        )
+    };
+    let run = |text: String| {
+        let file = dir.path().join("cover.yaml");
+        std::fs::write(&file, text).unwrap();
+        let out = tollgate()
+            .args([
+                "test",
+                file.to_str().unwrap(),
+                "--update",
+                "--format",
+                "json",
+                "--coverage",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(report["summary"]["passed"], 1, "{report:#}");
+        report["coverage"]["policies"][0].clone()
+    };
+    let full = run(scenario(
+        "  - {at: 13s, agent: a, call: GetAHOBatch, args: {batchId: rb-0001}}\n  - {at: 14s, agent: a, call: GetAHOBatch, args: {batchId: xx-1}}\n",
+    ));
+    let missing = |p: &serde_json::Value| -> Vec<String> {
+        p["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["covered"] == false)
+            .map(|i| {
+                format!(
+                    "{} {} {} seen {}",
+                    i["kind"], i["pointer"], i["name"], i["seen"]
+                )
+            })
+            .collect()
+    };
+    assert_eq!(missing(&full), Vec::<String>::new(), "{full:#}");
+    assert_eq!(
+        (full["covered"].as_u64(), full["total"].as_u64()),
+        (Some(9), Some(9))
+    );
+    let partial = run(scenario(""));
+    assert_eq!(
+        missing(&partial),
+        [
+            r#""check" "/tools/GetAHOBatch" "batchId" seen ["passed"]"#,
+            r#""limit" "/tools/GetAHOBatch" "reads" seen ["admitted"]"#,
+        ]
+    );
+}
