@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::engine::{Call, DecisionKind, Engine, TypeMismatch, argument_signature};
 use crate::limiter::MemoryStore;
-use crate::model::TimeoutOutcome;
+use crate::model::{ApprovalVia, TimeoutOutcome};
 use crate::policy::{Policy, RuleBody, scope_name};
 use crate::selector::{Selector, ToolMeta};
 
@@ -73,6 +73,8 @@ pub struct Outcome {
 pub struct ApprovalTerms {
     pub timeout_seconds: u64,
     pub on_timeout: TimeoutOutcome,
+    /// Who is asked: the operators, or the client's user (elicitation).
+    pub via: ApprovalVia,
 }
 
 /// One limit as a call meets it.
@@ -98,8 +100,9 @@ impl LimitTerms {
 }
 
 impl Outcome {
-    /// Whether two outcomes decide alike: the same decision, approval terms and limits (the
-    /// rule and the reason may differ: a renamed or reworded rule decides alike).
+    /// Whether two outcomes decide alike: the same decision, approval terms (timeout,
+    /// `on_timeout`, who is asked) and limits (the rule and the reason may differ: a renamed or
+    /// reworded rule decides alike).
     pub fn alike(&self, other: &Outcome) -> bool {
         self.decision == other.decision
             && self.approval == other.approval
@@ -118,6 +121,9 @@ impl Outcome {
                     TimeoutOutcome::Allow => "allow",
                 }
             ));
+            if a.via == ApprovalVia::Elicitation {
+                t.push_str(", asked of the client's user");
+            }
         }
         for l in &self.limits {
             t.push_str(&format!(", {}", l.text()));
@@ -264,11 +270,12 @@ pub fn outcome(engine: &Engine, call: &Call, unreadable: &[TypeMismatch]) -> Out
         DecisionKind::ApprovalRequired {
             timeout,
             on_timeout,
-            ..
+            via,
         } => (
             Some(ApprovalTerms {
                 timeout_seconds: timeout.as_secs(),
                 on_timeout: *on_timeout,
+                via: *via,
             }),
             true,
         ),

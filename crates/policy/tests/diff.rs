@@ -135,7 +135,8 @@ fn leaf_rule() -> impl Strategy<Value = Value> {
                 if a == "require_approval"
                     && let Some(t) = timeout
                 {
-                    m.insert("approval".into(), json!({"timeout": t}));
+                    let via = if t == 60 { "elicitation" } else { "operators" };
+                    m.insert("approval".into(), json!({"timeout": t, "via": via}));
                 }
             }
             if let Some((name, rule)) = check {
@@ -267,8 +268,8 @@ fn decided(policy: &Arc<Policy>, tool: &str, args: &Value) -> String {
         DecisionKind::ApprovalRequired {
             timeout,
             on_timeout,
-            ..
-        } => format!(" {timeout:?} {on_timeout:?}"),
+            via,
+        } => format!(" {timeout:?} {on_timeout:?} {via:?}"),
         _ => String::new(),
     };
     let mut limits: Vec<String> = match d.kind {
@@ -284,7 +285,13 @@ fn decided(policy: &Arc<Policy>, tool: &str, args: &Value) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     /// Soundness: a tool with no reported change decides every call alike under both
     /// policies; completeness of the report: every reported change is a real difference.
