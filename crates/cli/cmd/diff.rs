@@ -210,7 +210,7 @@ pub fn human(old: &str, new: &str, report: &Report) -> String {
     }
     if !report.partial.is_empty() {
         t.push_str(&format!(
-            "\nnote: too many argument combinations to probe them all for {} (each argument was varied alone)\n",
+            "\nnote: not every call of {} was probed (too many argument combinations: each argument was varied alone; or a `max_length` over 65536 was not probed past)\n",
             report.partial.join(", ")
         ));
     }

@@ -34,6 +34,9 @@ use crate::selector::{Selector, ToolMeta};
 /// Probe calls per tool above which arguments are varied one at a time.
 pub const MAX_PROBES_PER_TOOL: usize = 4096;
 
+/// The longest `max_length` probed past (a string and an array one longer are made).
+pub const MAX_LENGTH_PROBED: usize = 65_536;
+
 /// The grant and session every probe call carries: decisions do not depend on them.
 pub const PROBE_GRANT: &str = "agent";
 pub const PROBE_SESSION: &str = "session-1";
@@ -161,7 +164,8 @@ pub struct Report {
     pub tools: usize,
     /// Calls decided under both policies.
     pub calls: usize,
-    /// Tools whose argument combinations were too many to probe all (varied one at a time).
+    /// Tools not probed exhaustively: too many argument combinations (each argument was varied
+    /// alone), or a `max_length` over [`MAX_LENGTH_PROBED`] (not probed past).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partial: Vec<String>,
     pub changed_calls: Vec<CallChange>,
@@ -231,9 +235,9 @@ pub fn diff(
         changed_limits: limit_changes(old, new),
     };
     for tool in tools {
-        let values = probe_values(old, new, tool, prepare);
+        let (values, lengths_probed) = probe_values(old, new, tool, prepare);
         let (calls, complete) = combinations(&values);
-        if !complete {
+        if !complete || !lengths_probed {
             report.partial.push(tool.name.clone());
         }
         for arguments in calls {
@@ -383,7 +387,15 @@ fn with_cases<'a>(body: &'a RuleBody, out: &mut Vec<&'a RuleBody>) {
 /// Argument name → its representative values (`None`: left out).
 type Values = BTreeMap<String, Vec<Option<Value>>>;
 
-fn probe_values(old: &Policy, new: &Policy, tool: &ProbeTool, prepare: &Prepare<'_>) -> Values {
+/// The representative values of every argument the rules for `tool` read; false when some
+/// `max_length` was too long to probe past (over [`MAX_LENGTH_PROBED`]).
+fn probe_values(
+    old: &Policy,
+    new: &Policy,
+    tool: &ProbeTool,
+    prepare: &Prepare<'_>,
+) -> (Values, bool) {
+    let mut lengths_probed = true;
     // The tool's meta under each of its class-deciding values (and with none).
     let mut metas = vec![prepare(&tool.name, Value::Object(Map::new())).1];
     for (arg, values) in &tool.class_values {
@@ -470,8 +482,11 @@ fn probe_values(old: &Policy, new: &Policy, tool: &ProbeTool, prepare: &Prepare<
             }
         }
         for &n in lengths.get(name).into_iter().flatten() {
-            // Bounded: a `max_length` beyond this is probed at its bound only as the cap.
-            let n = n.min(10_000) as usize;
+            // Bounded: a string one past a longer bound is not made (the report says so).
+            let Some(n) = usize::try_from(n).ok().filter(|&n| n <= MAX_LENGTH_PROBED) else {
+                lengths_probed = false;
+                continue;
+            };
             push(Value::String("a".repeat(n)), &mut values);
             push(Value::String("a".repeat(n + 1)), &mut values);
             push(Value::Array(vec![json!(0); n]), &mut values);
@@ -505,7 +520,7 @@ fn probe_values(old: &Policy, new: &Policy, tool: &ProbeTool, prepare: &Prepare<
         }
         out.insert(name.clone(), kept);
     }
-    out
+    (out, lengths_probed)
 }
 
 /// A number as JSON: an integer when it is one.

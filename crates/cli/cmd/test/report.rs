@@ -242,10 +242,16 @@ impl Coverage {
                 Some("decision") => {
                     let d = &r["decision"];
                     let pointer: Arc<str> = Arc::from(d["rule"]["pointer"].as_str().unwrap_or(""));
-                    self.decided(&current, &pointer, d);
-                    let is_release = r.get("held_decision_seq").is_some();
+                    // A release is decided by the policy that held the call (a reload while
+                    // it waited does not change whose rule it is).
+                    let release = r["held_decision_seq"].as_u64();
+                    let key = release
+                        .and_then(|s| held.get(&s))
+                        .map_or_else(|| current.clone(), |(k, _)| k.clone());
+                    self.decided(&key, &pointer, d);
+                    let is_release = release.is_some();
                     if is_release && d["decision"] == "allow" {
-                        self.approval(&current, &pointer, "approved");
+                        self.approval(&key, &pointer, "approved");
                     }
                     if !is_release
                         && d["decision"] == "approval_required"
