@@ -228,6 +228,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("cannot write the run's audit log: {e}"))?;
                 let audit = report::read_audit(&path)
                     .with_context(|| format!("cannot read `{}`", path.display()))?;
+                // Read once: a long replay's log is not kept on disk for the rest of the run.
+                let _ = std::fs::remove_file(&path);
                 if args.coverage {
                     coverage.add_run(file, &scenario, &audit);
                 }
