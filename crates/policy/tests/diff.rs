@@ -294,9 +294,10 @@ proptest! {
     })]
 
     /// Soundness: a tool with no reported change decides every call alike under both
-    /// policies; completeness of the report: every reported change is a real difference.
+    /// policies, and every change a call of a changed tool undergoes (its old and new outcome)
+    /// is shown by a counterexample; and every reported change is a real difference.
     #[test]
-    fn calls_diff_calls_unchanged_decide_alike_and_every_reported_change_is_real(
+    fn calls_diff_calls_unchanged_decide_alike_every_change_has_a_counterexample_and_every_reported_change_is_real(
         old in policy(),
         new in policy(),
         calls in proptest::collection::vec(call(), 1..24),
@@ -306,12 +307,18 @@ proptest! {
         let changed: BTreeSet<&str> =
             report.changed_calls.iter().map(|c| c.tool.as_str()).collect();
         for (tool, args) in &calls {
+            let (a, b) = (decided(&old, tool, args), decided(&new, tool, args));
             if !changed.contains(tool) {
-                prop_assert_eq!(
-                    decided(&old, tool, args),
-                    decided(&new, tool, args),
-                    "`{}` {} is said unchanged", tool, args
-                );
+                prop_assert_eq!(a, b, "`{}` {} is said unchanged", tool, args);
+            } else if a != b {
+                // A call that changes has a counterexample of the same change: the same old
+                // and new outcome, on the same tool.
+                let shown = report.changed_calls.iter().any(|c| {
+                    c.tool == *tool
+                        && decided(&old, &c.tool, &c.arguments) == a
+                        && decided(&new, &c.tool, &c.arguments) == b
+                });
+                prop_assert!(shown, "`{}` {} changes {} -> {}, and no counterexample shows it", tool, args, a, b);
             }
         }
         for c in &report.changed_calls {
