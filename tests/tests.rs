@@ -24,5 +24,8 @@ mod approvals;
 mod redis_store;
 // Scenarios in virtual time: every transcript snapshot, `tollgate test`.
 mod scenarios;
+// What CI runs: docs/ci.md's workflow, `tollgate test --format json` and `--coverage`,
+// `tollgate diff`, snapshots found from a scenario's project.
+mod ci;
 // The wire fuzzer: generated traffic through both fronts in front of a naive upstream.
 mod wire_fuzz;

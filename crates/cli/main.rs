@@ -56,6 +56,8 @@ enum Command {
     Policy(cmd::policy::Args),
     /// Show which rule decides a call, through which branch and limits, and the decision.
     Explain(cmd::explain::Args),
+    /// What a policy change does to every call it can affect: old and new decisions, changed limits.
+    Diff(cmd::diff::Args),
     /// Measure the gateway against the mock side by side (HTTP, stdio, idle sessions).
     Bench(cmd::bench::Args),
     /// The bench's floor: a relay that forwards bytes and nothing else.
@@ -82,6 +84,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => cmd::check::run(args),
         Command::Policy(args) => cmd::policy::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Diff(args) => cmd::diff::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::BenchRelay(args) => cmd::bench::relay(args),
         Command::NaiveUpstream(args) => cmd::fuzz::naive_upstream(args),

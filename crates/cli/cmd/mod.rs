@@ -7,6 +7,7 @@ pub mod bench;
 pub mod catalog;
 pub mod check;
 pub mod demo;
+pub mod diff;
 pub mod explain;
 pub mod fuzz;
 pub mod gateway;

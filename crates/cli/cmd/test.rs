@@ -1,13 +1,16 @@
 //! `tollgate test [PATHS...] [--update | --accept] [--junit FILE] [--filter PATTERN]
-//! [--snapshots DIR]`: runs scenario files in virtual time, checks their expectations, and
-//! compares each transcript with its snapshot (insta's `.snap` format) under `--snapshots`
-//! (default `snapshots/scenarios`).
+//! [--snapshots DIR] [--format human|json] [--coverage [--min-coverage PCT]]`: runs scenario
+//! files in virtual time, checks their expectations, and compares each transcript with its
+//! snapshot (insta's `.snap` format) under `--snapshots` (default: the project's
+//! `snapshots/scenarios`, found from each scenario's path, see [`snapshot_dir`]).
 //!
 //! On a mismatch it prints a diff and writes `NAME.snap.new` next to the snapshot; `--accept`
 //! (or `cargo insta review`) accepts the pending `.snap.new` files, `--update` rewrites the
-//! snapshots in place. `--junit FILE` writes a JUnit XML report. Exit codes: 0 all passed, 1 a
-//! failure (an expectation or a snapshot), 2 a broken scenario (the message says
-//! file:line:col).
+//! snapshots in place. `--junit FILE` writes a JUnit XML report; `--format json` one JSON
+//! document with every call's decision, rule, reason and retry time (docs/ci.md);
+//! `--coverage` what of each policy the scenarios exercised (`report.rs`). Exit codes: 0 all
+//! passed, 1 a failure (an expectation, a snapshot, or coverage below `--min-coverage`), 2 a
+//! broken scenario (the message says file:line:col).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 mod live;
+mod report;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,9 +45,69 @@ pub struct Args {
     /// policy's windows are not scaled.
     #[arg(long, value_name = "F", default_value_t = 1.0, requires = "live")]
     time_scale: f64,
-    /// Where the transcripts' snapshots live.
-    #[arg(long, value_name = "DIR", default_value = "snapshots/scenarios")]
-    snapshots: PathBuf,
+    /// Where the transcripts' snapshots live (default: `snapshots/scenarios` of the project
+    /// each scenario belongs to: the nearest folder above the scenario that holds `snapshots/`,
+    /// `Cargo.toml` or `.git`).
+    #[arg(long, value_name = "DIR")]
+    snapshots: Option<PathBuf>,
+    /// `human`, or `json`: one JSON document on stdout with every scenario's result and every
+    /// call's decision, rule, reason and `retry_after_seconds` (docs/ci.md).
+    #[arg(long, value_enum, default_value_t = super::check::Format::Human)]
+    format: super::check::Format,
+    /// Report which rules, `when` cases, argument checks, limits, approval outcomes and
+    /// defaults of each policy the scenarios exercised (docs/ci.md, "Coverage").
+    #[arg(long)]
+    coverage: bool,
+    /// With `--coverage`: exit 1 when less than PCT percent of the items are covered.
+    #[arg(long, value_name = "PCT", requires = "coverage", value_parser = parse_percent)]
+    min_coverage: Option<f64>,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}` is not a percentage from 0 to 100")),
+    }
+}
+
+/// Where a scenario's snapshot lives when `--snapshots` is not given: `snapshots/scenarios`
+/// in the nearest folder above the scenario file that holds a `snapshots/` folder, or else
+/// that is a project's root (it holds `Cargo.toml` or `.git`); the scenario's own folder when
+/// there is none. So `tollgate test` finds the same snapshots from any working directory.
+pub fn snapshot_dir(scenario: &Path) -> PathBuf {
+    let dir = scenario.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let start = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    // `ancestors` ends at the root: the walk is bounded by the path's depth.
+    let project = start
+        .ancestors()
+        .find(|d| {
+            d.join("snapshots").is_dir()
+                || d.join("Cargo.toml").is_file()
+                || d.join(".git").exists()
+        })
+        .unwrap_or(&start);
+    relative(&project.join("snapshots").join("scenarios"))
+}
+
+/// `path` relative to the working directory when it is below it, as given otherwise.
+fn relative(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| std::fs::canonicalize(cwd).ok())
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_owned))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_owned())
+}
+
+/// A path for people: relative to the working directory when it is below it.
+pub(crate) fn shown(path: &Path) -> String {
+    let full = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    relative(&full).display().to_string()
 }
 
 fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -97,19 +161,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut out = std::io::stdout().lock();
+    let json = args.format == super::check::Format::Json;
+    let color = !json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // With `--format json` stdout is the JSON document alone; the lines for people go to
+    // stderr.
+    let mut out: Box<dyn Write> = if json {
+        Box::new(std::io::stderr().lock())
+    } else {
+        Box::new(std::io::stdout().lock())
+    };
     let (mut passed, mut failed, mut broken) = (0, 0, 0);
     let mut cases = Vec::new();
-    for file in &files {
+    // `--format json` and `--coverage` read the decisions from the audit log each run writes
+    // (in a temporary folder).
+    let observe = json || args.coverage;
+    let audit_dir = if observe {
+        Some(tempfile::tempdir().context("cannot make a temporary folder for the audit logs")?)
+    } else {
+        None
+    };
+    let mut coverage = report::Coverage::default();
+    let mut results: Vec<serde_json::Value> = Vec::new();
+    for (index, file) in files.iter().enumerate() {
         let stem = file
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("scenario");
+        let snapshots = args.snapshots.clone().unwrap_or_else(|| snapshot_dir(file));
         if args.accept {
-            let pending = args.snapshots.join(format!("{stem}.snap.new"));
+            let pending = snapshots.join(format!("{stem}.snap.new"));
             if pending.exists() {
-                std::fs::rename(&pending, args.snapshots.join(format!("{stem}.snap")))
+                std::fs::rename(&pending, snapshots.join(format!("{stem}.snap")))
                     .with_context(|| format!("cannot accept `{}`", pending.display()))?;
                 writeln!(out, "accepted {}", pending.display())?;
             }
@@ -118,6 +200,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(l) => l,
             Err(e) => {
                 writeln!(out, "BROKEN {}\n{e}\n", file.display())?;
+                results.push(serde_json::json!({
+                    "name": stem, "file": file.display().to_string(), "result": "broken",
+                    "problems": [e.to_string()], "calls": [],
+                }));
                 cases.push(Case {
                     name: stem.to_owned(),
                     file: file.display().to_string(),
@@ -134,9 +220,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None
         };
         let live_config = args.live.then(|| live::Config::of(&loaded));
-        let outcome = tollgate_scenario::run(loaded);
-        let snap = args.snapshots.join(format!("{stem}.snap"));
-        let new = args.snapshots.join(format!("{stem}.snap.new"));
+        let (outcome, audit) = match &audit_dir {
+            Some(dir) => {
+                let scenario = loaded.scenario.clone();
+                let path = report::audit_path(dir.path(), index);
+                let (outcome, _) = tollgate_scenario::run_observed(loaded, true, &path)
+                    .map_err(|e| anyhow::anyhow!("cannot write the run's audit log: {e}"))?;
+                let audit = report::read_audit(&path)
+                    .with_context(|| format!("cannot read `{}`", path.display()))?;
+                // Read once: a long replay's log is not kept on disk for the rest of the run.
+                let _ = std::fs::remove_file(&path);
+                if args.coverage {
+                    coverage.add_run(file, &scenario, &audit);
+                }
+                (outcome, audit)
+            }
+            None => (tollgate_scenario::run(loaded), Vec::new()),
+        };
+        let snap = snapshots.join(format!("{stem}.snap"));
+        let new = snapshots.join(format!("{stem}.snap.new"));
         let current = std::fs::read_to_string(&snap).ok();
         let matches = current.as_deref().map(snapshot_body) == Some(outcome.transcript.as_str());
         let mut problems = outcome.failures.clone();
@@ -169,6 +271,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             (Some(Err(e)), _) => {
                 writeln!(out, "BROKEN {}\n--live: {e}\n", file.display())?;
+                results.push(serde_json::json!({
+                    "name": stem, "file": file.display().to_string(), "result": "broken",
+                    "problems": [format!("--live: {e}")], "calls": [],
+                }));
                 cases.push(Case {
                     name: stem.to_owned(),
                     file: file.display().to_string(),
@@ -182,11 +288,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if !matches {
             if args.update {
-                std::fs::create_dir_all(&args.snapshots)?;
+                std::fs::create_dir_all(&snapshots)?;
                 std::fs::write(&snap, snapshot_text(file, &outcome.transcript))?;
                 let _ = std::fs::remove_file(&new);
+            } else if current.is_none() {
+                // A new scenario: one line says where its transcript is and how to accept it.
+                std::fs::create_dir_all(&snapshots)?;
+                std::fs::write(&new, snapshot_text(file, &outcome.transcript))?;
+                let snapshots_flag = match &args.snapshots {
+                    Some(dir) => format!(" --snapshots {}", dir.display()),
+                    None => String::new(),
+                };
+                problems.push(format!(
+                    "new scenario, no snapshot yet: review {}, then accept it with `tollgate test {}{snapshots_flag} --accept`",
+                    new.display(),
+                    file.display()
+                ));
             } else {
-                std::fs::create_dir_all(&args.snapshots)?;
+                std::fs::create_dir_all(&snapshots)?;
                 std::fs::write(&new, snapshot_text(file, &outcome.transcript))?;
                 let old = current.as_deref().map(snapshot_body).unwrap_or_default();
                 let diff = similar::TextDiff::from_lines(old, outcome.transcript.as_str());
@@ -204,12 +323,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 }
                 problems.push(format!(
-                    "{} differs from the transcript ({}); review {}, then `tollgate test --accept` or `cargo insta review`:\n{text}",
+                    "{} differs from the transcript ({}); review changed, then `tollgate test --accept` or `cargo insta review`:\n{text}",
                     snap.display(),
                     new.display(),
-                    if current.is_some() { "changed" } else { "no snapshot yet" }
                 ));
             }
+        }
+        if json {
+            results.push(serde_json::json!({
+                "name": stem,
+                "file": file.display().to_string(),
+                "result": if problems.is_empty() { "passed" } else { "failed" },
+                "problems": problems,
+                "calls": report::calls(&outcome.decisions, &audit),
+            }));
         }
         if problems.is_empty() {
             let calls = if outcome.calls == 1 {
@@ -249,9 +376,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out,
         "\n{n} {noun}: {passed} passed, {failed} failed, {broken} broken"
     )?;
+    let policies = coverage.report();
+    let (covered, total) = policies
+        .iter()
+        .fold((0, 0), |(c, t), p| (c + p.covered, t + p.total));
+    let share = report::percent(covered, total);
+    let below = args.coverage && args.min_coverage.is_some_and(|min| share < min);
+    if args.coverage && !json {
+        write!(out, "{}", report::human(&policies, args.min_coverage))?;
+    }
+    if json {
+        let mut doc = serde_json::json!({
+            "format": "tollgate-test/1",
+            "scenarios": results,
+            "summary": {"scenarios": n, "passed": passed, "failed": failed, "broken": broken},
+        });
+        if args.coverage {
+            doc["coverage"] = serde_json::json!({
+                "covered": covered,
+                "total": total,
+                "percent": share,
+                "min_percent": args.min_coverage,
+                "met": !below,
+                "policies": policies,
+            });
+        }
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&doc)?)?;
+    }
     Ok(if broken > 0 {
         ExitCode::from(2)
-    } else if failed > 0 {
+    } else if failed > 0 || below {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

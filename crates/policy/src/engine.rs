@@ -740,6 +740,45 @@ fn type_message(mismatch: &TypeMismatch, value: &Value, hidden: bool) -> String 
     )
 }
 
+/// What `body`'s checks and branch make of the argument `name` alone, in `arguments` (read
+/// as the tool reads them, with the arguments it cannot read): whether a check on it fails,
+/// and which case it picks. A read-only hook for `diff`, which keeps one value of each kind.
+pub(crate) fn argument_signature(
+    body: &RuleBody,
+    name: &str,
+    arguments: &Value,
+    unreadable: &[TypeMismatch],
+    defaults: Option<&serde_json::Map<String, Value>>,
+) -> String {
+    let context = ArgContext {
+        top: body,
+        unreadable,
+        defaults,
+    };
+    let mut out = Vec::new();
+    let mut sig = String::new();
+    for check in body.arguments.iter().filter(|c| c.name == name) {
+        check_arguments(std::slice::from_ref(check), arguments, &context, &mut out);
+        sig.push(if out.is_empty() { 'p' } else { 'f' });
+        out.clear();
+    }
+    if let Some(branch) = body.when.as_ref().filter(|w| w.argument == name) {
+        let value = arguments
+            .get(name)
+            .filter(|v| !v.is_null())
+            .or_else(|| context.default(name));
+        match pick_case(branch, value, &context) {
+            Pick::Case(case) => {
+                sig.push_str("|case:");
+                sig.push_str(&case.pointer);
+            }
+            Pick::Otherwise(_) => sig.push_str("|otherwise"),
+            Pick::Refused(_) => sig.push_str("|refused"),
+        }
+    }
+    sig
+}
+
 /// Adds `violation` unless the same one is there (a rule and its case may check one argument).
 fn push_once(out: &mut Vec<Violation>, violation: Violation) {
     if !out.contains(&violation) {

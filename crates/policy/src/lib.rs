@@ -1,7 +1,9 @@
 //! The Tollgate policy engine: the policy model, loading and validation with diagnostics,
 //! `decide(call, now)` and the strict sliding-window limiter. No IO but reading a policy file
 //! on request, no clock, no tokio: time is always passed in.
+pub mod coverage;
 pub mod diag;
+pub mod diff;
 pub mod engine;
 pub mod lax;
 pub mod limiter;
