@@ -515,3 +515,82 @@ fn refusals_of_typed_tools_pass_the_clients_output_schema_checks() {
     ));
     run_all(jobs);
 }
+
+/// What a stateless (2026-07-28) client gets over HTTP after a reload, as docs/clients.md says:
+/// no `notifications/tools/list_changed`. That protocol delivers change notifications only on a
+/// `subscriptions/listen` stream, which the gateway does not open itself: it forwards the
+/// request, and the mock (like any server without the method) answers -32601. A listing made
+/// after the reload shows the new set, so a client that lists again sees the change.
+#[test]
+fn a_stateless_http_client_gets_no_list_changed_but_lists_the_new_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"version": "1", "default": "allow", "hide_from_list": true}"#,
+    )
+    .unwrap();
+    let (_mock, mock_url) = start_http(&[]);
+    let (_gw, url) = start_listening(&[
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--upstream-url",
+        &mock_url,
+    ]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let post = |id: u64, method: &str, params: Value| {
+            let mut params = params;
+            params["_meta"] = serde_json::json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}});
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+            http.post(&url)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        let listed = |v: &Value| -> Vec<String> {
+            v["result"]["tools"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no tools in {v}"))
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let before: Value = post(1, "tools/list", serde_json::json!({})).await.unwrap().json().await.unwrap();
+        assert!(listed(&before).iter().any(|t| t == "GetAHOBatch"), "{before}");
+        let listen = post(2, "subscriptions/listen", serde_json::json!({"notifications": {"toolsListChanged": true}}))
+            .await
+            .unwrap();
+        assert_eq!(
+            listen.headers()["content-type"], "application/json",
+            "a JSON answer, not a stream"
+        );
+        let listen: Value = listen.json().await.unwrap();
+        assert_eq!(listen["id"], 2, "{listen}");
+        assert_eq!(listen["error"]["code"], -32601, "{listen}");
+        // The reload hides GetAHOBatch; the next listing no longer shows it (bounded: 10 s).
+        let tmp = dir.path().join("policy.json.new");
+        std::fs::write(&tmp, r#"{"version": "1", "default": "allow", "hide_from_list": true, "tools": {"GetAHOBatch": {"action": "deny"}}}"#).unwrap();
+        std::fs::rename(&tmp, &policy).unwrap();
+        let start = Instant::now();
+        loop {
+            let after: Value = post(3, "tools/list", serde_json::json!({})).await.unwrap().json().await.unwrap();
+            if !listed(&after).iter().any(|t| t == "GetAHOBatch") {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "the reload was not seen: {after}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
