@@ -366,8 +366,11 @@ fn check_plan(who: &str, summary: &Value, upstream: Upstream) {
     }
 }
 
+/// One client run: who it is, the upstream behind the gateway, and the run (its summary).
+type Job = (String, Upstream, Box<dyn FnOnce() -> Value + Send>);
+
 /// Runs `jobs` at once, each in its own thread, and checks each one's summary.
-fn run_all(jobs: Vec<(String, Upstream, Box<dyn FnOnce() -> Value + Send>)>) {
+fn run_all(jobs: Vec<Job>) {
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .into_iter()
@@ -384,7 +387,7 @@ fn run_all(jobs: Vec<(String, Upstream, Box<dyn FnOnce() -> Value + Send>)>) {
 /// mode (`initialize`), over stdio and Streamable HTTP, reads every refusal as a tool result.
 #[test]
 fn python_sdk_reads_every_refusal_in_auto_and_legacy_mode() {
-    let mut jobs: Vec<(String, Upstream, Box<dyn FnOnce() -> Value + Send>)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for mode in ["auto", "legacy"] {
         for front in [Front::Stdio, Front::Http] {
             jobs.push((
@@ -410,7 +413,7 @@ fn python_sdk_reads_every_refusal_in_auto_and_legacy_mode() {
 /// The TypeScript SDK (@modelcontextprotocol/sdk 1.32.x) over stdio and Streamable HTTP.
 #[test]
 fn typescript_sdk_reads_every_refusal() {
-    let mut jobs: Vec<(String, Upstream, Box<dyn FnOnce() -> Value + Send>)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for front in [Front::Stdio, Front::Http] {
         jobs.push((
             format!("TypeScript SDK over {front:?}"),
@@ -426,7 +429,7 @@ fn typescript_sdk_reads_every_refusal() {
 /// message is the refusal's text.
 #[test]
 fn fastmcp_client_reads_every_refusal() {
-    let mut jobs: Vec<(String, Upstream, Box<dyn FnOnce() -> Value + Send>)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for front in [Front::Stdio, Front::Http] {
         jobs.push((
             format!("FastMCP client over {front:?}"),
@@ -457,17 +460,18 @@ fn inspector_cli_reads_every_refusal() {
         &gateway(Upstream::Mock, Front::Stdio, &["--store", &store]),
     );
     let http = gateway(Upstream::Mock, Front::Http, &[]);
-    let mut jobs: Vec<(String, Upstream, Box<dyn FnOnce() -> Value + Send>)> = Vec::new();
-    jobs.push((
-        "Inspector CLI over stdio".into(),
-        Upstream::Mock,
-        Box::new(move || run_inspector(&stdio)),
-    ));
-    jobs.push((
-        "Inspector CLI over HTTP".into(),
-        Upstream::Mock,
-        Box::new(move || run_inspector(&http)),
-    ));
+    let jobs: Vec<Job> = vec![
+        (
+            "Inspector CLI over stdio".into(),
+            Upstream::Mock,
+            Box::new(move || run_inspector(&stdio)),
+        ),
+        (
+            "Inspector CLI over HTTP".into(),
+            Upstream::Mock,
+            Box::new(move || run_inspector(&http)),
+        ),
+    ];
     run_all(jobs);
 }
 
@@ -478,7 +482,7 @@ fn inspector_cli_reads_every_refusal() {
 /// pass through.
 #[test]
 fn refusals_of_typed_tools_pass_the_clients_output_schema_checks() {
-    let mut jobs: Vec<(String, Upstream, Box<dyn FnOnce() -> Value + Send>)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for front in [Front::Stdio, Front::Http] {
         jobs.push((
             format!("TypeScript SDK, FastMCP upstream over {front:?}"),
