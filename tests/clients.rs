@@ -137,26 +137,35 @@ fn gateway(upstream: Upstream, front: Front, extra: &[&str]) -> Target {
                 Upstream::Mock => start_http(&["--allow-write"]),
                 Upstream::FastMcp => start_fastmcp_http(),
             };
-            let args = [
-                &[
-                    "gateway",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--policy",
-                    &policy,
-                    "--upstream-url",
-                    &up_url,
-                ][..],
-                extra,
-            ]
-            .concat();
-            let (gw, url) = start_listening(&args);
-            Target {
-                stdio: Vec::new(),
-                url: Some(url),
-                _guards: vec![gw, up],
-            }
+            let mut target = gateway_to(&up_url, extra);
+            target._guards.push(up);
+            target
         }
+    }
+}
+
+/// The HTTP gateway with the matrix's policy (and `extra` flags) in front of the server at
+/// `up_url`.
+fn gateway_to(up_url: &str, extra: &[&str]) -> Target {
+    let policy = fixture("policy.json");
+    let args = [
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            &policy,
+            "--upstream-url",
+            up_url,
+        ][..],
+        extra,
+    ]
+    .concat();
+    let (gw, url) = start_listening(&args);
+    Target {
+        stdio: Vec::new(),
+        url: Some(url),
+        _guards: vec![gw],
     }
 }
 
@@ -482,41 +491,43 @@ fn inspector_cli_reads_every_refusal() {
 /// pass through.
 #[test]
 fn refusals_of_typed_tools_pass_the_clients_output_schema_checks() {
-    let mut jobs: Vec<Job> = Vec::new();
-    for front in [Front::Stdio, Front::Http] {
-        jobs.push((
-            format!("TypeScript SDK, FastMCP upstream over {front:?}"),
+    // The HTTP clients share one FastMCP server (each through its own gateway, with its own
+    // limits): a Python server's start is most of a run's cost.
+    let (_fastmcp, fastmcp_url) = start_fastmcp_http();
+    let (a, b, c) = (fastmcp_url.clone(), fastmcp_url.clone(), fastmcp_url);
+    let jobs: Vec<Job> = vec![
+        (
+            "TypeScript SDK, FastMCP upstream over stdio".into(),
             Upstream::FastMcp,
-            Box::new(move || run_typescript(&gateway(Upstream::FastMcp, front, &[]))),
-        ));
-    }
-    jobs.push((
-        "FastMCP client, FastMCP upstream over HTTP".into(),
-        Upstream::FastMcp,
-        Box::new(|| {
-            run_python(
-                "fastmcp",
-                "auto",
-                &gateway(Upstream::FastMcp, Front::Http, &[]),
-            )
-        }),
-    ));
-    jobs.push((
-        "Python SDK legacy, FastMCP upstream over stdio".into(),
-        Upstream::FastMcp,
-        Box::new(|| {
-            run_python(
-                "sdk",
-                "legacy",
-                &gateway(Upstream::FastMcp, Front::Stdio, &[]),
-            )
-        }),
-    ));
-    jobs.push((
-        "Inspector CLI, FastMCP upstream over HTTP".into(),
-        Upstream::FastMcp,
-        Box::new(|| run_inspector(&gateway(Upstream::FastMcp, Front::Http, &[]))),
-    ));
+            Box::new(|| run_typescript(&gateway(Upstream::FastMcp, Front::Stdio, &[]))),
+        ),
+        (
+            "TypeScript SDK, FastMCP upstream over HTTP".into(),
+            Upstream::FastMcp,
+            Box::new(move || run_typescript(&gateway_to(&a, &[]))),
+        ),
+        (
+            "FastMCP client, FastMCP upstream over HTTP".into(),
+            Upstream::FastMcp,
+            Box::new(move || run_python("fastmcp", "auto", &gateway_to(&b, &[]))),
+        ),
+        (
+            "Python SDK legacy, FastMCP upstream over stdio".into(),
+            Upstream::FastMcp,
+            Box::new(|| {
+                run_python(
+                    "sdk",
+                    "legacy",
+                    &gateway(Upstream::FastMcp, Front::Stdio, &[]),
+                )
+            }),
+        ),
+        (
+            "Inspector CLI, FastMCP upstream over HTTP".into(),
+            Upstream::FastMcp,
+            Box::new(move || run_inspector(&gateway_to(&c, &[]))),
+        ),
+    ];
     run_all(jobs);
 }
 
