@@ -145,9 +145,11 @@ fn gateway(upstream: Upstream, front: Front, extra: &[&str]) -> Target {
 }
 
 /// The HTTP gateway with the matrix's policy (and `extra` flags) in front of the server at
-/// `up_url`.
+/// `up_url`, with an approver (`tests/clients/admins.txt`) who never answers: a call that needs
+/// approval is held for the policy's 1 s, then refused as `approval_timeout`.
 fn gateway_to(up_url: &str, extra: &[&str]) -> Target {
     let policy = fixture("policy.json");
+    let admins = fixture("admins.txt");
     let args = [
         &[
             "gateway",
@@ -155,6 +157,8 @@ fn gateway_to(up_url: &str, extra: &[&str]) -> Target {
             "127.0.0.1:0",
             "--policy",
             &policy,
+            "--admin-tokens",
+            &admins,
             "--upstream-url",
             up_url,
         ][..],
@@ -314,7 +318,7 @@ fn stdio_script(dir: &std::path::Path, target: &Target) -> Target {
 
 /// What every client must have shown: the upstream's tools, the allowed calls' own answers,
 /// and each refusal as a tool result with its text (the retry time included) and its detail.
-fn check_plan(who: &str, summary: &Value, upstream: Upstream) {
+fn check_plan(who: &str, summary: &Value, upstream: Upstream, front: Front) {
     let tools: Vec<&str> = summary["tools"]
         .as_array()
         .unwrap_or_else(|| panic!("{who}: no tool list in {summary}"))
@@ -350,8 +354,12 @@ fn check_plan(who: &str, summary: &Value, upstream: Upstream) {
             continue;
         }
         assert_eq!(got["is_error"], true, "{who}, {label}: {got}");
+        let expect = match front {
+            Front::Http if step.get("expect_http").is_some() => &step["expect_http"],
+            _ => &step["expect"],
+        };
         assert_eq!(
-            got["decision"]["decision"], step["expect"],
+            got["decision"]["decision"], *expect,
             "{who}, {label}: {got}"
         );
         assert_eq!(got["decision"]["tool"], step["tool"], "{who}, {label}");
@@ -368,7 +376,7 @@ fn check_plan(who: &str, summary: &Value, upstream: Upstream) {
                 retry > 3000.0 && retry <= 3600.0,
                 "{who}, {label}: retry after {retry}"
             );
-            // The text's retry time is the detail's, as the agent reads it ("Retry in 59m58s.").
+            // The text ends with the retry time, as the agent reads it ("Retry in 3599.989s.").
             let said = text.rsplit("Retry in ").next().unwrap();
             assert!(said.ends_with('.') && said.len() > 2, "{who}: {text}");
         }
@@ -376,18 +384,18 @@ fn check_plan(who: &str, summary: &Value, upstream: Upstream) {
 }
 
 /// One client run: who it is, the upstream behind the gateway, and the run (its summary).
-type Job = (String, Upstream, Box<dyn FnOnce() -> Value + Send>);
+type Job = (String, Upstream, Front, Box<dyn FnOnce() -> Value + Send>);
 
 /// Runs `jobs` at once, each in its own thread, and checks each one's summary.
 fn run_all(jobs: Vec<Job>) {
     std::thread::scope(|s| {
         let handles: Vec<_> = jobs
             .into_iter()
-            .map(|(who, upstream, job)| (who, upstream, s.spawn(job)))
+            .map(|(who, upstream, front, job)| (who, upstream, front, s.spawn(job)))
             .collect();
-        for (who, upstream, h) in handles {
+        for (who, upstream, front, h) in handles {
             let summary = h.join().unwrap_or_else(|_| panic!("{who} panicked"));
-            check_plan(&who, &summary, upstream);
+            check_plan(&who, &summary, upstream, front);
         }
     });
 }
@@ -402,6 +410,7 @@ fn python_sdk_reads_every_refusal_in_auto_and_legacy_mode() {
             jobs.push((
                 format!("Python SDK {mode} over {front:?}"),
                 Upstream::Mock,
+                front,
                 Box::new(move || {
                     let target = gateway(Upstream::Mock, front, &[]);
                     let summary = run_python("sdk", mode, &target);
@@ -427,6 +436,7 @@ fn typescript_sdk_reads_every_refusal() {
         jobs.push((
             format!("TypeScript SDK over {front:?}"),
             Upstream::Mock,
+            front,
             Box::new(move || run_typescript(&gateway(Upstream::Mock, front, &[]))),
         ));
     }
@@ -443,6 +453,7 @@ fn fastmcp_client_reads_every_refusal() {
         jobs.push((
             format!("FastMCP client over {front:?}"),
             Upstream::Mock,
+            front,
             Box::new(move || {
                 let summary = run_python("fastmcp", "auto", &gateway(Upstream::Mock, front, &[]));
                 let raised = summary["default_raises"].as_str().unwrap_or_default();
@@ -473,11 +484,13 @@ fn inspector_cli_reads_every_refusal() {
         (
             "Inspector CLI over stdio".into(),
             Upstream::Mock,
+            Front::Stdio,
             Box::new(move || run_inspector(&stdio)),
         ),
         (
             "Inspector CLI over HTTP".into(),
             Upstream::Mock,
+            Front::Http,
             Box::new(move || run_inspector(&http)),
         ),
     ];
@@ -499,21 +512,25 @@ fn refusals_of_typed_tools_pass_the_clients_output_schema_checks() {
         (
             "TypeScript SDK, FastMCP upstream over stdio".into(),
             Upstream::FastMcp,
+            Front::Stdio,
             Box::new(|| run_typescript(&gateway(Upstream::FastMcp, Front::Stdio, &[]))),
         ),
         (
             "TypeScript SDK, FastMCP upstream over HTTP".into(),
             Upstream::FastMcp,
+            Front::Http,
             Box::new(move || run_typescript(&gateway_to(&a, &[]))),
         ),
         (
             "FastMCP client, FastMCP upstream over HTTP".into(),
             Upstream::FastMcp,
+            Front::Http,
             Box::new(move || run_python("fastmcp", "auto", &gateway_to(&b, &[]))),
         ),
         (
             "Python SDK legacy, FastMCP upstream over stdio".into(),
             Upstream::FastMcp,
+            Front::Stdio,
             Box::new(|| {
                 run_python(
                     "sdk",
@@ -525,6 +542,7 @@ fn refusals_of_typed_tools_pass_the_clients_output_schema_checks() {
         (
             "Inspector CLI, FastMCP upstream over HTTP".into(),
             Upstream::FastMcp,
+            Front::Http,
             Box::new(move || run_inspector(&gateway_to(&c, &[]))),
         ),
     ];
