@@ -381,3 +381,100 @@ fn every_answer_the_gateway_makes_is_valid_for_the_sessions_protocol_version() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// One HTTP POST of `body` (with `session` if any): the answer (JSON, or the last SSE event's
+/// data) and the session id the gateway gave.
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: &Value,
+) -> (Option<Value>, Option<String>) {
+    let mut req = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    let r = req.send().await.unwrap();
+    let session = r
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    // A notification's 202 has no body and no content type.
+    let sse = r
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let text = r.text().await.unwrap();
+    let answer = if text.is_empty() {
+        None
+    } else if sse {
+        let data = text.lines().filter_map(|l| l.strip_prefix("data:")).last();
+        data.map(|d| serde_json::from_str(d.trim()).unwrap())
+    } else {
+        Some(serde_json::from_str(&text).unwrap())
+    };
+    (answer, session)
+}
+
+/// A held call's refusal (`approval_timeout`: the HTTP gateway has an approver, who never
+/// answers within the policy's 1 s) in a session of each protocol version over HTTP, against
+/// that version's schema.
+#[test]
+fn a_held_calls_refusal_over_http_is_valid_for_each_version() {
+    let (_mock, mock_url) = crate::mock_eks::start_http(&["--allow-write"]);
+    let target = super::gateway_to(&mock_url, &[]);
+    let url = target.url.clone().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers: Vec<(&str, Value)> = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for version in VERSIONS {
+            let (http, url) = (http.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut session = None;
+                if version != "2026-07-28" {
+                    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "schema-check", "version": "1"}}});
+                    session = post(&http, &url, None, &init).await.1;
+                    let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+                    post(&http, &url, session.as_deref(), &done).await;
+                }
+                let parse = |line: String| -> Value { serde_json::from_str(&line).unwrap() };
+                let list = parse(request(version, 2, "tools/list", json!({})));
+                post(&http, &url, session.as_deref(), &list).await;
+                let call = parse(request(
+                    version,
+                    3,
+                    "tools/call",
+                    json!({"name": "add_inline_policy", "arguments": {"policy_name": "p", "role_name": "r", "permissions": {}}}),
+                ));
+                let (answer, _) = post(&http, &url, session.as_deref(), &call).await;
+                (version, answer.unwrap())
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for (version, answer) in answers {
+        assert_eq!(
+            answer["result"]["_meta"]["dev.tollgate/decision"]["decision"], "approval_timeout",
+            "{version}: {answer}"
+        );
+        let errors = Spec::load(version).check(&answer);
+        assert!(
+            errors.is_empty(),
+            "{version}: {answer}\n{}",
+            errors.join("\n")
+        );
+    }
+}
