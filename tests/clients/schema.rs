@@ -412,7 +412,10 @@ async fn post(
     let answer = if text.is_empty() {
         None
     } else if sse {
-        let data = text.lines().filter_map(|l| l.strip_prefix("data:")).last();
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .next_back();
         data.map(|d| serde_json::from_str(d.trim()).unwrap())
     } else {
         Some(serde_json::from_str(&text).unwrap())
