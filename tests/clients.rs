@@ -549,20 +549,25 @@ fn refusals_of_typed_tools_pass_the_clients_output_schema_checks() {
     run_all(jobs);
 }
 
-/// What a stateless (2026-07-28) client gets over HTTP after a reload, as docs/clients.md says:
-/// no `notifications/tools/list_changed`. That protocol delivers change notifications only on a
-/// `subscriptions/listen` stream, which the gateway does not open itself: it forwards the
-/// request, and the mock (like any server without the method) answers -32601. A listing made
-/// after the reload shows the new set, so a client that lists again sees the change.
+/// The stateless protocol (2026-07-28) over HTTP learns of a reload that changes its tools on a
+/// `subscriptions/listen` stream, the one way that protocol delivers change notifications (it
+/// has no GET stream). Before, the gateway forwarded `subscriptions/listen` to the upstream and
+/// the client got -32601 "Method not found" and never heard of the change. A raw client sees
+/// the acknowledgment and the tagged notification; the Python SDK's `Client.listen()` gets its
+/// `ToolsListChanged` event and lists the new set.
 #[test]
-fn a_stateless_http_client_gets_no_list_changed_but_lists_the_new_set() {
+fn a_stateless_http_client_is_told_of_a_reload_on_its_listen_stream() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"version": "1", "default": "allow", "hide_from_list": true}"#,
-    )
-    .unwrap();
+    let hide = |tools: &str| {
+        let tmp = dir.path().join("policy.json.new");
+        let text = format!(
+            r#"{{"version": "1", "default": "allow", "hide_from_list": true, "tools": {{{tools}}}}}"#
+        );
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &policy).unwrap();
+    };
+    hide("");
     let (_mock, mock_url) = start_http(&[]);
     let (_gw, url) = start_listening(&[
         "gateway",
@@ -573,13 +578,15 @@ fn a_stateless_http_client_gets_no_list_changed_but_lists_the_new_set() {
         "--upstream-url",
         &mock_url,
     ]);
+    // A raw client: list, listen, reload, read the stream (bounded: 20 s).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
+        use futures::StreamExt;
         let http = reqwest::Client::new();
-        let post = |id: u64, method: &str, params: Value| {
+        let post = |id: Value, method: &str, params: Value| {
             let mut params = params;
             params["_meta"] = serde_json::json!({
                 "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -592,38 +599,80 @@ fn a_stateless_http_client_gets_no_list_changed_but_lists_the_new_set() {
                 .body(body.to_string())
                 .send()
         };
-        let listed = |v: &Value| -> Vec<String> {
-            v["result"]["tools"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no tools in {v}"))
-                .iter()
-                .map(|t| t["name"].as_str().unwrap().to_owned())
-                .collect()
-        };
-        let before: Value = post(1, "tools/list", serde_json::json!({})).await.unwrap().json().await.unwrap();
-        assert!(listed(&before).iter().any(|t| t == "GetAHOBatch"), "{before}");
-        let listen = post(2, "subscriptions/listen", serde_json::json!({"notifications": {"toolsListChanged": true}}))
+        let listed: Value = post(1.into(), "tools/list", serde_json::json!({})).await.unwrap().json().await.unwrap();
+        assert!(listed.to_string().contains("GetAHOBatch"), "{listed}");
+        let listen = post("listen-1".into(), "subscriptions/listen", serde_json::json!({"notifications": {"toolsListChanged": true, "resourcesListChanged": true}}))
             .await
             .unwrap();
-        assert_eq!(
-            listen.headers()["content-type"], "application/json",
-            "a JSON answer, not a stream"
-        );
-        let listen: Value = listen.json().await.unwrap();
-        assert_eq!(listen["id"], 2, "{listen}");
-        assert_eq!(listen["error"]["code"], -32601, "{listen}");
-        // The reload hides GetAHOBatch; the next listing no longer shows it (bounded: 10 s).
-        let tmp = dir.path().join("policy.json.new");
-        std::fs::write(&tmp, r#"{"version": "1", "default": "allow", "hide_from_list": true, "tools": {"GetAHOBatch": {"action": "deny"}}}"#).unwrap();
-        std::fs::rename(&tmp, &policy).unwrap();
-        let start = Instant::now();
-        loop {
-            let after: Value = post(3, "tools/list", serde_json::json!({})).await.unwrap().json().await.unwrap();
-            if !listed(&after).iter().any(|t| t == "GetAHOBatch") {
-                break;
+        assert_eq!(listen.headers()["content-type"], "text/event-stream");
+        let mut body = listen.bytes_stream();
+        let mut text = String::new();
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut reloaded = false;
+        while events.len() < 2 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, body.next())
+                .await
+                .unwrap_or_else(|_| panic!("the listen stream carried only {events:?}"))
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                    events.push(serde_json::from_str::<Value>(data.trim()).unwrap());
+                }
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "the reload was not seen: {after}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !events.is_empty() && !reloaded {
+                hide(r#""GetAHOBatch": {"action": "deny"}"#);
+                reloaded = true;
+            }
         }
+        assert_eq!(
+            events[0],
+            serde_json::json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": "listen-1"},
+                    "notifications": {"toolsListChanged": true}}}),
+            "only toolsListChanged is honoured"
+        );
+        assert_eq!(
+            events[1],
+            serde_json::json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed",
+                "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": "listen-1"}}})
+        );
     });
+    // The Python SDK (auto mode): `Client.listen(tools_list_changed=True)`.
+    hide("");
+    let mut child = Command::new(python())
+        .args([&fixture("listen_client.py"), &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "acknowledged",
+        "{:?}",
+        child.wait_with_output()
+    );
+    hide(r#""GetAHOBatch": {"action": "deny"}"#);
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the Python client failed: {line}");
+    let summary: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(summary["protocol_version"], "2026-07-28", "{summary}");
+    assert_eq!(summary["event"], "ToolsListChanged", "{summary}");
+    let has = |k: &str| {
+        summary[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "GetAHOBatch")
+    };
+    assert!(has("before") && !has("after"), "{summary}");
 }
