@@ -569,7 +569,7 @@ fn a_stateless_http_client_is_told_of_a_reload_on_its_listen_stream() {
     };
     hide("");
     let (_mock, mock_url) = start_http(&[]);
-    let (_gw, url) = start_listening(&[
+    let (gw, url) = start_listening(&[
         "gateway",
         "--listen",
         "127.0.0.1:0",
@@ -675,4 +675,41 @@ fn a_stateless_http_client_is_told_of_a_reload_on_its_listen_stream() {
             .any(|t| t == "GetAHOBatch")
     };
     assert!(has("before") && !has("after"), "{summary}");
+    // On shutdown (SIGTERM) an open listen stream gets its request's completion result, then
+    // ends: the client knows the subscription closed cleanly.
+    let body = r#"{"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen", "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}, "io.modelcontextprotocol/clientCapabilities": {}}, "notifications": {"toolsListChanged": true}}}"#;
+    let text = rt.block_on(async {
+        let listen = reqwest::Client::new()
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let pid = gw.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::timeout(Duration::from_secs(20), listen.text())
+            .await
+            .expect("the listen stream did not end within 20 s of SIGTERM")
+            .unwrap_or_default()
+    });
+    let last: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .next_back()
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .unwrap_or_else(|| panic!("no events: {text}"));
+    assert_eq!(
+        last,
+        serde_json::json!({"jsonrpc": "2.0", "id": 9, "result": {"resultType": "complete",
+            "_meta": {"io.modelcontextprotocol/subscriptionId": 9}}}),
+        "{text}"
+    );
 }
