@@ -697,7 +697,7 @@ fn a_stateless_http_client_is_told_of_a_reload_on_its_listen_stream() {
         );
         tokio::time::timeout(Duration::from_secs(20), listen.text())
             .await
-            .expect("the listen stream did not end within 20 s of SIGTERM")
+            .unwrap_or_else(|_| panic!("the listen stream did not end within 20 s of SIGTERM"))
             .unwrap_or_default()
     });
     let last: Value = text
