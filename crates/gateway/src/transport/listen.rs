@@ -23,13 +23,16 @@ use super::{GetStream, InUse, SessionHandle, stopped};
 const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// The id and filter of a `subscriptions/listen` request, if `body` is one (a single request
-/// with a string or integer id).
+/// with a string or integer id, `jsonrpc: "2.0"`, read by the strict parser: a body it refuses,
+/// a duplicated key for one, goes on to the session, which answers it with its error).
 pub(super) fn listen_request(body: &[u8]) -> Option<(Value, bool)> {
     if !super::may_contain(body, b"subscriptions/listen") {
         return None;
     }
-    let v: Value = serde_json::from_slice(body).ok()?;
-    if v.get("method").and_then(Value::as_str) != Some("subscriptions/listen") {
+    let v = tollgate_mcp::strict::parse_strict(std::str::from_utf8(body).ok()?).ok()?;
+    if v.get("jsonrpc").and_then(Value::as_str) != Some("2.0")
+        || v.get("method").and_then(Value::as_str) != Some("subscriptions/listen")
+    {
         return None;
     }
     let id = v.get("id")?;
@@ -130,6 +133,11 @@ mod tests {
         assert_eq!(listen_request(batch), None);
         let other = br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"x": "subscriptions/listen"}}"#;
         assert_eq!(listen_request(other), None);
+        // The session's strict parser refuses these; they are left to it.
+        let twice = br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "method": "subscriptions/listen"}"#;
+        assert_eq!(listen_request(twice), None);
+        let old = br#"{"jsonrpc": "1.0", "id": 1, "method": "subscriptions/listen"}"#;
+        assert_eq!(listen_request(old), None);
     }
 
     #[test]
