@@ -11,20 +11,23 @@ step() { printf '\n==> %s\n' "$*"; }
 # Python: the official MCP SDK, the independent client the mock server and gateway are tested with.
 # And the real Amazon EKS MCP server (awslabs.eks-mcp-server 0.2.1), which runs offline for
 # tools/list and refused calls: the gateway is tested in front of it.
-step "python test environment (.venv: mcp==2.3.0, awslabs.eks-mcp-server==0.2.1)"
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp' 2>/dev/null || [ ! -x .venv/bin/awslabs.eks-mcp-server ]; then
+# FastMCP (fastmcp 4.2.3) is the client matrix's third Python client and its typed upstream
+# (tests/clients.rs).
+step "python test environment (.venv: mcp==2.3.0, awslabs.eks-mcp-server==0.2.1, fastmcp==4.2.3)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp, fastmcp' 2>/dev/null || [ ! -x .venv/bin/awslabs.eks-mcp-server ] \
+    || [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("fastmcp"))' 2>/dev/null)" != 4.2.3 ]; then
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check 'mcp==2.3.0' 'awslabs.eks-mcp-server==0.2.1'
+    .venv/bin/pip install --quiet --disable-pip-version-check 'mcp==2.3.0' 'awslabs.eks-mcp-server==0.2.1' 'fastmcp==4.2.3'
 fi
 export TOLLGATE_TEST_PYTHON="$root/.venv/bin/python"
 export TOLLGATE_TEST_EKS_SERVER="$root/.venv/bin/awslabs.eks-mcp-server"
 
 # Node: the official MCP conformance suite. 0.1.13+ needs Node 22; 0.1.12 runs on Node 20.
-step "node test environment (.ci/node: conformance 0.1.12, inspector 2.12.0, server-everything 2026.8.31, playwright-core 1.65.1)"
+step "node test environment (.ci/node: conformance 0.1.12, inspector 2.12.0, sdk 1.32.2, server-everything 2026.8.31, playwright-core 1.65.1)"
 if ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
-if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/inspector ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/server-everything ] || [ ! -d .ci/node/node_modules/playwright-core ]; then
+if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/inspector ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/server-everything ] || [ ! -d .ci/node/node_modules/playwright-core ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/sdk ]; then
     npm ci --silent --no-audit --no-fund --prefix .ci/node
 fi
 export TOLLGATE_TEST_CONFORMANCE="$root/.ci/node/node_modules/.bin/conformance"

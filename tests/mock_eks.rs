@@ -283,6 +283,50 @@ pub(crate) fn conformance_passing(url: &str) -> Vec<String> {
     passing
 }
 
+/// Every check of every scenario the conformance suite runs against the MCP server at `url`:
+/// scenario → `(check id, status)` in the suite's order, from the `checks.json` it writes per
+/// scenario (bounded: 32 scenarios, each a few checks).
+pub(crate) fn conformance_checks(
+    url: &str,
+) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(conformance_bin())
+        .args(["server", "--url", url, "-o", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let mut checks = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // `server-SCENARIO-2026-12-07T21-35-51-066Z`: the scenario is between the prefix and the
+        // timestamp (24 characters and its dash).
+        let scenario = name
+            .strip_prefix("server-")
+            .and_then(|n| n.get(..n.len().saturating_sub(25)))
+            .unwrap_or_else(|| panic!("a result folder named {name}"))
+            .to_owned();
+        let text = std::fs::read_to_string(path.join("checks.json")).unwrap();
+        let list: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let list = list
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap_or_default().to_owned(),
+                    c["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        checks.insert(scenario, list);
+    }
+    assert!(
+        checks.len() >= 30,
+        "the suite ran {} scenarios against {url}:\n{}",
+        checks.len(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    checks
+}
+
 /// What passes against the mock (docs/conformance.md says why the rest does not apply).
 pub(crate) const CONFORMANCE_PASSING: [&str; 9] = [
     "dns-rebinding-protection",

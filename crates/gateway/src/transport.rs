@@ -27,6 +27,7 @@
 //! The HTTP front ([`serve`]) bounds connections, header, body and idle times, live sessions
 //! (idle ones expire) and, for a command upstream, live child processes.
 
+mod listen;
 mod serve;
 
 use std::collections::{HashMap, VecDeque};
@@ -1035,11 +1036,14 @@ pub struct SessionHandle {
 }
 
 /// A session's open GET stream: a bounded queue of encoded events, and the signal that closes
-/// it when its client left the queue full.
+/// it when its client left the queue full. For the stateless protocol, the stream of a
+/// `subscriptions/listen` request (its id, and whether it asked for `toolsListChanged`) takes
+/// its place ([`listen`]).
 #[derive(Debug)]
 struct GetStream {
     tx: mpsc::Sender<Bytes>,
     overflowed: Arc<Notify>,
+    listen: Option<(Value, bool)>,
 }
 
 /// When a session was last used, and how many of its requests and streams are open.
@@ -1482,6 +1486,13 @@ fn spawn_session(
                 );
                 continue;
             };
+            let v = match &get.listen {
+                None => v,
+                Some((id, tools)) => match listen::on_stream(id, *tools, &v) {
+                    Some(v) => v,
+                    None => continue,
+                },
+            };
             let event = Bytes::from(tollgate_mcp::sse::encode_event(&v.to_string(), None));
             match get.tx.try_send(event) {
                 Ok(()) => {}
@@ -1628,6 +1639,7 @@ async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Re
     *handle.stream.lock().unwrap_or_else(PoisonError::into_inner) = Some(GetStream {
         tx,
         overflowed: Arc::clone(&overflowed),
+        listen: None,
     });
     let state = (rx, overflowed, front.shutdown.clone(), in_use);
     let stream = futures::stream::unfold(Some(state), |state| async move {
@@ -1796,6 +1808,22 @@ async fn http_post(
         let in_use = InUse::new(&handle.activity);
         (handle, in_use)
     };
+    // The stateless protocol's change notifications: the gateway answers `subscriptions/listen`
+    // itself, with the session's stream of them.
+    if stateless
+        && !initialize
+        && header_session.is_none()
+        && let Some((id, tools)) = listen::listen_request(&body)
+    {
+        return listen::open(
+            &handle,
+            in_use,
+            id,
+            tools,
+            front.limits.queue,
+            front.shutdown.clone(),
+        );
+    }
     // The stateless protocol's clients of one grant share a session: their ids are their own
     // (two clients both start at 1), so each request takes a number unique in the session,
     // and its answer gets the client's id back.
