@@ -198,7 +198,17 @@ impl Gateway {
         now: Duration,
         fields: Value,
     ) -> Result<(), String> {
-        let store = Arc::clone(self.engine().store());
+        let old = self.engine();
+        let store = Arc::clone(old.store());
+        // The counters keep what they remember under the longest window and largest `max` of
+        // the old and new limits (docs/limits.md, "Reloads"); a store that could not be told
+        // keeps deciding, and the audit record says so.
+        let mut fields = fields;
+        if let Err(why) = store.reloaded(&old.policy().counters(), &policy.counters(), now)
+            && let Some(map) = fields.as_object_mut()
+        {
+            map.insert("counter_store_error".into(), Value::String(why));
+        }
         let engine = Arc::new(Engine::new(Arc::new(policy), store));
         // Audit first: a reload that cannot be recorded does not happen.
         self.audit(now, "reload", fields)?;

@@ -298,6 +298,27 @@ impl Policy {
         all
     }
 
+    /// Every counter the policy declares, one spec per name, in name order (what a counter
+    /// store is told on a reload).
+    pub fn counters(&self) -> Vec<crate::limiter::LimitSpec> {
+        let mut all: Vec<crate::limiter::LimitSpec> = std::iter::once(&self.default)
+            .chain(self.rules.iter().map(|r| &r.body))
+            .flat_map(|b| {
+                let cases = b
+                    .when
+                    .iter()
+                    .flat_map(|w| w.cases.values().chain(w.otherwise.iter()));
+                std::iter::once(b)
+                    .chain(cases)
+                    .flat_map(|c| c.limits.iter().cloned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by(|a, b| a.counter.cmp(&b.counter));
+        all.dedup_by(|a, b| a.counter == b.counter);
+        all
+    }
+
     /// Whether `tool` is refused whatever its arguments (a deny rule with no branch, or the
     /// default deny): what `hide_from_list` hides.
     pub fn always_denies(&self, tool: &str, meta: &ToolMeta) -> bool {
