@@ -47,8 +47,9 @@ fn caller_store(url: &str) -> RedisStore {
 }
 
 /// The counters a step can name: different windows, maxes and scopes (and one that never
-/// admits).
-fn spec(i: usize) -> LimitSpec {
+/// admits), in three versions of the policy that a reload switches between (version 1
+/// lengthens windows and raises maxes, version 2 shortens and lowers them).
+fn spec_of(i: usize, version: u8) -> LimitSpec {
     let (counter, window_ms, max, scope) = [
         ("per_grant", 1_000, 3, Scope::Grant),
         ("per_session", 5_000, 5, Scope::Session),
@@ -56,12 +57,22 @@ fn spec(i: usize) -> LimitSpec {
         ("odd:name", 1_500, 4, Scope::Grant),
         ("closed", 1_000, 0, Scope::Global),
     ][i];
+    let (window_ms, max) = match (version, max) {
+        (_, 0) => (window_ms, 0),
+        (1, _) => (window_ms * 3, max + 2),
+        (2, _) => (window_ms / 2, max - 1),
+        _ => (window_ms, max),
+    };
     LimitSpec {
         counter: Arc::from(counter),
         window: Duration::from_millis(window_ms),
         max,
         scope,
     }
+}
+
+fn all_specs(version: u8) -> Vec<LimitSpec> {
+    (0..5).map(|i| spec_of(i, version)).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +84,8 @@ struct Step {
     /// Indexes into `spec`, in call order; a repeat names the same key twice.
     limits: Vec<usize>,
     dry_run: bool,
+    /// A reload to this version of the policy before the step.
+    reload: Option<u8>,
 }
 
 /// Time steps that land on and around window edges, bursts at one instant, random gaps, and
@@ -90,29 +103,36 @@ fn delta() -> impl Strategy<Value = i64> {
     ]
 }
 
-fn step() -> impl Strategy<Value = Step> {
+fn step(reloads: bool) -> impl Strategy<Value = Step> {
     let limit = prop_oneof![8 => 0usize..4, 1 => Just(4usize)];
+    let reload = if reloads {
+        prop_oneof![5 => Just(None), 1 => (0u8..3).prop_map(Some)].boxed()
+    } else {
+        Just(None).boxed()
+    };
     (
         delta(),
         0u8..2,
         0u8..3,
         proptest::collection::vec(limit, 1..4),
         proptest::bool::weighted(0.2),
+        reload,
     )
-        .prop_map(|(delta, grant, session, limits, dry_run)| Step {
+        .prop_map(|(delta, grant, session, limits, dry_run, reload)| Step {
             delta,
             grant,
             session,
             limits,
             dry_run,
+            reload,
         })
 }
 
-fn keyed(step: &Step) -> Vec<(CounterKey, LimitSpec)> {
+fn keyed(step: &Step, version: u8) -> Vec<(CounterKey, LimitSpec)> {
     step.limits
         .iter()
         .map(|&i| {
-            let spec = spec(i);
+            let spec = spec_of(i, version);
             let scope_value = match spec.scope {
                 Scope::Grant => format!("grant-{}", step.grant),
                 Scope::Session => format!("session-{}", step.session),
@@ -146,23 +166,42 @@ proptest! {
     /// what the in-memory store answers: admitted or refused, by which limits, the exact
     /// retry_after, and every counter state.
     #[test]
-    fn redis_store_answers_exactly_as_the_memory_store(steps in proptest::collection::vec(step(), 1..48)) {
-        let server = shared_server();
-        let redis = caller_store(&server.url());
-        let memory = MemoryStore::with_shards(4);
-        let mut now = Duration::from_secs(100);
-        for (i, step) in steps.iter().enumerate() {
-            now = if step.delta >= 0 {
-                now + Duration::from_nanos(step.delta.unsigned_abs())
-            } else {
-                now.saturating_sub(Duration::from_nanos(step.delta.unsigned_abs()))
-            };
-            let limits = keyed(step);
-            let expected = memory.acquire(&limits, now, step.dry_run);
-            let got = redis.acquire(&limits, now, step.dry_run);
-            prop_assert_eq!(got, expected, "step {} at {:?}: {:?}", i, now, step);
-        }
+    fn redis_store_answers_exactly_as_the_memory_store(steps in proptest::collection::vec(step(false), 1..48)) {
+        compare(&steps)?;
     }
+
+    /// The same, with reloads that lengthen and shorten windows and raise and lower maxes
+    /// mid-run: both stores keep exactly what the limiter's documentation says a reload keeps.
+    #[test]
+    fn redis_store_keeps_what_the_memory_store_keeps_across_reloads(steps in proptest::collection::vec(step(true), 1..48)) {
+        compare(&steps)?;
+    }
+}
+
+fn compare(steps: &[Step]) -> Result<(), TestCaseError> {
+    let server = shared_server();
+    let redis = caller_store(&server.url());
+    let memory = MemoryStore::with_shards(4);
+    let mut now = Duration::from_secs(100);
+    let mut version = 0u8;
+    for (i, step) in steps.iter().enumerate() {
+        now = if step.delta >= 0 {
+            now + Duration::from_nanos(step.delta.unsigned_abs())
+        } else {
+            now.saturating_sub(Duration::from_nanos(step.delta.unsigned_abs()))
+        };
+        if let Some(next) = step.reload {
+            let (old, new) = (all_specs(version), all_specs(next));
+            memory.reloaded(&old, &new, now).unwrap();
+            redis.reloaded(&old, &new, now).unwrap();
+            version = next;
+        }
+        let limits = keyed(step, version);
+        let expected = memory.acquire(&limits, now, step.dry_run);
+        let got = redis.acquire(&limits, now, step.dry_run);
+        prop_assert_eq!(got, expected, "step {} at {:?}: {:?}", i, now, step);
+    }
+    Ok(())
 }
 
 fn limit(counter: &str, window: Duration, max: u32) -> (CounterKey, LimitSpec) {
