@@ -1314,15 +1314,14 @@ impl SessionCore {
             });
         }
         if queue_full {
-            let text = format!(
-                "Tollgate refused the call to `{}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
-                ident(name),
-                ident(&self.grant),
-                self.gateway.options.max_held_per_grant
-            );
             return Called::Answer(result_response(
                 id,
-                refusal::gateway(name, &self.grant, "approval_queue_full", text),
+                refusal::approval_queue_full(
+                    name,
+                    &self.grant,
+                    &decision,
+                    self.gateway.options.max_held_per_grant,
+                ),
             ));
         }
         if !decision.admits() {
