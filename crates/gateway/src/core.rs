@@ -2317,6 +2317,15 @@ fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool {
     !policy.always_denies(name, &meta)
 }
 
+/// The risk class the policy engine sees for one call of a catalogued tool, with `arguments`
+/// as the gateway decides on them: the class of its `operation` for the tools whose effect
+/// depends on it (`manage_k8s_resource {"operation": "read"}` is read), the tool's worst case
+/// otherwise (no operation, or one the catalogue does not list). The one function the gateway
+/// and `tollgate explain` both use, so they pick the same rule.
+pub fn call_class(tool: &tollgate_catalog::CatalogTool, arguments: &Value) -> RiskClass {
+    policy_class(tool.class_for(arguments))
+}
+
 /// The catalogue's risk class as the policy engine's (the engine does not know the catalogue).
 pub fn policy_class(class: tollgate_catalog::RiskClass) -> RiskClass {
     match class {
@@ -2336,9 +2345,7 @@ fn is_internal(v: &Value) -> bool {
 /// What the policy engine knows of a call's tool: its class for these arguments (from the
 /// catalogue) and the annotations the upstream advertised.
 fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
-    let class = info
-        .catalogued
-        .map(|t| policy_class(t.class_for(arguments)));
+    let class = info.catalogued.map(|t| call_class(t, arguments));
     ToolMeta {
         class,
         annotations: Arc::clone(&info.annotations),
