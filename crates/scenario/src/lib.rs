@@ -1708,7 +1708,7 @@ impl Run {
         }
         if let Some(x) = &record.expect {
             if let Some(want) = &x.decision
-                && **want != *decision
+                && want.as_str() != &*decision
             {
                 w.failures.push(format!(
                     "step {} at {:.3}s: `{}` was {decision}, expected {want}",
