@@ -298,7 +298,7 @@ pub fn approval_denied(held: &HeldCall<'_>, approver: &str, reason: Option<&str>
         .map(|r| format!(" Their reason: {}.", text(r)))
         .unwrap_or_else(|| " They gave no reason.".to_owned());
     let text = format!(
-        "Tollgate refused the call to `{}`: {} requires a human's approval, and {who} denied it (approval {}).{}{because} Do not retry the same call unless the approver asks you to.",
+        "Tollgate refused the call to `{}`: {} requires a human's approval, and {who} denied it (approval {}).{because}{} Do not retry the same call unless the approver asks you to.",
         ident(held.tool),
         held.rule_text(),
         held.approval,
