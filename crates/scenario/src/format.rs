@@ -156,6 +156,16 @@ pub struct GatewaySettings {
     /// Per-tool timeouts (exact names), overriding `timeout`.
     #[serde(default)]
     pub tool_timeouts: BTreeMap<String, DurationValue>,
+    /// How many calls one grant may have waiting for approval at once, at least 1 (`tollgate
+    /// gateway --max-held-per-grant`, default 16); the next is refused as
+    /// `approval_queue_full`.
+    #[serde(default)]
+    pub max_held_per_grant: Option<std::num::NonZeroUsize>,
+    /// The largest message the gateway accepts from the agent or the upstream, in bytes
+    /// (`tollgate gateway --max-message-bytes`, default 4 MiB); a longer one is answered with
+    /// a JSON-RPC error.
+    #[serde(default)]
+    pub max_message_bytes: Option<std::num::NonZeroUsize>,
 }
 
 /// One agent: an MCP client session.

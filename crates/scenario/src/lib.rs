@@ -801,6 +801,16 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
             .map(|(k, v)| (k.clone(), v.0))
             .collect(),
         approvals: !scenario.approvers.is_empty(),
+        max_held_per_grant: scenario
+            .gateway
+            .max_held_per_grant
+            .map_or(GatewayOptions::default().max_held_per_grant, |n| n.get()),
+        limits: tollgate_mcp::strict::Limits {
+            max_bytes: scenario
+                .gateway
+                .max_message_bytes
+                .map_or(GatewayOptions::default().limits.max_bytes, |n| n.get()),
+        },
         ..GatewayOptions::default()
     };
     let gateway = Gateway::new(engine, audit, options);
