@@ -54,7 +54,7 @@ fn spec_of(i: usize, version: u8) -> LimitSpec {
         ("per_grant", 1_000, 3, Scope::Grant),
         ("per_session", 5_000, 5, Scope::Session),
         ("everyone", 2_000, 2, Scope::Global),
-        ("odd:name", 1_500, 4, Scope::Grant),
+        ("odd:na*me[1]?", 1_500, 4, Scope::Grant),
         ("closed", 1_000, 0, Scope::Global),
     ][i];
     let (window_ms, max) = match (version, max) {
@@ -134,6 +134,9 @@ fn keyed(step: &Step, version: u8) -> Vec<(CounterKey, LimitSpec)> {
         .map(|&i| {
             let spec = spec_of(i, version);
             let scope_value = match spec.scope {
+                // Grant 1's keys look like a limit keyed by an argument (`by`): the key's
+                // value holds `|`, quotes, `:` and glob characters.
+                Scope::Grant if step.grant == 1 => "grant-1|\"prod:eks*\"|7".to_owned(),
                 Scope::Grant => format!("grant-{}", step.grant),
                 Scope::Session => format!("session-{}", step.session),
                 Scope::Global => "*".to_owned(),
