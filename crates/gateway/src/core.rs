@@ -2307,14 +2307,22 @@ fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool {
     if !policy.doc.hide_from_list {
         return true;
     }
-    let meta = ToolMeta {
-        class: tollgate_catalog::Catalog::embedded()
-            .get(name)
-            .map(|c| policy_class(c.class)),
+    let catalogued = tollgate_catalog::Catalog::embedded().get(name);
+    let meta = |class: Option<RiskClass>| ToolMeta {
+        class,
         annotations: Arc::clone(&info.annotations),
         defaults: info.types.as_ref().and_then(|t| t.defaults().cloned()),
     };
-    !policy.always_denies(name, &meta)
+    // A call's class is its operation's (`call_class`): the tool is always refused only if it
+    // is under its worst-case class (no or an unknown operation) and under every operation's.
+    let classes = std::iter::once(catalogued.map(|c| policy_class(c.class))).chain(
+        catalogued
+            .into_iter()
+            .flat_map(|c| c.operation_classes.values().map(|k| Some(policy_class(*k)))),
+    );
+    !classes
+        .into_iter()
+        .all(|class| policy.always_denies(name, &meta(class)))
 }
 
 /// The risk class the policy engine sees for one call of a catalogued tool, with `arguments`
