@@ -411,3 +411,54 @@ fn bad_urls_say_what_to_write() {
     let ok = RedisStore::open("redis://:secret@127.0.0.1:6379/2", RedisOptions::default()).unwrap();
     assert_eq!(ok.name(), "redis://127.0.0.1:6379/2");
 }
+
+/// On the server's clock, a reload that lengthens a window (3 a minute, then 3 an hour) keeps
+/// the admissions the key remembers: the next call is refused for about an hour, and the key's
+/// expiry follows the kept window (it would otherwise vanish a minute after its last
+/// admission and forget them); the kept window and max sit in the `-inf` member.
+#[test]
+fn server_clock_reload_keeps_the_admissions_and_extends_the_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start(dir.path()).unwrap();
+    let store = RedisStore::open(&server.url(), RedisOptions::default()).unwrap();
+    let minute = limit("reads", Duration::from_secs(60), 3);
+    let hour = limit("reads", Duration::from_secs(3_600), 2);
+    for i in 0..3 {
+        assert!(
+            matches!(
+                store.acquire(std::slice::from_ref(&minute), Duration::ZERO, false),
+                Acquire::Admitted { .. }
+            ),
+            "call {i}"
+        );
+    }
+    store
+        .reloaded(
+            std::slice::from_ref(&minute.1),
+            std::slice::from_ref(&hour.1),
+            Duration::ZERO,
+        )
+        .unwrap();
+    let key = store.key_of(&minute.0);
+    let ttl: i64 = query(&server.url(), redis::cmd("PTTL").arg(&key));
+    assert!(ttl > 3_500_000 && ttl <= 3_600_001, "{ttl}");
+    let keep: Vec<String> = query(
+        &server.url(),
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg("-inf"),
+    );
+    assert_eq!(keep, ["k:3600000000:3"]);
+    match store.acquire(std::slice::from_ref(&hour), Duration::ZERO, false) {
+        Acquire::Refused {
+            retry_after,
+            states,
+            ..
+        } => {
+            assert!(retry_after > Duration::from_secs(3_500), "{retry_after:?}");
+            assert_eq!(states[0].used, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+}
