@@ -80,36 +80,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         arguments.is_object(),
         "--args must be a JSON object of argument names to values, such as '{{\"operation\": \"read\"}}'"
     );
-    let (known, schema) = with_catalog(&args.known, |catalog| {
+    let (known, catalogued) = with_catalog(&args.known, |catalog| {
         let known: Vec<_> = catalog.tools().iter().map(known_tool).collect();
-        let schema = catalog.get(&args.tool).map(|t| t.input_schema.clone());
-        (known, schema)
+        (known, catalog.get(&args.tool).cloned())
     })?;
-    // As the gateway reads them (crate tollgate_gateway::coerce).
-    let sent = arguments.clone();
-    let mut arguments = Arc::new(arguments);
-    let types = tollgate_gateway::coerce::ArgTypes::of_schema(schema.as_ref());
-    let unreadable = types
-        .as_ref()
-        .map_or_else(Vec::new, |types| types.coerce(&mut arguments));
-    let mut meta = known
-        .iter()
-        .find(|k| k.name == args.tool)
-        .map(|k| k.meta.clone())
-        .unwrap_or_default();
-    // Arguments left out are checked as the tool's defaults, as the gateway checks them.
-    meta.defaults = types.as_ref().and_then(|t| t.defaults().cloned());
-    if let Some(class) = args.class {
-        meta.class = Some(class);
-    }
-    let call = Call {
-        tool: Arc::from(args.tool.as_str()),
-        arguments: Arc::clone(&arguments),
-        grant: args.grant.into(),
-        session: args.session.into(),
-        meta,
-    };
     let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+    let sent = arguments.clone();
+    let (mut call, unreadable) = explained_call(
+        &engine,
+        &args.tool,
+        catalogued.as_ref(),
+        known.iter().find(|k| k.name == args.tool),
+        arguments,
+    );
+    call.grant = args.grant.into();
+    call.session = args.session.into();
+    if let Some(class) = args.class {
+        call.meta.class = Some(class);
+    }
+    let arguments = Arc::clone(&call.arguments);
     let explanation = engine.explain_coerced(&call, Duration::ZERO, &unreadable);
     let redactions = engine.policy().redactions(&call.tool, &call.meta);
     let read_otherwise = read_otherwise(&sent, &arguments, &redactions);
@@ -147,6 +136,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The call `explain` decides on: the arguments brought to the values the tool reads (its
+/// schema in the catalogue, as the gateway's `coerce` does), with the defaults of those left
+/// out, the catalogue's annotations, and the class of this call as the gateway computes it
+/// (`tollgate_gateway::core::call_class`: per operation, on the arguments the gateway decides
+/// on). Returns the call (grant and session left at their defaults) and the arguments the tool
+/// could not read.
+fn explained_call(
+    engine: &Engine,
+    tool: &str,
+    catalogued: Option<&tollgate_catalog::CatalogTool>,
+    known: Option<&tollgate_policy::KnownTool>,
+    arguments: serde_json::Value,
+) -> (Call, Vec<tollgate_policy::TypeMismatch>) {
+    let sent = Arc::new(arguments);
+    let mut arguments = Arc::clone(&sent);
+    let types = tollgate_gateway::coerce::ArgTypes::of_schema(catalogued.map(|t| &t.input_schema));
+    let unreadable = types
+        .as_ref()
+        .map_or_else(Vec::new, |types| types.coerce(&mut arguments));
+    let mut meta = known.map(|k| k.meta.clone()).unwrap_or_default();
+    // Arguments left out are checked as the tool's defaults, as the gateway checks them.
+    meta.defaults = types.as_ref().and_then(|t| t.defaults().cloned());
+    // The gateway reads the arguments as the tool does only when the policy reads arguments.
+    let decided_on = if engine.reads_arguments() {
+        &arguments
+    } else {
+        &sent
+    };
+    if let Some(t) = catalogued {
+        meta.class = Some(tollgate_gateway::core::call_class(t, decided_on));
+    }
+    let call = Call {
+        tool: Arc::from(tool),
+        arguments,
+        grant: "default".into(),
+        session: "session-1".into(),
+        meta,
+    };
+    (call, unreadable)
+}
+
 /// The arguments the tool reads otherwise than they were written: `(name, sent, read)` as JSON
 /// text, or `(redacted)` for an argument the policy redacts.
 fn read_otherwise(
@@ -174,4 +204,170 @@ fn read_otherwise(
             Some((name.clone(), text(was), text(now)))
         })
         .collect()
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::{Value, json};
+    use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore};
+    use tollgate_mock_eks::world::Flags;
+    use tollgate_mock_eks::{MockConfig, MockEks};
+
+    use super::*;
+
+    /// Every class selector denies with its own reason, so a refusal names the class the
+    /// gateway saw; an `operation` branch on the k8s tool and an argument check make the policy
+    /// read arguments, as most real policies do.
+    const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
+        "class:read": {"action": "deny", "reason": "read"},
+        "class:write": {"action": "deny", "reason": "write"},
+        "class:execute": {"action": "deny", "reason": "execute"},
+        "class:destructive": {"action": "deny", "reason": "destructive"},
+        "get_cloudwatch_logs": {"action": "deny", "arguments": {"cluster_name": {"max_length": 100}}}
+    }}"#;
+
+    /// Pumps messages between the session core and the mock until quiet; returns what reached
+    /// the client.
+    fn pump(core: &mut SessionCore, mock: &mut MockEks, mut outs: Vec<Out>) -> Vec<Value> {
+        let mut to_client = Vec::new();
+        for _ in 0..10_000 {
+            if outs.is_empty() {
+                break;
+            }
+            match outs.remove(0) {
+                Out::Client(v) => to_client.push(v),
+                Out::Upstream(v) => {
+                    let h = mock.handle("s1", v.to_string().as_bytes(), Duration::ZERO);
+                    if let Some(r) = h.response {
+                        outs.extend(core.from_upstream(r.to_string().as_bytes(), Duration::ZERO));
+                    }
+                }
+            }
+        }
+        to_client
+    }
+
+    /// The `operation` values worth trying on a tool: every one the catalogue classes, every
+    /// one its schema lists, one it does not know, and none at all.
+    fn operations(tool: &tollgate_catalog::CatalogTool) -> Vec<Option<String>> {
+        let mut ops: BTreeSet<String> = tool.operation_classes.keys().cloned().collect();
+        if let Some(list) = tool.input_schema["properties"]["operation"]["enum"].as_array() {
+            ops.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+        let mut out: Vec<Option<String>> = ops.into_iter().map(Some).collect();
+        if !tool.operation_classes.is_empty() {
+            out.push(Some("no_such_operation".into()));
+        }
+        out.push(None);
+        out
+    }
+
+    /// Issue 19: `explain` classed `manage_k8s_resource {"operation": "read"}` by the
+    /// catalogue's worst case (destructive) while the gateway classes it per operation (read),
+    /// so they picked different rules. For every tool of the full catalogue and every operation
+    /// value, the rule `explain` names is the rule the gateway's refusal names.
+    #[test]
+    fn explain_and_the_gateway_pick_the_same_rule_for_every_tool_and_operation() {
+        let catalog = tollgate_catalog::Catalog::embedded();
+        let known: Vec<_> = catalog.tools().iter().map(known_tool).collect();
+        let policy = Arc::new(Policy::parse("policy.json", POLICY).unwrap());
+        let engine = Engine::new(Arc::clone(&policy), Arc::new(MemoryStore::new()));
+        assert!(engine.reads_arguments());
+        let gateway = Gateway::new(
+            Engine::new(policy, Arc::new(MemoryStore::new())),
+            None,
+            GatewayOptions::default(),
+        );
+        let mut mock = MockEks::new(MockConfig {
+            tools: "full".into(),
+            flags: Flags {
+                allow_write: true,
+                allow_sensitive_data_access: true,
+            },
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let mut core = gateway.session("ci-bot", "s1");
+        for msg in [
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        ] {
+            let outs = core.from_client(msg.to_string().as_bytes(), Duration::ZERO);
+            pump(&mut core, &mut mock, outs);
+        }
+        let mut id = 10;
+        let mut checked = 0;
+        let mut per_operation = 0;
+        for tool in catalog.tools() {
+            for op in operations(tool) {
+                let arguments = match &op {
+                    Some(op) => json!({"operation": op}),
+                    None => json!({}),
+                };
+                let (call, unreadable) = explained_call(
+                    &engine,
+                    &tool.name,
+                    Some(tool),
+                    known.iter().find(|k| k.name == tool.name),
+                    arguments.clone(),
+                );
+                let explained = engine.explain_coerced(&call, Duration::ZERO, &unreadable);
+                let explained = serde_json::to_value(&explained).unwrap();
+                id += 1;
+                let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                    "params": {"name": tool.name, "arguments": arguments}});
+                let outs = core.from_client(msg.to_string().as_bytes(), Duration::ZERO);
+                let answers = pump(&mut core, &mut mock, outs);
+                let answer = answers
+                    .iter()
+                    .find(|a| a["id"] == json!(id))
+                    .unwrap_or_else(|| panic!("{} {op:?}: no answer in {answers:?}", tool.name));
+                let live = &answer["result"]["_meta"]["dev.tollgate/decision"];
+                assert_eq!(
+                    explained["decision"]["rule"]["selector"], live["rule"]["selector"],
+                    "{} with operation {op:?}: explain {} / gateway {}",
+                    tool.name, explained["decision"], live
+                );
+                assert_eq!(
+                    explained["decision"]["reason"], live["reason"],
+                    "{} with operation {op:?}",
+                    tool.name
+                );
+                checked += 1;
+                per_operation += usize::from(!tool.operation_classes.is_empty());
+            }
+        }
+        assert!(checked > 800, "{checked} calls checked");
+        assert!(per_operation > 10, "{per_operation} per-operation calls");
+    }
+
+    /// The case the issue names, as a user runs it: a read of a Kubernetes resource is a read.
+    #[test]
+    fn explain_classes_a_k8s_read_as_read() {
+        let catalog = tollgate_catalog::Catalog::embedded();
+        let tool = catalog.get("manage_k8s_resource").unwrap();
+        let known = known_tool(tool);
+        let policy = Arc::new(Policy::parse("policy.json", POLICY).unwrap());
+        let engine = Engine::new(policy, Arc::new(MemoryStore::new()));
+        for (op, class) in [
+            ("read", RiskClass::Read),
+            ("create", RiskClass::Write),
+            ("delete", RiskClass::Destructive),
+        ] {
+            let (call, _) = explained_call(
+                &engine,
+                &tool.name,
+                Some(tool),
+                Some(&known),
+                json!({"operation": op}),
+            );
+            assert_eq!(call.meta.class, Some(class), "{op}");
+        }
+    }
 }

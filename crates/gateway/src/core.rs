@@ -202,7 +202,17 @@ impl Gateway {
         now: Duration,
         fields: Value,
     ) -> Result<(), String> {
-        let store = Arc::clone(self.engine().store());
+        let old = self.engine();
+        let store = Arc::clone(old.store());
+        // The counters keep what they remember under the longest window and largest `max` of
+        // the old and new limits (docs/limits.md, "Reloads"); a store that could not be told
+        // keeps deciding, and the audit record says so.
+        let mut fields = fields;
+        if let Err(why) = store.reloaded(&old.policy().counters(), &policy.counters(), now)
+            && let Some(map) = fields.as_object_mut()
+        {
+            map.insert("counter_store_error".into(), Value::String(why));
+        }
         let engine = Arc::new(Engine::new(Arc::new(policy), store));
         // Audit first: a reload that cannot be recorded does not happen.
         self.audit(now, "reload", fields)?;
@@ -1315,15 +1325,14 @@ impl SessionCore {
             });
         }
         if queue_full {
-            let text = format!(
-                "Tollgate refused the call to `{}`: it requires a human's approval, and grant `{}` already has {} calls waiting for one (the most a grant may hold). Wait for those to be decided, then call again.",
-                ident(name),
-                ident(&self.grant),
-                self.gateway.options.max_held_per_grant
-            );
             return Called::Answer(result_response(
                 id,
-                refusal::gateway(name, &self.grant, "approval_queue_full", text),
+                refusal::approval_queue_full(
+                    name,
+                    &self.grant,
+                    &decision,
+                    self.gateway.options.max_held_per_grant,
+                ),
             ));
         }
         if !decision.admits() {
@@ -2309,14 +2318,31 @@ fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool {
     if !policy.doc.hide_from_list {
         return true;
     }
-    let meta = ToolMeta {
-        class: tollgate_catalog::Catalog::embedded()
-            .get(name)
-            .map(|c| policy_class(c.class)),
+    let catalogued = tollgate_catalog::Catalog::embedded().get(name);
+    let meta = |class: Option<RiskClass>| ToolMeta {
+        class,
         annotations: Arc::clone(&info.annotations),
         defaults: info.types.as_ref().and_then(|t| t.defaults().cloned()),
     };
-    !policy.always_denies(name, &meta)
+    // A call's class is its operation's (`call_class`): the tool is always refused only if it
+    // is under its worst-case class (no or an unknown operation) and under every operation's.
+    let classes = std::iter::once(catalogued.map(|c| policy_class(c.class))).chain(
+        catalogued
+            .into_iter()
+            .flat_map(|c| c.operation_classes.values().map(|k| Some(policy_class(*k)))),
+    );
+    !classes
+        .into_iter()
+        .all(|class| policy.always_denies(name, &meta(class)))
+}
+
+/// The risk class the policy engine sees for one call of a catalogued tool, with `arguments`
+/// as the gateway decides on them: the class of its `operation` for the tools whose effect
+/// depends on it (`manage_k8s_resource {"operation": "read"}` is read), the tool's worst case
+/// otherwise (no operation, or one the catalogue does not list). The one function the gateway
+/// and `tollgate explain` both use, so they pick the same rule.
+pub fn call_class(tool: &tollgate_catalog::CatalogTool, arguments: &Value) -> RiskClass {
+    policy_class(tool.class_for(arguments))
 }
 
 /// The catalogue's risk class as the policy engine's (the engine does not know the catalogue).
@@ -2338,9 +2364,7 @@ fn is_internal(v: &Value) -> bool {
 /// What the policy engine knows of a call's tool: its class for these arguments (from the
 /// catalogue) and the annotations the upstream advertised.
 fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
-    let class = info
-        .catalogued
-        .map(|t| policy_class(t.class_for(arguments)));
+    let class = info.catalogued.map(|t| call_class(t, arguments));
     ToolMeta {
         class,
         annotations: Arc::clone(&info.annotations),

@@ -85,7 +85,7 @@ pub fn decision_text(tool: &str, d: &Decision) -> String {
                 .unwrap_or(("the counter store", "unknown"));
             let (store, why) = (text(store), text(why));
             format!(
-                "Tollgate refused the call to `{tool}`: {rule} limits it, and the counter store that enforces the limit ({store}) is unavailable ({why}), so the gateway fails closed. The call was not run. Retry in a few seconds; if this persists, tell the gateway's operator that {store} is unreachable."
+                "Tollgate refused the call to `{tool}`: {rule} limits it, and the counter store that enforces the limit ({store}) is unavailable ({why}), so the gateway fails closed.{reason} The call was not run. Retry in a few seconds; if this persists, tell the gateway's operator that {store} is unreachable."
             )
         }
         DecisionKind::Allow => format!("Tollgate allowed `{tool}`."),
@@ -257,6 +257,33 @@ impl HeldCall<'_> {
             text(&self.rule.pointer)
         )
     }
+
+    /// " The rule's reason: why." when the policy gives one, else nothing.
+    fn policy_reason_text(&self) -> String {
+        self.policy_reason
+            .map(|r| format!(" The rule's reason: {}.", text(r)))
+            .unwrap_or_default()
+    }
+}
+
+/// A call that needs approval while its grant already holds the most calls it may
+/// (`--max-held-per-grant`): refused at once, nothing held, nothing taken. Names the rule and
+/// the policy's reason, as every refusal does.
+pub fn approval_queue_full(tool: &str, grant: &str, d: &Decision, most: usize) -> Value {
+    let text = format!(
+        "Tollgate refused the call to `{}`: {} requires a human's approval, and grant `{}` already has {most} call{} waiting for one (the most a grant may hold).{} Wait for those to be decided, then call again.",
+        ident(tool),
+        rule_text(d),
+        ident(grant),
+        if most == 1 { "" } else { "s" },
+        reason_text(d),
+    );
+    let mut detail = json!({"tool": tool, "grant": grant, "rule": d.rule, "held_per_grant": most});
+    detail["decision"] = json!("approval_queue_full");
+    if let Some(r) = &d.reason {
+        detail["reason"] = json!(r);
+    }
+    result(text, detail)
 }
 
 /// A held call that an approver (an operator's name, or `elicitation`) denied.
@@ -271,10 +298,11 @@ pub fn approval_denied(held: &HeldCall<'_>, approver: &str, reason: Option<&str>
         .map(|r| format!(" Their reason: {}.", text(r)))
         .unwrap_or_else(|| " They gave no reason.".to_owned());
     let text = format!(
-        "Tollgate refused the call to `{}`: {} requires a human's approval, and {who} denied it (approval {}).{because} Do not retry the same call unless the approver asks you to.",
+        "Tollgate refused the call to `{}`: {} requires a human's approval, and {who} denied it (approval {}).{because}{} Do not retry the same call unless the approver asks you to.",
         ident(held.tool),
         held.rule_text(),
-        held.approval
+        held.approval,
+        held.policy_reason_text(),
     );
     let mut d = held.detail("approval_denied");
     d["approver"] = json!(approver);
@@ -287,11 +315,12 @@ pub fn approval_denied(held: &HeldCall<'_>, approver: &str, reason: Option<&str>
 /// A held call nobody decided in time, under `on_timeout: deny`.
 pub fn approval_timeout(held: &HeldCall<'_>) -> Value {
     let text = format!(
-        "Tollgate refused the call to `{}`: {} requires a human's approval, and nobody approved it within {} (approval {}), so it timed out and was denied. Retry when an approver is available, or ask one to watch for it.",
+        "Tollgate refused the call to `{}`: {} requires a human's approval, and nobody approved it within {} (approval {}), so it timed out and was denied.{} Retry when an approver is available, or ask one to watch for it.",
         ident(held.tool),
         held.rule_text(),
         duration_text(held.waited),
-        held.approval
+        held.approval,
+        held.policy_reason_text(),
     );
     result(text, held.detail("approval_timeout"))
 }
@@ -311,8 +340,10 @@ pub fn approved_but_rate_limited(
     if let DecisionKind::RateLimited { retry_after } = d.kind {
         let full = full_counters(d).join("; ");
         base["content"][0]["text"] = json!(format!(
-            "Tollgate refused the call to `{}`: {by}, but its budget filled up while it waited: {full}. Nothing was taken from the budget. Retry in {}.",
+            "Tollgate refused the call to `{}` under {}: {by}, but its budget filled up while it waited: {full}.{} Nothing was taken from the budget. Retry in {}.",
             ident(held.tool),
+            rule_text(d),
+            reason_text(d),
             duration_text(retry_after)
         ));
     }
@@ -444,8 +475,16 @@ mod tests {
             grant: "ci-bot",
             approval: 4,
             rule: &rule,
-            policy_reason: None,
+            policy_reason: Some("destroys a cluster\u{1b}[2J"),
             waited: Duration::from_secs(300),
+        };
+        let approval = Decision {
+            kind: DecisionKind::ApprovalRequired {
+                timeout: Duration::from_secs(300),
+                on_timeout: tollgate_policy::TimeoutOutcome::Deny,
+                via: tollgate_policy::ApprovalVia::Operators,
+            },
+            ..base.clone()
         };
         let results = [
             ("deny", from_decision(tool, "ci-bot", &base)),
@@ -465,7 +504,31 @@ mod tests {
                 "approved, rate limited",
                 approved_but_rate_limited(&held, Some("alice\u{200d}"), &limited),
             ),
+            (
+                "approved by timeout, rate limited",
+                approved_but_rate_limited(&held, None, &limited),
+            ),
+            (
+                "approval required, no channel",
+                from_decision(tool, "ci-bot", &approval),
+            ),
+            (
+                "approval queue full",
+                super::approval_queue_full(tool, "ci-bot", &approval, 3),
+            ),
         ];
+        // Every refusal of a policy rule names the rule and its reason (docs/errors.md).
+        for (name, result) in &results {
+            let text = result["content"][0]["text"].as_str().unwrap_or_default();
+            assert!(
+                text.contains("rule `Delete*` (/tools/Delete*)"),
+                "{name}: {text}"
+            );
+            assert!(
+                text.contains("Reason: ") || text.contains("reason: "),
+                "{name}: {text}"
+            );
+        }
         let mut shown = String::new();
         for (name, result) in &results {
             let text = result["content"][0]["text"].as_str().unwrap_or_default();

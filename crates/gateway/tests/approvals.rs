@@ -418,6 +418,8 @@ fn no_channel_refuses_at_once_and_the_queue_per_grant_is_bounded() {
     let full = rig.send(a, inline_policy(2), SECS(0));
     assert_eq!(decision_of(&full[0]), "approval_queue_full");
     assert!(rig.send(other, inline_policy(1), SECS(0)).is_empty());
+    // Issue 19: the refusal names the rule and the policy's reason, as every refusal does.
+    insta::assert_snapshot!(serde_json::to_string_pretty(&full[0]).unwrap());
 }
 
 /// Two agents hold one call each; the operator approves one and denies the other: each agent

@@ -453,6 +453,54 @@ fn reload_that_changes_the_visible_tools_sends_list_changed() {
     assert!(rig.core.policy_changed(secs(3)).is_empty());
 }
 
+/// Issue 19 (one class truth): `hide_from_list` hides a tool only if every call of it is
+/// refused. `manage_k8s_resource` is destructive in the worst case, but its `read` operation is
+/// a read, which this policy allows: it stays listed, while a tool that is destructive whatever
+/// its arguments is hidden.
+#[test]
+fn hide_from_list_keeps_a_tool_whose_some_operations_are_allowed() {
+    let policy = r#"{"version": "1", "default": "allow", "hide_from_list": true,
+        "tools": {"class:destructive": {"action": "deny", "reason": "no destruction"}}}"#;
+    let mut rig = Rig::new(policy, None, GatewayOptions::default());
+    rig.send(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}), Duration::ZERO);
+    rig.send(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Duration::ZERO,
+    );
+    let names = listed_names(&rig.send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        Duration::ZERO,
+    ));
+    assert!(
+        names.contains(&"manage_k8s_resource".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"list_k8s_resources".to_owned()),
+        "{names:?}"
+    );
+    let destructive_only: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            tollgate_catalog::Catalog::embedded()
+                .get(n)
+                .is_some_and(|t| {
+                    t.operation_classes.is_empty()
+                        && t.class == tollgate_catalog::RiskClass::Destructive
+                })
+        })
+        .collect();
+    assert!(destructive_only.is_empty(), "{destructive_only:?}");
+    // The mock offers such tools, so the assertion above hid something.
+    let offered = tollgate_catalog::Catalog::embedded()
+        .select("default")
+        .unwrap();
+    assert!(
+        offered.iter().any(|t| t.operation_classes.is_empty()
+            && t.class == tollgate_catalog::RiskClass::Destructive)
+    );
+}
+
 /// A counter store that cannot answer (Redis down), failing closed or open as configured.
 #[derive(Debug)]
 struct DownStore(tollgate_policy::FailMode);

@@ -347,7 +347,11 @@ pub struct LimitLine {
 
 impl Engine {
     pub fn new(policy: Arc<Policy>, store: Arc<dyn CounterStore>) -> Engine {
-        let reads = |b: &RuleBody| !b.arguments.is_empty() || b.when.is_some();
+        let reads = |b: &RuleBody| {
+            !b.arguments.is_empty()
+                || b.when.is_some()
+                || b.limit_by.iter().any(|by| !by.is_empty())
+        };
         let reads_arguments = reads(&policy.default) || policy.rules.iter().any(|r| reads(&r.body));
         Engine {
             policy,
@@ -426,10 +430,11 @@ impl Engine {
         let limits = body
             .limits
             .iter()
-            .map(|l| LimitLine {
+            .zip(&body.limit_by)
+            .map(|(l, by)| LimitLine {
                 counter: Arc::clone(&l.counter),
                 scope: scope_name(l.scope),
-                key: scope_value(l.scope, call),
+                key: key_value(l.scope, by, call),
                 max: l.max,
                 window_seconds: l.window.as_secs(),
             })
@@ -549,11 +554,12 @@ impl Engine {
             let keys: smallvec::SmallVec<[(CounterKey, LimitSpec); 2]> = body
                 .limits
                 .iter()
-                .map(|l| {
+                .zip(&body.limit_by)
+                .map(|(l, by)| {
                     (
                         CounterKey {
                             counter: Arc::clone(&l.counter),
-                            scope_value: scope_value(l.scope, call),
+                            scope_value: key_value(l.scope, by, call),
                         },
                         l.clone(),
                     )
@@ -646,6 +652,45 @@ fn action_name(action: Action) -> &'static str {
         Action::Deny => "deny",
         Action::RequireApproval => "require_approval",
     }
+}
+
+/// The longest argument value, in bytes of its JSON text, a counter key holds (`by`); a longer
+/// one is cut there and keyed with its length, so two long values that share their first
+/// bytes and their length share a budget (stricter, never looser) and a key stays small.
+pub const MAX_BY_VALUE: usize = 256;
+
+/// A counter's key value: its scope's value, then (for a limit with `by`) the JSON text of
+/// each argument it names, as the tool reads it (a top-level argument left out: its default;
+/// otherwise `null`), each after a `|`. Without `by`, the scope's value alone.
+fn key_value(scope: Scope, by: &[String], call: &Call) -> Arc<str> {
+    let base = scope_value(scope, call);
+    if by.is_empty() {
+        return base;
+    }
+    let mut key = String::from(&*base);
+    for pointer in by {
+        let value = call.arguments.pointer(pointer).or_else(|| {
+            let name = pointer.strip_prefix('/')?;
+            if name.contains('/') {
+                return None;
+            }
+            let name = name.replace("~1", "/").replace("~0", "~");
+            call.meta.defaults.as_ref()?.get(&name)
+        });
+        let text = value.map_or_else(|| "null".to_owned(), Value::to_string);
+        key.push('|');
+        if text.len() <= MAX_BY_VALUE {
+            key.push_str(&text);
+        } else {
+            let mut cut = MAX_BY_VALUE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            key.push_str(&text[..cut]);
+            key.push_str(&format!("…({} bytes)", text.len()));
+        }
+    }
+    Arc::from(key)
 }
 
 fn scope_value(scope: Scope, call: &Call) -> Arc<str> {

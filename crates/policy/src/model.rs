@@ -235,6 +235,11 @@ pub struct LimitDecl {
     /// `grant` (the default), `session` or `global`.
     #[serde(default)]
     pub scope: Scope,
+    /// Arguments whose values key the counter as well as its scope, as JSON pointers into the
+    /// call's arguments (`["/cluster_name"]`): one budget per distinct value (per scope value),
+    /// the value as the tool reads it (an argument left out counts as its default, or `null`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by: Vec<String>,
 }
 
 /// The shorthand `rate_limit: {max, window}`. Its counter belongs to the rule alone and, as

@@ -61,6 +61,9 @@ pub(crate) struct RuleBody {
     pub action: Action,
     pub reason: Option<Arc<str>>,
     pub limits: Vec<LimitSpec>,
+    /// For each of `limits`, the argument pointers (`by`) that key it besides its scope; empty
+    /// for most.
+    pub limit_by: Vec<Arc<[String]>>,
     pub approval: (Duration, TimeoutOutcome, ApprovalVia),
     pub arguments: Vec<ArgCheck>,
     pub when: Option<Branch>,
@@ -295,6 +298,27 @@ impl Policy {
             .collect();
         all.sort();
         all.dedup();
+        all
+    }
+
+    /// Every counter the policy declares, one spec per name, in name order (what a counter
+    /// store is told on a reload).
+    pub fn counters(&self) -> Vec<crate::limiter::LimitSpec> {
+        let mut all: Vec<crate::limiter::LimitSpec> = std::iter::once(&self.default)
+            .chain(self.rules.iter().map(|r| &r.body))
+            .flat_map(|b| {
+                let cases = b
+                    .when
+                    .iter()
+                    .flat_map(|w| w.cases.values().chain(w.otherwise.iter()));
+                std::iter::once(b)
+                    .chain(cases)
+                    .flat_map(|c| c.limits.iter().cloned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort_by(|a, b| a.counter.cmp(&b.counter));
+        all.dedup_by(|a, b| a.counter == b.counter);
         all
     }
 
@@ -557,7 +581,7 @@ struct Compiler<'a> {
     diags: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// Counter name → (its spec, the pointer of its first declaration).
-    counters: BTreeMap<String, (LimitSpec, String)>,
+    counters: BTreeMap<String, (LimitSpec, Vec<String>, String)>,
 }
 
 fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
@@ -588,6 +612,7 @@ fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
         action: doc.default,
         reason: None,
         limits: Vec::new(),
+        limit_by: Vec::new(),
         approval: default_approval,
         arguments: Vec::new(),
         when: None,
@@ -761,6 +786,7 @@ impl Compiler<'_> {
             );
         }
         let mut limits = Vec::new();
+        let mut limit_by: Vec<Arc<[String]>> = Vec::new();
         for (i, decl) in rule.limits.iter().enumerate() {
             let lp = format!("{pointer}/limits/{i}");
             if decl.counter.is_empty() {
@@ -789,8 +815,22 @@ impl Compiler<'_> {
                 max: decl.max.0,
                 scope: decl.scope,
             };
-            self.counter(spec.clone(), &lp);
+            for (j, pointer) in decl.by.iter().enumerate() {
+                if !pointer.starts_with('/') || pointer.len() < 2 {
+                    self.diags.push(
+                        Diagnostic::error(
+                            self.file,
+                            "policy::bad_by",
+                            format!("`{pointer}` is not a JSON pointer into the arguments"),
+                        )
+                        .at(self.file, &format!("{lp}/by/{j}"), "here")
+                        .with_help("write the argument as a JSON pointer: `/cluster_name`"),
+                    );
+                }
+            }
+            self.counter(spec.clone(), &decl.by, &lp);
             limits.push(spec);
+            limit_by.push(Arc::from(decl.by.as_slice()));
         }
         if let Some(rl) = &rule.rate_limit {
             let name = match case {
@@ -803,6 +843,7 @@ impl Compiler<'_> {
                 max: rl.max.0,
                 scope: rl.scope.unwrap_or(Scope::Session),
             });
+            limit_by.push(Arc::from(Vec::new()));
         }
         let mut arguments = Vec::new();
         for (name, arg) in &rule.arguments {
@@ -849,6 +890,7 @@ impl Compiler<'_> {
             action,
             reason: rule.reason.as_deref().map(Arc::from),
             limits,
+            limit_by,
             approval,
             arguments,
             when,
@@ -859,16 +901,22 @@ impl Compiler<'_> {
 
     /// Records a counter declaration; the same name with another window, max or scope is an
     /// error naming both places.
-    fn counter(&mut self, spec: LimitSpec, pointer: &str) {
+    fn counter(&mut self, spec: LimitSpec, by: &[String], pointer: &str) {
         let name = spec.counter.to_string();
         match self.counters.get(&name) {
             None => {
-                self.counters.insert(name, (spec, pointer.to_owned()));
+                self.counters
+                    .insert(name, (spec, by.to_vec(), pointer.to_owned()));
             }
-            Some((first, first_pointer)) if *first != spec => {
-                let describe = |s: &LimitSpec| {
+            Some((first, first_by, first_pointer)) if *first != spec || first_by != by => {
+                let describe = |s: &LimitSpec, by: &[String]| {
+                    let by = if by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", by {}", by.join(", "))
+                    };
                     format!(
-                        "max {} per {}, scope {}",
+                        "max {} per {}, scope {}{by}",
                         s.max,
                         crate::engine::window_text(s.window),
                         scope_name(s.scope)
@@ -880,12 +928,15 @@ impl Compiler<'_> {
                     "policy::counter_conflict",
                     format!("counter `{name}` is declared twice with different limits"),
                 )
-                .at(self.file, pointer, format!("here: {}", describe(&spec)));
+                .at(self.file, pointer, format!("here: {}", describe(&spec, by)));
                 if let Some(span) = first_span {
-                    d = d.with_label(span, format!("first declared here: {}", describe(first)));
+                    d = d.with_label(
+                        span,
+                        format!("first declared here: {}", describe(first, first_by)),
+                    );
                 }
                 self.diags.push(d.with_help(format!(
-                    "a counter is one shared budget: give both declarations the same window, max and scope, or rename one (first declared at {first_pointer})"
+                    "a counter is one shared budget: give both declarations the same window, max, scope and `by`, or rename one (first declared at {first_pointer})"
                 )));
             }
             Some(_) => {}

@@ -664,3 +664,42 @@ fn duration_texts() {
         assert_eq!(duration_text(d), want, "{d:?}");
     }
 }
+
+/// docs/policy.md and `check` say the same about annotation selectors (issue 19): they have no
+/// order among themselves, so two that can match one tool must carry the same rule. Every pair
+/// with different rules is refused as a selector conflict, except `readOnlyHint` with
+/// `destructiveHint` (never carried together); a pair with the same rule is accepted.
+#[test]
+fn annotation_selectors_with_different_rules_conflict_unless_never_carried_together() {
+    let all = [
+        "readOnlyHint",
+        "destructiveHint",
+        "idempotentHint",
+        "openWorldHint",
+    ];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            let policy = |rule_b: Value| {
+                json!({"version": "1", "default": "deny", "tools": {
+                    format!("annotation:{a}"): {"action": "allow"},
+                    format!("annotation:{b}"): rule_b,
+                }})
+                .to_string()
+            };
+            let different = Policy::parse("p.json", &policy(json!({"action": "deny"})));
+            let never_together = (*a, *b) == ("readOnlyHint", "destructiveHint");
+            match different {
+                Ok(_) => assert!(never_together, "{a} and {b}: accepted with different rules"),
+                Err(d) => {
+                    assert!(!never_together, "{a} and {b}: refused: {d}");
+                    assert!(
+                        d.to_string().contains("can match the same tool"),
+                        "{a} and {b}: {d}"
+                    );
+                }
+            }
+            Policy::parse("p.json", &policy(json!({"action": "allow"})))
+                .unwrap_or_else(|d| panic!("{a} and {b} with the same rule: {d}"));
+        }
+    }
+}

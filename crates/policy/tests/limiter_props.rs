@@ -11,19 +11,31 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use tollgate_policy::limiter::{Acquire, CounterKey, CounterStore, LimitSpec, MemoryStore, Scope};
 
-/// Three counters with different windows, maxes and scopes.
-fn specs() -> Vec<LimitSpec> {
+/// Three counters with different windows, maxes and scopes, in three versions of the policy
+/// that a reload switches between: version 0, the same counters with longer windows and larger
+/// maxes (1), and with shorter windows and smaller maxes (2). Same names and scopes, so a
+/// reload keeps their keys.
+fn specs_of(version: u8) -> Vec<LimitSpec> {
     let spec = |name: &str, secs: u64, max: u32, scope: Scope| LimitSpec {
         counter: Arc::from(name),
         window: Duration::from_secs(secs),
         max,
         scope,
     };
+    let (windows, maxes) = match version {
+        1 => ([30, 600, 20], [5, 8, 4]),
+        2 => ([4, 20, 3], [2, 3, 1]),
+        _ => ([10, 60, 7], [3, 5, 2]),
+    };
     vec![
-        spec("per_grant", 10, 3, Scope::Grant),
-        spec("per_session", 60, 5, Scope::Session),
-        spec("global", 7, 2, Scope::Global),
+        spec("per_grant", windows[0], maxes[0], Scope::Grant),
+        spec("per_session", windows[1], maxes[1], Scope::Session),
+        spec("global", windows[2], maxes[2], Scope::Global),
     ]
+}
+
+fn specs() -> Vec<LimitSpec> {
+    specs_of(0)
 }
 
 #[derive(Debug, Clone)]
@@ -36,9 +48,11 @@ struct Step {
     mask: u8,
     dry_run: bool,
     evict_before: bool,
+    /// A reload to this version of the policy before the call (at the step's instant).
+    reload: Option<u8>,
 }
 
-fn step(backwards: bool) -> impl Strategy<Value = Step> {
+fn step(backwards: bool, reloads: bool) -> impl Strategy<Value = Step> {
     // Deltas cluster at 0 and at the windows' edges, where off-by-one errors live.
     let edge = prop_oneof![
         Just(0i64),
@@ -55,6 +69,11 @@ fn step(backwards: bool) -> impl Strategy<Value = Step> {
     } else {
         edge.boxed()
     };
+    let reload = if reloads {
+        prop_oneof![6 => Just(None), 1 => (0u8..3).prop_map(Some)].boxed()
+    } else {
+        Just(None).boxed()
+    };
     (
         delta,
         0u8..3,
@@ -62,21 +81,23 @@ fn step(backwards: bool) -> impl Strategy<Value = Step> {
         1u8..8,
         any::<bool>(),
         prop::bool::weighted(0.1),
+        reload,
     )
         .prop_map(
-            |(delta_ms, grant, session, mask, dry_run, evict_before)| Step {
+            |(delta_ms, grant, session, mask, dry_run, evict_before, reload)| Step {
                 delta_ms,
                 grant,
                 session,
                 mask,
                 dry_run,
                 evict_before,
+                reload,
             },
         )
 }
 
-fn limits_for(step: &Step) -> Vec<(CounterKey, LimitSpec)> {
-    specs()
+fn limits_for(step: &Step, version: u8) -> Vec<(CounterKey, LimitSpec)> {
+    specs_of(version)
         .into_iter()
         .enumerate()
         .filter(|(i, _)| step.mask & (1 << i) != 0)
@@ -97,27 +118,51 @@ fn limits_for(step: &Step) -> Vec<(CounterKey, LimitSpec)> {
         .collect()
 }
 
-/// The obviously-correct model: every admitted (key, instant), forever.
+/// What one key remembers, kept as the documented rule says (limiter module docs): its newest
+/// `keep_max` admissions since it was last idle, with the longest window and largest max it
+/// served; idle once its newest admission is `keep_window` old.
+#[derive(Debug, Clone)]
+struct Remembered {
+    admitted: Vec<Duration>,
+    keep_window: Duration,
+    keep_max: u32,
+}
+
+impl Remembered {
+    fn idle_at(&self) -> Option<Duration> {
+        self.admitted.last().map(|t| *t + self.keep_window)
+    }
+
+    fn is_idle(&self, at: Duration) -> bool {
+        self.idle_at().is_none_or(|i| i <= at)
+    }
+}
+
+/// The obviously-correct model: per key, the admissions it remembers, counted by brute force
+/// over the trailing window. Without reloads it keeps every admission of the key's current
+/// episode, so it is the plain "count admitted calls in the window" model.
 #[derive(Default)]
 struct Model {
-    admitted: Vec<(CounterKey, Duration)>,
+    keys: Vec<(CounterKey, Remembered)>,
     /// The latest instant seen: the store never evaluates earlier than this.
     high_water: Duration,
 }
 
 impl Model {
     /// The instant a call at `now` is evaluated at (the documented clamp).
-    fn at(&self, _key: &CounterKey, now: Duration) -> Duration {
+    fn at(&self, now: Duration) -> Duration {
         now.max(self.high_water)
     }
 
+    fn get(&self, key: &CounterKey) -> Option<&Remembered> {
+        self.keys.iter().find(|(k, _)| k == key).map(|(_, r)| r)
+    }
+
     fn admits_one(&self, key: &CounterKey, spec: &LimitSpec, now: Duration) -> bool {
-        let at = self.at(key, now);
-        let used = self
-            .admitted
-            .iter()
-            .filter(|(k, t)| k == key && *t + spec.window > at)
-            .count();
+        let at = self.at(now);
+        let used = self.get(key).filter(|r| !r.is_idle(at)).map_or(0, |r| {
+            r.admitted.iter().filter(|t| **t + spec.window > at).count()
+        });
         used < spec.max as usize
     }
 
@@ -128,10 +173,19 @@ impl Model {
     /// The first instant >= now at which the same call would be admitted, by brute force over
     /// every instant where the answer can change.
     fn first_admitting(&self, limits: &[(CounterKey, LimitSpec)], now: Duration) -> Duration {
+        let windows: Vec<Duration> = (0..3)
+            .flat_map(|v| specs_of(v).into_iter().map(|s| s.window))
+            .collect();
         let mut candidates: Vec<Duration> = self
-            .admitted
+            .keys
             .iter()
-            .flat_map(|(_, t)| specs().into_iter().map(move |s| *t + s.window))
+            .flat_map(|(_, r)| {
+                let windows = &windows;
+                r.admitted
+                    .iter()
+                    .flat_map(move |t| windows.iter().map(move |w| *t + *w))
+                    .chain(r.idle_at())
+            })
             .filter(|c| *c >= now)
             .collect();
         candidates.push(now);
@@ -143,10 +197,51 @@ impl Model {
     }
 
     fn take(&mut self, limits: &[(CounterKey, LimitSpec)], now: Duration) {
-        for (k, _) in limits {
-            let at = self.at(k, now);
-            self.admitted.push((k.clone(), at));
+        let at = self.at(now);
+        for (i, (k, spec)) in limits.iter().enumerate() {
+            if limits[..i].iter().any(|(earlier, _)| earlier == k) {
+                continue;
+            }
+            let fresh = Remembered {
+                admitted: Vec::new(),
+                keep_window: spec.window,
+                keep_max: spec.max,
+            };
+            let r = match self.keys.iter().position(|(key, _)| key == k) {
+                Some(p) => &mut self.keys[p].1,
+                None => {
+                    self.keys.push((k.clone(), fresh.clone()));
+                    &mut self.keys.last_mut().unwrap().1
+                }
+            };
+            if r.is_idle(at) {
+                *r = fresh;
+            } else {
+                r.keep_window = r.keep_window.max(spec.window);
+                r.keep_max = r.keep_max.max(spec.max);
+            }
+            r.admitted.push(at);
+            let excess = r.admitted.len().saturating_sub(r.keep_max as usize);
+            r.admitted.drain(..excess);
         }
+    }
+
+    /// A reload at `now`: keys not idle take the longest window and largest max of what they
+    /// served and their counter's new limit; idle ones are forgotten.
+    fn reload(&mut self, next: &[LimitSpec], now: Duration) {
+        self.high_water = self.high_water.max(now);
+        let at = self.high_water;
+        self.keys.retain_mut(|(k, r)| {
+            let Some(spec) = next.iter().find(|s| s.counter == k.counter) else {
+                return true;
+            };
+            if r.is_idle(at) {
+                return false;
+            }
+            r.keep_window = r.keep_window.max(spec.window);
+            r.keep_max = r.keep_max.max(spec.max);
+            true
+        });
     }
 }
 
@@ -154,17 +249,25 @@ fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let store = MemoryStore::with_shards(4);
     let mut model = Model::default();
     let mut now = Duration::from_secs(100);
+    let mut version = 0u8;
     for (i, step) in steps.iter().enumerate() {
         now = if step.delta_ms >= 0 {
             now + Duration::from_millis(step.delta_ms.unsigned_abs())
         } else {
             now.saturating_sub(Duration::from_millis(step.delta_ms.unsigned_abs()))
         };
+        if let Some(next) = step.reload {
+            store
+                .reloaded(&specs_of(version), &specs_of(next), now)
+                .unwrap();
+            model.reload(&specs_of(next), now);
+            version = next;
+        }
         if step.evict_before {
             store.evict_idle(now);
             model.high_water = model.high_water.max(now);
         }
-        let limits = limits_for(step);
+        let limits = limits_for(step, version);
         model.high_water = model.high_water.max(now);
         let expected = model.admits(&limits, now);
         match store.acquire(&limits, now, step.dry_run) {
@@ -225,7 +328,7 @@ proptest! {
     /// evicting idle keys at arbitrary points changes no decision.
     #[test]
     fn limiter_admits_exactly_what_the_trailing_window_model_admits(
-        steps in prop::collection::vec(step(false), 1..120)
+        steps in prop::collection::vec(step(false, false), 1..120)
     ) {
         check(steps)?;
     }
@@ -234,9 +337,102 @@ proptest! {
     /// replays): a call earlier than a key's newest admission is evaluated at that admission.
     #[test]
     fn limiter_matches_model_when_time_goes_backwards(
-        steps in prop::collection::vec(step(true), 1..120)
+        steps in prop::collection::vec(step(true, false), 1..120)
     ) {
         check(steps)?;
+    }
+
+    /// Reloads that lengthen and shorten windows and raise and lower `max` mid-run: the store
+    /// decides exactly as the documented rule of what a key remembers across reloads (its
+    /// newest admissions since it was last idle, under the longest window and largest max it
+    /// served), whatever unrelated traffic, dry runs and evictions happen in between.
+    #[test]
+    fn limiter_matches_model_across_reloads_that_change_windows_and_max(
+        steps in prop::collection::vec(step(true, true), 1..120)
+    ) {
+        check(steps)?;
+    }
+}
+
+/// Issue 19: 3 per minute, calls at 0, 1 and 2 s and one at 65 s, a reload to 3 per hour at
+/// 70 s. The key was idle from 62 s (every admission had left the only window it served), so
+/// the call at 65 s started afresh and the hour counts it alone: two more are admitted at 71 s
+/// and the third is refused until 65 s + 1 h. Without the call at 65 s the key is forgotten at
+/// the reload and three are admitted; with the reload at 30 s instead, the calls at 0-2 s are
+/// remembered and the hour refuses at once. The answer depends on the calls the hour can see,
+/// never on when idle keys happen to be swept.
+#[test]
+fn reload_that_lengthens_a_window_keeps_what_the_key_remembers() {
+    let per = |secs: u64| LimitSpec {
+        counter: "c".into(),
+        window: Duration::from_secs(secs),
+        max: 3,
+        scope: Scope::Grant,
+    };
+    let limits = |spec: &LimitSpec| {
+        vec![(
+            CounterKey {
+                counter: "c".into(),
+                scope_value: "g".into(),
+            },
+            spec.clone(),
+        )]
+    };
+    let admitted = |store: &MemoryStore, spec: &LimitSpec, at: u64| {
+        matches!(
+            store.acquire(&limits(spec), Duration::from_secs(at), false),
+            Acquire::Admitted { .. }
+        )
+    };
+    let (minute, hour) = (per(60), per(3_600));
+    for (call_at_65, reload_at, sweep, expected) in [
+        (true, 70, false, [true, true, false]),
+        (true, 70, true, [true, true, false]),
+        (false, 70, false, [true, true, true]),
+        (false, 70, true, [true, true, true]),
+        (false, 30, false, [false, false, false]),
+        (false, 30, true, [false, false, false]),
+    ] {
+        let store = MemoryStore::new();
+        for t in [0, 1, 2] {
+            assert!(admitted(&store, &minute, t));
+        }
+        if sweep {
+            store.evict_idle(Duration::from_secs(reload_at.min(64)));
+        }
+        if call_at_65 {
+            assert!(admitted(&store, &minute, 65));
+        }
+        store
+            .reloaded(
+                std::slice::from_ref(&minute),
+                std::slice::from_ref(&hour),
+                Duration::from_secs(reload_at),
+            )
+            .unwrap();
+        let got = [0, 1, 2].map(|_| admitted(&store, &hour, reload_at + 1));
+        assert_eq!(
+            got, expected,
+            "call at 65 s: {call_at_65}, reload at {reload_at} s, swept: {sweep}"
+        );
+    }
+    // The refusal says when: the hour after the oldest admission the key remembers.
+    let store = MemoryStore::new();
+    for t in [0, 1, 2] {
+        assert!(admitted(&store, &minute, t));
+    }
+    store
+        .reloaded(
+            std::slice::from_ref(&minute),
+            std::slice::from_ref(&hour),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    match store.acquire(&limits(&hour), Duration::from_secs(40), false) {
+        Acquire::Refused { retry_after, .. } => {
+            assert_eq!(retry_after, Duration::from_secs(3_600 - 40));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }
 

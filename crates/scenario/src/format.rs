@@ -156,6 +156,16 @@ pub struct GatewaySettings {
     /// Per-tool timeouts (exact names), overriding `timeout`.
     #[serde(default)]
     pub tool_timeouts: BTreeMap<String, DurationValue>,
+    /// How many calls one grant may have waiting for approval at once, at least 1 (`tollgate
+    /// gateway --max-held-per-grant`, default 16); the next is refused as
+    /// `approval_queue_full`.
+    #[serde(default)]
+    pub max_held_per_grant: Option<std::num::NonZeroUsize>,
+    /// The largest message the gateway accepts from the agent or the upstream, in bytes
+    /// (`tollgate gateway --max-message-bytes`, default 4 MiB); a longer one is answered with
+    /// a JSON-RPC error.
+    #[serde(default)]
+    pub max_message_bytes: Option<std::num::NonZeroUsize>,
 }
 
 /// One agent: an MCP client session.
@@ -457,16 +467,100 @@ pub enum Switch {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepExpect {
-    /// `allow`, `deny`, `rate_limited`, `invalid_arguments`, `approval_required`,
-    /// `unknown_tool`, `duplicate_key`, `upstream_timeout`, `upstream_failed` or `error`.
+    /// The decision the transcript writes for the call (docs/scenarios.md lists them).
     #[serde(default)]
-    pub decision: Option<String>,
+    pub decision: Option<ExpectedDecision>,
     /// Text the message the agent read must contain.
     #[serde(default)]
     pub message_contains: Option<String>,
     /// For a `reload` step: `applied` or `refused`.
     #[serde(default)]
     pub reload: Option<ReloadExpect>,
+}
+
+/// A decision a step can expect: every name the runner writes in a transcript, and nothing
+/// else (a misspelt decision is an error where it is written, not a step that always fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedDecision {
+    /// Forwarded, and answered by the upstream (with a result or a tool error).
+    Allow,
+    Deny,
+    RateLimited,
+    InvalidArguments,
+    /// The rule requires approval and the gateway has no approval channel.
+    ApprovalRequired,
+    /// An approver denied the held call.
+    ApprovalDenied,
+    /// Nobody decided in time, under `on_timeout: deny`.
+    ApprovalTimeout,
+    /// The approval queue was full: refused at once.
+    ApprovalQueueFull,
+    /// The client went away or cancelled the held call.
+    ApprovalWithdrawn,
+    /// The counter store could not answer (fail closed).
+    StoreUnavailable,
+    /// The upstream does not offer the tool.
+    UnknownTool,
+    /// The session has as many calls in flight as the gateway allows.
+    TooManyInFlight,
+    /// The audit log could not record the decision.
+    AuditUnavailable,
+    UpstreamTimeout,
+    UpstreamFailed,
+    /// A JSON-RPC error answer, from the gateway (a malformed message, duplicate keys) or the
+    /// upstream.
+    Error,
+}
+
+impl ExpectedDecision {
+    /// Every decision, in declaration order.
+    pub const ALL: [ExpectedDecision; 16] = [
+        ExpectedDecision::Allow,
+        ExpectedDecision::Deny,
+        ExpectedDecision::RateLimited,
+        ExpectedDecision::InvalidArguments,
+        ExpectedDecision::ApprovalRequired,
+        ExpectedDecision::ApprovalDenied,
+        ExpectedDecision::ApprovalTimeout,
+        ExpectedDecision::ApprovalQueueFull,
+        ExpectedDecision::ApprovalWithdrawn,
+        ExpectedDecision::StoreUnavailable,
+        ExpectedDecision::UnknownTool,
+        ExpectedDecision::TooManyInFlight,
+        ExpectedDecision::AuditUnavailable,
+        ExpectedDecision::UpstreamTimeout,
+        ExpectedDecision::UpstreamFailed,
+        ExpectedDecision::Error,
+    ];
+
+    /// The name the transcript writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectedDecision::Allow => "allow",
+            ExpectedDecision::Deny => "deny",
+            ExpectedDecision::RateLimited => "rate_limited",
+            ExpectedDecision::InvalidArguments => "invalid_arguments",
+            ExpectedDecision::ApprovalRequired => "approval_required",
+            ExpectedDecision::ApprovalDenied => "approval_denied",
+            ExpectedDecision::ApprovalTimeout => "approval_timeout",
+            ExpectedDecision::ApprovalQueueFull => "approval_queue_full",
+            ExpectedDecision::ApprovalWithdrawn => "approval_withdrawn",
+            ExpectedDecision::StoreUnavailable => "store_unavailable",
+            ExpectedDecision::UnknownTool => "unknown_tool",
+            ExpectedDecision::TooManyInFlight => "too_many_in_flight",
+            ExpectedDecision::AuditUnavailable => "audit_unavailable",
+            ExpectedDecision::UpstreamTimeout => "upstream_timeout",
+            ExpectedDecision::UpstreamFailed => "upstream_failed",
+            ExpectedDecision::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for ExpectedDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What a reload must do.

@@ -801,6 +801,16 @@ fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
             .map(|(k, v)| (k.clone(), v.0))
             .collect(),
         approvals: !scenario.approvers.is_empty(),
+        max_held_per_grant: scenario
+            .gateway
+            .max_held_per_grant
+            .map_or(GatewayOptions::default().max_held_per_grant, |n| n.get()),
+        limits: tollgate_mcp::strict::Limits {
+            max_bytes: scenario
+                .gateway
+                .max_message_bytes
+                .map_or(GatewayOptions::default().limits.max_bytes, |n| n.get()),
+        },
         ..GatewayOptions::default()
     };
     let gateway = Gateway::new(engine, audit, options);
@@ -1208,7 +1218,9 @@ impl Run {
         };
         let session = spec.session.clone().unwrap_or_else(|| agent.to_owned());
         let protocol = spec.protocol.unwrap_or(ProtocolVersion::V2025_11_25);
-        let core = self.gateway.session(&spec.grant, &session);
+        let core = self
+            .gateway
+            .session(&spec.grant, &session_identity(scenario, agent));
         let initialize = initialize_request(agent, protocol);
         self.agents.insert(
             Arc::from(agent),
@@ -1708,7 +1720,7 @@ impl Run {
         }
         if let Some(x) = &record.expect {
             if let Some(want) = &x.decision
-                && **want != *decision
+                && want.as_str() != &*decision
             {
                 w.failures.push(format!(
                     "step {} at {:.3}s: `{}` was {decision}, expected {want}",
@@ -1933,6 +1945,34 @@ fn described_upstream(text: &str, is_error: bool) -> Described {
 /// it parses back to the same value: the result's, and the response's envelope around it.
 fn output_bound(output: &ToolOutput) -> Option<usize> {
     output.result_text_bound().map(|b| b.saturating_add(256))
+}
+
+/// The session the gateway counts an agent's calls in (`scope: session` counters are keyed by
+/// it), by the live gateway's rules (docs/gateway.md): the stateless protocol (2026-07-28) has
+/// no sessions, and the HTTP front gives every grant's stateless requests one shared session,
+/// `stateless:GRANT`; every other agent is an MCP session of its own, even when two agents
+/// declare the same session name (the live gateway gives each `initialize` its own id), so a
+/// name another session-ful agent also declares becomes `SESSION/AGENT`.
+pub fn session_identity(scenario: &Scenario, agent: &str) -> String {
+    let Some(spec) = scenario.agents.get(agent) else {
+        return agent.to_owned();
+    };
+    let protocol = spec.protocol.unwrap_or(ProtocolVersion::V2025_11_25);
+    if protocol.is_stateless() {
+        return format!("stateless:{}", spec.grant);
+    }
+    let declared = |name: &str, a: &format::Agent| a.session.as_deref().unwrap_or(name).to_owned();
+    let session = declared(agent, spec);
+    let shared = scenario.agents.iter().any(|(other, a)| {
+        other != agent
+            && !a.protocol.is_some_and(|p| p.is_stateless())
+            && declared(other, a) == session
+    });
+    if shared {
+        format!("{session}/{agent}")
+    } else {
+        session
+    }
 }
 
 /// An agent's `initialize` (none for the stateless protocol, which has no handshake): the same

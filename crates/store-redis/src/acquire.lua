@@ -15,9 +15,38 @@
 -- Answer: {admitted (0/1), asked, now, then per limit: count in window, oldest + window (or
 -- -1), retry instant (-1 if this limit admits, -2 for "never": max is 0)}. Every number is an
 -- integer tick below 2^53, exact in Lua's doubles; string.format('%d') writes them exactly.
+--
+-- What a key remembers (tollgate_policy::limiter, "What a key remembers"): its newest KMAX
+-- admissions since it was last idle, whatever their age; it is idle once its newest admission
+-- is KWINDOW old. KWINDOW and KMAX are the longest window and largest max it served: the
+-- limit's own, unless a reload left more, which the key then holds as one member
+-- 'k:KWINDOW:KMAX' scored -inf (below every instant, so no count or range of instants sees
+-- it). A key that never saw a reload has no such member.
 
 local function fmt(n)
   return string.format('%d', n)
+end
+
+-- The key's kept window and max under a limit of window w and max m, and whether it holds the
+-- member that records them.
+local function keep_of(key, w, m)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[1] and first[2] == '-inf' then
+    local kw, km = string.match(first[1], '^k:(%d+):(%d+)$')
+    if kw then
+      return math.max(tonumber(kw), w), math.max(tonumber(km), m), true
+    end
+  end
+  return w, m, false
+end
+
+-- The key's newest admission, or nil when it holds none.
+local function newest_of(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[1] and last[2] ~= '-inf' then
+    return tonumber(last[2])
+  end
+  return nil
 end
 
 local asked
@@ -46,6 +75,8 @@ local per_ms = tonumber(ARGV[4])
 local n = #KEYS - 2
 local out = {0, asked, now}
 local admitted = true
+local idle = {}
+local keeps = {}
 
 -- Judge every limit before taking anything.
 for i = 1, n do
@@ -53,10 +84,19 @@ for i = 1, n do
   local base = 5 + (i - 1) * 3
   local w = tonumber(ARGV[base])
   local max = tonumber(ARGV[base + 1])
+  local kw, km = keep_of(key, w, max)
+  local newest = newest_of(key)
+  -- An idle key remembers nothing (and its first take starts it afresh).
+  local live = newest ~= nil and newest + kw > now
+  idle[i] = not live
+  keeps[i] = {kw, km}
+  local count = 0
+  local oldest = -1
   -- In the window: t + w > now, i.e. t > now - w.
   local lo = '(' .. fmt(now - w)
-  local count = redis.call('ZCOUNT', key, lo, '+inf')
-  local oldest = -1
+  if live then
+    count = redis.call('ZCOUNT', key, lo, '+inf')
+  end
   if count > 0 then
     local first = redis.call('ZRANGEBYSCORE', key, lo, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     oldest = tonumber(first[2]) + w
@@ -66,10 +106,11 @@ for i = 1, n do
     retry = -2
     admitted = false
   elseif count >= max then
-    -- The call is admitted again when the max-th newest admission leaves the window.
+    -- The call is admitted again when the max-th newest admission leaves the window, or when
+    -- the whole key goes idle if that is sooner.
     local len = redis.call('ZCARD', key)
     local at = redis.call('ZRANGE', key, len - max, len - max, 'WITHSCORES')
-    retry = tonumber(at[2]) + w
+    retry = math.min(tonumber(at[2]) + w, newest + kw)
     admitted = false
   end
   out[#out + 1] = count
@@ -84,17 +125,28 @@ if admitted and not dry then
       local key = KEYS[i + 2]
       local w = tonumber(ARGV[base])
       local max = tonumber(ARGV[base + 1])
-      -- Drop what has left the window, add now, keep at most max: only the newest max matter.
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - w))
+      local kw, km = keeps[i][1], keeps[i][2]
+      if idle[i] then
+        -- Idle: it starts afresh under this limit.
+        redis.call('DEL', key)
+        kw, km = w, max
+      else
+        redis.call('ZREMRANGEBYSCORE', key, '-inf', '-inf')
+      end
+      -- Add now and keep the newest km, whatever their age: a reload that lengthens the
+      -- window still counts them.
       local seq = redis.call('INCR', KEYS[2])
       redis.call('ZADD', key, fmt(now), fmt(now) .. ':' .. fmt(seq))
       local len = redis.call('ZCARD', key)
-      if len > max then
-        redis.call('ZREMRANGEBYRANK', key, 0, len - max - 1)
+      if len > km then
+        redis.call('ZREMRANGEBYRANK', key, 0, len - km - 1)
+      end
+      if kw ~= w or km ~= max then
+        redis.call('ZADD', key, '-inf', 'k:' .. fmt(kw) .. ':' .. fmt(km))
       end
       if per_ms > 0 then
-        -- Idle (every admission out of the window) once real time reaches now + w.
-        redis.call('PEXPIRE', key, fmt(math.ceil((now - asked + w) / per_ms) + 1))
+        -- Idle once real time reaches now + kw.
+        redis.call('PEXPIRE', key, fmt(math.ceil((now - asked + kw) / per_ms) + 1))
       end
     end
   end

@@ -58,6 +58,16 @@ pub mod testing;
 /// The acquire script (see its header for the keys, arguments and answer).
 pub const SCRIPT: &str = include_str!("acquire.lua");
 
+/// The reload script: what a reload keeps of each key of one counter (its header).
+pub const RELOAD_SCRIPT: &str = include_str!("reload.lua");
+
+/// Keys asked for per `SCAN` step (and so per reload script) on a reload.
+const SCAN_BATCH: usize = 512;
+
+/// The most `SCAN` steps one counter's reload takes (a bound, far above any real key count:
+/// 2^20 steps of up to 512 keys).
+const MAX_SCAN_STEPS: usize = 1 << 20;
+
 /// The largest tick the script handles exactly (Lua numbers are doubles).
 const MAX_TICK: u64 = 1 << 53;
 
@@ -155,6 +165,7 @@ pub struct RedisStore {
     name: Arc<str>,
     options: RedisOptions,
     script: redis::Script,
+    reload_script: redis::Script,
     idle: Mutex<Vec<redis::Connection>>,
     hw_key: String,
     seq_key: String,
@@ -190,6 +201,7 @@ impl RedisStore {
             client,
             name: Arc::from(name),
             script: redis::Script::new(SCRIPT),
+            reload_script: redis::Script::new(RELOAD_SCRIPT),
             idle: Mutex::new(Vec::new()),
             hw_key: format!("{base}:hw"),
             seq_key: format!("{base}:seq"),
@@ -223,6 +235,86 @@ impl RedisStore {
             key.counter,
             key.scope_value
         )
+    }
+
+    /// The `SCAN MATCH` pattern of every key of one counter (glob characters escaped).
+    fn pattern_of(&self, counter: &str) -> String {
+        let escape = |text: &str| {
+            text.chars().fold(String::new(), |mut out, c| {
+                if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                    out.push('\\');
+                }
+                out.push(c);
+                out
+            })
+        };
+        format!(
+            "{}:{}:{}:*",
+            escape(&self.counter_prefix),
+            counter.len(),
+            escape(counter)
+        )
+    }
+
+    /// Runs the reload script over every key of one counter whose limit changed.
+    fn reload_counter(
+        &self,
+        previous: &LimitSpec,
+        next: &LimitSpec,
+        now: Duration,
+    ) -> Result<(), String> {
+        let clock = self.options.clock;
+        let pattern = self.pattern_of(&next.counter);
+        let mut cursor: u64 = 0;
+        for _ in 0..MAX_SCAN_STEPS {
+            let (next_cursor, keys): (u64, Vec<String>) = self
+                .with_connection(|con| {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH)
+                        .query(con)
+                        .map_err(|e| classify(&e, &self.options))
+                })
+                .map_err(|f| f.reason)?;
+            if !keys.is_empty() {
+                let mut invocation = self.reload_script.prepare_invoke();
+                invocation.key(&self.hw_key);
+                for key in &keys {
+                    invocation.key(key);
+                }
+                invocation
+                    .arg(match clock {
+                        ClockSource::Server => "server",
+                        ClockSource::Caller => "caller",
+                    })
+                    .arg(ticks(now, clock))
+                    .arg(match clock {
+                        ClockSource::Server => 1000u64,
+                        ClockSource::Caller => 0,
+                    })
+                    .arg(ticks(previous.window, clock))
+                    .arg(previous.max)
+                    .arg(ticks(next.window, clock))
+                    .arg(next.max);
+                self.with_connection(|con| {
+                    invocation
+                        .invoke::<i64>(con)
+                        .map_err(|e| classify(&e, &self.options))
+                })
+                .map_err(|f| f.reason)?;
+            }
+            if next_cursor == 0 {
+                return Ok(());
+            }
+            cursor = next_cursor;
+        }
+        Err(format!(
+            "counter `{}` has more keys than one reload walks",
+            next.counter
+        ))
     }
 
     fn connect(&self) -> Result<redis::Connection, Failure> {
@@ -319,6 +411,38 @@ fn duration_of(t: u64, clock: ClockSource) -> Duration {
 }
 
 impl CounterStore for RedisStore {
+    /// Walks the keys of every counter whose window or max changed (`SCAN`, in batches) and
+    /// runs the reload script on them. A counter the previous policy did not declare is left
+    /// alone: its keys, if any, keep what they served.
+    fn reloaded(
+        &self,
+        previous: &[LimitSpec],
+        next: &[LimitSpec],
+        now: Duration,
+    ) -> Result<(), String> {
+        let mut failures = Vec::new();
+        for spec in next {
+            let Some(old) = previous.iter().find(|p| p.counter == spec.counter) else {
+                continue;
+            };
+            if (old.window, old.max) == (spec.window, spec.max) {
+                continue;
+            }
+            if let Err(why) = self.reload_counter(old, spec, now) {
+                failures.push(format!("counter `{}`: {why}", spec.counter));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: could not carry counters over the reload ({})",
+                self.name,
+                failures.join("; ")
+            ))
+        }
+    }
+
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire {
         let clock = self.options.clock;
         let windows: Vec<u64> = limits.iter().map(|(_, s)| ticks(s.window, clock)).collect();

@@ -47,21 +47,32 @@ fn caller_store(url: &str) -> RedisStore {
 }
 
 /// The counters a step can name: different windows, maxes and scopes (and one that never
-/// admits).
-fn spec(i: usize) -> LimitSpec {
+/// admits), in three versions of the policy that a reload switches between (version 1
+/// lengthens windows and raises maxes, version 2 shortens and lowers them).
+fn spec_of(i: usize, version: u8) -> LimitSpec {
     let (counter, window_ms, max, scope) = [
         ("per_grant", 1_000, 3, Scope::Grant),
         ("per_session", 5_000, 5, Scope::Session),
         ("everyone", 2_000, 2, Scope::Global),
-        ("odd:name", 1_500, 4, Scope::Grant),
+        ("odd:na*me[1]?", 1_500, 4, Scope::Grant),
         ("closed", 1_000, 0, Scope::Global),
     ][i];
+    let (window_ms, max) = match (version, max) {
+        (_, 0) => (window_ms, 0),
+        (1, _) => (window_ms * 3, max + 2),
+        (2, _) => (window_ms / 2, max - 1),
+        _ => (window_ms, max),
+    };
     LimitSpec {
         counter: Arc::from(counter),
         window: Duration::from_millis(window_ms),
         max,
         scope,
     }
+}
+
+fn all_specs(version: u8) -> Vec<LimitSpec> {
+    (0..5).map(|i| spec_of(i, version)).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +84,8 @@ struct Step {
     /// Indexes into `spec`, in call order; a repeat names the same key twice.
     limits: Vec<usize>,
     dry_run: bool,
+    /// A reload to this version of the policy before the step.
+    reload: Option<u8>,
 }
 
 /// Time steps that land on and around window edges, bursts at one instant, random gaps, and
@@ -90,30 +103,40 @@ fn delta() -> impl Strategy<Value = i64> {
     ]
 }
 
-fn step() -> impl Strategy<Value = Step> {
+fn step(reloads: bool) -> impl Strategy<Value = Step> {
     let limit = prop_oneof![8 => 0usize..4, 1 => Just(4usize)];
+    let reload = if reloads {
+        prop_oneof![5 => Just(None), 1 => (0u8..3).prop_map(Some)].boxed()
+    } else {
+        Just(None).boxed()
+    };
     (
         delta(),
         0u8..2,
         0u8..3,
         proptest::collection::vec(limit, 1..4),
         proptest::bool::weighted(0.2),
+        reload,
     )
-        .prop_map(|(delta, grant, session, limits, dry_run)| Step {
+        .prop_map(|(delta, grant, session, limits, dry_run, reload)| Step {
             delta,
             grant,
             session,
             limits,
             dry_run,
+            reload,
         })
 }
 
-fn keyed(step: &Step) -> Vec<(CounterKey, LimitSpec)> {
+fn keyed(step: &Step, version: u8) -> Vec<(CounterKey, LimitSpec)> {
     step.limits
         .iter()
         .map(|&i| {
-            let spec = spec(i);
+            let spec = spec_of(i, version);
             let scope_value = match spec.scope {
+                // Grant 1's keys look like a limit keyed by an argument (`by`): the key's
+                // value holds `|`, quotes, `:` and glob characters.
+                Scope::Grant if step.grant == 1 => "grant-1|\"prod:eks*\"|7".to_owned(),
                 Scope::Grant => format!("grant-{}", step.grant),
                 Scope::Session => format!("session-{}", step.session),
                 Scope::Global => "*".to_owned(),
@@ -146,23 +169,42 @@ proptest! {
     /// what the in-memory store answers: admitted or refused, by which limits, the exact
     /// retry_after, and every counter state.
     #[test]
-    fn redis_store_answers_exactly_as_the_memory_store(steps in proptest::collection::vec(step(), 1..48)) {
-        let server = shared_server();
-        let redis = caller_store(&server.url());
-        let memory = MemoryStore::with_shards(4);
-        let mut now = Duration::from_secs(100);
-        for (i, step) in steps.iter().enumerate() {
-            now = if step.delta >= 0 {
-                now + Duration::from_nanos(step.delta.unsigned_abs())
-            } else {
-                now.saturating_sub(Duration::from_nanos(step.delta.unsigned_abs()))
-            };
-            let limits = keyed(step);
-            let expected = memory.acquire(&limits, now, step.dry_run);
-            let got = redis.acquire(&limits, now, step.dry_run);
-            prop_assert_eq!(got, expected, "step {} at {:?}: {:?}", i, now, step);
-        }
+    fn redis_store_answers_exactly_as_the_memory_store(steps in proptest::collection::vec(step(false), 1..48)) {
+        compare(&steps)?;
     }
+
+    /// The same, with reloads that lengthen and shorten windows and raise and lower maxes
+    /// mid-run: both stores keep exactly what the limiter's documentation says a reload keeps.
+    #[test]
+    fn redis_store_keeps_what_the_memory_store_keeps_across_reloads(steps in proptest::collection::vec(step(true), 1..48)) {
+        compare(&steps)?;
+    }
+}
+
+fn compare(steps: &[Step]) -> Result<(), TestCaseError> {
+    let server = shared_server();
+    let redis = caller_store(&server.url());
+    let memory = MemoryStore::with_shards(4);
+    let mut now = Duration::from_secs(100);
+    let mut version = 0u8;
+    for (i, step) in steps.iter().enumerate() {
+        now = if step.delta >= 0 {
+            now + Duration::from_nanos(step.delta.unsigned_abs())
+        } else {
+            now.saturating_sub(Duration::from_nanos(step.delta.unsigned_abs()))
+        };
+        if let Some(next) = step.reload {
+            let (old, new) = (all_specs(version), all_specs(next));
+            memory.reloaded(&old, &new, now).unwrap();
+            redis.reloaded(&old, &new, now).unwrap();
+            version = next;
+        }
+        let limits = keyed(step, version);
+        let expected = memory.acquire(&limits, now, step.dry_run);
+        let got = redis.acquire(&limits, now, step.dry_run);
+        prop_assert_eq!(got, expected, "step {} at {:?}: {:?}", i, now, step);
+    }
+    Ok(())
 }
 
 fn limit(counter: &str, window: Duration, max: u32) -> (CounterKey, LimitSpec) {
@@ -368,4 +410,55 @@ fn bad_urls_say_what_to_write() {
     }
     let ok = RedisStore::open("redis://:secret@127.0.0.1:6379/2", RedisOptions::default()).unwrap();
     assert_eq!(ok.name(), "redis://127.0.0.1:6379/2");
+}
+
+/// On the server's clock, a reload that lengthens a window (3 a minute, then 3 an hour) keeps
+/// the admissions the key remembers: the next call is refused for about an hour, and the key's
+/// expiry follows the kept window (it would otherwise vanish a minute after its last
+/// admission and forget them); the kept window and max sit in the `-inf` member.
+#[test]
+fn server_clock_reload_keeps_the_admissions_and_extends_the_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start(dir.path()).unwrap();
+    let store = RedisStore::open(&server.url(), RedisOptions::default()).unwrap();
+    let minute = limit("reads", Duration::from_secs(60), 3);
+    let hour = limit("reads", Duration::from_secs(3_600), 2);
+    for i in 0..3 {
+        assert!(
+            matches!(
+                store.acquire(std::slice::from_ref(&minute), Duration::ZERO, false),
+                Acquire::Admitted { .. }
+            ),
+            "call {i}"
+        );
+    }
+    store
+        .reloaded(
+            std::slice::from_ref(&minute.1),
+            std::slice::from_ref(&hour.1),
+            Duration::ZERO,
+        )
+        .unwrap();
+    let key = store.key_of(&minute.0);
+    let ttl: i64 = query(&server.url(), redis::cmd("PTTL").arg(&key));
+    assert!(ttl > 3_500_000 && ttl <= 3_600_001, "{ttl}");
+    let keep: Vec<String> = query(
+        &server.url(),
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg("-inf"),
+    );
+    assert_eq!(keep, ["k:3600000000:3"]);
+    match store.acquire(std::slice::from_ref(&hour), Duration::ZERO, false) {
+        Acquire::Refused {
+            retry_after,
+            states,
+            ..
+        } => {
+            assert!(retry_after > Duration::from_secs(3_500), "{retry_after:?}");
+            assert_eq!(states[0].used, 3);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -44,6 +44,8 @@ pub struct Config {
     faults: Option<String>,
     timeout: Option<Duration>,
     tool_timeouts: Vec<(String, Duration)>,
+    max_held_per_grant: Option<usize>,
+    max_message_bytes: Option<usize>,
 }
 
 impl Config {
@@ -74,14 +76,19 @@ impl Config {
                 .iter()
                 .map(|(tool, d)| (tool.clone(), d.0))
                 .collect(),
+            max_held_per_grant: s.gateway.max_held_per_grant.map(|n| n.get()),
+            max_message_bytes: s.gateway.max_message_bytes.map(|n| n.get()),
         }
     }
 }
 
 impl Config {
-    /// `--tool-timeout TOOL=SECS` for each of the scenario's `gateway.tool_timeouts`.
+    /// The gateway options the scenario sets besides `--call-timeout`: `--tool-timeout
+    /// TOOL=SECS` for each of its `gateway.tool_timeouts`, `--max-held-per-grant`,
+    /// `--max-message-bytes`.
     fn tool_timeout_args(&self) -> Vec<String> {
-        self.tool_timeouts
+        let mut args: Vec<String> = self
+            .tool_timeouts
             .iter()
             .flat_map(|(tool, d)| {
                 [
@@ -89,7 +96,14 @@ impl Config {
                     format!("{tool}={}", d.as_secs_f64()),
                 ]
             })
-            .collect()
+            .collect();
+        if let Some(n) = self.max_held_per_grant {
+            args.extend(["--max-held-per-grant".to_owned(), n.to_string()]);
+        }
+        if let Some(n) = self.max_message_bytes {
+            args.extend(["--max-message-bytes".to_owned(), n.to_string()]);
+        }
+        args
     }
 }
 

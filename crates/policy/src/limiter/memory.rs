@@ -20,11 +20,15 @@ const SWEEP_EVERY: u32 = 1024;
 
 #[derive(Debug)]
 struct Entry {
-    /// Admitted timestamps in nanoseconds, oldest first, at most `max` of them (8 bytes each:
-    /// half a `Duration`, which matters at a million keys).
+    /// Admitted timestamps in nanoseconds, oldest first: the newest `keep_max` admissions
+    /// since the key was last idle (8 bytes each: half a `Duration`, which matters at a
+    /// million keys).
     ring: VecDeque<u64>,
-    /// The window this key was last used with, for eviction.
-    window: Duration,
+    /// The longest window (nanoseconds) of the limits this key was taken under since it was
+    /// last idle: the key is idle once its newest admission is this old.
+    keep_window: u64,
+    /// The largest `max` of those limits: how many admissions the ring keeps.
+    keep_max: u32,
 }
 
 impl Entry {
@@ -32,23 +36,27 @@ impl Entry {
         Entry {
             // Exactly `max` slots (capped so a huge max does not allocate up front).
             ring: VecDeque::with_capacity((spec.max as usize).min(64)),
-            window: spec.window,
+            keep_window: nanos(spec.window),
+            keep_max: spec.max,
         }
     }
 
-    /// Counts one admitted call at `now`. Calls that have left the window are dropped as new
-    /// ones arrive, so a ring holds at most `max` calls and at most one window's worth.
+    /// Counts one admitted call at `now`. A key that was idle starts afresh under `spec`;
+    /// otherwise it keeps the longest window and largest `max` it has served (so a reload
+    /// that lengthens a window or raises `max` still counts what the key remembers), and the
+    /// ring keeps the newest `keep_max` admissions, whatever their age: the ones outside
+    /// today's window still count if a reload lengthens it.
     fn take(&mut self, spec: &LimitSpec, now: Duration) {
-        self.window = spec.window;
-        while self
-            .ring
-            .front()
-            .is_some_and(|&t| Duration::from_nanos(t).saturating_add(spec.window) <= now)
-        {
-            self.ring.pop_front();
+        if self.is_idle(now) {
+            self.ring.clear();
+            self.keep_window = nanos(spec.window);
+            self.keep_max = spec.max;
+        } else {
+            self.keep_window = self.keep_window.max(nanos(spec.window));
+            self.keep_max = self.keep_max.max(spec.max);
         }
         self.ring.push_back(nanos(now));
-        while self.ring.len() > spec.max as usize {
+        while self.ring.len() > self.keep_max as usize {
             self.ring.pop_front();
         }
     }
@@ -57,10 +65,16 @@ impl Entry {
         self.ring.back().copied().map(Duration::from_nanos)
     }
 
-    /// Idle: every admitted call has left the window, so forgetting the key changes nothing.
-    fn is_idle(&self, now: Duration) -> bool {
+    /// The instant the key becomes idle: its newest admission plus the longest window.
+    fn idle_at(&self) -> Option<Duration> {
         self.newest()
-            .is_none_or(|t| t.saturating_add(self.window) <= now)
+            .map(|t| t.saturating_add(Duration::from_nanos(self.keep_window)))
+    }
+
+    /// Idle: every admission has left the longest window the key served, so it remembers
+    /// nothing and forgetting the key changes nothing.
+    fn is_idle(&self, now: Duration) -> bool {
+        self.idle_at().is_none_or(|t| t <= now)
     }
 }
 
@@ -165,12 +179,14 @@ fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
     // The ring is in time order (the store's clock never goes back), so the calls still in
     // the half-open window (now - window, now] are a suffix of it: find where it starts by
     // binary search rather than walking every call.
+    // An idle key remembers nothing, even under a window longer than the ones it served.
+    let entry = entry.filter(|e| !e.is_idle(now));
     let ring = entry.map(|e| &e.ring);
     let len = ring.map_or(0, VecDeque::len);
     let left = |t: &u64| Duration::from_nanos(*t).saturating_add(spec.window) <= now;
     let first = ring.map_or(0, |r| {
-        // Every take trims the ring to its window, so usually none or a few calls have left
-        // it since: look at the oldest few first, and search only beyond them.
+        // Under steady traffic none or a few of the kept calls have left the window: look at
+        // the oldest few first, and search only beyond them.
         match r.iter().take(8).position(|t| !left(t)) {
             Some(i) => i,
             None => r.partition_point(left),
@@ -185,7 +201,14 @@ fn judge(entry: Option<&Entry>, spec: &LimitSpec, now: Duration) -> Verdict {
     let retry_at = if max == 0 {
         Some(Duration::MAX)
     } else if count >= max {
-        Some(at(first + (count - max)).unwrap_or(now))
+        // Admitted again when the max-th newest admission leaves the window, or sooner if
+        // the whole key goes idle first (a window lengthened by a reload, not yet served).
+        let leaves = at(first + (count - max)).unwrap_or(now);
+        Some(
+            entry
+                .and_then(Entry::idle_at)
+                .map_or(leaves, |idle| leaves.min(idle)),
+        )
     } else {
         None
     };
@@ -254,6 +277,32 @@ impl MemoryStore {
 }
 
 impl CounterStore for MemoryStore {
+    fn reloaded(
+        &self,
+        _previous: &[LimitSpec],
+        next: &[LimitSpec],
+        now: Duration,
+    ) -> Result<(), String> {
+        let now = self.advance(now);
+        let by_name: std::collections::HashMap<&str, &LimitSpec> =
+            next.iter().map(|s| (&*s.counter, s)).collect();
+        for i in 0..self.shards.len() {
+            self.lock(i).keys.retain(|(key, entry)| {
+                let Some(spec) = by_name.get(&*key.counter) else {
+                    return true;
+                };
+                if entry.is_idle(now) {
+                    // It remembers nothing: forgetting it now is what a later take would do.
+                    return false;
+                }
+                entry.keep_window = entry.keep_window.max(nanos(spec.window));
+                entry.keep_max = entry.keep_max.max(spec.max);
+                true
+            });
+        }
+        Ok(())
+    }
+
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire {
         let asked = now;
         let now = self.advance(now);

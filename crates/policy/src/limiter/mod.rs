@@ -15,9 +15,21 @@
 //!   evaluated, and recorded, at that instant; `retry_after` is still measured from the call's
 //!   own `now`. Strictness then holds over the recorded timestamps, nothing underflows, and
 //!   evicting idle keys cannot change a later decision.
-//! - Memory: per key a ring of at most `max` timestamps (only the newest `max` can matter).
-//!   A key whose newest timestamp has left its window is idle and can be evicted without
-//!   changing any decision; `MemoryStore` does this amortised during `acquire`.
+//! - What a key remembers (this is what a policy reload keeps): from its first admission
+//!   until it is idle, a key remembers its newest `keep_max` admissions, whatever their age,
+//!   where `keep_max` is the largest `max` and `keep_window` the longest window of the limits
+//!   it was taken under since then. It is idle once its newest admission is `keep_window` old
+//!   (`newest + keep_window <= now`); an idle key remembers nothing and starts afresh under the
+//!   limit of its next admission. A call is judged by its own limit over what the key
+//!   remembers. Without reloads `keep_max` and `keep_window` are the limit's own and this is
+//!   the plain strict window above. A reload that lengthens a window or raises `max` counts
+//!   every admission the key remembers (3 per minute with calls at 0, 1 and 2 s, then 3 per
+//!   hour from 30 s: a call at 40 s is refused until 3600 s; from 70 s instead, the key has
+//!   been idle since 62 s and the hour starts afresh). Counters are kept by name and scope
+//!   value: a reload that changes a counter's scope starts it afresh.
+//! - Memory: per key a ring of at most `keep_max` timestamps (only the newest `max` can matter
+//!   to a limit of that `max`). An idle key can be evicted without changing any decision;
+//!   `MemoryStore` does this amortised during `acquire`.
 //! - Unavailable: a store that lives elsewhere (Redis) may be unable to answer. It says so with
 //!   [`Acquire::Unavailable`], naming itself, the cause and the [`FailMode`] its operator chose;
 //!   nothing is known about the counters then, and the engine either refuses the call (fail
@@ -160,6 +172,24 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
     /// All-or-nothing: admitted only if every limit admits; then every limit is taken.
     /// `dry_run` computes the same answer and takes nothing (for `explain` and what-if replays).
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire;
+
+    /// A reload at `now` replaced the policy whose limits were `previous` with one whose limits
+    /// are `next` (one spec per counter name). Every key of a counter `next` names that is not
+    /// idle at `now` goes on remembering its admissions under the longest window and largest
+    /// `max` of what it served and of its new limit (the module docs: what a reload keeps), so
+    /// a lengthened window or a raised `max` counts them. Changes no decision under the old
+    /// policy. An error says why the store could not do it (it keeps deciding either way; a
+    /// key it could not reach keeps what it had served). The default does nothing, for stores
+    /// that remember no admissions (test stubs); both real stores implement it.
+    fn reloaded(
+        &self,
+        previous: &[LimitSpec],
+        next: &[LimitSpec],
+        now: Duration,
+    ) -> Result<(), String> {
+        let _ = (previous, next, now);
+        Ok(())
+    }
 
     /// Whether `acquire` waits on IO (a network round trip). A transport that drives sessions
     /// on an async runtime moves such decisions off its worker threads. In-memory stores: no.
