@@ -550,6 +550,56 @@ mod tests {
             "tg-1\n\u{9b}2J"
         );
         insta::assert_snapshot!(shown);
+        let mut every = results.to_vec();
+        for kind in [
+            "unknown_tool",
+            "duplicate_key",
+            "audit_unavailable",
+            "upstream_failed",
+            "upstream_timeout",
+            "approval_withdrawn",
+        ] {
+            every.push((
+                kind,
+                super::gateway(tool, "ci-bot", kind, format!("{kind}.")),
+            ));
+        }
+        every_refusal_is_a_valid_call_tool_result_for_every_version(&every);
+    }
+
+    /// Every refusal kind, as a client of each protocol version receives it (with `resultType`
+    /// for the stateless 2026-07-28, as the session core adds it), is a `CallToolResult` by the
+    /// MCP specification's own JSON Schema of that version (vendored in
+    /// `tests/fixtures/mcp-schema/`; tests/clients/schema.rs checks the same shapes on the wire).
+    fn every_refusal_is_a_valid_call_tool_result_for_every_version(
+        results: &[(&str, serde_json::Value)],
+    ) {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/mcp-schema");
+        for version in ["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"] {
+            let text = std::fs::read_to_string(fixtures.join(version).join("schema.json"))
+                .unwrap_or_else(|e| panic!("{version}: {e}"));
+            let mut schema: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let defs = if schema.get("$defs").is_some() {
+                "$defs"
+            } else {
+                "definitions"
+            };
+            schema["$ref"] = serde_json::json!(format!("#/{defs}/CallToolResult"));
+            let validator = jsonschema::validator_for(&schema)
+                .unwrap_or_else(|e| panic!("{version}: the schema does not compile: {e}"));
+            for (name, result) in results {
+                let mut result = result.clone();
+                if version == "2026-07-28" {
+                    result["resultType"] = serde_json::json!("complete");
+                }
+                let errors: Vec<String> = validator
+                    .iter_errors(&result)
+                    .map(|e| format!("{e} at {}", e.instance_path()))
+                    .collect();
+                assert!(errors.is_empty(), "{version}: {name}: {errors:?}");
+            }
+        }
     }
 
     proptest! {
