@@ -571,6 +571,7 @@ mod tests {
     /// for the stateless 2026-07-28, as the session core adds it), is a `CallToolResult` by the
     /// MCP specification's own JSON Schema of that version (vendored in
     /// `tests/fixtures/mcp-schema/`; tests/clients/schema.rs checks the same shapes on the wire).
+    #[expect(clippy::panic, reason = "tests fail by panicking")]
     fn every_refusal_is_a_valid_call_tool_result_for_every_version(
         results: &[(&str, serde_json::Value)],
     ) {
