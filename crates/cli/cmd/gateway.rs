@@ -119,6 +119,10 @@ pub struct Args {
     /// HTTP: seconds a keep-alive connection may wait for its next request; then it is closed.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     keep_alive_timeout: Duration,
+    /// HTTP: seconds a client may take no byte of an answer while the gateway has more to
+    /// send (its socket full); then the connection is closed.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    write_timeout: Duration,
     /// HTTP: live sessions at most; past it `initialize` is refused (HTTP 503, a JSON-RPC
     /// error).
     #[arg(long, value_name = "N", default_value_t = TransportLimits::default().max_sessions, value_parser = count)]
@@ -351,6 +355,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         header_timeout: args.header_timeout,
         body_timeout: args.body_timeout,
         idle_timeout: args.keep_alive_timeout,
+        write_timeout: args.write_timeout,
         max_connections: args.max_connections,
         max_sessions: args.max_sessions,
         session_idle: args.session_idle_timeout,

@@ -80,6 +80,9 @@ pub struct TransportLimits {
     /// HTTP: a keep-alive connection with no request is closed after this
     /// (`--keep-alive-timeout`, 60 s).
     pub idle_timeout: Duration,
+    /// HTTP: a connection whose client takes no byte of an answer for this long (a write that
+    /// cannot go on: its socket's buffers are full) is closed (`--write-timeout`, 30 s).
+    pub write_timeout: Duration,
     /// HTTP: open connections (`--max-connections`, 512); the next waits to be accepted.
     pub max_connections: usize,
     /// HTTP: live sessions (`--max-sessions`, 1024); past it `initialize` is refused (503).
@@ -100,6 +103,7 @@ impl Default for TransportLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_sessions: 1024,
             session_idle: Duration::from_secs(30 * 60),

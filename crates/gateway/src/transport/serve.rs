@@ -11,7 +11,10 @@
 //!   answers 408). A timed-out connection is closed without an answer, as a slow-loris client
 //!   deserves.
 //! - A connection with a request in flight (a long call, a held approval, an open event
-//!   stream) has no timeout here: the request's own bounds apply.
+//!   stream) has no timeout here (the request's own bounds apply), but one: a write that cannot
+//!   go on (the client reads nothing, its socket's buffers are full) for `write_timeout` closes
+//!   the connection, so a client that stops reading cannot hold a connection slot, a session's
+//!   stream or its queued answers for ever.
 //! - Shutdown: the listener closes, idle connections close at once, the others once their
 //!   requests are answered (bounded by [`super::DRAIN_TIMEOUT`]).
 
@@ -109,7 +112,13 @@ struct ConnectionClock {
     opened: Instant,
     /// Wakes the connection's task when the phase changes, to set its timer again.
     changed: Notify,
+    /// Milliseconds since `opened` at which a write started to wait for room in the socket
+    /// ([`NOT_BLOCKED`]: none waits).
+    write_blocked: AtomicU64,
 }
+
+/// [`ConnectionClock::write_blocked`] when no write waits.
+const NOT_BLOCKED: u64 = u64::MAX;
 
 impl ConnectionClock {
     fn new() -> ConnectionClock {
@@ -118,6 +127,7 @@ impl ConnectionClock {
             since: AtomicU64::new(0),
             opened: Instant::now(),
             changed: Notify::new(),
+            write_blocked: AtomicU64::new(NOT_BLOCKED),
         }
     }
 
@@ -138,8 +148,27 @@ impl ConnectionClock {
         }
     }
 
-    /// When the connection times out in its present phase (`None`: a request is in flight).
+    /// A write found no room in the socket (`ready` false) or went through (`ready` true).
+    fn write_polled(&self, ready: bool) {
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        if ready {
+            if blocked != NOT_BLOCKED {
+                self.write_blocked.store(NOT_BLOCKED, Ordering::Relaxed);
+                self.changed.notify_one();
+            }
+        } else if blocked == NOT_BLOCKED {
+            self.write_blocked.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection times out in its present phase (`None`: a request is in flight and
+    /// no write waits for room).
     fn deadline(&self, limits: &TransportLimits) -> Option<Instant> {
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        if blocked != NOT_BLOCKED {
+            return Some(self.opened + Duration::from_millis(blocked) + limits.write_timeout);
+        }
         let limit = match self.phase.load(Ordering::Acquire) {
             WAITING_FOR_HEAD => limits.header_timeout,
             IDLE => limits.idle_timeout,
@@ -220,8 +249,9 @@ async fn serve_connection(
             }
             () = timer => {
                 if clock.deadline(&limits).is_some_and(|t| t <= Instant::now()) {
-                    // Dropping the connection closes its socket: nothing is in flight on it.
-                    tracing::debug!("closed a connection past its header or idle timeout");
+                    // Dropping the connection closes its socket: nothing is in flight on it, or
+                    // its client stopped reading what is.
+                    tracing::debug!("closed a connection past its header, idle or write timeout");
                     return;
                 }
             }
@@ -261,7 +291,9 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.clock.write_polled(polled.is_ready());
+        polled
     }
 
     fn poll_write_vectored(
@@ -269,7 +301,9 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.clock.write_polled(polled.is_ready());
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -376,4 +410,57 @@ pub(super) fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool
         }
     }
     false
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    /// A client that sends a request and then reads nothing of a long answer: once the
+    /// connection's socket is full, the write waits, and after `write_timeout` the connection
+    /// is closed (its task ends, its slot is freed). Without the bound, a request in flight has
+    /// no timeout and the task would wait for ever.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+        let router = Router::new().route(
+            "/big",
+            axum::routing::get(|| async {
+                let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+                let chunks = futures::stream::iter(
+                    std::iter::repeat_n(chunk, 1024).map(Ok::<_, Infallible>),
+                );
+                Body::from_stream(chunks)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let limits = TransportLimits {
+            write_timeout: Duration::from_millis(300),
+            ..TransportLimits::default()
+        };
+        let (_stop, shutdown) = watch::channel(false);
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = Arc::clone(&slots).acquire_owned().await.unwrap();
+        let task = tokio::spawn(serve_connection(server, router, limits, shutdown, permit));
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(20), task).await;
+        assert!(
+            ended.is_ok(),
+            "the connection was not closed: a stalled write has no bound"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(
+            slots.available_permits(),
+            1,
+            "the connection's slot is free"
+        );
+    }
 }
