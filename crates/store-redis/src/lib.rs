@@ -55,11 +55,13 @@ use tollgate_policy::{Acquire, CounterState, CounterStore, FailMode};
 
 pub mod testing;
 
-/// The acquire script (see its header for the keys, arguments and answer).
-pub const SCRIPT: &str = include_str!("acquire.lua");
+/// The acquire script (see its header for the keys, arguments and answer), after the prelude
+/// both scripts share (`common.lua`: the store's clock, what a key keeps).
+pub const SCRIPT: &str = concat!(include_str!("common.lua"), include_str!("acquire.lua"));
 
-/// The reload script: what a reload keeps of each key of one counter (its header).
-pub const RELOAD_SCRIPT: &str = include_str!("reload.lua");
+/// The reload script: what a reload keeps of each key of one counter (its header), after the
+/// same prelude.
+pub const RELOAD_SCRIPT: &str = concat!(include_str!("common.lua"), include_str!("reload.lua"));
 
 /// Keys asked for per `SCAN` step (and so per reload script) on a reload.
 const SCAN_BATCH: usize = 512;

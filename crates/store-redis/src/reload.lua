@@ -15,28 +15,7 @@
 --
 -- Answer: the number of keys kept.
 
-local function fmt(n)
-  return string.format('%d', n)
-end
-
-local asked
-if ARGV[1] == 'server' then
-  local t = redis.call('TIME')
-  asked = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  asked = tonumber(ARGV[2])
-end
-local now = asked
-local mark = redis.call('GET', KEYS[1])
-if mark then
-  mark = tonumber(mark)
-  if mark > now then
-    now = mark
-  end
-end
-if (not mark) or now > mark then
-  redis.call('SET', KEYS[1], fmt(now))
-end
+-- Runs after common.lua (fmt, keep_of, newest_of, `asked` and `now`).
 
 local per_ms = tonumber(ARGV[3])
 local old_w, old_m = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -44,19 +23,8 @@ local new_w, new_m = tonumber(ARGV[6]), tonumber(ARGV[7])
 local kept = 0
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local kw, km = old_w, old_m
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if first[1] and first[2] == '-inf' then
-    local w, m = string.match(first[1], '^k:(%d+):(%d+)$')
-    if w then
-      kw, km = tonumber(w), tonumber(m)
-    end
-  end
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  local newest = nil
-  if last[1] and last[2] ~= '-inf' then
-    newest = tonumber(last[2])
-  end
+  local kw, km = keep_of(key, old_w, old_m)
+  local newest = newest_of(key)
   if newest == nil or newest + kw <= now then
     redis.call('DEL', key)
   else
