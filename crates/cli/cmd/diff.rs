@@ -9,7 +9,7 @@
 //! not load, with file:line:col as `tollgate check` reports it).
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,33 +40,10 @@ pub struct Args {
     fail_on_change: bool,
 }
 
-/// Loads a policy, or prints its diagnostics as `tollgate check` does.
-fn load(path: &std::path::Path) -> anyhow::Result<Option<Policy>> {
-    match Policy::load(path) {
-        Ok(p) => Ok(Some(p)),
-        Err(diags) => {
-            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            let mut stderr = std::io::stderr().lock();
-            for d in &diags.0 {
-                let text = if color {
-                    d.render_color()
-                } else {
-                    d.render_plain()
-                };
-                writeln!(stderr, "{text}")?;
-            }
-            writeln!(
-                stderr,
-                "error: `{}` is not a valid policy (run `tollgate check {}`)",
-                path.display(),
-                path.display()
-            )?;
-            Ok(None)
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let load = |path: &std::path::Path| {
+        super::load_policy(path, &format!(" (run `tollgate check {}`)", path.display()))
+    };
     let (old, new) = (load(&args.old)?, load(&args.new)?);
     let (Some(old), Some(new)) = (old, new) else {
         return Ok(ExitCode::from(2));

@@ -8,14 +8,14 @@
 //!
 //! Exit codes: 0 explained (whatever the decision), 2 a broken policy or bad arguments.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tollgate_policy::{Call, Engine, MemoryStore, Policy, RiskClass};
+use tollgate_policy::{Call, Engine, MemoryStore, RiskClass};
 
 use super::known::{KnownSource, known_tool, with_catalog};
 
@@ -53,26 +53,8 @@ fn parse_class(text: &str) -> Result<RiskClass, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = match Policy::load(&args.policy) {
-        Ok(p) => p,
-        Err(diags) => {
-            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            let mut stderr = std::io::stderr().lock();
-            for d in &diags.0 {
-                let text = if color {
-                    d.render_color()
-                } else {
-                    d.render_plain()
-                };
-                writeln!(stderr, "{text}")?;
-            }
-            writeln!(
-                stderr,
-                "error: `{}` is not a valid policy (see `tollgate check`)",
-                args.policy.display()
-            )?;
-            return Ok(ExitCode::from(2));
-        }
+    let Some(policy) = super::load_policy(&args.policy, " (see `tollgate check`)")? else {
+        return Ok(ExitCode::from(2));
     };
     let arguments: serde_json::Value = serde_json::from_str(&args.args)
         .with_context(|| format!("--args is not JSON: `{}`", args.args))?;
@@ -215,6 +197,7 @@ mod tests {
     use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore};
     use tollgate_mock_eks::world::Flags;
     use tollgate_mock_eks::{MockConfig, MockEks};
+    use tollgate_policy::Policy;
 
     use super::*;
 

@@ -17,7 +17,7 @@
 //! run, or it exited before answering anything, `MAX_START_FAILURES` times in a row or the
 //! last time before the client left).
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -214,29 +214,8 @@ fn counter_store(args: &Args) -> anyhow::Result<Arc<dyn CounterStore>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = match Policy::load(&args.policy) {
-        Ok(p) => p,
-        Err(diags) => {
-            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            let mut stderr = std::io::stderr().lock();
-            for d in &diags.0 {
-                writeln!(
-                    stderr,
-                    "{}",
-                    if color {
-                        d.render_color()
-                    } else {
-                        d.render_plain()
-                    }
-                )?;
-            }
-            writeln!(
-                stderr,
-                "error: `{}` is not a valid policy; the gateway does not start",
-                args.policy.display()
-            )?;
-            return Ok(ExitCode::from(2));
-        }
+    let Some(policy) = super::load_policy(&args.policy, "; the gateway does not start")? else {
+        return Ok(ExitCode::from(2));
     };
     let store = counter_store(&args)?;
     let spec = match (&args.upstream_url, args.command.split_first()) {

@@ -18,3 +18,34 @@ mod procs;
 pub mod replay;
 pub mod scenario;
 pub mod test;
+
+/// Loads a policy, or prints its diagnostics on stderr as `tollgate check` does (in colour on a
+/// terminal, unless `NO_COLOR` is set) and then `error: `PATH` is not a valid policy` followed
+/// by `consequence` (what happens now, or where to look): `None` then, for exit code 2.
+pub(crate) fn load_policy(
+    path: &std::path::Path,
+    consequence: &str,
+) -> anyhow::Result<Option<tollgate_policy::Policy>> {
+    use std::io::{IsTerminal, Write};
+    match tollgate_policy::Policy::load(path) {
+        Ok(p) => Ok(Some(p)),
+        Err(diags) => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let mut stderr = std::io::stderr().lock();
+            for d in &diags.0 {
+                let text = if color {
+                    d.render_color()
+                } else {
+                    d.render_plain()
+                };
+                writeln!(stderr, "{text}")?;
+            }
+            writeln!(
+                stderr,
+                "error: `{}` is not a valid policy{consequence}",
+                path.display()
+            )?;
+            Ok(None)
+        }
+    }
+}
