@@ -112,8 +112,6 @@ pub struct AuditLog {
     bytes: u64,
     /// The `seq` of the current file's first record: the name it takes when it is closed.
     file_first_seq: u64,
-    /// Records in the current file.
-    file_records: u64,
     /// When the current file was started (Unix ms): its `continue` record's `unix_ms`, or when
     /// this process opened it.
     started_ms: u64,
@@ -242,7 +240,6 @@ impl AuditLog {
             wall,
             bytes,
             file_first_seq: report.first_seq,
-            file_records: report.records,
             started_ms: report.started_unix_ms.unwrap_or(now),
             rotation_failed: false,
             housekeeping: None,
@@ -358,7 +355,6 @@ impl AuditLog {
             self.file.sync_data().map_err(error)?;
         }
         self.bytes += bytes.len() as u64;
-        self.file_records += bytes.iter().filter(|b| **b == b'\n').count() as u64;
         self.metrics
             .bytes
             .set(i64::try_from(self.bytes).unwrap_or(i64::MAX));
@@ -368,7 +364,8 @@ impl AuditLog {
     /// Why the current file should be rotated before the next record, if it should: it holds
     /// at least one record besides its `continue`, and its size or age reached the limit.
     fn rotation_due(&self) -> Option<&'static str> {
-        if self.rotation_failed || self.file_records + u64::from(!self.pending.is_empty()) < 2 {
+        // The current file's records, deferred ones included, are those from its first `seq`.
+        if self.rotation_failed || self.seq - self.file_first_seq < 2 {
             return None;
         }
         let size = self.bytes + self.pending.len() as u64;
@@ -415,7 +412,6 @@ impl AuditLog {
         let file = open_locked(&self.path)?;
         let old = std::mem::replace(&mut self.file, file);
         self.bytes = 0;
-        self.file_records = 0;
         self.file_first_seq = self.seq;
         self.started_ms = now;
         self.append_here(
