@@ -9,6 +9,7 @@
 //! - [`coerce`]: a call's arguments brought to the values the tool reads, by its input schema;
 //! - [`tokens`]: bearer tokens mapped to grants;
 //! - [`core`]: one session's enforcement, in process, with time passed in;
+//! - [`pin`]: pinned tool definitions: the lock file, drift, the gateway's `--lock` check;
 //! - [`refusal`]: what a refused call looks like to the agent.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod coerce;
 pub mod core;
 pub mod metrics;
+pub mod pin;
 pub mod refusal;
 pub mod tokens;
 pub mod transport;
