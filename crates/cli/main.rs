@@ -46,6 +46,8 @@ enum Command {
     /// Run the enforcing gateway in front of an MCP server (stdio, or HTTP with --listen).
     // Boxed: its many limits' flags make it far larger than the other commands' arguments.
     Gateway(Box<cmd::gateway::Args>),
+    /// Pin the upstream's tool definitions: print a lock file, or `--check` one (exit 1 on drift).
+    Pin(cmd::pin::Args),
     /// Run the mock Amazon EKS MCP server (stdio, or Streamable HTTP with --http).
     MockEks(cmd::mock_eks::Args),
     /// List and export the risk-classified tool catalogue.
@@ -80,6 +82,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Approvals(args) => cmd::approvals::run(args),
         Command::Gateway(args) => cmd::gateway::run(*args),
         Command::MockEks(args) => cmd::mock_eks::run(args),
+        Command::Pin(args) => cmd::pin::run(args),
         Command::Catalog(args) => cmd::catalog::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Policy(args) => cmd::policy::run(args),

@@ -13,6 +13,7 @@ pub mod fuzz;
 pub mod gateway;
 mod known;
 pub mod mock_eks;
+pub mod pin;
 pub mod policy;
 mod procs;
 pub mod replay;

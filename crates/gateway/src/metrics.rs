@@ -32,6 +32,14 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A drift from the lock file (docs/pinning.md): `change` is `changed` or `added`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PinDriftLabels {
+    pub upstream: String,
+    pub tool: String,
+    pub change: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
     pub tool: String,
@@ -55,6 +63,9 @@ pub struct Metrics {
     pub refused_messages: Family<ReasonLabels, Counter>,
     /// The audit log's size and rotations (docs/audit.md, "Rotation").
     pub audit: crate::audit::AuditMetrics,
+    /// Listed tools that do not match the lock file, each drift counted once (the gateway
+    /// audits it once): docs/pinning.md.
+    pub pin_drift: Family<PinDriftLabels, Counter>,
 }
 
 /// Handles to series of a [`Metrics`]' families (a handle shares its series' value), by a hash
@@ -148,6 +159,12 @@ impl Default for Metrics {
             "Client messages refused before any decision, by reason (docs/security.md)",
             refused_messages.clone(),
         );
+        let pin_drift = Family::<PinDriftLabels, Counter>::default();
+        registry.register(
+            "pin_drift",
+            "Listed tools whose definition does not match the lock file (changed, or added), each drift once (docs/pinning.md)",
+            pin_drift.clone(),
+        );
         let audit = crate::audit::AuditMetrics::default();
         registry.register(
             "audit_log_bytes",
@@ -166,6 +183,7 @@ impl Default for Metrics {
         );
         Metrics {
             audit,
+            pin_drift,
             refused_messages,
             registry,
             counter_saturation,
@@ -179,6 +197,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a drift from the lock file (once per drift: the caller knows which are new).
+    pub fn observe_pin_drift(&self, upstream: &str, tool: &str, change: &str) {
+        self.pin_drift
+            .get_or_create(&PinDriftLabels {
+                upstream: upstream.to_owned(),
+                tool: tool.to_owned(),
+                change: change.to_owned(),
+            })
+            .inc();
+    }
+
     /// Counts a client message refused before any decision (`reason`: a fixed name).
     pub fn observe_refused_message(&self, reason: &str) {
         self.refused_messages

@@ -558,6 +558,8 @@ mod tests {
             "upstream_failed",
             "upstream_timeout",
             "approval_withdrawn",
+            "too_many_in_flight",
+            "pin_drift",
         ] {
             every.push((
                 kind,

@@ -25,6 +25,9 @@ use tollgate_mcp::{ErrorCode, ProtocolVersion, error_response};
 use crate::faults::FaultEffect;
 use crate::server::{Handled, MockEks};
 
+/// The notification a `rug_pull` fault makes the server send.
+const LIST_CHANGED: &str = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+
 /// The exit code of a process that a `crash` fault ends.
 pub const CRASH_EXIT_CODE: i32 = 70;
 
@@ -57,8 +60,9 @@ impl Shared {
     }
 
     /// Handles one message and appends the new journal entries to the journal file, one JSON
-    /// line each, flushed before the answer goes out.
-    pub fn handle(&self, session: &str, bytes: &[u8]) -> Handled {
+    /// line each, flushed before the answer goes out. The flag says that a `rug_pull` fault
+    /// changed a tool's definition: `notifications/tools/list_changed` is due after the answer.
+    pub fn handle(&self, session: &str, bytes: &[u8]) -> (Handled, bool) {
         let mut mock = self.mock.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(path) = &self.faults_switch
             && let Ok(text) = std::fs::read_to_string(path)
@@ -81,7 +85,7 @@ impl Shared {
             }
             *written = mock.journal().len();
         }
-        handled
+        (handled, mock.take_list_changed())
     }
 
     fn with_mock<T>(&self, f: impl FnOnce(&mut MockEks) -> T) -> T {
@@ -148,7 +152,10 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let handled = shared.handle("stdio", &line);
+        let (handled, list_changed) = shared.handle("stdio", &line);
+        // A `rug_pull` fault changed a tool: say so after the answer (a task of its own below
+        // when the answer waits; then the notice waits with it).
+        let notice = list_changed.then(|| format!("{LIST_CHANGED}\n").into_bytes());
         match handled.effect {
             Some(FaultEffect::Crash) => std::process::exit(CRASH_EXIT_CODE),
             Some(FaultEffect::Hang) => {
@@ -159,11 +166,17 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
             _ => {}
         }
         let Some(response) = handled.response else {
+            if let Some(n) = notice {
+                let _ = tx.send(n);
+            }
             continue;
         };
         if handled.latency.is_zero() && handled.effect.is_none() {
             // The common case needs no task of its own: answer in order, at once.
             let _ = tx.send(format!("{response}\n").into_bytes());
+            if let Some(n) = notice {
+                let _ = tx.send(n);
+            }
             continue;
         }
         let tx = tx.clone();
@@ -187,6 +200,9 @@ pub async fn serve_stdio(shared: Arc<Shared>, max_line: usize) -> std::io::Resul
                 _ => {
                     let _ = tx.send(format!("{response}\n").into_bytes());
                 }
+            }
+            if let Some(n) = notice {
+                let _ = tx.send(n);
             }
         });
     }
@@ -339,7 +355,7 @@ async fn http_post(
             Some(id) => id,
         }
     };
-    let handled = state.shared.handle(&session, &body);
+    let (handled, list_changed) = state.shared.handle(&session, &body);
     match handled.effect {
         Some(FaultEffect::Crash) => std::process::exit(CRASH_EXIT_CODE),
         Some(FaultEffect::Hang) => {
@@ -359,7 +375,13 @@ async fn http_post(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("*/*");
     let wants_json = accept.contains("application/json") || accept.contains("*/*");
-    let sse = state.options.always_sse || (!wants_json && accept.contains("text/event-stream"));
+    // A `rug_pull` fault's `notifications/tools/list_changed` goes before the answer on its SSE
+    // stream, when the client accepts one (this server opens no GET stream); with a JSON
+    // answer the change is only seen at the next listing.
+    let accepts_sse = accept.contains("text/event-stream") || accept.contains("*/*");
+    let notify = list_changed && accepts_sse;
+    let sse =
+        notify || state.options.always_sse || (!wants_json && accept.contains("text/event-stream"));
     let text = match handled.effect {
         Some(FaultEffect::Malformed) => {
             "{\"jsonrpc\": \"2.0\", \"result\": <malformed by fault>".to_owned()
@@ -367,10 +389,12 @@ async fn http_post(
         _ => response.to_string(),
     };
     let (content_type, payload) = if sse {
-        (
-            "text/event-stream",
-            tollgate_mcp::sse::encode_event(&text, None),
-        )
+        let mut events = String::new();
+        if notify {
+            events.push_str(&tollgate_mcp::sse::encode_event(LIST_CHANGED, None));
+        }
+        events.push_str(&tollgate_mcp::sse::encode_event(&text, None));
+        ("text/event-stream", events)
     } else {
         ("application/json", text)
     };

@@ -1,0 +1,245 @@
+//! `tollgate pin [--check --lock FILE] [--timeout SECS] (--upstream-url URL | -- COMMAND
+//! ARGS...)`: pinned tool definitions (docs/pinning.md). Connects to the upstream as the
+//! gateway would, lists every tool (following `nextCursor`), and prints the lock file
+//! (`tollgate pin -- CMD > tollgate.lock`); with `--check`, compares the listing with the lock
+//! and names every tool that changed (with the fields that changed), was added or was removed.
+//!
+//! Exit codes: 0 (printed, or nothing drifted), 1 (drift), 2 (bad flags, an unreadable lock,
+//! an upstream that cannot be listed).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tollgate_gateway::core::{MAX_LIST_PAGES, MAX_LISTED_TOOLS};
+use tollgate_gateway::pin::{DEFAULT_UPSTREAM, Lock};
+use tollgate_gateway::upstream::{FromUpstream, Upstream, UpstreamSpec};
+use tollgate_mcp::{Limits, ProtocolVersion};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Compare the upstream's tools with `--lock` instead of printing a lock: exit 1 on drift.
+    #[arg(long, requires = "lock")]
+    check: bool,
+    /// The lock file to check against (what `tollgate pin` printed).
+    #[arg(long, value_name = "FILE", requires = "check")]
+    lock: Option<PathBuf>,
+    /// Seconds the upstream may take to start and answer everything (a fraction allowed).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    timeout: Duration,
+    /// The upstream's Streamable HTTP URL.
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    upstream_url: Option<String>,
+    /// The upstream as a command to run (after `--`), spoken to over stdio.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| (0.001..=86_400.0).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            format!("`{text}` is not a timeout: give seconds from 0.001 to 86400, e.g. 60")
+        })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let spec = match (&args.upstream_url, args.command.split_first()) {
+        (Some(url), _) => UpstreamSpec::Url(url.clone()),
+        (None, Some((program, rest))) => UpstreamSpec::Command {
+            program: program.clone(),
+            args: rest.to_vec(),
+        },
+        (None, None) => {
+            anyhow::bail!("no upstream: give `--upstream-url URL` or `-- COMMAND ARGS...`")
+        }
+    };
+    // Read first: a broken lock is bad input whatever the upstream says.
+    let lock = args
+        .lock
+        .as_ref()
+        .map(|p| Lock::from_path(p))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tools = runtime.block_on(list_tools(&spec, args.timeout))?;
+    let mut stdout = std::io::stdout().lock();
+    let Some(lock) = lock else {
+        let mut lock = Lock::new();
+        lock.pin(DEFAULT_UPSTREAM, &tools);
+        stdout.write_all(lock.to_text().as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let path = args.lock.as_deref().unwrap_or(std::path::Path::new(""));
+    if !lock.upstreams.contains_key(DEFAULT_UPSTREAM) {
+        anyhow::bail!(
+            "`{}` pins no upstream named `{DEFAULT_UPSTREAM}` (the name of the upstream given on the command line): pin it with `tollgate pin`",
+            path.display()
+        );
+    }
+    let drift = lock.compare(DEFAULT_UPSTREAM, &tools);
+    if drift.is_empty() {
+        writeln!(
+            stdout,
+            "ok: upstream `{DEFAULT_UPSTREAM}`: its {} tools match `{}`",
+            tools.len(),
+            path.display()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    stdout.write_all(drift.render().as_bytes())?;
+    writeln!(
+        stdout,
+        "drift: upstream `{DEFAULT_UPSTREAM}`: {} changed, {} added, {} removed since `{}` was written; review the changes, then pin again (`tollgate pin ... > {}`)",
+        drift.changed.len(),
+        drift.added.len(),
+        drift.removed.len(),
+        path.display(),
+        path.display()
+    )?;
+    Ok(ExitCode::from(1))
+}
+
+/// Every tool the upstream lists: `initialize`, `notifications/initialized`, then `tools/list`
+/// page by page (at most [`MAX_LIST_PAGES`] pages and [`MAX_LISTED_TOOLS`] tools, as the
+/// gateway reads), all within `timeout`.
+async fn list_tools(spec: &UpstreamSpec, timeout: Duration) -> anyhow::Result<Vec<Value>> {
+    let mut upstream = Upstream::connect(spec, Limits::default().max_bytes, 64)
+        .with_context(|| format!("cannot start the upstream {}", describe(spec)))?;
+    let listed = tokio::time::timeout(timeout, conversation(&mut upstream)).await;
+    let ended = upstream.shutdown().await;
+    match listed {
+        Ok(Ok(tools)) => Ok(tools),
+        Ok(Err(e)) => {
+            let said = if ended.stderr.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; its last words on stderr:\n  {}",
+                    ended.stderr.join("\n  ")
+                )
+            };
+            Err(anyhow::anyhow!("upstream {}: {e}{said}", describe(spec)))
+        }
+        Err(_) => anyhow::bail!(
+            "upstream {} did not list its tools within {:?}; give it longer with `--timeout SECS`",
+            describe(spec),
+            timeout
+        ),
+    }
+}
+
+fn describe(spec: &UpstreamSpec) -> String {
+    match spec {
+        UpstreamSpec::Url(url) => format!("`{url}`"),
+        UpstreamSpec::Command { program, args } => {
+            let mut words = vec![program.as_str()];
+            words.extend(args.iter().map(String::as_str));
+            format!("`{}`", words.join(" "))
+        }
+    }
+}
+
+async fn conversation(upstream: &mut Upstream) -> anyhow::Result<Vec<Value>> {
+    let tx = upstream.sender();
+    let send = |v: Value| {
+        let tx = tx.clone();
+        async move {
+            tx.send(v)
+                .await
+                .map_err(|_| anyhow::anyhow!("it went away before it was listed"))
+        }
+    };
+    send(json!({
+        "jsonrpc": "2.0", "id": "tollgate-pin-0", "method": "initialize",
+        "params": {
+            "protocolVersion": ProtocolVersion::LATEST_SESSIONFUL.as_str(),
+            "capabilities": {},
+            "clientInfo": {"name": "tollgate-pin", "version": env!("CARGO_PKG_VERSION")},
+        },
+    }))
+    .await?;
+    answer(upstream, "tollgate-pin-0", &send).await?;
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await?;
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 1..=MAX_LIST_PAGES {
+        let id = format!("tollgate-pin-{page}");
+        let mut params = json!({});
+        if let Some(c) = &cursor {
+            params["cursor"] = json!(c);
+        }
+        send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params})).await?;
+        let result = answer(upstream, &id, &send).await?;
+        let Some(listed) = result.get("tools").and_then(Value::as_array) else {
+            anyhow::bail!("its `tools/list` answer has no `tools` array");
+        };
+        tools.extend(listed.iter().cloned());
+        if tools.len() > MAX_LISTED_TOOLS {
+            anyhow::bail!(
+                "it lists more than {MAX_LISTED_TOOLS} tools, more than the gateway reads"
+            );
+        }
+        match result.get("nextCursor").and_then(Value::as_str) {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(tools),
+        }
+    }
+    anyhow::bail!("its tool list goes on past {MAX_LIST_PAGES} pages, more than the gateway reads")
+}
+
+/// Waits for the answer to request `id` and returns its result. Requests from the upstream
+/// meanwhile get an answer (`ping` an empty result, anything else "method not found"), so a
+/// server that asks something before it lists is not left waiting; notifications are skipped.
+async fn answer<F, Fut>(upstream: &mut Upstream, id: &str, send: &F) -> anyhow::Result<Value>
+where
+    F: Fn(Value) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        let bytes = match upstream.rx.recv().await {
+            Some(FromUpstream::Message(bytes)) => bytes,
+            Some(FromUpstream::Closed(why)) => anyhow::bail!("it went away: {why}"),
+            None => anyhow::bail!("it went away"),
+        };
+        let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+            anyhow::bail!(
+                "it sent something that is not JSON: {}",
+                tollgate_mcp::display::text(&String::from_utf8_lossy(
+                    &bytes[..bytes.len().min(200)]
+                ))
+            );
+        };
+        let messages = match value {
+            Value::Array(items) => items,
+            v => vec![v],
+        };
+        for m in messages {
+            let method = m.get("method").and_then(Value::as_str);
+            match (method, m.get("id")) {
+                (Some("ping"), Some(rid)) => {
+                    send(json!({"jsonrpc": "2.0", "id": rid, "result": {}})).await?;
+                }
+                (Some(other), Some(rid)) => {
+                    send(json!({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": format!("tollgate pin does not answer `{other}`")}})).await?;
+                }
+                (Some(_), None) => {}
+                (None, Some(rid)) if rid.as_str() == Some(id) => {
+                    if let Some(e) = m.get("error") {
+                        anyhow::bail!("it answered with an error: {e}");
+                    }
+                    return Ok(m.get("result").cloned().unwrap_or(Value::Null));
+                }
+                (None, _) => {}
+            }
+        }
+    }
+}
