@@ -29,6 +29,8 @@ mod scenarios;
 mod ci;
 // The wire fuzzer: generated traffic through both fronts in front of a naive upstream.
 mod wire_fuzz;
+// Pinned tool definitions: `tollgate pin`, `--check`, the gateway's `--lock` against a rug pull.
+mod pin;
 // The client matrix: real MCP clients read every refusal; the gateway's own answers against the
 // MCP schema of each protocol version.
 mod clients;

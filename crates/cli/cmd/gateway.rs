@@ -6,6 +6,7 @@
 //! [--max-upstream-processes N]
 //! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
 //! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
+//! [--lock FILE [--lock-mode refuse|warn]]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
 //!
 //! Without `--listen` it speaks MCP on its own stdin/stdout for one client (grant `--grant`),
@@ -29,6 +30,7 @@ use sha2::Digest;
 use tokio::sync::{mpsc, watch};
 use tollgate_gateway::audit::{AuditLog, Rotation, system_wall_clock};
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
+use tollgate_gateway::pin::{DEFAULT_UPSTREAM, Lock, LockMode, Pins};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
     AllowedOrigins, Auth, ClientInput, Clock, HttpFront, SessionEnd, TransportLimits, run_session,
@@ -163,6 +165,15 @@ pub struct Args {
     /// The longest wait to connect to the Redis store, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = duration_ms(tollgate_store_redis::DEFAULT_CONNECT_TIMEOUT))]
     store_connect_timeout_ms: u64,
+    /// Pinned tool definitions (what `tollgate pin` printed): every `tools/list` answer is
+    /// checked against it; a tool that changed or is not in it is hidden and its calls refused
+    /// (docs/pinning.md).
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// What a tool that drifted from `--lock` gets: `refuse` (hidden, calls refused) or `warn`
+    /// (listed and forwarded); both audit and count the drift.
+    #[arg(long, value_name = "MODE", default_value = "refuse", value_parser = ["refuse", "warn"], requires = "lock")]
+    lock_mode: String,
     /// The upstream's Streamable HTTP URL.
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream_url: Option<String>,
@@ -217,6 +228,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(policy) = super::load_policy(&args.policy, "; the gateway does not start")? else {
         return Ok(ExitCode::from(2));
     };
+    let pins = args
+        .lock
+        .as_ref()
+        .map(|path| {
+            let lock = Lock::from_path(path).map_err(anyhow::Error::msg)?;
+            let mode = LockMode::parse(&args.lock_mode).unwrap_or(LockMode::Refuse);
+            let pins = Pins::new(&lock, DEFAULT_UPSTREAM, mode)
+                .map_err(|e| anyhow::anyhow!("`{}`: {e}", path.display()))?;
+            let hash = file_hash(path).unwrap_or_default();
+            anyhow::Ok((Arc::new(pins), path.display().to_string(), hash))
+        })
+        .transpose()?;
     let store = counter_store(&args)?;
     let spec = match (&args.upstream_url, args.command.split_first()) {
         (Some(url), _) => UpstreamSpec::Url(url.clone()),
@@ -299,6 +322,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tool_timeouts: args.tool_timeout.iter().cloned().collect(),
         approvals: admin_tokens.is_some(),
         max_held_per_grant: args.max_held_per_grant.max(1),
+        pins: pins.as_ref().map(|(p, ..)| Arc::clone(p)),
         ..GatewayOptions::default()
     };
     let gateway = match &args.record {
@@ -310,8 +334,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let clock = Clock::scaled(Instant::now(), args.time_scale);
+    let mut opened = serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "store": store_name(&args), "time_scale": clock.scale()});
+    if let Some((pins, path, hash)) = &pins {
+        opened["lock"] = serde_json::json!(path);
+        opened["lock_sha256"] = serde_json::json!(hash);
+        opened["lock_mode"] = serde_json::json!(pins.mode().as_str());
+    }
     gateway
-        .open(clock.now(), serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "store": store_name(&args), "time_scale": clock.scale()}))
+        .open(clock.now(), opened)
         .map_err(anyhow::Error::msg)
         .context("writing the audit log")?;
     // A stdio gateway serves one session: one thread runs it without waking another thread

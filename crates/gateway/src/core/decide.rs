@@ -50,7 +50,10 @@ impl SessionCore {
             return Vec::new();
         };
         let Some(info) = advertised.get(&name).cloned() else {
-            return vec![self.unknown_tool(&id, &name, now)];
+            return vec![
+                self.pin_refusal(&id, &name, now)
+                    .unwrap_or_else(|| self.unknown_tool(&id, &name, now)),
+            ];
         };
         // The arguments move into the call (no copy); the message keeps the rest and gets the
         // validated arguments back when it is forwarded.

@@ -118,6 +118,7 @@ impl Gateway {
             grant: Arc::from(grant),
             session: Arc::from(session),
             advertised: None,
+            drifted: HashMap::default(),
             listing: None,
             waiting_for_list: Vec::new(),
             pending: HashMap::default(),

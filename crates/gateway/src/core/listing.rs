@@ -124,7 +124,9 @@ impl SessionCore {
                 );
                 break;
             }
-            if let Some(name) = t.get("name").and_then(Value::as_str) {
+            if let Some(name) = t.get("name").and_then(Value::as_str)
+                && self.pin_keep(t, now)
+            {
                 listing.tools.insert(name.to_owned(), tool_info(t));
             }
         }

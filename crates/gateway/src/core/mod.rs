@@ -7,7 +7,7 @@
 //!   `jsonrpc`) is answered here with the JSON-RPC error and never forwarded;
 //! - every `tools/call` (each one inside a batch too) is decided before anything is forwarded:
 //!   the tool must be one the upstream advertised (the session lists the upstream's tools
-//!   itself when the client has not), then the policy decides; the decision is written to the
+//!   itself when the client has not) and, with `--lock`, match its pin, then the policy decides; the decision is written to the
 //!   audit log, and only then is the call forwarded, with the validated arguments
 //!   re-serialized, or answered with a refusal;
 //! - everything else passes through unchanged, both ways, ids included (one upstream session
@@ -28,6 +28,8 @@
 //! - `held.rs`: calls held for a human's approval;
 //! - `listing.rs`: the upstream's tool list (the gateway's own `tools/list`) and
 //!   `list_changed`;
+//! - `pins.rs`: every `tools/list` answer checked against the pinned tool definitions
+//!   (`--lock`: a drifted tool hidden, its calls refused);
 //! - `upstream.rs`: what comes from the upstream, and the id mapping.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -59,6 +61,7 @@ mod decide;
 mod gateway;
 mod held;
 mod listing;
+mod pins;
 mod record;
 mod upstream;
 
@@ -94,6 +97,9 @@ pub struct GatewayOptions {
     /// upstream's tool list) at once; the next is refused (`too_many_in_flight`), so a client
     /// cannot make the gateway hold unbounded state for a slow upstream.
     pub max_in_flight: usize,
+    /// Pinned tool definitions (`--lock`, docs/pinning.md): every `tools/list` answer is
+    /// checked against them (`pins.rs`).
+    pub pins: Option<Arc<crate::pin::Pins>>,
 }
 
 /// The most pages of `tools/list` the gateway reads from an upstream before it stops asking
@@ -113,6 +119,7 @@ impl Default for GatewayOptions {
             approvals: false,
             max_held_per_grant: 16,
             max_in_flight: 1024,
+            pins: None,
         }
     }
 }
@@ -169,6 +176,9 @@ pub struct SessionCore {
     grant: Arc<str>,
     session: Arc<str>,
     advertised: Option<HashMap<String, ToolInfo, Hasher>>,
+    /// Tools hidden because they drifted from the lock file (`--lock`, refuse mode): a call to
+    /// one is refused as `pin_drift`, not as unknown (`pins.rs`).
+    drifted: HashMap<String, crate::pin::Drifted, Hasher>,
     listing: Option<Listing>,
     /// Client calls waiting for the upstream's tool list.
     waiting_for_list: Vec<Value>,

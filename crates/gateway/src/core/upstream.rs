@@ -220,6 +220,7 @@ impl SessionCore {
             }
             if v.get("result").and_then(|r| r.get("tools")).is_some() {
                 let mut v = v;
+                self.pin_screen(&mut v, now);
                 self.absorb_listing(&v);
                 self.hide_tools(&mut v);
                 self.listed_under = Some(self.gateway.engine());
@@ -230,6 +231,7 @@ impl SessionCore {
         if v.get("method").and_then(Value::as_str) == Some("notifications/tools/list_changed") {
             // The upstream's tools changed: list them again before the next call.
             self.advertised = None;
+            self.drifted.clear();
         }
         // An answer to one of the gateway's own requests that is not in flight (a listing
         // the session gave up on) is dropped by `crossing`: no client asked for it.
