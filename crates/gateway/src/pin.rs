@@ -455,7 +455,17 @@ impl Pins {
         let name = tool.get("name").and_then(Value::as_str)?;
         let listed = tool_hash(tool);
         let kind = match self.hashes.get(name) {
-            Some(p) if *p == listed => return None,
+            Some(p) if *p == listed => {
+                // Back to its pin: a later drift to a hash seen before is a new drift.
+                let mut seen = self
+                    .seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !seen.is_empty() {
+                    seen.remove(name);
+                }
+                return None;
+            }
             Some(p) => DriftKind::Changed {
                 pinned: p.clone(),
                 fields: self
@@ -640,8 +650,11 @@ mod tests {
             }
         );
         // Listed again: the same drift, not new.
-        let again = pins.screen(&mut vec![changed]);
+        let again = pins.screen(&mut vec![changed.clone()]);
         assert!(!again[0].first);
+        // Back to its pin, then changed the same way again: a new drift.
+        assert!(pins.screen(&mut vec![tool()]).is_empty());
+        assert!(pins.screen(&mut vec![changed])[0].first);
         let warn =
             Pins::new(&lock, "default", LockMode::Warn).unwrap_or_else(|e| unreachable!("{e}"));
         let mut page = vec![tool(), json!({"name": "new_tool"})];
