@@ -939,5 +939,7 @@ fn scopes_of(claims: &Map<String, Value>) -> Vec<String> {
     out
 }
 
+pub mod http;
+
 #[cfg(test)]
 mod tests;
