@@ -11,9 +11,12 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
 use super::{ALLOW_ALL, call, initialize, lines_of, rt, start_gateway_http, write};
-use crate::mock_eks::start_http;
-use crate::util::tollgate;
+use crate::mock_eks::{Guard, python, start_http, start_listening};
+use crate::util::{root, tollgate};
 
 const ISS: &str = "https://idp.test";
 
@@ -250,4 +253,183 @@ fn oauth_flags_that_cannot_work_are_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains(says), "{extra:?}: {stderr}");
     }
+}
+
+/// npm `oidc-provider` (pinned in .ci/node; scripts/test-all.sh installs it). A missing one
+/// fails the test: nothing is skipped.
+fn oidc_provider() -> String {
+    std::env::var("TOLLGATE_TEST_OIDC_PROVIDER").unwrap_or_else(|_| {
+        let dir = root().join(".ci/node/node_modules/oidc-provider");
+        assert!(dir.exists(), "TOLLGATE_TEST_OIDC_PROVIDER is not set and .ci/node is not installed: run `bash scripts/test-all.sh`");
+        dir.to_string_lossy().into_owned()
+    })
+}
+
+/// tests/oauth/idp.mjs on an ephemeral loopback port, for `audience`: the process and its
+/// issuer.
+fn start_idp(audience: &str, alg: &str) -> (Guard, String) {
+    let mut child = Command::new("node")
+        .arg(root().join("tests/oauth/idp.mjs"))
+        .args([&oidc_provider(), audience, alg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("idp.mjs said {line:?}: {e}"));
+    (Guard(child), started["issuer"].as_str().unwrap().to_owned())
+}
+
+/// A loopback port free a moment ago: the audience (the URL clients reach `/mcp` at) must be
+/// known before the gateway starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn python_client(url: &str, args: &[&str]) -> Value {
+    let out = Command::new(python())
+        .arg(root().join("tests/oauth/oauth_client.py"))
+        .args(["--url", url])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oauth_client.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A real authorization server (oidc-provider) issues JWT access tokens for the gateway's
+/// resource: one from the client_credentials grant carries the Python SDK's calls through the
+/// gateway under the scope's grant; then the SDK's own OAuth client, given nothing but the URL,
+/// follows the 401 to the protected-resource metadata and the authorization server, registers,
+/// completes the authorization-code flow with PKCE and the resource indicator, and calls the
+/// tool. A token for another resource is refused for its audience.
+#[test]
+fn oidc_provider_tokens_work_through_the_gateway_and_the_sdk_logs_in_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "p.json", ALLOW_ALL);
+    let audit = dir.path().join("audit.jsonl");
+    let port = free_port();
+    let audience = format!("http://127.0.0.1:{port}/mcp");
+    let (_idp, issuer) = start_idp(&audience, "ES256");
+    let (_other_idp, other_issuer) = start_idp("http://127.0.0.1:1/mcp", "RS256");
+    let (_mock, mock_url) = start_http(&[]);
+    let (_gw, url) = start_listening(&[
+        "gateway",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--policy",
+        &policy,
+        "--audit",
+        audit.to_str().unwrap(),
+        "--oauth-issuer",
+        &issuer,
+        "--oauth-audience",
+        &audience,
+        "--jwks",
+        &format!("{issuer}/jwks"),
+        "--grant-scope",
+        "eks:admin=operator",
+        "--grant-scope",
+        "eks:read=analyst",
+        "--upstream-url",
+        &mock_url,
+    ]);
+    assert_eq!(url, audience);
+    let token = |issuer: &str, resource: &str| -> Value {
+        rt().block_on(async {
+            reqwest::Client::new()
+                .post(format!("{issuer}/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "agent"),
+                    ("client_secret", "agent-secret-0000000000"),
+                    ("scope", "eks:read"),
+                    ("resource", resource),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    let issued = token(&issuer, &audience);
+    let access = issued["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{issued}"));
+    let seen = python_client(&url, &["--token", access]);
+    assert_eq!(seen["is_error"], false, "{seen}");
+
+    // The SDK's own OAuth client, from nothing but the URL.
+    let seen = python_client(&url, &["--login"]);
+    assert_eq!(seen["is_error"], false, "{seen}");
+    assert_eq!(seen["resource"], audience, "{seen}");
+    assert_eq!(
+        seen["authorization_servers"],
+        json!([issuer.clone()]),
+        "{seen}"
+    );
+    let authorize = seen["authorization_url"].as_str().unwrap();
+    assert!(
+        authorize.contains("code_challenge_method=S256") && authorize.contains("resource="),
+        "{authorize}"
+    );
+    let login_token = seen["access_token"].as_str().unwrap();
+    assert_eq!(
+        login_token.split('.').count(),
+        3,
+        "a JWT access token: {login_token}"
+    );
+
+    // A token of another authorization server, for another resource: refused, audited.
+    let foreign = token(&other_issuer, "http://127.0.0.1:1/mcp");
+    let foreign = foreign["access_token"].as_str().unwrap().to_owned();
+    rt().block_on(async {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&foreign)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(initialize(0).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        // Its `kid` (rsa-1) is also the other server's: the signature is what fails.
+        assert!(
+            challenge.contains("does not verify")
+                || challenge.contains("not in the authorization server"),
+            "{challenge}"
+        );
+    });
+    let records = lines_of(&audit);
+    let grants: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| &r["grant"])
+        .collect();
+    // client_credentials asked for eks:read; the login asked for every scope the metadata
+    // lists, so the first mapping it has (eks:admin) names its grant.
+    assert_eq!(
+        grants,
+        [&json!("analyst"), &json!("operator")],
+        "{records:?}"
+    );
+    assert!(records.iter().any(|r| r["kind"] == "auth_refused"));
+    assert!(!std::fs::read_to_string(&audit).unwrap().contains(&foreign));
 }
