@@ -433,3 +433,137 @@ fn oidc_provider_tokens_work_through_the_gateway_and_the_sdk_logs_in_by_itself()
     assert!(records.iter().any(|r| r["kind"] == "auth_refused"));
     assert!(!std::fs::read_to_string(&audit).unwrap().contains(&foreign));
 }
+
+/// `--admin-oauth-scope`: an access token with the scope is an approver (`oauth:SUB`) on the
+/// admin API, and makes no calls at /mcp; an agent's access token is refused at /admin with
+/// what scope it lacks. A held call is approved with an access token and reaches the tool.
+#[test]
+fn an_access_token_with_the_admin_scope_approves_held_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "p.json",
+        r#"{"version": "1", "default": "allow", "tools": {"get_eks_insights": {"action": "require_approval", "approval": {"timeout": "30s"}}}}"#,
+    );
+    let (signing, jwk) = key("k1");
+    let jwks = write(dir.path(), "jwks.json", &json!({"keys": [jwk]}).to_string());
+    let audit = dir.path().join("audit.jsonl");
+    let (_mock, mock_url) = start_http(&[]);
+    let aud = "https://gateway.test/mcp";
+    let (_gw, url) = start_gateway_http(&[
+        "--policy",
+        &policy,
+        "--audit",
+        audit.to_str().unwrap(),
+        "--oauth-issuer",
+        ISS,
+        "--oauth-audience",
+        aud,
+        "--jwks",
+        &jwks,
+        "--grant-scope",
+        "eks:read=analyst",
+        "--admin-oauth-scope",
+        "tollgate:admin",
+        "--upstream-url",
+        &mock_url,
+    ]);
+    let base = url.trim_end_matches("/mcp").to_owned();
+    let with_scope = |sub: &str, scope: &str| {
+        token(
+            &signing,
+            "k1",
+            &json!({"iss": ISS, "aud": aud, "sub": sub, "exp": now() + 300, "scope": scope}),
+        )
+    };
+    let agent = with_scope("agent-7", "eks:read");
+    let admin = with_scope("ops-bob", "tollgate:admin");
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        // The approver's token makes no calls.
+        let r = post(&http, &url, Some(&admin), &initialize(0)).await;
+        assert_eq!(r.status(), 401);
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("works on /admin and /ui only")
+        );
+        // The agent's token approves nothing.
+        let r = http
+            .get(format!("{base}/admin/approvals"))
+            .bearer_auth(&agent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("needs the scope `tollgate:admin`"),
+            "{body}"
+        );
+
+        let r = post(&http, &url, Some(&agent), &initialize(0)).await;
+        assert_eq!(r.status(), 200);
+        let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let held = {
+            let (http, url, agent, session) =
+                (http.clone(), url.clone(), agent.clone(), session.clone());
+            tokio::spawn(async move {
+                http.post(&url)
+                    .bearer_auth(&agent)
+                    .header("mcp-session-id", &session)
+                    .header("accept", "application/json, text/event-stream")
+                    .header("content-type", "application/json")
+                    .body(
+                        call(1, "get_eks_insights", json!({"cluster_name": "prod-eks"}))
+                            .to_string(),
+                    )
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            })
+        };
+        let mut id = None;
+        for _ in 0..200 {
+            let list: Value = http
+                .get(format!("{base}/admin/approvals"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(list["approver"], "oauth:ops-bob", "{list}");
+            if let Some(p) = list["pending"].as_array().and_then(|p| p.first()) {
+                id = Some(p["id"].as_u64().unwrap());
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let id = id.unwrap_or_else(|| panic!("the call is not held within 10 s"));
+        let r = http
+            .post(format!("{base}/admin/approvals/{id}/approve"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(20), held)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer["result"].is_object(), "{answer}");
+    });
+    let records = lines_of(&audit);
+    let approval = records.iter().find(|r| r["kind"] == "approval").unwrap();
+    assert_eq!(approval["approver"], "oauth:ops-bob");
+    assert_eq!(approval["verdict"], "approved");
+}

@@ -437,7 +437,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let local = listener.local_addr()?;
                 // One write: tests read the first line and may close the pipe after it.
                 let mut banner = format!("listening on http://{local}/mcp\n");
-                if admin_tokens.is_some() {
+                if admin_tokens.is_some()
+                    || oauth
+                        .as_ref()
+                        .is_some_and(|o| o.config().admin_scope.is_some())
+                {
                     banner.push_str(&format!(
                         "approvals: console at http://{local}/ui, API at http://{local}/admin/approvals\n"
                     ));

@@ -228,6 +228,10 @@ pub enum AuthFailure {
     Audience { found: String, expected: String },
     #[error("{0}")]
     NoGrant(String),
+    #[error(
+        "the access token has the admin scope `{0}`: it works on /admin and /ui only; an agent needs a token without it"
+    )]
+    AdminToken(String),
     #[error("the gateway cannot check access tokens: {0}")]
     KeysUnavailable(String),
 }
@@ -269,6 +273,7 @@ impl AuthFailure {
             AuthFailure::Issuer { .. } => "issuer",
             AuthFailure::Audience { .. } => "audience",
             AuthFailure::NoGrant(_) => "no_grant",
+            AuthFailure::AdminToken(_) => "admin_token",
             AuthFailure::KeysUnavailable(_) => "keys_unavailable",
         }
     }
@@ -611,6 +616,12 @@ impl OAuth {
     /// Checks one access token at Unix time `now` (seconds) and names its grant.
     pub async fn validate(&self, token: &str, now: u64) -> Result<Principal, AuthFailure> {
         let claims = self.verified_claims(token, now).await?;
+        // An approver's credential never makes calls (as an `--admin-tokens` token at /mcp).
+        if let Some(scope) = &self.config.admin_scope
+            && scopes_of(&claims).contains(scope)
+        {
+            return Err(AuthFailure::AdminToken(scope.clone()));
+        }
         self.principal(&claims)
     }
 
@@ -740,14 +751,6 @@ impl OAuth {
             .iter()
             .map(|m| m.scope.clone())
             .collect()
-    }
-
-    /// Whether a valid token's principal may act on the admin API (`admin_scope`).
-    pub fn is_admin(&self, principal: &Principal) -> bool {
-        self.config
-            .admin_scope
-            .as_ref()
-            .is_some_and(|s| principal.scopes.iter().any(|p| p == s))
     }
 
     /// Checks a token for the admin API: valid, and with the admin scope (no grant needed).

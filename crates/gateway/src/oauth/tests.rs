@@ -792,3 +792,19 @@ fn keys_are_fetched_lazily_and_kept_when_a_refetch_fails() {
         assert_eq!(idp.hits.load(Ordering::SeqCst), 2);
     });
 }
+
+/// A token with the admin scope is an approver's: refused at /mcp even when it also has a
+/// grant, as an `--admin-tokens` token is.
+#[test]
+fn an_admin_scoped_token_makes_no_calls() {
+    let s = ed_signer("d1");
+    let (server, _dir) = server_config(&[&s], |c| c.admin_scope = Some("tollgate:admin".into()));
+    let mut c = claims();
+    c["scope"] = json!("eks:read tollgate:admin");
+    let e = check(&server, &sign(&s, &c), NOW).unwrap_err();
+    assert_eq!((e.status(), e.reason()), (401, "admin_token"));
+    assert!(
+        e.to_string().contains("works on /admin and /ui only"),
+        "{e}"
+    );
+}
