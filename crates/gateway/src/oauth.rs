@@ -337,6 +337,14 @@ struct KeySet {
     by_kid: BTreeMap<String, Key>,
     /// Keys without a `kid`: tried in turn for a token without one.
     anonymous: Vec<Key>,
+    /// When these keys were fetched.
+    fetched_at: Option<Instant>,
+}
+
+impl KeySet {
+    fn is_empty(&self) -> bool {
+        self.by_kid.is_empty() && self.anonymous.is_empty()
+    }
 }
 
 /// A JWKS document read into usable keys: signing keys of an accepted algorithm; the others
@@ -412,11 +420,10 @@ enum Source {
     File(PathBuf),
 }
 
-/// When the keys were last fetched (or tried).
+/// When a fetch of the keys was last tried.
 #[derive(Debug, Default)]
 struct Fetches {
     last_attempt: Option<Instant>,
-    last_success: Option<Instant>,
 }
 
 /// The resource server: settings, the JWKS cache and its fetcher.
@@ -482,8 +489,11 @@ impl OAuth {
             );
         }
         let n = set.by_kid.len() + set.anonymous.len();
+        let set = KeySet {
+            fetched_at: Some(Instant::now()),
+            ..set
+        };
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
-        fetches.last_success = Some(Instant::now());
         Ok(n)
     }
 
@@ -551,29 +561,47 @@ impl OAuth {
         }
     }
 
+    fn held(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// The keys, fetched first if none is held or they are older than `jwks_max_age_secs`
-    /// (at most once per refresh interval). A failed refetch keeps the keys held.
+    /// (at most once per refresh interval). Fresh keys are read without waiting on anything;
+    /// stale ones are refetched by the one request that finds the fetcher free (the others
+    /// use the keys held), and a failed refetch keeps them.
     async fn current_keys(&self) -> Result<Arc<KeySet>, AuthFailure> {
-        let held = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
-        let empty = held.by_kid.is_empty() && held.anonymous.is_empty();
+        let held = self.held();
         let max_age = Duration::from_secs(self.config.jwks_max_age_secs);
-        let mut fetches = self.fetches.lock().await;
-        let stale = fetches.last_success.is_none_or(|t| t.elapsed() >= max_age);
-        if (empty || stale) && self.may_fetch(&fetches) {
-            if let Err(e) = self.fetch_locked(&mut fetches).await {
-                tracing::warn!("{e}");
-                if empty {
-                    return Err(AuthFailure::KeysUnavailable(e));
-                }
+        if !held.is_empty() {
+            if held.fetched_at.is_some_and(|t| t.elapsed() < max_age) {
+                return Ok(held);
             }
-        } else if empty {
+            if let Ok(mut fetches) = self.fetches.try_lock()
+                && self.may_fetch(&fetches)
+                && let Err(e) = self.fetch_locked(&mut fetches).await
+            {
+                tracing::warn!("{e}; the keys fetched before are kept");
+            }
+            return Ok(self.held());
+        }
+        let mut fetches = self.fetches.lock().await;
+        // Another request may have fetched while this one waited.
+        let held = self.held();
+        if !held.is_empty() {
+            return Ok(held);
+        }
+        if !self.may_fetch(&fetches) {
             return Err(AuthFailure::KeysUnavailable(
                 "the authorization server's JWKS could not be fetched (retried at most every few seconds)".into(),
             ));
         }
-        Ok(Arc::clone(
-            &self.keys.read().unwrap_or_else(PoisonError::into_inner),
-        ))
+        match self.fetch_locked(&mut fetches).await {
+            Ok(_) => Ok(self.held()),
+            Err(e) => {
+                tracing::warn!("{e}");
+                Err(AuthFailure::KeysUnavailable(e))
+            }
+        }
     }
 
     fn may_fetch(&self, fetches: &Fetches) -> bool {
