@@ -23,16 +23,18 @@ export TOLLGATE_TEST_PYTHON="$root/.venv/bin/python"
 export TOLLGATE_TEST_EKS_SERVER="$root/.venv/bin/awslabs.eks-mcp-server"
 
 # Node: the official MCP conformance suite. 0.1.13+ needs Node 22; 0.1.12 runs on Node 20.
-step "node test environment (.ci/node: conformance 0.1.12, inspector 2.12.0, sdk 1.32.2, server-everything 2026.8.31, playwright-core 1.65.1)"
+step "node test environment (.ci/node: conformance 0.1.12, inspector 2.12.0, sdk 1.32.2, server-everything 2026.8.31, playwright-core 1.65.1, oidc-provider 9.13.3)"
 if ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
-if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/inspector ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/server-everything ] || [ ! -d .ci/node/node_modules/playwright-core ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/sdk ]; then
+if [ ! -d .ci/node/node_modules/@modelcontextprotocol/conformance ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/inspector ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/server-everything ] || [ ! -d .ci/node/node_modules/playwright-core ] || [ ! -d .ci/node/node_modules/@modelcontextprotocol/sdk ] || [ ! -d .ci/node/node_modules/oidc-provider ]; then
     npm ci --silent --no-audit --no-fund --prefix .ci/node
 fi
 export TOLLGATE_TEST_CONFORMANCE="$root/.ci/node/node_modules/.bin/conformance"
 export TOLLGATE_TEST_INSPECTOR="$root/.ci/node/node_modules/.bin/mcp-inspector"
 export TOLLGATE_TEST_PLAYWRIGHT="$root/.ci/node/node_modules/playwright-core"
+# The authorization server of the OAuth tests (tests/oauth/idp.mjs).
+export TOLLGATE_TEST_OIDC_PROVIDER="$root/.ci/node/node_modules/oidc-provider"
 
 # Headless Chromium for the approvals console test (Debian's package; playwright-core drives it).
 step "chromium (the approvals console test)"

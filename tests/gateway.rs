@@ -24,6 +24,8 @@ mod failfast;
 mod origin;
 // docs/gateway.md's setup, run as written; `tollgate policy init`.
 mod setup;
+// The OAuth 2.1 resource server: JWT access tokens, discovery, refusals and their audit.
+mod oauth;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")

@@ -1,5 +1,7 @@
 //! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
 //! [--allow-origin ORIGIN]... [--tokens FILE] [--admin-tokens FILE] [--grant NAME]
+//! [--oauth-issuer ISSUER --oauth-audience URI --jwks URL|FILE [--grant-claim NAME]
+//! [--grant-scope SCOPE=GRANT]... [--oauth-leeway SECS] [--admin-oauth-scope SCOPE]]
 //! [--call-timeout SECS] [--tool-timeout TOOL=SECS]... [--max-message-bytes N] [--queue-depth N]
 //! [--max-connections N] [--header-timeout SECS] [--body-timeout SECS]
 //! [--keep-alive-timeout SECS] [--max-sessions N] [--session-idle-timeout SECS]
@@ -11,7 +13,8 @@
 //!
 //! Without `--listen` it speaks MCP on its own stdin/stdout for one client (grant `--grant`),
 //! so a desktop client's `mcpServers` entry can wrap any stdio server with it. With `--listen`
-//! it serves Streamable HTTP at `/mcp`; `--tokens` maps bearer tokens to grants.
+//! it serves Streamable HTTP at `/mcp`; `--tokens` maps bearer tokens to grants, and the
+//! `--oauth-*` flags make it an OAuth 2.1 resource server (JWT access tokens; docs/auth.md).
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags, an invalid policy, an unusable audit
 //! log or tokens file, and (stdio) an upstream command that never started (it could not be
@@ -40,6 +43,8 @@ use tollgate_gateway::upstream::UpstreamSpec;
 use tollgate_mcp::Limits;
 use tollgate_policy::{CounterStore, Engine, FailMode, MemoryStore, Policy};
 use tollgate_store_redis::{RedisOptions, RedisStore};
+
+mod oauth;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,6 +90,8 @@ pub struct Args {
     /// approval, the admin API at /admin and the console at /ui; HTTP only.
     #[arg(long, value_name = "FILE")]
     admin_tokens: Option<PathBuf>,
+    #[command(flatten)]
+    oauth: oauth::OAuthArgs,
     /// The most calls one grant may have waiting for approval at once.
     #[arg(long, value_name = "N", default_value_t = GatewayOptions::default().max_held_per_grant)]
     max_held_per_grant: usize,
@@ -266,8 +273,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "`--allow-origin` applies to the HTTP listener (web pages reach it through a browser): add `--listen ADDR`"
         );
     }
-    let allowed_origins =
-        AllowedOrigins::parse(&args.allow_origin, tokens.is_some()).map_err(anyhow::Error::msg)?;
+    let oauth_config = args.oauth.config();
+    if let Some(c) = &oauth_config {
+        if args.listen.is_none() {
+            anyhow::bail!(
+                "`--oauth-issuer` checks the access tokens of HTTP clients: add `--listen ADDR`, or use `--grant NAME` for the stdio client"
+            );
+        }
+        c.check().map_err(anyhow::Error::msg)?;
+    }
+    let allowed_origins = AllowedOrigins::parse(
+        &args.allow_origin,
+        tokens.is_some() || oauth_config.is_some(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let admin_tokens = args
         .admin_tokens
         .as_ref()
@@ -320,7 +339,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         call_timeout: args.call_timeout,
         tool_timeouts: args.tool_timeout.iter().cloned().collect(),
-        approvals: admin_tokens.is_some(),
+        approvals: admin_tokens.is_some()
+            || oauth_config
+                .as_ref()
+                .is_some_and(|c| c.admin_scope.is_some()),
         max_held_per_grant: args.max_held_per_grant.max(1),
         pins: pins.as_ref().map(|(p, ..)| Arc::clone(p)),
         ..GatewayOptions::default()
@@ -435,13 +457,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return anyhow::Ok(end);
             }
             Some(addr) => {
+                let oauth = match oauth_config {
+                    Some(c) => Some(oauth::start(c).await?),
+                    None => None,
+                };
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 let local = listener.local_addr()?;
                 // One write: tests read the first line and may close the pipe after it.
                 let mut banner = format!("listening on http://{local}/mcp\n");
-                if admin_tokens.is_some() {
+                if admin_tokens.is_some()
+                    || oauth
+                        .as_ref()
+                        .is_some_and(|o| o.config().admin_scope.is_some())
+                {
                     banner.push_str(&format!(
                         "approvals: console at http://{local}/ui, API at http://{local}/admin/approvals\n"
                     ));
@@ -454,6 +484,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         tokens,
                         admin_tokens,
                         default_grant: args.grant.clone(),
+                        oauth,
                     },
                     clock,
                     limits,

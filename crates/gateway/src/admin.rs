@@ -10,8 +10,9 @@
 //! | `GET /admin/approvals/events` | server-sent events: `held` and `decided`, as they happen |
 //! | `GET /ui` | the console (one HTML page; it asks for the token) |
 //!
-//! Every `/admin` request needs `Authorization: Bearer TOKEN` with a token of `--admin-tokens`;
-//! the token's NAME is the approver the audit log records. An agent's token (from `--tokens`)
+//! Every `/admin` request needs `Authorization: Bearer TOKEN` with a token of `--admin-tokens`
+//! (the token's NAME is the approver the audit log records) or a JWT access token with the
+//! `--admin-oauth-scope` scope (the approver is `oauth:SUB`; docs/auth.md). An agent's token (from `--tokens`)
 //! is refused with 403: an agent cannot approve its own calls. Errors are `{"error": "..."}`
 //! with 401 (no or unknown token), 403 (an agent's token), 404 (no such approval, or the admin
 //! API is off), 409 (no longer pending, or asked of the client's user), 400 (a bad body) and
@@ -66,14 +67,19 @@ fn ok(body: Value) -> Response {
         .into_response()
 }
 
-/// The approver a request speaks for, or the response refusing it.
-fn approver(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
-    let Some(admins) = &front.admin_tokens else {
+/// The approver a request speaks for, or the response refusing it: a token of
+/// `--admin-tokens` (its NAME), or a JWT access token with `--admin-oauth-scope` (`oauth:SUB`).
+async fn approver(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let oauth = front
+        .oauth
+        .as_ref()
+        .filter(|o| o.config().admin_scope.is_some());
+    if front.admin_tokens.is_none() && oauth.is_none() {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
-            "the admin API is off: start the gateway with `--admin-tokens FILE` (`TOKEN NAME` per line)",
+            "the admin API is off: start the gateway with `--admin-tokens FILE` (`TOKEN NAME` per line) or `--admin-oauth-scope SCOPE`",
         )));
-    };
+    }
     let unauthorized = |message: &str| {
         let mut r = error(StatusCode::UNAUTHORIZED, message);
         r.headers_mut()
@@ -86,10 +92,14 @@ fn approver(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
         .and_then(crate::tokens::bearer)
     else {
         return Err(unauthorized(
-            "present an admin token: `Authorization: Bearer TOKEN`, a token of the gateway's `--admin-tokens` file",
+            "present an admin token: `Authorization: Bearer TOKEN`, a token of the gateway's `--admin-tokens` file or an access token with its `--admin-oauth-scope`",
         ));
     };
-    if let Some(name) = admins.lookup(presented) {
+    if let Some(name) = front
+        .admin_tokens
+        .as_ref()
+        .and_then(|a| a.lookup(presented))
+    {
         return Ok(name.to_owned());
     }
     if let Some(grant) = front.tokens.as_ref().and_then(|t| t.lookup(presented)) {
@@ -99,6 +109,29 @@ fn approver(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
                 "this is an agent's token (grant `{grant}`): agents cannot approve or deny calls. Use an admin token from the gateway's `--admin-tokens` file"
             ),
         )));
+    }
+    if let Some(oauth) = oauth
+        && crate::oauth::looks_like_jwt(presented)
+    {
+        return match oauth
+            .validate_admin(presented, crate::oauth::http::unix_now())
+            .await
+        {
+            Ok(name) => Ok(name),
+            Err(failure) => {
+                crate::oauth::http::record(front, &failure);
+                let status =
+                    StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                let mut r = error(status, &failure.to_string());
+                let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+                if let Ok(v) = HeaderValue::from_str(
+                    &failure.challenge(&oauth.metadata_url(host), &oauth.mapped_scopes()),
+                ) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                Err(Box::new(r))
+            }
+        };
     }
     Err(unauthorized(
         "this token is not in the gateway's `--admin-tokens` file",
@@ -123,7 +156,7 @@ fn parse_id(text: &str) -> Result<u64, Box<Response>> {
 }
 
 async fn list(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
-    let name = match approver(&front, &headers) {
+    let name = match approver(&front, &headers).await {
         Ok(n) => n,
         Err(r) => return *r,
     };
@@ -137,7 +170,7 @@ async fn one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = approver(&front, &headers) {
+    if let Err(r) = approver(&front, &headers).await {
         return *r;
     }
     let id = match parse_id(&id) {
@@ -159,7 +192,7 @@ async fn approve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    decide(front, headers, id, body, true)
+    decide(front, headers, id, body, true).await
 }
 
 async fn deny(
@@ -168,17 +201,17 @@ async fn deny(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    decide(front, headers, id, body, false)
+    decide(front, headers, id, body, false).await
 }
 
-fn decide(
+async fn decide(
     front: Arc<HttpFront>,
     headers: HeaderMap,
     id: String,
     body: Bytes,
     approve: bool,
 ) -> Response {
-    let name = match approver(&front, &headers) {
+    let name = match approver(&front, &headers).await {
         Ok(n) => n,
         Err(r) => return *r,
     };
@@ -236,7 +269,7 @@ fn reason_of(body: &[u8]) -> Result<Option<String>, String> {
 /// `data: {...}`), with a comment every 15 s to keep proxies from closing it; it ends when
 /// the gateway shuts down.
 async fn events(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
-    if let Err(r) = approver(&front, &headers) {
+    if let Err(r) = approver(&front, &headers).await {
         return *r;
     }
     let rx = front.gateway.approvals().subscribe();

@@ -8,6 +8,8 @@
 //! - [`clock`]: the real (optionally scaled) clock the transports read;
 //! - [`coerce`]: a call's arguments brought to the values the tool reads, by its input schema;
 //! - [`tokens`]: bearer tokens mapped to grants;
+//! - [`oauth`]: the OAuth 2.1 resource server (JWT access tokens, JWKS, protected-resource
+//!   metadata);
 //! - [`core`]: one session's enforcement, in process, with time passed in;
 //! - [`pin`]: pinned tool definitions: the lock file, drift, the gateway's `--lock` check;
 //! - [`refusal`]: what a refused call looks like to the agent.
@@ -19,6 +21,7 @@ pub mod clock;
 pub mod coerce;
 pub mod core;
 pub mod metrics;
+pub mod oauth;
 pub mod pin;
 pub mod refusal;
 pub mod tokens;

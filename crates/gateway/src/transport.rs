@@ -44,6 +44,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
@@ -919,6 +920,8 @@ pub struct TransportMetrics {
     pub upstream_processes_refused: Counter,
     /// GET streams closed because their client left `--queue-depth` messages unread.
     pub get_streams_closed: Counter,
+    /// Requests refused for their credentials, by reason (docs/auth.md).
+    pub auth_refused: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for TransportMetrics {
@@ -966,7 +969,14 @@ impl Default for TransportMetrics {
             "GET /mcp streams closed because their client left --queue-depth messages unread",
             get_streams_closed.clone(),
         );
+        let auth_refused = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "http_auth_refused",
+            "HTTP requests refused for their bearer token (missing, invalid, expired, no grant...), by reason",
+            auth_refused.clone(),
+        );
         TransportMetrics {
+            auth_refused,
             registry,
             connections,
             sessions,
@@ -1113,6 +1123,8 @@ pub struct Auth {
     /// `--admin-tokens`: the approvers of the admin API (none: the admin API is off).
     pub admin_tokens: Option<crate::tokens::Tokens>,
     pub default_grant: String,
+    /// `--oauth-issuer` and its flags: JWT access tokens beside (or instead of) `tokens`.
+    pub oauth: Option<Arc<crate::oauth::OAuth>>,
 }
 
 /// Shared by the HTTP handlers.
@@ -1124,6 +1136,10 @@ pub struct HttpFront {
     /// `--admin-tokens`: the approvers of the admin API (none: the admin API is off).
     pub admin_tokens: Option<crate::tokens::Tokens>,
     pub default_grant: String,
+    /// The OAuth resource server (docs/auth.md), if configured.
+    pub oauth: Option<Arc<crate::oauth::OAuth>>,
+    /// How many refused tokens may still be audited this second.
+    pub auth_refusals: crate::oauth::http::RefusalBudget,
     pub sessions: tokio::sync::Mutex<Sessions>,
     pub clock: Clock,
     pub limits: TransportLimits,
@@ -1177,6 +1193,8 @@ impl HttpFront {
             tokens: auth.tokens,
             admin_tokens: auth.admin_tokens,
             default_grant: auth.default_grant,
+            oauth: auth.oauth,
+            auth_refusals: crate::oauth::http::RefusalBudget::default(),
             sessions: tokio::sync::Mutex::new(Sessions::default()),
             clock,
             limits,
@@ -1297,12 +1315,14 @@ pub fn http_router(front: Arc<HttpFront>) -> Router {
             }),
         )
         .merge(crate::admin::router())
+        .merge(crate::oauth::http::router())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(front)
 }
 
-/// The grant of a request: from its bearer token when tokens are configured.
-fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
+/// The grant of a request: from its bearer token when tokens are configured: a token of the
+/// `--tokens` file, else (with OAuth) a JWT access token (docs/auth.md).
+async fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -1319,21 +1339,34 @@ fn grant_of(front: &HttpFront, headers: &HeaderMap) -> Result<String, Box<Respon
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Err(Box::new(r));
     }
-    let Some(tokens) = &front.tokens else {
-        return Ok(front.default_grant.clone());
-    };
-    match presented.and_then(|t| tokens.lookup(t)) {
-        Some(grant) => Ok(grant.to_owned()),
-        None => {
-            let mut r = json_error(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized: present a valid bearer token (Authorization: Bearer TOKEN)",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(Box::new(r))
-        }
+    if let (Some(tokens), Some(t)) = (&front.tokens, presented)
+        && let Some(grant) = tokens.lookup(t)
+    {
+        return Ok(grant.to_owned());
     }
+    if let Some(oauth) = &front.oauth {
+        let checked = match presented {
+            Some(t) => oauth
+                .validate(t, crate::oauth::http::unix_now())
+                .await
+                .map(|p| p.grant),
+            None => Err(crate::oauth::AuthFailure::Missing),
+        };
+        return checked.map_err(|failure| {
+            crate::oauth::http::record(front, &failure);
+            Box::new(crate::oauth::http::refusal(front, headers, &failure))
+        });
+    }
+    if front.tokens.is_none() {
+        return Ok(front.default_grant.clone());
+    }
+    let mut r = json_error(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized: present a valid bearer token (Authorization: Bearer TOKEN)",
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Err(Box::new(r))
 }
 
 /// The browser origins whose pages may reach `/mcp` besides this machine's own
@@ -1609,7 +1642,7 @@ async fn http_get(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Re
     if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
-    let grant = match grant_of(&front, &headers) {
+    let grant = match grant_of(&front, &headers).await {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -1740,7 +1773,7 @@ async fn http_post(
     if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
-    let grant = match grant_of(&front, &headers) {
+    let grant = match grant_of(&front, &headers).await {
         Ok(g) => g,
         Err(r) => return *r,
     };
@@ -2024,7 +2057,7 @@ async fn http_delete(State(front): State<Arc<HttpFront>>, headers: HeaderMap) ->
     if let Some(r) = foreign_origin(&front, &headers) {
         return r;
     }
-    let grant = match grant_of(&front, &headers) {
+    let grant = match grant_of(&front, &headers).await {
         Ok(g) => g,
         Err(r) => return *r,
     };

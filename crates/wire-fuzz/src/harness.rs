@@ -327,6 +327,7 @@ impl Env {
                 tokens: Some(tokens),
                 admin_tokens: None,
                 default_grant: "default".into(),
+                oauth: None,
             },
             Clock::start(),
             transport_limits(),

@@ -102,6 +102,11 @@ impl Gateway {
         self.audit(now, "reload_refused", fields).map(|_| ())
     }
 
+    /// Records a request refused for its bearer token (docs/auth.md; never the token).
+    pub fn auth_refused(&self, now: Duration, fields: Value) -> Result<(), String> {
+        self.audit(now, "auth_refused", fields).map(|_| ())
+    }
+
     /// A new session for one client (its grant and session id).
     pub fn session(self: &Arc<Self>, grant: &str, session: &str) -> SessionCore {
         let core_id = self.next_core.fetch_add(1, Ordering::Relaxed);
