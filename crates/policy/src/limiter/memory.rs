@@ -281,19 +281,26 @@ impl MemoryStore {
 impl CounterStore for MemoryStore {
     fn reloaded(
         &self,
-        _previous: &[LimitSpec],
+        previous: &[LimitSpec],
         next: &[LimitSpec],
         now: Duration,
     ) -> Result<(), String> {
         let now = self.advance(now);
         let by_name: std::collections::HashMap<&str, &LimitSpec> =
             next.iter().map(|s| (&*s.counter, s)).collect();
+        // A counter whose `counts` changed (calls ↔ errors) starts afresh: what it remembers
+        // are events of the other kind.
+        let recounted = |name: &str, spec: &LimitSpec| {
+            previous
+                .iter()
+                .any(|p| &*p.counter == name && p.counts != spec.counts)
+        };
         for i in 0..self.shards.len() {
             self.lock(i).keys.retain(|(key, entry)| {
                 let Some(spec) = by_name.get(&*key.counter) else {
                     return true;
                 };
-                if entry.is_idle(now) {
+                if entry.is_idle(now) || recounted(&key.counter, spec) {
                     // It remembers nothing: forgetting it now is what a later take would do.
                     return false;
                 }
