@@ -506,6 +506,17 @@ fn hide_from_list_keeps_a_tool_whose_some_operations_are_allowed() {
 struct DownStore(tollgate_policy::FailMode);
 
 impl tollgate_policy::CounterStore for DownStore {
+    fn record(
+        &self,
+        limits: &[(
+            tollgate_policy::limiter::CounterKey,
+            tollgate_policy::limiter::LimitSpec,
+        )],
+        now: Duration,
+    ) -> tollgate_policy::Acquire {
+        self.acquire(limits, now, false)
+    }
+
     fn acquire(
         &self,
         _: &[(
