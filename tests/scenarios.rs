@@ -402,7 +402,7 @@ fn scenario_from_a_real_recording_reproduces_its_decisions() {
 
 /// Corpus scenarios a live run cannot compare, each with the reason. Every other scenario of
 /// the corpus runs live (a new one is live-checked unless it is added here, with its reason).
-const NOT_LIVE_SAFE: [(&str, &str); 6] = [
+const NOT_LIVE_SAFE: [(&str, &str); 7] = [
     (
         "runaway-agent",
         "calls due exactly as earlier ones leave the window, for minutes",
@@ -427,15 +427,22 @@ const NOT_LIVE_SAFE: [(&str, &str); 6] = [
         "low-and-slow-24h",
         "a day of scenario time: 14 minutes even at 0.01",
     ),
+    (
+        "errors-window-edge",
+        "calls 1 ms before and exactly as an error leaves the window, by design",
+    ),
 ];
 
 /// Scenarios whose upstream latency is real time in a live run, with the time scale at which
 /// their gaps stay longer than their latencies.
-const REAL_TIME_LATENCY: [(&str, &str); 4] = [
+const REAL_TIME_LATENCY: [(&str, &str); 5] = [
     ("upstream-crash", "1"),
     ("upstream-latency-timeout", "0.2"),
     ("malformed-upstream", "0.1"),
     ("approval-with-slow-upstream", "0.2"),
+    // Its upstream errors are counted when their answers arrive (real time live): the next
+    // call, 5 s of scenario time later, must come after the answer.
+    ("incident-retry-loop-creates", "0.1"),
 ];
 
 /// Promise 6, live half, and issue 19's differential test: every scenario of the corpus that is

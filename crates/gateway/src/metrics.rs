@@ -268,6 +268,7 @@ impl Metrics {
         let limited = matches!(
             decision.kind,
             tollgate_policy::DecisionKind::RateLimited { .. }
+                | tollgate_policy::DecisionKind::ErrorLimited { .. }
         );
         for state in &decision.limits {
             let ratio = f64::from(state.used) / f64::from(state.max.max(1));
@@ -391,8 +392,10 @@ mod tests {
                 max: 2,
                 window: Duration::from_secs(60),
                 oldest_leaves_at: None,
+                counts: tollgate_policy::Counts::Calls,
             }],
             store_unavailable: None,
+            on_error: Vec::new(),
         };
         let (mut a, mut b) = (MetricHandles::default(), MetricHandles::default());
         let tool: Arc<str> = Arc::from("CancelRun");

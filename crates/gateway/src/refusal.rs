@@ -3,7 +3,7 @@
 //! A refusal is a successful JSON-RPC response carrying a tool result with `isError: true`, so
 //! the model sees it (JSON-RPC errors are often swallowed by clients before the model does):
 //! - `content`: one text item saying what was refused, by which rule, why, and what to do
-//!   (for rate limits: when to retry);
+//!   (for rate limits and limits on upstream errors: when to retry);
 //! - `_meta["dev.tollgate/decision"]`: the same, for machines: `decision`, `tool`, `grant`,
 //!   `rule` (selector, JSON pointer, line, column), `reason`, `retry_after_seconds`,
 //!   `violations` (JSON path and message each), `limits` (counter states), `store_unavailable`
@@ -64,6 +64,11 @@ pub fn decision_text(tool: &str, d: &Decision) -> String {
             "Tollgate denied the call to `{tool}` under {rule}.{reason} Do not retry: this call will be refused again."
         ),
         DecisionKind::RateLimited { retry_after } => rate_limited_text(raw, d, *retry_after),
+        DecisionKind::ErrorLimited { retry_after } => format!(
+            "Tollgate stopped the call to `{tool}` under {rule}: its upstream keeps failing: {}.{reason} The call was not run. Stop retrying it and look at the errors it answered; it is refused until the oldest counted error leaves the window: retry in {}.",
+            full_counters(d).join("; "),
+            duration_text(*retry_after)
+        ),
         DecisionKind::InvalidArguments { violations } => {
             let list: Vec<String> = violations
                 .iter()
@@ -199,20 +204,32 @@ fn same_prefix(last: &Decision, d: &Decision) -> bool {
             .eq(d.limits.iter().filter(full).map(parts))
 }
 
-/// "counter `c` allows 2 calls per hour for `ci-bot`", for each counter that is full.
+/// "counter `c` allows 2 calls per hour for `ci-bot`", for each counter that is full; for a
+/// counter of errors, "counter `e` counted 3 upstream errors of at most 3 per 10m for `ci-bot`".
 fn full_counters(d: &Decision) -> Vec<String> {
     d.limits
         .iter()
         .filter(|s| s.used >= s.max)
         .map(|s| {
-            format!(
-                "counter `{}` allows {} call{} per {} for `{}`",
-                ident(&s.counter),
-                s.max,
-                if s.max == 1 { "" } else { "s" },
-                tollgate_policy::engine::window_text(s.window),
-                ident(&s.key)
-            )
+            let window = tollgate_policy::engine::window_text(s.window);
+            if s.counts.is_calls() {
+                format!(
+                    "counter `{}` allows {} call{} per {window} for `{}`",
+                    ident(&s.counter),
+                    s.max,
+                    if s.max == 1 { "" } else { "s" },
+                    ident(&s.key)
+                )
+            } else {
+                format!(
+                    "counter `{}` counted {} upstream error{} (at most {} per {window}) for `{}`",
+                    ident(&s.counter),
+                    s.used,
+                    if s.used == 1 { "" } else { "s" },
+                    s.max,
+                    ident(&s.key)
+                )
+            }
         })
         .collect()
 }
@@ -326,7 +343,8 @@ pub fn approval_timeout(held: &HeldCall<'_>) -> Value {
 }
 
 /// A held call that was approved (or allowed by its timeout) but whose limits filled up
-/// while it waited: refused as rate limited, nothing taken.
+/// while it waited: refused as rate limited (or error limited: its upstream failed too often
+/// meanwhile), nothing taken.
 pub fn approved_but_rate_limited(
     held: &HeldCall<'_>,
     approver: Option<&str>,
@@ -341,6 +359,16 @@ pub fn approved_but_rate_limited(
         let full = full_counters(d).join("; ");
         base["content"][0]["text"] = json!(format!(
             "Tollgate refused the call to `{}` under {}: {by}, but its budget filled up while it waited: {full}.{} Nothing was taken from the budget. Retry in {}.",
+            ident(held.tool),
+            rule_text(d),
+            reason_text(d),
+            duration_text(retry_after)
+        ));
+    }
+    if let DecisionKind::ErrorLimited { retry_after } = d.kind {
+        let full = full_counters(d).join("; ");
+        base["content"][0]["text"] = json!(format!(
+            "Tollgate refused the call to `{}` under {}: {by}, but its upstream kept failing while it waited: {full}.{} The call was not run and nothing was taken from the budget. Stop retrying it; retry in {}.",
             ident(held.tool),
             rule_text(d),
             reason_text(d),
@@ -375,6 +403,7 @@ mod tests {
                 max,
                 window: Duration::from_secs(if hour { 3600 } else { 60 }),
                 oldest_leaves_at: None,
+                counts: tollgate_policy::Counts::Calls,
             },
         );
         (
@@ -402,6 +431,7 @@ mod tests {
                     reason: reason.map(|r| Arc::from(format!("reason {r}"))),
                     limits,
                     store_unavailable: None,
+                    on_error: Vec::new(),
                 };
                 (format!("tool{tool}"), decision)
             })
@@ -437,6 +467,7 @@ mod tests {
             )),
             limits: Vec::new(),
             store_unavailable: None,
+            on_error: Vec::new(),
         };
         let limited = Decision {
             kind: DecisionKind::RateLimited {
@@ -449,6 +480,22 @@ mod tests {
                 max: 2,
                 window: Duration::from_secs(60),
                 oldest_leaves_at: None,
+                counts: tollgate_policy::Counts::Calls,
+            }],
+            ..base.clone()
+        };
+        let erroring = Decision {
+            kind: DecisionKind::ErrorLimited {
+                retry_after: Duration::from_secs(412),
+            },
+            limits: vec![CounterState {
+                counter: Arc::from("create_errors"),
+                key: Arc::from("ci-bot|\"prod\u{202e}\""),
+                used: 3,
+                max: 3,
+                window: Duration::from_secs(600),
+                oldest_leaves_at: None,
+                counts: tollgate_policy::Counts::Errors,
             }],
             ..base.clone()
         };
@@ -493,6 +540,7 @@ mod tests {
                 from_decision(look_alike, "ci-bot", &base),
             ),
             ("rate limited", from_decision(tool, "ci-bot", &limited)),
+            ("error limited", from_decision(tool, "ci-bot", &erroring)),
             ("invalid arguments", from_decision(tool, "ci-bot", &invalid)),
             ("store unavailable", from_decision(tool, "ci-bot", &store)),
             (
@@ -507,6 +555,10 @@ mod tests {
             (
                 "approved by timeout, rate limited",
                 approved_but_rate_limited(&held, None, &limited),
+            ),
+            (
+                "approved, error limited",
+                approved_but_rate_limited(&held, Some("alice"), &erroring),
             ),
             (
                 "approval required, no channel",
@@ -549,6 +601,10 @@ mod tests {
             results[2].1["_meta"][super::META_KEY]["limits"][0]["key"],
             "tg-1\n\u{9b}2J"
         );
+        let errors = &results[3].1["_meta"][super::META_KEY];
+        assert_eq!(errors["decision"], "error_limited");
+        assert_eq!(errors["retry_after_seconds"], 412.0);
+        assert_eq!(errors["limits"][0]["counts"], "errors");
         insta::assert_snapshot!(shown);
         let mut every = results.to_vec();
         for kind in [

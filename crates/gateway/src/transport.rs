@@ -604,7 +604,8 @@ async fn drive(
                         why
                     };
                     tracing::warn!("upstream closed: {why}");
-                    let outs = core.upstream_closed(now(), &why);
+                    // Counting the calls' errors may ask the counter store (Redis).
+                    let outs = off_worker(core.may_block(), || core.upstream_closed(now(), &why));
                     to_upstream.clear();
                     served = false;
                     if command && !closing && !starts.given_up() {
@@ -673,7 +674,9 @@ async fn drive(
                 if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     break;
                 }
-                core.tick(now())
+                // A timeout's error is counted, an approved call's limits taken: both may ask
+                // the counter store (Redis).
+                off_worker(core.may_block(), || core.tick(now()))
             },
             changed = policy_changes.changed(), if reloads_open => {
                 if changed.is_ok() {
@@ -685,7 +688,7 @@ async fn drive(
                 }
             },
             // One of this session's held calls was decided (by an operator, elsewhere).
-            () = approvals.notified() => core.tick(now()),
+            () = approvals.notified() => off_worker(core.may_block(), || core.tick(now())),
             changed = shutdown.changed(), if !closing => {
                 if changed.is_err() || *shutdown.borrow() {
                     closing = true;

@@ -506,6 +506,17 @@ fn hide_from_list_keeps_a_tool_whose_some_operations_are_allowed() {
 struct DownStore(tollgate_policy::FailMode);
 
 impl tollgate_policy::CounterStore for DownStore {
+    fn record(
+        &self,
+        limits: &[(
+            tollgate_policy::limiter::CounterKey,
+            tollgate_policy::limiter::LimitSpec,
+        )],
+        now: Duration,
+    ) -> tollgate_policy::Acquire {
+        self.acquire(limits, now, false)
+    }
+
     fn acquire(
         &self,
         _: &[(
@@ -573,5 +584,109 @@ fn store_unavailable_refusal_and_fail_open_audit() {
     assert_eq!(
         decision["decision"]["store_unavailable"]["outcome"],
         "fail_open"
+    );
+}
+
+/// A limit that counts upstream errors (`counts: errors`), through the session core: an
+/// `isError` result, a JSON-RPC error, a timeout and the upstream gone mid-call are each counted
+/// at the instant the answer (or its absence) is known, a success is not, and the fifth call is
+/// refused as `error_limited` with the exact retry time; the refusal counts nothing. The
+/// outcome records say what was counted, and the log verifies.
+#[test]
+fn upstream_errors_of_every_kind_are_counted_and_refuse_at_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let policy = Policy::parse(
+        "p",
+        r#"{"version": "1", "default": "deny", "tools": {"flaky": {"limits": [
+            {"counter": "flaky_errors", "window": "1m", "max": 4, "counts": "errors"}]}}}"#,
+    )
+    .unwrap();
+    let engine = Engine::new(Arc::new(policy), Arc::new(MemoryStore::new()));
+    let gateway = Gateway::new(
+        engine,
+        Some(AuditLog::open(&path, false).unwrap()),
+        GatewayOptions {
+            call_timeout: Duration::from_secs(5),
+            ..GatewayOptions::default()
+        },
+    );
+    let mut core = gateway.session("g", "s");
+    let secs = Duration::from_secs;
+    let answer = |core: &mut SessionCore, v: Value, at: Duration| {
+        core.from_upstream(v.to_string().as_bytes(), at)
+    };
+    answer(
+        &mut core,
+        json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "flaky", "inputSchema": {"type": "object"}}]}}),
+        secs(0),
+    );
+    let send = |core: &mut SessionCore, id: u64, at: Duration| {
+        core.from_client(call(id, "flaky", json!({})).to_string().as_bytes(), at)
+    };
+    // A success: nothing counted.
+    assert!(matches!(
+        send(&mut core, 2, secs(0)).as_slice(),
+        [Out::Upstream(_)]
+    ));
+    answer(
+        &mut core,
+        json!({"jsonrpc": "2.0", "id": 2, "result": {"content": []}}),
+        secs(0),
+    );
+    // isError at 1 s, a JSON-RPC error at 2 s.
+    send(&mut core, 3, secs(0));
+    answer(
+        &mut core,
+        json!({"jsonrpc": "2.0", "id": 3, "result": {"content": [], "isError": true}}),
+        secs(1),
+    );
+    send(&mut core, 4, secs(2));
+    answer(
+        &mut core,
+        json!({"jsonrpc": "2.0", "id": 4, "error": {"code": -32603, "message": "boom"}}),
+        secs(2),
+    );
+    // No answer: the timeout at 8 s.
+    send(&mut core, 5, secs(3));
+    assert_eq!(core.tick(secs(8)).len(), 2);
+    // The upstream gone mid-call at 10 s.
+    assert!(matches!(
+        send(&mut core, 6, secs(9)).as_slice(),
+        [Out::Upstream(_)]
+    ));
+    core.upstream_closed(secs(10), "exited with code 70");
+    let outs = send(&mut core, 7, secs(11));
+    let [Out::Client(refused)] = outs.as_slice() else {
+        panic!("{outs:?}")
+    };
+    let detail = &refused["result"]["_meta"]["dev.tollgate/decision"];
+    assert_eq!(detail["decision"], "error_limited");
+    // The error at 1 s leaves the window at 61 s.
+    assert_eq!(detail["retry_after_seconds"], 50.0);
+    assert_eq!(detail["limits"][0]["used"], 4);
+    // Still refused just before, admitted at 61 s (three errors left in the window).
+    let outs = send(&mut core, 8, Duration::from_millis(60_999));
+    assert!(matches!(outs.as_slice(), [Out::Client(_)]), "{outs:?}");
+    assert!(matches!(
+        send(&mut core, 9, secs(61)).as_slice(),
+        [Out::Upstream(_)]
+    ));
+    gateway.flush_audit();
+    let report = verify(&path, None).unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+    let records = tollgate_gateway::audit::read_records(&path).unwrap();
+    let counted: Vec<(u64, u64)> = records
+        .iter()
+        .filter(|r| r["kind"] == "outcome")
+        .map(|r| {
+            let used = r["errors_counted"][0]["used"].as_u64().unwrap_or(0);
+            (r["t_ms"].as_u64().unwrap(), used)
+        })
+        .collect();
+    assert_eq!(
+        counted,
+        [(0, 0), (1_000, 1), (2_000, 2), (8_000, 3), (10_000, 4)],
+        "(instant, errors in the window after counting) per outcome"
     );
 }

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_policy::limiter::{CounterKey, CounterStore, LimitSpec, MemoryStore, Scope};
+use tollgate_policy::limiter::{CounterKey, CounterStore, Counts, LimitSpec, MemoryStore, Scope};
 
 const BATCH: u32 = 100_000;
 const BATCHES: usize = 21;
@@ -24,6 +24,7 @@ fn spec() -> LimitSpec {
         window: Duration::from_secs(60),
         max: 10,
         scope: Scope::Grant,
+        counts: Counts::Calls,
     }
 }
 

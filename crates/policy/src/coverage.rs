@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::limiter::Counts;
 use crate::model::Action;
 use crate::policy::{Policy, RuleBody};
 use crate::source::escape_pointer;
@@ -24,7 +25,8 @@ pub enum ItemKind {
     Branch,
     /// The checks on one argument of one rule body: a call passed them and a call failed them.
     Check,
-    /// One limit of one rule body: a call was admitted under it and a call refused by it.
+    /// One limit of one rule body: a call was admitted under it and a call refused by it (for
+    /// a limit that counts errors: an error was counted on it and a call refused by it).
     Limit,
     /// One outcome of a rule body that requires approval: `approved`, or `refused` (denied or
     /// timed out with `on_timeout: deny`).
@@ -58,6 +60,9 @@ pub struct Item {
     /// Where it is written (1-based; 0 when the file has no span for it).
     pub line: usize,
     pub column: usize,
+    /// For a limit: what it counts (written only for `errors`).
+    #[serde(skip_serializing_if = "Counts::is_calls")]
+    pub counts: Counts,
 }
 
 impl Policy {
@@ -77,6 +82,7 @@ impl Policy {
             name: None,
             line,
             column,
+            counts: Counts::Calls,
         });
         for rule in &self.rules {
             let (line, column) = rule.body.position;
@@ -86,6 +92,7 @@ impl Policy {
                 name: None,
                 line,
                 column,
+                counts: Counts::Calls,
             });
             body_items(&rule.body, &at, &mut out);
         }
@@ -112,6 +119,7 @@ fn body_items(body: &RuleBody, at: &dyn Fn(&str) -> (usize, usize), out: &mut Ve
             name: Some(check.name.clone()),
             line,
             column,
+            counts: Counts::Calls,
         });
     }
     if let Some(branch) = &body.when {
@@ -135,6 +143,7 @@ fn body_items(body: &RuleBody, at: &dyn Fn(&str) -> (usize, usize), out: &mut Ve
                 name: Some(name),
                 line,
                 column,
+                counts: Counts::Calls,
             });
             body_items(case, at, out);
         }
@@ -151,6 +160,7 @@ fn body_items(body: &RuleBody, at: &dyn Fn(&str) -> (usize, usize), out: &mut Ve
             name: Some(limit.counter.to_string()),
             line,
             column,
+            counts: limit.counts,
         });
     }
     if body.action == Action::RequireApproval {
@@ -162,6 +172,7 @@ fn body_items(body: &RuleBody, at: &dyn Fn(&str) -> (usize, usize), out: &mut Ve
                 name: Some(outcome.to_owned()),
                 line,
                 column,
+                counts: Counts::Calls,
             });
         }
     }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::engine::{Call, DecisionKind, Engine, TypeMismatch, argument_signature};
-use crate::limiter::MemoryStore;
+use crate::limiter::{Counts, MemoryStore};
 use crate::model::{ApprovalVia, TimeoutOutcome};
 use crate::policy::{Policy, RuleBody, scope_name};
 use crate::selector::{Selector, ToolMeta};
@@ -87,15 +87,23 @@ pub struct LimitTerms {
     pub max: u32,
     pub window_seconds: u64,
     pub scope: &'static str,
+    /// `errors` for a limit that counts upstream errors (omitted for calls).
+    #[serde(skip_serializing_if = "Counts::is_calls")]
+    pub counts: Counts,
 }
 
 impl LimitTerms {
-    /// `reads: 10 per minute, scope grant`.
+    /// `reads: 10 per minute, scope grant`; `failures: 3 errors per 10m, scope grant`.
     pub fn text(&self) -> String {
         format!(
-            "{}: {} per {}, scope {}",
+            "{}: {}{} per {}, scope {}",
             self.counter,
             self.max,
+            if self.counts.is_calls() {
+                ""
+            } else {
+                " errors"
+            },
             crate::engine::window_text(Duration::from_secs(self.window_seconds)),
             self.scope
         )
@@ -283,7 +291,9 @@ pub fn outcome(engine: &Engine, call: &Call, unreadable: &[TypeMismatch]) -> Out
             }),
             true,
         ),
-        DecisionKind::Allow | DecisionKind::RateLimited { .. } => (None, true),
+        DecisionKind::Allow
+        | DecisionKind::RateLimited { .. }
+        | DecisionKind::ErrorLimited { .. } => (None, true),
         _ => (None, false),
     };
     let mut limits: Vec<LimitTerms> = if counted {
@@ -294,15 +304,17 @@ pub fn outcome(engine: &Engine, call: &Call, unreadable: &[TypeMismatch]) -> Out
                 max: l.max,
                 window_seconds: l.window_seconds,
                 scope: l.scope,
+                counts: l.counts,
             })
             .collect()
     } else {
         Vec::new()
     };
     limits.sort();
-    // A first call on a fresh store is never rate limited (every `max` is at least 1).
+    // A first call on a fresh store is never rate limited (every `max` is at least 1), nor
+    // stopped by errors (none was recorded).
     let decision = match d.kind {
-        DecisionKind::RateLimited { .. } => "allow",
+        DecisionKind::RateLimited { .. } | DecisionKind::ErrorLimited { .. } => "allow",
         ref k => k.name(),
     };
     Outcome {
@@ -326,6 +338,7 @@ fn counters(policy: &Policy) -> BTreeMap<Arc<str>, LimitTerms> {
                     max: l.max,
                     window_seconds: l.window.as_secs(),
                     scope: scope_name(l.scope),
+                    counts: l.counts,
                 },
             );
         }

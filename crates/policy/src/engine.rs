@@ -7,7 +7,8 @@
 //!    case names without `otherwise`, is an invalid argument), then the case's own checks;
 //! 3. every violation found → `invalid_arguments` (no counter is touched);
 //! 4. `deny` → `deny`;
-//! 5. limits, all or nothing → `rate_limited` with the exact time to retry; a counter store
+//! 5. limits, all or nothing → `rate_limited` with the exact time to retry (`error_limited`
+//!    when a limit that counts upstream errors is among those that refuse); a counter store
 //!    that cannot answer → `store_unavailable` (fail closed), or on as if admitted and
 //!    recorded in `store_unavailable` (fail open, the operator's explicit choice);
 //! 6. `require_approval` → `approval_required`: the call's limits are *checked* when it is
@@ -24,7 +25,9 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::lax;
-use crate::limiter::{Acquire, CounterKey, CounterState, CounterStore, FailMode, LimitSpec, Scope};
+use crate::limiter::{
+    Acquire, CounterKey, CounterState, CounterStore, Counts, FailMode, LimitSpec, Scope,
+};
 use crate::model::{Action, ApprovalVia, TimeoutOutcome};
 use crate::policy::{ArgCheck, Branch, Policy, RuleBody, case_key, scope_name};
 use crate::selector::{Tier, ToolMeta};
@@ -86,6 +89,13 @@ pub enum DecisionKind {
         #[serde(rename = "retry_after_seconds", serialize_with = "secs")]
         retry_after: Duration,
     },
+    /// A limit that counts upstream errors (`counts: errors`) holds `max` errors in its
+    /// window: the tool keeps failing, so the call is refused until the oldest counted error
+    /// leaves the window (the latest such instant over every limit that refused).
+    ErrorLimited {
+        #[serde(rename = "retry_after_seconds", serialize_with = "secs")]
+        retry_after: Duration,
+    },
     ApprovalRequired {
         #[serde(rename = "timeout_seconds", serialize_with = "secs")]
         timeout: Duration,
@@ -118,6 +128,7 @@ impl DecisionKind {
             DecisionKind::Allow => "allow",
             DecisionKind::Deny => "deny",
             DecisionKind::RateLimited { .. } => "rate_limited",
+            DecisionKind::ErrorLimited { .. } => "error_limited",
             DecisionKind::ApprovalRequired { .. } => "approval_required",
             DecisionKind::InvalidArguments { .. } => "invalid_arguments",
             DecisionKind::StoreUnavailable => "store_unavailable",
@@ -144,12 +155,37 @@ pub struct Decision {
     /// was refused (fail closed) or let through uncounted (fail open).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_unavailable: Option<StoreFailure>,
+    /// The limits that count errors (`counts: errors`) of the rule that decided, with the
+    /// keys this call is counted under: what [`Engine::record_error`] charges if the call's
+    /// answer is an upstream error. Empty when the rule has none; not serialised (`limits`
+    /// shows their states).
+    #[serde(skip)]
+    pub on_error: Vec<(CounterKey, LimitSpec)>,
 }
 
 impl Decision {
     /// Whether the call may go on to the upstream (now, or after an approval).
     pub fn admits(&self) -> bool {
         matches!(self.kind, DecisionKind::Allow)
+    }
+
+    /// The counters that are full, for a refusal: `c 3/3 per minute`, `e 2/2 errors per 10m`.
+    fn full_counters(&self) -> String {
+        self.limits
+            .iter()
+            .filter(|s| s.used >= s.max)
+            .map(|s| {
+                format!(
+                    "{} {}/{}{} per {}",
+                    s.counter,
+                    s.used,
+                    s.max,
+                    if s.counts.is_calls() { "" } else { " errors" },
+                    window_text(s.window)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// One line for an agent or a transcript: what was decided, by which rule, why.
@@ -164,23 +200,16 @@ impl Decision {
             DecisionKind::Allow => format!("`{tool}` allowed by {rule}"),
             DecisionKind::Deny => format!("`{tool}` denied by {rule}{reason}"),
             DecisionKind::RateLimited { retry_after } => {
-                let counters = self
-                    .limits
-                    .iter()
-                    .filter(|s| s.used >= s.max)
-                    .map(|s| {
-                        format!(
-                            "{} {}/{} per {}",
-                            s.counter,
-                            s.used,
-                            s.max,
-                            window_text(s.window)
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let counters = self.full_counters();
                 format!(
                     "`{tool}` rate limited by {rule}{reason} ({counters}); retry in {}",
+                    duration_text(*retry_after)
+                )
+            }
+            DecisionKind::ErrorLimited { retry_after } => {
+                let counters = self.full_counters();
+                format!(
+                    "`{tool}` stopped by {rule}{reason}: too many upstream errors ({counters}); stop retrying, the call is refused until the oldest error leaves the window: retry in {}",
                     duration_text(*retry_after)
                 )
             }
@@ -343,6 +372,9 @@ pub struct LimitLine {
     pub key: Arc<str>,
     pub max: u32,
     pub window_seconds: u64,
+    /// `errors` for a limit that counts upstream errors; omitted for calls.
+    #[serde(skip_serializing_if = "Counts::is_calls")]
+    pub counts: Counts,
 }
 
 impl Engine {
@@ -403,6 +435,34 @@ impl Engine {
         self.evaluate(call, now, Mode::Approved, &[]).0
     }
 
+    /// The answer of a call `decide` (or `admit_approved`) allowed was an upstream error at
+    /// `now` (the answer's arrival; docs/limits.md, "Limits that count errors", says what is
+    /// an error): counts one error on every key of `on_error` (the decision's
+    /// [`Decision::on_error`]), whatever they hold. Returns the counters after counting (empty
+    /// when there is nothing to count), or the store's failure (the error is then not
+    /// counted; the caller records that).
+    pub fn record_error(
+        &self,
+        on_error: &[(CounterKey, LimitSpec)],
+        now: Duration,
+    ) -> Result<Vec<CounterState>, StoreFailure> {
+        if on_error.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.store.record(on_error, now) {
+            Acquire::Admitted { states } | Acquire::Refused { states, .. } => Ok(states),
+            Acquire::Unavailable {
+                store,
+                reason,
+                mode,
+            } => Err(StoreFailure {
+                store,
+                reason,
+                outcome: mode,
+            }),
+        }
+    }
+
     /// What `decide` would say now, without taking from any counter, and the path it took.
     pub fn explain(&self, call: &Call, now: Duration) -> Explanation {
         self.explain_coerced(call, now, &[])
@@ -437,6 +497,7 @@ impl Engine {
                 key: key_value(l.scope, by, call),
                 max: l.max,
                 window_seconds: l.window.as_secs(),
+                counts: l.counts,
             })
             .collect();
         let not_matching = self
@@ -536,6 +597,7 @@ impl Engine {
             reason,
             limits,
             store_unavailable: None,
+            on_error: Vec::new(),
         };
         if !violations.is_empty() {
             return (
@@ -548,6 +610,7 @@ impl Engine {
             return (decision(DecisionKind::Deny, Vec::new()), branch_text, body);
         }
         let mut states = Vec::new();
+        let mut on_error = Vec::new();
         let mut failed_open = None;
         if !body.limits.is_empty() {
             // On the stack: a rule has a limit or two.
@@ -572,17 +635,28 @@ impl Engine {
                 Mode::Approved => false,
             };
             match self.store.acquire(&keys, now, dry_run) {
-                Acquire::Admitted { states: s } => states = s,
+                Acquire::Admitted { states: s } => {
+                    states = s;
+                    on_error = keys
+                        .into_iter()
+                        .filter(|(_, spec)| !spec.counts.is_calls())
+                        .collect();
+                }
                 Acquire::Refused {
                     retry_after,
                     states,
-                    ..
+                    refused_by,
                 } => {
-                    return (
-                        decision(DecisionKind::RateLimited { retry_after }, states),
-                        branch_text,
-                        body,
-                    );
+                    // A counter of errors that refuses names the cause: the tool keeps failing.
+                    let errors = refused_by
+                        .iter()
+                        .any(|&i| keys.get(i).is_some_and(|(_, s)| !s.counts.is_calls()));
+                    let kind = if errors {
+                        DecisionKind::ErrorLimited { retry_after }
+                    } else {
+                        DecisionKind::RateLimited { retry_after }
+                    };
+                    return (decision(kind, states), branch_text, body);
                 }
                 Acquire::Unavailable {
                     store,
@@ -614,6 +688,7 @@ impl Engine {
         };
         let mut d = decision(kind, states);
         d.store_unavailable = failed_open;
+        d.on_error = on_error;
         (d, branch_text, body)
     }
 
@@ -1133,21 +1208,33 @@ impl Explanation {
         for l in &self.limits {
             let state = d.limits.iter().find(|s| s.counter == l.counter);
             let used = state.map_or(0, |s| s.used);
-            out.push_str(&format!(
-                "limit: {} scope={} key={}: {used}/{} per {} counting this call\n",
-                l.counter,
-                l.scope,
-                l.key,
-                l.max,
-                window_text(Duration::from_secs(l.window_seconds))
-            ));
+            match l.counts {
+                Counts::Calls => out.push_str(&format!(
+                    "limit: {} scope={} key={}: {used}/{} per {} counting this call\n",
+                    l.counter,
+                    l.scope,
+                    l.key,
+                    l.max,
+                    window_text(Duration::from_secs(l.window_seconds))
+                )),
+                Counts::Errors => out.push_str(&format!(
+                    "limit: {} scope={} key={}: {used}/{} upstream errors per {} (counts errors: the call is refused once {} lie in the window; its own error would count when it is answered)\n",
+                    l.counter,
+                    l.scope,
+                    l.key,
+                    l.max,
+                    window_text(Duration::from_secs(l.window_seconds)),
+                    l.max
+                )),
+            }
         }
         out.push_str(&format!("decision: {}\n", d.kind.name()));
         if let Some(reason) = &d.reason {
             out.push_str(&format!("reason: {reason}\n"));
         }
         match &d.kind {
-            DecisionKind::RateLimited { retry_after } => {
+            DecisionKind::RateLimited { retry_after }
+            | DecisionKind::ErrorLimited { retry_after } => {
                 out.push_str(&format!("retry in: {}\n", duration_text(*retry_after)));
             }
             DecisionKind::ApprovalRequired {

@@ -18,7 +18,7 @@ pub use engine::{
     Call, Decision, DecisionKind, Engine, Explanation, RuleRef, StoreFailure, TypeMismatch,
     Violation,
 };
-pub use limiter::{Acquire, CounterState, CounterStore, FailMode, MemoryStore, Scope};
+pub use limiter::{Acquire, CounterState, CounterStore, Counts, FailMode, MemoryStore, Scope};
 pub use lint::KnownTool;
 pub use model::{Action, ApprovalVia, PolicyDoc, TimeoutOutcome};
 pub use policy::Policy;

@@ -14,7 +14,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::limiter::Scope;
+use crate::limiter::{Counts, Scope};
 
 /// What a rule (or `default`) does with a call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -224,7 +224,9 @@ pub struct ArgRule {
     pub forbidden: bool,
 }
 
-/// A named limit: at most `max` calls per `window`, per value of `scope`.
+/// A named limit: at most `max` calls per `window`, per value of `scope`; or, with
+/// `counts: errors`, no call once `max` upstream errors of the calls it admitted lie in the
+/// window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitDecl {
@@ -240,6 +242,12 @@ pub struct LimitDecl {
     /// the value as the tool reads it (an argument left out counts as its default, or `null`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by: Vec<String>,
+    /// What the counter counts: `calls` (the default: admitted calls) or `errors` (upstream
+    /// errors of admitted calls: a JSON-RPC error, an `isError: true` result, a timeout, or
+    /// the upstream gone mid-call; never the gateway's own refusals). An errors counter
+    /// refuses further calls while `max` errors lie in its window (docs/limits.md).
+    #[serde(default, skip_serializing_if = "Counts::is_calls")]
+    pub counts: Counts,
 }
 
 /// The shorthand `rate_limit: {max, window}`. Its counter belongs to the rule alone and, as

@@ -11,7 +11,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::limiter::{LimitSpec, Scope};
+use crate::limiter::{Counts, LimitSpec, Scope};
 use crate::model::{Action, ApprovalVia, ArgRule, PolicyDoc, Rule, TimeoutOutcome};
 use crate::selector::{Annotation, RiskClass, Selector, Specificity, Tier, ToolMeta, closest};
 use crate::source::{SourceFile, escape_pointer};
@@ -814,6 +814,7 @@ impl Compiler<'_> {
                 window: decl.window.0,
                 max: decl.max.0,
                 scope: decl.scope,
+                counts: decl.counts,
             };
             for (j, pointer) in decl.by.iter().enumerate() {
                 if !pointer.starts_with('/') || pointer.len() < 2 {
@@ -842,6 +843,7 @@ impl Compiler<'_> {
                 window: rl.window.0,
                 max: rl.max.0,
                 scope: rl.scope.unwrap_or(Scope::Session),
+                counts: Counts::Calls,
             });
             limit_by.push(Arc::from(Vec::new()));
         }
@@ -915,8 +917,12 @@ impl Compiler<'_> {
                     } else {
                         format!(", by {}", by.join(", "))
                     };
+                    let what = match s.counts {
+                        Counts::Calls => "",
+                        Counts::Errors => " errors",
+                    };
                     format!(
-                        "max {} per {}, scope {}{by}",
+                        "max {}{what} per {}, scope {}{by}",
                         s.max,
                         crate::engine::window_text(s.window),
                         scope_name(s.scope)
@@ -936,7 +942,7 @@ impl Compiler<'_> {
                     );
                 }
                 self.diags.push(d.with_help(format!(
-                    "a counter is one shared budget: give both declarations the same window, max, scope and `by`, or rename one (first declared at {first_pointer})"
+                    "a counter is one shared budget: give both declarations the same window, max, scope, `by` and `counts`, or rename one (first declared at {first_pointer})"
                 )));
             }
             Some(_) => {}

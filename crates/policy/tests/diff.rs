@@ -415,3 +415,38 @@ fn a_change_only_between_two_bounds_is_found() {
         .collect();
     assert_eq!(calls, [r#"{"n":2.75} allow -> invalid_arguments"#]);
 }
+
+/// A limit that starts counting upstream errors instead of calls is a changed limit (its
+/// `counts` in both terms and texts), and every call under it is a changed call (what it is
+/// counted against differs).
+#[test]
+fn a_limit_that_now_counts_errors_is_reported() {
+    let text = |counts: &str| {
+        format!(
+            r#"{{"version":"1","default":"deny","tools":{{"get_logs":{{"limits":[
+                {{"counter":"creates","max":3,"window":"10m"{counts}}}]}}}}}}"#
+        )
+    };
+    let old = Policy::parse("old.json", &text("")).unwrap();
+    let new = Policy::parse("new.json", &text(r#","counts":"errors""#)).unwrap();
+    let report = diff::diff(&Arc::new(old), &Arc::new(new), &probe_tools(), &prepare);
+    let limits: Vec<String> = report
+        .changed_limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{} -> {}",
+                l.old.as_ref().map(|t| t.text()).unwrap_or_default(),
+                l.new.as_ref().map(|t| t.text()).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        ["creates: 3 per 10m, scope grant -> creates: 3 errors per 10m, scope grant"]
+    );
+    assert!(
+        report.changed_calls.iter().any(|c| c.tool == "get_logs"),
+        "{report:?}"
+    );
+}

@@ -547,6 +547,17 @@ fn always_denies_knows_unconditional_refusals() {
 struct DownStore(tollgate_policy::FailMode);
 
 impl tollgate_policy::CounterStore for DownStore {
+    fn record(
+        &self,
+        limits: &[(
+            tollgate_policy::limiter::CounterKey,
+            tollgate_policy::limiter::LimitSpec,
+        )],
+        now: Duration,
+    ) -> tollgate_policy::Acquire {
+        self.acquire(limits, now, false)
+    }
+
     fn acquire(
         &self,
         _: &[(

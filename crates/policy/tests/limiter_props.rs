@@ -1,6 +1,7 @@
 //! Model-based property tests of the strict sliding-window limiter: the in-memory store is
-//! compared, after every step, with a brute-force model that keeps every admitted call and
-//! counts those in the trailing window.
+//! compared, after every step, with a brute-force model that keeps every admitted call (and,
+//! for a limit that counts errors, every recorded error) and counts those in the trailing
+//! window.
 
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 
@@ -9,7 +10,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
-use tollgate_policy::limiter::{Acquire, CounterKey, CounterStore, LimitSpec, MemoryStore, Scope};
+use tollgate_policy::limiter::{
+    Acquire, CounterKey, CounterStore, Counts, LimitSpec, MemoryStore, Scope,
+};
 
 /// Three counters with different windows, maxes and scopes, in three versions of the policy
 /// that a reload switches between: version 0, the same counters with longer windows and larger
@@ -21,16 +24,22 @@ fn specs_of(version: u8) -> Vec<LimitSpec> {
         window: Duration::from_secs(secs),
         max,
         scope,
+        counts: Counts::Calls,
     };
     let (windows, maxes) = match version {
-        1 => ([30, 600, 20], [5, 8, 4]),
-        2 => ([4, 20, 3], [2, 3, 1]),
-        _ => ([10, 60, 7], [3, 5, 2]),
+        1 => ([30, 600, 20, 15], [5, 8, 4, 3]),
+        2 => ([4, 20, 3, 5], [2, 3, 1, 1]),
+        _ => ([10, 60, 7, 8], [3, 5, 2, 2]),
     };
     vec![
         spec("per_grant", windows[0], maxes[0], Scope::Grant),
         spec("per_session", windows[1], maxes[1], Scope::Session),
         spec("global", windows[2], maxes[2], Scope::Global),
+        // Counts upstream errors: checked by `acquire`, taken by `record`.
+        LimitSpec {
+            counts: Counts::Errors,
+            ..spec("errors", windows[3], maxes[3], Scope::Grant)
+        },
     ]
 }
 
@@ -44,8 +53,11 @@ struct Step {
     delta_ms: i64,
     grant: u8,
     session: u8,
-    /// Which of the three limits apply (never empty).
+    /// Which of the four limits apply (never empty).
     mask: u8,
+    /// After the acquire, an upstream error is recorded on the step's limits that count
+    /// errors (the store records whatever they hold, admitted or not).
+    error: bool,
     dry_run: bool,
     evict_before: bool,
     /// A reload to this version of the policy before the call (at the step's instant).
@@ -78,17 +90,19 @@ fn step(backwards: bool, reloads: bool) -> impl Strategy<Value = Step> {
         delta,
         0u8..3,
         0u8..3,
-        1u8..8,
+        1u8..16,
         any::<bool>(),
         prop::bool::weighted(0.1),
         reload,
+        prop::bool::weighted(0.4),
     )
         .prop_map(
-            |(delta_ms, grant, session, mask, dry_run, evict_before, reload)| Step {
+            |(delta_ms, grant, session, mask, dry_run, evict_before, reload, error)| Step {
                 delta_ms,
                 grant,
                 session,
                 mask,
+                error,
                 dry_run,
                 evict_before,
                 reload,
@@ -196,7 +210,18 @@ impl Model {
             .unwrap()
     }
 
+    /// An admission: every limit that counts calls takes the call.
     fn take(&mut self, limits: &[(CounterKey, LimitSpec)], now: Duration) {
+        let calls: Vec<_> = limits
+            .iter()
+            .filter(|(_, s)| s.counts == Counts::Calls)
+            .cloned()
+            .collect();
+        self.push(&calls, now);
+    }
+
+    /// An upstream error: every limit given takes it, whatever it holds.
+    fn push(&mut self, limits: &[(CounterKey, LimitSpec)], now: Duration) {
         let at = self.at(now);
         for (i, (k, spec)) in limits.iter().enumerate() {
             if limits[..i].iter().any(|(earlier, _)| earlier == k) {
@@ -305,6 +330,29 @@ fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 prop_assert!(false, "step {i}: the memory store is never unavailable");
             }
         }
+        let errors: Vec<_> = limits
+            .iter()
+            .filter(|(_, s)| s.counts == Counts::Errors)
+            .cloned()
+            .collect();
+        if step.error && !errors.is_empty() {
+            model.push(&errors, now);
+            let at = model.at(now);
+            let Acquire::Admitted { states } = store.record(&errors, now) else {
+                panic!("step {i}: recording an error is never refused");
+            };
+            for ((k, spec), state) in errors.iter().zip(&states) {
+                let expected = model.get(k).map_or(0, |r| {
+                    r.admitted.iter().filter(|t| **t + spec.window > at).count()
+                });
+                prop_assert_eq!(
+                    state.used as usize,
+                    expected,
+                    "step {}: the errors counted after recording",
+                    i
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -368,6 +416,7 @@ fn reload_that_lengthens_a_window_keeps_what_the_key_remembers() {
         window: Duration::from_secs(secs),
         max: 3,
         scope: Scope::Grant,
+        counts: Counts::Calls,
     };
     let limits = |spec: &LimitSpec| {
         vec![(
@@ -476,6 +525,7 @@ fn seed_runaway_agent_gets_ten_per_minute_per_grant() {
         window: Duration::from_secs(60),
         max: 10,
         scope: Scope::Grant,
+        counts: Counts::Calls,
     };
     let key = |g: &str| {
         vec![(

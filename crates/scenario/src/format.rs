@@ -487,6 +487,8 @@ pub enum ExpectedDecision {
     Allow,
     Deny,
     RateLimited,
+    /// A limit that counts upstream errors (`counts: errors`) is full: the tool keeps failing.
+    ErrorLimited,
     InvalidArguments,
     /// The rule requires approval and the gateway has no approval channel.
     ApprovalRequired,
@@ -515,10 +517,11 @@ pub enum ExpectedDecision {
 
 impl ExpectedDecision {
     /// Every decision, in declaration order.
-    pub const ALL: [ExpectedDecision; 16] = [
+    pub const ALL: [ExpectedDecision; 17] = [
         ExpectedDecision::Allow,
         ExpectedDecision::Deny,
         ExpectedDecision::RateLimited,
+        ExpectedDecision::ErrorLimited,
         ExpectedDecision::InvalidArguments,
         ExpectedDecision::ApprovalRequired,
         ExpectedDecision::ApprovalDenied,
@@ -540,6 +543,7 @@ impl ExpectedDecision {
             ExpectedDecision::Allow => "allow",
             ExpectedDecision::Deny => "deny",
             ExpectedDecision::RateLimited => "rate_limited",
+            ExpectedDecision::ErrorLimited => "error_limited",
             ExpectedDecision::InvalidArguments => "invalid_arguments",
             ExpectedDecision::ApprovalRequired => "approval_required",
             ExpectedDecision::ApprovalDenied => "approval_denied",

@@ -721,12 +721,15 @@ fn check_session(
         }
         // Limits: strict (no over-admission) and exact (no false refusal), against a
         // brute-force count over every key the call is measured against.
+        // (Limits that count upstream errors are not modelled here: the policy crate's
+        // errors_limit proptest holds them; their counters are left out.)
         let limited = matches!(&*decision, "allow" | "rate_limited");
         if limited && !expl.decision.limits.is_empty() {
             let full: Vec<String> = expl
                 .decision
                 .limits
                 .iter()
+                .filter(|l| l.counts.is_calls())
                 .filter(|l| {
                     let times = admitted
                         .get(&(l.counter.to_string(), l.key.to_string()))
@@ -756,7 +759,7 @@ fn check_session(
                 _ => {}
             }
             if decision == "allow" {
-                for l in &expl.decision.limits {
+                for l in expl.decision.limits.iter().filter(|l| l.counts.is_calls()) {
                     admitted
                         .entry((l.counter.to_string(), l.key.to_string()))
                         .or_default()

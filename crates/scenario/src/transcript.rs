@@ -430,7 +430,9 @@ pub fn describe_decision(texts: &mut DecisionTexts, tool: &str, d: &Decision) ->
         detail.push('/');
         detail.push_str(digits.format(l.max));
     }
-    if let DecisionKind::RateLimited { retry_after } = d.kind {
+    if let DecisionKind::RateLimited { retry_after } | DecisionKind::ErrorLimited { retry_after } =
+        d.kind
+    {
         // Through seconds as a float, as the refusal's JSON carries it.
         let r = Duration::from_secs_f64(retry_after.as_secs_f64());
         if !detail.is_empty() {

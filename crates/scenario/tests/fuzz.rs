@@ -35,6 +35,10 @@ fn memory() -> Arc<dyn CounterStore> {
 struct OverAdmitting(MemoryStore);
 
 impl CounterStore for OverAdmitting {
+    fn record(&self, limits: &[(CounterKey, LimitSpec)], now: std::time::Duration) -> Acquire {
+        self.0.record(limits, now)
+    }
+
     fn acquire(
         &self,
         limits: &[(CounterKey, LimitSpec)],

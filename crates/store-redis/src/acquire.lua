@@ -6,11 +6,15 @@
 -- KEYS[3…] one counter key per limit, in the caller's order (a key may repeat)
 -- ARGV[1]  'server' (read TIME, ticks are microseconds) or 'caller' (ticks are ARGV[2])
 -- ARGV[2]  the caller's now, in ticks (used with 'caller' only)
--- ARGV[3]  '1' for a dry run: the same answer, nothing taken
+-- ARGV[3]  '1' for a dry run: the same answer, nothing taken; 'r' to record an event (an
+--          upstream error) on every key whatever it holds: taken unconditionally, and the
+--          answer's counts and oldest instants are read after taking
 -- ARGV[4]  ticks per millisecond for PEXPIRE, or '0' for no expiry (the caller's clock is
 --          virtual, so real-time expiry could forget a key that is not idle in its time)
--- ARGV[5…] per limit: window (ticks), max, and '1' if this is the key's first occurrence (a key
---          named twice in one call is taken once)
+-- ARGV[5…] per limit: window (ticks), max, and '1' if this limit takes (the key's first
+--          occurrence among the limits that count calls, or for 'r' among all: a key named
+--          twice is taken once; a limit that counts errors is judged, never taken, by an
+--          acquire)
 --
 -- Answer: {admitted (0/1), asked, now, then per limit: count in window, oldest + window (or
 -- -1), retry instant (-1 if this limit admits, -2 for "never": max is 0)}. Every number is an
@@ -26,6 +30,7 @@
 -- Runs after common.lua (fmt, keep_of, newest_of, `asked` and `now`).
 
 local dry = ARGV[3] == '1'
+local record = ARGV[3] == 'r'
 local per_ms = tonumber(ARGV[4])
 local n = #KEYS - 2
 local out = {0, asked, now}
@@ -73,7 +78,7 @@ for i = 1, n do
   out[#out + 1] = retry
 end
 
-if admitted and not dry then
+if (admitted or record) and not dry then
   for i = 1, n do
     local base = 5 + (i - 1) * 3
     if ARGV[base + 2] == '1' then
@@ -104,6 +109,25 @@ if admitted and not dry then
         redis.call('PEXPIRE', key, fmt(math.ceil((now - asked + kw) / per_ms) + 1))
       end
     end
+  end
+end
+
+if record then
+  -- What each counter reads after recording.
+  admitted = true
+  for i = 1, n do
+    local key = KEYS[i + 2]
+    local w = tonumber(ARGV[5 + (i - 1) * 3])
+    local lo = '(' .. fmt(now - w)
+    local count = redis.call('ZCOUNT', key, lo, '+inf')
+    local oldest = -1
+    if count > 0 then
+      local first = redis.call('ZRANGEBYSCORE', key, lo, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+      oldest = tonumber(first[2]) + w
+    end
+    out[3 + (i - 1) * 3 + 1] = count
+    out[3 + (i - 1) * 3 + 2] = oldest
+    out[3 + (i - 1) * 3 + 3] = -1
   end
 end
 

@@ -300,7 +300,8 @@ impl RedisStore {
                     .arg(ticks(previous.window, clock))
                     .arg(previous.max)
                     .arg(ticks(next.window, clock))
-                    .arg(next.max);
+                    .arg(next.max)
+                    .arg(u8::from(previous.counts != next.counts));
                 self.with_connection(|con| {
                     invocation
                         .invoke::<i64>(con)
@@ -427,7 +428,7 @@ impl CounterStore for RedisStore {
             let Some(old) = previous.iter().find(|p| p.counter == spec.counter) else {
                 continue;
             };
-            if (old.window, old.max) == (spec.window, spec.max) {
+            if (old.window, old.max, old.counts) == (spec.window, spec.max, spec.counts) {
                 continue;
             }
             if let Err(why) = self.reload_counter(old, spec, now) {
@@ -446,6 +447,31 @@ impl CounterStore for RedisStore {
     }
 
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire {
+        self.run(limits, now, if dry_run { Mode::DryRun } else { Mode::Take })
+    }
+
+    fn record(&self, limits: &[(CounterKey, LimitSpec)], now: Duration) -> Acquire {
+        self.run(limits, now, Mode::Record)
+    }
+
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+/// What one run of the acquire script does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// An acquire: judge every limit, take the ones that count calls if all admit.
+    Take,
+    /// The same answer, nothing taken.
+    DryRun,
+    /// Record one event (an upstream error) on every key, whatever it holds.
+    Record,
+}
+
+impl RedisStore {
+    fn run(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, mode: Mode) -> Acquire {
         let clock = self.options.clock;
         let windows: Vec<u64> = limits.iter().map(|(_, s)| ticks(s.window, clock)).collect();
         let caller_now = ticks(now, clock);
@@ -464,13 +490,20 @@ impl CounterStore for RedisStore {
                 ClockSource::Caller => "caller",
             })
             .arg(caller_now)
-            .arg(u8::from(dry_run))
+            .arg(match mode {
+                Mode::Take => "0",
+                Mode::DryRun => "1",
+                Mode::Record => "r",
+            })
             .arg(match clock {
                 ClockSource::Server => 1000u64,
                 ClockSource::Caller => 0,
             });
         for (i, ((key, spec), window)) in limits.iter().zip(&windows).enumerate() {
-            let first = limits.iter().position(|(k, _)| k == key) == Some(i);
+            // An acquire takes only the limits that count calls; a record takes every limit.
+            let takes = |s: &LimitSpec| mode == Mode::Record || s.counts.is_calls();
+            let first =
+                takes(spec) && limits.iter().position(|(k, s)| takes(s) && k == key) == Some(i);
             invocation
                 .key(self.key_of(key))
                 .arg(*window)
@@ -520,10 +553,12 @@ impl CounterStore for RedisStore {
                     (None, Some(b)) => Some(b),
                 });
             }
-            let used = if admitted { count + 1 } else { count };
+            // A record's counts are read after taking; an acquire's before.
+            let took = admitted && mode != Mode::Record && spec.counts.is_calls();
+            let used = if took { count + 1 } else { count };
             let oldest_leaves_at = match u64::try_from(oldest) {
                 Ok(t) => Some(instant(t)),
-                Err(_) => admitted.then(|| instant(evaluated.saturating_add(*window))),
+                Err(_) => took.then(|| instant(evaluated.saturating_add(*window))),
             };
             states.push(CounterState {
                 counter: key.counter.clone(),
@@ -532,6 +567,7 @@ impl CounterStore for RedisStore {
                 max: spec.max,
                 window: spec.window,
                 oldest_leaves_at,
+                counts: spec.counts,
             });
         }
         if admitted {
@@ -549,9 +585,5 @@ impl CounterStore for RedisStore {
             states,
             refused_by,
         }
-    }
-
-    fn blocks(&self) -> bool {
-        true
     }
 }

@@ -12,6 +12,7 @@
 -- ARGV[4], ARGV[5]  the counter's old window (ticks) and max: what a key without the member
 --          served
 -- ARGV[6], ARGV[7]  its new window and max
+-- ARGV[8]  '1' when the counter's `counts` changed (calls ↔ errors): every key starts afresh
 --
 -- Answer: the number of keys kept.
 
@@ -20,12 +21,13 @@
 local per_ms = tonumber(ARGV[3])
 local old_w, old_m = tonumber(ARGV[4]), tonumber(ARGV[5])
 local new_w, new_m = tonumber(ARGV[6]), tonumber(ARGV[7])
+local forget = ARGV[8] == '1'
 local kept = 0
 for i = 2, #KEYS do
   local key = KEYS[i]
   local kw, km = keep_of(key, old_w, old_m)
   local newest = newest_of(key)
-  if newest == nil or newest + kw <= now then
+  if forget or newest == nil or newest + kw <= now then
     redis.call('DEL', key)
   else
     kw, km = math.max(kw, new_w), math.max(km, new_m)

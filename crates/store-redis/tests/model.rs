@@ -1,6 +1,7 @@
 //! The Redis store against the in-memory store, which is the model: the same random sequences
 //! of multi-limit acquires (several counters, windows and scopes, a key named twice, dry runs,
-//! bursts at window edges, time stepping back) give identical answers after every step. Then
+//! bursts at window edges, time stepping back, a counter of upstream errors recorded after
+//! acquires and changed to count calls by a reload) give identical answers after every step. Then
 //! the server clock, bounded memory and expiry, and the failure modes against a real
 //! `redis-server`: down, restarted, stalled.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use tollgate_policy::limiter::{CounterKey, LimitSpec};
-use tollgate_policy::{Acquire, CounterStore, FailMode, MemoryStore, Scope};
+use tollgate_policy::{Acquire, CounterStore, Counts, FailMode, MemoryStore, Scope};
 use tollgate_store_redis::testing::RedisServer;
 use tollgate_store_redis::{ClockSource, RedisOptions, RedisStore};
 
@@ -56,6 +57,7 @@ fn spec_of(i: usize, version: u8) -> LimitSpec {
         ("everyone", 2_000, 2, Scope::Global),
         ("odd:na*me[1]?", 1_500, 4, Scope::Grant),
         ("closed", 1_000, 0, Scope::Global),
+        ("errors", 1_500, 2, Scope::Grant),
     ][i];
     let (window_ms, max) = match (version, max) {
         (_, 0) => (window_ms, 0),
@@ -68,11 +70,18 @@ fn spec_of(i: usize, version: u8) -> LimitSpec {
         window: Duration::from_millis(window_ms),
         max,
         scope,
+        // `errors` counts upstream errors, except in version 2, whose reload turns it into a
+        // counter of calls (and back): a change of `counts` starts its keys afresh.
+        counts: if counter == "errors" && version != 2 {
+            Counts::Errors
+        } else {
+            Counts::Calls
+        },
     }
 }
 
 fn all_specs(version: u8) -> Vec<LimitSpec> {
-    (0..5).map(|i| spec_of(i, version)).collect()
+    (0..6).map(|i| spec_of(i, version)).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +95,8 @@ struct Step {
     dry_run: bool,
     /// A reload to this version of the policy before the step.
     reload: Option<u8>,
+    /// After the acquire, an upstream error is recorded on the step's limits that count errors.
+    error: bool,
 }
 
 /// Time steps that land on and around window edges, bursts at one instant, random gaps, and
@@ -104,7 +115,7 @@ fn delta() -> impl Strategy<Value = i64> {
 }
 
 fn step(reloads: bool) -> impl Strategy<Value = Step> {
-    let limit = prop_oneof![8 => 0usize..4, 1 => Just(4usize)];
+    let limit = prop_oneof![8 => 0usize..4, 1 => Just(4usize), 4 => Just(5usize)];
     let reload = if reloads {
         prop_oneof![5 => Just(None), 1 => (0u8..3).prop_map(Some)].boxed()
     } else {
@@ -117,15 +128,19 @@ fn step(reloads: bool) -> impl Strategy<Value = Step> {
         proptest::collection::vec(limit, 1..4),
         proptest::bool::weighted(0.2),
         reload,
+        proptest::bool::weighted(0.5),
     )
-        .prop_map(|(delta, grant, session, limits, dry_run, reload)| Step {
-            delta,
-            grant,
-            session,
-            limits,
-            dry_run,
-            reload,
-        })
+        .prop_map(
+            |(delta, grant, session, limits, dry_run, reload, error)| Step {
+                delta,
+                grant,
+                session,
+                limits,
+                dry_run,
+                reload,
+                error,
+            },
+        )
 }
 
 fn keyed(step: &Step, version: u8) -> Vec<(CounterKey, LimitSpec)> {
@@ -203,6 +218,16 @@ fn compare(steps: &[Step]) -> Result<(), TestCaseError> {
         let expected = memory.acquire(&limits, now, step.dry_run);
         let got = redis.acquire(&limits, now, step.dry_run);
         prop_assert_eq!(got, expected, "step {} at {:?}: {:?}", i, now, step);
+        let errors: Vec<_> = limits
+            .iter()
+            .filter(|(_, s)| s.counts == Counts::Errors)
+            .cloned()
+            .collect();
+        if step.error && !errors.is_empty() {
+            let expected = memory.record(&errors, now);
+            let got = redis.record(&errors, now);
+            prop_assert_eq!(got, expected, "step {} (recording errors) at {:?}", i, now);
+        }
     }
     Ok(())
 }
@@ -218,6 +243,7 @@ fn limit(counter: &str, window: Duration, max: u32) -> (CounterKey, LimitSpec) {
             window,
             max,
             scope: Scope::Global,
+            counts: Counts::Calls,
         },
     )
 }

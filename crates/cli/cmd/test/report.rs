@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tollgate_policy::Policy;
 use tollgate_policy::coverage::{Item, ItemKind};
+use tollgate_policy::{Counts, Policy};
 use tollgate_scenario::format::PolicySource;
 use tollgate_scenario::{CallDecision, IdText, Scenario};
 
@@ -227,6 +227,8 @@ impl Coverage {
         }
         // Held calls: decision seq → (policy, rule pointer).
         let mut held: HashMap<u64, (String, Arc<str>)> = HashMap::new();
+        // Admitted calls whose rule counts errors: decision seq → (policy, rule pointer).
+        let mut charged: HashMap<u64, (String, Arc<str>)> = HashMap::new();
         for r in audit {
             match r["kind"].as_str() {
                 Some("reload") => {
@@ -249,6 +251,15 @@ impl Coverage {
                         .and_then(|s| held.get(&s))
                         .map_or_else(|| current.clone(), |(k, _)| k.clone());
                     self.decided(&key, &pointer, d);
+                    let counts_errors = d["limits"]
+                        .as_array()
+                        .is_some_and(|ls| ls.iter().any(|l| l["counts"] == "errors"));
+                    if counts_errors
+                        && d["decision"] == "allow"
+                        && let Some(seq) = r["seq"].as_u64()
+                    {
+                        charged.insert(seq, (key.clone(), Arc::clone(&pointer)));
+                    }
                     let is_release = release.is_some();
                     if is_release && d["decision"] == "allow" {
                         self.approval(&key, &pointer, "approved");
@@ -259,6 +270,19 @@ impl Coverage {
                         && let Some(seq) = r["seq"].as_u64()
                     {
                         held.insert(seq, (current.clone(), pointer));
+                    }
+                }
+                Some("outcome") => {
+                    let Some((key, pointer)) = r["decision_seq"]
+                        .as_u64()
+                        .and_then(|s| charged.get(&s))
+                        .cloned()
+                    else {
+                        continue;
+                    };
+                    for state in r["errors_counted"].as_array().into_iter().flatten() {
+                        let counter = state["counter"].as_str().unwrap_or_default();
+                        self.counted(&key, &pointer, counter);
                     }
                 }
                 Some("approval") => {
@@ -297,6 +321,22 @@ impl Coverage {
         }
     }
 
+    /// An upstream error was counted on `counter` for a call the rule body at `pointer` of
+    /// policy `key` admitted.
+    fn counted(&mut self, key: &str, pointer: &str, counter: &str) {
+        let Some((items, _, seen)) = self.policies.get_mut(key) else {
+            return;
+        };
+        for (item, seen) in items.iter().zip(seen.iter_mut()) {
+            if item.kind == ItemKind::Limit
+                && &*item.pointer == pointer
+                && item.name.as_deref() == Some(counter)
+            {
+                seen.insert("counted", true);
+            }
+        }
+    }
+
     /// One decision `d` by the rule body at `pointer` of policy `key`.
     fn decided(&mut self, key: &str, pointer: &str, d: &Value) {
         let Some((items, _, seen)) = self.policies.get_mut(key) else {
@@ -325,11 +365,16 @@ impl Coverage {
                     let state = d["limits"]
                         .as_array()
                         .and_then(|ls| ls.iter().find(|l| l["counter"] == counter));
+                    // A limit that counts errors is covered by an error counted on it (an
+                    // outcome record, `counted`) and a refusal, not by admissions.
+                    let errors = item.counts == Counts::Errors;
                     match (kind, state) {
-                        ("allow", Some(_)) => {
+                        ("allow", Some(_)) if !errors => {
                             seen.insert("admitted", true);
                         }
-                        ("rate_limited", Some(s)) if s["used"].as_u64() >= s["max"].as_u64() => {
+                        ("rate_limited" | "error_limited", Some(s))
+                            if s["used"].as_u64() >= s["max"].as_u64() =>
+                        {
                             seen.insert("refused", true);
                         }
                         _ => {}
@@ -352,6 +397,9 @@ impl Coverage {
                         let covered = match item.kind {
                             ItemKind::Check => {
                                 seen.contains_key("passed") && seen.contains_key("failed")
+                            }
+                            ItemKind::Limit if item.counts == Counts::Errors => {
+                                seen.contains_key("counted") && seen.contains_key("refused")
                             }
                             ItemKind::Limit => {
                                 seen.contains_key("admitted") && seen.contains_key("refused")
@@ -436,6 +484,19 @@ pub fn human(report: &[PolicyCoverage], min: Option<f64>) -> String {
                     i.name.as_deref().unwrap_or_default(),
                     i.pointer,
                     missing(&tally.seen, "passed", "failed", "a call")
+                ),
+                ItemKind::Limit if i.counts == Counts::Errors => format!(
+                    "limit `{}` (counts errors) of {} {}",
+                    i.name.as_deref().unwrap_or_default(),
+                    i.pointer,
+                    match (
+                        tally.seen.contains(&"counted"),
+                        tally.seen.contains(&"refused")
+                    ) {
+                        (true, false) => "counted an upstream error but never refused a call",
+                        (false, true) => "refused a call but never counted an upstream error",
+                        _ => "counted no upstream error and refused no call",
+                    }
                 ),
                 ItemKind::Limit => format!(
                     "limit `{}` of {} {}",

@@ -249,6 +249,7 @@ impl SessionCore {
                     Pending {
                         tool: Arc::from(""),
                         audit_seq: None,
+                        on_error: Vec::new(),
                         started: now,
                         deadline: now.saturating_add(self.passthrough_timeout()),
                         batch,

@@ -139,7 +139,7 @@ impl SessionCore {
             meta,
         };
         let name = &*call.tool;
-        let decision = engine.decide_coerced(&call, now, &unreadable);
+        let mut decision = engine.decide_coerced(&call, now, &unreadable);
         self.gateway
             .metrics
             .observe_decision(&mut self.metric_handles, &call.tool, &decision);
@@ -222,7 +222,8 @@ impl SessionCore {
                 decision,
             };
         }
-        self.forward(id, &call.tool, seq, batch, now);
+        let on_error = std::mem::take(&mut decision.on_error);
+        self.forward(id, &call.tool, seq, batch, on_error, now);
         Called::Admitted {
             arguments: call.arguments,
         }
@@ -318,6 +319,7 @@ impl SessionCore {
         name: &Arc<str>,
         seq: Option<u64>,
         batch: Option<u64>,
+        on_error: Vec<(CounterKey, LimitSpec)>,
         now: Duration,
     ) {
         let timeout = self
@@ -332,6 +334,7 @@ impl SessionCore {
             Pending {
                 tool: Arc::clone(name),
                 audit_seq: seq,
+                on_error,
                 started: now,
                 deadline: now.saturating_add(timeout),
                 batch,

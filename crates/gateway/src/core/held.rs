@@ -338,7 +338,7 @@ impl SessionCore {
         }
         // Admitted by a human (or by the timeout): the limits are taken now, and the release
         // is a decision of its own, audited before the call is forwarded.
-        let decision = h.engine.admit_approved(&h.call, now);
+        let mut decision = h.engine.admit_approved(&h.call, now);
         self.gateway
             .metrics
             .observe_decision(&mut self.metric_handles, &h.call.tool, &decision);
@@ -365,7 +365,8 @@ impl SessionCore {
         } = h;
         // A held call of a batch is answered on its own (the batch's other answers went
         // earlier), so it forwards as a single message.
-        self.forward(&id, &call.tool, seq, None, now);
+        let on_error = std::mem::take(&mut decision.on_error);
+        self.forward(&id, &call.tool, seq, None, on_error, now);
         out.push(forwarded(original, call.arguments));
     }
 

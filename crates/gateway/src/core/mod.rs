@@ -44,9 +44,11 @@ use tollgate_mcp::{
     ErrorCode, Incoming, Limits, Message, MethodKind, ProtocolVersion, WireError, error_response,
     method_kind, parse_incoming, result_response,
 };
+use tollgate_policy::engine::StoreFailure;
+use tollgate_policy::limiter::{CounterKey, LimitSpec};
 use tollgate_policy::{
-    Annotation, ApprovalVia, Call, Decision, DecisionKind, Engine, RiskClass, RuleRef,
-    TimeoutOutcome, ToolMeta,
+    Annotation, ApprovalVia, Call, CounterState, Decision, DecisionKind, Engine, RiskClass,
+    RuleRef, TimeoutOutcome, ToolMeta,
 };
 
 use crate::approvals::{
@@ -58,6 +60,7 @@ use crate::refusal;
 
 mod client;
 mod decide;
+mod errors;
 mod gateway;
 mod held;
 mod listing;
@@ -342,7 +345,10 @@ impl SessionCore {
                 )));
             } else {
                 self.gateway.metrics.in_flight.dec();
-                let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": client_id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true}));
+                let mut record = json!({"session": self.session, "grant": self.grant, "id": client_id, "tool": p.tool, "decision_seq": p.audit_seq, "latency_ms": ms(waited), "timeout": true});
+                // No answer in time is an upstream error.
+                self.charge_error(&p, true, now).annotate(&mut record);
+                let _ = self.gateway.audit(now, "outcome", record);
                 let text = format!(
                     "The upstream server did not answer the call to `{}` within {}s; Tollgate stopped waiting and asked it to cancel. The call may or may not have taken effect.",
                     ident(&p.tool),

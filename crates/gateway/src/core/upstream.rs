@@ -13,6 +13,9 @@ pub(super) struct Pending {
     /// The call's tool, shared with its policy `Call`; empty for the gateway's own requests.
     pub(super) tool: Arc<str>,
     pub(super) audit_seq: Option<u64>,
+    /// The errors limits its decision charges if its answer is an upstream error
+    /// ([`tollgate_policy::Decision::on_error`]); empty for most calls.
+    pub(super) on_error: Vec<(CounterKey, LimitSpec)>,
     pub(super) started: Duration,
     pub(super) deadline: Duration,
     pub(super) batch: Option<u64>,
@@ -270,11 +273,16 @@ impl SessionCore {
             &p.tool,
             now.saturating_sub(p.started),
         );
-        self.gateway.audit_deferred(now, "outcome", || json!({
-            "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
-            "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,
-            "error": error,
-        }));
+        let charged = self.charge_error(&p, is_error || error.is_some(), now);
+        self.gateway.audit_deferred(now, "outcome", || {
+            let mut record = json!({
+                "session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq,
+                "latency_ms": ms(now.saturating_sub(p.started)), "is_error": is_error,
+                "error": error,
+            });
+            charged.annotate(&mut record);
+            record
+        });
     }
 
     /// Whether `id` belongs to a call that timed out (its late answer is dropped once).
@@ -307,7 +315,10 @@ impl SessionCore {
                 continue;
             }
             self.gateway.metrics.in_flight.dec();
-            let _ = self.gateway.audit(now, "outcome", json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "error": why}));
+            let mut record = json!({"session": self.session, "grant": self.grant, "id": id, "tool": p.tool, "decision_seq": p.audit_seq, "error": why});
+            // The upstream gone mid-call is an upstream error.
+            self.charge_error(&p, true, now).annotate(&mut record);
+            let _ = self.gateway.audit(now, "outcome", record);
             let text = format!(
                 "The upstream server went away while running `{}` ({}); the call may or may not have taken effect.",
                 ident(&p.tool),

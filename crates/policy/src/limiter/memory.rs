@@ -156,7 +156,8 @@ fn state(
     admitted: bool,
     now: Duration,
 ) -> CounterState {
-    let counted = if admitted {
+    // A limit that counts errors takes nothing when a call is admitted.
+    let counted = if admitted && spec.counts.is_calls() {
         v.in_window + 1
     } else {
         v.in_window
@@ -169,7 +170,8 @@ fn state(
         window: spec.window,
         oldest_leaves_at: v
             .oldest
-            .or(admitted.then(|| now.saturating_add(spec.window))),
+            .or((admitted && spec.counts.is_calls()).then(|| now.saturating_add(spec.window))),
+        counts: spec.counts,
     }
 }
 
@@ -279,19 +281,26 @@ impl MemoryStore {
 impl CounterStore for MemoryStore {
     fn reloaded(
         &self,
-        _previous: &[LimitSpec],
+        previous: &[LimitSpec],
         next: &[LimitSpec],
         now: Duration,
     ) -> Result<(), String> {
         let now = self.advance(now);
         let by_name: std::collections::HashMap<&str, &LimitSpec> =
             next.iter().map(|s| (&*s.counter, s)).collect();
+        // A counter whose `counts` changed (calls ↔ errors) starts afresh: what it remembers
+        // are events of the other kind.
+        let recounted = |name: &str, spec: &LimitSpec| {
+            previous
+                .iter()
+                .any(|p| &*p.counter == name && p.counts != spec.counts)
+        };
         for i in 0..self.shards.len() {
             self.lock(i).keys.retain(|(key, entry)| {
                 let Some(spec) = by_name.get(&*key.counter) else {
                     return true;
                 };
-                if entry.is_idle(now) {
+                if entry.is_idle(now) || recounted(&key.counter, spec) {
                     // It remembers nothing: forgetting it now is what a later take would do.
                     return false;
                 }
@@ -301,6 +310,32 @@ impl CounterStore for MemoryStore {
             });
         }
         Ok(())
+    }
+
+    fn record(&self, limits: &[(CounterKey, LimitSpec)], now: Duration) -> Acquire {
+        let now = self.advance(now);
+        let mut states = Vec::with_capacity(limits.len());
+        for (idx, (key, spec)) in limits.iter().enumerate() {
+            let hash = self.spread.hash_one(key);
+            let mut shard = self.lock(self.shard_of(hash));
+            if limits[..idx].iter().all(|(k, _)| k != key) {
+                shard.take(hash, key, spec, now, &self.spread);
+            }
+            // What the counter reads after recording: the event is in it.
+            let v = judge(shard.get(hash, key), spec, now);
+            shard.tick(now);
+            drop(shard);
+            states.push(CounterState {
+                counter: key.counter.clone(),
+                key: key.scope_value.clone(),
+                used: u32::try_from(v.in_window).unwrap_or(u32::MAX),
+                max: spec.max,
+                window: spec.window,
+                oldest_leaves_at: v.oldest,
+                counts: spec.counts,
+            });
+        }
+        Acquire::Admitted { states }
     }
 
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire {
@@ -327,8 +362,13 @@ impl CounterStore for MemoryStore {
             .map(|s| shard_ids.binary_search(s).unwrap_or(0))
             .collect();
 
-        // The same key named twice in one call counts once.
-        let first_of = |idx: usize| limits.iter().position(|(k, _)| *k == limits[idx].0);
+        // The same key named twice in one call counts once (a limit that counts errors takes
+        // nothing here).
+        let first_of = |idx: usize| {
+            limits
+                .iter()
+                .position(|(k, s)| s.counts.is_calls() && *k == limits[idx].0)
+        };
         let verdicts: Few<Verdict> = limits
             .iter()
             .zip(&slots)
@@ -351,7 +391,7 @@ impl CounterStore for MemoryStore {
             .zip(slots.iter().zip(&hashes))
             .enumerate()
         {
-            if take && first_of(idx) == Some(idx) {
+            if take && spec.counts.is_calls() && first_of(idx) == Some(idx) {
                 guards[slot].1.take(hash, key, spec, now, &self.spread);
             }
             states.push(state(key, spec, v, admitted, now));
@@ -391,7 +431,7 @@ impl MemoryStore {
         let mut shard = self.lock(self.shard_of(hash));
         let verdict = judge(shard.get(hash, key), spec, now);
         let admitted = verdict.retry_at.is_none();
-        if admitted && !dry_run {
+        if admitted && !dry_run && spec.counts.is_calls() {
             shard.take(hash, key, spec, now, &self.spread);
         }
         shard.tick(now);

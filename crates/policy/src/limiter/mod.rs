@@ -30,6 +30,10 @@
 //! - Memory: per key a ring of at most `keep_max` timestamps (only the newest `max` can matter
 //!   to a limit of that `max`). An idle key can be evicted without changing any decision;
 //!   `MemoryStore` does this amortised during `acquire`.
+//! - Limits that count errors ([`Counts::Errors`]): the same keys, windows, rings and reload
+//!   rule, over recorded errors instead of admitted calls. `acquire` judges them with the
+//!   others (all or nothing: one that refuses refuses the call) and takes nothing from them;
+//!   `record` takes them unconditionally when an admitted call's answer is an error.
 //! - Unavailable: a store that lives elsewhere (Redis) may be unable to answer. It says so with
 //!   [`Acquire::Unavailable`], naming itself, the cause and the [`FailMode`] its operator chose;
 //!   nothing is known about the counters then, and the engine either refuses the call (fail
@@ -60,6 +64,47 @@ pub enum Scope {
     Global,
 }
 
+/// What a limit counts.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Counts {
+    /// Admitted calls (the default): a call is admitted iff fewer than `max` calls were
+    /// admitted in the window, and it is counted when admitted.
+    #[default]
+    Calls,
+    /// Upstream errors of admitted calls: a call is admitted iff fewer than `max` errors were
+    /// recorded in the window; deciding takes nothing, and [`CounterStore::record`] counts one
+    /// error when an admitted call's answer is an error (at the answer's instant).
+    Errors,
+}
+
+impl Counts {
+    pub fn is_calls(&self) -> bool {
+        *self == Counts::Calls
+    }
+
+    /// `calls` or `errors`, as a policy writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counts::Calls => "calls",
+            Counts::Errors => "errors",
+        }
+    }
+}
+
 /// One limit as a counter store sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LimitSpec {
@@ -67,6 +112,10 @@ pub struct LimitSpec {
     pub window: Duration,
     pub max: u32,
     pub scope: Scope,
+    /// What the counter counts: admitted calls (taken by `acquire`) or upstream errors
+    /// (checked by `acquire`, taken by `record`).
+    #[serde(default, skip_serializing_if = "Counts::is_calls")]
+    pub counts: Counts,
 }
 
 /// The key a limit is kept under: the counter name and the scope's value (a grant name, a
@@ -82,7 +131,8 @@ pub struct CounterKey {
 pub struct CounterState {
     pub counter: Arc<str>,
     pub key: Arc<str>,
-    /// Calls admitted in the window ending at the call's instant (after taking, if admitted).
+    /// Calls admitted (for a limit that counts errors: errors recorded) in the window ending
+    /// at the call's instant (after taking, if admitted).
     pub used: u32,
     pub max: u32,
     #[serde(rename = "window_seconds", with = "seconds")]
@@ -90,6 +140,9 @@ pub struct CounterState {
     /// When the oldest admitted call in the window leaves it (virtual time, in seconds).
     #[serde(rename = "oldest_leaves_at_seconds", with = "opt_seconds")]
     pub oldest_leaves_at: Option<Duration>,
+    /// What the counter counts; written only for `errors`.
+    #[serde(default, skip_serializing_if = "Counts::is_calls")]
+    pub counts: Counts,
 }
 
 /// Durations as (fractional) seconds in JSON, the unit people read in audit logs.
@@ -171,7 +224,17 @@ pub enum Acquire {
 pub trait CounterStore: Send + Sync + std::fmt::Debug {
     /// All-or-nothing: admitted only if every limit admits; then every limit is taken.
     /// `dry_run` computes the same answer and takes nothing (for `explain` and what-if replays).
+    /// A limit that counts errors is judged like any other (it refuses when `max` errors lie
+    /// in its window) but never taken here: [`CounterStore::record`] takes it.
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire;
+
+    /// Records one event (an upstream error) at `now` on every key of `limits`, whatever they
+    /// hold: an error is a fact, not a request, so it is counted even when the budget is
+    /// already full (the key keeps its newest `keep_max` events, which is all a limit of that
+    /// `max` can see). A key named twice is taken once. Time never goes backwards: an earlier
+    /// `now` is recorded at the store's latest instant. The answer is `Admitted` with the
+    /// counters after recording, or `Unavailable`.
+    fn record(&self, limits: &[(CounterKey, LimitSpec)], now: Duration) -> Acquire;
 
     /// A reload at `now` replaced the policy whose limits were `previous` with one whose limits
     /// are `next` (one spec per counter name). Every key of a counter `next` names that is not
