@@ -24,6 +24,8 @@ mod failfast;
 mod origin;
 // docs/gateway.md's setup, run as written; `tollgate policy init`.
 mod setup;
+// https: upstreams trusted by a CA file, the https listener, its handshake timeout.
+mod tls;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")

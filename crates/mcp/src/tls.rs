@@ -10,22 +10,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use rustls::ServerConfig;
 pub use tokio_rustls::TlsAcceptor;
 pub use tokio_rustls::server::TlsStream;
 
 /// A certificate or key file that cannot serve https.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsFileError {
-    #[error("cannot read the TLS {what} file `{path}`: {source}")]
+    #[error("cannot read the TLS {what} file `{path}`: {error}")]
     Read {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "the TLS certificate file `{0}` holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block): give `--tls-cert` the server's certificate chain in PEM, the server's own certificate first"
@@ -50,16 +50,22 @@ pub enum TlsFileError {
 }
 
 /// The crypto provider every TLS configuration of Tollgate uses: `ring` (no cmake to build, and
-/// no process-wide default to install, so two configurations never disagree).
+/// no process-wide default to install, so two configurations never disagree). rustls marks it
+/// deprecated because `ring` has no post-quantum key exchange; aws-lc-rs has one but needs cmake
+/// and doubles the build (docs/security.md, "TLS").
+#[expect(
+    deprecated,
+    reason = "ring's provider: no post-quantum key exchange, docs/security.md"
+)]
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
-    std::fs::read(path).map_err(|source| TlsFileError::Read {
+    std::fs::read(path).map_err(|error| TlsFileError::Read {
         what,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
