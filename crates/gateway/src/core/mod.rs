@@ -94,6 +94,9 @@ pub struct GatewayOptions {
     /// upstream's tool list) at once; the next is refused (`too_many_in_flight`), so a client
     /// cannot make the gateway hold unbounded state for a slow upstream.
     pub max_in_flight: usize,
+    /// Where each listed tool's risk class comes from (`class:` selectors): the catalogue,
+    /// then the tool's annotations, unless told otherwise ([`crate::classify`]).
+    pub classifiers: crate::classify::Classifiers,
 }
 
 /// The most pages of `tools/list` the gateway reads from an upstream before it stops asking
@@ -113,6 +116,7 @@ impl Default for GatewayOptions {
             approvals: false,
             max_held_per_grant: 16,
             max_in_flight: 1024,
+            classifiers: crate::classify::Classifiers::standard(),
         }
     }
 }
