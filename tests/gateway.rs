@@ -26,6 +26,10 @@ mod origin;
 mod setup;
 // The OAuth 2.1 resource server: JWT access tokens, discovery, refusals and their audit.
 mod oauth;
+// https: upstreams trusted by a CA file, the https listener, its handshake timeout.
+mod tls;
+// `class:` rules for a server outside the catalogue, classed by its annotations.
+mod classes;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")

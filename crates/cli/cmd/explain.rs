@@ -1,5 +1,5 @@
 //! `tollgate explain POLICY TOOL [--args JSON] [--grant G] [--session S] [--class C]
-//! [--format human|json]`: which rule decides a call, through which branch, against which
+//! [--annotations JSON] [--format human|json]`: which rule decides a call, through which branch, against which
 //! limits, and what the decision would be, without taking from any counter.
 //!
 //! The arguments are first brought to the values the tool reads, by its input schema in the
@@ -39,6 +39,11 @@ pub struct Args {
     /// The tool's risk class, overriding the catalogue's (read, write, execute, destructive).
     #[arg(long, value_parser = parse_class)]
     class: Option<RiskClass>,
+    /// The tool's MCP annotations as its server lists them, a JSON object (e.g.
+    /// '{"readOnlyHint": true}'): a tool outside the catalogue is classed by them, as the
+    /// gateway classes it (docs/catalog.md, "Tools outside the catalogue").
+    #[arg(long, value_name = "JSON")]
+    annotations: Option<String>,
     #[command(flatten)]
     known: KnownSource,
     /// `human` or `json`.
@@ -62,6 +67,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         arguments.is_object(),
         "--args must be a JSON object of argument names to values, such as '{{\"operation\": \"read\"}}'"
     );
+    let mut listed = serde_json::json!({ "name": args.tool });
+    if let Some(text) = &args.annotations {
+        let annotations: serde_json::Value = serde_json::from_str(text)
+            .with_context(|| format!("--annotations is not JSON: `{text}`"))?;
+        anyhow::ensure!(
+            annotations.is_object(),
+            "--annotations must be a JSON object of MCP tool annotations, such as '{{\"readOnlyHint\": true}}'"
+        );
+        listed["annotations"] = annotations;
+    }
+    let classifiers = super::known::classifiers(&args.known)?;
     let (known, catalogued) = with_catalog(&args.known, |catalog| {
         let known: Vec<_> = catalog.tools().iter().map(known_tool).collect();
         (known, catalog.get(&args.tool).cloned())
@@ -70,7 +86,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sent = arguments.clone();
     let (mut call, unreadable) = explained_call(
         &engine,
-        &args.tool,
+        &classifiers,
+        &listed,
         catalogued.as_ref(),
         known.iter().find(|k| k.name == args.tool),
         arguments,
@@ -92,9 +109,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             write!(stdout, "{}", explanation.render())?;
             if !known.is_empty() && !known.iter().any(|k| *k.name == *call.tool) {
+                let read_as = match call.meta.class {
+                    Some(class) if args.class.is_none() => format!(
+                        "; its class is read from its annotations ({}): {}",
+                        if args.annotations.is_some() {
+                            "--annotations"
+                        } else {
+                            "none given, so the specification's defaults"
+                        },
+                        class.as_str()
+                    ),
+                    _ => String::new(),
+                };
                 writeln!(
                     stdout,
-                    "note: `{}` is not in the catalogue; class selectors cannot match it",
+                    "note: `{}` is not in the catalogue{read_as} (docs/catalog.md, \"Tools outside the catalogue\")",
                     call.tool
                 )?;
             }
@@ -126,7 +155,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// could not read.
 fn explained_call(
     engine: &Engine,
-    tool: &str,
+    classifiers: &tollgate_gateway::classify::Classifiers,
+    listed: &serde_json::Value,
     catalogued: Option<&tollgate_catalog::CatalogTool>,
     known: Option<&tollgate_policy::KnownTool>,
     arguments: serde_json::Value,
@@ -146,9 +176,17 @@ fn explained_call(
     } else {
         &sent
     };
-    if let Some(t) = catalogued {
-        meta.class = Some(tollgate_gateway::core::call_class(t, decided_on));
+    meta.class = tollgate_gateway::core::call_class(classifiers, listed, decided_on);
+    if known.is_none() {
+        // Outside the catalogue, the annotations given are what `annotation:` selectors see.
+        meta.annotations = Arc::new(tollgate_gateway::classify::annotation_set(
+            listed.get("annotations"),
+        ));
     }
+    let tool = listed
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
     let call = Call {
         tool: Arc::from(tool),
         arguments,
@@ -192,6 +230,7 @@ fn read_otherwise(
 #[expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 mod tests {
     use std::collections::BTreeSet;
+    use tollgate_gateway::classify::Classifiers;
 
     use serde_json::{Value, json};
     use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore};
@@ -295,7 +334,8 @@ mod tests {
                 };
                 let (call, unreadable) = explained_call(
                     &engine,
-                    &tool.name,
+                    &Classifiers::standard(),
+                    &json!({"name": tool.name}),
                     Some(tool),
                     known.iter().find(|k| k.name == tool.name),
                     arguments.clone(),
@@ -345,7 +385,8 @@ mod tests {
         ] {
             let (call, _) = explained_call(
                 &engine,
-                &tool.name,
+                &Classifiers::standard(),
+                &json!({"name": tool.name}),
                 Some(tool),
                 Some(&known),
                 json!({"operation": op}),

@@ -5,7 +5,8 @@
 //! [--call-timeout SECS] [--tool-timeout TOOL=SECS]... [--max-message-bytes N] [--queue-depth N]
 //! [--max-connections N] [--header-timeout SECS] [--body-timeout SECS]
 //! [--keep-alive-timeout SECS] [--max-sessions N] [--session-idle-timeout SECS]
-//! [--max-upstream-processes N]
+//! [--max-upstream-processes N] [--tls-cert FILE --tls-key FILE] [--tls-handshake-timeout SECS]
+//! [--upstream-ca-file FILE]
 //! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
 //! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
 //! [--lock FILE [--lock-mode refuse|warn]]
@@ -14,10 +15,12 @@
 //! Without `--listen` it speaks MCP on its own stdin/stdout for one client (grant `--grant`),
 //! so a desktop client's `mcpServers` entry can wrap any stdio server with it. With `--listen`
 //! it serves Streamable HTTP at `/mcp`; `--tokens` maps bearer tokens to grants, and the
-//! `--oauth-*` flags make it an OAuth 2.1 resource server (JWT access tokens; docs/auth.md).
+//! `--oauth-*` flags make it an OAuth 2.1 resource server (JWT access tokens; docs/auth.md); with
+//! `--tls-cert` and `--tls-key` it serves https (the admin API and console too). An `https://`
+//! upstream is trusted by the system's authorities and `--upstream-ca-file`.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for bad flags, an invalid policy, an unusable audit
-//! log or tokens file, and (stdio) an upstream command that never started (it could not be
+//! log, tokens, TLS certificate, key or CA file, and (stdio) an upstream command that never started (it could not be
 //! run, or it exited before answering anything, `MAX_START_FAILURES` times in a row or the
 //! last time before the client left).
 
@@ -37,9 +40,9 @@ use tollgate_gateway::pin::{DEFAULT_UPSTREAM, Lock, LockMode, Pins};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
     AllowedOrigins, Auth, ClientInput, Clock, HttpFront, SessionEnd, TransportLimits, run_session,
-    serve,
+    serve, serve_tls,
 };
-use tollgate_gateway::upstream::UpstreamSpec;
+use tollgate_gateway::upstream::{UpstreamSpec, http_client};
 use tollgate_mcp::Limits;
 use tollgate_policy::{CounterStore, Engine, FailMode, MemoryStore, Policy};
 use tollgate_store_redis::{RedisOptions, RedisStore};
@@ -181,9 +184,24 @@ pub struct Args {
     /// (listed and forwarded); both audit and count the drift.
     #[arg(long, value_name = "MODE", default_value = "refuse", value_parser = ["refuse", "warn"], requires = "lock")]
     lock_mode: String,
-    /// The upstream's Streamable HTTP URL.
+    /// HTTPS: the listener's certificate chain (PEM, its own certificate first); with
+    /// `--tls-key`, `--listen` serves https (MCP, the admin API and the console).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the private key of `--tls-cert` (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// HTTPS: seconds a connection's TLS handshake may take; then it is closed (and counted in
+    /// `tollgate_tls_handshakes_timed_out_total`).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    tls_handshake_timeout: Duration,
+    /// The upstream's Streamable HTTP URL (`http://` or `https://`).
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream_url: Option<String>,
+    /// An `https://` upstream: certificates (PEM) of the authorities to trust besides the
+    /// system's (`/etc/ssl/certs`), e.g. the private CA that signed the upstream's certificate.
+    #[arg(long, value_name = "FILE", requires = "upstream_url")]
+    upstream_ca_file: Option<PathBuf>,
     /// The upstream as a command to run (after `--`), spoken to over stdio.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -249,7 +267,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let store = counter_store(&args)?;
     let spec = match (&args.upstream_url, args.command.split_first()) {
-        (Some(url), _) => UpstreamSpec::Url(url.clone()),
+        (Some(url), _) => UpstreamSpec::Url {
+            url: url.clone(),
+            client: http_client(args.upstream_ca_file.as_deref())?,
+        },
         (None, Some((program, rest))) => UpstreamSpec::Command {
             program: program.clone(),
             args: rest.to_vec(),
@@ -263,6 +284,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|p| Tokens::from_path(p))
         .transpose()?;
+    if args.tls_cert.is_some() && args.listen.is_none() {
+        anyhow::bail!(
+            "`--tls-cert` and `--tls-key` apply to the HTTP listener: add `--listen ADDR` (a stdio gateway has no connection to encrypt)"
+        );
+    }
+    // Read before anything is opened: a certificate or key that cannot serve is bad input.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tollgate_mcp::tls::server_config(cert, key)?),
+        _ => None,
+    };
     if tokens.is_some() && args.listen.is_none() {
         anyhow::bail!(
             "`--tokens` applies to HTTP clients: add `--listen ADDR`, or use `--grant NAME` for the stdio client"
@@ -391,6 +422,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_sessions: args.max_sessions,
         session_idle: args.session_idle_timeout,
         max_upstream_processes: args.max_upstream_processes,
+        handshake_timeout: args.tls_handshake_timeout,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let end = runtime.block_on(async {
@@ -466,14 +498,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 let local = listener.local_addr()?;
                 // One write: tests read the first line and may close the pipe after it.
-                let mut banner = format!("listening on http://{local}/mcp\n");
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let mut banner = format!("listening on {scheme}://{local}/mcp\n");
                 if admin_tokens.is_some()
                     || oauth
                         .as_ref()
                         .is_some_and(|o| o.config().admin_scope.is_some())
                 {
                     banner.push_str(&format!(
-                        "approvals: console at http://{local}/ui, API at http://{local}/admin/approvals\n"
+                        "approvals: console at {scheme}://{local}/ui, API at {scheme}://{local}/admin/approvals\n"
                     ));
                 }
                 std::io::stderr().lock().write_all(banner.as_bytes())?;
@@ -491,7 +524,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     stop_rx,
                     allowed_origins,
                 );
-                serve(listener, front).await?;
+                match tls {
+                    Some(config) => serve_tls(listener, front, config).await?,
+                    None => serve(listener, front).await?,
+                }
                 // Let session tasks drain their calls in flight.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use tollgate_catalog::{Catalog, CatalogTool};
+use tollgate_gateway::classify::Classifiers;
 use tollgate_policy::{Annotation, KnownTool};
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +41,19 @@ pub fn with_catalog<T>(source: &KnownSource, f: impl FnOnce(&Catalog) -> T) -> a
         }
     };
     Ok(f(catalog))
+}
+
+/// The classifier chain of the gateway over the catalogue `source` names: that catalogue, then
+/// the tools' annotations (`tollgate_gateway::classify`), so `explain` and `check` class a tool
+/// as the gateway does.
+pub fn classifiers(source: &KnownSource) -> anyhow::Result<Classifiers> {
+    if source.catalog.is_none() {
+        return Ok(Classifiers::standard());
+    }
+    // A chain holds its catalogue for the process's life (the gateway's is the embedded one);
+    // the CLI loads one catalogue once per run, so leaking it costs that and no more.
+    let catalog = with_catalog(source, Clone::clone)?;
+    Ok(Classifiers::with_catalog(Box::leak(Box::new(catalog))))
 }
 
 /// One catalogue tool as the policy engine sees it.

@@ -1,7 +1,8 @@
 //! `tollgate mock-eks [--http ADDR] [--tools SPEC] [--page-size N] [--allow-write]
 //! [--allow-sensitive-data-access] [--fixture FILE] [--faults FILE] [--journal FILE]
-//! [--faults-switch FILE] [--max-message-bytes N] [--sse]`: the mock Amazon EKS MCP server, over stdio by default or
-//! Streamable HTTP at `http://ADDR/mcp`.
+//! [--faults-switch FILE] [--max-message-bytes N] [--sse] [--tls-cert FILE --tls-key FILE]`:
+//! the mock Amazon EKS MCP server, over stdio by default or Streamable HTTP at
+//! `http://ADDR/mcp` (`https://` with `--tls-cert` and `--tls-key`).
 //!
 //! Exit codes: 0 after stdin closes (stdio) or on SIGTERM/ctrl-c (HTTP), 2 on bad flags or
 //! files, 70 when a `crash` fault fires.
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tollgate_mcp::Limits;
 use tollgate_mock_eks::faults::FaultPlan;
-use tollgate_mock_eks::transport::{HttpOptions, Shared, serve_http, serve_stdio};
+use tollgate_mock_eks::transport::{HttpOptions, Shared, serve_http, serve_https, serve_stdio};
 use tollgate_mock_eks::world::{Fixture, Flags};
 use tollgate_mock_eks::{MockConfig, MockEks};
 
@@ -24,6 +25,12 @@ pub struct Args {
     /// prints `listening on http://ADDR/mcp` on stderr.
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// With `--http`: serve https with this certificate chain (PEM, its own certificate first).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "http"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Which tools: `default` (the 16 real tools and the HealthOmics batch tools), `real`,
     /// `full`, or names and globs separated by commas.
     #[arg(long, default_value = "default")]
@@ -96,6 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
     .context("--tools")?;
     let shared = Shared::new(mock, journal, args.faults_switch.clone());
+    // Read before listening: a certificate or key that cannot serve is bad input (exit 2).
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tollgate_mcp::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -108,14 +120,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 let local = listener.local_addr()?;
+                let scheme = if tls.is_some() { "https" } else { "http" };
                 let mut stderr = std::io::stderr().lock();
-                writeln!(stderr, "listening on http://{local}/mcp")?;
+                writeln!(stderr, "listening on {scheme}://{local}/mcp")?;
                 drop(stderr);
                 let options = HttpOptions {
                     max_body: args.max_message_bytes,
                     always_sse: args.sse,
                 };
-                serve_http(listener, shared, options, shutdown_signal()).await?;
+                match tls {
+                    Some(config) => {
+                        serve_https(listener, config, shared, options, shutdown_signal()).await?
+                    }
+                    None => serve_http(listener, shared, options, shutdown_signal()).await?,
+                }
             }
         }
         anyhow::Ok(())

@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use tollgate_gateway::core::{MAX_LIST_PAGES, MAX_LISTED_TOOLS};
 use tollgate_gateway::pin::{DEFAULT_UPSTREAM, Lock};
-use tollgate_gateway::upstream::{FromUpstream, Upstream, UpstreamSpec};
+use tollgate_gateway::upstream::{FromUpstream, Upstream, UpstreamSpec, http_client};
 use tollgate_mcp::{Limits, ProtocolVersion};
 
 #[derive(Debug, clap::Args)]
@@ -30,9 +30,13 @@ pub struct Args {
     /// Seconds the upstream may take to start and answer everything (a fraction allowed).
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     timeout: Duration,
-    /// The upstream's Streamable HTTP URL.
+    /// The upstream's Streamable HTTP URL (`http://` or `https://`).
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream_url: Option<String>,
+    /// An `https://` upstream: certificates (PEM) of the authorities to trust besides the
+    /// system's, as `tollgate gateway --upstream-ca-file` takes them.
+    #[arg(long, value_name = "FILE", requires = "upstream_url")]
+    upstream_ca_file: Option<PathBuf>,
     /// The upstream as a command to run (after `--`), spoken to over stdio.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -51,7 +55,10 @@ fn seconds(text: &str) -> Result<Duration, String> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spec = match (&args.upstream_url, args.command.split_first()) {
-        (Some(url), _) => UpstreamSpec::Url(url.clone()),
+        (Some(url), _) => UpstreamSpec::Url {
+            url: url.clone(),
+            client: http_client(args.upstream_ca_file.as_deref())?,
+        },
         (None, Some((program, rest))) => UpstreamSpec::Command {
             program: program.clone(),
             args: rest.to_vec(),
@@ -139,7 +146,7 @@ async fn list_tools(spec: &UpstreamSpec, timeout: Duration) -> anyhow::Result<Ve
 
 fn describe(spec: &UpstreamSpec) -> String {
     match spec {
-        UpstreamSpec::Url(url) => format!("`{url}`"),
+        UpstreamSpec::Url { url, .. } => format!("`{url}`"),
         UpstreamSpec::Command { program, args } => {
             let mut words = vec![program.as_str()];
             words.extend(args.iter().map(String::as_str));

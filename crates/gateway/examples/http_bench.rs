@@ -56,7 +56,7 @@ async fn start_gateway(upstream: String) -> String {
     std::mem::forget(_tx);
     let front = HttpFront::new(
         gateway,
-        UpstreamSpec::Url(upstream),
+        UpstreamSpec::url(upstream),
         Auth {
             default_grant: "bench".into(),
             ..Auth::default()

@@ -5,6 +5,7 @@
 //! - [`admin`]: the admin HTTP API (approvals) and the console at `/ui`;
 //! - [`approvals`]: the calls held for a human's approval, shared by all sessions;
 //! - [`audit`]: the hash-chained audit log and its verifier;
+//! - [`classify`]: where a tool's risk class comes from (the catalogue, then its annotations);
 //! - [`clock`]: the real (optionally scaled) clock the transports read;
 //! - [`coerce`]: a call's arguments brought to the values the tool reads, by its input schema;
 //! - [`tokens`]: bearer tokens mapped to grants;
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod approvals;
 pub mod audit;
+pub mod classify;
 pub mod clock;
 pub mod coerce;
 pub mod core;

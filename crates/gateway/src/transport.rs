@@ -56,7 +56,7 @@ use tollgate_mcp::{ErrorCode, WireError, error_response};
 use crate::core::{Out, SessionCore};
 use crate::upstream::{Ended, FromUpstream, Upstream, UpstreamSpec};
 
-pub use serve::{BodyTimedOut, serve};
+pub use serve::{BodyTimedOut, serve, serve_tls};
 
 /// How long a shutdown waits for calls in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +94,9 @@ pub struct TransportLimits {
     /// HTTP with a command upstream: live child processes, one per session
     /// (`--max-upstream-processes`, 16); past it `initialize` is refused (503).
     pub max_upstream_processes: usize,
+    /// HTTPS: a connection's TLS handshake must be complete within this of its opening, or the
+    /// connection is closed and counted (`--tls-handshake-timeout`, 10 s).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for TransportLimits {
@@ -109,6 +112,7 @@ impl Default for TransportLimits {
             max_sessions: 1024,
             session_idle: Duration::from_secs(30 * 60),
             max_upstream_processes: 16,
+            handshake_timeout: tollgate_mcp::tls::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -925,6 +929,11 @@ pub struct TransportMetrics {
     pub get_streams_closed: Counter,
     /// Requests refused for their credentials, by reason (docs/auth.md).
     pub auth_refused: Family<Vec<(String, String)>, Counter>,
+    /// HTTPS connections closed because their TLS handshake took `--tls-handshake-timeout`.
+    pub tls_handshakes_timed_out: Counter,
+    /// HTTPS connections closed because their TLS handshake failed (not TLS, no common
+    /// version or cipher, a client that refused the certificate).
+    pub tls_handshakes_failed: Counter,
 }
 
 impl Default for TransportMetrics {
@@ -978,6 +987,18 @@ impl Default for TransportMetrics {
             "HTTP requests refused for their bearer token (missing, invalid, expired, no grant...), by reason",
             auth_refused.clone(),
         );
+        let tls_handshakes_timed_out = Counter::default();
+        registry.register(
+            "tls_handshakes_timed_out",
+            "HTTPS connections closed: no complete TLS handshake within --tls-handshake-timeout",
+            tls_handshakes_timed_out.clone(),
+        );
+        let tls_handshakes_failed = Counter::default();
+        registry.register(
+            "tls_handshakes_failed",
+            "HTTPS connections closed: their TLS handshake failed",
+            tls_handshakes_failed.clone(),
+        );
         TransportMetrics {
             auth_refused,
             registry,
@@ -988,6 +1009,8 @@ impl Default for TransportMetrics {
             sessions_refused,
             upstream_processes_refused,
             get_streams_closed,
+            tls_handshakes_timed_out,
+            tls_handshakes_failed,
         }
     }
 }
@@ -1605,7 +1628,7 @@ fn open_session(
                 }
             }
         }
-        UpstreamSpec::Url(_) => None,
+        UpstreamSpec::Url { .. } => None,
     };
     Ok(spawn_session(front, grant, id, permit))
 }

@@ -36,8 +36,27 @@ pub enum FromUpstream {
 /// How to reach the upstream.
 #[derive(Debug, Clone)]
 pub enum UpstreamSpec {
-    Command { program: String, args: Vec<String> },
-    Url(String),
+    Command {
+        program: String,
+        args: Vec<String>,
+    },
+    /// A Streamable HTTP endpoint (`http://` or `https://`), reached with `client` (made by
+    /// [`http_client`]: which certificates it trusts).
+    Url {
+        url: String,
+        client: reqwest::Client,
+    },
+}
+
+impl UpstreamSpec {
+    /// An HTTP upstream reached with the process's default client, which trusts the system's
+    /// certificate authorities only ([`default_client`]).
+    pub fn url(url: impl Into<String>) -> UpstreamSpec {
+        UpstreamSpec::Url {
+            url: url.into(),
+            client: default_client(),
+        }
+    }
 }
 
 /// How many of a child's last stderr lines are kept.
@@ -121,7 +140,12 @@ impl Upstream {
             UpstreamSpec::Command { program, args } => {
                 spawn_child(program, args, max_message, queue)
             }
-            UpstreamSpec::Url(url) => Ok(http_upstream(url.clone(), max_message, queue)),
+            UpstreamSpec::Url { url, client } => Ok(http_upstream(
+                url.clone(),
+                client.clone(),
+                max_message,
+                queue,
+            )),
         }
     }
 
@@ -275,14 +299,19 @@ fn spawn_child(
 /// comes back as messages. The session id and protocol version the upstream gives are sent
 /// with every later request. At most `queue` requests run at once; the next waits for one
 /// of them to end (and the session's queue to the upstream fills behind it).
-fn http_upstream(url: String, max_message: usize, queue: usize) -> Upstream {
+fn http_upstream(
+    url: String,
+    client: reqwest::Client,
+    max_message: usize,
+    queue: usize,
+) -> Upstream {
     let (tx, mut out_rx) = mpsc::channel::<Value>(queue);
     let (in_tx, rx) = mpsc::channel::<FromUpstream>(queue);
     tokio::spawn(async move {
-        // One client for the whole process: its pool keeps HTTP/1.1 connections to the upstream
-        // alive and shares them between sessions (each request carries its own session id), and
-        // an idle session costs no client of its own.
-        let client = shared_client();
+        // One client per upstream spec, shared by its sessions (a clone is a handle): its pool
+        // keeps HTTP/1.1 connections to the upstream alive and shares them between sessions
+        // (each request carries its own session id), and an idle session costs no client of
+        // its own.
         let url = match reqwest::Url::parse(&url) {
             Ok(u) => u,
             Err(e) => {
@@ -396,10 +425,7 @@ impl HttpRequest {
         if let Some(v) = &version {
             req = req.header(HEADER_PROTOCOL_VERSION, v);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("the upstream {url} cannot be reached: {e}"))?;
+        let resp = req.send().await.map_err(|e| unreachable(url, &e))?;
         if let Some(s) = resp
             .headers()
             .get(HEADER_SESSION_ID)
@@ -708,10 +734,195 @@ async fn get_stream(
     }
 }
 
-/// The process's HTTP client for upstreams (built on first use).
-fn shared_client() -> reqwest::Client {
+/// The process's HTTP client for upstreams given no CA file (built on first use):
+/// [`http_client`]`(None)`. Should the system's trust store be unreadable, a client that trusts
+/// no authority (every https upstream is then refused, saying so) rather than none at all.
+pub fn default_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(reqwest::Client::new).clone()
+    CLIENT
+        .get_or_init(|| match http_client(None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}; https upstreams will not be trusted");
+                reqwest::Client::builder()
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .build()
+                    .unwrap_or_default()
+            }
+        })
+        .clone()
+}
+
+/// A CA file given for an upstream that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("cannot read the CA file `{path}`: {error}")]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "the CA file `{0}` holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block): give `--upstream-ca-file` (`ca_file` of a config's upstream) the certificate of the authority that signed the upstream's certificate, in PEM"
+    )]
+    NoCertificate(std::path::PathBuf),
+    #[error(
+        "the CA file `{path}` is not valid PEM: {why}; give `--upstream-ca-file` (`ca_file` of a config's upstream) the authority's certificate in PEM"
+    )]
+    BadPem {
+        path: std::path::PathBuf,
+        why: String,
+    },
+    #[error("certificate {index} of the CA file `{path}` cannot be a trust anchor: {why}")]
+    BadCertificate {
+        path: std::path::PathBuf,
+        index: usize,
+        why: String,
+    },
+    #[error("cannot build the HTTP client for upstreams: {0}")]
+    Client(String),
+}
+
+/// The HTTP client for upstreams: rustls (the `ring` provider) trusting the system's
+/// certificate authorities (rustls-native-certs: Debian's `/etc/ssl/certs`, or what
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR` name) and, with `ca_file`, every certificate of that PEM file
+/// too. One client serves every session of an upstream (its connections are pooled).
+pub fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, CaFileError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_native_certs(true);
+    if let Some(path) = ca_file {
+        let certs = tollgate_mcp::tls::read_certificates(path).map_err(|e| match e {
+            tollgate_mcp::tls::TlsFileError::Read { error, .. } => CaFileError::Read {
+                path: path.to_owned(),
+                error,
+            },
+            tollgate_mcp::tls::TlsFileError::BadCertificate { why, .. } => CaFileError::BadPem {
+                path: path.to_owned(),
+                why,
+            },
+            _ => CaFileError::NoCertificate(path.to_owned()),
+        })?;
+        for (index, der) in certs.iter().enumerate() {
+            let cert =
+                reqwest::Certificate::from_der(der).map_err(|e| CaFileError::BadCertificate {
+                    path: path.to_owned(),
+                    index: index + 1,
+                    why: e.to_string(),
+                })?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| CaFileError::Client(error_chain(&e)))
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text names only the request).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    // Bounded: error chains are short.
+    for _ in 0..16 {
+        let Some(cause) = next else { break };
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// The rustls error behind a failed request, if TLS is what failed. An `io::Error`'s
+/// `source()` skips the error it wraps (the connector wraps rustls's error in two of them), so
+/// the chain is followed through what each `io::Error` wraps.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    // Bounded: error chains are short.
+    for _ in 0..16 {
+        let link = next?;
+        if let Some(tls) = link.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = match link
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => link.source(),
+        };
+    }
+    None
+}
+
+/// Why a request to the upstream at `url` got no answer, and what to do: a TLS failure says
+/// which (an untrusted, expired or misnamed certificate; a server that does not speak TLS).
+fn unreachable(url: &reqwest::Url, e: &reqwest::Error) -> String {
+    let Some(tls) = tls_error(e) else {
+        return format!("the upstream {url} cannot be reached: {e}");
+    };
+    tls_failure(url, tls)
+}
+
+/// A UNIX time as `YYYY-MM-DD HH:MM:SS` in UTC (the civil calendar from days since the epoch,
+/// Howard Hinnant's `civil_from_days`).
+fn utc_date(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rest = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// [`unreachable`] for a TLS failure.
+fn tls_failure(url: &reqwest::Url, tls: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let host = url.host_str().unwrap_or("");
+    const CA_HINT: &str = "give the certificate of the authority that signed it (PEM) with `--upstream-ca-file FILE` (`ca_file` of a config's upstream); the system's authorities are trusted already";
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer | C::BadSignature | C::UnhandledCriticalExtension => format!(
+                "the upstream {url} presented a TLS certificate that is not trusted ({tls}): no authority this gateway trusts signed it; {CA_HINT}"
+            ),
+            // Said with the certificate's own date, not rustls's text (which carries the time
+            // of the check).
+            C::ExpiredContext { not_after, .. } => format!(
+                "the upstream {url} presented a TLS certificate that expired on {} (UTC): renew the upstream's certificate (or check this machine's clock)",
+                utc_date(not_after.as_secs())
+            ),
+            C::NotValidYetContext { not_before, .. } => format!(
+                "the upstream {url} presented a TLS certificate that is not valid before {} (UTC): check this machine's clock, or the upstream's certificate",
+                utc_date(not_before.as_secs())
+            ),
+            C::Expired | C::NotValidYet => format!(
+                "the upstream {url} presented a TLS certificate that is out of its validity period ({tls}): renew the upstream's certificate (or check this machine's clock)"
+            ),
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "the upstream {url} presented a TLS certificate for another name than `{host}` ({tls}): reach it by a name its certificate lists, or give it a certificate that names `{host}`"
+            ),
+            _ => format!(
+                "the upstream {url} presented a TLS certificate that cannot be used ({tls}): give it a valid certificate, or if it is signed by an authority of your own, {CA_HINT}"
+            ),
+        },
+        rustls::Error::InvalidMessage(_) => format!(
+            "the upstream {url} does not speak TLS ({tls}): if it serves plain HTTP, give an `http://` URL"
+        ),
+        other => format!("the TLS handshake with the upstream {url} failed: {other}"),
+    }
 }
 
 fn is_initialize(msg: &Value) -> bool {
@@ -725,6 +936,14 @@ mod tests {
 
     /// The stderr tail keeps the last lines whatever the chunks, each cut at its bound, and a
     /// flood of output never grows it past its bound.
+    #[test]
+    fn utc_dates_match_the_calendar() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc_date(1_609_459_200), "2021-01-01 00:00:00");
+        assert_eq!(utc_date(4_102_444_799), "2099-12-31 23:59:59");
+    }
+
     #[test]
     fn the_stderr_tail_keeps_the_last_lines_within_its_bounds() {
         let text = "Traceback (most recent call last):\n  File \"x\"\n\nException: no region\n";

@@ -12,6 +12,7 @@ pub mod recent;
 pub mod sse;
 pub mod stdio;
 pub mod strict;
+pub mod tls;
 
 pub use jsonrpc::{
     ErrorCode, Incoming, Message, MethodKind, error_response, method_kind, result_response,

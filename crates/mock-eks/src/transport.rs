@@ -457,6 +457,108 @@ async fn http_get() -> Response {
         .into_response()
 }
 
+/// [`serve_http`] over https with `tls` (`tollgate_mcp::tls::server_config`): each connection's
+/// handshake runs in its own task, bounded by [`tollgate_mcp::tls::DEFAULT_HANDSHAKE_TIMEOUT`],
+/// at most [`PENDING_HANDSHAKES`] at once (a client that never completes one is dropped then).
+pub async fn serve_https(
+    listener: tokio::net::TcpListener,
+    tls: Arc<tollgate_mcp::tls::ServerConfig>,
+    shared: Arc<Shared>,
+    options: HttpOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TlsListener::new(listener, tls)?;
+    axum::serve(listener, router(shared, options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Handshakes of the mock's https listener under way at once; the next connection waits to be
+/// accepted.
+pub const PENDING_HANDSHAKES: usize = 64;
+
+/// A TCP listener whose connections come out of a TLS handshake: a task accepts and hands each
+/// connection to a handshake task of its own; the completed ones queue for axum.
+struct TlsListener {
+    done: mpsc::Receiver<(
+        tollgate_mcp::tls::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    local: std::net::SocketAddr,
+    accepter: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        tls: Arc<tollgate_mcp::tls::ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let acceptor = tollgate_mcp::tls::TlsAcceptor::from(tls);
+        let (tx, done) = mpsc::channel(PENDING_HANDSHAKES);
+        let pending = Arc::new(tokio::sync::Semaphore::new(PENDING_HANDSHAKES));
+        let accepter = tokio::spawn(async move {
+            loop {
+                let Ok(permit) = Arc::clone(&pending).acquire_owned().await else {
+                    return;
+                };
+                let (stream, addr) = match listener.accept().await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accepting a connection failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let handshake = tollgate_mcp::tls::accept(
+                        &acceptor,
+                        stream,
+                        tollgate_mcp::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+                    )
+                    .await;
+                    drop(permit);
+                    match handshake {
+                        Ok(tls) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Err(e) => tracing::debug!("closed a connection from {addr}: {e}"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            done,
+            local,
+            accepter,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepter.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tollgate_mcp::tls::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.done.recv().await {
+            Some(connection) => connection,
+            // The accepting task ended (its listener failed for good): no more connections.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
 /// Serves the router on a bound listener until `shutdown` resolves.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,

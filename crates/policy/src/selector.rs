@@ -112,7 +112,8 @@ impl fmt::Display for Annotation {
 /// What the policy knows about a tool besides its name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolMeta {
-    /// The catalogue's risk class, when the tool is in it.
+    /// The tool's risk class for this call, when a classifier knows it (the catalogue's, or
+    /// the one its MCP annotations give: the gateway's `classify`).
     pub class: Option<RiskClass>,
     /// The annotation hints that are true for the tool: shared (the gateway makes the set once
     /// per listed tool, not once per call).

@@ -676,8 +676,8 @@ impl Upstream {
     fn spec(&self, client: Option<&str>) -> UpstreamSpec {
         match self {
             Upstream::Http { url, .. } => match client {
-                Some(c) => UpstreamSpec::Url(format!("{url}?client={c}")),
-                None => UpstreamSpec::Url(url.clone()),
+                Some(c) => UpstreamSpec::url(format!("{url}?client={c}")),
+                None => UpstreamSpec::url(url.clone()),
             },
             Upstream::Stdio { program, log } => {
                 let mut args = vec![

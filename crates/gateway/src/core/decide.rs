@@ -356,29 +356,28 @@ impl SessionCore {
     }
 }
 
-/// The risk class the policy engine sees for one call of a catalogued tool, with `arguments`
-/// as the gateway decides on them: the class of its `operation` for the tools whose effect
-/// depends on it (`manage_k8s_resource {"operation": "read"}` is read), the tool's worst case
-/// otherwise (no operation, or one the catalogue does not list). The one function the gateway
-/// and `tollgate explain` both use, so they pick the same rule.
-pub fn call_class(tool: &tollgate_catalog::CatalogTool, arguments: &Value) -> RiskClass {
-    policy_class(tool.class_for(arguments))
+/// The risk class the policy engine sees for one call of the tool `listed` (its `tools/list`
+/// entry; `{"name": ...}` for a catalogued tool) with `arguments` as the gateway decides on
+/// them, by the chain `classifiers`: a catalogued tool's `operation`'s class where its effect
+/// depends on it (`manage_k8s_resource {"operation": "read"}` is read), its worst case otherwise;
+/// another tool's class by its annotations. The one function the gateway and `tollgate explain`
+/// both use, so they pick the same rule.
+pub fn call_class(
+    classifiers: &crate::classify::Classifiers,
+    listed: &Value,
+    arguments: &Value,
+) -> Option<RiskClass> {
+    classifiers
+        .classify(listed)
+        .map(|class| class.call_class(arguments))
 }
 
-/// The catalogue's risk class as the policy engine's (the engine does not know the catalogue).
-pub fn policy_class(class: tollgate_catalog::RiskClass) -> RiskClass {
-    match class {
-        tollgate_catalog::RiskClass::Read => RiskClass::Read,
-        tollgate_catalog::RiskClass::Write => RiskClass::Write,
-        tollgate_catalog::RiskClass::Execute => RiskClass::Execute,
-        tollgate_catalog::RiskClass::Destructive => RiskClass::Destructive,
-    }
-}
+pub use crate::classify::policy_class;
 
-/// What the policy engine knows of a call's tool: its class for these arguments (from the
-/// catalogue) and the annotations the upstream advertised.
+/// What the policy engine knows of a call's tool: its class for these arguments (by the
+/// gateway's classifiers, when the tool was listed) and the annotations the upstream advertised.
 pub(super) fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
-    let class = info.catalogued.map(|t| call_class(t, arguments));
+    let class = info.class.map(|c| c.call_class(arguments));
     ToolMeta {
         class,
         annotations: Arc::clone(&info.annotations),
@@ -390,7 +389,10 @@ pub(super) fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
 /// an upstream's `tools/list` answer) with `arguments`: for tools that check a policy the way
 /// the gateway does (the fuzzer's reference model).
 pub fn call_meta(listed: &Value, arguments: &Value) -> ToolMeta {
-    meta_of(arguments, &tool_info(listed))
+    meta_of(
+        arguments,
+        &tool_info(listed, &crate::classify::Classifiers::standard()),
+    )
 }
 
 /// An admitted call as it goes upstream: its message with the validated arguments put back

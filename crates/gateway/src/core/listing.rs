@@ -9,8 +9,9 @@ pub(super) struct ToolInfo {
     /// Shared: every call of the tool copies its `ToolInfo` out of the session's list, and
     /// gives the set to its policy `ToolMeta`.
     pub(super) annotations: Arc<BTreeSet<Annotation>>,
-    /// The tool's catalogue entry, looked up once when it is listed.
-    pub(super) catalogued: Option<&'static tollgate_catalog::CatalogTool>,
+    /// Its class by the gateway's classifiers (the catalogue's entry, or its annotations),
+    /// found once when it is listed (`None`: no classifier knows it).
+    pub(super) class: Option<crate::classify::ToolClass>,
     /// The scalar parameter types of its `inputSchema`, read once when it is listed: a call's
     /// arguments are brought to the values the tool reads before the policy decides.
     pub(super) types: Option<crate::coerce::ToolTypes>,
@@ -62,10 +63,11 @@ impl SessionCore {
     /// Records the tools a client-visible `tools/list` answer names (pages accumulate).
     pub(super) fn absorb_listing(&mut self, v: &Value) {
         let tools = v["result"]["tools"].as_array().map(Vec::as_slice);
+        let classifiers = &self.gateway.options.classifiers;
         let map = self.advertised.get_or_insert_with(HashMap::default);
         for t in tools.unwrap_or_default() {
             if let Some(name) = t.get("name").and_then(Value::as_str) {
-                map.insert(name.to_owned(), tool_info(t));
+                map.insert(name.to_owned(), tool_info(t, classifiers));
             }
         }
     }
@@ -107,7 +109,11 @@ impl SessionCore {
         if let Some(tools) = v["result"]["tools"].as_array_mut() {
             tools.retain(|t| {
                 let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
-                tool_visible(&engine, name, &tool_info(t))
+                tool_visible(
+                    &engine,
+                    name,
+                    &tool_info(t, &self.gateway.options.classifiers),
+                )
             });
         }
     }
@@ -127,7 +133,10 @@ impl SessionCore {
             if let Some(name) = t.get("name").and_then(Value::as_str)
                 && self.pin_keep(t, now)
             {
-                listing.tools.insert(name.to_owned(), tool_info(t));
+                listing.tools.insert(
+                    name.to_owned(),
+                    tool_info(t, &self.gateway.options.classifiers),
+                );
             }
         }
         if let Some(cursor) = v["result"]["nextCursor"].as_str() {
@@ -212,7 +221,6 @@ pub(super) fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool
     if !policy.doc.hide_from_list {
         return true;
     }
-    let catalogued = tollgate_catalog::Catalog::embedded().get(name);
     let meta = |class: Option<RiskClass>| ToolMeta {
         class,
         annotations: Arc::clone(&info.annotations),
@@ -220,11 +228,10 @@ pub(super) fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool
     };
     // A call's class is its operation's (`call_class`): the tool is always refused only if it
     // is under its worst-case class (no or an unknown operation) and under every operation's.
-    let classes = std::iter::once(catalogued.map(|c| policy_class(c.class))).chain(
-        catalogued
-            .into_iter()
-            .flat_map(|c| c.operation_classes.values().map(|k| Some(policy_class(*k)))),
-    );
+    let classes: Vec<Option<RiskClass>> = match &info.class {
+        Some(class) => class.classes().into_iter().map(Some).collect(),
+        None => vec![None],
+    };
     !classes
         .into_iter()
         .all(|class| policy.always_denies(name, &meta(class)))
@@ -236,33 +243,13 @@ pub(super) fn is_internal(v: &Value) -> bool {
         .is_some_and(|s| s.starts_with("tollgate-internal-"))
 }
 
-pub(super) fn tool_info(t: &Value) -> ToolInfo {
+pub(super) fn tool_info(t: &Value, classifiers: &crate::classify::Classifiers) -> ToolInfo {
     let a = t.get("annotations");
-    let catalogued = t
-        .get("name")
-        .and_then(Value::as_str)
-        .and_then(|name| tollgate_catalog::Catalog::embedded().get(name));
-    let hint = |k: &str| {
-        a.and_then(|a| a.get(k))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    };
-    let mut annotations = Vec::new();
-    if hint("readOnlyHint") {
-        annotations.push(Annotation::ReadOnly);
-    } else if hint("destructiveHint") {
-        // Per the specification destructiveHint means nothing on a read-only tool.
-        annotations.push(Annotation::Destructive);
-    }
-    if hint("idempotentHint") {
-        annotations.push(Annotation::Idempotent);
-    }
-    if hint("openWorldHint") {
-        annotations.push(Annotation::OpenWorld);
-    }
+    let class = classifiers.classify(t);
+    let catalogued = class.and_then(|c| c.catalogued());
     ToolInfo {
-        annotations: Arc::new(annotations.into_iter().collect()),
-        catalogued,
+        annotations: Arc::new(crate::classify::annotation_set(a)),
+        class,
         types: crate::coerce::ToolTypes::of_listed(t.get("inputSchema"), catalogued),
     }
 }

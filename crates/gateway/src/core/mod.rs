@@ -103,6 +103,9 @@ pub struct GatewayOptions {
     /// Pinned tool definitions (`--lock`, docs/pinning.md): every `tools/list` answer is
     /// checked against them (`pins.rs`).
     pub pins: Option<Arc<crate::pin::Pins>>,
+    /// Where each listed tool's risk class comes from (`class:` selectors): the catalogue,
+    /// then the tool's annotations, unless told otherwise ([`crate::classify`]).
+    pub classifiers: crate::classify::Classifiers,
 }
 
 /// The most pages of `tools/list` the gateway reads from an upstream before it stops asking
@@ -123,6 +126,7 @@ impl Default for GatewayOptions {
             max_held_per_grant: 16,
             max_in_flight: 1024,
             pins: None,
+            classifiers: crate::classify::Classifiers::standard(),
         }
     }
 }

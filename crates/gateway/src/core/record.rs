@@ -95,7 +95,9 @@ impl SessionCore {
             .as_ref()
             .and_then(|a| a.get(&name))
             .cloned()
-            .unwrap_or_else(|| tool_info(&json!({ "name": name })));
+            .unwrap_or_else(|| {
+                tool_info(&json!({ "name": name }), &self.gateway.options.classifiers)
+            });
         let meta = meta_of(arguments, &info);
         let names = self.gateway.engine().policy().redactions(&name, &meta);
         if !names.is_empty() {

@@ -15,6 +15,12 @@
 //!   go on (the client reads nothing, its socket's buffers are full) for `write_timeout` closes
 //!   the connection, so a client that stops reading cannot hold a connection slot, a session's
 //!   stream or its queued answers for ever.
+//! - HTTPS ([`serve_tls`]): a connection's TLS handshake runs in its own task (a slow one holds
+//!   up no other) and must be complete within `handshake_timeout` of the connection's opening
+//!   (a client that opens TCP and never sends its ClientHello is closed, and counted in
+//!   `tollgate_tls_handshakes_timed_out_total`; a failed handshake in
+//!   `tollgate_tls_handshakes_failed_total`); its slot is held meanwhile. The header, body,
+//!   keep-alive and write timeouts then apply to the decrypted stream as to a plain one.
 //! - Shutdown: the listener closes, idle connections close at once, the others once their
 //!   requests are answered (bounded by [`super::DRAIN_TIMEOUT`]).
 
@@ -36,12 +42,31 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
+use tollgate_mcp::tls::{HandshakeError, TlsAcceptor};
 
 use super::{DRAIN_TIMEOUT, HttpFront, TransportLimits, http_router, stopped};
 
 /// Serves the front's router on `listener` until the front's shutdown turns true, with its
 /// limits; idle sessions expire meanwhile ([`super::expire_idle_sessions`]).
 pub async fn serve(listener: TcpListener, front: Arc<HttpFront>) -> std::io::Result<()> {
+    serve_with(listener, front, None).await
+}
+
+/// [`serve`] over https: each connection's TLS handshake (bounded by the limits'
+/// `handshake_timeout`) with `tls` (`tollgate_mcp::tls::server_config`), then HTTP as [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    front: Arc<HttpFront>,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    serve_with(listener, front, Some(TlsAcceptor::from(tls))).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    front: Arc<HttpFront>,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
     let router = http_router(Arc::clone(&front));
     let limits = front.limits;
     let mut shutdown = front.shutdown.clone();
@@ -69,8 +94,13 @@ pub async fn serve(listener: TcpListener, front: Arc<HttpFront>) -> std::io::Res
             },
             () = stopped(&mut shutdown) => break,
         };
-        connections.spawn(serve_connection(
+        connections.spawn(open_connection(
             stream,
+            tls.clone(),
+            Handshakes {
+                timed_out: front.metrics.tls_handshakes_timed_out.clone(),
+                failed: front.metrics.tls_handshakes_failed.clone(),
+            },
             router.clone(),
             limits,
             front.shutdown.clone(),
@@ -190,14 +220,54 @@ impl Drop for RequestEnd {
     }
 }
 
-async fn serve_connection(
+/// The counters of handshakes that did not complete.
+#[derive(Debug, Clone)]
+struct Handshakes {
+    timed_out: prometheus_client::metrics::counter::Counter,
+    failed: prometheus_client::metrics::counter::Counter,
+}
+
+/// One accepted connection: its TLS handshake first if the listener serves https (bounded by
+/// `handshake_timeout`, given up at shutdown), then its requests.
+async fn open_connection(
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    handshakes: Handshakes,
+    router: Router,
+    limits: TransportLimits,
+    mut shutdown: watch::Receiver<bool>,
+    slot: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_connection(stream, router, limits, shutdown, slot).await;
+    };
+    let handshake = tokio::select! {
+        h = tollgate_mcp::tls::accept(&acceptor, stream, limits.handshake_timeout) => h,
+        () = stopped(&mut shutdown) => return,
+    };
+    match handshake {
+        Ok(stream) => serve_connection(stream, router, limits, shutdown, slot).await,
+        Err(e @ HandshakeError::TimedOut(_)) => {
+            handshakes.timed_out.inc();
+            tracing::debug!("closed a connection: {e}");
+        }
+        Err(e @ HandshakeError::Failed(_)) => {
+            handshakes.failed.inc();
+            tracing::debug!("closed a connection: {e}");
+        }
+    }
+}
+
+async fn serve_connection<S>(
+    stream: S,
     router: Router,
     limits: TransportLimits,
     mut shutdown: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let clock = Arc::new(ConnectionClock::new());
     let io = TokioIo::new(WatchedIo {
         inner: stream,
@@ -265,12 +335,12 @@ async fn serve_connection(
 }
 
 /// A connection's socket, telling its clock when bytes arrive.
-struct WatchedIo {
-    inner: TcpStream,
+struct WatchedIo<S> {
+    inner: S,
     clock: Arc<ConnectionClock>,
 }
 
-impl AsyncRead for WatchedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -285,7 +355,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
