@@ -6,9 +6,11 @@
 //! - [`approvals`]: the calls held for a human's approval, shared by all sessions;
 //! - [`audit`]: the hash-chained audit log and its verifier;
 //! - [`clock`]: the real (optionally scaled) clock the transports read;
+//! - [`config`]: the config file (`--config tollgate.toml`);
 //! - [`coerce`]: a call's arguments brought to the values the tool reads, by its input schema;
 //! - [`tokens`]: bearer tokens mapped to grants;
 //! - [`core`]: one session's enforcement, in process, with time passed in;
+//! - [`multi`]: several upstreams behind one session (names, routing, restarts);
 //! - [`refusal`]: what a refused call looks like to the agent.
 
 pub mod admin;
@@ -16,8 +18,10 @@ pub mod approvals;
 pub mod audit;
 pub mod clock;
 pub mod coerce;
+pub mod config;
 pub mod core;
 pub mod metrics;
+pub mod multi;
 pub mod refusal;
 pub mod tokens;
 pub mod transport;

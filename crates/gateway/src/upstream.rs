@@ -34,10 +34,24 @@ pub enum FromUpstream {
 }
 
 /// How to reach the upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamSpec {
-    Command { program: String, args: Vec<String> },
+    Command {
+        program: String,
+        args: Vec<String>,
+    },
     Url(String),
+    /// Several upstreams behind one session, their tools namespaced ([`crate::multi`]).
+    Several(Arc<Vec<NamedUpstream>>),
+}
+
+/// One upstream of several: its name (in the config file, the audit log, the metrics), the
+/// prefix of its exposed tool and prompt names, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedUpstream {
+    pub name: String,
+    pub prefix: String,
+    pub spec: UpstreamSpec,
 }
 
 /// How many of a child's last stderr lines are kept.
@@ -95,6 +109,9 @@ pub struct Upstream {
     pub rx: mpsc::Receiver<FromUpstream>,
     child: Option<Child>,
     stderr: Option<(Arc<Mutex<StderrTail>>, JoinHandle<()>)>,
+    /// Several upstreams: the task that routes between them (it stops them all when `tx`
+    /// closes).
+    router: Option<JoinHandle<()>>,
 }
 
 impl Upstream {
@@ -122,6 +139,16 @@ impl Upstream {
                 spawn_child(program, args, max_message, queue)
             }
             UpstreamSpec::Url(url) => Ok(http_upstream(url.clone(), max_message, queue)),
+            UpstreamSpec::Several(parts) => {
+                let (tx, rx, router) = crate::multi::start(Arc::clone(parts), max_message, queue);
+                Ok(Upstream {
+                    tx,
+                    rx,
+                    child: None,
+                    stderr: None,
+                    router: Some(router),
+                })
+            }
         }
     }
 
@@ -135,6 +162,12 @@ impl Upstream {
     /// (nothing for an HTTP upstream).
     pub async fn shutdown(mut self) -> Ended {
         let mut ended = Ended::default();
+        if let Some(router) = self.router.take() {
+            // The router stops its upstreams once its queue closes (each bounded, as below).
+            drop(self.tx);
+            let _ = tokio::time::timeout(Duration::from_secs(10), router).await;
+            return ended;
+        }
         if let Some(mut child) = self.child.take() {
             drop(self.tx);
             // A well-behaved server exits when its stdin closes; give it a moment.
@@ -268,6 +301,7 @@ fn spawn_child(
         rx,
         child: Some(child),
         stderr,
+        router: None,
     })
 }
 
@@ -341,6 +375,7 @@ fn http_upstream(url: String, max_message: usize, queue: usize) -> Upstream {
         rx,
         child: None,
         stderr: None,
+        router: None,
     }
 }
 

@@ -221,7 +221,7 @@ impl Selector {
 }
 
 /// "did you mean `x`? <intro> `a`, `b`, `c`".
-pub(crate) fn suggest_help(input: &str, names: &[&str], intro: &str) -> String {
+pub fn suggest_help(input: &str, names: &[&str], intro: &str) -> String {
     let listed = names
         .iter()
         .map(|n| format!("`{n}`"))
