@@ -150,10 +150,27 @@ fn check_routed(out: &Value, dir: &Path) {
         journal_tools(&dir.join("omics.journal")),
         ["CancelAHORunBatch"]
     );
-    // The audit log names the exposed tool of each decision.
-    let audit = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
-    assert!(audit.contains("\"omics__CancelAHORunBatch\""), "{audit}");
-    assert!(audit.contains("\"eks__get_pod_logs\""), "{audit}");
+    // The audit log names the exposed tool and the upstream of each decision.
+    let decisions: Vec<(String, String)> = std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| {
+            (
+                r["tool"].as_str().unwrap().to_owned(),
+                r["upstream"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("omics__CancelAHORunBatch".to_owned(), "omics".to_owned()),
+            ("eks__list_k8s_resources".to_owned(), "eks".to_owned()),
+            ("eks__get_pod_logs".to_owned(), "eks".to_owned()),
+        ]
+    );
 }
 
 /// Over stdio, with the Python SDK's legacy handshake: both namespaces listed, each call

@@ -374,6 +374,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         tool_timeouts: args.tool_timeout.iter().cloned().collect(),
         approvals: admin_tokens.is_some(),
         max_held_per_grant: args.max_held_per_grant.max(1),
+        upstreams: match &spec {
+            UpstreamSpec::Several(parts) => Arc::clone(parts),
+            _ => Arc::default(),
+        },
         ..GatewayOptions::default()
     };
     let gateway = match &args.record {

@@ -176,6 +176,10 @@ impl SessionCore {
                 "arguments": redacted.clone().unwrap_or_else(redact_arguments),
                 "decision": decision,
             });
+            if let Some(upstream) = crate::multi::upstream_of(&self.gateway.options.upstreams, name)
+            {
+                record["upstream"] = json!(upstream.name);
+            }
             if let Some(note) = approval_note {
                 record["approval"] = json!(note);
             }

@@ -94,6 +94,9 @@ pub struct GatewayOptions {
     /// upstream's tool list) at once; the next is refused (`too_many_in_flight`), so a client
     /// cannot make the gateway hold unbounded state for a slow upstream.
     pub max_in_flight: usize,
+    /// The upstreams of a config with several (their names and prefixes): a decision's audit
+    /// record names the upstream of its tool. Empty with one upstream.
+    pub upstreams: Arc<Vec<crate::upstream::NamedUpstream>>,
 }
 
 /// The most pages of `tools/list` the gateway reads from an upstream before it stops asking
@@ -113,6 +116,7 @@ impl Default for GatewayOptions {
             approvals: false,
             max_held_per_grant: 16,
             max_in_flight: 1024,
+            upstreams: Arc::default(),
         }
     }
 }
