@@ -26,7 +26,11 @@ const POLICY: &str = r#"{"version": "1", "default": "allow", "tools": {"eks__get
 /// upstream runs through `sh`, writes its pid to `omics.pid` and, while `omics.down` exists,
 /// exits at once (a restart that fails).
 fn setup(dir: &Path, listen: bool) -> std::path::PathBuf {
-    std::fs::write(dir.join("policy.json"), POLICY).unwrap();
+    setup_with(dir, listen, POLICY)
+}
+
+fn setup_with(dir: &Path, listen: bool, policy: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("policy.json"), policy).unwrap();
     let eks_journal = dir.join("eks.journal");
     let omics_journal = dir.join("omics.journal");
     let script = format!(
@@ -309,6 +313,54 @@ fn a_killed_upstream_leaves_the_others_callable_and_comes_back() {
     assert_eq!(
         journal_tools(&d.join("eks.journal")),
         ["list_k8s_resources", "list_k8s_resources"]
+    );
+}
+
+/// An `upstream:omics` rule refuses every tool of that upstream (a pattern still beats it);
+/// the other upstream's tools fall to `default`; refused calls reach no upstream.
+#[test]
+fn upstream_selector_refuses_one_upstreams_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = r#"{"version": "1", "default": "allow", "tools": {"upstream:omics": {"action": "deny", "reason": "omics is off"}, "omics__get_*": {"action": "allow"}}}"#;
+    let config = setup_with(dir.path(), false, policy);
+    let target: Vec<String> = [
+        "--stdio",
+        bin(),
+        "gateway",
+        "--config",
+        config.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let c = client(
+        "legacy",
+        &target,
+        &["--call", "omics__get_k8s_events", EVENTS_ARGS],
+    );
+    let out = run(c);
+    let calls = out["calls"].as_array().unwrap();
+    assert_eq!(calls[0]["is_error"], true, "{calls:?}");
+    assert!(
+        calls[0]["text"].as_str().unwrap().contains("omics is off"),
+        "{calls:?}"
+    );
+    assert_eq!(calls[1]["is_error"], false, "{calls:?}");
+    // Answered by the eks mock itself (the pod does not exist there), not by the gateway.
+    assert!(
+        calls[2]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to get logs"),
+        "{calls:?}"
+    );
+    assert_eq!(calls[3]["is_error"], false, "{calls:?}");
+    assert_eq!(
+        journal_tools(&dir.path().join("omics.journal")),
+        ["get_k8s_events"]
+    );
+    assert_eq!(
+        journal_tools(&dir.path().join("eks.journal")),
+        ["list_k8s_resources", "get_pod_logs"]
     );
 }
 

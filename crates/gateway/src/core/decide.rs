@@ -127,7 +127,8 @@ impl SessionCore {
             Some(types) if engine.reads_arguments() => types.coerce(&mut arguments),
             _ => Vec::new(),
         };
-        let meta = meta_of(&arguments, info);
+        let mut meta = meta_of(&arguments, info);
+        meta.upstream = upstream_name(&self.gateway.options, &name);
         let call = Call {
             tool: name,
             arguments,
@@ -375,12 +376,18 @@ pub fn policy_class(class: tollgate_catalog::RiskClass) -> RiskClass {
 
 /// What the policy engine knows of a call's tool: its class for these arguments (from the
 /// catalogue) and the annotations the upstream advertised.
+/// The upstream of an exposed tool name, for `upstream:` selectors (several upstreams only).
+pub(super) fn upstream_name(options: &GatewayOptions, tool: &str) -> Option<Arc<str>> {
+    crate::multi::upstream_of(&options.upstreams, tool).map(|u| Arc::from(u.name.as_str()))
+}
+
 pub(super) fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
     let class = info.catalogued.map(|t| call_class(t, arguments));
     ToolMeta {
         class,
         annotations: Arc::clone(&info.annotations),
         defaults: info.types.as_ref().and_then(|t| t.defaults().cloned()),
+        upstream: None,
     }
 }
 

@@ -96,7 +96,8 @@ impl SessionCore {
             .and_then(|a| a.get(&name))
             .cloned()
             .unwrap_or_else(|| tool_info(&json!({ "name": name })));
-        let meta = meta_of(arguments, &info);
+        let mut meta = meta_of(arguments, &info);
+        meta.upstream = upstream_name(&self.gateway.options, &name);
         let names = self.gateway.engine().policy().redactions(&name, &meta);
         if !names.is_empty() {
             *arguments = redact(arguments, &names);
