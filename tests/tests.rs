@@ -34,3 +34,5 @@ mod pin;
 // The client matrix: real MCP clients read every refusal; the gateway's own answers against the
 // MCP schema of each protocol version.
 mod clients;
+// Several upstreams behind one gateway (`--config`): routing, journals, a killed upstream.
+mod multi;

@@ -1,5 +1,6 @@
-//! `tollgate check POLICY... [--catalog FILE] [--format human|json] [--deny-warnings]`:
-//! validates policy files, printing every error and warning like a compiler would.
+//! `tollgate check POLICY... [--config FILE] [--catalog FILE] [--format human|json]
+//! [--deny-warnings]`: validates policy files (and a gateway config file, and the policy it
+//! names), printing every error and warning like a compiler would.
 //!
 //! Exit codes: 0 every file is valid (warnings are printed), 1 `--deny-warnings` and a warning
 //! was found, 2 a file has errors or cannot be read.
@@ -15,8 +16,12 @@ use super::known::{KnownSource, known_tools};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The policy files to check.
-    #[arg(required = true, value_name = "POLICY")]
+    #[arg(required_unless_present = "config", value_name = "POLICY")]
     policies: Vec<PathBuf>,
+    /// A gateway config file (TOML) to check: its keys, types and values, then the policy it
+    /// names.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     known: KnownSource,
     /// `human` (compiler-style text on stderr, a summary on stdout) or `json` (stdout).
@@ -39,7 +44,62 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut errors, mut warnings) = (0usize, 0usize);
     let mut reports = Vec::new();
     let mut stdout = std::io::stdout().lock();
-    for path in &args.policies {
+    let mut policies = args.policies.clone();
+    if let Some(path) = &args.config {
+        let diagnostics = match tollgate_gateway::config::load(path) {
+            Ok(config) => {
+                let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+                if args.format == Format::Human {
+                    writeln!(
+                        stdout,
+                        "{}: ok: {} ({}), {}",
+                        path.display(),
+                        plural(names.len(), "upstream"),
+                        names.join(", "),
+                        if config.listen.is_some() {
+                            "HTTP"
+                        } else {
+                            "stdio"
+                        }
+                    )?;
+                }
+                policies.push(config.policy);
+                Vec::new()
+            }
+            Err(diags) => diags.0,
+        };
+        errors += diagnostics.len();
+        match args.format {
+            Format::Human => {
+                let mut stderr = std::io::stderr().lock();
+                for d in &diagnostics {
+                    let text = if color {
+                        d.render_color()
+                    } else {
+                        d.render_plain()
+                    };
+                    writeln!(stderr, "{text}")?;
+                }
+                if !diagnostics.is_empty() {
+                    writeln!(
+                        stdout,
+                        "{}: {}",
+                        path.display(),
+                        plural(diagnostics.len(), "error")
+                    )?;
+                }
+            }
+            Format::Json => reports.push(serde_json::json!({
+                "file": path.display().to_string(),
+                "valid": diagnostics.is_empty(),
+                "summary": null,
+                "errors": diagnostics.len(),
+                "warnings": 0,
+                "diagnostics": diagnostics.iter().map(Diagnostic::to_json).collect::<Vec<_>>(),
+            })),
+        }
+    }
+    for path in &policies {
         let mut summary = None;
         let diagnostics: Vec<Diagnostic> = match Policy::load(path) {
             Ok(policy) => {

@@ -1,4 +1,4 @@
-//! `tollgate gateway --policy FILE [--audit FILE] [--audit-fsync] [--listen ADDR]
+//! `tollgate gateway (--config FILE | --policy FILE) [--audit FILE] [--audit-fsync] [--listen ADDR]
 //! [--allow-origin ORIGIN]... [--tokens FILE] [--admin-tokens FILE] [--grant NAME]
 //! [--oauth-issuer ISSUER --oauth-audience URI --jwks URL|FILE [--grant-claim NAME]
 //! [--grant-scope SCOPE=GRANT]... [--oauth-leeway SECS] [--admin-oauth-scope SCOPE]]
@@ -11,6 +11,10 @@
 //! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
 //! [--lock FILE [--lock-mode refuse|warn]]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
+//!
+//! `--config FILE` (TOML, docs/gateway.md "Config file") gives the policy, audit log,
+//! recording, listener, store and one or more upstreams instead of those flags; with several
+//! upstreams each session speaks to all of them through `tollgate_gateway::multi`.
 //!
 //! Without `--listen` it speaks MCP on its own stdin/stdout for one client (grant `--grant`),
 //! so a desktop client's `mcpServers` entry can wrap any stdio server with it. With `--listen`
@@ -35,6 +39,7 @@ use anyhow::Context;
 use sha2::Digest;
 use tokio::sync::{mpsc, watch};
 use tollgate_gateway::audit::{AuditLog, Rotation, system_wall_clock};
+use tollgate_gateway::config::Config;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::pin::{DEFAULT_UPSTREAM, Lock, LockMode, Pins};
 use tollgate_gateway::tokens::Tokens;
@@ -51,9 +56,14 @@ mod oauth;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The config file (TOML: policy, audit, recording, listener, store, upstreams;
+    /// docs/gateway.md, "Config file"). Replaces `--policy` and the upstream flags; a flag it
+    /// also sets is an error.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["policy", "upstream_url", "command"])]
+    config: Option<PathBuf>,
     /// The policy file.
-    #[arg(long, value_name = "FILE")]
-    policy: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "config")]
+    policy: Option<PathBuf>,
     /// Append every decision and outcome to this hash-chained log (created if missing).
     #[arg(long, value_name = "FILE")]
     audit: Option<PathBuf>,
@@ -249,8 +259,72 @@ fn counter_store(args: &Args) -> anyhow::Result<Arc<dyn CounterStore>> {
     Ok(Arc::new(store))
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Some(policy) = super::load_policy(&args.policy, "; the gateway does not start")? else {
+/// Takes the config file's settings into `args`: a setting given both ways is an error (exit
+/// 2), naming the flag and the key.
+fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
+    fn set<T>(flag: &mut Option<T>, value: Option<T>, name: &str, key: &str) -> anyhow::Result<()> {
+        match (flag.is_some(), value) {
+            (true, Some(_)) => anyhow::bail!(
+                "`--{name}` and the config's `{key}` both set it: keep one (the config file is read with `--config`)"
+            ),
+            (false, Some(v)) => *flag = Some(v),
+            (_, None) => {}
+        }
+        Ok(())
+    }
+    args.policy = Some(config.policy.clone());
+    set(&mut args.audit, config.audit.clone(), "audit", "audit")?;
+    set(&mut args.record, config.record.clone(), "record", "record")?;
+    if let Some(listen) = &config.listen {
+        set(
+            &mut args.listen,
+            Some(listen.addr),
+            "listen",
+            "[listen] addr",
+        )?;
+        set(
+            &mut args.tokens,
+            listen.tokens.clone(),
+            "tokens",
+            "[listen] tokens",
+        )?;
+        set(
+            &mut args.admin_tokens,
+            listen.admin_tokens.clone(),
+            "admin-tokens",
+            "[listen] admin_tokens",
+        )?;
+        if !listen.allow_origin.is_empty() {
+            if !args.allow_origin.is_empty() {
+                anyhow::bail!(
+                    "`--allow-origin` and the config's `[listen] allow_origin` both set it: keep one"
+                );
+            }
+            args.allow_origin = listen.allow_origin.clone();
+        }
+    }
+    if let Some(grant) = &config.grant {
+        args.grant = grant.clone();
+    }
+    if let Some(store) = &config.store {
+        args.store = store.clone();
+    }
+    Ok(())
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let mut configured = None;
+    if let Some(path) = args.config.clone() {
+        let Some(config) = super::load_config(&path, "; the gateway does not start")? else {
+            return Ok(ExitCode::from(2));
+        };
+        apply_config(&mut args, &config)?;
+        configured = Some(config.spec());
+    }
+    let Some(policy_path) = args.policy.clone() else {
+        anyhow::bail!("no policy: give `--policy FILE` or `--config FILE`");
+    };
+    let Some(policy) = super::load_policy(&policy_path, "; the gateway does not start")? else {
         return Ok(ExitCode::from(2));
     };
     let pins = args
@@ -266,16 +340,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .transpose()?;
     let store = counter_store(&args)?;
-    let spec = match (&args.upstream_url, args.command.split_first()) {
-        (Some(url), _) => UpstreamSpec::Url {
+    let spec = match (configured, &args.upstream_url, args.command.split_first()) {
+        (Some(spec), _, _) => spec,
+        (None, Some(url), _) => UpstreamSpec::Url {
             url: url.clone(),
             client: http_client(args.upstream_ca_file.as_deref())?,
         },
-        (None, Some((program, rest))) => UpstreamSpec::Command {
+        (None, None, Some((program, rest))) => UpstreamSpec::Command {
             program: program.clone(),
             args: rest.to_vec(),
         },
-        (None, None) => {
+        (None, None, None) => {
             anyhow::bail!("no upstream: give `--upstream-url URL` or `-- COMMAND ARGS...`")
         }
     };
@@ -376,6 +451,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .is_some_and(|c| c.admin_scope.is_some()),
         max_held_per_grant: args.max_held_per_grant.max(1),
         pins: pins.as_ref().map(|(p, ..)| Arc::clone(p)),
+        upstreams: match &spec {
+            UpstreamSpec::Several(parts) => Arc::clone(parts),
+            _ => Arc::default(),
+        },
         ..GatewayOptions::default()
     };
     let gateway = match &args.record {
@@ -387,7 +466,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let clock = Clock::scaled(Instant::now(), args.time_scale);
-    let mut opened = serde_json::json!({"policy": args.policy.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "store": store_name(&args), "time_scale": clock.scale()});
+    let mut opened = serde_json::json!({"policy": policy_path.display().to_string(), "policy_sha256": policy_hash, "version": env!("CARGO_PKG_VERSION"), "store": store_name(&args), "time_scale": clock.scale()});
     if let Some((pins, path, hash)) = &pins {
         opened["lock"] = serde_json::json!(path);
         opened["lock_sha256"] = serde_json::json!(hash);
@@ -463,11 +542,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let _watcher = if args.no_watch {
             None
         } else {
-            watch_policy(&args.policy, reload_tx)
+            watch_policy(&policy_path, reload_tx)
         };
         tokio::spawn(reloads(
             Arc::clone(&gateway),
-            args.policy.clone(),
+            policy_path.clone(),
             clock,
             // The text that was loaded, not a second read: a save between the two would
             // otherwise count as seen and never be reloaded.

@@ -50,3 +50,33 @@ pub(crate) fn load_policy(
         }
     }
 }
+
+/// Loads a config file, or prints its diagnostics on stderr as [`load_policy`] does and then
+/// `error: `PATH` is not a valid config` and `consequence`: `None` then, for exit code 2.
+pub(crate) fn load_config(
+    path: &std::path::Path,
+    consequence: &str,
+) -> anyhow::Result<Option<tollgate_gateway::config::Config>> {
+    use std::io::{IsTerminal, Write};
+    match tollgate_gateway::config::load(path) {
+        Ok(c) => Ok(Some(c)),
+        Err(diags) => {
+            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let mut stderr = std::io::stderr().lock();
+            for d in &diags.0 {
+                let text = if color {
+                    d.render_color()
+                } else {
+                    d.render_plain()
+                };
+                writeln!(stderr, "{text}")?;
+            }
+            writeln!(
+                stderr,
+                "error: `{}` is not a valid config{consequence}",
+                path.display()
+            )?;
+            Ok(None)
+        }
+    }
+}

@@ -147,6 +147,11 @@ async fn list_tools(spec: &UpstreamSpec, timeout: Duration) -> anyhow::Result<Ve
 fn describe(spec: &UpstreamSpec) -> String {
     match spec {
         UpstreamSpec::Url { url, .. } => format!("`{url}`"),
+        UpstreamSpec::Several(parts) => parts
+            .iter()
+            .map(|p| format!("{}: {}", p.name, describe(&p.spec)))
+            .collect::<Vec<_>>()
+            .join(", "),
         UpstreamSpec::Command { program, args } => {
             let mut words = vec![program.as_str()];
             words.extend(args.iter().map(String::as_str));

@@ -7,12 +7,14 @@
 //! - [`audit`]: the hash-chained audit log and its verifier;
 //! - [`classify`]: where a tool's risk class comes from (the catalogue, then its annotations);
 //! - [`clock`]: the real (optionally scaled) clock the transports read;
+//! - [`config`]: the config file (`--config tollgate.toml`);
 //! - [`coerce`]: a call's arguments brought to the values the tool reads, by its input schema;
 //! - [`tokens`]: bearer tokens mapped to grants;
 //! - [`oauth`]: the OAuth 2.1 resource server (JWT access tokens, JWKS, protected-resource
 //!   metadata);
 //! - [`core`]: one session's enforcement, in process, with time passed in;
 //! - [`pin`]: pinned tool definitions: the lock file, drift, the gateway's `--lock` check;
+//! - [`multi`]: several upstreams behind one session (names, routing, restarts);
 //! - [`refusal`]: what a refused call looks like to the agent.
 
 pub mod admin;
@@ -21,10 +23,12 @@ pub mod audit;
 pub mod classify;
 pub mod clock;
 pub mod coerce;
+pub mod config;
 pub mod core;
 pub mod metrics;
 pub mod oauth;
 pub mod pin;
+pub mod multi;
 pub mod refusal;
 pub mod tokens;
 pub mod transport;

@@ -1609,7 +1609,7 @@ fn open_session(
         ));
     }
     let permit = match &front.spec {
-        UpstreamSpec::Command { .. } => {
+        UpstreamSpec::Command { .. } | UpstreamSpec::Several(_) => {
             match Arc::clone(&front.upstream_processes).try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {

@@ -46,6 +46,8 @@ pub enum UpstreamSpec {
         url: String,
         client: reqwest::Client,
     },
+    /// Several upstreams behind one session, their tools namespaced ([`crate::multi`]).
+    Several(Arc<Vec<NamedUpstream>>),
 }
 
 impl UpstreamSpec {
@@ -57,6 +59,37 @@ impl UpstreamSpec {
             client: default_client(),
         }
     }
+}
+
+/// Two specs are equal when they reach the same upstream; an HTTP upstream is compared by its
+/// URL alone (its `reqwest::Client`, which says which certificates it trusts, has no
+/// equality), so configs that differ only in `ca_file` compare equal.
+impl PartialEq for UpstreamSpec {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                UpstreamSpec::Command { program, args },
+                UpstreamSpec::Command {
+                    program: p,
+                    args: a,
+                },
+            ) => program == p && args == a,
+            (UpstreamSpec::Url { url, .. }, UpstreamSpec::Url { url: u, .. }) => url == u,
+            (UpstreamSpec::Several(x), UpstreamSpec::Several(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for UpstreamSpec {}
+
+/// One upstream of several: its name (in the config file, the audit log, the metrics), the
+/// prefix of its exposed tool and prompt names, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedUpstream {
+    pub name: String,
+    pub prefix: String,
+    pub spec: UpstreamSpec,
 }
 
 /// How many of a child's last stderr lines are kept.
@@ -114,6 +147,9 @@ pub struct Upstream {
     pub rx: mpsc::Receiver<FromUpstream>,
     child: Option<Child>,
     stderr: Option<(Arc<Mutex<StderrTail>>, JoinHandle<()>)>,
+    /// Several upstreams: the task that routes between them (it stops them all when `tx`
+    /// closes).
+    router: Option<JoinHandle<()>>,
 }
 
 impl Upstream {
@@ -146,6 +182,16 @@ impl Upstream {
                 max_message,
                 queue,
             )),
+            UpstreamSpec::Several(parts) => {
+                let (tx, rx, router) = crate::multi::start(Arc::clone(parts), max_message, queue);
+                Ok(Upstream {
+                    tx,
+                    rx,
+                    child: None,
+                    stderr: None,
+                    router: Some(router),
+                })
+            }
         }
     }
 
@@ -159,6 +205,12 @@ impl Upstream {
     /// (nothing for an HTTP upstream).
     pub async fn shutdown(mut self) -> Ended {
         let mut ended = Ended::default();
+        if let Some(router) = self.router.take() {
+            // The router stops its upstreams once its queue closes (each bounded, as below).
+            drop(self.tx);
+            let _ = tokio::time::timeout(Duration::from_secs(10), router).await;
+            return ended;
+        }
         if let Some(mut child) = self.child.take() {
             drop(self.tx);
             // A well-behaved server exits when its stdin closes; give it a moment.
@@ -292,6 +344,7 @@ fn spawn_child(
         rx,
         child: Some(child),
         stderr,
+        router: None,
     })
 }
 
@@ -370,6 +423,7 @@ fn http_upstream(
         rx,
         child: None,
         stderr: None,
+        router: None,
     }
 }
 

@@ -212,7 +212,7 @@ pub fn named_tools(old: &Policy, new: &Policy, tools: Vec<ProbeTool>) -> Vec<Pro
                         add(w, &mut out);
                     }
                 }
-                Selector::Class(_) | Selector::Annotation(_) => {}
+                Selector::Upstream(_) | Selector::Class(_) | Selector::Annotation(_) => {}
             }
         }
     }

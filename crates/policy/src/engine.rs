@@ -718,6 +718,10 @@ fn why_not(selector: &crate::selector::Selector, tool: &str, meta: &ToolMeta) ->
             None => format!("the class of `{tool}` is unknown (not in the catalogue)"),
         },
         Selector::Annotation(a) => format!("`{tool}` does not carry {a}"),
+        Selector::Upstream(u) => match meta.upstream.as_deref() {
+            Some(have) => format!("`{tool}` belongs to the upstream `{have}`, not `{u}`"),
+            None => format!("`{tool}` belongs to no named upstream (the gateway fronts one)"),
+        },
     }
 }
 

@@ -27,6 +27,7 @@ impl KnownTool {
                 class,
                 annotations: std::sync::Arc::new(annotations.iter().copied().collect()),
                 defaults: None,
+                upstream: None,
             },
         }
     }
@@ -60,6 +61,9 @@ impl Policy {
                             .with_help(help),
                     );
                 }
+                // Known tools come from the catalogue, which has no upstreams: whether an
+                // upstream exists is the gateway config's to say.
+                Selector::Upstream(_) => {}
                 selector => {
                     let matched: Vec<&KnownTool> = known
                         .iter()

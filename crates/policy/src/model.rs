@@ -44,8 +44,9 @@ pub struct PolicyDoc {
     /// Hide from `tools/list` the tools this policy always refuses (a gateway option).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hide_from_list: bool,
-    /// Selector → rule. A selector is an exact tool name, a glob (`Delete*`), a risk class
-    /// (`class:destructive`) or an MCP tool annotation (`annotation:destructiveHint`).
+    /// Selector → rule. A selector is an exact tool name, a glob (`Delete*`), an upstream
+    /// (`upstream:eks`), a risk class (`class:destructive`) or an MCP tool annotation
+    /// (`annotation:destructiveHint`).
     #[serde(default)]
     pub tools: BTreeMap<String, Rule>,
 }

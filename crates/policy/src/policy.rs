@@ -37,6 +37,8 @@ pub struct Policy {
     /// Glob rules' indices into `rules`, most specific first.
     globs: Vec<usize>,
     glob_set: globset::GlobSet,
+    /// `upstream:NAME` rules: the upstream's name and the rule's index.
+    upstreams: Vec<(String, usize)>,
     classes: Vec<(RiskClass, usize)>,
     annotations: Vec<(Annotation, usize)>,
     /// Warnings found while loading (e.g. an approval block on a rule that never asks).
@@ -143,6 +145,11 @@ impl Policy {
                 return self.globs.get(first).and_then(|&i| self.rules.get(i));
             }
         }
+        if let Some(upstream) = meta.upstream.as_deref()
+            && let Some((_, i)) = self.upstreams.iter().find(|(u, _)| u == upstream)
+        {
+            return self.rules.get(*i);
+        }
         if let Some(class) = meta.class
             && let Some(&(_, i)) = self.classes.iter().find(|(c, _)| *c == class)
         {
@@ -184,6 +191,7 @@ impl Policy {
         for (t, word) in [
             (Tier::Exact, "exact"),
             (Tier::Glob, "pattern"),
+            (Tier::Upstream, "upstream"),
             (Tier::Class, "class"),
             (Tier::Annotation, "annotation"),
         ] {
@@ -654,6 +662,7 @@ fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
     let mut exact = HashMap::default();
     let mut globs = Vec::new();
     let mut classes = Vec::new();
+    let mut upstreams = Vec::new();
     let mut annotations = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         match &rule.selector {
@@ -661,6 +670,7 @@ fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
                 exact.insert(name.clone(), i);
             }
             Selector::Glob(_) => globs.push(i),
+            Selector::Upstream(u) => upstreams.push((u.clone(), i)),
             Selector::Class(class) => classes.push((*class, i)),
             Selector::Annotation(a) => annotations.push((*a, i)),
         }
@@ -695,6 +705,7 @@ fn compile(file: SourceFile, doc: PolicyDoc) -> Result<Policy, Diagnostics> {
         exact,
         globs,
         glob_set,
+        upstreams,
         classes,
         annotations,
         warnings,

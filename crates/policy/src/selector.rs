@@ -4,10 +4,12 @@
 //! 1. an exact tool name (case-sensitive);
 //! 2. a glob pattern, the most specific first: more literal characters, then more
 //!    single-character wildcards (`?`, `[..]`), then fewer `*`;
-//! 3. a risk class (`class:destructive`), then an MCP tool annotation
+//! 3. an upstream (`upstream:eks`: every tool of that upstream, when the gateway fronts
+//!    several);
+//! 4. a risk class (`class:destructive`), then an MCP tool annotation
 //!    (`annotation:destructiveHint`, in the order readOnlyHint, destructiveHint,
 //!    idempotentHint, openWorldHint);
-//! 4. the policy's `default`.
+//! 5. the policy's `default`.
 //!
 //! Two selectors of equal precedence that can match the same tool and carry different rules
 //! are a validation error: for globs, "can match the same tool" is decided exactly on the
@@ -124,6 +126,10 @@ pub struct ToolMeta {
     /// per listed tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The upstream the tool belongs to, when the gateway fronts several (its name in the
+    /// config file); `None` with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Arc<str>>,
 }
 
 /// A parsed selector.
@@ -131,6 +137,8 @@ pub struct ToolMeta {
 pub enum Selector {
     Exact(String),
     Glob(Glob),
+    /// Every tool of one upstream (`upstream:NAME`).
+    Upstream(String),
     Class(RiskClass),
     Annotation(Annotation),
 }
@@ -141,6 +149,7 @@ pub enum Selector {
 pub enum Tier {
     Exact,
     Glob,
+    Upstream,
     Class,
     Annotation,
     Default,
@@ -151,6 +160,7 @@ impl fmt::Display for Tier {
         f.write_str(match self {
             Tier::Exact => "exact name",
             Tier::Glob => "pattern",
+            Tier::Upstream => "upstream",
             Tier::Class => "risk class",
             Tier::Annotation => "annotation",
             Tier::Default => "default",
@@ -184,6 +194,19 @@ impl Selector {
                 }
             });
         }
+        if let Some(name) = text.strip_prefix("upstream:") {
+            let valid = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+            if !valid {
+                return Err(SelectorError {
+                    message: format!("`{name}` is not an upstream name"),
+                    help: "write `upstream:NAME` with the `name` of an `[[upstream]]` of the gateway's config file (letters, digits, `_`, `-`)".into(),
+                });
+            }
+            return Ok(Selector::Upstream(name.to_owned()));
+        }
         if let Some(hint) = text.strip_prefix("annotation:") {
             return Annotation::parse(hint)
                 .map(Selector::Annotation)
@@ -205,6 +228,7 @@ impl Selector {
         match self {
             Selector::Exact(_) => Tier::Exact,
             Selector::Glob(_) => Tier::Glob,
+            Selector::Upstream(_) => Tier::Upstream,
             Selector::Class(_) => Tier::Class,
             Selector::Annotation(_) => Tier::Annotation,
         }
@@ -215,6 +239,7 @@ impl Selector {
         match self {
             Selector::Exact(exact) => exact == name,
             Selector::Glob(glob) => glob.matcher.is_match(name),
+            Selector::Upstream(u) => meta.upstream.as_deref() == Some(u.as_str()),
             Selector::Class(class) => meta.class == Some(*class),
             Selector::Annotation(a) => meta.annotations.contains(a),
         }
@@ -222,7 +247,7 @@ impl Selector {
 }
 
 /// "did you mean `x`? <intro> `a`, `b`, `c`".
-pub(crate) fn suggest_help(input: &str, names: &[&str], intro: &str) -> String {
+pub fn suggest_help(input: &str, names: &[&str], intro: &str) -> String {
     let listed = names
         .iter()
         .map(|n| format!("`{n}`"))
@@ -426,6 +451,25 @@ mod tests {
 
     fn glob(text: &str) -> Glob {
         Glob::parse(text).unwrap()
+    }
+
+    /// `upstream:NAME` names an upstream of the config file; a bad name is an error with help.
+    #[test]
+    fn upstream_selectors_parse_and_match_the_tools_upstream() {
+        let s = Selector::parse("upstream:eks").unwrap();
+        assert_eq!(s, Selector::Upstream("eks".into()));
+        assert_eq!(s.tier(), Tier::Upstream);
+        let meta = |u: Option<&str>| ToolMeta {
+            upstream: u.map(Arc::from),
+            ..ToolMeta::default()
+        };
+        assert!(s.matches("eks__x", &meta(Some("eks"))));
+        assert!(!s.matches("eks__x", &meta(Some("omics"))));
+        assert!(!s.matches("eks__x", &meta(None)));
+        for bad in ["upstream:", "upstream:a b", "upstream:a/b"] {
+            let e = Selector::parse(bad).unwrap_err();
+            assert!(e.help.contains("[[upstream]]"), "{bad}: {e:?}");
+        }
     }
 
     #[test]

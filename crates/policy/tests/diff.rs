@@ -37,6 +37,7 @@ fn meta(tool: &str, args: &Value) -> ToolMeta {
         class,
         annotations: Arc::new(annotations.into_iter().collect::<BTreeSet<_>>()),
         defaults: None,
+        upstream: None,
     }
 }
 

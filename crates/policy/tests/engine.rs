@@ -34,6 +34,7 @@ fn with_meta(mut c: Call, class: Option<RiskClass>, annotations: &[Annotation]) 
         class,
         annotations: std::sync::Arc::new(annotations.iter().copied().collect()),
         defaults: None,
+        upstream: None,
     };
     c
 }
@@ -713,4 +714,42 @@ fn annotation_selectors_with_different_rules_conflict_unless_never_carried_toget
                 .unwrap_or_else(|d| panic!("{a} and {b} with the same rule: {d}"));
         }
     }
+}
+
+/// `upstream:NAME` selects every tool of one upstream, below exact names and patterns and above
+/// classes and annotations; a tool of no named upstream (one upstream) never matches it.
+#[test]
+fn upstream_selector_sits_between_patterns_and_classes() {
+    let e = engine(json!({
+        "version": "1",
+        "default": "deny",
+        "tools": {
+            "upstream:omics": {"action": "deny", "reason": "omics is off"},
+            "omics__get_*": {"action": "allow"},
+            "class:read": {"action": "allow"}
+        }
+    }));
+    let of = |tool: &str, upstream: Option<&str>, class: Option<RiskClass>| {
+        let mut c = with_meta(call(tool, json!({})), class, &[]);
+        c.meta.upstream = upstream.map(std::sync::Arc::from);
+        let d = e.decide(&c, T0);
+        (d.kind, d.reason)
+    };
+    let read = Some(RiskClass::Read);
+    // The upstream's rule beats the class rule...
+    let (kind, reason) = of("omics__CancelAHORunBatch", Some("omics"), read);
+    assert_eq!(kind, DecisionKind::Deny);
+    assert_eq!(reason.as_deref(), Some("omics is off"));
+    // ...and a pattern beats the upstream's rule.
+    assert_eq!(
+        of("omics__get_k8s_events", Some("omics"), read).0,
+        DecisionKind::Allow
+    );
+    // Another upstream's tool, and a tool of no named upstream, fall to the class.
+    assert_eq!(
+        of("eks__list_k8s_resources", Some("eks"), read).0,
+        DecisionKind::Allow
+    );
+    assert_eq!(of("list_k8s_resources", None, read).0, DecisionKind::Allow);
+    assert_eq!(of("CancelAHORunBatch", None, None).0, DecisionKind::Deny);
 }

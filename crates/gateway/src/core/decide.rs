@@ -130,7 +130,8 @@ impl SessionCore {
             Some(types) if engine.reads_arguments() => types.coerce(&mut arguments),
             _ => Vec::new(),
         };
-        let meta = meta_of(&arguments, info);
+        let mut meta = meta_of(&arguments, info);
+        meta.upstream = upstream_name(&self.gateway.options, &name);
         let call = Call {
             tool: name,
             arguments,
@@ -179,6 +180,10 @@ impl SessionCore {
                 "arguments": redacted.clone().unwrap_or_else(redact_arguments),
                 "decision": decision,
             });
+            if let Some(upstream) = crate::multi::upstream_of(&self.gateway.options.upstreams, name)
+            {
+                record["upstream"] = json!(upstream.name);
+            }
             if let Some(note) = approval_note {
                 record["approval"] = json!(note);
             }
@@ -376,12 +381,18 @@ pub use crate::classify::policy_class;
 
 /// What the policy engine knows of a call's tool: its class for these arguments (by the
 /// gateway's classifiers, when the tool was listed) and the annotations the upstream advertised.
+/// The upstream of an exposed tool name, for `upstream:` selectors (several upstreams only).
+pub(super) fn upstream_name(options: &GatewayOptions, tool: &str) -> Option<Arc<str>> {
+    crate::multi::upstream_of(&options.upstreams, tool).map(|u| Arc::from(u.name.as_str()))
+}
+
 pub(super) fn meta_of(arguments: &Value, info: &ToolInfo) -> ToolMeta {
     let class = info.class.map(|c| c.call_class(arguments));
     ToolMeta {
         class,
         annotations: Arc::clone(&info.annotations),
         defaults: info.types.as_ref().and_then(|t| t.defaults().cloned()),
+        upstream: None,
     }
 }
 

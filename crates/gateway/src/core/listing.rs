@@ -86,7 +86,9 @@ impl SessionCore {
         if Arc::ptr_eq(&before, &after) {
             return Vec::new();
         }
-        let changed = visible_tools(advertised, &before) != visible_tools(advertised, &after);
+        let options = &self.gateway.options;
+        let changed = visible_tools(advertised, &before, options)
+            != visible_tools(advertised, &after, options);
         self.listed_under = Some(after);
         if !changed {
             return Vec::new();
@@ -113,6 +115,7 @@ impl SessionCore {
                     &engine,
                     name,
                     &tool_info(t, &self.gateway.options.classifiers),
+                    &self.gateway.options,
                 )
             });
         }
@@ -204,10 +207,11 @@ impl SessionCore {
 pub(super) fn visible_tools(
     advertised: &HashMap<String, ToolInfo, Hasher>,
     engine: &Engine,
+    options: &GatewayOptions,
 ) -> Vec<String> {
     let mut names: Vec<String> = advertised
         .iter()
-        .filter(|(name, info)| tool_visible(engine, name, info))
+        .filter(|(name, info)| tool_visible(engine, name, info, options))
         .map(|(name, _)| name.clone())
         .collect();
     names.sort();
@@ -216,7 +220,12 @@ pub(super) fn visible_tools(
 
 /// Whether a client may see `name` in `tools/list` under `engine`: with `hide_from_list`, the
 /// tools the policy refuses whatever the arguments are hidden.
-pub(super) fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool {
+pub(super) fn tool_visible(
+    engine: &Engine,
+    name: &str,
+    info: &ToolInfo,
+    options: &GatewayOptions,
+) -> bool {
     let policy = engine.policy();
     if !policy.doc.hide_from_list {
         return true;
@@ -225,6 +234,7 @@ pub(super) fn tool_visible(engine: &Engine, name: &str, info: &ToolInfo) -> bool
         class,
         annotations: Arc::clone(&info.annotations),
         defaults: info.types.as_ref().and_then(|t| t.defaults().cloned()),
+        upstream: upstream_name(options, name),
     };
     // A call's class is its operation's (`call_class`): the tool is always refused only if it
     // is under its worst-case class (no or an unknown operation) and under every operation's.

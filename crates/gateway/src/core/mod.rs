@@ -106,6 +106,9 @@ pub struct GatewayOptions {
     /// Where each listed tool's risk class comes from (`class:` selectors): the catalogue,
     /// then the tool's annotations, unless told otherwise ([`crate::classify`]).
     pub classifiers: crate::classify::Classifiers,
+    /// The upstreams of a config with several (their names and prefixes): a decision's audit
+    /// record names the upstream of its tool. Empty with one upstream.
+    pub upstreams: Arc<Vec<crate::upstream::NamedUpstream>>,
 }
 
 /// The most pages of `tools/list` the gateway reads from an upstream before it stops asking
@@ -127,6 +130,7 @@ impl Default for GatewayOptions {
             max_in_flight: 1024,
             pins: None,
             classifiers: crate::classify::Classifiers::standard(),
+            upstreams: Arc::default(),
         }
     }
 }

@@ -98,7 +98,8 @@ impl SessionCore {
             .unwrap_or_else(|| {
                 tool_info(&json!({ "name": name }), &self.gateway.options.classifiers)
             });
-        let meta = meta_of(arguments, &info);
+        let mut meta = meta_of(arguments, &info);
+        meta.upstream = upstream_name(&self.gateway.options, &name);
         let names = self.gateway.engine().policy().redactions(&name, &meta);
         if !names.is_empty() {
             *arguments = redact(arguments, &names);

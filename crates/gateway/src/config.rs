@@ -1,0 +1,491 @@
+//! The gateway's config file (`tollgate gateway --config tollgate.toml`, docs/gateway.md,
+//! "Config file"): the policy, audit log, recording, listener, store and upstreams in one TOML
+//! file. Relative paths resolve against the file's folder. `tollgate check --config FILE`
+//! reports what is wrong at file:line:col, as policy diagnostics do (unknown keys with a
+//! did-you-mean, wrong types, bad values). docs/config.schema.json is generated from
+//! [`ConfigFile`].
+//!
+//! Settings of later features plug in as new optional fields of these structs (a `[listen]`
+//! key, an `[[upstream]]` key, a new table such as `[auth]`): `deny_unknown_fields` makes each
+//! known only once it is added here.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tollgate_policy::source::SourceFile;
+use tollgate_policy::{Diagnostic, Diagnostics};
+use toml::Spanned;
+
+use crate::multi::default_prefix;
+use crate::upstream::{NamedUpstream, UpstreamSpec};
+
+/// The file as written.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The policy file (JSON), reloaded when it changes.
+    #[schemars(with = "String")]
+    pub policy: Spanned<String>,
+    /// The hash-chained audit log (created if missing).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub audit: Option<Spanned<String>>,
+    /// Append every message of every session to this file (JSON lines).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub record: Option<Spanned<String>>,
+    /// The grant of the stdio client (and of HTTP clients when no tokens file is given).
+    #[serde(default)]
+    pub grant: Option<String>,
+    /// Where the limits' counters live: `memory` or `redis://HOST:PORT[/DB]`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub store: Option<Spanned<String>>,
+    /// Serve Streamable HTTP; without it the gateway speaks stdio.
+    #[serde(default)]
+    pub listen: Option<ListenFile>,
+    /// The upstreams (at least one); with several, tool and prompt names are namespaced.
+    #[schemars(length(min = 1))]
+    pub upstream: Vec<UpstreamFile>,
+}
+
+/// `[listen]`: the HTTP listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    /// `HOST:PORT`, e.g. `127.0.0.1:8080`.
+    #[schemars(with = "String")]
+    pub addr: Spanned<String>,
+    /// Bearer tokens file (`TOKEN GRANT` per line).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub tokens: Option<Spanned<String>>,
+    /// Approvers' tokens file: turns on approvals, the admin API and the console.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub admin_tokens: Option<Spanned<String>>,
+    /// Origins of web pages let in (as `--allow-origin`).
+    #[serde(default)]
+    pub allow_origin: Vec<String>,
+}
+
+/// `[[upstream]]`: one MCP server.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// Its name: letters, digits, `_` and `-`, at most 64; unique.
+    #[schemars(with = "String", regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub name: Spanned<String>,
+    /// The command to run, spoken to over stdio: the program and its arguments.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
+    pub command: Option<Spanned<Vec<String>>>,
+    /// Its Streamable HTTP URL.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// The prefix of its exposed tool and prompt names (default `<name>__`; several upstreams
+    /// only).
+    #[serde(default)]
+    #[schemars(with = "Option<String>", regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    pub prefix: Option<Spanned<String>>,
+    /// An `https://` upstream: certificates (PEM) of the authorities to trust besides the
+    /// system's (as `--upstream-ca-file`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub ca_file: Option<Spanned<String>>,
+}
+
+/// The config as the gateway uses it: paths resolved, values checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub policy: PathBuf,
+    pub audit: Option<PathBuf>,
+    pub record: Option<PathBuf>,
+    pub grant: Option<String>,
+    pub store: Option<String>,
+    pub listen: Option<Listen>,
+    pub upstreams: Vec<NamedUpstream>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tokens: Option<PathBuf>,
+    pub admin_tokens: Option<PathBuf>,
+    pub allow_origin: Vec<String>,
+}
+
+impl Config {
+    /// What the gateway connects each session to: the one upstream, or the router of several.
+    pub fn spec(&self) -> UpstreamSpec {
+        match self.upstreams.as_slice() {
+            [one] => one.spec.clone(),
+            _ => UpstreamSpec::Several(Arc::new(self.upstreams.clone())),
+        }
+    }
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic::about_file(
+            &name,
+            "config::unreadable",
+            format!("cannot read the config file `{name}`: {e}"),
+        )])
+    })?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    parse(&name, &text, base).map(|mut c| {
+        c.path = path.to_owned();
+        c
+    })
+}
+
+/// Checks a config file's text; relative paths resolve against `base`.
+pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics> {
+    let file = SourceFile::new(name, text);
+    let raw: ConfigFile =
+        toml::from_str(text).map_err(|e| Diagnostics(vec![serde_error(&file, &e)]))?;
+    let mut errors = Vec::new();
+    let mut err = |span: Range<usize>, code: &'static str, message: String, help: &str| {
+        errors.push(
+            Diagnostic::error(&file, code, message)
+                .with_label(span, "here")
+                .with_help(help),
+        );
+    };
+    let path_of = |s: &Spanned<String>| base.join(s.get_ref());
+    let listen = raw.listen.as_ref().and_then(|l| {
+        let addr = match l.addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                err(
+                    l.addr.span(),
+                    "config::bad_value",
+                    format!("`{}` is not an address", l.addr.get_ref()),
+                    "write HOST:PORT with an IP address, e.g. \"127.0.0.1:8080\"",
+                );
+                None
+            }
+        };
+        addr.map(|addr| Listen {
+            addr,
+            tokens: l.tokens.as_ref().map(path_of),
+            admin_tokens: l.admin_tokens.as_ref().map(path_of),
+            allow_origin: l.allow_origin.clone(),
+        })
+    });
+    if let Some(store) = &raw.store
+        && store.get_ref() != "memory"
+        && !store.get_ref().starts_with("redis://")
+    {
+        err(
+            store.span(),
+            "config::bad_value",
+            format!("`{}` is not a store", store.get_ref()),
+            "write \"memory\" or \"redis://HOST:PORT[/DB]\"",
+        );
+    }
+    if raw.upstream.is_empty() {
+        err(
+            0..0,
+            "config::no_upstream",
+            "the config names no upstream".into(),
+            "add an [[upstream]] table with a `name` and a `command = [...]` or a `url`",
+        );
+    }
+    let several = raw.upstream.len() > 1;
+    let mut upstreams: Vec<(NamedUpstream, Range<usize>)> = Vec::new();
+    for u in &raw.upstream {
+        let name = u.name.get_ref();
+        if !(1..=64).contains(&name.len())
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        {
+            err(
+                u.name.span(),
+                "config::bad_value",
+                format!("`{name}` is not an upstream name"),
+                "use letters, digits, `_` and `-` (at most 64), e.g. \"eks\"",
+            );
+        }
+        if let Some((first, _)) = upstreams.iter().find(|(n, _)| n.name == *name) {
+            err(
+                u.name.span(),
+                "config::duplicate_upstream",
+                format!("two upstreams are named `{}`", first.name),
+                "give each upstream a name of its own",
+            );
+        }
+        let spec = match (&u.command, &u.url) {
+            (Some(c), None) => match c.get_ref().split_first() {
+                Some((program, args)) => {
+                    // A program given as a path (`./server`) is found from the config's
+                    // folder; a bare name is looked up in PATH.
+                    let program = if program.contains('/') {
+                        base.join(program).display().to_string()
+                    } else {
+                        program.clone()
+                    };
+                    Some(UpstreamSpec::Command {
+                        program,
+                        args: args.to_vec(),
+                    })
+                }
+                None => {
+                    err(
+                        c.span(),
+                        "config::bad_value",
+                        format!("the upstream `{name}` has an empty command"),
+                        "write the program and its arguments, e.g. command = [\"tollgate\", \"mock-eks\"]",
+                    );
+                    None
+                }
+            },
+            (None, Some(url)) => {
+                let text = url.get_ref();
+                if text.starts_with("http://") || text.starts_with("https://") {
+                    let ca_file = u.ca_file.as_ref().map(&path_of);
+                    match crate::upstream::http_client(ca_file.as_deref()) {
+                        Ok(client) => Some(UpstreamSpec::Url {
+                            url: text.clone(),
+                            client,
+                        }),
+                        Err(e) => {
+                            let span = u.ca_file.as_ref().map_or(url.span(), |c| c.span());
+                            err(
+                                span,
+                                "config::bad_value",
+                                e.to_string(),
+                                "give a PEM file of CA certificates, e.g. ca_file = \"ca.pem\"",
+                            );
+                            None
+                        }
+                    }
+                } else {
+                    err(
+                        url.span(),
+                        "config::bad_value",
+                        format!("`{text}` is not an http(s) URL"),
+                        "write the upstream's Streamable HTTP endpoint, e.g. \"http://127.0.0.1:8000/mcp\"",
+                    );
+                    None
+                }
+            }
+            (Some(c), Some(_)) => {
+                err(
+                    c.span(),
+                    "config::conflict",
+                    format!("the upstream `{name}` has both a `command` and a `url`"),
+                    "keep one: `command` runs it over stdio, `url` reaches it over HTTP",
+                );
+                None
+            }
+            (None, None) => {
+                err(
+                    u.name.span(),
+                    "config::missing_field",
+                    format!("the upstream `{name}` has neither a `command` nor a `url`"),
+                    "add `command = [\"PROGRAM\", \"ARG\"...]` or `url = \"http://HOST:PORT/mcp\"`",
+                );
+                None
+            }
+        };
+        let prefix = match &u.prefix {
+            Some(p) if !several => {
+                err(
+                    p.span(),
+                    "config::bad_value",
+                    "a `prefix` applies only with several upstreams (one upstream's names are exposed as they are)".into(),
+                    "remove the `prefix`",
+                );
+                String::new()
+            }
+            Some(p) => {
+                let text = p.get_ref();
+                if !(1..=64).contains(&text.len()) || !crate::multi::valid_tool_name(text) {
+                    err(
+                        p.span(),
+                        "config::bad_value",
+                        format!("`{text}` is not a prefix"),
+                        "use 1 to 64 of letters, digits, `_`, `.` and `-` (tool names allow no others)",
+                    );
+                }
+                text.clone()
+            }
+            None if several => default_prefix(name),
+            None => String::new(),
+        };
+        let span = u
+            .prefix
+            .as_ref()
+            .map_or_else(|| u.name.span(), Spanned::span);
+        if let Some(spec) = spec {
+            upstreams.push((
+                NamedUpstream {
+                    name: name.clone(),
+                    prefix,
+                    spec,
+                },
+                span,
+            ));
+        }
+    }
+    // Prefixes that are prefix-free make exposed names unique: `p1 + t1 == p2 + t2` needs one
+    // prefix to start the other.
+    for (a, (ua, _)) in upstreams.iter().enumerate() {
+        for (ub, span) in upstreams.iter().skip(a + 1) {
+            if ub.prefix.starts_with(&ua.prefix) || ua.prefix.starts_with(&ub.prefix) {
+                err(
+                    span.clone(),
+                    "config::prefix_collision",
+                    format!(
+                        "the prefixes `{}` (upstream `{}`) and `{}` (upstream `{}`) overlap: a tool of one could have the exposed name of a tool of the other",
+                        ua.prefix, ua.name, ub.prefix, ub.name
+                    ),
+                    "give each upstream a prefix that does not start another's, e.g. `eks__` and `omics__`",
+                );
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors));
+    }
+    Ok(Config {
+        path: PathBuf::from(name),
+        policy: path_of(&raw.policy),
+        audit: raw.audit.as_ref().map(path_of),
+        record: raw.record.as_ref().map(path_of),
+        grant: raw.grant.clone(),
+        store: raw.store.as_ref().map(|s| s.get_ref().clone()),
+        listen,
+        upstreams: upstreams.into_iter().map(|(u, _)| u).collect(),
+    })
+}
+
+/// A TOML or type error as a diagnostic: its span, and for an unknown key what the keys here
+/// are, with the closest one.
+fn serde_error(file: &SourceFile, e: &toml::de::Error) -> Diagnostic {
+    let message = e.message().trim().to_owned();
+    let span = e.span().unwrap_or(0..0);
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((bad, expected)) = rest.split_once('`')
+    {
+        let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let help = tollgate_policy::selector::suggest_help(bad, &names, "the keys here are");
+        return Diagnostic::error(file, "config::unknown_key", format!("unknown key `{bad}`"))
+            .with_label(span, "not a key of this table")
+            .with_help(help);
+    }
+    if message == "missing field `upstream`" {
+        return Diagnostic::error(file, "config::no_upstream", "the config names no upstream")
+            .with_label(0..0, "here")
+            .with_help(
+                "add an [[upstream]] table with a `name` and a `command = [...]` or a `url`",
+            );
+    }
+    let code = if message.starts_with("invalid type") {
+        "config::wrong_type"
+    } else if message.starts_with("missing field") {
+        "config::missing_field"
+    } else {
+        "config::syntax"
+    };
+    Diagnostic::error(file, code, message)
+        .with_label(span, "here")
+        .with_help("see docs/gateway.md, \"Config file\", and docs/config.schema.json")
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse("t.toml", text, Path::new("/cfg")) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.iter().map(Diagnostic::render_plain).collect(),
+        }
+    }
+
+    /// Relative paths resolve against the config's folder; two upstreams get `<name>__`.
+    #[test]
+    fn paths_resolve_against_the_folder_and_names_get_default_prefixes() {
+        let c = parse(
+            "t.toml",
+            "policy = \"p.json\"\naudit = \"/abs/a.jsonl\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"./srv\", \"-x\"]\n[[upstream]]\nname = \"omics\"\nurl = \"http://127.0.0.1:1/mcp\"\n",
+            Path::new("/cfg"),
+        )
+        .unwrap();
+        assert_eq!(c.policy, Path::new("/cfg/p.json"));
+        assert_eq!(c.audit.as_deref(), Some(Path::new("/abs/a.jsonl")));
+        assert_eq!(c.upstreams[0].prefix, "eks__");
+        assert_eq!(c.upstreams[1].prefix, "omics__");
+        assert_eq!(
+            c.upstreams[0].spec,
+            UpstreamSpec::Command {
+                program: "/cfg/./srv".into(),
+                args: vec!["-x".into()]
+            }
+        );
+        assert!(c.listen.is_none());
+    }
+
+    /// One upstream is exposed without a prefix.
+    #[test]
+    fn one_upstream_has_no_prefix() {
+        let c = parse(
+            "t.toml",
+            "policy = \"p.json\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+            Path::new("/cfg"),
+        )
+        .unwrap();
+        assert_eq!(c.upstreams[0].prefix, "");
+        assert!(matches!(c.spec(), UpstreamSpec::Command { .. }));
+    }
+
+    /// An unknown key is reported at its line and column, with the closest key.
+    #[test]
+    fn unknown_keys_are_located_with_a_suggestion() {
+        let e = errors("policy = \"p.json\"\n[listen]\nadr = \"127.0.0.1:1\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("unknown key `adr`"), "{}", e[0]);
+        assert!(e[0].contains("t.toml:3:1"), "{}", e[0]);
+        assert!(e[0].contains("did you mean `addr`?"), "{}", e[0]);
+    }
+
+    /// Overlapping prefixes are refused, naming both upstreams.
+    #[test]
+    fn overlapping_prefixes_name_both_upstreams() {
+        let e = errors(
+            "policy = \"p\"\n[[upstream]]\nname = \"a\"\ncommand = [\"x\"]\nprefix = \"k_\"\n[[upstream]]\nname = \"b\"\ncommand = [\"y\"]\nprefix = \"k_v_\"\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("upstream `a`") && e[0].contains("upstream `b`"),
+            "{}",
+            e[0]
+        );
+    }
+
+    /// Wrong types and bad values are errors at their place.
+    #[test]
+    fn wrong_types_and_bad_values_are_errors() {
+        let e = errors("policy = 3\n[[upstream]]\nname = \"a\"\ncommand = [\"x\"]\n");
+        assert!(e[0].contains("invalid type"), "{}", e[0]);
+        let e = errors(
+            "policy = \"p\"\nstore = \"mem\"\n[listen]\naddr = \"nowhere\"\n[[upstream]]\nname = \"a b\"\nurl = \"ftp://x\"\n",
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
+        let e = errors("policy = \"p\"\n");
+        assert!(e[0].contains("names no upstream"), "{}", e[0]);
+    }
+}
