@@ -533,3 +533,34 @@ fn idle_keys_are_evicted() {
     store.evict_idle(Duration::from_secs(11));
     assert!(store.is_empty());
 }
+
+/// A counter's state reads back from its JSON as it was written (an audit record's `limits`
+/// are read again by `tollgate test --format json` and the audit tools): seconds as numbers,
+/// `oldest_leaves_at_seconds` absent as `null`, and a negative number of seconds refused.
+#[test]
+fn counter_states_read_back_from_their_json() {
+    use tollgate_policy::limiter::CounterState;
+    for oldest in [Some(Duration::from_millis(61_500)), None] {
+        let state = CounterState {
+            counter: "reads".into(),
+            key: "ci-bot".into(),
+            used: 3,
+            max: 10,
+            window: Duration::from_secs(60),
+            oldest_leaves_at: oldest,
+        };
+        let text = serde_json::to_string(&state).unwrap();
+        let back: CounterState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state, "{text}");
+    }
+    let negative = r#"{"counter":"c","key":"k","used":1,"max":1,"window_seconds":-1,"oldest_leaves_at_seconds":-2}"#;
+    assert!(serde_json::from_str::<CounterState>(negative).is_err());
+    let negative_oldest = r#"{"counter":"c","key":"k","used":1,"max":1,"window_seconds":1,"oldest_leaves_at_seconds":-2}"#;
+    assert!(serde_json::from_str::<CounterState>(negative_oldest).is_err());
+}
+
+/// The in-memory store answers without IO, so a transport decides on its worker threads.
+#[test]
+fn the_memory_store_does_not_block() {
+    assert!(!MemoryStore::new().blocks());
+}
