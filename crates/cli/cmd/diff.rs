@@ -105,7 +105,7 @@ fn compare(old: &Arc<Policy>, new: &Arc<Policy>, catalog: &Catalog) -> Report {
         })
         .collect();
     let tools = diff::named_tools(old, new, tools);
-    // As the gateway reads a call (crates/gateway/src/core.rs, `meta_of`): the class for these
+    // As the gateway reads a call (crates/gateway/src/core/decide.rs, `meta_of`): the class for these
     // arguments, the arguments brought to the schema's types, the defaults.
     let prepare = |tool: &str, arguments: Value| -> (Arc<Value>, ToolMeta, Vec<TypeMismatch>) {
         let mut arguments = Arc::new(arguments);

@@ -49,7 +49,7 @@ fn scenario_schema_requires_name_policy_agents_steps() {
 /// can expect (`duplicate_key` listed but written as `error`, approval outcomes missing from the
 /// schema). Now one set: the schema's enum is the runner's `ExpectedDecision::ALL`, and that is
 /// exactly the set of names the gateway can put in a refusal (the policy engine's decision
-/// kinds, the gateway's own refusals in `core.rs`, the held-call outcomes in `refusal.rs`) plus
+/// kinds, the gateway's own refusals in `core/`, the held-call outcomes in `refusal.rs`) plus
 /// `error` for a JSON-RPC error answer.
 #[test]
 fn the_schemas_decisions_are_the_runners_and_the_gateways() {
@@ -98,7 +98,12 @@ fn the_schemas_decisions_are_the_runners_and_the_gateways() {
             })
             .collect()
     };
-    let core = read("crates/gateway/src/core.rs");
+    let core: String = [
+        "mod", "client", "decide", "held", "listing", "upstream", "gateway", "record",
+    ]
+    .iter()
+    .map(|m| read(&format!("crates/gateway/src/core/{m}.rs")))
+    .collect();
     let refusal = read("crates/gateway/src/refusal.rs");
     let engine = read("crates/policy/src/engine.rs");
     let mut gateway: BTreeSet<String> = quoted_after(&core, "refusal::gateway(")
