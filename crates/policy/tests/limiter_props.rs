@@ -564,3 +564,37 @@ fn counter_states_read_back_from_their_json() {
 fn the_memory_store_does_not_block() {
     assert!(!MemoryStore::new().blocks());
 }
+
+/// Without anybody calling `evict_idle`, `acquire` itself forgets the idle keys now and then
+/// (every 1024 acquires of a shard), and only the idle ones: memory stays bounded by the active
+/// keys under any traffic.
+#[test]
+fn acquire_sweeps_idle_keys_and_keeps_active_ones() {
+    let store = MemoryStore::with_shards(1);
+    let spec = LimitSpec {
+        counter: Arc::from("c"),
+        window: Duration::from_secs(10),
+        max: u32::MAX,
+        scope: Scope::Grant,
+    };
+    let key = |name: &str| {
+        vec![(
+            CounterKey {
+                counter: spec.counter.clone(),
+                scope_value: name.into(),
+            },
+            spec.clone(),
+        )]
+    };
+    for g in 0..100 {
+        store.acquire(&key(&format!("idle{g}")), Duration::from_secs(1), false);
+    }
+    assert_eq!(store.len(), 100);
+    for _ in 0..1024 {
+        assert!(matches!(
+            store.acquire(&key("active"), Duration::from_secs(20), false),
+            Acquire::Admitted { .. }
+        ));
+    }
+    assert_eq!(store.len(), 1, "the idle keys are swept, the active one kept");
+}
