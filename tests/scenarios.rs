@@ -581,7 +581,11 @@ fn generated_scenarios_decide_alike_live_and_in_virtual_time() {
         max_span: std::time::Duration::from_secs(120),
     };
     let generated = live_scenarios(&policy_path, &policy, &options);
-    assert_eq!(generated.len(), 8, "seed {seed}: too few live-safe sessions");
+    assert_eq!(
+        generated.len(),
+        8,
+        "seed {seed}: too few live-safe sessions"
+    );
     let files: Vec<String> = generated
         .iter()
         .map(|g| write(dir.path(), &format!("{}.yaml", g.name), &g.text))
@@ -631,7 +635,12 @@ fn generated_scenarios_decide_alike_live_and_in_virtual_time() {
         .iter()
         .map(|g| std::fs::read_to_string(snaps.join(format!("{}.snap", g.name))).unwrap())
         .collect();
-    for decision in ["-> allow", "-> rate_limited", "-> deny", "-> invalid_arguments"] {
+    for decision in [
+        "-> allow",
+        "-> rate_limited",
+        "-> deny",
+        "-> invalid_arguments",
+    ] {
         assert!(
             transcripts.contains(decision),
             "seed {seed}: no `{decision}` in the generated scenarios:\n{transcripts}"

@@ -596,5 +596,9 @@ fn acquire_sweeps_idle_keys_and_keeps_active_ones() {
             Acquire::Admitted { .. }
         ));
     }
-    assert_eq!(store.len(), 1, "the idle keys are swept, the active one kept");
+    assert_eq!(
+        store.len(),
+        1,
+        "the idle keys are swept, the active one kept"
+    );
 }
