@@ -590,6 +590,7 @@ fn acquire_sweeps_idle_keys_and_keeps_active_ones() {
         store.acquire(&key(&format!("idle{g}")), Duration::from_secs(1), false);
     }
     assert_eq!(store.len(), 100);
+    assert!(!store.is_empty());
     for _ in 0..1024 {
         assert!(matches!(
             store.acquire(&key("active"), Duration::from_secs(20), false),
