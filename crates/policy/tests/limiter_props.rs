@@ -583,3 +583,73 @@ fn idle_keys_are_evicted() {
     store.evict_idle(Duration::from_secs(11));
     assert!(store.is_empty());
 }
+
+/// A counter's state reads back from its JSON as it was written (an audit record's `limits`
+/// are read again by `tollgate test --format json` and the audit tools): seconds as numbers,
+/// `oldest_leaves_at_seconds` absent as `null`, and a negative number of seconds refused.
+#[test]
+fn counter_states_read_back_from_their_json() {
+    use tollgate_policy::limiter::CounterState;
+    for oldest in [Some(Duration::from_millis(61_500)), None] {
+        let state = CounterState {
+            counter: "reads".into(),
+            key: "ci-bot".into(),
+            used: 3,
+            max: 10,
+            window: Duration::from_secs(60),
+            oldest_leaves_at: oldest,
+        };
+        let text = serde_json::to_string(&state).unwrap();
+        let back: CounterState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, state, "{text}");
+    }
+    let negative = r#"{"counter":"c","key":"k","used":1,"max":1,"window_seconds":-1,"oldest_leaves_at_seconds":-2}"#;
+    assert!(serde_json::from_str::<CounterState>(negative).is_err());
+    let negative_oldest = r#"{"counter":"c","key":"k","used":1,"max":1,"window_seconds":1,"oldest_leaves_at_seconds":-2}"#;
+    assert!(serde_json::from_str::<CounterState>(negative_oldest).is_err());
+}
+
+/// The in-memory store answers without IO, so a transport decides on its worker threads.
+#[test]
+fn the_memory_store_does_not_block() {
+    assert!(!MemoryStore::new().blocks());
+}
+
+/// Without anybody calling `evict_idle`, `acquire` itself forgets the idle keys now and then
+/// (every 1024 acquires of a shard), and only the idle ones: memory stays bounded by the active
+/// keys under any traffic.
+#[test]
+fn acquire_sweeps_idle_keys_and_keeps_active_ones() {
+    let store = MemoryStore::with_shards(1);
+    let spec = LimitSpec {
+        counter: Arc::from("c"),
+        window: Duration::from_secs(10),
+        max: u32::MAX,
+        scope: Scope::Grant,
+    };
+    let key = |name: &str| {
+        vec![(
+            CounterKey {
+                counter: spec.counter.clone(),
+                scope_value: name.into(),
+            },
+            spec.clone(),
+        )]
+    };
+    for g in 0..100 {
+        store.acquire(&key(&format!("idle{g}")), Duration::from_secs(1), false);
+    }
+    assert_eq!(store.len(), 100);
+    assert!(!store.is_empty());
+    for _ in 0..1024 {
+        assert!(matches!(
+            store.acquire(&key("active"), Duration::from_secs(20), false),
+            Acquire::Admitted { .. }
+        ));
+    }
+    assert_eq!(
+        store.len(),
+        1,
+        "the idle keys are swept, the active one kept"
+    );
+}

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore, call_meta};
@@ -774,13 +775,25 @@ fn check_session(
 
 /// A scenario file that replays `session` (the model's expectations are in the message).
 fn scenario_of(policy_path: &Path, pool: &Pool, calls: &[TimedCall], message: &str) -> String {
-    let mut out = String::new();
-    out.push_str("name: fuzz-violation\n");
-    out.push_str(&format!(
-        "description: >\n  Found by `tollgate fuzz` and shrunk to {} calls: {}\n",
+    let description = format!(
+        "Found by `tollgate fuzz` and shrunk to {} calls: {}",
         calls.len(),
         message.replace('\n', " ")
-    ));
+    );
+    scenario_file("fuzz-violation", &description, policy_path, pool, calls)
+}
+
+/// A scenario file that runs `calls` over the pool's tools, with every agent of [`AGENTS`].
+fn scenario_file(
+    name: &str,
+    description: &str,
+    policy_path: &Path,
+    pool: &Pool,
+    calls: &[TimedCall],
+) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("name: {name}\n"));
+    out.push_str(&format!("description: >\n  {description}\n"));
     out.push_str(&format!(
         "policy: {}\n",
         serde_json::to_string(&policy_path.display().to_string()).unwrap_or_default()
@@ -804,6 +817,112 @@ fn scenario_of(policy_path: &Path, pool: &Pool, calls: &[TimedCall], message: &s
         ));
     }
     out
+}
+
+/// The gaps between the calls of a live-safe session: none (a burst), or far from each other
+/// on the scale of a live run.
+const LIVE_GAPS: [Duration; 5] = [
+    Duration::ZERO,
+    Duration::ZERO,
+    Duration::from_secs(2),
+    Duration::from_secs(13),
+    Duration::from_secs(41),
+];
+
+/// What [`live_scenarios`] draws.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub seed: u64,
+    /// How many scenario files.
+    pub count: usize,
+    /// The most calls in one scenario (bursts expanded).
+    pub max_calls: usize,
+    /// The most calls in one burst (a live run sends them one after the other, so a burst
+    /// spreads over real time).
+    pub max_burst: usize,
+    /// How close, in scenario time, two calls may come to being one window of the policy
+    /// apart (or the first call to being one window from the scenario's start).
+    pub margin: Duration,
+    /// The longest scenario, in scenario time.
+    pub max_span: Duration,
+}
+
+/// One generated scenario file.
+#[derive(Debug, Clone)]
+pub struct GeneratedScenario {
+    /// `generated-<seed>-<i>`: also the file's stem.
+    pub name: String,
+    pub text: String,
+}
+
+/// Scenario files for the live differential (issue 19; tests/scenarios.rs runs them in virtual
+/// time and `--live` and compares every decision). The sessions come from the fuzzer's own
+/// generator over `policy` (its tool pool with near-miss names and tools no rule names,
+/// argument values at the edges of the policy's checks and branches, bursts, six agents of
+/// three grants), seeded from `options.seed` alone, with gaps from [`LIVE_GAPS`] instead of
+/// the window edges the fuzzer aims at. A session is kept only when it is live-safe: no two of
+/// its instants are within `margin` of one window of the policy apart (a live run sends a
+/// burst one call after the other, so a call due near a window's edge could land on either
+/// side of it), and it spans at most `max_span`. Drawing is bounded (50 draws per file):
+/// fewer than `count` files come back only for a policy whose windows leave no room.
+pub fn live_scenarios(
+    policy_path: &Path,
+    policy: &Policy,
+    options: &LiveOptions,
+) -> Vec<GeneratedScenario> {
+    let mut pool = pool(policy);
+    pool.gaps = LIVE_GAPS.to_vec();
+    let windows = policy.windows();
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&options.seed.to_le_bytes());
+    seed[8..16].copy_from_slice(b"live-gen");
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+    );
+    let strategy = sessions(&pool, 1, options.max_calls, options.max_burst);
+    let mut out = Vec::new();
+    for _ in 0..options.count.saturating_mul(50) {
+        if out.len() == options.count {
+            break;
+        }
+        let Ok(tree) = strategy.new_tree(&mut runner) else {
+            break;
+        };
+        let calls = timeline(&pool, &tree.current(), options.max_calls);
+        if !live_safe(&calls, &windows, options) {
+            continue;
+        }
+        let name = format!("generated-{}-{}", options.seed, out.len());
+        let description = format!(
+            "Drawn by the scenario fuzzer's generator from seed {} (live-safe: no two calls near one window apart), for the live differential test",
+            options.seed
+        );
+        let text = scenario_file(&name, &description, policy_path, &pool, &calls);
+        out.push(GeneratedScenario { name, text });
+    }
+    out
+}
+
+/// Whether a live run decides `calls` as virtual time does, whatever the real time a burst
+/// takes: every instant (and the start) at least `margin` away from being one window apart.
+fn live_safe(calls: &[TimedCall], windows: &[Duration], options: &LiveOptions) -> bool {
+    let Some((last, ..)) = calls.last() else {
+        return false;
+    };
+    if *last > options.max_span {
+        return false;
+    }
+    let instants: BTreeSet<Duration> = std::iter::once(Duration::ZERO)
+        .chain(calls.iter().map(|(at, ..)| *at))
+        .collect();
+    instants.iter().all(|a| {
+        instants.range(a..).all(|b| {
+            windows
+                .iter()
+                .all(|w| (*b - *a).abs_diff(*w) >= options.margin)
+        })
+    })
 }
 
 /// How many runners a fuzzing run is split into, whatever the number of cores: shard `k`
@@ -927,6 +1046,44 @@ pub fn fuzz(
     report
 }
 
+/// The generator of sessions over `pool`: `min_calls..=max_calls` generated calls, bursts of
+/// up to `max_burst` calls.
+fn sessions(
+    pool: &Pool,
+    min_calls: usize,
+    max_calls: usize,
+    max_burst: usize,
+) -> impl Strategy<Value = Vec<GenCall>> + use<> {
+    let (tools, agents, gaps) = (pool.tools.len(), AGENTS.len(), pool.gaps.len());
+    // Biased towards what finds bugs: the tools the policy names, one busy agent, bursts.
+    let focus = pool.focus.clone();
+    // `SAME_TOOL` repeats the previous call's tool: runs of one tool reach its limits even
+    // when the policy names many tools.
+    let tool = prop_oneof![
+        3 => (0..focus.len()).prop_map(move |i| focus[i]),
+        2 => 0..tools,
+        3 => Just(SAME_TOOL),
+    ];
+    let agent = prop_oneof![2 => Just(0usize), 1 => 0..agents];
+    let repeat = prop_oneof![8 => Just(1usize), 1 => 2..=max_burst.max(2)];
+    let gap = prop_oneof![2 => 0..2usize, 1 => 0..gaps];
+    prop::collection::vec(
+        (tool, agent, gap, any::<u64>(), repeat).prop_map(|(tool, agent, gap, args, repeat)| {
+            GenCall {
+                tool,
+                agent,
+                gap,
+                args,
+                repeat,
+            }
+        }),
+        {
+            let max = max_calls.max(1);
+            min_calls.clamp(1, max)..=max
+        },
+    )
+}
+
 /// What every shard shares.
 struct ShardCtx<'a, P: Fn(u64) + Sync> {
     policy: &'a Arc<Policy>,
@@ -968,34 +1125,7 @@ fn run_shard<P: Fn(u64) + Sync>(ctx: &ShardCtx<'_, P>, k: u32) -> ShardReport {
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
     let pool = ctx.pool;
-    let (tools, agents, gaps) = (pool.tools.len(), AGENTS.len(), pool.gaps.len());
-    // Biased towards what finds bugs: the tools the policy names, one busy agent, bursts.
-    let focus = pool.focus.clone();
-    // `SAME_TOOL` repeats the previous call's tool: runs of one tool reach its limits even
-    // when the policy names many tools.
-    let tool = prop_oneof![
-        3 => (0..focus.len()).prop_map(move |i| focus[i]),
-        2 => 0..tools,
-        3 => Just(SAME_TOOL),
-    ];
-    let agent = prop_oneof![2 => Just(0usize), 1 => 0..agents];
-    let repeat = prop_oneof![8 => Just(1usize), 1 => 2..=24usize];
-    let gap = prop_oneof![2 => 0..2usize, 1 => 0..gaps];
-    let strategy = prop::collection::vec(
-        (tool, agent, gap, any::<u64>(), repeat).prop_map(|(tool, agent, gap, args, repeat)| {
-            GenCall {
-                tool,
-                agent,
-                gap,
-                args,
-                repeat,
-            }
-        }),
-        {
-            let max = ctx.options.max_calls.max(1);
-            ctx.options.min_calls.clamp(1, max)..=max
-        },
-    );
+    let strategy = sessions(pool, ctx.options.min_calls, ctx.options.max_calls, 24);
     let report_cell = RefCell::new(&mut report);
     let shrinking = RefCell::new(false);
     let result = runner.run(&strategy, |session| {
