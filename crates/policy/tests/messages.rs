@@ -80,6 +80,7 @@ fn meta(class: Option<RiskClass>, annotations: &[Annotation]) -> ToolMeta {
         class,
         annotations: Arc::new(annotations.iter().copied().collect()),
         defaults: None,
+        upstream: None,
     }
 }
 
@@ -252,6 +253,10 @@ impl CounterStore for DownStore {
             reason: "connection refused".into(),
             mode: self.0,
         }
+    }
+
+    fn record(&self, limits: &[(CounterKey, LimitSpec)], now: Duration) -> Acquire {
+        self.acquire(limits, now, false)
     }
 }
 
