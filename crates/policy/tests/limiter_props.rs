@@ -598,6 +598,7 @@ fn counter_states_read_back_from_their_json() {
             max: 10,
             window: Duration::from_secs(60),
             oldest_leaves_at: oldest,
+            counts: Default::default(),
         };
         let text = serde_json::to_string(&state).unwrap();
         let back: CounterState = serde_json::from_str(&text).unwrap();
@@ -626,6 +627,7 @@ fn acquire_sweeps_idle_keys_and_keeps_active_ones() {
         window: Duration::from_secs(10),
         max: u32::MAX,
         scope: Scope::Grant,
+        counts: Default::default(),
     };
     let key = |name: &str| {
         vec![(
