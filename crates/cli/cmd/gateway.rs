@@ -294,6 +294,18 @@ fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
             "admin-tokens",
             "[listen] admin_tokens",
         )?;
+        set(
+            &mut args.tls_cert,
+            listen.tls_cert.clone(),
+            "tls-cert",
+            "[listen] tls_cert",
+        )?;
+        set(
+            &mut args.tls_key,
+            listen.tls_key.clone(),
+            "tls-key",
+            "[listen] tls_key",
+        )?;
         if !listen.allow_origin.is_empty() {
             if !args.allow_origin.is_empty() {
                 anyhow::bail!(
@@ -302,6 +314,15 @@ fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
             }
             args.allow_origin = listen.allow_origin.clone();
         }
+    }
+    set(&mut args.lock, config.lock.clone(), "lock", "lock")?;
+    if let Some(mode) = config.lock_mode {
+        if args.lock_mode != "refuse" && args.lock_mode != mode.as_str() {
+            anyhow::bail!(
+                "`--lock-mode` and the config's `lock_mode` both set it: keep one (the config file is read with `--config`)"
+            );
+        }
+        args.lock_mode = mode.as_str().to_owned();
     }
     if let Some(grant) = &config.grant {
         args.grant = grant.clone();

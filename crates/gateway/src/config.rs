@@ -48,9 +48,36 @@ pub struct ConfigFile {
     /// Serve Streamable HTTP; without it the gateway speaks stdio.
     #[serde(default)]
     pub listen: Option<ListenFile>,
+    /// Pinned tool definitions (what `tollgate pin` printed; as `--lock`, docs/pinning.md).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub lock: Option<Spanned<String>>,
+    /// What a tool that drifted from `lock` gets (as `--lock-mode`): `refuse` (the default) or
+    /// `warn`.
+    #[serde(default)]
+    pub lock_mode: Option<LockModeFile>,
     /// The upstreams (at least one); with several, tool and prompt names are namespaced.
     #[schemars(length(min = 1))]
     pub upstream: Vec<UpstreamFile>,
+}
+
+/// `lock_mode`: what a drifted tool gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LockModeFile {
+    /// Hidden from the list, its calls refused.
+    Refuse,
+    /// Listed and forwarded; the drift is audited and counted.
+    Warn,
+}
+
+impl LockModeFile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockModeFile::Refuse => "refuse",
+            LockModeFile::Warn => "warn",
+        }
+    }
 }
 
 /// `[listen]`: the HTTP listener.
@@ -71,6 +98,14 @@ pub struct ListenFile {
     /// Origins of web pages let in (as `--allow-origin`).
     #[serde(default)]
     pub allow_origin: Vec<String>,
+    /// HTTPS: the listener's certificate chain (PEM; as `--tls-cert`), with `tls_key`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub tls_cert: Option<Spanned<String>>,
+    /// HTTPS: the private key of `tls_cert` (PEM; as `--tls-key`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub tls_key: Option<Spanned<String>>,
 }
 
 /// `[[upstream]]`: one MCP server.
@@ -111,6 +146,8 @@ pub struct Config {
     pub store: Option<String>,
     pub listen: Option<Listen>,
     pub upstreams: Vec<NamedUpstream>,
+    pub lock: Option<PathBuf>,
+    pub lock_mode: Option<LockModeFile>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +156,8 @@ pub struct Listen {
     pub tokens: Option<PathBuf>,
     pub admin_tokens: Option<PathBuf>,
     pub allow_origin: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -175,11 +214,22 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
                 None
             }
         };
+        match (&l.tls_cert, &l.tls_key) {
+            (Some(one), None) | (None, Some(one)) => err(
+                one.span(),
+                "config::missing_field",
+                "`tls_cert` and `tls_key` go together".into(),
+                "give both (the certificate chain and its key, PEM) to serve https, or neither",
+            ),
+            _ => {}
+        }
         addr.map(|addr| Listen {
             addr,
             tokens: l.tokens.as_ref().map(path_of),
             admin_tokens: l.admin_tokens.as_ref().map(path_of),
             allow_origin: l.allow_origin.clone(),
+            tls_cert: l.tls_cert.as_ref().map(path_of),
+            tls_key: l.tls_key.as_ref().map(path_of),
         })
     });
     if let Some(store) = &raw.store
@@ -368,6 +418,8 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
         store: raw.store.as_ref().map(|s| s.get_ref().clone()),
         listen,
         upstreams: upstreams.into_iter().map(|(u, _)| u).collect(),
+        lock: raw.lock.as_ref().map(path_of),
+        lock_mode: raw.lock_mode,
     })
 }
 
@@ -437,6 +489,30 @@ mod tests {
             }
         );
         assert!(c.listen.is_none());
+    }
+
+    /// The https listener's files and the lock resolve against the folder like every path; a
+    /// certificate without its key is an error.
+    #[test]
+    fn tls_files_and_the_lock_resolve_against_the_folder() {
+        let c = parse(
+            "t.toml",
+            "policy = \"p.json\"\nlock = \"tollgate.lock\"\nlock_mode = \"warn\"\n[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\ntls_key = \"/k.pem\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+            Path::new("/cfg"),
+        )
+        .unwrap();
+        assert_eq!(c.lock.as_deref(), Some(Path::new("/cfg/tollgate.lock")));
+        assert_eq!(c.lock_mode, Some(LockModeFile::Warn));
+        let listen = c.listen.unwrap();
+        assert_eq!(listen.tls_cert.as_deref(), Some(Path::new("/cfg/c.pem")));
+        assert_eq!(listen.tls_key.as_deref(), Some(Path::new("/k.pem")));
+        let e = parse(
+            "t.toml",
+            "policy = \"p.json\"\n[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+            Path::new("/cfg"),
+        )
+        .unwrap_err();
+        assert!(format!("{e:?}").contains("go together"), "{e:?}");
     }
 
     /// One upstream is exposed without a prefix.
