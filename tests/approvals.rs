@@ -421,11 +421,7 @@ fn admin_api_and_cli_decide_held_calls_end_to_end() {
 
     // The audit log verifies and names who decided what, when.
     let log = stack.dir.path().join("audit.jsonl");
-    let out = tollgate()
-        .args(["audit", "verify", log.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out).0);
+    crate::util::assert_audit_verifies(&log);
     let verdicts: Vec<(String, Value, Value)> = stack
         .audit()
         .iter()

@@ -149,16 +149,7 @@ fn stdio_runaway_agent_is_cut_and_audited() {
             .contains("Retry in")
     );
     assert_eq!(journal_calls(&journal, "CancelAHORunBatch").len(), 10);
-    let out = tollgate()
-        .args(["audit", "verify", audit.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    crate::util::assert_audit_verifies(&audit);
     let records = lines_of(&audit);
     assert_eq!(records.first().unwrap()["kind"], "open");
     assert_eq!(records.last().unwrap()["kind"], "close");

@@ -100,6 +100,19 @@ fn client(mode: &str, target: &[String], extra: &[&str]) -> Command {
     c
 }
 
+/// The client's `--stdio` target: a stdio gateway run with `config`.
+fn stdio_target(config: &Path) -> Vec<String> {
+    [
+        "--stdio",
+        bin(),
+        "gateway",
+        "--config",
+        config.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 fn run(mut c: Command) -> Value {
     let out = c.output().unwrap();
     assert!(
@@ -183,15 +196,7 @@ fn check_routed(out: &Value, dir: &Path) {
 fn stdio_gateway_routes_each_call_to_its_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), false);
-    let target: Vec<String> = [
-        "--stdio",
-        bin(),
-        "gateway",
-        "--config",
-        config.to_str().unwrap(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let target = stdio_target(&config);
     let out = run(client("legacy", &target, &[]));
     check_routed(&out, dir.path());
 }
@@ -215,15 +220,7 @@ fn a_killed_upstream_leaves_the_others_callable_and_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let config = setup(d, false);
-    let target: Vec<String> = [
-        "--stdio",
-        bin(),
-        "gateway",
-        "--config",
-        config.to_str().unwrap(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let target = stdio_target(&config);
     let file = |name: &str| d.join(name).to_str().unwrap().to_owned();
     let mut c = client(
         "legacy",
@@ -323,15 +320,7 @@ fn upstream_selector_refuses_one_upstreams_tools() {
     let dir = tempfile::tempdir().unwrap();
     let policy = r#"{"version": "1", "default": "allow", "tools": {"upstream:omics": {"action": "deny", "reason": "omics is off"}, "omics__get_*": {"action": "allow"}}}"#;
     let config = setup_with(dir.path(), false, policy);
-    let target: Vec<String> = [
-        "--stdio",
-        bin(),
-        "gateway",
-        "--config",
-        config.to_str().unwrap(),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let target = stdio_target(&config);
     let c = client(
         "legacy",
         &target,

@@ -287,14 +287,6 @@ fn rug_pull_through_the_gateway(
     (summary, lines_of(&journal), lines_of(&audit))
 }
 
-fn verify(audit: &Path) {
-    let out = tollgate()
-        .args(["audit", "verify", audit.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-}
-
 /// The rug pull mid-session, through the gateway with `--lock` (refuse), seen by the Python
 /// SDK: the next `tools/list` hides the changed tool, a call to it is refused (`pin_drift`)
 /// and never reaches the mock, the drift is audited once with both hashes, and the audit log
@@ -347,7 +339,7 @@ fn a_rug_pulled_tool_is_hidden_and_its_calls_refused_never_forwarded() {
         .collect();
     assert_eq!(refusals.len(), 1, "{audit:?}");
     assert_eq!(refusals[0]["tool"], "get_pod_logs");
-    verify(&dir.path().join("audit.jsonl"));
+    crate::util::assert_audit_verifies(&dir.path().join("audit.jsonl"));
 }
 
 /// `--lock-mode warn`: the changed tool stays listed (with its new description) and its call is
@@ -378,7 +370,7 @@ fn warn_mode_lists_and_forwards_a_drifted_tool_and_audits_it() {
     let drifts: Vec<&Value> = audit.iter().filter(|r| r["kind"] == "pin_drift").collect();
     assert_eq!(drifts.len(), 1, "{drifts:?}");
     assert_eq!(drifts[0]["mode"], "warn");
-    verify(&dir.path().join("audit.jsonl"));
+    crate::util::assert_audit_verifies(&dir.path().join("audit.jsonl"));
 }
 
 /// The real awslabs.eks-mcp-server (stdio, offline, dummy credentials): its 16 tools pinned

@@ -179,16 +179,7 @@ fn jwt_access_tokens_reach_tools_and_bad_ones_are_told_why() {
         let grants: Vec<&Value> = records.iter().filter(|r| r["kind"] == "decision").map(|r| &r["grant"]).collect();
         assert_eq!(grants, [&json!("analyst"), &json!("ci-bot")]);
     });
-    let out = tollgate()
-        .args(["audit", "verify", audit.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    crate::util::assert_audit_verifies(&audit);
 }
 
 /// Flags that cannot work are exit 2 with what to do: no way to pick a grant, OAuth without

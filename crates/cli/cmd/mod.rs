@@ -27,28 +27,40 @@ pub(crate) fn load_policy(
     path: &std::path::Path,
     consequence: &str,
 ) -> anyhow::Result<Option<tollgate_policy::Policy>> {
-    use std::io::{IsTerminal, Write};
     match tollgate_policy::Policy::load(path) {
         Ok(p) => Ok(Some(p)),
         Err(diags) => {
-            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            let mut stderr = std::io::stderr().lock();
-            for d in &diags.0 {
-                let text = if color {
-                    d.render_color()
-                } else {
-                    d.render_plain()
-                };
-                writeln!(stderr, "{text}")?;
-            }
-            writeln!(
-                stderr,
-                "error: `{}` is not a valid policy{consequence}",
-                path.display()
-            )?;
+            print_diagnostics(&diags, path, "policy", consequence)?;
             Ok(None)
         }
     }
+}
+
+/// Prints `diags` on stderr (in colour on a terminal unless `NO_COLOR`), then
+/// `error: `PATH` is not a valid WHAT` and `consequence`.
+fn print_diagnostics(
+    diags: &tollgate_policy::Diagnostics,
+    path: &std::path::Path,
+    what: &str,
+    consequence: &str,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut stderr = std::io::stderr().lock();
+    for d in &diags.0 {
+        let text = if color {
+            d.render_color()
+        } else {
+            d.render_plain()
+        };
+        writeln!(stderr, "{text}")?;
+    }
+    writeln!(
+        stderr,
+        "error: `{}` is not a valid {what}{consequence}",
+        path.display()
+    )?;
+    Ok(())
 }
 
 /// Loads a config file, or prints its diagnostics on stderr as [`load_policy`] does and then
@@ -57,25 +69,10 @@ pub(crate) fn load_config(
     path: &std::path::Path,
     consequence: &str,
 ) -> anyhow::Result<Option<tollgate_gateway::config::Config>> {
-    use std::io::{IsTerminal, Write};
     match tollgate_gateway::config::load(path) {
         Ok(c) => Ok(Some(c)),
         Err(diags) => {
-            let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            let mut stderr = std::io::stderr().lock();
-            for d in &diags.0 {
-                let text = if color {
-                    d.render_color()
-                } else {
-                    d.render_plain()
-                };
-                writeln!(stderr, "{text}")?;
-            }
-            writeln!(
-                stderr,
-                "error: `{}` is not a valid config{consequence}",
-                path.display()
-            )?;
+            print_diagnostics(&diags, path, "config", consequence)?;
             Ok(None)
         }
     }
