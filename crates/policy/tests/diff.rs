@@ -451,3 +451,33 @@ fn a_limit_that_now_counts_errors_is_reported() {
         "{report:?}"
     );
 }
+
+/// The tools `diff` probes besides the catalogue's: every exact name either policy gives, a name
+/// each glob matches, and one name no rule gives (standing for every other tool), once each, in
+/// order after the catalogue's.
+#[test]
+fn the_probed_tools_add_every_named_tool_a_glob_witness_and_an_unnamed_tool() {
+    let old = Policy::parse(
+        "old.json",
+        r#"{"version":"1","default":"allow","tools":{"get_logs":{"action":"deny"},"drop_*":{"action":"deny"}}}"#,
+    )
+    .unwrap();
+    let new = Policy::parse(
+        "new.json",
+        r#"{"version":"1","default":"allow","tools":{"rotate_keys":{"action":"deny"},"get_logs":{"action":"allow"}}}"#,
+    )
+    .unwrap();
+    let catalogue = vec![ProbeTool {
+        name: "get_logs".to_owned(),
+        class_values: BTreeMap::new(),
+    }];
+    let names: Vec<String> = diff::named_tools(&old, &new, catalogue)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names[0], "get_logs");
+    assert!(names[1].starts_with("drop_"), "{names:?}");
+    assert_eq!(names[2], "rotate_keys");
+    assert_eq!(names[3], diff::UNNAMED_TOOL);
+}
