@@ -481,3 +481,26 @@ fn the_probed_tools_add_every_named_tool_a_glob_witness_and_an_unnamed_tool() {
     assert_eq!(names[2], "rotate_keys");
     assert_eq!(names[3], diff::UNNAMED_TOOL);
 }
+
+/// Probe numbers are written as a person writes them: a bound's neighbours and midpoints that
+/// are whole are integers in the counterexamples (`8`, not `8.0`).
+#[test]
+fn whole_probe_numbers_are_reported_as_integers() {
+    let old = Policy::parse(
+        "old.json",
+        r#"{"version":"1","default":"deny","tools":{"get_logs":{"arguments":{"n":{"max":10}}}}}"#,
+    )
+    .unwrap();
+    let new = Policy::parse(
+        "new.json",
+        r#"{"version":"1","default":"deny","tools":{"get_logs":{"arguments":{"n":{"max":6}}}}}"#,
+    )
+    .unwrap();
+    let report = diff::diff(&Arc::new(old), &Arc::new(new), &probe_tools(), &prepare);
+    let calls: Vec<String> = report
+        .changed_calls
+        .iter()
+        .map(|c| format!("{} {} -> {}", c.arguments, c.old.decision, c.new.decision))
+        .collect();
+    assert_eq!(calls, [r#"{"n":8} allow -> invalid_arguments"#]);
+}
