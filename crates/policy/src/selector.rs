@@ -337,17 +337,20 @@ impl Glob {
                 }
                 '?' => tokens.push(Token::One),
                 '[' => {
-                    // globset has validated the class; skip to its closing bracket (a `]`
-                    // right after `[` or `[!` is a member, not the end).
-                    let mut first = true;
+                    // globset has validated the class; skip to its closing bracket (one `!`
+                    // right after `[` negates; a `]` before any member is a member, not the
+                    // end: `[!!]` is "not `!`", `[]a]` and `[!]a]` hold `]`).
+                    let (mut negation_allowed, mut members) = (true, 0usize);
                     for d in chars.by_ref() {
-                        if d == ']' && !first {
+                        if d == '!' && negation_allowed {
+                            negation_allowed = false;
+                            continue;
+                        }
+                        negation_allowed = false;
+                        if d == ']' && members > 0 {
                             break;
                         }
-                        first = d == '!' && first;
-                        if d != '!' {
-                            first = false;
-                        }
+                        members += 1;
                     }
                     tokens.push(Token::One);
                 }

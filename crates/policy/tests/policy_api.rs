@@ -114,3 +114,30 @@ fn a_duplicate_tool_key_is_named_as_written() {
         "{dup:?}"
     );
 }
+
+/// A hostile policy nested far deeper than any real one is refused with a diagnostic, without
+/// building its syntax tree (whose recursion would overflow the stack).
+#[test]
+fn a_policy_nested_a_hundred_thousand_deep_is_refused_without_crashing() {
+    for text in [
+        "[".repeat(100_000),
+        format!("{{\"a\":{}", "[".repeat(100_000)),
+    ] {
+        let err = Policy::parse("deep.json", &text).err().expect("refused");
+        assert!(!err.0.is_empty());
+    }
+}
+
+/// `check`'s suggestion for a misspelt tool is the closest known name, and nothing when no
+/// name is close.
+#[test]
+fn a_misspelt_tool_gets_the_closest_known_name_and_a_far_one_gets_none() {
+    use tollgate_policy::policy::suggest_tool;
+    let known = ["get_logs", "list_k8s_resources", "manage_eks_stacks"];
+    assert_eq!(suggest_tool("get_log", known.into_iter()), Some("get_logs"));
+    assert_eq!(
+        suggest_tool("list_k8s_resource", known.into_iter()),
+        Some("list_k8s_resources")
+    );
+    assert_eq!(suggest_tool("zzzz", known.into_iter()), None);
+}
