@@ -141,3 +141,26 @@ fn a_misspelt_tool_gets_the_closest_known_name_and_a_far_one_gets_none() {
     );
     assert_eq!(suggest_tool("zzzz", known.into_iter()), None);
 }
+
+/// A rule whose body is refused is left out of the checks between rules, so its error is not
+/// followed by errors about a rule that does not exist (two annotation rules that could match
+/// one tool are refused together only when both compiled).
+#[test]
+fn a_refused_rule_body_brings_no_follow_on_errors() {
+    let both = refused(
+        r#"{"version":"1","default":"allow","tools":{
+            "annotation:readOnlyHint":{"action":"allow"},
+            "annotation:idempotentHint":{"action":"deny"}}}"#,
+    );
+    let broken = refused(
+        r#"{"version":"1","default":"allow","tools":{
+            "annotation:readOnlyHint":{"action":"allow","limits":[{"counter":"","window":"minute","max":1}]},
+            "annotation:idempotentHint":{"action":"deny"}}}"#,
+    );
+    assert!(
+        !both.is_empty(),
+        "overlapping annotation rules were accepted"
+    );
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert_eq!(broken[0].0, "empty counter name");
+}
