@@ -262,7 +262,7 @@ pub struct RateLimit {
     pub scope: Option<Scope>,
 }
 
-/// A limit's `max`: a whole number of calls, at least 1 (`max: 0` would be a deny written as
+/// A limit's `max`: a whole number of calls (of errors, with `counts: errors`), at least 1 (`max: 0` would be a deny written as
 /// a limit: say `action: deny` instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -274,7 +274,7 @@ impl<'de> Deserialize<'de> for Max {
         impl Visitor<'_> for MaxVisitor {
             type Value = Max;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number of calls, at least 1")
+                f.write_str("a whole number of calls (of errors, with `counts: errors`), at least 1")
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Max, E> {
                 match u32::try_from(n) {
@@ -299,7 +299,7 @@ impl<'de> Deserialize<'de> for Max {
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Max, E> {
                 Err(E::custom(format!(
-                    "`max` is a whole number of calls, not `{n}`"
+                    "`max` is a whole number, not `{n}`"
                 )))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Max, E> {
@@ -365,7 +365,7 @@ impl JsonSchema for Max {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A whole number of calls, at least 1.",
+            "description": "A whole number of calls (of errors, with `counts: errors`), at least 1.",
             "type": "integer",
             "minimum": 1,
             "maximum": u32::MAX,

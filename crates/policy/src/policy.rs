@@ -554,7 +554,7 @@ fn value_help(pointer: &str, message: &str) -> String {
     match last {
         "window" | "timeout" => "a window is `second`, `minute`, `hour`, `day`, a whole number of seconds, or a duration such as `90s`, `5m`, `1h`".into(),
         "max" if pointer.contains("/limits/") || pointer.contains("/rate_limit") => {
-            "`max` is a whole number of calls, at least 1".into()
+            "`max` is a whole number of calls (of errors, with `counts: errors`), at least 1".into()
         }
         "scope" => "a scope is `grant`, `session` or `global`".into(),
         "action" | "default" => "an action is `allow`, `deny` or `require_approval`".into(),

@@ -91,7 +91,7 @@ fn a_bad_value_gets_help_for_its_field() {
     );
     assert!(
         max.iter()
-            .any(|(_, h)| h == "`max` is a whole number of calls, at least 1"),
+            .any(|(_, h)| h == "`max` is a whole number of calls (of errors, with `counts: errors`), at least 1"),
         "{max:?}"
     );
     let redact =
