@@ -274,7 +274,9 @@ impl<'de> Deserialize<'de> for Max {
         impl Visitor<'_> for MaxVisitor {
             type Value = Max;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number of calls (of errors, with `counts: errors`), at least 1")
+                f.write_str(
+                    "a whole number of calls (of errors, with `counts: errors`), at least 1",
+                )
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Max, E> {
                 match u32::try_from(n) {
@@ -298,9 +300,7 @@ impl<'de> Deserialize<'de> for Max {
                 }
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Max, E> {
-                Err(E::custom(format!(
-                    "`max` is a whole number, not `{n}`"
-                )))
+                Err(E::custom(format!("`max` is a whole number, not `{n}`")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Max, E> {
                 Err(E::custom(format!(
