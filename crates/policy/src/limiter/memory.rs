@@ -43,6 +43,12 @@ struct Ring {
     /// What packed offsets are relative to: at most the oldest timestamp held.
     base: u64,
     /// The timestamps, when they do not fit packed (then `len` is 0 and `bytes` unused).
+    /// Boxed: 8 bytes in every slot rather than the 32 of a `VecDeque` that most keys never
+    /// use.
+    #[expect(
+        clippy::box_collection,
+        reason = "a slot holds a pointer, not a 32-byte deque header"
+    )]
     wide: Option<Box<VecDeque<u64>>>,
     /// Bytes per packed offset, 1 to 8, little-endian.
     width: u8,
@@ -62,6 +68,7 @@ impl Ring {
         }
     }
 
+    #[inline(always)]
     fn len(&self) -> usize {
         match &self.wide {
             Some(wide) => wide.len(),
@@ -74,6 +81,7 @@ impl Ring {
     }
 
     /// The `i`th oldest timestamp (`i < len`).
+    #[inline(always)]
     fn at(&self, i: usize) -> u64 {
         match &self.wide {
             Some(wide) => wide[i],
@@ -85,11 +93,20 @@ impl Ring {
         self.len().checked_sub(1).map(|i| self.at(i))
     }
 
+    #[inline(always)]
     fn offset(&self, i: usize) -> u64 {
         let w = usize::from(self.width);
+        let start = i * w;
         let mut le = [0u8; 8];
-        le[..w].copy_from_slice(&self.bytes[i * w..(i + 1) * w]);
-        u64::from_le_bytes(le)
+        if start + 8 <= PACKED {
+            // One 8-byte load and a mask, rather than a copy of `w` bytes.
+            le.copy_from_slice(&self.bytes[start..start + 8]);
+            let mask = u64::MAX >> (64 - 8 * w);
+            u64::from_le_bytes(le) & mask
+        } else {
+            le[..w].copy_from_slice(&self.bytes[start..start + w]);
+            u64::from_le_bytes(le)
+        }
     }
 
     fn set_offset(&mut self, i: usize, offset: u64) {
@@ -248,9 +265,12 @@ impl Slot {
     }
 
     /// Idle: every admission has left the longest window the key served, so it remembers
-    /// nothing and forgetting the key changes nothing.
+    /// nothing and forgetting the key changes nothing. (The sum is exact in `u128`
+    /// nanoseconds, as [`Slot::idle_at`] is in `Duration`.)
     fn is_idle(&self, now: Duration) -> bool {
-        self.idle_at().is_none_or(|t| t <= now)
+        self.ring
+            .newest()
+            .is_none_or(|t| u128::from(t) + u128::from(self.keep_window) <= now.as_nanos())
     }
 }
 
@@ -266,9 +286,13 @@ struct Counters {
 
 impl Counters {
     fn name(&self, id: u32) -> &str {
+        self.arc(id).map_or("", |name| name)
+    }
+
+    fn arc(&self, id: u32) -> Option<&Arc<str>> {
         match self.names.get(id as usize) {
-            Some(Some((name, _))) => name,
-            _ => "",
+            Some(Some((name, _))) => Some(name),
+            _ => None,
         }
     }
 
@@ -312,6 +336,29 @@ impl Counters {
     }
 }
 
+/// A counter key by its parts, borrowed: what the store looks up, without owning a key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Key<'a> {
+    pub(super) counter: &'a Arc<str>,
+    pub(super) scope: &'a Arc<str>,
+}
+
+impl<'a> From<&'a CounterKey> for Key<'a> {
+    fn from(key: &'a CounterKey) -> Key<'a> {
+        Key {
+            counter: &key.counter,
+            scope: &key.scope_value,
+        }
+    }
+}
+
+/// Two names are the same: the caller's are usually the very `Arc`s a slot holds, so the
+/// pointers are compared before the text.
+#[inline]
+fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
 /// The store's hash of a key: picks its shard and its bucket in the shard's table.
 fn key_hash(spread: &foldhash::fast::RandomState, counter: &str, scope: &str) -> u64 {
     spread.hash_one((counter, scope))
@@ -331,19 +378,21 @@ struct Shard {
 }
 
 impl Shard {
-    fn find(&self, hash: u64, key: &CounterKey) -> Option<usize> {
+    fn find(&self, hash: u64, key: Key<'_>) -> Option<usize> {
         let (slots, counters) = (&self.slots, &self.counters);
         self.table
             .find(hash, |&i| {
                 slots.get(i as usize).is_some_and(|s| {
-                    s.scope.as_deref() == Some(&*key.scope_value)
-                        && counters.name(s.counter) == &*key.counter
+                    s.scope.as_ref().is_some_and(|scope| same(scope, key.scope))
+                        && counters
+                            .arc(s.counter)
+                            .is_some_and(|counter| same(counter, key.counter))
                 })
             })
             .map(|&i| i as usize)
     }
 
-    fn get(&self, hash: u64, key: &CounterKey) -> Option<&Slot> {
+    fn get(&self, hash: u64, key: Key<'_>) -> Option<&Slot> {
         self.find(hash, key).map(|i| &self.slots[i])
     }
 
@@ -351,7 +400,7 @@ impl Shard {
     fn take(
         &mut self,
         hash: u64,
-        key: &CounterKey,
+        key: Key<'_>,
         spec: &LimitSpec,
         now: Duration,
         spread: &foldhash::fast::RandomState,
@@ -365,7 +414,7 @@ impl Shard {
         &mut self,
         found: Option<usize>,
         hash: u64,
-        key: &CounterKey,
+        key: Key<'_>,
         spec: &LimitSpec,
         now: Duration,
         spread: &foldhash::fast::RandomState,
@@ -373,8 +422,8 @@ impl Shard {
         let i = match found {
             Some(i) => i,
             None => {
-                let counter = self.counters.add_key(&key.counter);
-                let slot = Slot::new(Arc::clone(&key.scope_value), counter, spec);
+                let counter = self.counters.add_key(key.counter);
+                let slot = Slot::new(Arc::clone(key.scope), counter, spec);
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.slots[i as usize] = slot;
@@ -508,7 +557,7 @@ struct Verdict {
 
 /// What one limit's counter reads after the call: `used` counts the call if it was admitted.
 fn state(
-    key: &CounterKey,
+    key: Key<'_>,
     spec: &LimitSpec,
     v: &Verdict,
     admitted: bool,
@@ -521,8 +570,8 @@ fn state(
         v.in_window
     };
     CounterState {
-        counter: key.counter.clone(),
-        key: key.scope_value.clone(),
+        counter: Arc::clone(key.counter),
+        key: Arc::clone(key.scope),
         used: u32::try_from(counted).unwrap_or(u32::MAX),
         max: spec.max,
         window: spec.window,
@@ -543,7 +592,9 @@ fn judge(slot: Option<&Slot>, spec: &LimitSpec, now: Duration) -> Verdict {
     let slot = slot.filter(|s| !s.is_idle(now));
     let ring = slot.map(|s| &s.ring);
     let len = ring.map_or(0, Ring::len);
-    let left = |t: u64| Duration::from_nanos(t).saturating_add(spec.window) <= now;
+    // In exact `u128` nanoseconds: no sum of a timestamp and a window saturates there.
+    let (window, now_ns) = (spec.window.as_nanos(), now.as_nanos());
+    let left = |t: u64| u128::from(t) + window <= now_ns;
     let first = ring.map_or(0, |r| {
         // Under steady traffic none or a few of the kept calls have left the window: look at
         // the oldest few first, and search only beyond them.
@@ -564,7 +615,10 @@ fn judge(slot: Option<&Slot>, spec: &LimitSpec, now: Duration) -> Verdict {
         // Admitted again when the max-th newest admission leaves the window, or sooner if
         // the whole key goes idle first (a window lengthened by a reload, not yet served).
         let leaves = at(first + (count - max)).unwrap_or(now);
-        Some(slot.and_then(Slot::idle_at).map_or(leaves, |idle| leaves.min(idle)))
+        Some(
+            slot.and_then(Slot::idle_at)
+                .map_or(leaves, |idle| leaves.min(idle)),
+        )
     } else {
         None
     };
@@ -597,15 +651,21 @@ impl MemoryStore {
         Duration::from_nanos(previous.max(now))
     }
 
-    fn hash(&self, key: &CounterKey) -> u64 {
-        key_hash(&self.spread, &key.counter, &key.scope_value)
+    fn hash(&self, key: Key<'_>) -> u64 {
+        key_hash(&self.spread, key.counter, key.scope)
     }
 
     /// The shard of a key whose `spread` hash is `hash`. It takes the hash's middle bits:
     /// the shard's table uses the low bits for the bucket and the top seven as the tag, so
     /// the keys of one shard still spread over its whole table.
     fn shard_of(&self, hash: u64) -> usize {
-        ((hash >> 32) % self.shards.len() as u64) as usize
+        let n = self.shards.len() as u64;
+        if n.is_power_of_two() {
+            // The default's 64 shards: a mask, not a division.
+            ((hash >> 32) & (n - 1)) as usize
+        } else {
+            ((hash >> 32) % n) as usize
+        }
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
@@ -684,13 +744,29 @@ impl CounterStore for MemoryStore {
         Ok(())
     }
 
+    fn acquire_one(
+        &self,
+        counter: &Arc<str>,
+        scope_value: &Arc<str>,
+        spec: &LimitSpec,
+        now: Duration,
+        dry_run: bool,
+    ) -> Acquire {
+        let key = Key {
+            counter,
+            scope: scope_value,
+        };
+        self.acquire_single(key, spec, now, self.advance(now), dry_run)
+    }
+
     fn record(&self, limits: &[(CounterKey, LimitSpec)], now: Duration) -> Acquire {
         let now = self.advance(now);
         let mut states = Vec::with_capacity(limits.len());
-        for (idx, (key, spec)) in limits.iter().enumerate() {
+        for (idx, (counter_key, spec)) in limits.iter().enumerate() {
+            let key = Key::from(counter_key);
             let hash = self.hash(key);
             let mut shard = self.lock(self.shard_of(hash));
-            if limits[..idx].iter().all(|(k, _)| k != key) {
+            if limits[..idx].iter().all(|(k, _)| k != counter_key) {
                 shard.take(hash, key, spec, now, &self.spread);
             }
             // What the counter reads after recording: the event is in it.
@@ -698,8 +774,8 @@ impl CounterStore for MemoryStore {
             shard.tick(now, &self.spread);
             drop(shard);
             states.push(CounterState {
-                counter: key.counter.clone(),
-                key: key.scope_value.clone(),
+                counter: Arc::clone(key.counter),
+                key: Arc::clone(key.scope),
                 used: u32::try_from(v.in_window).unwrap_or(u32::MAX),
                 max: spec.max,
                 window: spec.window,
@@ -714,11 +790,11 @@ impl CounterStore for MemoryStore {
         let asked = now;
         let now = self.advance(now);
         if let [(key, spec)] = limits {
-            return self.acquire_one(key, spec, asked, now, dry_run);
+            return self.acquire_single(key.into(), spec, asked, now, dry_run);
         }
         // Hash each key once, for its shard and its place in the shard's table; lock every
         // shard involved in ascending order, so two acquires never deadlock.
-        let hashes: Few<u64> = limits.iter().map(|(k, _)| self.hash(k)).collect();
+        let hashes: Few<u64> = limits.iter().map(|(k, _)| self.hash(k.into())).collect();
         let shard_of_limit: Few<usize> = hashes.iter().map(|&h| self.shard_of(h)).collect();
         let mut shard_ids = shard_of_limit.clone();
         shard_ids.sort_unstable();
@@ -742,7 +818,9 @@ impl CounterStore for MemoryStore {
             .iter()
             .zip(&slots)
             .zip(&hashes)
-            .map(|(((key, spec), &slot), &hash)| judge(guards[slot].1.get(hash, key), spec, now))
+            .map(|(((key, spec), &slot), &hash)| {
+                judge(guards[slot].1.get(hash, key.into()), spec, now)
+            })
             .collect();
         let refused_by: Vec<usize> = verdicts
             .iter()
@@ -761,9 +839,11 @@ impl CounterStore for MemoryStore {
             .enumerate()
         {
             if take && spec.counts.is_calls() && first_of(idx) == Some(idx) {
-                guards[slot].1.take(hash, key, spec, now, &self.spread);
+                guards[slot]
+                    .1
+                    .take(hash, key.into(), spec, now, &self.spread);
             }
-            states.push(state(key, spec, v, admitted, now));
+            states.push(state(key.into(), spec, v, admitted, now));
         }
         for (_, shard) in &mut guards {
             shard.tick(now, &self.spread);
@@ -787,10 +867,10 @@ impl CounterStore for MemoryStore {
 
 impl MemoryStore {
     /// [`CounterStore::acquire`] of a call under one limit (most calls): one hash, one lock,
-    /// one look-up, and no scratch lists.
-    fn acquire_one(
+    /// one look-up, no scratch lists, and no key built (`now` is already clamped).
+    fn acquire_single(
         &self,
-        key: &CounterKey,
+        key: Key<'_>,
         spec: &LimitSpec,
         asked: Duration,
         now: Duration,
