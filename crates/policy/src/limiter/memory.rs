@@ -114,12 +114,64 @@ impl Ring {
         self.bytes[i * w..(i + 1) * w].copy_from_slice(&offset.to_le_bytes()[..w]);
     }
 
-    /// The number of leading timestamps for which `pred` holds (`pred` holds for a prefix).
-    fn partition_point(&self, pred: impl Fn(u64) -> bool) -> usize {
-        let (mut lo, mut hi) = (0, self.len());
+    /// How many timestamps are at most `cutoff` (they are in time order). A few are scanned;
+    /// for more, the place is guessed by interpolating between the oldest and the newest (the
+    /// admissions of steady traffic are about evenly spaced), bracketed by galloping from the
+    /// guess and found by binary search in the bracket: a few probes where a plain binary
+    /// search of a large ring takes log2(len), and never more than about twice that.
+    fn count_at_most(&self, cutoff: u64) -> usize {
+        let len = self.len();
+        if len <= 8 {
+            return (0..len).position(|i| self.at(i) > cutoff).unwrap_or(len);
+        }
+        let (oldest, newest) = (self.at(0), self.at(len - 1));
+        if cutoff < oldest {
+            return 0;
+        }
+        if newest <= cutoff {
+            return len;
+        }
+        // Now at(0) <= cutoff < at(len - 1): the answer p is in 1..len, and any guess in
+        // 0..len serves (a poor one costs probes, never the answer).
+        let share = (cutoff - oldest) as f64 / (newest - oldest) as f64;
+        let guess = ((share * (len - 1) as f64) as usize).min(len - 1);
+        let (mut lo, mut hi);
+        let mut step = 1;
+        if self.at(guess) <= cutoff {
+            lo = guess + 1;
+            loop {
+                let probe = guess + step;
+                if probe >= len - 1 {
+                    hi = len - 1;
+                    break;
+                }
+                if self.at(probe) > cutoff {
+                    hi = probe;
+                    break;
+                }
+                lo = probe + 1;
+                step *= 2;
+            }
+        } else {
+            hi = guess;
+            loop {
+                if step >= guess {
+                    lo = 1;
+                    break;
+                }
+                let probe = guess - step;
+                if self.at(probe) <= cutoff {
+                    lo = probe + 1;
+                    break;
+                }
+                hi = probe;
+                step *= 2;
+            }
+        }
+        // p is in lo..=hi.
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if pred(self.at(mid)) {
+            if self.at(mid) <= cutoff {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -587,22 +639,20 @@ fn state(
 fn judge(slot: Option<&Slot>, spec: &LimitSpec, now: Duration) -> Verdict {
     // The ring is in time order (the store's clock never goes back), so the calls still in
     // the half-open window (now - window, now] are a suffix of it: find where it starts by
-    // binary search rather than walking every call.
+    // search ([`Ring::count_at_most`]) rather than walking every call.
     // An idle key remembers nothing, even under a window longer than the ones it served.
     let slot = slot.filter(|s| !s.is_idle(now));
     let ring = slot.map(|s| &s.ring);
     let len = ring.map_or(0, Ring::len);
-    // In exact `u128` nanoseconds: no sum of a timestamp and a window saturates there.
-    let (window, now_ns) = (spec.window.as_nanos(), now.as_nanos());
-    let left = |t: u64| u128::from(t) + window <= now_ns;
-    let first = ring.map_or(0, |r| {
-        // Under steady traffic none or a few of the kept calls have left the window: look at
-        // the oldest few first, and search only beyond them.
-        match (0..len.min(8)).position(|i| !left(r.at(i))) {
-            Some(i) => i,
-            None => r.partition_point(left),
+    // A call at `t` has left iff `t + window <= now`, i.e. `t <= now - window`, in exact
+    // `u128` nanoseconds (nothing saturates there): none has left before one window has passed.
+    let first = match now.as_nanos().checked_sub(spec.window.as_nanos()) {
+        None => 0,
+        Some(cutoff) => {
+            let cutoff = u64::try_from(cutoff).unwrap_or(u64::MAX);
+            ring.map_or(0, |r| r.count_at_most(cutoff))
         }
-    });
+    };
     let at = |i: usize| {
         ring.filter(|r| i < r.len())
             .map(|r| Duration::from_nanos(r.at(i)).saturating_add(spec.window))

@@ -122,13 +122,16 @@ proptest! {
                 prop_assert!(ring.base <= oldest);
                 prop_assert!(model.len() * usize::from(ring.width) <= PACKED);
             }
-            let mid = model.len() / 2;
-            let pivot = model.get(mid).copied().unwrap_or(0);
-            prop_assert_eq!(
-                ring.partition_point(|t| t < pivot),
-                model.partition_point(|&t| t < pivot),
-                "op {}", i
-            );
+            // Every cutoff where the count changes, and one either side.
+            for &t in &model {
+                for cutoff in [t.saturating_sub(1), t, t.saturating_add(1)] {
+                    prop_assert_eq!(
+                        ring.count_at_most(cutoff),
+                        model.partition_point(|&x| x <= cutoff),
+                        "op {}: cutoff {}", i, cutoff
+                    );
+                }
+            }
         }
     }
 }
