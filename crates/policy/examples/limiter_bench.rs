@@ -103,4 +103,8 @@ fn main() {
         ),
         _ => println!("memory: /proc/self/status is not readable here"),
     }
+    println!(
+        "keys whose admissions spilled from their slot to the heap: {}",
+        wide.wide_keys()
+    );
 }

@@ -331,6 +331,8 @@ pub struct Engine {
     store: Arc<dyn CounterStore>,
     /// Whether any rule checks an argument or branches on one (see [`Engine::reads_arguments`]).
     reads_arguments: bool,
+    /// The scope value of a `global` limit (`*`), made once.
+    global: Arc<str>,
 }
 
 /// The path one call took through the policy, for `tollgate explain`.
@@ -389,6 +391,7 @@ impl Engine {
             policy,
             store,
             reads_arguments,
+            global: Arc::from("*"),
         }
     }
 
@@ -494,7 +497,7 @@ impl Engine {
             .map(|(l, by)| LimitLine {
                 counter: Arc::clone(&l.counter),
                 scope: scope_name(l.scope),
-                key: key_value(l.scope, by, call),
+                key: key_value(l.scope, by, call, &self.global),
                 max: l.max,
                 window_seconds: l.window.as_secs(),
                 counts: l.counts,
@@ -521,13 +524,16 @@ impl Engine {
         }
     }
 
+    // Inlined into `decide` and its siblings, so the decision is built where it is returned
+    // rather than moved out of a tuple.
+    #[inline]
     fn evaluate(
         &self,
         call: &Call,
         now: Duration,
         mode: Mode,
         unreadable: &[TypeMismatch],
-    ) -> (Decision, Option<String>, Arc<RuleBody>) {
+    ) -> (Decision, Option<String>, &RuleBody) {
         let policy = &*self.policy;
         let rule = policy.select(&call.tool, &call.meta);
         // The selected rule before any branch: its redactions (its cases' too) hide values
@@ -538,7 +544,8 @@ impl Engine {
             unreadable,
             defaults: call.meta.defaults.as_deref(),
         };
-        let mut body = rule.map_or_else(|| Arc::clone(&policy.default), |r| Arc::clone(&r.body));
+        // Borrowed from the policy: no reference count moves on the way.
+        let mut body: &RuleBody = top;
         let mut violations = Vec::new();
         check_arguments(&body.arguments, &call.arguments, &context, &mut violations);
         let mut branch_text = None;
@@ -556,7 +563,7 @@ impl Engine {
             match pick_case(branch, value, &context) {
                 Pick::Case(case) => {
                     branch_text = Some(format!("{} = {}", branch.argument, shown_value()));
-                    let case = Arc::clone(case);
+                    let case: &RuleBody = case;
                     check_arguments(&case.arguments, &call.arguments, &context, &mut violations);
                     body = case;
                 }
@@ -566,7 +573,7 @@ impl Engine {
                         branch.argument,
                         shown_value()
                     ));
-                    let case = Arc::clone(case);
+                    let case: &RuleBody = case;
                     check_arguments(&case.arguments, &call.arguments, &context, &mut violations);
                     body = case;
                 }
@@ -579,7 +586,7 @@ impl Engine {
                 ),
             }
         }
-        let rule_ref = self.rule_ref(&body);
+        let rule_ref = self.rule_ref(body);
         let reason = body.reason.clone().or_else(|| {
             (rule.is_none() && body.action != Action::Allow).then(|| {
                 Arc::from(format!(
@@ -613,34 +620,50 @@ impl Engine {
         let mut on_error = Vec::new();
         let mut failed_open = None;
         if !body.limits.is_empty() {
-            // On the stack: a rule has a limit or two.
-            let keys: smallvec::SmallVec<[(CounterKey, LimitSpec); 2]> = body
-                .limits
-                .iter()
-                .zip(&body.limit_by)
-                .map(|(l, by)| {
-                    (
-                        CounterKey {
-                            counter: Arc::clone(&l.counter),
-                            scope_value: key_value(l.scope, by, call),
-                        },
-                        l.clone(),
-                    )
-                })
-                .collect();
             // A call about to be held is measured, not counted: it is counted when approved.
             let dry_run = match mode {
                 Mode::Explain => true,
                 Mode::Decide => body.action == Action::RequireApproval,
                 Mode::Approved => false,
             };
-            match self.store.acquire(&keys, now, dry_run) {
+            // On the stack: a rule has a limit or two. Left empty for a rule with one limit on
+            // calls and no `by` (most rules): its key is the call's own scope value, borrowed,
+            // and there is no error to count later.
+            let mut keys: smallvec::SmallVec<[(CounterKey, LimitSpec); 2]> =
+                smallvec::SmallVec::new();
+            let answer = match (&body.limits[..], &body.limit_by[..]) {
+                ([limit], [by]) if by.is_empty() && limit.counts.is_calls() => {
+                    let scope_value = scope_value(limit.scope, call, &self.global);
+                    self.store
+                        .acquire_one(&limit.counter, scope_value, limit, now, dry_run)
+                }
+                _ => {
+                    keys = body
+                        .limits
+                        .iter()
+                        .zip(&body.limit_by)
+                        .map(|(l, by)| {
+                            (
+                                CounterKey {
+                                    counter: Arc::clone(&l.counter),
+                                    scope_value: key_value(l.scope, by, call, &self.global),
+                                },
+                                l.clone(),
+                            )
+                        })
+                        .collect();
+                    self.store.acquire(&keys, now, dry_run)
+                }
+            };
+            match answer {
                 Acquire::Admitted { states: s } => {
                     states = s;
-                    on_error = keys
-                        .into_iter()
-                        .filter(|(_, spec)| !spec.counts.is_calls())
-                        .collect();
+                    if keys.iter().any(|(_, spec)| !spec.counts.is_calls()) {
+                        on_error = keys
+                            .into_iter()
+                            .filter(|(_, spec)| !spec.counts.is_calls())
+                            .collect();
+                    }
                 }
                 Acquire::Refused {
                     retry_after,
@@ -741,12 +764,12 @@ pub const MAX_BY_VALUE: usize = 256;
 /// A counter's key value: its scope's value, then (for a limit with `by`) the JSON text of
 /// each argument it names, as the tool reads it (a top-level argument left out: its default;
 /// otherwise `null`), each after a `|`. Without `by`, the scope's value alone.
-fn key_value(scope: Scope, by: &[String], call: &Call) -> Arc<str> {
-    let base = scope_value(scope, call);
+fn key_value(scope: Scope, by: &[String], call: &Call, global: &Arc<str>) -> Arc<str> {
+    let base = scope_value(scope, call, global);
     if by.is_empty() {
-        return base;
+        return Arc::clone(base);
     }
-    let mut key = String::from(&*base);
+    let mut key = String::from(&**base);
     for pointer in by {
         let value = call.arguments.pointer(pointer).or_else(|| {
             let name = pointer.strip_prefix('/')?;
@@ -772,11 +795,11 @@ fn key_value(scope: Scope, by: &[String], call: &Call) -> Arc<str> {
     Arc::from(key)
 }
 
-fn scope_value(scope: Scope, call: &Call) -> Arc<str> {
+fn scope_value<'a>(scope: Scope, call: &'a Call, global: &'a Arc<str>) -> &'a Arc<str> {
     match scope {
-        Scope::Grant => Arc::clone(&call.grant),
-        Scope::Session => Arc::clone(&call.session),
-        Scope::Global => Arc::from("*"),
+        Scope::Grant => &call.grant,
+        Scope::Session => &call.session,
+        Scope::Global => global,
     }
 }
 

@@ -271,6 +271,11 @@ impl Model {
 }
 
 fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    check_with_jitter(steps, &[])
+}
+
+/// [`check`], with step `i` moved on by `jitter[i % len]` nanoseconds more (none when empty).
+fn check_with_jitter(steps: Vec<Step>, jitter: &[u64]) -> Result<(), TestCaseError> {
     let store = MemoryStore::with_shards(4);
     let mut model = Model::default();
     let mut now = Duration::from_secs(100);
@@ -281,6 +286,9 @@ fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
         } else {
             now.saturating_sub(Duration::from_millis(step.delta_ms.unsigned_abs()))
         };
+        if !jitter.is_empty() {
+            now += Duration::from_nanos(jitter[i % jitter.len()]);
+        }
         if let Some(next) = step.reload {
             store
                 .reloaded(&specs_of(version), &specs_of(next), now)
@@ -399,6 +407,59 @@ proptest! {
         steps in prop::collection::vec(step(true, true), 1..120)
     ) {
         check(steps)?;
+    }
+}
+
+/// Nanoseconds added to steps, clustered where the store's packing of a key's admissions
+/// changes: offsets just below and at 2^32 and 2^40 nanoseconds (4- to 5- and 5- to 6-byte
+/// offsets), sub-millisecond jitter that makes every timestamp odd, and a step of just under
+/// the longest window (600 s), so a key that is not idle spans more than 2^40 ns.
+fn jitter_ns() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        3 => Just(0u64),
+        3 => Just(1),
+        6 => 0u64..1_000_000,
+        1 => Just((1 << 32) - 1),
+        1 => Just(1 << 32),
+        1 => Just((1 << 40) - 1),
+        1 => Just(1 << 40),
+        1 => Just(599_999_999_999),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The store keeps each admission to the nanosecond, however it packs them: with
+    /// timestamps off the millisecond grid and gaps around the packing's width edges, with
+    /// time going backwards and reloads, it still decides exactly as the model.
+    #[test]
+    fn limiter_matches_model_at_nanosecond_instants_across_packing_widths(
+        steps in prop::collection::vec(step(true, true), 1..120),
+        jitter in prop::collection::vec(jitter_ns(), 1..16),
+    ) {
+        check_with_jitter(steps, &jitter)?;
+    }
+
+    /// `acquire_one` (the engine's path for a rule with one limit, by borrowed key parts) and
+    /// `acquire` of the same single limit answer identically, step for step, on two stores
+    /// fed the same calls.
+    #[test]
+    fn acquire_one_answers_as_acquire_of_one_limit(
+        steps in prop::collection::vec(step(true, false), 1..120),
+    ) {
+        let (by_one, by_list) = (MemoryStore::with_shards(4), MemoryStore::with_shards(4));
+        let mut now = Duration::from_secs(100);
+        for (i, step) in steps.iter().enumerate() {
+            let delta = Duration::from_millis(step.delta_ms.unsigned_abs());
+            now = if step.delta_ms >= 0 { now + delta } else { now.saturating_sub(delta) };
+            for limit in limits_for(step, 0) {
+                let (key, spec) = &limit;
+                let one = by_one.acquire_one(&key.counter, &key.scope_value, spec, now, step.dry_run);
+                let list = by_list.acquire(std::slice::from_ref(&limit), now, step.dry_run);
+                prop_assert_eq!(one, list, "step {}", i);
+            }
+        }
     }
 }
 

@@ -228,6 +228,26 @@ pub trait CounterStore: Send + Sync + std::fmt::Debug {
     /// in its window) but never taken here: [`CounterStore::record`] takes it.
     fn acquire(&self, limits: &[(CounterKey, LimitSpec)], now: Duration, dry_run: bool) -> Acquire;
 
+    /// [`CounterStore::acquire`] of a call under one limit, the key given by its parts: the
+    /// same answer as `acquire(&[(CounterKey { counter, scope_value }, spec)], now,
+    /// dry_run)`, which is what the default does. The engine calls it for a rule with one
+    /// limit (most rules), so a store that overrides it (the in-memory one) decides without
+    /// building an owned key.
+    fn acquire_one(
+        &self,
+        counter: &Arc<str>,
+        scope_value: &Arc<str>,
+        spec: &LimitSpec,
+        now: Duration,
+        dry_run: bool,
+    ) -> Acquire {
+        let key = CounterKey {
+            counter: Arc::clone(counter),
+            scope_value: Arc::clone(scope_value),
+        };
+        self.acquire(&[(key, spec.clone())], now, dry_run)
+    }
+
     /// Records one event (an upstream error) at `now` on every key of `limits`, whatever they
     /// hold: an error is a fact, not a request, so it is counted even when the budget is
     /// already full (the key keeps its newest `keep_max` events, which is all a limit of that
