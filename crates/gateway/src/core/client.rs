@@ -187,6 +187,18 @@ impl SessionCore {
         {
             self.stateless = true;
         }
+        if let (Some(t), Some(id), Some(method)) = (&mut self.traces, id, method) {
+            let protocol = self.protocol.map(ProtocolVersion::as_str);
+            t.request(
+                id_key(id),
+                id,
+                method,
+                params,
+                &self.session,
+                &self.grant,
+                protocol,
+            );
+        }
         if let Some(method) = method {
             let refused = match method_kind(method) {
                 MethodKind::ToolsCall if id.is_none() => Some(MethodRefusal::CallAsNotification),
