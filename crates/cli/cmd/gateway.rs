@@ -9,7 +9,7 @@
 //! [--upstream-ca-file FILE]
 //! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
 //! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
-//! [--lock FILE [--lock-mode refuse|warn]]
+//! [--lock FILE [--lock-mode refuse|warn]] [--otlp-endpoint URL [--otlp-service-name NAME]]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
 //!
 //! `--config FILE` (TOML, docs/gateway.md "Config file") gives the policy, audit log,

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -157,6 +157,7 @@ impl Telemetry {
             inner: exporter,
             held: Arc::clone(&held),
             dropped: dropped.clone(),
+            failing: AtomicBool::new(false),
         })
         .with_batch_config(
             BatchConfigBuilder::default()
@@ -253,6 +254,8 @@ struct Counted<E> {
     inner: E,
     held: Arc<AtomicUsize>,
     dropped: Counter,
+    /// Whether the last export failed.
+    failing: AtomicBool,
 }
 
 impl<E: SpanExporter> SpanExporter for Counted<E> {
@@ -260,9 +263,23 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         let n = batch.len();
         let result = self.inner.export(batch).await;
         self.held.fetch_sub(n, Ordering::AcqRel);
-        if let Err(e) = &result {
-            self.dropped.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
-            tracing::debug!(target: "tollgate::telemetry", "{n} span(s) not exported: {e}");
+        match &result {
+            Err(e) => {
+                self.dropped.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+                // Said once when exports start failing, not once per batch.
+                if !self.failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        "traces: {n} span(s) not exported ({e}); spans are dropped and counted in tollgate_trace_spans_dropped_total until the OTLP endpoint takes them again (calls are not affected)"
+                    );
+                } else {
+                    tracing::debug!("traces: {n} span(s) not exported: {e}");
+                }
+            }
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("traces: the OTLP endpoint takes spans again");
+                }
+            }
         }
         result
     }
