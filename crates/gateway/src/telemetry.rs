@@ -407,6 +407,9 @@ struct Open {
     /// Whether the request was sent on to the upstream.
     forwarded: bool,
     decided: bool,
+    /// Requests that reused this one's id while it was in flight, whose refusals are still to
+    /// come out under the same id.
+    duplicates: u32,
 }
 
 /// One session's open spans, by the request's id (its JSON text), and the HTTP request's trace
@@ -445,7 +448,13 @@ impl SessionTraces {
         grant: &str,
         protocol: Option<&str>,
     ) {
-        if self.open.len() >= MAX_OPEN_SPANS || self.open.contains_key(&key) {
+        if let Some(open) = self.open.get_mut(&key) {
+            // A second request under an id in flight: the gateway refuses it at once, and that
+            // answer is not the first request's.
+            open.duplicates += 1;
+            return;
+        }
+        if self.open.len() >= MAX_OPEN_SPANS {
             return;
         }
         let parent = Carrier::of_meta(params)
@@ -489,6 +498,7 @@ impl SessionTraces {
                 span,
                 forwarded: false,
                 decided: false,
+                duplicates: 0,
             },
         );
     }
@@ -595,6 +605,12 @@ impl SessionTraces {
         let Some(key) = m.get("id").map(crate::core::answer_id_key) else {
             return;
         };
+        if let Some(open) = self.open.get_mut(&key)
+            && open.duplicates > 0
+        {
+            open.duplicates -= 1;
+            return;
+        }
         let Some(mut open) = self.open.remove(&key) else {
             return;
         };
@@ -681,7 +697,7 @@ fn id_text(id: &Value) -> String {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+#[expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 mod tests {
     use super::*;
 
@@ -747,6 +763,125 @@ mod tests {
         assert_eq!(&*deciding(&limits).unwrap().counter, "c");
         assert_eq!(&*deciding(&limits[..2]).unwrap().counter, "b");
         assert!(deciding(&[]).is_none());
+    }
+
+    /// The spans a test's session ends, exported as they end.
+    #[derive(Debug, Clone, Default)]
+    struct Collect(Arc<std::sync::Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Collect {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    impl Collect {
+        /// `(name, outcome, decision)` of each span ended so far.
+        fn ended(&self) -> Vec<(String, String, String)> {
+            let attr = |s: &SpanData, k: &str| {
+                s.attributes
+                    .iter()
+                    .find(|kv| kv.key.as_str() == k)
+                    .map(|kv| kv.value.to_string())
+                    .unwrap_or_default()
+            };
+            let spans = self.0.lock().unwrap();
+            spans
+                .iter()
+                .map(|s| {
+                    let outcome = attr(s, "tollgate.outcome");
+                    (s.name.to_string(), outcome, attr(s, "tollgate.decision"))
+                })
+                .collect()
+        }
+    }
+
+    fn session() -> (SessionTraces, Collect) {
+        let collect = Collect::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(collect.clone())
+            .build();
+        let telemetry = Telemetry {
+            tracer: provider.tracer(SCOPE),
+            provider,
+            upstream: None,
+        };
+        (SessionTraces::new(telemetry), collect)
+    }
+
+    fn request(t: &mut SessionTraces, id: u64, method: &str) {
+        let params = serde_json::json!({"name": "echo", "arguments": {"text": "x"}});
+        t.request(
+            id.to_string(),
+            &Value::from(id),
+            method,
+            Some(&params),
+            "s",
+            "g",
+            None,
+        );
+    }
+
+    /// Each answer ends its request's span with its outcome: a result, the gateway's refusal
+    /// (its decision named), a JSON-RPC error after forwarding (the upstream's) or before (the
+    /// gateway's); a forwarded request carries the span's context in `_meta`; the refusal of a
+    /// second request reusing an id in flight does not end the first one's span; the session's
+    /// end ends what is still open.
+    #[test]
+    fn answers_end_spans_with_their_outcome() {
+        let (mut t, spans) = session();
+        request(&mut t, 1, "tools/call");
+        let mut out = [Out::Upstream(
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}),
+        )];
+        t.outs(&mut out);
+        let Out::Upstream(sent) = &out[0] else {
+            panic!()
+        };
+        let open = &t.open["1"].span;
+        let expected = format!(
+            "00-{}-{}-01",
+            open.span_context().trace_id(),
+            open.span_context().span_id()
+        );
+        assert_eq!(sent["params"]["_meta"]["traceparent"], expected.as_str());
+        // The same id again: refused at once, the first still open.
+        request(&mut t, 1, "tools/call");
+        t.outs(&mut [Out::Client(serde_json::json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "in flight"}}))]);
+        assert!(spans.ended().is_empty());
+        t.outs(&mut [Out::Client(serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}}))]);
+        request(&mut t, 2, "tools/call");
+        let refusal = crate::refusal::gateway("echo", "g", "unknown_tool", "no".into());
+        t.outs(&mut [Out::Client(
+            serde_json::json!({"jsonrpc": "2.0", "id": 2, "result": refusal}),
+        )]);
+        request(&mut t, 3, "tools/call");
+        t.outs(&mut [Out::Upstream(
+            serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {}}),
+        )]);
+        t.outs(&mut [Out::Client(serde_json::json!([{"jsonrpc": "2.0", "id": 3, "error": {"code": -32000, "message": "boom"}}]))]);
+        request(&mut t, 4, "tools/list");
+        t.outs(&mut [Out::Client(serde_json::json!({"jsonrpc": "2.0", "id": 4, "error": {"code": -32602, "message": "bad"}}))]);
+        request(&mut t, 5, "tools/call");
+        request(&mut t, 6, "tools/call");
+        t.outs(&mut [Out::Client(serde_json::json!({"jsonrpc": "2.0", "id": 6, "result": {"content": [], "isError": true}}))]);
+        drop(t);
+        let ended = spans.ended();
+        let of = |name: &str, outcome: &str, decision: &str| {
+            (name.to_owned(), outcome.to_owned(), decision.to_owned())
+        };
+        assert_eq!(
+            ended,
+            [
+                of("tools/call echo", "result", ""),
+                of("tools/call echo", "refused", "unknown_tool"),
+                of("tools/call echo", "upstream_error", ""),
+                of("tools/list", "error", ""),
+                of("tools/call echo", "tool_error", ""),
+                of("tools/call echo", "abandoned", ""),
+            ]
+        );
     }
 
     /// An endpoint must be an http(s) URL; spans go to its `/v1/traces`.
