@@ -320,3 +320,48 @@ fn the_gateway_keeps_serving_when_the_endpoint_is_down() {
     });
     assert!(dropped <= 41, "{dropped}");
 }
+
+/// Over stdio (a child upstream): the first call waits for the gateway's own tool list and
+/// keeps its span, which continues the client's `_meta` trace context, ends as a result and is
+/// exported when the client goes away (the gateway flushes on its way out).
+#[test]
+fn a_stdio_call_that_waits_for_the_tool_list_keeps_its_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let spans_file = dir.path().join("spans.jsonl");
+    let (_receiver, otlp) = start_script("otlp_receiver.py", &spans_file);
+    let mut first = call(
+        2,
+        "list_k8s_resources",
+        json!({"cluster_name": "c", "kind": "Pod", "api_version": "v1"}),
+    );
+    first["params"]["_meta"] = json!({"traceparent": format!("00-{TRACE_A}-{PARENT_A}-01")});
+    let answers = super::stdio_gateway(
+        &[
+            "--policy",
+            &write(dir.path(), "p.json", super::ALLOW_ALL),
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{otlp}"),
+            "--",
+            env!("CARGO_BIN_EXE_tollgate"),
+            "mock-eks",
+        ],
+        &[
+            initialize(1),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            first,
+        ],
+        Duration::from_secs(2),
+    );
+    assert!(answers.iter().any(|a| a["id"] == 2), "{answers:?}");
+    let spans = spans_at_least(&spans_file, 2);
+    let call_span = spans
+        .iter()
+        .find(|s| s["attributes"]["jsonrpc.request.id"] == "2")
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(call_span["name"], "tools/call list_k8s_resources");
+    assert_eq!(call_span["trace_id"], TRACE_A);
+    assert_eq!(call_span["parent_span_id"], PARENT_A);
+    assert_eq!(call_span["attributes"]["mcp.session.id"], "stdio");
+    assert_eq!(call_span["attributes"]["tollgate.decision"], "allow");
+    assert_ne!(call_span["attributes"]["tollgate.outcome"], "abandoned");
+}

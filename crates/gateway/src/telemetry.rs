@@ -370,6 +370,17 @@ impl Carrier {
     }
 }
 
+/// What a span says of its request.
+#[derive(Debug, Clone, Copy)]
+pub struct McpRequest<'a> {
+    pub id: &'a Value,
+    pub method: &'a str,
+    pub params: Option<&'a Value>,
+    pub session: &'a str,
+    pub grant: &'a str,
+    pub protocol: Option<&'a str>,
+}
+
 /// How a request ended, for its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -436,22 +447,23 @@ impl SessionTraces {
     }
 
     /// A request from the client: its span opens, a child of the client's span when the request
-    /// (`_meta`) or its HTTP request (header) carries trace context.
-    #[expect(clippy::too_many_arguments, reason = "what a span says of its request")]
-    pub fn request(
-        &mut self,
-        key: String,
-        id: &Value,
-        method: &str,
-        params: Option<&Value>,
-        session: &str,
-        grant: &str,
-        protocol: Option<&str>,
-    ) {
+    /// (`_meta`) or its HTTP request (header) carries trace context. `reused`: its id is in
+    /// flight, and the gateway refuses it at once (that answer does not end the first one's
+    /// span). A request seen again that is not reused (a call that waited for the tool list)
+    /// keeps its span.
+    pub fn request(&mut self, key: String, r: &McpRequest<'_>, reused: bool) {
+        let McpRequest {
+            id,
+            method,
+            params,
+            session,
+            grant,
+            protocol,
+        } = *r;
         if let Some(open) = self.open.get_mut(&key) {
-            // A second request under an id in flight: the gateway refuses it at once, and that
-            // answer is not the first request's.
-            open.duplicates += 1;
+            if reused {
+                open.duplicates += 1;
+            }
             return;
         }
         if self.open.len() >= MAX_OPEN_SPANS {
@@ -810,17 +822,22 @@ mod tests {
         (SessionTraces::new(telemetry), collect)
     }
 
-    fn request(t: &mut SessionTraces, id: u64, method: &str) {
+    fn request_reused(t: &mut SessionTraces, id: u64, method: &str, reused: bool) {
         let params = serde_json::json!({"name": "echo", "arguments": {"text": "x"}});
-        t.request(
-            id.to_string(),
-            &Value::from(id),
+        let id_value = Value::from(id);
+        let r = McpRequest {
+            id: &id_value,
             method,
-            Some(&params),
-            "s",
-            "g",
-            None,
-        );
+            params: Some(&params),
+            session: "s",
+            grant: "g",
+            protocol: None,
+        };
+        t.request(id.to_string(), &r, reused);
+    }
+
+    fn request(t: &mut SessionTraces, id: u64, method: &str) {
+        request_reused(t, id, method, false);
     }
 
     /// Each answer ends its request's span with its outcome: a result, the gateway's refusal
@@ -846,8 +863,10 @@ mod tests {
             open.span_context().span_id()
         );
         assert_eq!(sent["params"]["_meta"]["traceparent"], expected.as_str());
-        // The same id again: refused at once, the first still open.
+        // The same request again, after waiting for the tool list: the same span.
         request(&mut t, 1, "tools/call");
+        // The same id again while in flight: refused at once, the first still open.
+        request_reused(&mut t, 1, "tools/call", true);
         t.outs(&mut [Out::Client(serde_json::json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "in flight"}}))]);
         assert!(spans.ended().is_empty());
         t.outs(&mut [Out::Client(serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [], "isError": false}}))]);

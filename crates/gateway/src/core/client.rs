@@ -187,17 +187,24 @@ impl SessionCore {
         {
             self.stateless = true;
         }
-        if let (Some(t), Some(id), Some(method)) = (&mut self.traces, id, method) {
+        if self.traces.is_some()
+            && let (Some(id), Some(method)) = (id, method)
+        {
+            // A request reusing an id in flight is refused below; a call that waited for the
+            // tool list comes through here again, and keeps its span.
+            let reused = self.request_in_flight(id);
             let protocol = self.protocol.map(ProtocolVersion::as_str);
-            t.request(
-                id_key(id),
-                id,
-                method,
-                params,
-                &self.session,
-                &self.grant,
-                protocol,
-            );
+            if let Some(t) = &mut self.traces {
+                let about = crate::telemetry::McpRequest {
+                    id,
+                    method,
+                    params,
+                    session: &self.session,
+                    grant: &self.grant,
+                    protocol,
+                };
+                t.request(id_key(id), &about, reused);
+            }
         }
         if let Some(method) = method {
             let refused = match method_kind(method) {
