@@ -13,14 +13,20 @@ step() { printf '\n==> %s\n' "$*"; }
 # tools/list and refused calls: the gateway is tested in front of it.
 # FastMCP (fastmcp 4.2.3) is the client matrix's third Python client and its typed upstream
 # (tests/clients.rs).
-step "python test environment (.venv: mcp==2.3.0, awslabs.eks-mcp-server==0.2.1, fastmcp==4.2.3)"
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp, fastmcp' 2>/dev/null || [ ! -x .venv/bin/awslabs.eks-mcp-server ] \
-    || [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("fastmcp"))' 2>/dev/null)" != 4.2.3 ]; then
+# opentelemetry-proto (with protobuf) decodes the gateway's OTLP export in the traces' receiver
+# (tests/otel/otlp_receiver.py).
+step "python test environment (.venv: mcp==2.3.0, awslabs.eks-mcp-server==0.2.1, fastmcp==4.2.3, opentelemetry-proto==1.45.2, protobuf==7.36.2)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import mcp, fastmcp, opentelemetry.proto' 2>/dev/null || [ ! -x .venv/bin/awslabs.eks-mcp-server ] \
+    || [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("fastmcp"))' 2>/dev/null)" != 4.2.3 ] \
+    || [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))' 2>/dev/null)" != 1.45.2 ]; then
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check 'mcp==2.3.0' 'awslabs.eks-mcp-server==0.2.1' 'fastmcp==4.2.3'
+    .venv/bin/pip install --quiet --disable-pip-version-check 'mcp==2.3.0' 'awslabs.eks-mcp-server==0.2.1' 'fastmcp==4.2.3' \
+        'opentelemetry-proto==1.45.2' 'protobuf==7.36.2'
 fi
 export TOLLGATE_TEST_PYTHON="$root/.venv/bin/python"
 export TOLLGATE_TEST_EKS_SERVER="$root/.venv/bin/awslabs.eks-mcp-server"
+# The OTLP receiver of the traces' tests (tests/gateway/telemetry.rs).
+export TOLLGATE_TEST_OTLP_PYTHON="$root/.venv/bin/python"
 
 # Node: the official MCP conformance suite. 0.1.13+ needs Node 22; 0.1.12 runs on Node 20.
 step "node test environment (.ci/node: conformance 0.1.12, inspector 2.12.0, sdk 1.32.2, server-everything 2026.8.31, playwright-core 1.65.1, oidc-provider 9.13.3)"

@@ -30,6 +30,8 @@ mod oauth;
 mod tls;
 // `class:` rules for a server outside the catalogue, classed by its annotations.
 mod classes;
+// OpenTelemetry traces against a real OTLP receiver: spans, parents, propagation, a dead endpoint.
+mod telemetry;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")

@@ -246,6 +246,102 @@ fn oauth_flags_that_cannot_work_are_exit_2() {
     }
 }
 
+/// `[auth.oauth]` of a config file does what the flags do: its relative `jwks` file is found
+/// from the config's folder; no token and a token for another audience are refused (401), a
+/// token without a grant is 403, a valid one opens a session and calls under the claim's grant.
+/// Given both ways (the table and `--oauth-issuer`), the gateway does not start (exit 2).
+#[test]
+fn the_config_table_refuses_and_admits_as_the_flags_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let (signing, jwk) = key("k1");
+    write(
+        &dir.path().join("keys"),
+        "jwks.json",
+        &json!({"keys": [jwk]}).to_string(),
+    );
+    write(dir.path(), "p.json", ALLOW_ALL);
+    let audit = dir.path().join("audit.jsonl");
+    let (_mock, mock_url) = start_http(&[]);
+    let aud = "https://gateway.test/mcp";
+    let config = write(
+        dir.path(),
+        "tollgate.toml",
+        &format!(
+            "policy = \"p.json\"\naudit = \"audit.jsonl\"\n[listen]\naddr = \"127.0.0.1:0\"\n[auth.oauth]\nissuer = \"{ISS}\"\naudience = \"{aud}\"\njwks = \"keys/jwks.json\"\ngrant_claim = \"tollgate_grant\"\n[[upstream]]\nname = \"eks\"\nurl = \"{mock_url}\"\n"
+        ),
+    );
+    let (_gw, url) = start_listening(&["gateway", "--config", &config]);
+    let claims = |edit: &dyn Fn(&mut Value)| {
+        let mut c = json!({"iss": ISS, "aud": aud, "sub": "alice", "exp": now() + 300, "iat": now(), "tollgate_grant": "analyst"});
+        edit(&mut c);
+        c
+    };
+    let good = token(&signing, "k1", &claims(&|_| {}));
+    let other_audience = token(
+        &signing,
+        "k1",
+        &claims(&|c| c["aud"] = json!("https://other.test/mcp")),
+    );
+    let no_grant = token(
+        &signing,
+        "k1",
+        &claims(&|c| {
+            c.as_object_mut().unwrap().remove("tollgate_grant");
+        }),
+    );
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        for (t, status) in [
+            (None, 401),
+            (Some(other_audience.as_str()), 401),
+            (Some(no_grant.as_str()), 403),
+        ] {
+            let r = post(&http, &url, t, &initialize(0)).await;
+            assert_eq!(r.status(), status, "{t:?}");
+        }
+        let r = post(&http, &url, Some(&good), &initialize(0)).await;
+        assert_eq!(r.status(), 200);
+        let session = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+        let answer: Value = http
+            .post(&url)
+            .bearer_auth(&good)
+            .header("mcp-session-id", &session)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(call(1, "get_eks_insights", json!({"cluster_name": "prod-eks"})).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(answer["result"].is_object(), "{answer}");
+    });
+    let records = lines_of(&audit);
+    let grants: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "decision")
+        .map(|r| &r["grant"])
+        .collect();
+    assert_eq!(grants, [&json!("analyst")]);
+    let out = tollgate()
+        .args(["gateway", "--config", &config, "--oauth-issuer", ISS])
+        .args([
+            "--oauth-audience",
+            aud,
+            "--jwks",
+            "j.json",
+            "--grant-claim",
+            "g",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`[auth.oauth]` both set it"), "{stderr}");
+}
+
 /// npm `oidc-provider` (pinned in .ci/node; scripts/test-all.sh installs it). A missing one
 /// fails the test: nothing is skipped.
 fn oidc_provider() -> String {

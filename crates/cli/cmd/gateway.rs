@@ -9,7 +9,7 @@
 //! [--upstream-ca-file FILE]
 //! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
 //! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
-//! [--lock FILE [--lock-mode refuse|warn]]
+//! [--lock FILE [--lock-mode refuse|warn]] [--otlp-endpoint URL [--otlp-service-name NAME]]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
 //!
 //! `--config FILE` (TOML, docs/gateway.md "Config file") gives the policy, audit log,
@@ -42,6 +42,7 @@ use tollgate_gateway::audit::{AuditLog, Rotation, system_wall_clock};
 use tollgate_gateway::config::Config;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
 use tollgate_gateway::pin::{DEFAULT_UPSTREAM, Lock, LockMode, Pins};
+use tollgate_gateway::telemetry::{Telemetry, TelemetryConfig};
 use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
     AllowedOrigins, Auth, ClientInput, Clock, HttpFront, SessionEnd, TransportLimits, run_session,
@@ -205,6 +206,18 @@ pub struct Args {
     /// `tollgate_tls_handshakes_timed_out_total`).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     tls_handshake_timeout: Duration,
+    /// Export OpenTelemetry traces, a span per MCP request (its decision, rule, counter, grant,
+    /// session, tool, upstream and outcome; never argument values), over OTLP/HTTP (protobuf)
+    /// to this collector: posted to `URL/v1/traces`, e.g. `http://127.0.0.1:4318`
+    /// (docs/observability.md).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// The traces' `service.name` (default `tollgate`).
+    #[arg(long, value_name = "NAME", requires = "otlp_endpoint")]
+    otlp_service_name: Option<String>,
+    /// `[telemetry]` of the config file.
+    #[arg(skip)]
+    telemetry: Option<TelemetryConfig>,
     /// The upstream's Streamable HTTP URL (`http://` or `https://`).
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream_url: Option<String>,
@@ -324,6 +337,22 @@ fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
         }
         args.lock_mode = mode.as_str().to_owned();
     }
+    if let Some(oauth) = &config.oauth {
+        if args.oauth.given() {
+            anyhow::bail!(
+                "`--oauth-issuer` (and the other `--oauth-*` flags) and the config's `[auth.oauth]` both set it: keep one (the config file is read with `--config`)"
+            );
+        }
+        args.oauth.from_config = Some(oauth.clone());
+    }
+    if let Some(telemetry) = &config.telemetry {
+        if args.otlp_endpoint.is_some() {
+            anyhow::bail!(
+                "`--otlp-endpoint` and the config's `[telemetry] otlp_endpoint` both set it: keep one (the config file is read with `--config`)"
+            );
+        }
+        args.telemetry = Some(telemetry.clone());
+    }
     if let Some(grant) = &config.grant {
         args.grant = grant.clone();
     }
@@ -399,6 +428,20 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "`--allow-origin` applies to the HTTP listener (web pages reach it through a browser): add `--listen ADDR`"
         );
+    }
+    let telemetry_config = match (&args.telemetry, &args.otlp_endpoint) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(endpoint)) => {
+            let mut c = TelemetryConfig::new(endpoint);
+            if let Some(name) = &args.otlp_service_name {
+                c.service_name = name.clone();
+            }
+            Some(c)
+        }
+        (None, None) => None,
+    };
+    if let Some(c) = &telemetry_config {
+        c.check().map_err(anyhow::Error::msg)?;
     }
     let oauth_config = args.oauth.config();
     if let Some(c) = &oauth_config {
@@ -530,6 +573,27 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
+        // Spans are posted on this runtime, by the gateway's own HTTP client (rustls).
+        let telemetry = match &telemetry_config {
+            Some(c) => {
+                let t = Telemetry::start(
+                    c,
+                    http_client(None)?,
+                    tokio::runtime::Handle::current(),
+                    gateway.metrics.trace_spans_dropped.clone(),
+                )
+                .map_err(anyhow::Error::msg)?;
+                let t = match &spec {
+                    UpstreamSpec::Url { url, .. } => t.with_upstream(url),
+                    UpstreamSpec::Command { program, .. } => t.with_upstream(program),
+                    UpstreamSpec::Several(_) => t,
+                };
+                gateway.set_telemetry(t.clone());
+                Some(t)
+            }
+            None => None,
+        };
+        let end = async {
         // Outcome records are deferred (written with the next decision record); this writes
         // the rest within 20 ms (docs/audit.md, "Durability"). Without a log, nothing to do.
         if args.audit.is_some() {
@@ -633,6 +697,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         anyhow::Ok(SessionEnd::Closed)
+        }
+        .await;
+        // What is held for export is sent (bounded by the export timeout) while the runtime
+        // still runs: the batch processor posts on it.
+        if let Some(t) = telemetry {
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
+        end
     })?;
     gateway
         .close(clock.now())
@@ -801,6 +873,7 @@ fn read_stdin(tx: mpsc::Sender<ClientInput>, max: usize) {
         Line::Message => Some(ClientInput::Message {
             bytes: std::mem::take(line),
             reply: None,
+            trace: None,
         }),
         Line::TooLarge { size } => Some(ClientInput::TooLarge { size }),
         Line::End => None,

@@ -56,9 +56,48 @@ pub struct ConfigFile {
     /// `warn`.
     #[serde(default)]
     pub lock_mode: Option<LockModeFile>,
+    /// Who may call: the OAuth 2.1 resource server (`[auth.oauth]`, as the `--oauth-*` flags;
+    /// docs/auth.md).
+    #[serde(default)]
+    pub auth: Option<AuthFile>,
+    /// OpenTelemetry traces (as `--otlp-endpoint`; docs/observability.md).
+    #[serde(default)]
+    pub telemetry: Option<TelemetryFile>,
     /// The upstreams (at least one); with several, tool and prompt names are namespaced.
     #[schemars(length(min = 1))]
     pub upstream: Vec<UpstreamFile>,
+}
+
+/// `[auth]`: who may call.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// JWT access tokens of an OAuth 2.1 authorization server (the flags `--oauth-issuer`
+    /// (`issuer`), `--oauth-audience` (`audience`), `--jwks` (`jwks`: an http(s) URL, or a file
+    /// found from the config's folder), `--grant-claim` (`grant_claim`), `--grant-scope`
+    /// (`grant_scopes = [{scope, grant}]`), `--oauth-leeway` (`leeway_secs`),
+    /// `--admin-oauth-scope` (`admin_scope`)); needs `[listen]`.
+    #[serde(default)]
+    #[schemars(with = "Option<crate::oauth::OAuthConfig>")]
+    pub oauth: Option<Spanned<crate::oauth::OAuthConfig>>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces, a span per MCP request.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryFile {
+    /// The OTLP/HTTP endpoint (protobuf): spans are posted to `<otlp_endpoint>/v1/traces`, e.g.
+    /// `http://127.0.0.1:4318` (as `--otlp-endpoint`).
+    #[schemars(with = "String")]
+    pub otlp_endpoint: Spanned<String>,
+    /// The spans' `service.name` (default `tollgate`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// The most finished spans held for export (default 2048); more are dropped and counted in
+    /// `tollgate_trace_spans_dropped_total`.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_queue: Option<usize>,
 }
 
 /// `lock_mode`: what a drifted tool gets.
@@ -148,6 +187,9 @@ pub struct Config {
     pub upstreams: Vec<NamedUpstream>,
     pub lock: Option<PathBuf>,
     pub lock_mode: Option<LockModeFile>,
+    /// `[auth.oauth]`, its `jwks` file (not a URL) resolved against the config's folder.
+    pub oauth: Option<crate::oauth::OAuthConfig>,
+    pub telemetry: Option<crate::telemetry::TelemetryConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +285,47 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
             "write \"memory\" or \"redis://HOST:PORT[/DB]\"",
         );
     }
+    let oauth = raw.auth.as_ref().and_then(|a| a.oauth.as_ref()).map(|o| {
+        let mut c = o.get_ref().clone();
+        if !c.jwks.starts_with("http://") && !c.jwks.starts_with("https://") {
+            c.jwks = base.join(&c.jwks).display().to_string();
+        }
+        if let Err(why) = c.check() {
+            err(
+                o.span(),
+                "config::bad_value",
+                why,
+                "see docs/auth.md, \"OAuth 2.1\": `[auth.oauth]` takes the `--oauth-*` flags' settings",
+            );
+        }
+        if raw.listen.is_none() {
+            err(
+                o.span(),
+                "config::missing_field",
+                "`[auth.oauth]` checks the access tokens of HTTP clients, and the config has no `[listen]`".into(),
+                "add a `[listen]` table with an `addr`, or remove `[auth.oauth]`",
+            );
+        }
+        c
+    });
+    let telemetry = raw.telemetry.as_ref().map(|t| {
+        let mut c = crate::telemetry::TelemetryConfig::new(t.otlp_endpoint.get_ref());
+        if let Some(name) = &t.service_name {
+            c.service_name = name.clone();
+        }
+        if let Some(n) = t.max_queue {
+            c.max_queue = n;
+        }
+        if let Err(why) = c.check() {
+            err(
+                t.otlp_endpoint.span(),
+                "config::bad_value",
+                why,
+                "see docs/observability.md, \"Traces\"",
+            );
+        }
+        c
+    });
     if raw.upstream.is_empty() {
         err(
             0..0,
@@ -420,6 +503,8 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
         upstreams: upstreams.into_iter().map(|(u, _)| u).collect(),
         lock: raw.lock.as_ref().map(path_of),
         lock_mode: raw.lock_mode,
+        oauth,
+        telemetry,
     })
 }
 
@@ -513,6 +598,67 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:?}").contains("go together"), "{e:?}");
+    }
+
+    /// `[auth.oauth]` takes the OAuth flags' settings; a relative `jwks` file is found from the
+    /// config's folder, a URL is kept; `[telemetry]` names the OTLP endpoint.
+    #[test]
+    fn oauth_and_telemetry_tables_resolve_and_default() {
+        let c = parse(
+            "t.toml",
+            "policy = \"p.json\"\n[listen]\naddr = \"127.0.0.1:0\"\n[auth.oauth]\nissuer = \"https://idp\"\naudience = \"https://gw/mcp\"\njwks = \"keys/jwks.json\"\ngrant_claim = \"tollgate_grant\"\nleeway_secs = 5\ngrant_scopes = [{scope = \"eks:read\", grant = \"analyst\"}]\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+            Path::new("/cfg"),
+        )
+        .unwrap();
+        let o = c.oauth.unwrap();
+        assert_eq!(o.jwks, "/cfg/keys/jwks.json");
+        assert_eq!(o.grant_claim.as_deref(), Some("tollgate_grant"));
+        assert_eq!(o.leeway_secs, 5);
+        assert_eq!(o.grant_scopes[0].grant, "analyst");
+        assert_eq!(
+            o.jwks_timeout_ms,
+            crate::oauth::OAuthConfig::new("i", "a", "j").jwks_timeout_ms
+        );
+        let t = c.telemetry.unwrap();
+        assert_eq!(t.traces_url(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(t.service_name, "tollgate");
+        let c = parse(
+            "t.toml",
+            "policy = \"p.json\"\n[listen]\naddr = \"127.0.0.1:0\"\n[auth.oauth]\nissuer = \"https://idp\"\naudience = \"https://gw/mcp\"\njwks = \"https://idp/jwks\"\ngrant_claim = \"g\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+            Path::new("/cfg"),
+        )
+        .unwrap();
+        assert_eq!(c.oauth.unwrap().jwks, "https://idp/jwks");
+    }
+
+    /// An `[auth.oauth]` without a way to pick a grant, or without `[listen]`, and a
+    /// `[telemetry]` endpoint that is not a URL are errors at their place.
+    #[test]
+    fn bad_oauth_and_telemetry_tables_are_located() {
+        let e = errors(
+            "policy = \"p\"\n[auth.oauth]\nissuer = \"https://idp\"\naudience = \"a\"\njwks = \"j\"\n[telemetry]\notlp_endpoint = \"localhost:4318\"\n[[upstream]]\nname = \"a\"\ncommand = [\"x\"]\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].contains("pick a grant") && e[0].contains("t.toml:2:1"),
+            "{}",
+            e[0]
+        );
+        assert!(e[1].contains("no `[listen]`"), "{}", e[1]);
+        assert!(
+            e[2].contains("OTLP endpoint") && e[2].contains("t.toml:7:17"),
+            "{}",
+            e[2]
+        );
+        let e = errors(
+            "policy = \"p\"\n[auth.oauth]\nissuer = \"i\"\naudience = \"a\"\njwks = \"j\"\ngrant_claim = \"g\"\nleway_secs = 3\n[[upstream]]\nname = \"a\"\ncommand = [\"x\"]\n",
+        );
+        assert!(
+            e[0].contains("unknown key `leway_secs`")
+                && e[0].contains("did you mean `leeway_secs`?"),
+            "{}",
+            e[0]
+        );
     }
 
     /// One upstream is exposed without a prefix.

@@ -15,7 +15,8 @@
 //! - [`core`]: one session's enforcement, in process, with time passed in;
 //! - [`pin`]: pinned tool definitions: the lock file, drift, the gateway's `--lock` check;
 //! - [`multi`]: several upstreams behind one session (names, routing, restarts);
-//! - [`refusal`]: what a refused call looks like to the agent.
+//! - [`refusal`]: what a refused call looks like to the agent;
+//! - [`telemetry`]: OpenTelemetry traces, a span per MCP request, exported over OTLP/HTTP.
 
 pub mod admin;
 pub mod approvals;
@@ -30,6 +31,7 @@ pub mod multi;
 pub mod oauth;
 pub mod pin;
 pub mod refusal;
+pub mod telemetry;
 pub mod tokens;
 pub mod transport;
 pub mod upstream;

@@ -66,6 +66,10 @@ pub struct Metrics {
     /// Listed tools that do not match the lock file, each drift counted once (the gateway
     /// audits it once): docs/pinning.md.
     pub pin_drift: Family<PinDriftLabels, Counter>,
+    /// Finished spans that were not exported (docs/observability.md): the export queue was full,
+    /// or the OTLP endpoint refused or did not take their batch in time. Telemetry never holds
+    /// a call up; this says what it lost.
+    pub trace_spans_dropped: Counter,
 }
 
 /// Handles to series of a [`Metrics`]' families (a handle shares its series' value), by a hash
@@ -181,7 +185,14 @@ impl Default for Metrics {
             "Unix time of the audit log's last rotation (0: none since the gateway started)",
             audit.last_rotation.clone(),
         );
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Finished spans not exported: the export queue was full, or the OTLP endpoint refused or did not take their batch in time",
+            trace_spans_dropped.clone(),
+        );
         Metrics {
+            trace_spans_dropped,
             audit,
             pin_drift,
             refused_messages,

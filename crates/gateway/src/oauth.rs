@@ -63,7 +63,7 @@ fn default_max_bytes() -> usize {
 }
 
 /// A scope (or group) that maps to a grant: `--grant-scope SCOPE=GRANT`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeGrant {
     pub scope: String,
@@ -72,7 +72,7 @@ pub struct ScopeGrant {
 
 /// The resource server's settings (`[auth.oauth]`; flags `--oauth-issuer`, `--oauth-audience`,
 /// `--jwks`, `--grant-claim`, `--grant-scope`, `--oauth-leeway`, `--admin-oauth-scope`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthConfig {
     /// The authorization server's issuer identifier: a token's `iss` must equal it exactly.

@@ -127,6 +127,9 @@ pub enum ClientInput {
         /// Messages for this request: server-to-client messages sent while it is pending, then
         /// its answer; the channel closes after the answer (or at once, with nothing, for 202).
         reply: Option<Reply>,
+        /// HTTP: the request's W3C trace context (`traceparent`, `tracestate` headers), which
+        /// the spans of its requests continue unless a request carries its own in `_meta`.
+        trace: Option<crate::telemetry::Carrier>,
     },
     /// A message over `max_message_bytes`, thrown away while it was read (stdio): `size`
     /// bytes. It is answered with the parse error an oversized message gets.
@@ -515,7 +518,7 @@ async fn drive(
                     let why = WireError::TooLarge { size, limit: limits.max_message_bytes };
                     vec![Out::Client(error_response(None, ErrorCode::ParseError, &why.to_string(), None))]
                 }
-                Some(ClientInput::Message { bytes, reply }) => {
+                Some(ClientInput::Message { bytes, reply, trace }) => {
                     if may_contain(&bytes, b"initialize")
                         && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
                         && v.get("method").and_then(Value::as_str) == Some("initialize")
@@ -523,7 +526,12 @@ async fn drive(
                         initialize = Some(v);
                     }
                     let (ids, batch) = request_ids(&bytes);
-                    let mut outs = off_worker(core.may_block(), || core.from_client(&bytes, now()));
+                    let mut outs = off_worker(core.may_block(), || {
+                        core.set_trace_header(trace);
+                        let outs = core.from_client(&bytes, now());
+                        core.set_trace_header(None);
+                        outs
+                    });
                     if let Some(reply) = reply {
                         // An error without an id, made now, refuses this very message whole
                         // (it could not be read): it is this request's answer, and no other's.
@@ -1911,6 +1919,7 @@ async fn http_post(
     let input = ClientInput::Message {
         bytes,
         reply: Some(reply_tx),
+        trace: trace_context(&headers),
     };
     // A full queue makes the request wait (bounded): the session is busy with earlier ones.
     match tokio::time::timeout(wait, handle.tx.send(input)).await {
@@ -1999,6 +2008,15 @@ async fn http_post(
         resp.headers_mut().insert(HEADER_SESSION_ID, v);
     }
     resp
+}
+
+/// An HTTP request's W3C trace context, if it has a `traceparent` header.
+fn trace_context(headers: &HeaderMap) -> Option<crate::telemetry::Carrier> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    Some(crate::telemetry::Carrier {
+        traceparent: text("traceparent")?.to_owned(),
+        tracestate: text("tracestate").map(str::to_owned),
+    })
 }
 
 /// A JSON-RPC answer the HTTP front gives itself (200, `application/json`).

@@ -479,6 +479,14 @@ impl HttpRequest {
         if let Some(v) = &version {
             req = req.header(HEADER_PROTOCOL_VERSION, v);
         }
+        // The trace context the gateway's span put in `_meta` (crate::telemetry) goes in the
+        // W3C headers too, for an upstream (or a proxy before it) that reads those.
+        if let Some(c) = crate::telemetry::Carrier::of_meta(msg.get("params")) {
+            req = req.header("traceparent", c.traceparent);
+            if let Some(s) = c.tracestate {
+                req = req.header("tracestate", s);
+            }
+        }
         let resp = req.send().await.map_err(|e| unreachable(url, &e))?;
         if let Some(s) = resp
             .headers()

@@ -491,6 +491,7 @@ impl Env {
                     .send(ClientInput::Message {
                         bytes: p.bytes.clone(),
                         reply: None,
+                        trace: None,
                     })
                     .await;
             }

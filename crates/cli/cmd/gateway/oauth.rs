@@ -38,11 +38,22 @@ pub struct OAuthArgs {
     /// `oauth:SUB`); turns on held calls, /admin and /ui as `--admin-tokens` does.
     #[arg(long, value_name = "SCOPE", requires = "oauth_issuer")]
     admin_oauth_scope: Option<String>,
+    /// The config file's `[auth.oauth]`, which stands for the flags.
+    #[arg(skip)]
+    pub from_config: Option<OAuthConfig>,
 }
 
 impl OAuthArgs {
+    /// Whether the flags set anything (every other OAuth flag needs `--oauth-issuer`).
+    pub fn given(&self) -> bool {
+        self.oauth_issuer.is_some()
+    }
+
     /// The settings the flags give, if `--oauth-issuer` is there.
     pub fn config(&self) -> Option<OAuthConfig> {
+        if let Some(c) = &self.from_config {
+            return Some(c.clone());
+        }
         let (Some(issuer), Some(audience), Some(jwks)) =
             (&self.oauth_issuer, &self.oauth_audience, &self.jwks)
         else {

@@ -187,6 +187,25 @@ impl SessionCore {
         {
             self.stateless = true;
         }
+        if self.traces.is_some()
+            && let (Some(id), Some(method)) = (id, method)
+        {
+            // A request reusing an id in flight is refused below; a call that waited for the
+            // tool list comes through here again, and keeps its span.
+            let reused = self.request_in_flight(id);
+            let protocol = self.protocol.map(ProtocolVersion::as_str);
+            if let Some(t) = &mut self.traces {
+                let about = crate::telemetry::McpRequest {
+                    id,
+                    method,
+                    params,
+                    session: &self.session,
+                    grant: &self.grant,
+                    protocol,
+                };
+                t.request(id_key(id), &about, reused);
+            }
+        }
         if let Some(method) = method {
             let refused = match method_kind(method) {
                 MethodKind::ToolsCall if id.is_none() => Some(MethodRefusal::CallAsNotification),

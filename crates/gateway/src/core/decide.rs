@@ -141,6 +141,10 @@ impl SessionCore {
         };
         let name = &*call.tool;
         let mut decision = engine.decide_coerced(&call, now, &unreadable);
+        if let Some(t) = &mut self.traces {
+            let upstream = crate::multi::upstream_of(&self.gateway.options.upstreams, name);
+            t.decision(&id_key(id), &decision, upstream.map(|u| u.name.as_str()));
+        }
         self.gateway
             .metrics
             .observe_decision(&mut self.metric_handles, &call.tool, &decision);

@@ -29,7 +29,14 @@ impl Gateway {
             policy_generation: tokio::sync::watch::Sender::new(0),
             approvals,
             next_core: AtomicU64::new(1),
+            telemetry: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Exports a span per request of every session opened from now on (crate::telemetry).
+    /// Set once, before serving; a second call changes nothing.
+    pub fn set_telemetry(&self, telemetry: crate::telemetry::Telemetry) {
+        let _ = self.telemetry.set(telemetry);
     }
 
     /// The same gateway, recording every message to `recorder`.
@@ -135,6 +142,10 @@ impl Gateway {
             handshake_ids: HashSet::default(),
             metric_handles: MetricHandles::default(),
             reparse_checked: tollgate_mcp::CheckedCalls::new(self.options.limits),
+            traces: self
+                .telemetry
+                .get()
+                .map(|t| Box::new(crate::telemetry::SessionTraces::new(t.clone()))),
         }
     }
 

@@ -149,6 +149,8 @@ pub struct Gateway {
     policy_generation: tokio::sync::watch::Sender<u64>,
     approvals: Registry,
     next_core: AtomicU64,
+    /// Traces, when exported: each new session gets its span map.
+    telemetry: std::sync::OnceLock<crate::telemetry::Telemetry>,
 }
 
 /// Where a message goes.
@@ -156,6 +158,17 @@ pub struct Gateway {
 pub enum Out {
     Upstream(Value),
     Client(Value),
+}
+
+/// The key of a span ([`crate::telemetry`]) of the request a forwarded message carries (its id
+/// as the upstream sees it): the client's id's text; `None` for the gateway's own requests.
+pub(crate) fn client_id_key(id: &Value) -> Option<String> {
+    unescape_id(id).map(|id| id_key(&id))
+}
+
+/// The key of a span of the request an answer to the client answers.
+pub(crate) fn answer_id_key(id: &Value) -> String {
+    id_key(id)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -211,6 +224,9 @@ pub struct SessionCore {
     /// [`SessionCore::call_direct`]'s check that a call parses back to the same value within
     /// the gateway's limits (which never change).
     reparse_checked: tollgate_mcp::CheckedCalls,
+    /// The open spans of this session's requests, when the gateway exports traces
+    /// (crate::telemetry).
+    traces: Option<Box<crate::telemetry::SessionTraces>>,
 }
 
 impl SessionCore {
@@ -253,6 +269,15 @@ impl SessionCore {
     /// The approval ids of the calls this session holds, oldest first.
     pub fn held_approvals(&self) -> Vec<u64> {
         self.awaiting.keys().copied().collect()
+    }
+
+    /// The W3C trace context of the HTTP request whose message the transport hands over next
+    /// (its `traceparent` and `tracestate` headers), for the spans of that message's requests;
+    /// `None` once it is handled. Nothing without telemetry.
+    pub fn set_trace_header(&mut self, carrier: Option<crate::telemetry::Carrier>) {
+        if let Some(t) = &mut self.traces {
+            t.set_header(carrier);
+        }
     }
 
     /// Handles bytes from the client.

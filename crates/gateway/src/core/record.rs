@@ -45,9 +45,13 @@ impl SessionCore {
         }
     }
 
-    /// What every batch of outputs goes through before it leaves: the stateless protocol's
-    /// `resultType` on each result the client gets, then the recording.
-    pub(super) fn record_out(&self, outs: &mut [Out], now: Duration) {
+    /// What every batch of outputs goes through before it leaves: the spans of the requests
+    /// (trace context added to what is forwarded, answers ending theirs), the stateless
+    /// protocol's `resultType` on each result the client gets, then the recording.
+    pub(super) fn record_out(&mut self, outs: &mut [Out], now: Duration) {
+        if let Some(t) = &mut self.traces {
+            t.outs(outs);
+        }
         if self.stateless {
             for o in outs.iter_mut() {
                 if let Out::Client(v) = o {
