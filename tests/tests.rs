@@ -36,3 +36,6 @@ mod pin;
 mod clients;
 // Several upstreams behind one gateway (`--config`): routing, journals, a killed upstream.
 mod multi;
+// Several replicas sharing one redis-server: approvals listed and decided from any replica, a
+// stateless client alternating between them.
+mod replicas;
