@@ -230,9 +230,12 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The counter store, and the Redis store behind it if it is one.
+type Stores = (Arc<dyn CounterStore>, Option<Arc<RedisStore>>);
+
 /// The counter store named by `--store` and its options (and the Redis store itself, which
 /// also shares the replicas' approvals).
-fn counter_store(args: &Args) -> anyhow::Result<(Arc<dyn CounterStore>, Option<Arc<RedisStore>>)> {
+fn counter_store(args: &Args) -> anyhow::Result<Stores> {
     if args.store == "memory" {
         if args.replica.is_some() {
             anyhow::bail!(

@@ -411,6 +411,7 @@ pub fn listed_entry(l: &Listed, now_ms: u64) -> Option<Value> {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests fail by panicking")]
 mod tests {
     use super::*;
 
