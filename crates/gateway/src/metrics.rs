@@ -181,6 +181,16 @@ impl Default for Metrics {
             "Unix time of the audit log's last rotation (0: none since the gateway started)",
             audit.last_rotation.clone(),
         );
+        registry.register(
+            "audit_write_failures",
+            "Writes of the audit log that failed (full disk, file size limit...): the call each was for was refused",
+            audit.write_failures.clone(),
+        );
+        registry.register(
+            "audit_failing",
+            "1 while the audit log cannot be written (every call is refused as audit_unavailable), else 0",
+            audit.failing.clone(),
+        );
         Metrics {
             audit,
             pin_drift,

@@ -311,9 +311,8 @@ impl Gateway {
             return;
         };
         let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = log.flush() {
-            tracing::error!("{e}");
-        }
+        // A failure is said once by the log itself (and the records wait for the next flush).
+        let _ = log.flush();
     }
 
     /// Writes the closing record of a clean shutdown, and waits for the log's background work
