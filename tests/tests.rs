@@ -39,3 +39,5 @@ mod multi;
 // Several replicas sharing one redis-server: approvals listed and decided from any replica, a
 // stateless client alternating between them.
 mod replicas;
+// The audit log cannot be written (a full file system mid-run, a failed rotation): fail closed.
+mod audit_full;

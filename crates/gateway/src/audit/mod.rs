@@ -604,9 +604,13 @@ mod tests {
         };
         assert_eq!(error.raw_os_error(), Some(28), "ENOSPC: {error}");
         assert_eq!(log.head().0, 2, "the chain did not advance");
-        assert_eq!((metrics.write_failures.get(), metrics.failing.get()), (1, 1));
+        assert_eq!(
+            (metrics.write_failures.get(), metrics.failing.get()),
+            (1, 1)
+        );
         // Deferred records wait (and a failing flush keeps them).
-        log.append_deferred(31, "outcome", json!({"tool": "t1"})).unwrap();
+        log.append_deferred(31, "outcome", json!({"tool": "t1"}))
+            .unwrap();
         assert!(log.flush().is_err());
         assert_eq!(metrics.write_failures.get(), 2);
         log.file = file;
