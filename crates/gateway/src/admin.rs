@@ -10,6 +10,10 @@
 //! | `GET /admin/approvals/events` | server-sent events: `held` and `decided`, as they happen |
 //! | `GET /ui` | the console (one HTML page; it asks for the token) |
 //!
+//! With approvals shared across replicas (`approvals/replicas.rs`), the list adds every other
+//! running replica's pending calls (ids `ID@REPLICA`), and a verdict on one is carried to the
+//! replica holding it and answered with its answer (or 410, 503, 504: docs/approvals.md).
+//!
 //! Every `/admin` request needs `Authorization: Bearer TOKEN` with a token of `--admin-tokens`
 //! (the token's NAME is the approver the audit log records) or a JWT access token with the
 //! `--admin-oauth-scope` scope (the approver is `oauth:SUB`; docs/auth.md). An agent's token (from `--tokens`)
