@@ -5,7 +5,8 @@
 //! is the approver the audit log records.
 //!
 //! Exit codes: 0 done; 1 the gateway did not take the decision (no approval has that id, it
-//! is no longer pending, or it is asked of the client's user); 2 bad input or configuration
+//! is no longer pending, or it is asked of the client's user; with several replicas, `ID@REPLICA`
+//! is gone or its replica did not take the verdict); 2 bad input or configuration
 //! (no token, a token the gateway refuses, an agent's token, a URL that does not answer, the
 //! admin API off).
 
@@ -115,7 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         404 if message.starts_with("the admin API is off") => {
             anyhow::bail!("{base}: {message}")
         }
-        404 | 409 | 503 => {
+        // 410 and 504: another replica's call is gone, or its replica did not take the verdict.
+        404 | 409 | 410 | 503 | 504 => {
             writeln!(std::io::stderr().lock(), "error: {message}")?;
             return Ok(ExitCode::from(1));
         }
