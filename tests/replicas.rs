@@ -174,6 +174,19 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
         let list_b = b.list(&http).await;
         let left = on_b[0]["deadline_ms"].as_u64().unwrap() - list_b["now_ms"].as_u64().unwrap();
         assert!(left > 500_000 && left <= 600_000, "10 minutes left: {left}");
+        let one: Value = http
+            .get(format!("{}/admin/approvals/1@a", b.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (&one["id"], &one["tool"]),
+            (&json!("1@a"), &json!("add_inline_policy"))
+        );
         let on_a = a.pending(&http, 1).await;
         assert_eq!(on_a[0]["id"], 1);
         assert_eq!(on_a[0]["replica"], "a");
@@ -191,7 +204,8 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
         assert_eq!(b.journal_calls("add_inline_policy"), 0);
         b.pending(&http, 0).await;
 
-        // Denied on b: the agent is told who and why; nothing reaches the upstream.
+        // Denied on b with `tollgate approvals`: the agent is told who and why; nothing reaches
+        // the upstream.
         let call = tokio::spawn({
             let agent = agent.clone();
             async move {
@@ -201,10 +215,32 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
             }
         });
         b.pending(&http, 1).await;
-        let (status, body) = b
-            .decide(&http, BOB_TOKEN, "2@a", "deny", Some("not today"))
-            .await;
-        assert_eq!(status, 200, "{body}");
+        let cli = |args: &'static [&'static str]| {
+            let url = b.url.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::util::tollgate()
+                    .args(["approvals", "--url", &url])
+                    .args(args)
+                    .env("TOLLGATE_ADMIN_TOKEN", BOB_TOKEN)
+                    .output()
+                    .unwrap()
+            })
+        };
+        let listed = cli(&["list"]).await.unwrap();
+        let table = String::from_utf8_lossy(&listed.stdout).into_owned();
+        assert!(
+            table.contains("2@a") && !table.contains("\"2@a\""),
+            "{table}"
+        );
+        let denied = cli(&["deny", "2@a", "--reason", "not today"])
+            .await
+            .unwrap();
+        assert!(
+            denied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&denied.stderr)
+        );
+        assert!(String::from_utf8_lossy(&denied.stdout).starts_with("denied 2@a"));
         let answer = call.await.unwrap();
         assert_eq!(decision(&answer), "approval_denied", "{answer}");
         let text = answer["result"]["content"][0]["text"].as_str().unwrap();
