@@ -144,8 +144,9 @@ fn error_of(body: &Value) -> &str {
 /// its deadline on `b`'s clock), approved on `b`, run once by `a`'s upstream and audited once in
 /// `a`'s log with the replica and the operator; a second is denied on `b`; a third is decided
 /// on both at once (the first verdict wins, the second gets 409); a fourth times out and a late
-/// verdict from `b` is told it is gone; Redis stopped: `b` lists only its own and refuses to
-/// carry a verdict (503), while `a` still decides its own.
+/// verdict from either replica is told it expired (409); Redis stopped: `b` lists only its own
+/// and refuses to carry a verdict (503), while `a` still decides its own; Redis back (empty):
+/// a call held meanwhile is published and decided from `b`.
 #[test]
 fn a_call_held_on_one_replica_is_decided_from_the_other() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,6 +320,25 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(decision(&call.await.unwrap()), "forwarded");
         assert_eq!(a.journal_calls("add_inline_policy"), 3);
+
+        // A call held while Redis is down is published once it is back (restarted empty, it
+        // lost every entry): b lists it and decides it.
+        let call = tokio::spawn({
+            let agent = agent.clone();
+            async move {
+                agent
+                    .call(6, "add_inline_policy", inline_policy_args("r6"))
+                    .await
+            }
+        });
+        a.pending(&http, 1).await;
+        redis.restart().unwrap();
+        let on_b = b.pending(&http, 1).await;
+        assert_eq!(on_b[0]["id"], "6@a");
+        let (status, body) = b.decide(&http, BOB_TOKEN, "6@a", "approve", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(decision(&call.await.unwrap()), "forwarded");
+        assert_eq!(a.journal_calls("add_inline_policy"), 4);
     });
 
     // a's log: each verdict once, naming the replica whose API took it and the operator.
@@ -347,6 +367,7 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
             ),
             (json!(4), json!("expired"), Value::Null, Value::Null),
             (json!(5), json!("approved"), json!("alice"), json!("a")),
+            (json!(6), json!("approved"), json!("bob"), json!("b")),
         ]
     );
     let released: Vec<Value> = a
@@ -357,7 +378,7 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
         .collect();
     assert_eq!(
         released,
-        vec![json!(1), json!(3), json!(5)],
+        vec![json!(1), json!(3), json!(5), json!(6)],
         "one release per approval"
     );
     assert!(

@@ -20,7 +20,6 @@ pub mod replicas;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
@@ -392,14 +391,10 @@ impl Registry {
             return;
         }
         let timeout = a.deadline_ms.saturating_sub(a.created_at_ms);
-        let mut entry = json!(a);
-        entry["replica"] = json!(sharing.bus.replica());
-        entry["timeout_ms"] = json!(timeout);
-        let ttl = Duration::from_millis(timeout).div_f64(sharing.scale);
         let op = replicas::Op::Publish {
             id: a.id,
-            entry: entry.to_string(),
-            ttl,
+            entry: replicas::entry_text(a, sharing.bus.replica()),
+            ttl: replicas::ttl_of(timeout, sharing.scale),
         };
         match sharing.ops.try_send(op) {
             Ok(()) => {

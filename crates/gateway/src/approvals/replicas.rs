@@ -199,10 +199,15 @@ fn run(
 ) {
     let mut last_beat: Option<Instant> = None;
     let mut store_down = false;
+    let recovered = std::cell::Cell::new(false);
     let mut report = |result: Result<(), String>| match result {
         Ok(()) if store_down => {
             store_down = false;
-            tracing::warn!("shared approvals: the store {} answers again", bus.store());
+            recovered.set(true);
+            tracing::warn!(
+                "shared approvals: the store {} answers again; this replica's held calls are published again",
+                bus.store()
+            );
         }
         Err(e) if !store_down => {
             store_down = true;
@@ -238,6 +243,12 @@ fn run(
             report(bus.leave());
             return;
         }
+        if recovered.replace(false) {
+            // What was published before may be lost (a Redis restarted without persistence),
+            // and what was held meanwhile never was: publish every pending call again. Later
+            // removals are queued behind this, so none is undone.
+            republish(gateway, bus, clock);
+        }
         match bus.take() {
             Ok(requests) => {
                 for (n, request) in requests {
@@ -248,6 +259,40 @@ fn run(
             Err(e) => report(Err(e)),
         }
     }
+}
+
+/// Publishes every call this replica holds now (after the store came back).
+fn republish(gateway: &Gateway, bus: &dyn SharedApprovals, clock: Clock) {
+    let now = ms(clock.now());
+    let (pending, _) = gateway.approvals().list(now);
+    for a in pending.iter().take(MAX_PUBLISHED) {
+        let ttl = ttl_of(a.deadline_ms.saturating_sub(now), clock.scale());
+        if let Err(e) = bus.publish(a.id, &entry_text(a, bus.replica()), ttl) {
+            tracing::warn!(
+                "shared approvals: approval {} not published again: {e}",
+                a.id
+            );
+            return;
+        }
+    }
+}
+
+/// What a replica publishes of a held call: what its own API shows (the arguments redacted by
+/// the rule's `redact` list), its name, and the time it may wait in all.
+pub(crate) fn entry_text(a: &super::PendingApproval, replica: &str) -> String {
+    let mut entry = json!(a);
+    entry["replica"] = json!(replica);
+    entry["timeout_ms"] = json!(a.deadline_ms.saturating_sub(a.created_at_ms));
+    entry.to_string()
+}
+
+/// The real time `ms` of the gateway's clock (scaled by `scale`) take.
+pub(crate) fn ttl_of(ms: u64, scale: f64) -> Duration {
+    Duration::from_millis(ms).div_f64(scale)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Decides one verdict another replica took (its request), here: the answer as the admin API
