@@ -349,6 +349,12 @@ fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
     if let Some(store) = &config.store {
         args.store = store.clone();
     }
+    set(
+        &mut args.replica,
+        config.replica.clone(),
+        "replica",
+        "replica",
+    )?;
     Ok(())
 }
 
