@@ -189,9 +189,17 @@ async fn other_replicas(front: &HttpFront, now_ms: u64) -> Option<Result<Vec<Val
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
     Some(listed.map(|all| {
-        all.iter()
+        let mut entries: Vec<Value> = all
+            .iter()
             .filter_map(|l| replicas::listed_entry(l, now_ms))
-            .collect()
+            .collect();
+        // By replica, each oldest first (its ids count up); the store lists them in no order.
+        entries.sort_by_key(|v| {
+            let id = v["id"].as_str().unwrap_or_default();
+            let (n, replica) = id.split_once('@').unwrap_or((id, ""));
+            (replica.to_owned(), n.parse::<u64>().unwrap_or(0))
+        });
+        entries
     }))
 }
 
