@@ -428,7 +428,7 @@ pub fn relay(
             return err(
                 504,
                 format!(
-                    "replica `{replica}` took the verdict on approval {id} but did not answer within {} s: whether it was recorded is unknown here; see `GET /admin/approvals/{id}@{replica}` or the replica's audit log",
+                    "no answer from replica `{replica}` within {} s about the verdict on approval {id}, which it took (or which could not be withdrawn: the store stopped answering): whether it was recorded is unknown here; see `GET /admin/approvals/{id}@{replica}` or the replica's audit log",
                     (RELAY_WAIT + ANSWER_WAIT).as_secs()
                 ),
             );
