@@ -513,3 +513,62 @@ fn a_stateless_client_alternating_between_replicas_meets_one_limit_and_one_appro
     assert_eq!(approvals[0]["replica"], "a");
     assert_eq!(approvals[0]["approver"], "alice");
 }
+
+/// The holding replica stops taking verdicts (SIGSTOP, its heartbeat still fresh): a verdict
+/// sent to it is withdrawn after 3 s and the operator gets 504, nothing decided; when the
+/// replica runs again it never applies that verdict: the call is still pending there, and is
+/// decided by the next verdict.
+#[test]
+fn a_verdict_not_taken_in_time_is_withdrawn_and_never_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path()).unwrap();
+    let a = replica(dir.path(), "a", &redis.url(), POLICY);
+    let b = replica(dir.path(), "b", &redis.url(), POLICY);
+    let pid = a.gateway.as_ref().unwrap().0.id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let runtime = rt();
+    let http = reqwest::Client::new();
+    runtime.block_on(async {
+        let agent = Agent::open(&a.url, AGENT_TOKEN).await;
+        let call = tokio::spawn(async move {
+            agent
+                .call(1, "add_inline_policy", inline_policy_args("r1"))
+                .await
+        });
+        b.pending(&http, 1).await;
+        signal("-STOP");
+        let started = Instant::now();
+        let (status, body) = b.decide(&http, BOB_TOKEN, "1@a", "approve", None).await;
+        signal("-CONT");
+        assert_eq!(status, 504, "{body}");
+        assert!(
+            error_of(&body).contains("it was withdrawn and nothing was decided"),
+            "{body}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        // Running again, a takes nothing from its inbox: the call waits for a verdict.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let on_a = a.pending(&http, 1).await;
+        assert_eq!(on_a[0]["id"], 1);
+        let (status, body) = a.decide(&http, ADMIN_TOKEN, "1", "deny", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(decision(&call.await.unwrap()), "approval_denied");
+    });
+    let verdicts = a.records("approval");
+    assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+    assert_eq!(
+        (&verdicts[0]["verdict"], &verdicts[0]["approver"]),
+        (&json!("denied"), &json!("alice"))
+    );
+    assert_eq!(a.journal_calls("add_inline_policy"), 0);
+}
