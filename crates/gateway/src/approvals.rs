@@ -187,6 +187,11 @@ impl Registry {
         self.sharing.get()
     }
 
+    /// Whether approval `id` is published to the other replicas.
+    pub(crate) fn is_published(&self, id: u64) -> bool {
+        self.lock().published.contains(&id)
+    }
+
     /// This replica's name, when approvals are shared across replicas.
     pub fn replica_name(&self) -> Option<&str> {
         self.sharing.get().map(|s| s.bus.replica())

@@ -265,7 +265,8 @@ fn run(
 fn republish(gateway: &Gateway, bus: &dyn SharedApprovals, clock: Clock) {
     let now = ms(clock.now());
     let (pending, _) = gateway.approvals().list(now);
-    for a in pending.iter().take(MAX_PUBLISHED) {
+    let registry = gateway.approvals();
+    for a in pending.iter().filter(|a| registry.is_published(a.id)) {
         let ttl = ttl_of(a.deadline_ms.saturating_sub(now), clock.scale());
         if let Err(e) = bus.publish(a.id, &entry_text(a, bus.replica()), ttl) {
             tracing::warn!(
