@@ -36,3 +36,8 @@ mod pin;
 mod clients;
 // Several upstreams behind one gateway (`--config`): routing, journals, a killed upstream.
 mod multi;
+// Several replicas sharing one redis-server: approvals listed and decided from any replica, a
+// stateless client alternating between them.
+mod replicas;
+// The audit log cannot be written (a full file system mid-run, a failed rotation): fail closed.
+mod audit_full;

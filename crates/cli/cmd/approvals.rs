@@ -5,7 +5,8 @@
 //! is the approver the audit log records.
 //!
 //! Exit codes: 0 done; 1 the gateway did not take the decision (no approval has that id, it
-//! is no longer pending, or it is asked of the client's user); 2 bad input or configuration
+//! is no longer pending, or it is asked of the client's user; with several replicas, `ID@REPLICA`
+//! is gone or its replica did not take the verdict); 2 bad input or configuration
 //! (no token, a token the gateway refuses, an agent's token, a URL that does not answer, the
 //! admin API off).
 
@@ -42,18 +43,31 @@ enum ApprovalsCommand {
     },
     /// Approve a held call: the gateway forwards it (taking its limits now).
     Approve {
-        id: u64,
+        /// `ID`, or `ID@REPLICA` for a call another replica holds (as the list shows it).
+        #[arg(value_parser = approval_ref)]
+        id: String,
         /// Why (recorded in the audit log).
         #[arg(long, value_name = "R")]
         reason: Option<String>,
     },
     /// Deny a held call: the agent is told who denied it and why.
     Deny {
-        id: u64,
+        /// `ID`, or `ID@REPLICA` for a call another replica holds (as the list shows it).
+        #[arg(value_parser = approval_ref)]
+        id: String,
         /// Why (shown to the agent and recorded in the audit log).
         #[arg(long, value_name = "R")]
         reason: Option<String>,
     },
+}
+
+/// An approval's id: `ID` or `ID@REPLICA`.
+fn approval_ref(text: &str) -> Result<String, String> {
+    tollgate_gateway::approvals::replicas::parse_ref(text)
+        .map(|_| text.to_owned())
+        .ok_or_else(|| {
+            format!("`{text}` is not an approval id: write a number, or `ID@REPLICA` as the list shows it")
+        })
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -102,7 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         404 if message.starts_with("the admin API is off") => {
             anyhow::bail!("{base}: {message}")
         }
-        404 | 409 | 503 => {
+        // 410 and 504: another replica's call is gone, or its replica did not take the verdict.
+        404 | 409 | 410 | 503 | 504 => {
             writeln!(std::io::stderr().lock(), "error: {message}")?;
             return Ok(ExitCode::from(1));
         }
@@ -184,7 +199,9 @@ fn write_table(out: &mut impl Write, body: &Value) -> std::io::Result<()> {
                 args = args.chars().take(57).collect::<String>() + "...";
             }
             [
-                p["id"].to_string(),
+                p["id"]
+                    .as_str()
+                    .map_or_else(|| p["id"].to_string(), str::to_owned),
                 ident(p["tool"].as_str().unwrap_or_default()).to_string(),
                 ident(p["grant"].as_str().unwrap_or_default()).to_string(),
                 ident(p["session"].as_str().unwrap_or_default()).to_string(),

@@ -8,7 +8,8 @@
 //! [--max-upstream-processes N] [--tls-cert FILE --tls-key FILE] [--tls-handshake-timeout SECS]
 //! [--upstream-ca-file FILE]
 //! [--store memory|redis://HOST:PORT[/DB]] [--store-unavailable closed|open]
-//! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--time-scale F] [--no-watch]
+//! [--store-timeout-ms MS] [--store-connect-timeout-ms MS] [--replica NAME] [--time-scale F]
+//! [--no-watch]
 //! [--lock FILE [--lock-mode refuse|warn]] [--otlp-endpoint URL [--otlp-service-name NAME]]
 //! (--upstream-url URL | -- COMMAND ARGS...)`: the enforcing MCP gateway.
 //!
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sha2::Digest;
 use tokio::sync::{mpsc, watch};
+use tollgate_gateway::approvals::replicas::SharedApprovals;
 use tollgate_gateway::audit::{AuditLog, Rotation, system_wall_clock};
 use tollgate_gateway::config::Config;
 use tollgate_gateway::core::{Gateway, GatewayOptions, Recorder};
@@ -54,6 +56,7 @@ use tollgate_policy::{CounterStore, Engine, FailMode, MemoryStore, Policy};
 use tollgate_store_redis::{RedisOptions, RedisStore};
 
 mod oauth;
+mod replicas;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -186,6 +189,12 @@ pub struct Args {
     /// The longest wait to connect to the Redis store, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = duration_ms(tollgate_store_redis::DEFAULT_CONNECT_TIMEOUT))]
     store_connect_timeout_ms: u64,
+    /// This replica's name among the gateways sharing a Redis store (letters, digits, `.`,
+    /// `_`, `-`; default `HOSTNAME-PID`): with `--store redis://…` and the admin API, held calls
+    /// are listed and decided from any replica, and other replicas name this one's calls
+    /// `ID@NAME` (docs/approvals.md, "Several replicas").
+    #[arg(long, value_name = "NAME")]
+    replica: Option<String>,
     /// Pinned tool definitions (what `tollgate pin` printed): every `tools/list` answer is
     /// checked against it; a tool that changed or is not in it is hidden and its calls refused
     /// (docs/pinning.md).
@@ -234,10 +243,19 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The counter store named by `--store` and its options.
-fn counter_store(args: &Args) -> anyhow::Result<Arc<dyn CounterStore>> {
+/// The counter store, and the Redis store behind it if it is one.
+type Stores = (Arc<dyn CounterStore>, Option<Arc<RedisStore>>);
+
+/// The counter store named by `--store` and its options (and the Redis store itself, which
+/// also shares the replicas' approvals).
+fn counter_store(args: &Args) -> anyhow::Result<Stores> {
     if args.store == "memory" {
-        return Ok(Arc::new(MemoryStore::new()));
+        if args.replica.is_some() {
+            anyhow::bail!(
+                "`--replica` names this gateway among replicas sharing a Redis store: add `--store redis://HOST:PORT`"
+            );
+        }
+        return Ok((Arc::new(MemoryStore::new()), None));
     }
     if args.store_timeout_ms == 0 || args.store_connect_timeout_ms == 0 {
         anyhow::bail!(
@@ -269,7 +287,8 @@ fn counter_store(args: &Args) -> anyhow::Result<Arc<dyn CounterStore>> {
             }
         );
     }
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    Ok((Arc::clone(&store) as Arc<dyn CounterStore>, Some(store)))
 }
 
 /// Takes the config file's settings into `args`: a setting given both ways is an error (exit
@@ -359,6 +378,12 @@ fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
     if let Some(store) = &config.store {
         args.store = store.clone();
     }
+    set(
+        &mut args.replica,
+        config.replica.clone(),
+        "replica",
+        "replica",
+    )?;
     Ok(())
 }
 
@@ -389,7 +414,10 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             anyhow::Ok((Arc::new(pins), path.display().to_string(), hash))
         })
         .transpose()?;
-    let store = counter_store(&args)?;
+    let (store, redis) = counter_store(&args)?;
+    let shared = redis
+        .map(|r| replicas::Shared::new(r, args.replica.as_deref()))
+        .transpose()?;
     let spec = match (configured, &args.upstream_url, args.command.split_first()) {
         (Some(spec), _, _) => spec,
         (None, Some(url), _) => UpstreamSpec::Url {
@@ -673,6 +701,22 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
                         "approvals: console at {scheme}://{local}/ui, API at {scheme}://{local}/admin/approvals\n"
                     ));
                 }
+                // Held calls are listed and decided from every replica sharing the store.
+                let _replica = match shared {
+                    Some(shared) if gateway.options().approvals => {
+                        banner.push_str(&format!(
+                            "approvals: shared with the replicas of {} as replica `{}`\n",
+                            SharedApprovals::store(&shared),
+                            SharedApprovals::replica(&shared)
+                        ));
+                        Some(tollgate_gateway::approvals::replicas::start(
+                            &gateway,
+                            Arc::new(shared),
+                            clock,
+                        ))
+                    }
+                    _ => None,
+                };
                 std::io::stderr().lock().write_all(banner.as_bytes())?;
                 let front = HttpFront::with_origins(
                     Arc::clone(&gateway),

@@ -10,6 +10,10 @@
 //! | `GET /admin/approvals/events` | server-sent events: `held` and `decided`, as they happen |
 //! | `GET /ui` | the console (one HTML page; it asks for the token) |
 //!
+//! With approvals shared across replicas (`approvals/replicas.rs`), the list adds every other
+//! running replica's pending calls (ids `ID@REPLICA`), and a verdict on one is carried to the
+//! replica holding it and answered with its answer (or 410, 503, 504: docs/approvals.md).
+//!
 //! Every `/admin` request needs `Authorization: Bearer TOKEN` with a token of `--admin-tokens`
 //! (the token's NAME is the approver the audit log records) or a JWT access token with the
 //! `--admin-oauth-scope` scope (the approver is `oauth:SUB`; docs/auth.md). An agent's token (from `--tokens`)
@@ -29,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::approvals::ApprovalError;
+use crate::approvals::{ApprovalError, VerdictKind, replicas};
 use crate::transport::HttpFront;
 
 /// The console: one self-contained page (inline CSS and JS, no build step).
@@ -146,13 +150,57 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn parse_id(text: &str) -> Result<u64, Box<Response>> {
-    text.parse::<u64>().map_err(|_| {
-        Box::new(error(
+/// An approval's id in a path: `ID`, or `ID@REPLICA` with approvals shared across replicas
+/// (`Some(replica)` only for another replica's).
+fn parse_id<'a>(front: &HttpFront, text: &'a str) -> Result<(u64, Option<&'a str>), Box<Response>> {
+    let Some((id, replica)) = replicas::parse_ref(text) else {
+        return Err(Box::new(error(
             StatusCode::NOT_FOUND,
-            &format!("no approval has the id `{text}`: ids are numbers, as `GET /admin/approvals` lists them"),
-        ))
+            &format!(
+                "no approval has the id `{text}`: ids are numbers (`ID@REPLICA` for another replica's), as `GET /admin/approvals` lists them"
+            ),
+        )));
+    };
+    let here = front.gateway.approvals().replica_name();
+    match replica {
+        Some(r) if Some(r) == here => Ok((id, None)),
+        Some(r) if here.is_none() => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no approval has the id `{text}`: this gateway shares no approvals with replicas (such as `{r}`): start every replica with the same `--store redis://…` and `--admin-tokens`"
+            ),
+        ))),
+        other => Ok((id, other)),
+    }
+}
+
+/// Every other running replica's pending approvals (blocking on the store, so off the
+/// runtime's workers), or why the store could not list them.
+async fn other_replicas(front: &HttpFront, now_ms: u64) -> Option<Result<Vec<Value>, String>> {
+    let bus = Arc::clone(&front.gateway.approvals().sharing()?.bus);
+    let listed = tokio::task::spawn_blocking(move || {
+        let me = bus.replica().to_owned();
+        bus.list().map(|all| {
+            all.into_iter()
+                .filter(|l| l.replica != me)
+                .collect::<Vec<_>>()
+        })
     })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    Some(listed.map(|all| {
+        let mut entries: Vec<Value> = all
+            .iter()
+            .filter_map(|l| replicas::listed_entry(l, now_ms))
+            .collect();
+        // By replica, each oldest first (its ids count up); the store lists them in no order.
+        entries.sort_by_key(|v| {
+            let id = v["id"].as_str().unwrap_or_default();
+            let (n, replica) = id.split_once('@').unwrap_or((id, ""));
+            (replica.to_owned(), n.parse::<u64>().unwrap_or(0))
+        });
+        entries
+    }))
 }
 
 async fn list(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Response {
@@ -162,7 +210,30 @@ async fn list(State(front): State<Arc<HttpFront>>, headers: HeaderMap) -> Respon
     };
     let now = now(&front);
     let (pending, recent) = front.gateway.list_approvals(now);
-    ok(json!({"approver": name, "now_ms": ms(now), "pending": pending, "recent": recent}))
+    let mut body =
+        json!({"approver": name, "now_ms": ms(now), "pending": pending, "recent": recent});
+    if let Some(me) = front.gateway.approvals().replica_name() {
+        body["replica"] = json!(me);
+        let mut all: Vec<Value> = pending
+            .iter()
+            .map(|p| {
+                let mut v = json!(p);
+                v["replica"] = json!(me);
+                v
+            })
+            .collect();
+        match other_replicas(&front, ms(now)).await {
+            Some(Ok(others)) => all.extend(others),
+            Some(Err(e)) => {
+                body["replicas_error"] = json!(format!(
+                    "the shared store cannot list the other replicas' approvals ({e}): only this replica's are shown"
+                ));
+            }
+            None => {}
+        }
+        body["pending"] = json!(all);
+    }
+    ok(body)
 }
 
 async fn one(
@@ -173,10 +244,32 @@ async fn one(
     if let Err(r) = approver(&front, &headers).await {
         return *r;
     }
-    let id = match parse_id(&id) {
+    let (id, replica) = match parse_id(&front, &id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
+    if let Some(replica) = replica {
+        let wanted = format!("{id}@{replica}");
+        return match other_replicas(&front, ms(now(&front))).await {
+            Some(Ok(others)) => match others.into_iter().find(|v| v["id"] == wanted.as_str()) {
+                Some(v) => ok(v),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "approval {wanted} is not pending on a running replica: it was decided, expired or withdrawn, or replica `{replica}` stopped (its own log has the record)"
+                    ),
+                ),
+            },
+            Some(Err(e)) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the shared store cannot list the other replicas' approvals ({e})"),
+            ),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &ApprovalError::NotFound { id }.to_string(),
+            ),
+        };
+    }
     match front.gateway.approvals().get(id) {
         Some(v) => ok(v),
         None => error(
@@ -215,7 +308,7 @@ async fn decide(
         Ok(n) => n,
         Err(r) => return *r,
     };
-    let id = match parse_id(&id) {
+    let (id, replica) = match parse_id(&front, &id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
@@ -223,6 +316,35 @@ async fn decide(
         Ok(r) => r,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
+    if let (Some(replica), Some(sharing)) = (replica, front.gateway.approvals().sharing()) {
+        // Another replica holds the call: the verdict goes there, and its answer comes back.
+        let bus = Arc::clone(&sharing.bus);
+        let replica = replica.to_owned();
+        let kind = if approve {
+            VerdictKind::Approved
+        } else {
+            VerdictKind::Denied
+        };
+        let reason = reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned);
+        let relayed = tokio::task::spawn_blocking(move || {
+            replicas::relay(&*bus, &replica, id, kind, &name, reason.as_deref())
+        })
+        .await;
+        return match relayed {
+            Ok((200, body)) => ok(body),
+            Ok((status, body)) => (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+    }
     let now = now(&front);
     let result = if approve {
         front.gateway.approve(id, &name, reason.as_deref(), now)

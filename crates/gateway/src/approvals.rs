@@ -15,9 +15,11 @@
 //! expire approvals at exactly their deadline; an operator deciding at or after the deadline is
 //! told the approval expired.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+pub mod replicas;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicI64;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
@@ -88,6 +90,9 @@ pub struct Verdict {
     /// The approver's reason, if they gave one.
     pub reason: Option<String>,
     pub decided_at_ms: u64,
+    /// With approvals shared across replicas: the replica whose API took the verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// A decided approval, as the console and the feed show it.
@@ -145,6 +150,8 @@ struct Inner {
     entries: BTreeMap<u64, Entry>,
     recent: VecDeque<DecidedApproval>,
     wakers: HashMap<u64, Arc<Notify>>,
+    /// The ids published to the other replicas (at most `replicas::MAX_PUBLISHED`).
+    published: HashSet<u64>,
 }
 
 /// The registry of one gateway.
@@ -153,6 +160,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Value>,
     pending: Gauge<i64, AtomicI64>,
+    /// Set once when approvals are shared across replicas (`replicas.rs`).
+    sharing: OnceLock<replicas::Sharing>,
 }
 
 impl Registry {
@@ -165,7 +174,27 @@ impl Registry {
             }),
             events,
             pending,
+            sharing: OnceLock::new(),
         }
+    }
+
+    /// Shares this registry's approvals with the other replicas from now on.
+    pub(crate) fn share(&self, sharing: replicas::Sharing) {
+        let _ = self.sharing.set(sharing);
+    }
+
+    pub(crate) fn sharing(&self) -> Option<&replicas::Sharing> {
+        self.sharing.get()
+    }
+
+    /// Whether approval `id` is published to the other replicas.
+    pub(crate) fn is_published(&self, id: u64) -> bool {
+        self.lock().published.contains(&id)
+    }
+
+    /// This replica's name, when approvals are shared across replicas.
+    pub fn replica_name(&self) -> Option<&str> {
+        self.sharing.get().map(|s| s.bus.replica())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -197,7 +226,11 @@ impl Registry {
     /// Registers a held call of session core `core`.
     pub fn insert(&self, core: u64, approval: PendingApproval) {
         let event = json!({"type": "held", "approval": approval});
-        self.lock().entries.insert(
+        let mut inner = self.lock();
+        if let Some(sharing) = self.sharing.get() {
+            self.publish(&mut inner, sharing, &approval);
+        }
+        inner.entries.insert(
             approval.id,
             Entry {
                 approval,
@@ -205,6 +238,7 @@ impl Registry {
                 verdict: None,
             },
         );
+        drop(inner);
         self.pending.inc();
         let _ = self.events.send(event);
     }
@@ -350,7 +384,51 @@ impl Registry {
         self.events.subscribe()
     }
 
+    /// Queues the publication of a held call for the other replicas (its redacted arguments,
+    /// as this API shows them, and no more), for as long as it may wait.
+    fn publish(&self, inner: &mut Inner, sharing: &replicas::Sharing, a: &PendingApproval) {
+        if inner.published.len() >= replicas::MAX_PUBLISHED {
+            tracing::warn!(
+                "approval {} is not shared with the other replicas: this replica already shares {} (the most); decide it here",
+                a.id,
+                replicas::MAX_PUBLISHED
+            );
+            return;
+        }
+        let timeout = a.deadline_ms.saturating_sub(a.created_at_ms);
+        let op = replicas::Op::Publish {
+            id: a.id,
+            entry: replicas::entry_text(a, sharing.bus.replica()),
+            ttl: replicas::ttl_of(timeout, sharing.scale),
+        };
+        match sharing.ops.try_send(op) {
+            Ok(()) => {
+                inner.published.insert(a.id);
+            }
+            Err(_) => tracing::warn!(
+                "approval {} is not shared with the other replicas: the queue to the shared store is full; decide it here",
+                a.id
+            ),
+        }
+    }
+
     fn finish(&self, inner: &mut Inner, decided: &DecidedApproval) {
+        let id = decided.approval.id;
+        if inner.published.remove(&id)
+            && let Some(sharing) = self.sharing.get()
+            && sharing
+                .ops
+                .try_send(replicas::Op::Unpublish {
+                    id,
+                    what: describe(&decided.verdict),
+                })
+                .is_err()
+        {
+            // Its entry expires at its deadline anyway; a verdict sent meanwhile gets 409 here.
+            tracing::warn!(
+                "approval {id} stays listed on the other replicas until its deadline: the queue to the shared store is full"
+            );
+        }
         self.pending.dec();
         inner.recent.push_back(decided.clone());
         while inner.recent.len() > RECENT {

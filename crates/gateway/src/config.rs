@@ -45,6 +45,12 @@ pub struct ConfigFile {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub store: Option<Spanned<String>>,
+    /// This gateway's name among the replicas sharing a Redis store (as `--replica`; letters,
+    /// digits, `.`, `_`, `-`, at most 64): their held calls are listed and decided from every
+    /// replica (docs/approvals.md, "Several replicas").
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub replica: Option<Spanned<String>>,
     /// Serve Streamable HTTP; without it the gateway speaks stdio.
     #[serde(default)]
     pub listen: Option<ListenFile>,
@@ -183,6 +189,7 @@ pub struct Config {
     pub record: Option<PathBuf>,
     pub grant: Option<String>,
     pub store: Option<String>,
+    pub replica: Option<String>,
     pub listen: Option<Listen>,
     pub upstreams: Vec<NamedUpstream>,
     pub lock: Option<PathBuf>,
@@ -326,6 +333,30 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
         }
         c
     });
+    if let Some(replica) = &raw.replica {
+        let name = replica.get_ref();
+        // The rule of `tollgate-store-redis`'s `valid_replica_name` (the `ID@NAME` ids and the
+        // store's keys need it).
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            err(
+                replica.span(),
+                "config::bad_value",
+                format!("`{name}` cannot name a replica"),
+                "use 1 to 64 letters, digits, `.`, `_` or `-`",
+            );
+        } else if raw.store.as_ref().is_none_or(|s| s.get_ref() == "memory") {
+            err(
+                replica.span(),
+                "config::bad_value",
+                "`replica` names this gateway among replicas sharing a Redis store, and the store is memory".into(),
+                "add `store = \"redis://HOST:PORT\"`, or remove `replica`",
+            );
+        }
+    }
     if raw.upstream.is_empty() {
         err(
             0..0,
@@ -499,6 +530,7 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
         record: raw.record.as_ref().map(path_of),
         grant: raw.grant.clone(),
         store: raw.store.as_ref().map(|s| s.get_ref().clone()),
+        replica: raw.replica.as_ref().map(|s| s.get_ref().clone()),
         listen,
         upstreams: upstreams.into_iter().map(|(u, _)| u).collect(),
         lock: raw.lock.as_ref().map(path_of),
@@ -672,6 +704,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.upstreams[0].prefix, "");
         assert!(matches!(c.spec(), UpstreamSpec::Command { .. }));
+    }
+
+    /// `replica` needs a Redis store and a plain name; a bad one is located.
+    #[test]
+    fn a_replica_name_is_plain_and_needs_a_redis_store() {
+        let c = parse(
+            "t.toml",
+            "policy = \"p.json\"\nstore = \"redis://127.0.0.1:6379\"\nreplica = \"gw-1\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+            Path::new("/cfg"),
+        )
+        .unwrap();
+        assert_eq!(c.replica.as_deref(), Some("gw-1"));
+        let e = errors(
+            "policy = \"p.json\"\nstore = \"redis://127.0.0.1:6379\"\nreplica = \"gw@1\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("`gw@1` cannot name a replica") && e.contains("t.toml:3:")),
+            "{e:?}"
+        );
+        let e = errors(
+            "policy = \"p.json\"\nreplica = \"gw-1\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+        );
+        assert!(e.iter().any(|e| e.contains("the store is memory")), "{e:?}");
     }
 
     /// An unknown key is reported at its line and column, with the closest key.

@@ -190,6 +190,15 @@ impl Default for Metrics {
             "trace_spans_dropped",
             "Finished spans not exported: the export queue was full, or the OTLP endpoint refused or did not take their batch in time",
             trace_spans_dropped.clone(),
+        registry.register(
+            "audit_write_failures",
+            "Writes of the audit log that failed (full disk, file size limit...): the call each was for was refused",
+            audit.write_failures.clone(),
+        );
+        registry.register(
+            "audit_failing",
+            "1 while the audit log cannot be written (every call is refused as audit_unavailable), else 0",
+            audit.failing.clone(),
         );
         Metrics {
             trace_spans_dropped,

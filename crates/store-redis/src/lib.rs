@@ -53,6 +53,7 @@ use redis::{ConnectionAddr, IntoConnectionInfo};
 use tollgate_policy::limiter::{CounterKey, LimitSpec};
 use tollgate_policy::{Acquire, CounterState, CounterStore, FailMode};
 
+pub mod approvals;
 pub mod testing;
 
 /// The acquire script (see its header for the keys, arguments and answer), after the prelude

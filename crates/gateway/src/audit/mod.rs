@@ -95,6 +95,11 @@ pub struct AuditMetrics {
     pub rotations: prometheus_client::metrics::counter::Counter,
     /// The Unix time of the last rotation, in seconds (0: none since the start).
     pub last_rotation: prometheus_client::metrics::gauge::Gauge,
+    /// Writes that failed (a full disk, a file grown past its limit...): each refused a call
+    /// or delayed deferred records.
+    pub write_failures: prometheus_client::metrics::counter::Counter,
+    /// 1 while the log cannot be written (its last write failed), else 0.
+    pub failing: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// An open audit log, appending. It holds an exclusive lock on its file while it is open.
@@ -117,6 +122,8 @@ pub struct AuditLog {
     started_ms: u64,
     /// A rename failed: rotation is off until the next start (said once, in the log).
     rotation_failed: bool,
+    /// The last write failed (said once in the process's log, and again when writes work).
+    failing: bool,
     /// The compression and retention work of the last rotation, in the background.
     housekeeping: Option<std::thread::JoinHandle<()>>,
     metrics: AuditMetrics,
@@ -242,6 +249,7 @@ impl AuditLog {
             file_first_seq: report.first_seq,
             started_ms: report.started_unix_ms.unwrap_or(now),
             rotation_failed: false,
+            failing: false,
             housekeeping: None,
             metrics: AuditMetrics::default(),
         };
@@ -344,15 +352,49 @@ impl AuditLog {
     }
 
     /// Writes `bytes` with one `write(2)`, flushed (and synced, if asked).
+    ///
+    /// A write that fails part way (the disk filled up in the middle of a line) is cut back to
+    /// the last whole record, so the file stays a valid chain and the next write continues it.
+    /// The first failure and the recovery are said in the process's log (not every failure:
+    /// the deferred records are retried every 20 ms).
     fn write(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
-        let error = |error| AuditError::Write {
-            path: self.path.display().to_string(),
-            error,
-        };
-        self.file.write_all(bytes).map_err(error)?;
-        self.file.flush().map_err(error)?;
-        if self.fsync {
-            self.file.sync_data().map_err(error)?;
+        let written = self.file.write_all(bytes).and_then(|()| self.file.flush());
+        let written = written.and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = written {
+            let cut = self.file.set_len(self.bytes);
+            self.metrics.write_failures.inc();
+            if !self.failing {
+                self.failing = true;
+                self.metrics.failing.set(1);
+                tracing::error!(
+                    "cannot write audit log `{}` ({error}): every call is refused (`audit_unavailable`) until it can be written; free space on its file system (or raise its size limit){}",
+                    self.path.display(),
+                    match &cut {
+                        Ok(()) => String::new(),
+                        Err(e) => format!(
+                            "; the partly written record could not be cut off ({e}): run `tollgate audit verify` on it"
+                        ),
+                    }
+                );
+            }
+            return Err(AuditError::Write {
+                path: self.path.display().to_string(),
+                error,
+            });
+        }
+        if self.failing {
+            self.failing = false;
+            self.metrics.failing.set(0);
+            tracing::warn!(
+                "audit log `{}` can be written again: calls are decided and forwarded again",
+                self.path.display()
+            );
         }
         self.bytes += bytes.len() as u64;
         self.metrics
@@ -541,6 +583,42 @@ mod tests {
         log.append(99, "close", json!({})).unwrap();
         let r = verify(&path, None).unwrap();
         assert_eq!((r.records, r.closed, r.problems.len()), (4, true, 0));
+    }
+
+    /// A full disk (Linux's `/dev/full` answers every write with ENOSPC, put in place of the
+    /// log's file): the record is refused with the error, the chain does not advance, the
+    /// failure is counted and shown; once writes work again the same record goes in and the
+    /// log verifies with no gap.
+    #[test]
+    fn a_full_disk_refuses_the_record_and_the_chain_resumes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 2);
+        let mut log = AuditLog::open(&path, false).unwrap();
+        let metrics = AuditMetrics::default();
+        log.set_metrics(metrics.clone());
+        let full = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let file = std::mem::replace(&mut log.file, full);
+        let refused = log.append(30, "decision", json!({"tool": "t2"}));
+        let Err(AuditError::Write { error, .. }) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(error.raw_os_error(), Some(28), "ENOSPC: {error}");
+        assert_eq!(log.head().0, 2, "the chain did not advance");
+        assert_eq!(
+            (metrics.write_failures.get(), metrics.failing.get()),
+            (1, 1)
+        );
+        // Deferred records wait (and a failing flush keeps them).
+        log.append_deferred(31, "outcome", json!({"tool": "t1"}))
+            .unwrap();
+        assert!(log.flush().is_err());
+        assert_eq!(metrics.write_failures.get(), 2);
+        log.file = file;
+        log.append(40, "decision", json!({"tool": "t2"})).unwrap();
+        assert_eq!(metrics.failing.get(), 0);
+        drop(log);
+        let r = verify(&path, None).unwrap();
+        assert_eq!((r.records, r.problems.len()), (4, 0), "{:?}", r.problems);
     }
 
     fn tampered(dir: &Path, f: impl Fn(&mut Vec<String>)) -> VerifyReport {

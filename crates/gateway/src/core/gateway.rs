@@ -226,6 +226,28 @@ impl Gateway {
         now: Duration,
         decider: Decider,
     ) -> Result<DecidedApproval, ApprovalError> {
+        self.decide_approval_at(id, verdict, approver, reason, now, decider, None)
+    }
+
+    /// [`Gateway::decide_approval`] of a verdict taken by replica `from`'s API (`None`: this
+    /// replica's). With approvals shared across replicas, the record names that replica.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a verdict's parts, as the admin API and the replicas' inbox give them"
+    )]
+    pub(crate) fn decide_approval_at(
+        &self,
+        id: u64,
+        verdict: VerdictKind,
+        approver: &str,
+        reason: Option<&str>,
+        now: Duration,
+        decider: Decider,
+        from: Option<&str>,
+    ) -> Result<DecidedApproval, ApprovalError> {
+        let replica = from
+            .or_else(|| self.approvals.replica_name())
+            .map(str::to_owned);
         let verdict = Verdict {
             verdict,
             approver: Some(approver.to_owned()),
@@ -234,6 +256,7 @@ impl Gateway {
                 .filter(|r| !r.is_empty())
                 .map(str::to_owned),
             decided_at_ms: ms(now),
+            replica,
         };
         self.approvals.decide(id, verdict, decider, |a, v| {
             self.approval_record(now, a, v).map(|_| ())
@@ -255,6 +278,9 @@ impl Gateway {
         });
         if let Some(r) = &v.reason {
             record["reason"] = json!(r);
+        }
+        if let Some(r) = &v.replica {
+            record["replica"] = json!(r);
         }
         if v.verdict == VerdictKind::Expired {
             record["on_timeout"] = json!(a.on_timeout);
@@ -296,9 +322,8 @@ impl Gateway {
             return;
         };
         let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = log.flush() {
-            tracing::error!("{e}");
-        }
+        // A failure is said once by the log itself (and the records wait for the next flush).
+        let _ = log.flush();
     }
 
     /// Writes the closing record of a clean shutdown, and waits for the log's background work

@@ -256,6 +256,7 @@ impl SessionCore {
             approver: None,
             reason: Some(why.to_owned()),
             decided_at_ms: ms(now),
+            replica: None,
         };
         self.gateway.approvals.conclude(approval, verdict, |a, v| {
             if let Err(e) = self.gateway.approval_record(now, a, v) {
