@@ -190,6 +190,7 @@ impl Default for Metrics {
             "trace_spans_dropped",
             "Finished spans not exported: the export queue was full, or the OTLP endpoint refused or did not take their batch in time",
             trace_spans_dropped.clone(),
+        );
         registry.register(
             "audit_write_failures",
             "Writes of the audit log that failed (full disk, file size limit...): the call each was for was refused",
