@@ -36,3 +36,6 @@ mod pin;
 mod clients;
 // Several upstreams behind one gateway (`--config`): routing, journals, a killed upstream.
 mod multi;
+// The router of several upstreams against a hostile client and hostile upstreams: ids, names,
+// server-to-client requests, progress and cancellation, each upstream's journal the proof.
+mod multi_hostile;

@@ -15,6 +15,11 @@
 //!   `notifications/cancelled` and progress keep their upstream; a request from an upstream
 //!   (sampling, elicitation, roots) reaches the client with the id `<upstream>-<n>`, and the
 //!   client's answer goes back to that upstream with its own id;
+//! - progress keeps its upstream too: an upstream's `notifications/progress` reaches the client
+//!   only when its token is the `progressToken` of a request routed to that upstream and not yet
+//!   answered, and the client's reaches only the upstream whose request to the client carries
+//!   the token; any other progress is dropped. An upstream's `notifications/cancelled` names
+//!   only its own requests to the client (docs/security.md, "Several upstreams");
 //! - an upstream that goes away answers its requests in flight with an error, its tools leave
 //!   the list (`notifications/tools/list_changed`), and it is started again after a backoff
 //!   (1 s doubling to 30 s, at most [`MAX_RESTARTS`] tries in a row); once it answers
@@ -97,6 +102,7 @@ pub(crate) fn start(
         pending: HashMap::new(),
         fan_outs: HashMap::new(),
         server_requests: HashMap::new(),
+        tokens: HashMap::new(),
         tools: HashMap::new(),
         prompts: HashMap::new(),
         resources: HashMap::new(),
@@ -124,7 +130,12 @@ struct Part {
 #[derive(Debug)]
 enum Sent {
     /// A client request routed to one upstream: its answer goes back with the client's id.
-    Routed { part: usize, client_id: Value },
+    /// `token` is its progress token (its JSON text), if it has one.
+    Routed {
+        part: usize,
+        client_id: Value,
+        token: Option<String>,
+    },
     /// One upstream's part of a merged request.
     FanOut { part: usize, fan: u64 },
     /// The router's own `initialize` of a restarted upstream.
@@ -165,8 +176,13 @@ struct Router {
     events_tx: mpsc::Sender<(usize, u64, FromUpstream)>,
     pending: HashMap<String, Sent>,
     fan_outs: HashMap<u64, FanOut>,
-    /// Requests from upstreams, by the id the client sees: the upstream and its own id.
-    server_requests: HashMap<String, (usize, Value)>,
+    /// Requests from upstreams, by the id the client sees: the upstream, its own id and the
+    /// request's progress token (its JSON text), if any.
+    server_requests: HashMap<String, (usize, Value, Option<String>)>,
+    /// The progress tokens of the client's requests in flight, by upstream: how many of its
+    /// requests to that upstream carry each (an upstream's progress is delivered only for its
+    /// own).
+    tokens: HashMap<(usize, String), u32>,
     /// Exposed tool name → (upstream, its own name), from the last merged `tools/list`.
     tools: HashMap<String, (usize, String)>,
     prompts: HashMap<String, (usize, String)>,
@@ -178,6 +194,21 @@ struct Router {
 
 fn key(id: &Value) -> String {
     id.to_string()
+}
+
+/// The progress token of a request (`params._meta.progressToken`) or of a
+/// `notifications/progress` (`params.progressToken`), as its JSON text.
+fn progress_token(obj: &Map<String, Value>) -> Option<String> {
+    let params = obj.get("params")?;
+    params
+        .get("_meta")
+        .and_then(|m| m.get("progressToken"))
+        .or_else(|| {
+            (obj.get("method").and_then(Value::as_str) == Some("notifications/progress"))
+                .then(|| params.get("progressToken"))
+                .flatten()
+        })
+        .map(key)
 }
 
 impl Router {
@@ -309,15 +340,32 @@ impl Router {
                     return;
                 };
                 let found = self.pending.iter().find_map(|(k, s)| match s {
-                    Sent::Routed { part, client_id } if client_id == request => {
-                        Some((k.clone(), *part))
-                    }
+                    Sent::Routed {
+                        part, client_id, ..
+                    } if client_id == request => Some((k.clone(), *part)),
                     _ => None,
                 });
                 if let Some((k, part)) = found
                     && let Ok(ours) = serde_json::from_str::<Value>(&k)
                 {
-                    obj.insert("params".into(), json!({"requestId": ours}));
+                    // Its other params (the reason) go along.
+                    if let Some(p) = obj.get_mut("params").and_then(Value::as_object_mut) {
+                        p.insert("requestId".into(), ours);
+                    }
+                    self.send(part, Value::Object(obj));
+                }
+            }
+            (Some("notifications/progress"), None) => {
+                // Progress on a request of an upstream: to that upstream only.
+                let Some(token) = progress_token(&obj) else {
+                    return;
+                };
+                let part = self
+                    .server_requests
+                    .values()
+                    .find(|(_, _, t)| t.as_ref() == Some(&token))
+                    .map(|(p, _, _)| *p);
+                if let Some(part) = part {
                     self.send(part, Value::Object(obj));
                 }
             }
@@ -335,7 +383,7 @@ impl Router {
             }
             (None, Some(id)) => {
                 // The client's answer to a request of an upstream.
-                if let Some((part, theirs)) = self.server_requests.remove(&key(&id)) {
+                if let Some((part, theirs, _)) = self.server_requests.remove(&key(&id)) {
                     obj.insert("id".into(), theirs);
                     self.send(part, Value::Object(obj));
                 }
@@ -429,12 +477,17 @@ impl Router {
         };
         let ours = self.id();
         obj.insert("id".into(), Value::from(ours));
+        let token = progress_token(&obj);
         if self.send(part, Value::Object(obj)) {
+            if let Some(t) = &token {
+                *self.tokens.entry((part, t.clone())).or_default() += 1;
+            }
             self.pending.insert(
                 ours.to_string(),
                 Sent::Routed {
                     part,
                     client_id: id,
+                    token,
                 },
             );
         } else {
@@ -623,7 +676,10 @@ impl Router {
                     _ => return,
                 }
                 match self.pending.remove(&k) {
-                    Some(Sent::Routed { client_id, .. }) => {
+                    Some(Sent::Routed {
+                        client_id, token, ..
+                    }) => {
+                        self.forget_token(i, token);
                         obj.insert("id".into(), client_id);
                         self.to_core(v).await;
                     }
@@ -658,8 +714,9 @@ impl Router {
                 }
                 let n = self.id();
                 let ours = format!("{}-{n}", self.parts[i].named.name);
+                let token = progress_token(obj);
                 self.server_requests
-                    .insert(key(&Value::from(ours.clone())), (i, id));
+                    .insert(key(&Value::from(ours.clone())), (i, id, token));
                 obj.insert("id".into(), Value::from(ours));
                 tracing::debug!(
                     "upstream `{}` asks the client: {method}",
@@ -676,14 +733,28 @@ impl Router {
                     let found = self
                         .server_requests
                         .iter()
-                        .find(|(_, (p, theirs))| *p == i && *theirs == request)
+                        .find(|(_, (p, theirs, _))| *p == i && *theirs == request)
                         .map(|(k, _)| k.clone());
                     let Some(k) = found else { return };
                     self.server_requests.remove(&k);
                     let Ok(ours) = serde_json::from_str::<Value>(&k) else {
                         return;
                     };
-                    obj.insert("params".into(), json!({"requestId": ours}));
+                    // Its other params (the reason) go along.
+                    if let Some(p) = obj.get_mut("params").and_then(Value::as_object_mut) {
+                        p.insert("requestId".into(), ours);
+                    }
+                } else if method == "notifications/progress" {
+                    // Only for a request of the client routed to this upstream.
+                    let mine =
+                        progress_token(obj).is_some_and(|t| self.tokens.contains_key(&(i, t)));
+                    if !mine {
+                        tracing::debug!(
+                            "upstream `{}` sent progress for a token it was not given; dropped",
+                            self.parts[i].named.name
+                        );
+                        return;
+                    }
                 }
                 self.to_core(v).await;
             }
@@ -758,6 +829,18 @@ impl Router {
         self.maybe_done(fan).await;
     }
 
+    /// A request to upstream `i` carrying the progress `token` is answered (or gone).
+    fn forget_token(&mut self, i: usize, token: Option<String>) {
+        let Some(t) = token else { return };
+        let k = (i, t);
+        if let Some(n) = self.tokens.get_mut(&k) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.tokens.remove(&k);
+            }
+        }
+    }
+
     /// The client hears that the tools changed.
     async fn list_changed(&self) {
         self.to_core(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
@@ -782,7 +865,10 @@ impl Router {
         let mut fans = BTreeSet::new();
         for k in mine {
             match self.pending.remove(&k) {
-                Some(Sent::Routed { client_id, .. }) => {
+                Some(Sent::Routed {
+                    client_id, token, ..
+                }) => {
+                    self.forget_token(i, token);
                     self.error(
                         &client_id,
                         ErrorCode::InternalError,
@@ -802,7 +888,7 @@ impl Router {
             }
             self.maybe_done(fan).await;
         }
-        self.server_requests.retain(|_, (p, _)| *p != i);
+        self.server_requests.retain(|_, (p, _, _)| *p != i);
         self.tools.retain(|_, (p, _)| *p != i);
         self.prompts.retain(|_, (p, _)| *p != i);
         self.resources.retain(|_, p| *p != i);
