@@ -276,9 +276,9 @@ fn call_shaped_messages_reach_no_upstream() {
         {"jsonrpc": "2.0", "id": "batch-a", "method": "tools/call", "params": params},
         {"jsonrpc": "2.0", "id": "batch-b", "method": "tools/call", "params": {"name": "b__echo", "arguments": {}}},
     ]));
-    for n in 0..spellings.len() {
+    for (n, method) in spellings.iter().enumerate() {
         let answer = gw.answer(&json!(format!("odd-{n}")));
-        assert!(answer["error"].is_object(), "{}: {answer}", spellings[n]);
+        assert!(answer["error"].is_object(), "{method:?}: {answer}");
     }
     for id in ["batch-a", "batch-b"] {
         let answer = gw.answer(&json!(id));
