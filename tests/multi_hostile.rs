@@ -648,3 +648,35 @@ fn a_misbehaving_upstreams_answers_reach_no_other_request() {
     assert_eq!(gw.calls("a"), ["wrong_id", "twice", "huge", "echo"]);
     assert_eq!(gw.calls("b"), ["hang", "echo"]);
 }
+
+/// An upstream that never answers cannot starve the other: the calls it leaves unanswered time
+/// out at the gateway (which cancels them), and the router forgets cancelled calls when its
+/// bound of requests in flight (4096) is reached, so more calls than that to the silent
+/// upstream still leave the other upstream callable.
+#[test]
+fn a_silent_upstream_does_not_use_up_the_routers_requests_in_flight() {
+    let mut gw = Gateway::start("2025-06-18", &["--call-timeout", "0.001"], &[], &[]);
+    // In rounds of 512 (under the session's own bound of 1024 calls in flight).
+    let n = tollgate_gateway::multi::MAX_IN_FLIGHT + 512;
+    for round in (0..n).step_by(512) {
+        let mut lines = String::new();
+        for k in round..round + 512 {
+            lines.push_str(&json!({"jsonrpc": "2.0", "id": k, "method": "tools/call", "params": {"name": "a__hang", "arguments": {}}}).to_string());
+            lines.push('\n');
+        }
+        gw.stdin.write_all(lines.as_bytes()).unwrap();
+        gw.stdin.flush().unwrap();
+        for k in round..round + 512 {
+            let answer = gw.answer(&json!(k));
+            assert!(text(&answer).contains("did not answer"), "{answer}");
+        }
+    }
+    assert!(
+        gw.call_text(json!("after"), "b__echo", json!({}))
+            .starts_with("b:echo")
+    );
+    assert!(
+        gw.call_text(json!("after-a"), "a__echo", json!({}))
+            .starts_with("a:echo")
+    );
+}

@@ -130,11 +130,14 @@ struct Part {
 #[derive(Debug)]
 enum Sent {
     /// A client request routed to one upstream: its answer goes back with the client's id.
-    /// `token` is its progress token (its JSON text), if it has one.
+    /// `token` is its progress token (its JSON text), if it has one; `cancelled`: the client (or
+    /// the core, when the call timed out) cancelled it, so nobody waits for its answer any more
+    /// and it is forgotten first when the bound of requests in flight is reached.
     Routed {
         part: usize,
         client_id: Value,
         token: Option<String>,
+        cancelled: bool,
     },
     /// One upstream's part of a merged request.
     FanOut { part: usize, fan: u64 },
@@ -339,10 +342,16 @@ impl Router {
                 let Some(request) = obj.get("params").and_then(|p| p.get("requestId")) else {
                     return;
                 };
-                let found = self.pending.iter().find_map(|(k, s)| match s {
+                let found = self.pending.iter_mut().find_map(|(k, s)| match s {
                     Sent::Routed {
-                        part, client_id, ..
-                    } if client_id == request => Some((k.clone(), *part)),
+                        part,
+                        client_id,
+                        cancelled,
+                        ..
+                    } if client_id == request => {
+                        *cancelled = true;
+                        Some((k.clone(), *part))
+                    }
                     _ => None,
                 });
                 if let Some((k, part)) = found
@@ -393,6 +402,9 @@ impl Router {
     }
 
     async fn core_request(&mut self, method: &str, id: Value, mut obj: Map<String, Value>) {
+        if self.pending.len() >= MAX_IN_FLIGHT {
+            self.forget_cancelled();
+        }
         if self.pending.len() >= MAX_IN_FLIGHT {
             return self
                 .error(&id, ErrorCode::InternalError, "too many requests in flight through the gateway's router of several upstreams; retry later")
@@ -488,6 +500,7 @@ impl Router {
                     part,
                     client_id: id,
                     token,
+                    cancelled: false,
                 },
             );
         } else {
@@ -827,6 +840,31 @@ impl Router {
             f.waiting.remove(&i);
         }
         self.maybe_done(fan).await;
+    }
+
+    /// Forgets the requests the client cancelled (an upstream that never answers them, a silent
+    /// one, would otherwise hold the router's bound of requests in flight for every upstream);
+    /// a late answer to one is dropped, as one to a request that timed out at the core is.
+    fn forget_cancelled(&mut self) {
+        let cancelled: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, s)| {
+                matches!(
+                    s,
+                    Sent::Routed {
+                        cancelled: true,
+                        ..
+                    }
+                )
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in cancelled {
+            if let Some(Sent::Routed { part, token, .. }) = self.pending.remove(&k) {
+                self.forget_token(part, token);
+            }
+        }
     }
 
     /// A request to upstream `i` carrying the progress `token` is answered (or gone).
