@@ -613,7 +613,14 @@ fn names_that_resemble_routed_names_are_refused_and_reach_no_upstream() {
 fn a_misbehaving_upstreams_answers_reach_no_other_request() {
     let mut gw = Gateway::start(
         "2025-06-18",
-        &["--call-timeout", "2", "--max-message-bytes", "65536"],
+        &[
+            "--tool-timeout",
+            "b__hang=2",
+            "--tool-timeout",
+            "a__huge=2",
+            "--max-message-bytes",
+            "65536",
+        ],
         &[],
         &[],
     );
@@ -655,7 +662,8 @@ fn a_misbehaving_upstreams_answers_reach_no_other_request() {
 /// upstream still leave the other upstream callable.
 #[test]
 fn a_silent_upstream_does_not_use_up_the_routers_requests_in_flight() {
-    let mut gw = Gateway::start("2025-06-18", &["--call-timeout", "0.001"], &[], &[]);
+    // Only the silent tool's calls time out at once.
+    let mut gw = Gateway::start("2025-06-18", &["--tool-timeout", "a__hang=0.001"], &[], &[]);
     // In rounds of 512 (under the session's own bound of 1024 calls in flight).
     let n = tollgate_gateway::multi::MAX_IN_FLIGHT + 512;
     for round in (0..n).step_by(512) {
@@ -679,4 +687,48 @@ fn a_silent_upstream_does_not_use_up_the_routers_requests_in_flight() {
         gw.call_text(json!("after-a"), "a__echo", json!({}))
             .starts_with("a:echo")
     );
+}
+
+/// An upstream that dies mid-call: the call is answered with an error, the client hears
+/// `notifications/tools/list_changed`, the dead upstream's tools leave the list while the other's
+/// stay callable, a call to a gone tool reaches nobody; when it has started again the client hears
+/// `list_changed` once more and its tools are back and callable.
+#[test]
+fn a_dead_upstream_leaves_the_list_with_list_changed_and_comes_back() {
+    let mut gw = Gateway::start("2025-06-18", &[], &[], &[]);
+    let names = |gw: &mut Gateway, id: &str| -> Vec<String> {
+        gw.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}));
+        gw.answer(&json!(id))["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let died = gw.call_text(json!("die"), "b__die", json!({}));
+    assert!(died.contains("went away"), "{died}");
+    gw.wait_for("list_changed", |v| {
+        v["method"] == "notifications/tools/list_changed"
+    });
+    let gone = names(&mut gw, "l-gone");
+    assert!(!gone.iter().any(|n| n.starts_with("b__")), "{gone:?}");
+    assert!(gone.contains(&"a__echo".to_owned()), "{gone:?}");
+    assert!(
+        gw.call_text(json!("a1"), "a__echo", json!({}))
+            .starts_with("a:echo")
+    );
+    let refused = gw.call_text(json!("b1"), "b__echo", json!({}));
+    assert!(refused.contains("does not offer"), "{refused}");
+    // Restarted after a second's backoff.
+    gw.wait_for("list_changed again", |v| {
+        v["method"] == "notifications/tools/list_changed"
+    });
+    let back = names(&mut gw, "l-back");
+    assert!(back.contains(&"b__echo".to_owned()), "{back:?}");
+    assert!(
+        gw.call_text(json!("b2"), "b__echo", json!({}))
+            .starts_with("b:echo")
+    );
+    assert_eq!(gw.calls("b"), ["die", "echo"]);
+    assert_eq!(gw.calls("a"), ["echo"]);
 }

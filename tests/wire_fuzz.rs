@@ -379,6 +379,10 @@ fn fuzz_wire_flags() {
     assert_eq!(run(&["fuzz", "--wire", "--upstreams", "0"]), Some(2));
     assert_eq!(run(&["fuzz", "--wire", "--upstreams", "9"]), Some(2));
     assert_eq!(
+        run(&["fuzz", "--answer-timeout", "5s", "--policy", "x.json"]),
+        Some(2)
+    );
+    assert_eq!(
         run(&["fuzz", "--upstreams", "2", "--policy", "x.json"]),
         Some(2)
     );

@@ -18,9 +18,11 @@ Tools (their arguments steer the misbehaviour):
 - `huge` {bytes}: answers with a text of that many bytes.
 - `sleep` {ms}: answers after `ms` milliseconds (messages read meanwhile are handled).
 - `hang`: never answers.
+- `die`: exits at once (status 3) without answering.
 """
 
 import json
+import os
 import sys
 import threading
 
@@ -29,7 +31,7 @@ JOURNAL = open(sys.argv[2], "a", encoding="utf-8")
 EXTRA = sys.argv[3:]
 LOCK = threading.Lock()
 
-BASE = ["echo", "ask", "progress", "cancel", "wrong_id", "twice", "huge", "sleep", "hang"]
+BASE = ["echo", "ask", "progress", "cancel", "wrong_id", "twice", "huge", "sleep", "hang", "die"]
 
 
 def send(message):
@@ -82,6 +84,8 @@ def call(mid, params):
         return
     elif name == "hang":
         return
+    elif name == "die":
+        os._exit(3)
     send(text_result(mid, f"{NAME}:{name}:{json.dumps(mid)}"))
 
 

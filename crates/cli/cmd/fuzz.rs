@@ -2,7 +2,8 @@
 //! fuzzing of a policy through the gateway's core and the mock in virtual time
 //! (docs/fuzzing.md).
 //!
-//! `tollgate fuzz --wire [--cases N] [--seed S] [--transport http|stdio|both] [--upstreams N]`:
+//! `tollgate fuzz --wire [--cases N] [--seed S] [--transport http|stdio|both] [--upstreams N]
+//! [--answer-timeout D]`:
 //! wire fuzzing of the real gateway (both fronts) in front of a deliberately naive upstream (both
 //! upstream transports; or several behind the router; crates/wire-fuzz), with its fixed policy (docs/fuzzing.md, "Wire fuzzing"). The
 //! hidden `tollgate naive-upstream [--log FILE] [--http ADDR]` is that upstream as a process.
@@ -49,6 +50,10 @@ pub struct Args {
     /// each execution must also have happened on the upstream its name routes to.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "wire", value_parser = clap::value_parser!(u8).range(1..=8))]
     upstreams: u8,
+    /// With `--wire`: how long a client waits for an answer before the gateway counts as hung
+    /// (`3s`, the default; longer on a loaded machine, where starting stdio upstreams is slow).
+    #[arg(long, value_name = "D", value_parser = duration, requires = "wire")]
+    answer_timeout: Option<std::time::Duration>,
     /// How many sessions to generate.
     #[arg(long, value_name = "N", default_value_t = 256)]
     cases: u32,
@@ -215,6 +220,9 @@ fn run_wire(args: &Args) -> anyhow::Result<ExitCode> {
         naive_bin: Some(std::env::current_exe().context("cannot find the tollgate binary")?),
         plain: args.plain,
         upstreams: usize::from(args.upstreams),
+        answer_timeout: args
+            .answer_timeout
+            .unwrap_or(WireOptions::default().answer_timeout),
         ..WireOptions::default()
     };
     let bar = indicatif::ProgressBar::new(u64::from(args.cases));
