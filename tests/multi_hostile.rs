@@ -37,6 +37,17 @@ impl Gateway {
     /// Starts a gateway (`args` added to its command line) whose upstream `a` also lists
     /// `a_extra` and `b` lists `b_extra`, and makes the handshake in `protocol`.
     fn start(protocol: &str, args: &[&str], a_extra: &[&str], b_extra: &[&str]) -> Gateway {
+        Gateway::start_with(protocol, args, a_extra, b_extra, true)
+    }
+
+    /// [`Gateway::start`]; `list`: the handshake ends with a `tools/list`.
+    fn start_with(
+        protocol: &str,
+        args: &[&str],
+        a_extra: &[&str],
+        b_extra: &[&str],
+        list: bool,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("policy.json"), r#"{"version": "1", "default": "allow", "tools": {"b__twice": {"action": "deny", "reason": "not twice"}}}"#).unwrap();
@@ -105,9 +116,11 @@ impl Gateway {
         let init = gw.answer(&json!("init"));
         assert!(init["result"].is_object(), "{init}");
         gw.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        gw.send(json!({"jsonrpc": "2.0", "id": "list", "method": "tools/list"}));
-        let list = gw.answer(&json!("list"));
-        assert!(list["result"]["tools"].is_array(), "{list}");
+        if list {
+            gw.send(json!({"jsonrpc": "2.0", "id": "list", "method": "tools/list"}));
+            let list = gw.answer(&json!("list"));
+            assert!(list["result"]["tools"].is_array(), "{list}");
+        }
         gw
     }
 
@@ -731,4 +744,62 @@ fn a_dead_upstream_leaves_the_list_with_list_changed_and_comes_back() {
     );
     assert_eq!(gw.calls("b"), ["die", "echo"]);
     assert_eq!(gw.calls("a"), ["echo"]);
+}
+
+/// Two upstreams whose lists each fit in a message but together do not: the router answers the
+/// merged list in pages of its own (each under the message limit, `nextCursor` to the next), the
+/// client gets every tool of both, and the gateway's own listing follows the pages too, so a
+/// tool listed on a later page is callable (before, the merged answer was over the limit and
+/// dropped: the list was never answered and no call could be decided).
+#[test]
+fn a_merged_list_over_the_message_limit_is_answered_in_pages() {
+    let mut gw = Gateway::start_with(
+        "2025-06-18",
+        &["--max-message-bytes", "65536"],
+        &["big:20:2000"],
+        &["big:20:2000"],
+        false,
+    );
+    let mut names: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..10 {
+        let id = json!(format!("page-{page}"));
+        let mut list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        if let Some(c) = &cursor {
+            list["params"] = json!({"cursor": c});
+        }
+        gw.send(list);
+        let answer = gw.answer(&id);
+        assert!(answer.to_string().len() <= 65536, "a page over the limit");
+        names.extend(
+            answer["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned()),
+        );
+        cursor = answer["result"]["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "the pages end");
+    for up in ["a", "b"] {
+        for k in 0..20 {
+            assert!(
+                names.contains(&format!("{up}__big{k}")),
+                "{up}__big{k}: {names:?}"
+            );
+        }
+        assert!(names.contains(&format!("{up}__echo")), "{names:?}");
+    }
+    // The gateway lists on its own before the first call, following the pages.
+    assert!(
+        gw.call_text(json!("last"), "b__big19", json!({}))
+            .starts_with("b:big19")
+    );
+    assert!(
+        gw.call_text(json!("first"), "a__big0", json!({}))
+            .starts_with("a:big0")
+    );
 }

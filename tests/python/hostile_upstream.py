@@ -4,7 +4,8 @@ Usage: hostile_upstream.py NAME JOURNAL [EXTRA_TOOL ...]
 
 Every message it reads is appended to JOURNAL (one JSON line `{"got": MESSAGE}`, written and
 flushed before anything else is done with it), so a test can prove what reached this upstream
-and what did not. It lists the tools below plus each EXTRA_TOOL name (which behave as `echo`).
+and what did not. It lists the tools below plus each EXTRA_TOOL name (which behave as `echo`);
+an EXTRA_TOOL `big:N:BYTES` stands for N tools `big0`… whose descriptions are BYTES long.
 Every answer's text starts with NAME, so the client can tell which upstream answered.
 
 Tools (their arguments steer the misbehaviour):
@@ -44,12 +45,23 @@ def text_result(mid, text):
     return {"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": text}]}}
 
 
-def tool(name):
+def tool(name, description=None):
     return {
         "name": name,
-        "description": f"{name} of {NAME}",
+        "description": description or f"{name} of {NAME}",
         "inputSchema": {"type": "object", "additionalProperties": True},
     }
+
+
+def tools():
+    out = []
+    for name in BASE + EXTRA:
+        if name.startswith("big:"):
+            _, n, size = name.split(":")
+            out += [tool(f"big{k}", "d" * int(size)) for k in range(int(n))]
+        else:
+            out.append(tool(name))
+    return out
 
 
 def call(mid, params):
@@ -104,7 +116,7 @@ def handle(message):
             "serverInfo": {"name": f"hostile-{NAME}", "version": "0"},
         }})
     elif method == "tools/list":
-        send({"jsonrpc": "2.0", "id": mid, "result": {"tools": [tool(n) for n in BASE + EXTRA]}})
+        send({"jsonrpc": "2.0", "id": mid, "result": {"tools": tools()}})
     elif method == "tools/call":
         call(mid, params)
     else:

@@ -20,6 +20,10 @@
 //!   answered, and the client's reaches only the upstream whose request to the client carries
 //!   the token; any other progress is dropped. An upstream's `notifications/cancelled` names
 //!   only its own requests to the client (docs/security.md, "Several upstreams");
+//! - a merged list larger than one message may be (`--max-message-bytes`, less a margin for the
+//!   envelope) is answered in pages of the router's own, each under that size, with a
+//!   `nextCursor` the router answers itself (at most [`MAX_KEPT_PAGES`] pages kept); so one
+//!   upstream with a long list cannot make the merged list a message the session drops;
 //! - an upstream that goes away answers its requests in flight with an error, its tools leave
 //!   the list (`notifications/tools/list_changed`), and it is started again after a backoff
 //!   (1 s doubling to 30 s, at most [`MAX_RESTARTS`] tries in a row); once it answers
@@ -47,6 +51,9 @@ pub const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most requests in flight through the router at once (either way); past it a request is
 /// answered with an error.
 pub const MAX_IN_FLIGHT: usize = 4096;
+/// The most pages of merged lists the router keeps for their requesters to fetch; past it the
+/// oldest is forgotten (its cursor is then unknown, and the list starts again from the top).
+pub const MAX_KEPT_PAGES: usize = 256;
 
 /// The default prefix of an upstream's exposed names.
 pub fn default_prefix(name: &str) -> String {
@@ -108,6 +115,7 @@ pub(crate) fn start(
         resources: HashMap::new(),
         next: 0,
         initialize: None,
+        pages: BTreeMap::new(),
     };
     let task = tokio::spawn(router.run(from_core, events));
     (tx, rx, task)
@@ -193,7 +201,16 @@ struct Router {
     next: u64,
     /// The client's `initialize` params, for restarted upstreams.
     initialize: Option<Value>,
+    /// Pages of merged lists not fetched yet, by their cursor (made from `next`): the page's
+    /// result.
+    pages: BTreeMap<u64, Value>,
 }
+
+/// The start of the cursors of the router's own pages of a merged list.
+const PAGE_CURSOR: &str = "tollgate-router-page-";
+
+/// Room left in a message for the JSON-RPC envelope around a page's items.
+const PAGE_MARGIN: usize = 1024;
 
 fn key(id: &Value) -> String {
     id.to_string()
@@ -424,6 +441,18 @@ impl Router {
             _ => None,
         };
         if let Some(merge) = merge {
+            // A page of a merged list the router made: answered from what it kept.
+            if let Merge::List(..) = merge
+                && let Some(n) = params
+                    .as_ref()
+                    .and_then(|p| p.get("cursor"))
+                    .and_then(Value::as_str)
+                    .and_then(|c| c.strip_prefix(PAGE_CURSOR))
+                    .and_then(|n| n.parse::<u64>().ok())
+                && let Some(page) = self.pages.remove(&n)
+            {
+                return self.to_core(result_response(&id, page)).await;
+            }
             return self.fan_out(id, method, params, merge).await;
         }
         if method == "ping" {
@@ -640,9 +669,8 @@ impl Router {
                         merged.push(item);
                     }
                 }
-                let mut result = Map::new();
-                result.insert(field.into(), Value::Array(merged));
-                result_response(&f.client_id, Value::Object(result))
+                let first = self.paginate(field, merged);
+                result_response(&f.client_id, first)
             }
         };
         self.to_core(answer).await;
@@ -840,6 +868,54 @@ impl Router {
             f.waiting.remove(&i);
         }
         self.maybe_done(fan).await;
+    }
+
+    /// Splits a merged list into pages of at most the message size (less [`PAGE_MARGIN`]):
+    /// returns the first page's result; the others are kept for their cursors, each page's
+    /// `nextCursor` naming the next. One item larger than a page is a page of its own (the
+    /// session drops it as it would the upstream's answer).
+    fn paginate(&mut self, field: &str, items: Vec<Value>) -> Value {
+        let budget = self.max_message.saturating_sub(PAGE_MARGIN).max(1);
+        let mut pages: Vec<Vec<Value>> = vec![Vec::new()];
+        let mut size = 0;
+        for item in items {
+            let n = item.to_string().len() + 1;
+            if size + n > budget && pages.last().is_some_and(|p| !p.is_empty()) {
+                pages.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            if let Some(page) = pages.last_mut() {
+                page.push(item);
+            }
+        }
+        if pages.len() > 1 {
+            tracing::debug!(
+                "the merged `{field}` list is larger than one message: answered in {} pages",
+                pages.len()
+            );
+        }
+        // Each page's cursor, made before the pages are kept.
+        let cursors: Vec<u64> = (1..pages.len()).map(|_| self.id()).collect();
+        let mut results = pages.into_iter().enumerate().map(|(k, items)| {
+            let mut result = Map::new();
+            result.insert(field.into(), Value::Array(items));
+            if let Some(next) = cursors.get(k) {
+                result.insert(
+                    "nextCursor".into(),
+                    Value::from(format!("{PAGE_CURSOR}{next}")),
+                );
+            }
+            Value::Object(result)
+        });
+        let first = results.next().unwrap_or_else(|| json!({ field: [] }));
+        for (cursor, page) in cursors.iter().zip(results) {
+            if self.pages.len() >= MAX_KEPT_PAGES {
+                self.pages.pop_first();
+            }
+            self.pages.insert(*cursor, page);
+        }
+        first
     }
 
     /// Forgets the requests the client cancelled (an upstream that never answers them, a silent
