@@ -322,7 +322,13 @@ fn a_batch_is_split_between_the_upstreams_and_its_odd_items_reach_none() {
     assert!(text(&gw.answer(&json!(1))).starts_with("a:echo"));
     assert!(text(&gw.answer(&json!(2))).starts_with("b:echo"));
     assert!(gw.answer(&json!(3))["error"].is_object());
-    assert!(text(&gw.answer(&json!(4))).contains("not twice"));
+    let denied = gw.answer(&json!(4));
+    assert!(text(&denied).contains("not twice"), "{denied}");
+    // The refusal's machine-readable detail names the upstream.
+    assert_eq!(
+        denied["result"]["_meta"]["dev.tollgate/decision"]["upstream"],
+        "b"
+    );
     assert!(text(&gw.answer(&json!(5))).contains("does not offer"));
     gw.sync("end");
     assert_eq!(gw.calls("a"), ["echo", "echo"]);
