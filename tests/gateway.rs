@@ -1266,7 +1266,7 @@ fn everything_bin() -> String {
 }
 
 /// server-everything over Streamable HTTP on a free port: the process guard and its URL.
-fn start_everything_http() -> (Guard, String) {
+pub(crate) fn start_everything_http() -> (Guard, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -403,3 +403,30 @@ fn check_config_reports_located_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `tollgate explain --upstream NAME` explains a call as that upstream's: an `upstream:omics`
+/// rule decides it; without `--upstream` the rule does not apply (the default does).
+#[test]
+fn explain_takes_the_upstream_of_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"version": "1", "default": "allow", "tools": {"upstream:omics": {"action": "deny", "reason": "omics is off"}}}"#,
+    )
+    .unwrap();
+    let explain = |extra: &[&str]| {
+        let out = tollgate()
+            .args(["explain", policy.to_str().unwrap(), "omics__get_k8s_events"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let with = explain(&["--upstream", "omics"]);
+    assert!(with.contains("upstream:omics"), "{with}");
+    assert!(with.contains("omics is off"), "{with}");
+    let without = explain(&[]);
+    assert!(!without.contains("omics is off"), "{without}");
+}

@@ -41,3 +41,9 @@ mod multi;
 mod replicas;
 // The audit log cannot be written (a full file system mid-run, a failed rotation): fail closed.
 mod audit_full;
+// The router of several upstreams against a hostile client and hostile upstreams: ids, names,
+// server-to-client requests, progress and cancellation, each upstream's journal the proof.
+mod multi_hostile;
+// Real parts behind one gateway: two mocks (stdio, https), server-everything, the real EKS
+// server; the Python and TypeScript SDKs; a killed upstream.
+mod multi_real;

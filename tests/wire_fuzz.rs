@@ -110,6 +110,73 @@ fn wire_fuzz_nothing_runs_at_the_upstream_without_its_own_allow_record_and_every
     assert!(report.executions > 0 && report.refused > 0, "{report:?}");
 }
 
+/// The same property with two naive upstreams behind the router of several upstreams (their
+/// tools `u0__read_file`, `u1__read_file`, …, near misses of the prefixed names among the
+/// generated ones): every execution has its own allow record *and* happened on the upstream its
+/// call's name routes to (each upstream's executions carry its prefix when they are matched),
+/// and every request is answered, over every pair of transports.
+#[test]
+fn wire_fuzz_through_the_router_each_execution_is_allowed_and_on_the_upstream_its_name_routes_to() {
+    let options = WireOptions {
+        cases: 48,
+        seed: 0,
+        transports: Transports::Both,
+        naive_bin: Some(env!("CARGO_BIN_EXE_tollgate").into()),
+        max_shrink_time: Duration::from_secs(20),
+        upstreams: 2,
+        ..WireOptions::default()
+    };
+    let report = fuzz_wire(&options, |_| {}).unwrap();
+    if let Some(v) = report.violation {
+        panic!(
+            "after {} cases: {}\nthe minimal case, as the exact wire messages:\n{}",
+            report.cases, v.message, v.transcript
+        );
+    }
+    assert_eq!(report.cases, 48);
+    assert!(report.executions > 0 && report.refused > 0, "{report:?}");
+}
+
+/// Plain calls to both upstreams behind the router, each by its exposed name, and the router's
+/// look-alike names: every invariant holds on every pair of transports (the harness raises no
+/// false alarm with several upstreams).
+#[test]
+fn clean_traffic_through_the_router_keeps_every_invariant() {
+    let call = |id: u32, tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"op":"get","key":"k"}}}}}}"#
+        )
+    };
+    let steps = [
+        call(1, "u0__kv"),
+        call(2, "u1__kv"),
+        call(3, "u0__u1__kv"),
+        call(4, "u1__"),
+        call(5, "kv"),
+        call(6, "u1__send_email"),
+    ];
+    let env = env();
+    for (front, upstream) in PAIRS {
+        let mut case = Case::by_hand(
+            front,
+            upstream,
+            &[(0, V2025_06_18)],
+            &steps.iter().map(|m| (0, m.as_str())).collect::<Vec<_>>(),
+        );
+        case.upstreams = 2;
+        let stats = env.run(&case).unwrap_or_else(|e| {
+            panic!(
+                "{} front, {} upstream: {e}\n{}",
+                front.name(),
+                upstream.name(),
+                tollgate_wire_fuzz::transcript(&case)
+            )
+        });
+        assert_eq!(stats.executions, 2, "{stats:?}");
+        assert_eq!(stats.allowed, 2, "{stats:?}");
+    }
+}
+
 /// Ordinary traffic keeps every invariant on every transport (the harness itself raises no
 /// false alarm): a handshake, a listing, allowed calls, refused ones (policy, arguments, an
 /// unknown tool, a limit), a batch in 2025-03-26, a stateless client with its `_meta`, and two
@@ -309,6 +376,16 @@ fn fuzz_wire_flags() {
         Some(2)
     );
     assert_eq!(run(&["fuzz"]), Some(2));
+    assert_eq!(run(&["fuzz", "--wire", "--upstreams", "0"]), Some(2));
+    assert_eq!(run(&["fuzz", "--wire", "--upstreams", "9"]), Some(2));
+    assert_eq!(
+        run(&["fuzz", "--answer-timeout", "5s", "--policy", "x.json"]),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["fuzz", "--upstreams", "2", "--policy", "x.json"]),
+        Some(2)
+    );
 }
 
 /// `tollgate naive-upstream --log FILE` over stdio runs (and logs) every message that looks

@@ -1,5 +1,5 @@
 //! `tollgate explain POLICY TOOL [--args JSON] [--grant G] [--session S] [--class C]
-//! [--annotations JSON] [--format human|json]`: which rule decides a call, through which branch, against which
+//! [--annotations JSON] [--upstream NAME] [--format human|json]`: which rule decides a call, through which branch, against which
 //! limits, and what the decision would be, without taking from any counter.
 //!
 //! The arguments are first brought to the values the tool reads, by its input schema in the
@@ -44,6 +44,10 @@ pub struct Args {
     /// gateway classes it (docs/catalog.md, "Tools outside the catalogue").
     #[arg(long, value_name = "JSON")]
     annotations: Option<String>,
+    /// The upstream the tool belongs to behind a gateway of several upstreams (what
+    /// `upstream:NAME` selectors match; the gateway takes it from the exposed name's prefix).
+    #[arg(long, value_name = "NAME")]
+    upstream: Option<String>,
     #[command(flatten)]
     known: KnownSource,
     /// `human` or `json`.
@@ -96,6 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     call.session = args.session.into();
     if let Some(class) = args.class {
         call.meta.class = Some(class);
+    }
+    if let Some(upstream) = &args.upstream {
+        call.meta.upstream = Some(Arc::from(upstream.as_str()));
     }
     let arguments = Arc::clone(&call.arguments);
     let explanation = engine.explain_coerced(&call, Duration::ZERO, &unreadable);

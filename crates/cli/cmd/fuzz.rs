@@ -2,9 +2,10 @@
 //! fuzzing of a policy through the gateway's core and the mock in virtual time
 //! (docs/fuzzing.md).
 //!
-//! `tollgate fuzz --wire [--cases N] [--seed S] [--transport http|stdio|both]`: wire fuzzing of
-//! the real gateway (both fronts) in front of a deliberately naive upstream (both upstream
-//! transports; crates/wire-fuzz), with its fixed policy (docs/fuzzing.md, "Wire fuzzing"). The
+//! `tollgate fuzz --wire [--cases N] [--seed S] [--transport http|stdio|both] [--upstreams N]
+//! [--answer-timeout D]`:
+//! wire fuzzing of the real gateway (both fronts) in front of a deliberately naive upstream (both
+//! upstream transports; or several behind the router; crates/wire-fuzz), with its fixed policy (docs/fuzzing.md, "Wire fuzzing"). The
 //! hidden `tollgate naive-upstream [--log FILE] [--http ADDR]` is that upstream as a process.
 //!
 //! Exit codes: 0 when every property held, 1 when one broke (the minimal session is saved as a
@@ -44,6 +45,15 @@ pub struct Args {
     /// clients), the baseline of what checking costs.
     #[arg(long, requires = "wire")]
     plain: bool,
+    /// With `--wire`: how many naive upstreams stand behind the gateway (1 to 8); more than one
+    /// puts the router of several upstreams between them (their tools `u0__read_file`, …), and
+    /// each execution must also have happened on the upstream its name routes to.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "wire", value_parser = clap::value_parser!(u8).range(1..=8))]
+    upstreams: u8,
+    /// With `--wire`: how long a client waits for an answer before the gateway counts as hung
+    /// (`3s`, the default; longer on a loaded machine, where starting stdio upstreams is slow).
+    #[arg(long, value_name = "D", value_parser = duration, requires = "wire")]
+    answer_timeout: Option<std::time::Duration>,
     /// How many sessions to generate.
     #[arg(long, value_name = "N", default_value_t = 256)]
     cases: u32,
@@ -209,6 +219,10 @@ fn run_wire(args: &Args) -> anyhow::Result<ExitCode> {
         // The stdio upstream is this binary's `naive-upstream`.
         naive_bin: Some(std::env::current_exe().context("cannot find the tollgate binary")?),
         plain: args.plain,
+        upstreams: usize::from(args.upstreams),
+        answer_timeout: args
+            .answer_timeout
+            .unwrap_or(WireOptions::default().answer_timeout),
         ..WireOptions::default()
     };
     let bar = indicatif::ProgressBar::new(u64::from(args.cases));
@@ -230,10 +244,15 @@ fn run_wire(args: &Args) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "wire-fuzzed the gateway (seed {}, transports {}{}): {} cases, {} wire messages ({} JSON-RPC messages), {} executions at the naive upstream, {} decisions allowed and {} refused",
+        "wire-fuzzed the gateway (seed {}, transports {}{}{}): {} cases, {} wire messages ({} JSON-RPC messages), {} executions at the naive upstream, {} decisions allowed and {} refused",
         args.seed,
         args.transport.as_deref().unwrap_or("both"),
         if args.plain { ", plain traffic" } else { "" },
+        if args.upstreams > 1 {
+            format!(", {} upstreams behind the router", args.upstreams)
+        } else {
+            String::new()
+        },
         report.cases,
         report.messages,
         report.items,

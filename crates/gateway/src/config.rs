@@ -59,9 +59,10 @@ pub struct ConfigFile {
     #[schemars(with = "Option<String>")]
     pub lock: Option<Spanned<String>>,
     /// What a tool that drifted from `lock` gets (as `--lock-mode`): `refuse` (the default) or
-    /// `warn`.
+    /// `warn`. Only with `lock`.
     #[serde(default)]
-    pub lock_mode: Option<LockModeFile>,
+    #[schemars(with = "Option<LockModeFile>")]
+    pub lock_mode: Option<Spanned<LockModeFile>>,
     /// Who may call: the OAuth 2.1 resource server (`[auth.oauth]`, as the `--oauth-*` flags;
     /// docs/auth.md).
     #[serde(default)]
@@ -520,6 +521,16 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
             }
         }
     }
+    // A mode for pins nobody checks would be silently ignored.
+    if let (Some(mode), None) = (&raw.lock_mode, &raw.lock) {
+        err(
+            mode.span(),
+            "config::lock_mode_without_lock",
+            "`lock_mode` is given but `lock` is not: there are no pinned tool definitions to check"
+                .into(),
+            "add `lock = \"tollgate.lock\"` (what `tollgate pin --config FILE` printed, docs/pinning.md), or remove `lock_mode`",
+        );
+    }
     if !errors.is_empty() {
         return Err(Diagnostics(errors));
     }
@@ -534,7 +545,7 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
         listen,
         upstreams: upstreams.into_iter().map(|(u, _)| u).collect(),
         lock: raw.lock.as_ref().map(path_of),
-        lock_mode: raw.lock_mode,
+        lock_mode: raw.lock_mode.map(Spanned::into_inner),
         oauth,
         telemetry,
     })
@@ -728,6 +739,20 @@ mod tests {
             "policy = \"p.json\"\nreplica = \"gw-1\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
         );
         assert!(e.iter().any(|e| e.contains("the store is memory")), "{e:?}");
+    /// `lock_mode` without `lock` is an error at `lock_mode` that says what to add.
+    #[test]
+    fn lock_mode_without_lock_is_an_error() {
+        let e = errors(
+            "policy = \"p.json\"\nlock_mode = \"warn\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("`lock_mode` is given but `lock` is not"),
+            "{}",
+            e[0]
+        );
+        assert!(e[0].contains("t.toml:2:13"), "{}", e[0]);
+        assert!(e[0].contains("add `lock = \"tollgate.lock\"`"), "{}", e[0]);
     }
 
     /// An unknown key is reported at its line and column, with the closest key.

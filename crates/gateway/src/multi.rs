@@ -15,6 +15,15 @@
 //!   `notifications/cancelled` and progress keep their upstream; a request from an upstream
 //!   (sampling, elicitation, roots) reaches the client with the id `<upstream>-<n>`, and the
 //!   client's answer goes back to that upstream with its own id;
+//! - progress keeps its upstream too: an upstream's `notifications/progress` reaches the client
+//!   only when its token is the `progressToken` of a request routed to that upstream and not yet
+//!   answered, and the client's reaches only the upstream whose request to the client carries
+//!   the token; any other progress is dropped. An upstream's `notifications/cancelled` names
+//!   only its own requests to the client (docs/security.md, "Several upstreams");
+//! - a merged list larger than one message may be (`--max-message-bytes`, less a margin for the
+//!   envelope) is answered in pages of the router's own, each under that size, with a
+//!   `nextCursor` the router answers itself (at most [`MAX_KEPT_PAGES`] pages kept); so one
+//!   upstream with a long list cannot make the merged list a message the session drops;
 //! - an upstream that goes away answers its requests in flight with an error, its tools leave
 //!   the list (`notifications/tools/list_changed`), and it is started again after a backoff
 //!   (1 s doubling to 30 s, at most [`MAX_RESTARTS`] tries in a row); once it answers
@@ -42,6 +51,9 @@ pub const FAN_OUT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most requests in flight through the router at once (either way); past it a request is
 /// answered with an error.
 pub const MAX_IN_FLIGHT: usize = 4096;
+/// The most pages of merged lists the router keeps for their requesters to fetch; past it the
+/// oldest is forgotten (its cursor is then unknown, and the list starts again from the top).
+pub const MAX_KEPT_PAGES: usize = 256;
 
 /// The default prefix of an upstream's exposed names.
 pub fn default_prefix(name: &str) -> String {
@@ -97,11 +109,13 @@ pub(crate) fn start(
         pending: HashMap::new(),
         fan_outs: HashMap::new(),
         server_requests: HashMap::new(),
+        tokens: HashMap::new(),
         tools: HashMap::new(),
         prompts: HashMap::new(),
         resources: HashMap::new(),
         next: 0,
         initialize: None,
+        pages: BTreeMap::new(),
     };
     let task = tokio::spawn(router.run(from_core, events));
     (tx, rx, task)
@@ -124,7 +138,15 @@ struct Part {
 #[derive(Debug)]
 enum Sent {
     /// A client request routed to one upstream: its answer goes back with the client's id.
-    Routed { part: usize, client_id: Value },
+    /// `token` is its progress token (its JSON text), if it has one; `cancelled`: the client (or
+    /// the core, when the call timed out) cancelled it, so nobody waits for its answer any more
+    /// and it is forgotten first when the bound of requests in flight is reached.
+    Routed {
+        part: usize,
+        client_id: Value,
+        token: Option<String>,
+        cancelled: bool,
+    },
     /// One upstream's part of a merged request.
     FanOut { part: usize, fan: u64 },
     /// The router's own `initialize` of a restarted upstream.
@@ -165,8 +187,13 @@ struct Router {
     events_tx: mpsc::Sender<(usize, u64, FromUpstream)>,
     pending: HashMap<String, Sent>,
     fan_outs: HashMap<u64, FanOut>,
-    /// Requests from upstreams, by the id the client sees: the upstream and its own id.
-    server_requests: HashMap<String, (usize, Value)>,
+    /// Requests from upstreams, by the id the client sees: the upstream, its own id and the
+    /// request's progress token (its JSON text), if any.
+    server_requests: HashMap<String, (usize, Value, Option<String>)>,
+    /// The progress tokens of the client's requests in flight, by upstream: how many of its
+    /// requests to that upstream carry each (an upstream's progress is delivered only for its
+    /// own).
+    tokens: HashMap<(usize, String), u32>,
     /// Exposed tool name → (upstream, its own name), from the last merged `tools/list`.
     tools: HashMap<String, (usize, String)>,
     prompts: HashMap<String, (usize, String)>,
@@ -174,10 +201,34 @@ struct Router {
     next: u64,
     /// The client's `initialize` params, for restarted upstreams.
     initialize: Option<Value>,
+    /// Pages of merged lists not fetched yet, by their cursor (made from `next`): the page's
+    /// result.
+    pages: BTreeMap<u64, Value>,
 }
+
+/// The start of the cursors of the router's own pages of a merged list.
+const PAGE_CURSOR: &str = "tollgate-router-page-";
+
+/// Room left in a message for the JSON-RPC envelope around a page's items.
+const PAGE_MARGIN: usize = 1024;
 
 fn key(id: &Value) -> String {
     id.to_string()
+}
+
+/// The progress token of a request (`params._meta.progressToken`) or of a
+/// `notifications/progress` (`params.progressToken`), as its JSON text.
+fn progress_token(obj: &Map<String, Value>) -> Option<String> {
+    let params = obj.get("params")?;
+    params
+        .get("_meta")
+        .and_then(|m| m.get("progressToken"))
+        .or_else(|| {
+            (obj.get("method").and_then(Value::as_str) == Some("notifications/progress"))
+                .then(|| params.get("progressToken"))
+                .flatten()
+        })
+        .map(key)
 }
 
 impl Router {
@@ -308,8 +359,14 @@ impl Router {
                 let Some(request) = obj.get("params").and_then(|p| p.get("requestId")) else {
                     return;
                 };
-                let found = self.pending.iter().find_map(|(k, s)| match s {
-                    Sent::Routed { part, client_id } if client_id == request => {
+                let found = self.pending.iter_mut().find_map(|(k, s)| match s {
+                    Sent::Routed {
+                        part,
+                        client_id,
+                        cancelled,
+                        ..
+                    } if client_id == request => {
+                        *cancelled = true;
                         Some((k.clone(), *part))
                     }
                     _ => None,
@@ -317,7 +374,24 @@ impl Router {
                 if let Some((k, part)) = found
                     && let Ok(ours) = serde_json::from_str::<Value>(&k)
                 {
-                    obj.insert("params".into(), json!({"requestId": ours}));
+                    // Its other params (the reason) go along.
+                    if let Some(p) = obj.get_mut("params").and_then(Value::as_object_mut) {
+                        p.insert("requestId".into(), ours);
+                    }
+                    self.send(part, Value::Object(obj));
+                }
+            }
+            (Some("notifications/progress"), None) => {
+                // Progress on a request of an upstream: to that upstream only.
+                let Some(token) = progress_token(&obj) else {
+                    return;
+                };
+                let part = self
+                    .server_requests
+                    .values()
+                    .find(|(_, _, t)| t.as_ref() == Some(&token))
+                    .map(|(p, _, _)| *p);
+                if let Some(part) = part {
                     self.send(part, Value::Object(obj));
                 }
             }
@@ -335,7 +409,7 @@ impl Router {
             }
             (None, Some(id)) => {
                 // The client's answer to a request of an upstream.
-                if let Some((part, theirs)) = self.server_requests.remove(&key(&id)) {
+                if let Some((part, theirs, _)) = self.server_requests.remove(&key(&id)) {
                     obj.insert("id".into(), theirs);
                     self.send(part, Value::Object(obj));
                 }
@@ -345,6 +419,9 @@ impl Router {
     }
 
     async fn core_request(&mut self, method: &str, id: Value, mut obj: Map<String, Value>) {
+        if self.pending.len() >= MAX_IN_FLIGHT {
+            self.forget_cancelled();
+        }
         if self.pending.len() >= MAX_IN_FLIGHT {
             return self
                 .error(&id, ErrorCode::InternalError, "too many requests in flight through the gateway's router of several upstreams; retry later")
@@ -364,6 +441,18 @@ impl Router {
             _ => None,
         };
         if let Some(merge) = merge {
+            // A page of a merged list the router made: answered from what it kept.
+            if let Merge::List(..) = merge
+                && let Some(n) = params
+                    .as_ref()
+                    .and_then(|p| p.get("cursor"))
+                    .and_then(Value::as_str)
+                    .and_then(|c| c.strip_prefix(PAGE_CURSOR))
+                    .and_then(|n| n.parse::<u64>().ok())
+                && let Some(page) = self.pages.remove(&n)
+            {
+                return self.to_core(result_response(&id, page)).await;
+            }
             return self.fan_out(id, method, params, merge).await;
         }
         if method == "ping" {
@@ -429,12 +518,18 @@ impl Router {
         };
         let ours = self.id();
         obj.insert("id".into(), Value::from(ours));
+        let token = progress_token(&obj);
         if self.send(part, Value::Object(obj)) {
+            if let Some(t) = &token {
+                *self.tokens.entry((part, t.clone())).or_default() += 1;
+            }
             self.pending.insert(
                 ours.to_string(),
                 Sent::Routed {
                     part,
                     client_id: id,
+                    token,
+                    cancelled: false,
                 },
             );
         } else {
@@ -574,9 +669,8 @@ impl Router {
                         merged.push(item);
                     }
                 }
-                let mut result = Map::new();
-                result.insert(field.into(), Value::Array(merged));
-                result_response(&f.client_id, Value::Object(result))
+                let first = self.paginate(field, merged);
+                result_response(&f.client_id, first)
             }
         };
         self.to_core(answer).await;
@@ -623,7 +717,10 @@ impl Router {
                     _ => return,
                 }
                 match self.pending.remove(&k) {
-                    Some(Sent::Routed { client_id, .. }) => {
+                    Some(Sent::Routed {
+                        client_id, token, ..
+                    }) => {
+                        self.forget_token(i, token);
                         obj.insert("id".into(), client_id);
                         self.to_core(v).await;
                     }
@@ -658,8 +755,9 @@ impl Router {
                 }
                 let n = self.id();
                 let ours = format!("{}-{n}", self.parts[i].named.name);
+                let token = progress_token(obj);
                 self.server_requests
-                    .insert(key(&Value::from(ours.clone())), (i, id));
+                    .insert(key(&Value::from(ours.clone())), (i, id, token));
                 obj.insert("id".into(), Value::from(ours));
                 tracing::debug!(
                     "upstream `{}` asks the client: {method}",
@@ -676,14 +774,28 @@ impl Router {
                     let found = self
                         .server_requests
                         .iter()
-                        .find(|(_, (p, theirs))| *p == i && *theirs == request)
+                        .find(|(_, (p, theirs, _))| *p == i && *theirs == request)
                         .map(|(k, _)| k.clone());
                     let Some(k) = found else { return };
                     self.server_requests.remove(&k);
                     let Ok(ours) = serde_json::from_str::<Value>(&k) else {
                         return;
                     };
-                    obj.insert("params".into(), json!({"requestId": ours}));
+                    // Its other params (the reason) go along.
+                    if let Some(p) = obj.get_mut("params").and_then(Value::as_object_mut) {
+                        p.insert("requestId".into(), ours);
+                    }
+                } else if method == "notifications/progress" {
+                    // Only for a request of the client routed to this upstream.
+                    let mine =
+                        progress_token(obj).is_some_and(|t| self.tokens.contains_key(&(i, t)));
+                    if !mine {
+                        tracing::debug!(
+                            "upstream `{}` sent progress for a token it was not given; dropped",
+                            self.parts[i].named.name
+                        );
+                        return;
+                    }
                 }
                 self.to_core(v).await;
             }
@@ -758,6 +870,91 @@ impl Router {
         self.maybe_done(fan).await;
     }
 
+    /// Splits a merged list into pages of at most the message size (less [`PAGE_MARGIN`]):
+    /// returns the first page's result; the others are kept for their cursors, each page's
+    /// `nextCursor` naming the next. One item larger than a page is a page of its own (the
+    /// session drops it as it would the upstream's answer).
+    fn paginate(&mut self, field: &str, items: Vec<Value>) -> Value {
+        let budget = self.max_message.saturating_sub(PAGE_MARGIN).max(1);
+        let mut pages: Vec<Vec<Value>> = vec![Vec::new()];
+        let mut size = 0;
+        for item in items {
+            let n = item.to_string().len() + 1;
+            if size + n > budget && pages.last().is_some_and(|p| !p.is_empty()) {
+                pages.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            if let Some(page) = pages.last_mut() {
+                page.push(item);
+            }
+        }
+        if pages.len() > 1 {
+            tracing::debug!(
+                "the merged `{field}` list is larger than one message: answered in {} pages",
+                pages.len()
+            );
+        }
+        // Each page's cursor, made before the pages are kept.
+        let cursors: Vec<u64> = (1..pages.len()).map(|_| self.id()).collect();
+        let mut results = pages.into_iter().enumerate().map(|(k, items)| {
+            let mut result = Map::new();
+            result.insert(field.into(), Value::Array(items));
+            if let Some(next) = cursors.get(k) {
+                result.insert(
+                    "nextCursor".into(),
+                    Value::from(format!("{PAGE_CURSOR}{next}")),
+                );
+            }
+            Value::Object(result)
+        });
+        let first = results.next().unwrap_or_else(|| json!({ field: [] }));
+        for (cursor, page) in cursors.iter().zip(results) {
+            if self.pages.len() >= MAX_KEPT_PAGES {
+                self.pages.pop_first();
+            }
+            self.pages.insert(*cursor, page);
+        }
+        first
+    }
+
+    /// Forgets the requests the client cancelled (an upstream that never answers them, a silent
+    /// one, would otherwise hold the router's bound of requests in flight for every upstream);
+    /// a late answer to one is dropped, as one to a request that timed out at the core is.
+    fn forget_cancelled(&mut self) {
+        let cancelled: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, s)| {
+                matches!(
+                    s,
+                    Sent::Routed {
+                        cancelled: true,
+                        ..
+                    }
+                )
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in cancelled {
+            if let Some(Sent::Routed { part, token, .. }) = self.pending.remove(&k) {
+                self.forget_token(part, token);
+            }
+        }
+    }
+
+    /// A request to upstream `i` carrying the progress `token` is answered (or gone).
+    fn forget_token(&mut self, i: usize, token: Option<String>) {
+        let Some(t) = token else { return };
+        let k = (i, t);
+        if let Some(n) = self.tokens.get_mut(&k) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.tokens.remove(&k);
+            }
+        }
+    }
+
     /// The client hears that the tools changed.
     async fn list_changed(&self) {
         self.to_core(json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
@@ -782,7 +979,10 @@ impl Router {
         let mut fans = BTreeSet::new();
         for k in mine {
             match self.pending.remove(&k) {
-                Some(Sent::Routed { client_id, .. }) => {
+                Some(Sent::Routed {
+                    client_id, token, ..
+                }) => {
+                    self.forget_token(i, token);
                     self.error(
                         &client_id,
                         ErrorCode::InternalError,
@@ -802,7 +1002,7 @@ impl Router {
             }
             self.maybe_done(fan).await;
         }
-        self.server_requests.retain(|_, (p, _)| *p != i);
+        self.server_requests.retain(|_, (p, _, _)| *p != i);
         self.tools.retain(|_, (p, _)| *p != i);
         self.prompts.retain(|_, (p, _)| *p != i);
         self.resources.retain(|_, p| *p != i);

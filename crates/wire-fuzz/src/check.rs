@@ -63,6 +63,11 @@ pub struct Observed {
     /// Over stdio: every message each client received, in order.
     pub received: Vec<Vec<Value>>,
     pub executions: Vec<Execution>,
+    /// Whether several upstreams stood behind the router: each execution's tool is then the
+    /// exposed name of the upstream that ran it (its prefix put in front of the name it ran,
+    /// so a call run on another upstream than its name routes to matches no allow record),
+    /// and the upstream saw the router's own ids (numbers), not the client's.
+    pub routed: bool,
 }
 
 /// What one case did, for the report.
@@ -138,12 +143,13 @@ pub fn requests(bytes: &[u8]) -> Vec<(Value, Value)> {
 /// The upstream sees the client's id as docs/security.md ("Ids") says: unchanged, except a string
 /// starting `tollgate-`, which gets `tollgate-x-` in front; and a stateless client's request as a
 /// number the gateway gave it (its grant's clients share one session), so for those any number
-/// is accepted and the method must match.
+/// is accepted and the method must match (`renumbered`). Behind the router of several upstreams
+/// every request reaches its upstream under a number of the router's: `renumbered` too.
 pub fn misdelivered(
     answer: &Value,
     client: &str,
     requests: &[(Value, Value)],
-    stateless: bool,
+    renumbered: bool,
 ) -> Option<String> {
     let echo = answer
         .get("result")?
@@ -151,7 +157,7 @@ pub fn misdelivered(
         .get(crate::naive::ECHO)?;
     let id = answer.get("id").unwrap_or(&Value::Null);
     let seen = echo.get("id");
-    let delivered = if stateless {
+    let delivered = if renumbered {
         seen.is_some_and(Value::is_u64)
     } else {
         seen == Some(&upstream_side(id))
@@ -380,22 +386,28 @@ pub fn check(observed: &Observed, audit: &Path, limit: usize) -> Result<Stats, S
                 e.facts.client, e.raw
             ));
         };
+        // Behind the router the upstream sees the router's id (a number) for every request.
+        let same_id = |a: &Allow| {
+            if observed.routed {
+                e.id.as_ref().is_some_and(Value::is_u64)
+            } else {
+                Some(&upstream_side(&a.id)) == e.id.as_ref()
+            }
+        };
         let found = allows.iter_mut().find(|a| {
             !a.used
                 && a.session == who.session.as_str()
                 && a.grant == who.grant.as_str()
                 && a.tool == e.tool
                 && a.arguments == e.arguments
-                && Some(&upstream_side(&a.id)) == e.id.as_ref()
+                && same_id(a)
         });
         match found {
             Some(a) => a.used = true,
             None => {
-                let other = allows.iter().find(|a| {
-                    a.tool == e.tool
-                        && a.arguments == e.arguments
-                        && Some(&upstream_side(&a.id)) == e.id.as_ref()
-                });
+                let other = allows
+                    .iter()
+                    .find(|a| a.tool == e.tool && a.arguments == e.arguments && same_id(a));
                 let hint = match other {
                     Some(a) if a.used => format!(
                         " (the allow record seq {} for that call was already used by another execution)",
@@ -523,7 +535,9 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
                         .clients
                         .get(sent.client)
                         .is_some_and(|c| c.version == "2026-07-28");
-                    if let Some(why) = misdelivered(a, &name(sent.client), &asked, stateless) {
+                    if let Some(why) =
+                        misdelivered(a, &name(sent.client), &asked, stateless || observed.routed)
+                    {
                         return Err(format!(
                             "{}: {why} (the reply was {}); the message: {}",
                             what(),
@@ -573,8 +587,9 @@ fn check_answers(observed: &Observed, limit: usize) -> Result<(), String> {
                     brief(a)
                 ));
             }
-            // Over stdio one client has the session: no id is renumbered.
-            if let Some(why) = misdelivered(a, name, &asked, false) {
+            // Over stdio one client has the session: no id is renumbered (but by the router of
+            // several upstreams).
+            if let Some(why) = misdelivered(a, name, &asked, observed.routed) {
                 return Err(format!("{name}: {why}: {}", brief(a)));
             }
         }

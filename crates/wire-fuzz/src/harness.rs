@@ -23,7 +23,7 @@ use tollgate_gateway::tokens::Tokens;
 use tollgate_gateway::transport::{
     Auth, ClientInput, Clock, HttpFront, TransportLimits, run_session, serve,
 };
-use tollgate_gateway::upstream::UpstreamSpec;
+use tollgate_gateway::upstream::{NamedUpstream, UpstreamSpec};
 use tollgate_mcp::Limits;
 use tollgate_mcp::protocol::{HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID};
 use tollgate_policy::{Engine, MemoryStore, Policy};
@@ -56,8 +56,9 @@ pub struct Planned {
     pub opens_session: bool,
 }
 
-fn sender(i: usize, c: &ClientSpec) -> Sender {
+fn sender(i: usize, c: &ClientSpec, upstreams: usize) -> Sender {
     Sender {
+        upstreams,
         name: client_name(i),
         stateless: c.stateless(),
     }
@@ -138,7 +139,7 @@ pub fn plan(case: &Case) -> Vec<Planned> {
         let (token, grant) = step
             .token
             .map_or((c.token(), c.grant()), |t| GRANTS[t % GRANTS.len()]);
-        let mut from = sender(i, c);
+        let mut from = sender(i, c, case.upstreams);
         if !stdio && grant != c.grant() {
             // A stateless request goes to the session of the token's grant: its `_meta` says
             // so, for the upstream's log (see `stateless_alias`).
@@ -157,7 +158,7 @@ pub fn plan(case: &Case) -> Vec<Planned> {
         for (i, c) in case.clients.iter().enumerate() {
             push(
                 i,
-                barrier(i, round, &sender(i, c)).into_bytes(),
+                barrier(i, round, &sender(i, c, case.upstreams)).into_bytes(),
                 "barrier".into(),
                 true,
                 c.token(),
@@ -183,6 +184,16 @@ pub fn transcript(case: &Case) -> String {
             Transport::Stdio => "`tollgate naive-upstream` as a child process",
         },
     );
+    if case.upstreams > 1 {
+        s.push_str(&format!(
+            "{} such upstreams behind the router of several upstreams: {}; the policy's tool rules copied for each prefix (routed_policy)\n",
+            case.upstreams,
+            (0..case.upstreams)
+                .map(|k| format!("`{}` (prefix `{}`)", crate::wire::upstream_name(k), crate::wire::prefix(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for (i, c) in case.clients.iter().enumerate() {
         s.push_str(&format!(
             "client c{i}: grant {} (token {}), protocol {}{}\n",
@@ -214,6 +225,38 @@ pub fn transcript(case: &Case) -> String {
         ));
     }
     s
+}
+
+/// The wire fuzzer's policy for `n` upstreams behind the router: each rule that names tools
+/// (a name or a glob) once per upstream with its prefix in front (`u0__read_file`, …), each
+/// named counter of those rules per upstream too; the rules on annotations as they are.
+pub fn routed_policy(n: usize) -> Result<String, String> {
+    let mut policy: Value =
+        serde_json::from_str(POLICY).map_err(|e| format!("the wire fuzzer's policy: {e}"))?;
+    let Some(tools) = policy.get_mut("tools").and_then(Value::as_object_mut) else {
+        return Err("the wire fuzzer's policy has no `tools`".into());
+    };
+    let mut routed = serde_json::Map::new();
+    for (selector, rule) in std::mem::take(tools) {
+        if selector.contains(':') {
+            routed.insert(selector, rule);
+            continue;
+        }
+        for k in 0..n {
+            let mut rule = rule.clone();
+            if let Some(limits) = rule.get_mut("limits").and_then(Value::as_array_mut) {
+                for limit in limits {
+                    if let Some(counter) = limit.get("counter").and_then(Value::as_str) {
+                        limit["counter"] =
+                            Value::from(format!("{}_{counter}", crate::wire::upstream_name(k)));
+                    }
+                }
+            }
+            routed.insert(format!("{}{selector}", crate::wire::prefix(k)), rule);
+        }
+    }
+    *tools = routed;
+    serde_json::to_string_pretty(&policy).map_err(|e| e.to_string())
 }
 
 /// What every case shares: the runtime, the policy, the naive upstream's binary.
@@ -274,9 +317,28 @@ impl Env {
         audit: &Path,
         answer_timeout: Duration,
     ) -> Result<Observed, String> {
-        let upstream = Upstream::start(case.upstream, dir, self.naive_bin.as_deref()).await?;
+        let n = case.upstreams.max(1);
+        let mut upstreams = Vec::with_capacity(n);
+        for k in 0..n {
+            upstreams
+                .push(Upstream::start(case.upstream, dir, self.naive_bin.as_deref(), k).await?);
+        }
+        let upstreams = Upstreams(upstreams);
         let log = AuditLog::open(audit, false).map_err(|e| e.to_string())?;
-        let engine = Engine::new(Arc::clone(&self.policy), Arc::new(MemoryStore::new()));
+        let policy = if n > 1 {
+            let text = routed_policy(n)?;
+            Arc::new(
+                Policy::parse("routed wire-fuzz policy", &text).map_err(|d| {
+                    format!(
+                        "the wire fuzzer's routed policy is invalid: {}",
+                        d.render_plain()
+                    )
+                })?,
+            )
+        } else {
+            Arc::clone(&self.policy)
+        };
+        let engine = Engine::new(policy, Arc::new(MemoryStore::new()));
         let options = GatewayOptions {
             limits: Limits { max_bytes: LIMIT },
             call_timeout: CALL_TIMEOUT,
@@ -294,17 +356,18 @@ impl Env {
                     case,
                     &planned,
                     &gateway,
-                    upstream.spec(None),
+                    upstreams.spec(None),
                     answer_timeout,
                 )
                 .await?
             }
             Transport::Stdio => {
-                self.stdio_front(case, &planned, &gateway, &upstream, answer_timeout)
+                self.stdio_front(case, &planned, &gateway, &upstreams, answer_timeout)
                     .await
             }
         };
-        observed.executions = upstream.finish().await?;
+        observed.routed = n > 1;
+        observed.executions = upstreams.finish().await?;
         gateway.flush_audit();
         Ok(observed)
     }
@@ -434,7 +497,7 @@ impl Env {
         case: &Case,
         planned: &[Planned],
         gateway: &Arc<Gateway>,
-        upstream: &Upstream,
+        upstream: &Upstreams,
         answer_timeout: Duration,
     ) -> Observed {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -629,10 +692,12 @@ enum Upstream {
 }
 
 impl Upstream {
+    /// Starts upstream `k` of a case (its own log).
     async fn start(
         transport: Transport,
         dir: &Path,
         naive_bin: Option<&Path>,
+        k: usize,
     ) -> Result<Upstream, String> {
         match transport {
             Transport::Http => {
@@ -665,7 +730,11 @@ impl Upstream {
                 };
                 Ok(Upstream::Stdio {
                     program: program.to_owned(),
-                    log: dir.join("naive.jsonl"),
+                    log: dir.join(if k == 0 {
+                        "naive.jsonl".to_owned()
+                    } else {
+                        format!("naive-{k}.jsonl")
+                    }),
                 })
             }
         }
@@ -734,6 +803,47 @@ impl Upstream {
                 crate::naive::read_log(&log).map_err(|e| format!("cannot read the naive log: {e}"))
             }
         }
+    }
+}
+
+/// The naive upstreams of one case: one as it is, or several behind the router.
+struct Upstreams(Vec<Upstream>);
+
+impl Upstreams {
+    /// How a gateway reaches them ([`Upstream::spec`]): one upstream's spec, or the router's
+    /// over `u0`, `u1`, ….
+    fn spec(&self, client: Option<&str>) -> UpstreamSpec {
+        match self.0.as_slice() {
+            [one] => one.spec(client),
+            several => UpstreamSpec::Several(Arc::new(
+                several
+                    .iter()
+                    .enumerate()
+                    .map(|(k, u)| NamedUpstream {
+                        name: crate::wire::upstream_name(k),
+                        prefix: crate::wire::prefix(k),
+                        spec: u.spec(client),
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    /// Every upstream's executions ([`Upstream::finish`]); behind the router each tool name
+    /// gets the prefix of the upstream that ran it, so an execution matches only the allow
+    /// record of a call whose name routes to that upstream.
+    async fn finish(self) -> Result<Vec<crate::naive::Execution>, String> {
+        let routed = self.0.len() > 1;
+        let mut all = Vec::new();
+        for (k, u) in self.0.into_iter().enumerate() {
+            for mut e in u.finish().await? {
+                if routed && let Some(name) = e.tool.as_str() {
+                    e.tool = Value::from(format!("{}{name}", crate::wire::prefix(k)));
+                }
+                all.push(e);
+            }
+        }
+        Ok(all)
     }
 }
 

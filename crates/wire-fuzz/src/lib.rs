@@ -76,6 +76,12 @@ pub struct WireOptions {
     /// grants, overlapping requests. A baseline of what checking costs, and a run that can
     /// pass while an odd case still breaks an invariant.
     pub plain: bool,
+    /// How many naive upstreams stand behind the gateway (`--upstreams`): 1 as it is, more
+    /// behind the router of several upstreams (each a naive server of the same transport,
+    /// `u0`, `u1`, …, with the policy's tool rules copied per prefix,
+    /// [`harness::routed_policy`]). The invariant then also says where: each execution
+    /// happened on the upstream its call's name routes to.
+    pub upstreams: usize,
 }
 
 impl Default for WireOptions {
@@ -91,6 +97,7 @@ impl Default for WireOptions {
             shrink_answer_timeout: Duration::from_secs(1),
             rss_ceiling_bytes: 512 << 20,
             plain: false,
+            upstreams: 1,
         }
     }
 }
@@ -161,7 +168,7 @@ pub fn fuzz_wire(options: &WireOptions, progress: impl Fn(u64)) -> Result<WireRe
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
     let odds = wire::Odds(if options.plain { 0.0 } else { 1.0 });
-    let strategy = wire::cases(pairs, options.max_steps, odds);
+    let strategy = wire::cases(pairs, options.max_steps, odds, options.upstreams.max(1));
     let report = std::cell::RefCell::new(WireReport {
         rss_start_bytes: rss_bytes(),
         ..WireReport::default()

@@ -61,8 +61,22 @@ impl Transport {
 pub struct Case {
     pub front: Transport,
     pub upstream: Transport,
+    /// How many naive upstreams stand behind the gateway: 1 is one upstream as it is; more
+    /// are `u0`, `u1`, … behind the router of several upstreams, their tools exposed as
+    /// `u0__read_file`, … ([`prefix`]).
+    pub upstreams: usize,
     pub clients: Vec<ClientSpec>,
     pub steps: Vec<Step>,
+}
+
+/// The name of upstream `k` of several.
+pub fn upstream_name(k: usize) -> String {
+    format!("u{k}")
+}
+
+/// The prefix of upstream `k`'s exposed tool names (the router's default).
+pub fn prefix(k: usize) -> String {
+    format!("u{k}__")
 }
 
 impl Case {
@@ -89,6 +103,7 @@ impl Case {
         Case {
             front,
             upstream,
+            upstreams: 1,
             clients: clients
                 .iter()
                 .map(|&(grant, version)| ClientSpec { grant, version })
@@ -353,6 +368,8 @@ const NOT_OBJECT: [&str; 4] = ["[]", "\"x\"", "7", "null"];
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     pub tool: Tool,
+    /// Which upstream's tool it names when there are several (modulo their number).
+    pub upstream: usize,
     pub args: Args,
 }
 
@@ -368,7 +385,20 @@ pub enum Tool {
     NotString(usize),
 }
 
-const UNKNOWN_TOOLS: [&str; 3] = ["format_disk", "", "read_file/../delete_file"];
+/// Names nobody offers, the router's look-alikes among them (an empty tool after a prefix, a
+/// doubled prefix, an upstream that does not exist, a one-underscore prefix, an upstream
+/// selector, a prefix in upper case).
+const UNKNOWN_TOOLS: [&str; 9] = [
+    "format_disk",
+    "",
+    "read_file/../delete_file",
+    "u0__",
+    "u0__u1__read_file",
+    "u9__read_file",
+    "u0_read_file",
+    "upstream:u0",
+    "U1__kv",
+];
 const NOT_STRING: [&str; 4] = ["7", "null", "[\"read_file\"]", "{}"];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -507,6 +537,8 @@ pub enum DupField {
 pub struct Sender {
     pub name: String,
     pub stateless: bool,
+    /// How many upstreams stand behind the gateway ([`Case::upstreams`]).
+    pub upstreams: usize,
 }
 
 /// Escapes a string as JSON text, writing the characters whose bit is set in `mask` (the
@@ -604,12 +636,22 @@ pub fn spelled(method: &Method) -> String {
     m
 }
 
-fn tool_name(tool: Tool) -> String {
+/// The text of a call's tool name; with several upstreams a known tool (and its near misses)
+/// carries the prefix of upstream `upstream` of `upstreams`.
+fn tool_name(tool: Tool, upstream: usize, upstreams: usize) -> String {
     use crate::naive::TOOL_NAMES;
+    let exposed = |i: usize| {
+        let name = TOOL_NAMES[i % TOOL_NAMES.len()];
+        if upstreams > 1 {
+            format!("{}{name}", prefix(upstream % upstreams))
+        } else {
+            name.to_owned()
+        }
+    };
     match tool {
-        Tool::Known(i) => json_string(TOOL_NAMES[i % TOOL_NAMES.len()], 0),
+        Tool::Known(i) => json_string(&exposed(i), 0),
         Tool::Variant(i, k) => {
-            let name = TOOL_NAMES[i % TOOL_NAMES.len()];
+            let name = exposed(i);
             let near = match k % 4 {
                 0 => name.to_ascii_uppercase(),
                 1 => format!("{name} "),
@@ -701,7 +743,10 @@ fn params_text(item: &Item, sender: &Sender) -> Option<String> {
         Params::Cursor => Some("{\"cursor\":\"c1\"}".to_owned()),
         Params::NotObject(i) => Some(NOT_OBJECT[i % NOT_OBJECT.len()].to_owned()),
         Params::Call(call) => {
-            let mut members = vec![format!("\"name\":{}", tool_name(call.tool))];
+            let mut members = vec![format!(
+                "\"name\":{}",
+                tool_name(call.tool, call.upstream, sender.upstreams)
+            )];
             if let Some(args) = args_text(call, dup(DupField::Argument)) {
                 members.push(format!("\"arguments\":{args}"));
             }
@@ -851,12 +896,22 @@ pub const INITIALIZED: &str = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/i
 /// The `ping` a client sends after its steps: once it is answered, everything the client sent
 /// before it has been handled.
 pub fn barrier(i: usize, round: usize, sender: &Sender) -> String {
-    let params = if sender.stateless {
-        format!(",\"params\":{{\"_meta\":{}}}", meta_text(sender))
+    // The router of several upstreams answers `ping` itself; `logging/setLevel` goes to every
+    // upstream and is answered once each has answered (each reads its messages in order).
+    let (method, level) = if sender.upstreams > 1 {
+        ("logging/setLevel", "\"level\":\"debug\"")
     } else {
-        String::new()
+        ("ping", "")
     };
-    format!("{{\"jsonrpc\":\"2.0\",\"id\":\"barrier-c{i}-{round}\",\"method\":\"ping\"{params}}}")
+    let params = match (sender.stateless, level.is_empty()) {
+        (true, true) => format!(",\"params\":{{\"_meta\":{}}}", meta_text(sender)),
+        (true, false) => format!(",\"params\":{{{level},\"_meta\":{}}}", meta_text(sender)),
+        (false, true) => String::new(),
+        (false, false) => format!(",\"params\":{{{level}}}"),
+    };
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":\"barrier-c{i}-{round}\",\"method\":\"{method}\"{params}}}"
+    )
 }
 
 // Strategies. Every choice has a plain default (a well-formed request with an integer id,
@@ -974,7 +1029,13 @@ fn params(k: Odds) -> impl Strategy<Value = Params> {
     or_plain(
         k.p(0.3),
         odd,
-        (tool(k), args(k)).prop_map(|(tool, args)| Params::Call(Call { tool, args })),
+        (tool(k), 0..4usize, args(k)).prop_map(|(tool, upstream, args)| {
+            Params::Call(Call {
+                tool,
+                upstream,
+                args,
+            })
+        }),
     )
 }
 
@@ -1064,6 +1125,7 @@ pub fn cases(
     pairs: Vec<(Transport, Transport)>,
     max_steps: usize,
     k: Odds,
+    upstreams: usize,
 ) -> impl Strategy<Value = Case> {
     let pair = (0..pairs.len().max(1)).prop_map(move |i| {
         pairs
@@ -1076,9 +1138,10 @@ pub fn cases(
         prop::collection::vec(client(), 1..=3),
         prop::collection::vec(step(k), 1..=max_steps.max(1)),
     )
-        .prop_map(|((front, upstream), clients, steps)| Case {
+        .prop_map(move |((front, upstream), clients, steps)| Case {
             front,
             upstream,
+            upstreams: upstreams.max(1),
             clients,
             steps,
         })
@@ -1105,6 +1168,7 @@ mod tests {
         Sender {
             name: "fuzz-c0".into(),
             stateless: false,
+            upstreams: 1,
         }
     }
 
@@ -1146,6 +1210,7 @@ mod tests {
             id: Id::Int(0),
             params: Params::Call(Call {
                 tool: Tool::Known(0),
+                upstream: 0,
                 args: Args::Object(vec![(Key::Own(0), Val::Good(0))]),
             }),
             jsonrpc: Jsonrpc::Good,
@@ -1160,6 +1225,7 @@ mod tests {
         let stateless = Sender {
             name: "fuzz-c1".into(),
             stateless: true,
+            upstreams: 1,
         };
         let v: Value = serde_json::from_str(&render_item(&item, &stateless)).unwrap();
         assert_eq!(

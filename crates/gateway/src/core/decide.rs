@@ -66,10 +66,16 @@ impl SessionCore {
         };
         match self.decide_call(&id, Arc::from(name), Arc::new(arguments), &info, batch, now) {
             Called::Answer(v) => vec![v],
-            Called::Refused { tool, decision } => vec![result_response(
-                &id,
-                refusal::from_decision(&tool, &self.grant, &decision),
-            )],
+            Called::Refused { tool, decision } => {
+                let mut answer = refusal::from_decision(&tool, &self.grant, &decision);
+                // With several upstreams the detail names the one the tool belongs to.
+                if let Some(upstream) =
+                    crate::multi::upstream_of(&self.gateway.options.upstreams, &tool)
+                {
+                    answer["_meta"][refusal::META_KEY]["upstream"] = json!(upstream.name);
+                }
+                vec![result_response(&id, answer)]
+            }
             Called::Admitted { arguments } => {
                 out.push(forwarded(original, arguments));
                 Vec::new()
