@@ -739,6 +739,8 @@ mod tests {
             "policy = \"p.json\"\nreplica = \"gw-1\"\n[[upstream]]\nname = \"eks\"\ncommand = [\"srv\"]\n",
         );
         assert!(e.iter().any(|e| e.contains("the store is memory")), "{e:?}");
+    }
+
     /// `lock_mode` without `lock` is an error at `lock_mode` that says what to add.
     #[test]
     fn lock_mode_without_lock_is_an_error() {
