@@ -335,12 +335,19 @@ fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut configured = None;
+    // The config's upstreams (name, prefix): what a lock pins them under.
+    let mut pinned_as: Vec<(String, String)> = vec![(DEFAULT_UPSTREAM.to_owned(), String::new())];
     if let Some(path) = args.config.clone() {
         let Some(config) = super::load_config(&path, "; the gateway does not start")? else {
             return Ok(ExitCode::from(2));
         };
         apply_config(&mut args, &config)?;
         configured = Some(config.spec());
+        pinned_as = config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), u.prefix.clone()))
+            .collect();
     }
     let Some(policy_path) = args.policy.clone() else {
         anyhow::bail!("no policy: give `--policy FILE` or `--config FILE`");
@@ -354,7 +361,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         .map(|path| {
             let lock = Lock::from_path(path).map_err(anyhow::Error::msg)?;
             let mode = LockMode::parse(&args.lock_mode).unwrap_or(LockMode::Refuse);
-            let pins = Pins::new(&lock, DEFAULT_UPSTREAM, mode)
+            let upstreams: Vec<(&str, &str)> = pinned_as
+                .iter()
+                .map(|(n, p)| (n.as_str(), p.as_str()))
+                .collect();
+            let pins = Pins::several(&lock, &upstreams, mode)
                 .map_err(|e| anyhow::anyhow!("`{}`: {e}", path.display()))?;
             let hash = file_hash(path).unwrap_or_default();
             anyhow::Ok((Arc::new(pins), path.display().to_string(), hash))
