@@ -386,6 +386,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("no upstream: give `--upstream-url URL` or `-- COMMAND ARGS...`")
         }
     };
+    // An https upstream whose certificate does not verify is a configuration to fix, which no
+    // retry mends: the gateway does not start (exit 2), naming the upstream and the problem.
+    check_upstream_certificates(&spec)?;
     let tokens = args
         .tokens
         .as_ref()
@@ -658,6 +661,64 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// Checks the certificate of every `https://` upstream of `spec` at once (each bounded by
+/// `TLS_CHECK_TIMEOUT`): an error naming the first that fails, with what to do. An upstream
+/// that does not answer now is left to the usual retries (said on stderr).
+fn check_upstream_certificates(spec: &UpstreamSpec) -> anyhow::Result<()> {
+    use tollgate_gateway::upstream::{TLS_CHECK_TIMEOUT, TlsCheck, check_tls};
+    let named: Vec<(Option<String>, String, reqwest::Client)> = match spec {
+        UpstreamSpec::Url { url, client } => vec![(None, url.clone(), client.clone())],
+        UpstreamSpec::Several(parts) => parts
+            .iter()
+            .filter_map(|p| match &p.spec {
+                UpstreamSpec::Url { url, client } => {
+                    Some((Some(p.name.clone()), url.clone(), client.clone()))
+                }
+                _ => None,
+            })
+            .collect(),
+        UpstreamSpec::Command { .. } => Vec::new(),
+    };
+    let named: Vec<_> = named
+        .into_iter()
+        .filter(|(_, url, _)| url.starts_with("https://"))
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let checks = runtime.block_on(async {
+        let mut pending = Vec::new();
+        for (name, url, client) in &named {
+            let (url, client) = (url.clone(), client.clone());
+            pending.push((
+                name.clone(),
+                tokio::spawn(async move { check_tls(&url, &client, TLS_CHECK_TIMEOUT).await }),
+            ));
+        }
+        let mut out = Vec::new();
+        for (name, task) in pending {
+            out.push((name, task.await.unwrap_or(TlsCheck::Verified)));
+        }
+        out
+    });
+    for (name, check) in checks {
+        let who = name
+            .map(|n| format!("upstream `{n}`: "))
+            .unwrap_or_default();
+        match check {
+            TlsCheck::Verified => {}
+            TlsCheck::Failed(why) => anyhow::bail!("{who}{why}; the gateway does not start"),
+            TlsCheck::Unreachable(why) => {
+                tracing::warn!("{who}{why}; the gateway starts and tries it again when needed");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tool_timeout(text: &str) -> Result<(String, Duration), String> {
