@@ -246,6 +246,11 @@ fn check_upstreams(list: &[NamedMock]) -> Result<(), String> {
                 u.name
             ));
         }
+        if u.down && !several {
+            return Err(format!(
+                "upstreams[{i}]: `down` applies only with several upstreams (the others serve while it is down); a lone upstream that is down leaves nothing to run"
+            ));
+        }
         if u.prefix.is_some() && !several {
             return Err(format!(
                 "upstreams[{i}]: a `prefix` applies only with several upstreams (one upstream's names are exposed as they are): remove it"

@@ -85,7 +85,8 @@ impl Mocks {
         })
     }
 
-    /// The one mock of a run with one upstream (`None` with several).
+    /// The one mock of a run with one upstream (`None` with several; a lone upstream is never
+    /// `down`, the format refuses it).
     pub(super) fn single(&mut self) -> Option<&mut MockEks> {
         match self.parts.as_mut_slice() {
             [one] => one.mock.as_mut(),
@@ -120,10 +121,6 @@ impl Mocks {
     pub(super) fn handle_value(&mut self, session: &str, v: Value, now: Duration) -> Vec<Handled> {
         if let Some(one) = self.single() {
             return vec![one.handle_value(session, v, now)];
-        }
-        if self.parts.len() == 1 {
-            // The only upstream is down: nothing answers.
-            return Vec::new();
         }
         match v {
             Value::Array(items) => items

@@ -93,6 +93,11 @@ fn upstreams_are_checked_by_the_gateways_rules() {
     );
     let e = error_of(&with("upstreams: [{name: a, prefix: k_}]\n"));
     assert!(e.contains("only with several upstreams"), "{e}");
+    let e = error_of(&with("upstreams: [{name: a, down: true}]\n"));
+    assert!(
+        e.contains("`down` applies only with several upstreams"),
+        "{e}"
+    );
     let e = error_of(&with("upstreams: [{name: 'a b'}, {name: c}]\n"));
     assert!(e.contains("not an upstream name"), "{e}");
     let e = error_of(&with(
