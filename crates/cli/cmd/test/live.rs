@@ -16,6 +16,11 @@
 //!   the pending list before the next message goes; an `approve` or `deny` step decides it on
 //!   the admin API and waits for its answer. The decisions are returned with their request ids,
 //!   so a held call's late outcome is compared with the same call's in virtual time.
+//! - Several upstreams (`upstreams:`): the gateway is started with a config file of one
+//!   `[[upstream]]` per mock, with its name and prefix (`several_config`): over stdio each mock
+//!   is the gateway's child, over HTTP each is a `tollgate mock-eks --http` of its own reached by
+//!   `url`; a `down` one is a `mock-eks` that cannot start. A stdio run starts the scenario's
+//!   clock once `initialize` is answered (the router answers it after every upstream).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
