@@ -65,6 +65,7 @@ pub use transcript::*;
 pub use wire::*;
 
 use mocks::Mocks;
+use run::named_mocks;
 
 /// The result of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]

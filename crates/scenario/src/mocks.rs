@@ -41,11 +41,24 @@ pub(super) struct Mocks {
     /// Calls received by exposed tool name, over every upstream (several upstreams only; one
     /// mock's own counts are its names).
     counts: BTreeMap<Arc<str>, u64>,
+    /// Every call routed, by exposed name, in order (several upstreams, when the mocks keep
+    /// their journals: the fuzzer's check of what reached the upstreams).
+    log: Option<Vec<Arc<str>>>,
 }
 
 impl Mocks {
     /// The mocks of `specs`, each keeping only its counts of calls (the run reads no more).
     pub(super) fn new(specs: &[MockSpec]) -> Result<Mocks, String> {
+        Mocks::build(specs, false)
+    }
+
+    /// The mocks of `specs` keeping every request (the fuzzer's, which checks them call by
+    /// call), with every routed call logged by exposed name.
+    pub(super) fn with_journals(specs: &[MockSpec]) -> Result<Mocks, String> {
+        Mocks::build(specs, true)
+    }
+
+    fn build(specs: &[MockSpec], journals: bool) -> Result<Mocks, String> {
         let several = specs.len() > 1;
         let mut parts = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -70,7 +83,9 @@ impl Mocks {
                         format!("upstream.tools: {e}")
                     }
                 })?;
-                mock.keep_only_counts();
+                if !journals {
+                    mock.keep_only_counts();
+                }
                 Some(mock)
             };
             parts.push(Part {
@@ -82,7 +97,73 @@ impl Mocks {
             parts,
             tools: HashMap::new(),
             counts: BTreeMap::new(),
+            log: (journals && specs.len() > 1).then(Vec::new),
         })
+    }
+
+    /// The same mocks started afresh ([`MockEks::fresh`]): nothing listed, nothing received.
+    pub(super) fn fresh(&self) -> Mocks {
+        Mocks {
+            parts: self
+                .parts
+                .iter()
+                .map(|p| Part {
+                    prefix: p.prefix.clone(),
+                    mock: p.mock.as_ref().map(MockEks::fresh),
+                })
+                .collect(),
+            tools: HashMap::new(),
+            counts: BTreeMap::new(),
+            log: self.log.as_ref().map(|_| Vec::new()),
+        }
+    }
+
+    /// Every tool the upstreams offer as the gateway lists it: by exposed name, its `tools/list`
+    /// entry with that name.
+    pub(super) fn offered(&self) -> HashMap<String, Value> {
+        let mut out = HashMap::new();
+        for p in &self.parts {
+            let Some(mock) = &p.mock else { continue };
+            for t in mock.tools() {
+                let exposed = format!("{}{}", p.prefix, t.name);
+                if !valid_tool_name(&exposed) || out.contains_key(&exposed) {
+                    continue;
+                }
+                let mut listed = t.to_mcp();
+                listed["name"] = Value::from(exposed.as_str());
+                out.insert(exposed, listed);
+            }
+        }
+        out
+    }
+
+    /// How many calls the upstreams have received so far (a mark for [`Mocks::calls_since`]).
+    pub(super) fn received(&self) -> usize {
+        match (&self.log, self.parts.as_slice()) {
+            (Some(log), _) => log.len(),
+            (None, [Part { mock: Some(m), .. }]) => m.journal().len(),
+            _ => 0,
+        }
+    }
+
+    /// The `tools/call` requests received since mark `from`: how many, and the last one's tool
+    /// (its exposed name behind several upstreams).
+    pub(super) fn calls_since(&self, from: usize) -> (usize, Option<&str>) {
+        match (&self.log, self.parts.as_slice()) {
+            (Some(log), _) => {
+                let new = log.get(from..).unwrap_or_default();
+                (new.len(), new.last().map(|t| &**t))
+            }
+            (None, [Part { mock: Some(m), .. }]) => {
+                let calls = m.journal().get(from..).unwrap_or_default();
+                let mut calls = calls.iter().filter(|e| e.method == "tools/call");
+                let last = calls
+                    .next_back()
+                    .map(|e| e.tool.as_deref().unwrap_or_default());
+                (calls.count() + usize::from(last.is_some()), last)
+            }
+            _ => (0, None),
+        }
     }
 
     /// The one mock of a run with one upstream (`None` with several; a lone upstream is never
@@ -185,8 +266,11 @@ impl Mocks {
     }
 
     fn count(&mut self, part: usize, own: &str) {
-        let exposed = format!("{}{own}", self.parts[part].prefix);
-        *self.counts.entry(Arc::from(exposed)).or_insert(0) += 1;
+        let exposed: Arc<str> = Arc::from(format!("{}{own}", self.parts[part].prefix));
+        if let Some(log) = self.log.as_mut() {
+            log.push(Arc::clone(&exposed));
+        }
+        *self.counts.entry(exposed).or_insert(0) += 1;
     }
 
     fn initialize(&mut self, session: &str, v: &Value, id: &Value, now: Duration) -> Handled {

@@ -293,6 +293,13 @@ fn named_upstreams(
     if !scenario.several_upstreams() {
         return Vec::new();
     }
+    named_mocks(specs)
+}
+
+/// Mock upstreams as the gateway's [`tollgate_gateway::upstream::NamedUpstream`]s.
+pub(super) fn named_mocks(
+    specs: &[format::MockSpec],
+) -> Vec<tollgate_gateway::upstream::NamedUpstream> {
     specs
         .iter()
         .map(|m| tollgate_gateway::upstream::NamedUpstream {
