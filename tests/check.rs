@@ -256,3 +256,29 @@ fn explain_bad_input_is_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `acton`"));
     assert!(Path::new(&root().join("examples/policies/seed.json")).exists());
 }
+
+/// `check --config` of a config with several upstreams: `lock_mode` without `lock` is an error
+/// at its line (exit 2); with that fixed, the policy's selectors that can never match behind
+/// these upstreams are warnings at file:line:col, each once and with the reason: an exact name
+/// and a pattern that no upstream's prefix starts, and `upstream:NAME` for an upstream the config
+/// does not have (exit 0, `--deny-warnings` exit 1). Names with a prefix pass.
+#[test]
+fn check_config_of_several_upstreams_warns_of_rules_that_never_match() {
+    let out = check(&["--config", "tests/check/multi/tollgate.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tollgate.toml:2:13") && stderr.contains("without `lock`"),
+        "{stderr}"
+    );
+    let out = check(&["--config", "tests/check/multi/ok.toml"]);
+    insta::with_settings!({
+        snapshot_path => root().join("snapshots/diagnostics"),
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::assert_snapshot!("check_config_several_upstreams", transcript(&out));
+    });
+    assert_eq!(out.status.code(), Some(0));
+    let out = check(&["--config", "tests/check/multi/ok.toml", "--deny-warnings"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -654,3 +654,174 @@ fn generated_scenarios_decide_alike_live_and_in_virtual_time() {
         );
     }
 }
+
+/// Records a real `tollgate gateway --config` of two `tollgate mock-eks` upstreams (stdio
+/// children): `eks` (the real tools) and `omics` (the HealthOmics batch tools), under a policy
+/// of `upstream:` rules. Returns (recording, config, policy).
+fn record_two_upstreams(
+    dir: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use std::io::{Read, Write};
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"version": "1", "default": "deny", "tools": {
+            "upstream:eks": {"action": "allow", "limits": [{"counter": "eks_calls", "window": "hour", "max": 2, "scope": "grant"}]},
+            "upstream:omics": {"action": "deny", "reason": "omics is closed"}}}"#,
+    )
+    .unwrap();
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy = \"policy.json\"\nrecord = \"recording.jsonl\"\n[[upstream]]\nname = \"eks\"\ncommand = [{exe:?}, \"mock-eks\", \"--tools\", \"real\"]\n[[upstream]]\nname = \"omics\"\ncommand = [{exe:?}, \"mock-eks\", \"--tools\", \"*AHO*Batch*\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = tollgate()
+        .args(["gateway", "--grant", "analyst", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    for i in 0..3u64 {
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"eks__list_k8s_resources","arguments":{{"cluster_name":"prod-eks","kind":"Pod","api_version":"v1"}}}}}}"#, i + 2).unwrap();
+    }
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{{"name":"omics__GetAHOBatch","arguments":{{"batchId":"rb-0001"}}}}}}"#).unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{{"name":"list_k8s_resources","arguments":{{}}}}}}"#).unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while seen.matches("\"id\":").count() < 6 {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "the gateway closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(stdin);
+    let _ = stdout.read_to_string(&mut seen);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    (dir.join("recording.jsonl"), config, policy)
+}
+
+/// A recording made through a gateway of two upstreams keeps each call's upstream; `tollgate
+/// replay` of it with that gateway's config decides alike (against the recorded answers and
+/// against two mocks), names the upstream of each changed call under another policy, and
+/// without the config is refused (exit 2) naming the upstreams, since its `upstream:` rules
+/// could not select what they did; `scenario from-recording --config` gives a scenario that
+/// reproduces every recorded decision.
+#[test]
+fn replay_of_a_recording_through_two_upstreams_decides_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let (recording, config, policy) = record_two_upstreams(dir.path());
+    let text = std::fs::read_to_string(&recording).unwrap();
+    let calls: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["dir"] == "client" && l["message"]["method"] == "tools/call")
+        .collect();
+    let upstreams: Vec<&str> = calls
+        .iter()
+        .map(|c| c["upstream"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(upstreams, ["eks", "eks", "eks", "omics", "-"]);
+    for against in ["recorded", "mock-eks"] {
+        let out = tollgate()
+            .arg("replay")
+            .arg(&recording)
+            .arg("--config")
+            .arg(&config)
+            .args(["--against", against, "--fail-on-change"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{against}: {text}");
+        assert!(
+            text.starts_with("5 calls replayed under") && text.contains(": 0 decisions changed"),
+            "{text}"
+        );
+    }
+    let out = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`eks`, `omics`") && err.contains("--config FILE"),
+        "{err}"
+    );
+    let allow = dir.path().join("allow.json");
+    std::fs::write(&allow, r#"{"version": "1", "default": "allow"}"#).unwrap();
+    let out = tollgate()
+        .arg("replay")
+        .arg(&recording)
+        .arg("--config")
+        .arg(&config)
+        .arg("--policy")
+        .arg(&allow)
+        .args(["--format", "json", "--fail-on-change"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changed: Vec<(&str, &str, &str)> = report["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["upstream"].as_str().unwrap(),
+                c["recorded"].as_str().unwrap(),
+                c["replayed"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        [("eks", "rate_limited", "allow"), ("omics", "deny", "allow")]
+    );
+    // The regression scenario of the recording declares both upstreams and passes.
+    let out = tollgate()
+        .args(["scenario", "from-recording"])
+        .arg(&recording)
+        .arg("--config")
+        .arg(&config)
+        .args(["--policy", "policy.json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scenario = dir.path().join("from-recording.yaml");
+    std::fs::write(&scenario, &out.stdout).unwrap();
+    let outcome = tollgate_scenario::run(tollgate_scenario::load(&scenario).unwrap());
+    assert!(
+        outcome.failures.is_empty(),
+        "{:?}\n{}",
+        outcome.failures,
+        outcome.transcript
+    );
+    assert!(
+        outcome
+            .transcript
+            .contains("upstream=omics omics__GetAHOBatch -> deny"),
+        "{}",
+        outcome.transcript
+    );
+}

@@ -81,13 +81,6 @@ fn https_mock(cert: &str, key: &str, extra: &[&str]) -> (Guard, String) {
 }
 
 /// The stdio gateway's answer to `initialize` in front of `url` (with `extra` flags).
-fn initialize_through(url: &str, extra: &[&str], dir: &Path) -> Value {
-    let policy = write(dir, "allow.json", ALLOW_ALL);
-    let args = [&["--policy", policy.as_str(), "--upstream-url", url], extra].concat();
-    let answers = stdio_gateway(&args, &[initialize(1)], Duration::from_millis(1500));
-    answers.into_iter().next().unwrap()
-}
-
 /// The gateway reaches an https upstream whose certificate a private CA signed once that CA is
 /// given with `--upstream-ca-file`: a call goes through and the mock's journal holds it.
 #[test]
@@ -130,15 +123,31 @@ fn an_https_upstream_is_reached_with_its_ca_file() {
     );
 }
 
-/// What the client reads when the upstream's certificate cannot be trusted: not signed by a
-/// trusted authority (no `--upstream-ca-file`), expired, or issued for another name. Each is a
-/// -32603 error for `initialize` naming the upstream's URL, what failed and what to do.
+/// `tollgate gateway` in front of `url` (with `extra` flags) over stdio: it must not start.
+/// Returns its stderr, after checking the exit code is 2 (bounded: it fails before serving).
+fn refused_to_start(args: &[&str]) -> String {
+    let out = tollgate()
+        .arg("gateway")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+/// An https upstream whose certificate cannot be trusted is a configuration to fix, which no
+/// retry mends: the gateway does not start (exit 2, before it serves anything) and says which
+/// upstream, what failed and what to do: not signed by a trusted authority (no
+/// `--upstream-ca-file`), expired, or issued for another name.
 #[test]
 fn an_untrusted_https_upstream_is_refused_saying_why() {
     let pki = Pki::new();
     let (good_cert, good_key) = pki.server("good", &["localhost", "127.0.0.1"], false);
     let (old_cert, old_key) = pki.server("old", &["localhost", "127.0.0.1"], true);
     let (other_cert, other_key) = pki.server("other", &["upstream.example"], false);
+    let policy = write(pki.dir(), "allow.json", ALLOW_ALL);
     let mut messages = Vec::new();
     for (case, cert, key, ca) in [
         ("no CA file", &good_cert, &good_key, false),
@@ -147,37 +156,85 @@ fn an_untrusted_https_upstream_is_refused_saying_why() {
     ] {
         let (_mock, url) = https_mock(cert, key, &[]);
         let ca_file = pki.ca();
-        let extra: &[&str] = if ca {
-            &["--upstream-ca-file", &ca_file]
-        } else {
-            &[]
-        };
-        let answer = initialize_through(&url, extra, pki.dir());
-        assert_eq!(answer["error"]["code"], -32603, "{case}: {answer}");
+        let mut args = vec!["--policy", policy.as_str(), "--upstream-url", url.as_str()];
+        if ca {
+            args.extend(["--upstream-ca-file", ca_file.as_str()]);
+        }
+        let started = Instant::now();
+        let stderr = refused_to_start(&args);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{case}: not fast"
+        );
         let port = url.rsplit(':').next().unwrap().trim_end_matches("/mcp");
-        let text = answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .replace(port, "PORT");
-        messages.push(format!("{case}: {text}"));
+        messages.push(format!("{case}: {}", stderr.trim().replace(port, "PORT")));
     }
     insta::assert_snapshot!(messages.join("\n"));
 }
 
+/// Behind a config of several upstreams, one https upstream whose certificate is not trusted
+/// stops the gateway from starting (exit 2), naming that upstream; given its `ca_file`, the
+/// same config serves both upstreams.
+#[test]
+fn an_untrusted_upstream_of_several_stops_the_gateway_naming_it() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("mock", &["localhost", "127.0.0.1"], false);
+    let (_mock, url) = https_mock(&cert, &key, &[]);
+    write(pki.dir(), "allow.json", ALLOW_ALL);
+    let exe = env!("CARGO_BIN_EXE_tollgate");
+    let head = format!(
+        "policy = \"allow.json\"\n[[upstream]]\nname = \"eks\"\ncommand = [{exe:?}, \"mock-eks\", \"--tools\", \"real\"]\n[[upstream]]\nname = \"omics\"\nurl = {url:?}\n"
+    );
+    let untrusted = write(pki.dir(), "untrusted.toml", &head);
+    let stderr = refused_to_start(&["--config", &untrusted]);
+    assert!(
+        stderr.contains("upstream `omics`: the upstream https://127.0.0.1:")
+            && stderr.contains("not trusted")
+            && stderr.contains("`ca_file` of a config's upstream")
+            && stderr.contains("the gateway does not start"),
+        "{stderr}"
+    );
+    let trusted = write(
+        pki.dir(),
+        "trusted.toml",
+        &format!("{head}ca_file = {:?}\n", pki.ca()),
+    );
+    let answers = stdio_gateway(
+        &["--config", &trusted],
+        &[
+            initialize(1),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        ],
+        Duration::from_millis(2000),
+    );
+    let names: Vec<&str> = answers[1]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"eks__list_k8s_resources") && names.contains(&"omics__GetAHOBatch"),
+        "{names:?}"
+    );
+}
+
 /// A plain-HTTP URL given for an https server, and an https URL given for a plain one, fail
-/// fast with an error that names the URL (the second says to use `http://`).
+/// fast with an error that names the URL (the second says to use `http://`): the second before
+/// the gateway starts (exit 2).
 #[test]
 fn a_scheme_that_does_not_match_the_upstream_is_named() {
     let (_plain, plain_url) = start_http(&[]);
     let https_url = plain_url.replacen("http://", "https://", 1);
     let pki = Pki::new();
-    let answer = initialize_through(&https_url, &[], pki.dir());
-    let text = answer["error"]["message"].as_str().unwrap();
+    let policy = write(pki.dir(), "allow.json", ALLOW_ALL);
+    let text = refused_to_start(&["--policy", &policy, "--upstream-url", &https_url]);
     assert!(
         text.contains(&https_url)
             && text.contains("does not speak TLS")
             && text.contains("http://"),
-        "{answer}"
+        "{text}"
     );
 }
 

@@ -9,7 +9,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use tollgate_policy::{Diagnostic, Policy, Severity};
+use tollgate_policy::selector::Tier;
+use tollgate_policy::source::escape_pointer;
+use tollgate_policy::{Diagnostic, KnownTool, Policy, Severity};
 
 use super::known::{KnownSource, known_tools};
 
@@ -45,6 +47,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     let mut stdout = std::io::stdout().lock();
     let mut policies = args.policies.clone();
+    // The config's policy and its upstreams (name, prefix), when it has several.
+    let mut several: Option<(PathBuf, Vec<(String, String)>)> = None;
     if let Some(path) = &args.config {
         let diagnostics = match tollgate_gateway::config::load(path) {
             Ok(config) => {
@@ -62,6 +66,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             "stdio"
                         }
                     )?;
+                }
+                if config.upstreams.len() > 1 {
+                    let named = config
+                        .upstreams
+                        .iter()
+                        .map(|u| (u.name.clone(), u.prefix.clone()))
+                        .collect();
+                    several = Some((config.policy.clone(), named));
                 }
                 policies.push(config.policy);
                 Vec::new()
@@ -101,10 +113,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     for path in &policies {
         let mut summary = None;
+        let upstreams = several
+            .as_ref()
+            .filter(|(p, _)| p == path)
+            .map(|(_, u)| u.as_slice());
         let diagnostics: Vec<Diagnostic> = match Policy::load(path) {
             Ok(policy) => {
                 summary = Some(policy.summary());
-                policy.lint(&known)
+                match upstreams {
+                    // Behind several upstreams the gateway's tools are the catalogue's under
+                    // each upstream's prefix; a name without one can never match.
+                    Some(upstreams) => {
+                        let never = unprefixed_selectors(&policy, upstreams);
+                        let at = |d: &Diagnostic| d.labels.first().map(|l| l.span.clone());
+                        let mut d = policy.lint(&exposed_tools(&known, upstreams));
+                        // Said once, with the reason: not also as a name the catalogue lacks.
+                        d.retain(|d| {
+                            !matches!(d.code, "policy::unknown_tool" | "policy::matches_nothing")
+                                || !never.iter().any(|n| at(n).is_some() && at(n) == at(d))
+                        });
+                        d.extend(never);
+                        d
+                    }
+                    None => policy.lint(&known),
+                }
             }
             Err(diags) => diags.0,
         };
@@ -163,6 +195,99 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The known tools as a gateway of several upstreams exposes them: each under each upstream's
+/// prefix, belonging to that upstream (for `upstream:` selectors).
+fn exposed_tools(known: &[KnownTool], upstreams: &[(String, String)]) -> Vec<KnownTool> {
+    upstreams
+        .iter()
+        .flat_map(|(name, prefix)| {
+            let upstream: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
+            known.iter().map(move |k| {
+                let mut k = k.clone();
+                k.name = format!("{prefix}{}", k.name);
+                k.meta.upstream = Some(std::sync::Arc::clone(&upstream));
+                k
+            })
+        })
+        .collect()
+}
+
+/// Warnings for the selectors of a policy run behind several upstreams that can never match:
+/// an exact name or a pattern that no upstream's prefix can start (every exposed name starts
+/// with one), and `upstream:NAME` for a name the config does not have. Each at the selector's
+/// key, file:line:col.
+fn unprefixed_selectors(policy: &Policy, upstreams: &[(String, String)]) -> Vec<Diagnostic> {
+    let prefixes: Vec<String> = upstreams.iter().map(|(_, p)| format!("`{p}`")).collect();
+    let example = upstreams.first().map_or("", |(_, p)| p.as_str());
+    let mut out = Vec::new();
+    for (selector, tier) in policy.selectors() {
+        let span = policy
+            .source
+            .key_span(&format!("/tools/{}", escape_pointer(selector)));
+        let warning = match tier {
+            Tier::Exact if !upstreams.iter().any(|(_, p)| selector.starts_with(p.as_str())) => {
+                Diagnostic::warning(
+                    &policy.source,
+                    "policy::no_upstream_prefix",
+                    format!(
+                        "`{selector}` names no tool of this gateway: with several upstreams every tool is exposed with its upstream's prefix ({}), so this rule can never match",
+                        prefixes.join(", ")
+                    ),
+                )
+                .with_help(format!(
+                    "write the exposed name, e.g. `{example}{selector}`, or select the upstream with `upstream:NAME`"
+                ))
+            }
+            Tier::Glob => {
+                // The pattern's literal head: a name it matches starts with it.
+                let head: String = selector
+                    .chars()
+                    .take_while(|c| !matches!(c, '*' | '?' | '['))
+                    .collect();
+                if upstreams
+                    .iter()
+                    .any(|(_, p)| head.starts_with(p.as_str()) || p.starts_with(&head))
+                {
+                    continue;
+                }
+                Diagnostic::warning(
+                    &policy.source,
+                    "policy::no_upstream_prefix",
+                    format!(
+                        "the pattern `{selector}` matches no tool of this gateway: with several upstreams every tool is exposed with its upstream's prefix ({}), and no name this pattern matches starts with one",
+                        prefixes.join(", ")
+                    ),
+                )
+                .with_help(format!(
+                    "put the prefix in the pattern, e.g. `{example}{selector}`, or start it with `*`"
+                ))
+            }
+            Tier::Upstream => {
+                let name = selector.strip_prefix("upstream:").unwrap_or(selector);
+                if upstreams.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                let names: Vec<String> = upstreams.iter().map(|(n, _)| format!("`{n}`")).collect();
+                Diagnostic::warning(
+                    &policy.source,
+                    "policy::unknown_upstream",
+                    format!(
+                        "`{selector}` selects no upstream of this gateway (its upstreams are {}), so this rule can never match",
+                        names.join(", ")
+                    ),
+                )
+                .with_help("name an upstream of the config file")
+            }
+            _ => continue,
+        };
+        out.push(match span {
+            Some(span) => warning.with_label(span, "never matches"),
+            None => warning,
+        });
+    }
+    out
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -118,11 +118,12 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<ExitCode> {
         .build()?;
     let live = runtime.block_on(async {
         // The mock EKS server, in this process.
+        let upstream = loaded.scenario.upstream.clone().unwrap_or_default();
         let mock = MockEks::new(MockConfig {
-            tools: loaded.scenario.upstream.tools.spec(),
+            tools: upstream.tools.spec(),
             flags: Flags {
-                allow_write: loaded.scenario.upstream.allow_write,
-                allow_sensitive_data_access: loaded.scenario.upstream.allow_sensitive_data_access,
+                allow_write: upstream.allow_write,
+                allow_sensitive_data_access: upstream.allow_sensitive_data_access,
             },
             ..MockConfig::default()
         })

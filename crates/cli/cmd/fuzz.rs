@@ -1,6 +1,7 @@
-//! `tollgate fuzz --policy FILE [--cases N] [--seed S] [--save DIR] [--time-budget D]`: property
-//! fuzzing of a policy through the gateway's core and the mock in virtual time
-//! (docs/fuzzing.md).
+//! `tollgate fuzz --policy FILE [--config FILE] [--cases N] [--seed S] [--save DIR]
+//! [--time-budget D]`: property fuzzing of a policy through the gateway's core and the mock in
+//! virtual time (docs/fuzzing.md); with `--config`, behind the config's upstreams (a mock for
+//! each, names drawn from the union of their exposed names).
 //!
 //! `tollgate fuzz --wire [--cases N] [--seed S] [--transport http|stdio|both] [--upstreams N]
 //! [--answer-timeout D]`:
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tollgate_policy::{CounterStore, MemoryStore, Policy};
-use tollgate_scenario::fuzz::{FuzzOptions, fuzz};
+use tollgate_scenario::fuzz::FuzzOptions;
 use tollgate_wire_fuzz::naive::{self, ExecLog};
 use tollgate_wire_fuzz::{Transports, WireOptions, fuzz_wire};
 
@@ -33,6 +34,11 @@ pub struct Args {
         conflicts_with = "wire"
     )]
     policy: Option<PathBuf>,
+    /// A gateway config file of several upstreams: the sessions run behind them (a mock for
+    /// each under its name and prefix), drawing tool names from the union of their exposed
+    /// names, with `upstream:` rules decided and checked.
+    #[arg(long, value_name = "FILE", conflicts_with = "wire")]
+    config: Option<PathBuf>,
     /// Fuzz the gateway's wire instead: generated MCP traffic through the real gateway (HTTP
     /// and stdio) in front of a naive upstream that runs anything looking like a call, with
     /// the wire fuzzer's own policy.
@@ -102,6 +108,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    let upstreams: Vec<(String, String)> = match &args.config {
+        Some(path) => match super::load_config(path, "; nothing was fuzzed")? {
+            Some(c) => c
+                .upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.prefix.clone()))
+                .collect(),
+            None => return Ok(ExitCode::from(2)),
+        },
+        None => Vec::new(),
+    };
     let policy = match Policy::load(&policy_path) {
         Ok(p) => Arc::new(p),
         Err(d) => {
@@ -131,7 +148,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Shards report from several threads: count, rather than set a position that may arrive
     // out of order.
     let started = std::time::Instant::now();
-    let report = fuzz(&policy_path, policy, &store, &options, |_| bar.inc(1));
+    let report = tollgate_scenario::fuzz::fuzz_several(
+        &policy_path,
+        policy,
+        &store,
+        &options,
+        &upstreams,
+        |_| bar.inc(1),
+    );
     bar.finish_and_clear();
     // The timing goes to stderr: stdout is the same for the same seed, so two runs diff clean.
     let took = started.elapsed().as_secs_f64();

@@ -389,12 +389,19 @@ fn apply_config(args: &mut Args, config: &Config) -> anyhow::Result<()> {
 
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut configured = None;
+    // The config's upstreams (name, prefix): what a lock pins them under.
+    let mut pinned_as: Vec<(String, String)> = vec![(DEFAULT_UPSTREAM.to_owned(), String::new())];
     if let Some(path) = args.config.clone() {
         let Some(config) = super::load_config(&path, "; the gateway does not start")? else {
             return Ok(ExitCode::from(2));
         };
         apply_config(&mut args, &config)?;
         configured = Some(config.spec());
+        pinned_as = config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.clone(), u.prefix.clone()))
+            .collect();
     }
     let Some(policy_path) = args.policy.clone() else {
         anyhow::bail!("no policy: give `--policy FILE` or `--config FILE`");
@@ -408,7 +415,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         .map(|path| {
             let lock = Lock::from_path(path).map_err(anyhow::Error::msg)?;
             let mode = LockMode::parse(&args.lock_mode).unwrap_or(LockMode::Refuse);
-            let pins = Pins::new(&lock, DEFAULT_UPSTREAM, mode)
+            let upstreams: Vec<(&str, &str)> = pinned_as
+                .iter()
+                .map(|(n, p)| (n.as_str(), p.as_str()))
+                .collect();
+            let pins = Pins::several(&lock, &upstreams, mode)
                 .map_err(|e| anyhow::anyhow!("`{}`: {e}", path.display()))?;
             let hash = file_hash(path).unwrap_or_default();
             anyhow::Ok((Arc::new(pins), path.display().to_string(), hash))
@@ -432,6 +443,9 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             anyhow::bail!("no upstream: give `--upstream-url URL` or `-- COMMAND ARGS...`")
         }
     };
+    // An https upstream whose certificate does not verify is a configuration to fix, which no
+    // retry mends: the gateway does not start (exit 2), naming the upstream and the problem.
+    check_upstream_certificates(&spec)?;
     let tokens = args
         .tokens
         .as_ref()
@@ -763,6 +777,64 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// Checks the certificate of every `https://` upstream of `spec` at once (each bounded by
+/// `TLS_CHECK_TIMEOUT`): an error naming the first that fails, with what to do. An upstream
+/// that does not answer now is left to the usual retries (said on stderr).
+fn check_upstream_certificates(spec: &UpstreamSpec) -> anyhow::Result<()> {
+    use tollgate_gateway::upstream::{TLS_CHECK_TIMEOUT, TlsCheck, check_tls};
+    let named: Vec<(Option<String>, String, reqwest::Client)> = match spec {
+        UpstreamSpec::Url { url, client } => vec![(None, url.clone(), client.clone())],
+        UpstreamSpec::Several(parts) => parts
+            .iter()
+            .filter_map(|p| match &p.spec {
+                UpstreamSpec::Url { url, client } => {
+                    Some((Some(p.name.clone()), url.clone(), client.clone()))
+                }
+                _ => None,
+            })
+            .collect(),
+        UpstreamSpec::Command { .. } => Vec::new(),
+    };
+    let named: Vec<_> = named
+        .into_iter()
+        .filter(|(_, url, _)| url.starts_with("https://"))
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let checks = runtime.block_on(async {
+        let mut pending = Vec::new();
+        for (name, url, client) in &named {
+            let (url, client) = (url.clone(), client.clone());
+            pending.push((
+                name.clone(),
+                tokio::spawn(async move { check_tls(&url, &client, TLS_CHECK_TIMEOUT).await }),
+            ));
+        }
+        let mut out = Vec::new();
+        for (name, task) in pending {
+            out.push((name, task.await.unwrap_or(TlsCheck::Verified)));
+        }
+        out
+    });
+    for (name, check) in checks {
+        let who = name
+            .map(|n| format!("upstream `{n}`: "))
+            .unwrap_or_default();
+        match check {
+            TlsCheck::Verified => {}
+            TlsCheck::Failed(why) => anyhow::bail!("{who}{why}; the gateway does not start"),
+            TlsCheck::Unreachable(why) => {
+                tracing::warn!("{who}{why}; the gateway starts and tries it again when needed");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tool_timeout(text: &str) -> Result<(String, Duration), String> {

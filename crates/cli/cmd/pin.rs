@@ -1,8 +1,10 @@
-//! `tollgate pin [--check --lock FILE] [--timeout SECS] (--upstream-url URL | -- COMMAND
-//! ARGS...)`: pinned tool definitions (docs/pinning.md). Connects to the upstream as the
-//! gateway would, lists every tool (following `nextCursor`), and prints the lock file
+//! `tollgate pin [--check --lock FILE] [--timeout SECS] (--config FILE | --upstream-url URL |
+//! -- COMMAND ARGS...)`: pinned tool definitions (docs/pinning.md). Connects to the upstream as
+//! the gateway would, lists every tool (following `nextCursor`), and prints the lock file
 //! (`tollgate pin -- CMD > tollgate.lock`); with `--check`, compares the listing with the lock
 //! and names every tool that changed (with the fields that changed), was added or was removed.
+//! With `--config`, every upstream of the gateway's config file, each under its name (the
+//! tools as the upstream names them, without the prefix the gateway exposes them with).
 //!
 //! Exit codes: 0 (printed, or nothing drifted), 1 (drift), 2 (bad flags, an unreadable lock,
 //! an upstream that cannot be listed).
@@ -30,6 +32,10 @@ pub struct Args {
     /// Seconds the upstream may take to start and answer everything (a fraction allowed).
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     timeout: Duration,
+    /// The gateway's config file (`tollgate gateway --config`): pins every upstream it names,
+    /// each under its name.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["upstream_url", "command"])]
+    config: Option<PathBuf>,
     /// The upstream's Streamable HTTP URL (`http://` or `https://`).
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream_url: Option<String>,
@@ -54,19 +60,37 @@ fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let spec = match (&args.upstream_url, args.command.split_first()) {
-        (Some(url), _) => UpstreamSpec::Url {
-            url: url.clone(),
-            client: http_client(args.upstream_ca_file.as_deref())?,
-        },
-        (None, Some((program, rest))) => UpstreamSpec::Command {
-            program: program.clone(),
-            args: rest.to_vec(),
-        },
-        (None, None) => {
-            anyhow::bail!("no upstream: give `--upstream-url URL` or `-- COMMAND ARGS...`")
-        }
-    };
+    // The upstreams to list, each with the name the lock pins it under.
+    let targets: Vec<(String, UpstreamSpec)> =
+        match (&args.config, &args.upstream_url, args.command.split_first()) {
+            (Some(path), _, _) => {
+                let Some(config) = super::load_config(path, "; nothing was pinned")? else {
+                    return Ok(ExitCode::from(2));
+                };
+                config
+                    .upstreams
+                    .iter()
+                    .map(|u| (u.name.clone(), u.spec.clone()))
+                    .collect()
+            }
+            (None, Some(url), _) => vec![(
+                DEFAULT_UPSTREAM.to_owned(),
+                UpstreamSpec::Url {
+                    url: url.clone(),
+                    client: http_client(args.upstream_ca_file.as_deref())?,
+                },
+            )],
+            (None, None, Some((program, rest))) => vec![(
+                DEFAULT_UPSTREAM.to_owned(),
+                UpstreamSpec::Command {
+                    program: program.clone(),
+                    args: rest.to_vec(),
+                },
+            )],
+            (None, None, None) => anyhow::bail!(
+                "no upstream: give `--config FILE`, `--upstream-url URL` or `-- COMMAND ARGS...`"
+            ),
+        };
     // Read first: a broken lock is bad input whatever the upstream says.
     let lock = args
         .lock
@@ -74,45 +98,82 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|p| Lock::from_path(p))
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let tools = runtime.block_on(list_tools(&spec, args.timeout))?;
-    let mut stdout = std::io::stdout().lock();
-    let Some(lock) = lock else {
-        let mut lock = Lock::new();
-        lock.pin(DEFAULT_UPSTREAM, &tools);
-        stdout.write_all(lock.to_text().as_bytes())?;
-        return Ok(ExitCode::SUCCESS);
-    };
     let path = args.lock.as_deref().unwrap_or(std::path::Path::new(""));
-    if !lock.upstreams.contains_key(DEFAULT_UPSTREAM) {
+    if let Some(lock) = &lock
+        && let Some((name, _)) = targets
+            .iter()
+            .find(|(name, _)| !lock.upstreams.contains_key(name))
+    {
+        let how = if args.config.is_some() {
+            "an upstream of the config"
+        } else {
+            "the name of the upstream given on the command line"
+        };
         anyhow::bail!(
-            "`{}` pins no upstream named `{DEFAULT_UPSTREAM}` (the name of the upstream given on the command line): pin it with `tollgate pin`",
+            "`{}` pins no upstream named `{name}` ({how}): pin it with `tollgate pin`",
             path.display()
         );
     }
-    let drift = lock.compare(DEFAULT_UPSTREAM, &tools);
-    if drift.is_empty() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut listed = Vec::with_capacity(targets.len());
+    for (name, spec) in &targets {
+        let tools = runtime
+            .block_on(list_tools(spec, args.timeout))
+            .with_context(|| format!("upstream `{name}`"))?;
+        listed.push((name.as_str(), tools));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let Some(lock) = lock else {
+        let mut lock = Lock::new();
+        for (name, tools) in &listed {
+            lock.pin(name, tools);
+        }
+        stdout.write_all(lock.to_text().as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut drifted = false;
+    for (name, tools) in &listed {
+        let drift = lock.compare(name, tools);
+        if drift.is_empty() {
+            writeln!(
+                stdout,
+                "ok: upstream `{name}`: its {} tools match `{}`",
+                tools.len(),
+                path.display()
+            )?;
+            continue;
+        }
+        drifted = true;
+        stdout.write_all(drift.render().as_bytes())?;
         writeln!(
             stdout,
-            "ok: upstream `{DEFAULT_UPSTREAM}`: its {} tools match `{}`",
-            tools.len(),
+            "drift: upstream `{name}`: {} changed, {} added, {} removed since `{}` was written; review the changes, then pin again (`tollgate pin ... > {}`)",
+            drift.changed.len(),
+            drift.added.len(),
+            drift.removed.len(),
+            path.display(),
             path.display()
         )?;
-        return Ok(ExitCode::SUCCESS);
     }
-    stdout.write_all(drift.render().as_bytes())?;
-    writeln!(
-        stdout,
-        "drift: upstream `{DEFAULT_UPSTREAM}`: {} changed, {} added, {} removed since `{}` was written; review the changes, then pin again (`tollgate pin ... > {}`)",
-        drift.changed.len(),
-        drift.added.len(),
-        drift.removed.len(),
-        path.display(),
-        path.display()
-    )?;
-    Ok(ExitCode::from(1))
+    // An upstream the lock pins and the config no longer has: its tools are gone.
+    if args.config.is_some() {
+        for (name, tools) in &lock.upstreams {
+            if !targets.iter().any(|(t, _)| t == name) {
+                drifted = true;
+                writeln!(
+                    stdout,
+                    "drift: upstream `{}` ({} tools) is pinned in `{}` but the config has no such upstream; pin again (`tollgate pin --config ... > {}`)",
+                    tollgate_mcp::display::ident(name),
+                    tools.len(),
+                    path.display(),
+                    path.display()
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::from(if drifted { 1 } else { 0 }))
 }
 
 /// Every tool the upstream lists: `initialize`, `notifications/initialized`, then `tools/list`

@@ -1,8 +1,11 @@
-//! `tollgate replay RECORDING --policy FILE [--against recorded|mock-eks] [--format table|json]
-//! [--fail-on-change]`: replays a gateway recording under another policy, in virtual time from
-//! the recorded timestamps, and reports every decision that changes ("what would this policy
-//! have done to yesterday's traffic?"). Exit 0, or 1 with `--fail-on-change` when a decision
-//! changed; 2 for an unreadable recording or a broken policy.
+//! `tollgate replay RECORDING (--policy FILE | --config FILE [--policy FILE]) [--against
+//! recorded|mock-eks] [--format table|json] [--fail-on-change]`: replays a gateway recording
+//! under another policy, in virtual time from the recorded timestamps, and reports every
+//! decision that changes ("what would this policy have done to yesterday's traffic?"). A
+//! recording made through a gateway of several upstreams is replayed with its config file
+//! (`--config`: the upstreams' names and prefixes, and its policy unless `--policy` names
+//! another). Exit 0, or 1 with `--fail-on-change` when a decision changed; 2 for an unreadable
+//! recording, config or policy, or a recording of several upstreams without `--config`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,9 +31,13 @@ enum Format {
 pub struct Args {
     /// A recording written by `tollgate gateway --record FILE`.
     recording: PathBuf,
-    /// The policy to replay the recording under.
+    /// The policy to replay the recording under (default: the `--config` file's).
+    #[arg(long, value_name = "FILE", required_unless_present = "config")]
+    policy: Option<PathBuf>,
+    /// The config file of the gateway (`tollgate gateway --config`): its upstreams' names and
+    /// prefixes (needed for a recording made through several upstreams), and its policy.
     #[arg(long, value_name = "FILE")]
-    policy: PathBuf,
+    config: Option<PathBuf>,
     /// Where allowed calls go.
     #[arg(long, value_enum, default_value = "recorded")]
     against: AgainstArg,
@@ -48,7 +55,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         AgainstArg::Recorded => Against::Recorded,
         AgainstArg::MockEks => Against::MockEks,
     };
-    let report = recording::replay(rec, &args.policy, against).map_err(anyhow::Error::msg)?;
+    let config = match &args.config {
+        Some(path) => match super::load_config(path, "; nothing was replayed")? {
+            Some(c) => Some(c),
+            None => return Ok(ExitCode::from(2)),
+        },
+        None => None,
+    };
+    let policy = match (&args.policy, &config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => c.policy.clone(),
+        (None, None) => anyhow::bail!("no policy: give `--policy FILE` or `--config FILE`"),
+    };
+    let upstreams: Vec<(String, String)> = config
+        .iter()
+        .flat_map(|c| &c.upstreams)
+        .map(|u| (u.name.clone(), u.prefix.clone()))
+        .collect();
+    let report =
+        recording::replay(rec, &policy, against, &upstreams).map_err(anyhow::Error::msg)?;
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
@@ -57,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 out,
                 "{} calls replayed under {}: {} decisions changed",
                 report.calls,
-                args.policy.display(),
+                policy.display(),
                 report.changed.len()
             )?;
             if !report.summary.is_empty() {
@@ -75,9 +100,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 writeln!(out, "\ncalls:")?;
                 for c in &report.changed {
+                    let upstream = c
+                        .upstream
+                        .as_deref()
+                        .map(|u| format!(" upstream={u}"))
+                        .unwrap_or_default();
                     writeln!(
                         out,
-                        "  +{:>10.3}s grant={} session={} {}: {} -> {}",
+                        "  +{:>10.3}s grant={} session={}{upstream} {}: {} -> {}",
                         c.t_ms as f64 / 1000.0,
                         c.grant,
                         c.session,

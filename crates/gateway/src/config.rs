@@ -370,11 +370,7 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
     let mut upstreams: Vec<(NamedUpstream, Range<usize>)> = Vec::new();
     for u in &raw.upstream {
         let name = u.name.get_ref();
-        if !(1..=64).contains(&name.len())
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-        {
+        if !valid_upstream_name(name) {
             err(
                 u.name.span(),
                 "config::bad_value",
@@ -464,31 +460,28 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
                 None
             }
         };
-        let prefix = match &u.prefix {
-            Some(p) if !several => {
+        if let Some(p) = &u.prefix {
+            if !several {
                 err(
                     p.span(),
                     "config::bad_value",
                     "a `prefix` applies only with several upstreams (one upstream's names are exposed as they are)".into(),
                     "remove the `prefix`",
                 );
-                String::new()
+            } else if !valid_prefix(p.get_ref()) {
+                err(
+                    p.span(),
+                    "config::bad_value",
+                    format!("`{}` is not a prefix", p.get_ref()),
+                    "use 1 to 64 of letters, digits, `_`, `.` and `-` (tool names allow no others)",
+                );
             }
-            Some(p) => {
-                let text = p.get_ref();
-                if !(1..=64).contains(&text.len()) || !crate::multi::valid_tool_name(text) {
-                    err(
-                        p.span(),
-                        "config::bad_value",
-                        format!("`{text}` is not a prefix"),
-                        "use 1 to 64 of letters, digits, `_`, `.` and `-` (tool names allow no others)",
-                    );
-                }
-                text.clone()
-            }
-            None if several => default_prefix(name),
-            None => String::new(),
-        };
+        }
+        let prefix = exposed_prefix(
+            name,
+            u.prefix.as_ref().map(|p| p.get_ref().as_str()),
+            several,
+        );
         let span = u
             .prefix
             .as_ref()
@@ -504,22 +497,17 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
             ));
         }
     }
-    // Prefixes that are prefix-free make exposed names unique: `p1 + t1 == p2 + t2` needs one
-    // prefix to start the other.
-    for (a, (ua, _)) in upstreams.iter().enumerate() {
-        for (ub, span) in upstreams.iter().skip(a + 1) {
-            if ub.prefix.starts_with(&ua.prefix) || ua.prefix.starts_with(&ub.prefix) {
-                err(
-                    span.clone(),
-                    "config::prefix_collision",
-                    format!(
-                        "the prefixes `{}` (upstream `{}`) and `{}` (upstream `{}`) overlap: a tool of one could have the exposed name of a tool of the other",
-                        ua.prefix, ua.name, ub.prefix, ub.name
-                    ),
-                    "give each upstream a prefix that does not start another's, e.g. `eks__` and `omics__`",
-                );
-            }
-        }
+    let named: Vec<(&str, &str)> = upstreams
+        .iter()
+        .map(|(u, _)| (u.name.as_str(), u.prefix.as_str()))
+        .collect();
+    for (a, b) in overlapping_prefixes(&named) {
+        err(
+            upstreams[b].1.clone(),
+            "config::prefix_collision",
+            prefix_overlap_message(named[a], named[b]),
+            "give each upstream a prefix that does not start another's, e.g. `eks__` and `omics__`",
+        );
     }
     // A mode for pins nobody checks would be silently ignored.
     if let (Some(mode), None) = (&raw.lock_mode, &raw.lock) {
@@ -549,6 +537,54 @@ pub fn parse(name: &str, text: &str, base: &Path) -> Result<Config, Diagnostics>
         oauth,
         telemetry,
     })
+}
+
+/// Whether `name` is an upstream name: 1 to 64 of letters, digits, `_` and `-`.
+pub fn valid_upstream_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
+/// Whether `prefix` is a prefix of exposed names: 1 to 64 of the characters tool names allow.
+pub fn valid_prefix(prefix: &str) -> bool {
+    (1..=64).contains(&prefix.len()) && crate::multi::valid_tool_name(prefix)
+}
+
+/// The prefix of an upstream's exposed tool and prompt names, by the gateway's rule: the one
+/// given, else [`default_prefix`] with several upstreams; one upstream's names are exposed as
+/// they are (no prefix). The config file and the scenario runner both name upstreams' tools by
+/// it.
+pub fn exposed_prefix(name: &str, given: Option<&str>, several: bool) -> String {
+    match given {
+        _ if !several => String::new(),
+        Some(p) => p.to_owned(),
+        None => default_prefix(name),
+    }
+}
+
+/// The pairs `(a, b)` (`a < b`, indices into `upstreams`: name and prefix) whose prefixes
+/// overlap. Prefixes that are prefix-free make exposed names unique (`p1 + t1 == p2 + t2`
+/// needs one prefix to start the other), so a config (or a scenario) with an overlap is
+/// refused.
+pub fn overlapping_prefixes(upstreams: &[(&str, &str)]) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for (a, (_, pa)) in upstreams.iter().enumerate() {
+        for (b, (_, pb)) in upstreams.iter().enumerate().skip(a + 1) {
+            if pb.starts_with(pa) || pa.starts_with(pb) {
+                pairs.push((a, b));
+            }
+        }
+    }
+    pairs
+}
+
+/// What an overlap of two upstreams' prefixes is said as (each given as name and prefix).
+pub fn prefix_overlap_message((na, pa): (&str, &str), (nb, pb): (&str, &str)) -> String {
+    format!(
+        "the prefixes `{pa}` (upstream `{na}`) and `{pb}` (upstream `{nb}`) overlap: a tool of one could have the exposed name of a tool of the other"
+    )
 }
 
 /// A TOML or type error as a diagnostic: its span, and for an unknown key what the keys here
@@ -792,5 +828,33 @@ mod tests {
         assert_eq!(e.len(), 4, "{e:?}");
         let e = errors("policy = \"p\"\n");
         assert!(e[0].contains("names no upstream"), "{}", e[0]);
+    }
+
+    /// `lock_mode` without `lock` would apply to nothing: an error at the `lock_mode` line,
+    /// saying what to add.
+    #[test]
+    fn lock_mode_without_a_lock_is_an_error_at_its_place() {
+        let e = errors(
+            "policy = \"p\"\nlock_mode = \"warn\"\n[[upstream]]\nname = \"a\"\ncommand = [\"x\"]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("t.toml:2:13"), "{}", e[0]);
+        assert!(e[0].contains("without `lock`"), "{}", e[0]);
+        assert!(e[0].contains("tollgate pin --config"), "{}", e[0]);
+    }
+
+    /// The exposed-name rule: one upstream has no prefix (even when one is given), several get
+    /// the given one or `<name>__`; two prefixes overlap exactly when one starts the other.
+    #[test]
+    fn exposed_prefixes_and_overlaps_follow_one_rule() {
+        assert_eq!(exposed_prefix("eks", None, false), "");
+        assert_eq!(exposed_prefix("eks", Some("k."), false), "");
+        assert_eq!(exposed_prefix("eks", None, true), "eks__");
+        assert_eq!(exposed_prefix("eks", Some("k."), true), "k.");
+        assert_eq!(
+            overlapping_prefixes(&[("a", "eks__"), ("b", "omics__"), ("c", "eks__x")]),
+            vec![(0, 2)]
+        );
+        assert!(overlapping_prefixes(&[("a", "a__"), ("b", "b__")]).is_empty());
     }
 }

@@ -358,7 +358,10 @@ impl DriftKind {
 /// One listed tool that does not match the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drifted {
+    /// The tool's name as listed (exposed: with its upstream's prefix, behind several).
     pub tool: String,
+    /// The upstream it belongs to (its name in the lock file).
+    pub upstream: String,
     pub kind: DriftKind,
     /// The hash of the definition listed now.
     pub listed: String,
@@ -402,47 +405,76 @@ impl Drifted {
     }
 }
 
-/// The gateway's pins for one upstream, and which drifts it has already audited.
+/// The gateway's pins for its upstream (or each of several), and which drifts it has already
+/// audited.
 #[derive(Debug)]
 pub struct Pins {
-    upstream: String,
     mode: LockMode,
-    hashes: BTreeMap<String, String>,
-    fields: BTreeMap<String, BTreeMap<String, String>>,
+    parts: Vec<PinnedUpstream>,
     /// Per tool, the listed hash of its latest drift that was audited.
     seen: Mutex<HashMap<String, String>>,
+}
+
+/// One upstream's pins: its name in the lock, the prefix its tools are listed with (empty with
+/// one upstream), and its tools' hashes by their own names.
+#[derive(Debug)]
+struct PinnedUpstream {
+    name: String,
+    prefix: String,
+    hashes: BTreeMap<String, String>,
+    fields: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Pins {
     /// The pins of `upstream` in `lock`; an error (for the command line) when the lock does
     /// not name it.
     pub fn new(lock: &Lock, upstream: &str, mode: LockMode) -> Result<Pins, String> {
-        let Some(hashes) = lock.upstreams.get(upstream) else {
-            let names: Vec<&str> = lock.upstreams.keys().map(String::as_str).collect();
-            return Err(format!(
-                "the lock file pins no upstream named `{upstream}` (it pins {}): pin this upstream with `tollgate pin`",
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names
-                        .iter()
-                        .map(|n| format!("`{}`", tollgate_mcp::display::ident(n)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            ));
-        };
+        Pins::several(lock, &[(upstream, "")], mode)
+    }
+
+    /// The pins of the gateway's upstreams, each given as its name (in the lock, as `tollgate
+    /// pin --config` wrote it) and the prefix its tools are listed with behind the router
+    /// (`crate::multi`): a listed tool is checked against its upstream's pin of its own name.
+    /// An error (for the command line) when the lock does not name one of them.
+    pub fn several(
+        lock: &Lock,
+        upstreams: &[(&str, &str)],
+        mode: LockMode,
+    ) -> Result<Pins, String> {
+        let mut parts = Vec::with_capacity(upstreams.len());
+        for (upstream, prefix) in upstreams {
+            let Some(hashes) = lock.upstreams.get(*upstream) else {
+                let names: Vec<&str> = lock.upstreams.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "the lock file pins no upstream named `{upstream}` (it pins {}): pin this upstream with `tollgate pin`",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names
+                            .iter()
+                            .map(|n| format!("`{}`", tollgate_mcp::display::ident(n)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ));
+            };
+            parts.push(PinnedUpstream {
+                name: (*upstream).to_owned(),
+                prefix: (*prefix).to_owned(),
+                hashes: hashes.clone(),
+                fields: lock.fields.get(*upstream).cloned().unwrap_or_default(),
+            });
+        }
         Ok(Pins {
-            upstream: upstream.to_owned(),
             mode,
-            hashes: hashes.clone(),
-            fields: lock.fields.get(upstream).cloned().unwrap_or_default(),
+            parts,
             seen: Mutex::new(HashMap::new()),
         })
     }
 
+    /// The name of the (first) pinned upstream.
     pub fn upstream(&self) -> &str {
-        &self.upstream
+        self.parts.first().map_or("", |p| p.name.as_str())
     }
 
     pub fn mode(&self) -> LockMode {
@@ -450,11 +482,28 @@ impl Pins {
     }
 
     /// Checks one listed tool: `None` when it matches its pin (or has no name, which no call
-    /// can name either).
+    /// can name either). Behind several upstreams the tool is found by its prefix and checked
+    /// under its own name (the definition its upstream lists); a name no prefix starts is not
+    /// pinned.
     pub fn check(&self, tool: &Value) -> Option<Drifted> {
         let name = tool.get("name").and_then(Value::as_str)?;
-        let listed = tool_hash(tool);
-        let kind = match self.hashes.get(name) {
+        let part = match self.parts.as_slice() {
+            [one] => Some(one),
+            parts => parts.iter().find(|p| name.starts_with(&p.prefix)),
+        };
+        let own = part.map_or(name, |p| &name[p.prefix.len()..]);
+        let as_listed_upstream;
+        let definition = match part {
+            Some(p) if !p.prefix.is_empty() => {
+                let mut t = tool.clone();
+                t["name"] = Value::from(own);
+                as_listed_upstream = t;
+                &as_listed_upstream
+            }
+            _ => tool,
+        };
+        let listed = tool_hash(definition);
+        let kind = match part.and_then(|p| p.hashes.get(own)) {
             Some(p) if *p == listed => {
                 // Back to its pin: a later drift to a hash seen before is a new drift.
                 let mut seen = self
@@ -468,10 +517,9 @@ impl Pins {
             }
             Some(p) => DriftKind::Changed {
                 pinned: p.clone(),
-                fields: self
-                    .fields
-                    .get(name)
-                    .map(|f| changed_fields(f, &field_hashes(tool)))
+                fields: part
+                    .and_then(|p| p.fields.get(own))
+                    .map(|f| changed_fields(f, &field_hashes(definition)))
                     .unwrap_or_default(),
             },
             None => DriftKind::Added,
@@ -493,6 +541,7 @@ impl Pins {
         };
         Some(Drifted {
             tool: name.to_owned(),
+            upstream: part.map_or_else(String::new, |p| p.name.clone()),
             kind,
             listed,
             first,

@@ -987,6 +987,45 @@ fn tls_failure(url: &reqwest::Url, tls: &rustls::Error) -> String {
     }
 }
 
+/// How long [`check_tls`] waits for an upstream's answer.
+pub const TLS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What [`check_tls`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsCheck {
+    /// The handshake succeeded (any HTTP answer), or the URL is not `https://`.
+    Verified,
+    /// The certificate (or the handshake) failed: said with what to do. Retrying cannot fix
+    /// it: the gateway does not start.
+    Failed(String),
+    /// No answer (refused, no route, timed out): the upstream may come up later.
+    Unreachable(String),
+}
+
+/// Checks an `https://` upstream's certificate before the gateway serves (`tollgate gateway`
+/// fails fast on it): one `HEAD` request through `client` (the gateway's own TLS settings:
+/// system roots plus a CA file), bounded by `timeout`. Whatever HTTP status answers, the
+/// handshake passed.
+pub async fn check_tls(
+    url: &str,
+    client: &reqwest::Client,
+    timeout: std::time::Duration,
+) -> TlsCheck {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return TlsCheck::Verified;
+    };
+    if parsed.scheme() != "https" {
+        return TlsCheck::Verified;
+    }
+    match client.head(parsed.clone()).timeout(timeout).send().await {
+        Ok(_) => TlsCheck::Verified,
+        Err(e) => match tls_error(&e) {
+            Some(tls) => TlsCheck::Failed(tls_failure(&parsed, tls)),
+            None => TlsCheck::Unreachable(unreachable(&parsed, &e)),
+        },
+    }
+}
+
 fn is_initialize(msg: &Value) -> bool {
     msg.get("method").and_then(Value::as_str) == Some("initialize")
 }

@@ -40,9 +40,16 @@ pub struct Scenario {
     pub description: Option<String>,
     /// A policy file (relative to the scenario) or the policy itself.
     pub policy: PolicySource,
-    /// The mock EKS server behind the gateway.
+    /// The mock EKS server behind the gateway (one upstream; `upstreams` declares several).
     #[serde(default)]
-    pub upstream: Upstream,
+    pub upstream: Option<Upstream>,
+    /// Several mock EKS servers behind one gateway, each with a name, its tool set and its
+    /// faults: their tools are exposed as `<prefix><tool>` (by default `<name>__<tool>`), the
+    /// gateway's rule for a config file of several upstreams (docs/gateway.md). Not with
+    /// `upstream`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<NamedMock>>", length(min = 1))]
+    pub upstreams: Option<Upstreams>,
     /// How the gateway waits for the upstream.
     #[serde(default)]
     pub gateway: GatewaySettings,
@@ -118,6 +125,225 @@ impl Default for Upstream {
             page_size: None,
             faults: None,
         }
+    }
+}
+
+/// One of several mock EKS servers (`upstreams:`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamedMock {
+    /// Its name (as a config file's `[[upstream]] name`): letters, digits, `_` and `-`, at most
+    /// 64; unique. Policies select its tools with `upstream:NAME`; the audit log, the
+    /// transcript and `--format json` name it.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub name: String,
+    /// The prefix of its exposed tool names (default `<name>__`; several upstreams only).
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    pub prefix: Option<String>,
+    /// The upstream is down for the whole run: it never answers `initialize`, so none of its
+    /// tools is listed and a call to one is `unknown_tool`; the others serve.
+    #[serde(default)]
+    pub down: bool,
+    /// Which tools this mock offers (as `upstream.tools`).
+    #[serde(default = "default_tools")]
+    pub tools: ToolSelection,
+    /// The mock's `--allow-write`.
+    #[serde(default)]
+    pub allow_write: bool,
+    /// The mock's `--allow-sensitive-data-access`.
+    #[serde(default)]
+    pub allow_sensitive_data_access: bool,
+    /// `tools/list` page size (the gateway follows every upstream's pages).
+    #[serde(default)]
+    pub page_size: Option<usize>,
+    /// This mock's fault rules (as `upstream.faults`): `is_error` and `rpc_error` answers,
+    /// latencies and `hang`. The effects that end or garble an upstream's connection
+    /// (`malformed`, `trickle`, `crash`) and `rug_pull` are refused here: behind several
+    /// upstreams the router turns them into restarts on the wall clock, which virtual time does
+    /// not model (`down: true` models an upstream that is not there).
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub faults: Option<tollgate_mock_eks::faults::FaultPlan>,
+}
+
+/// The `upstreams:` list, checked as a whole while it is parsed (so an error points at it):
+/// at least one, names valid and unique, prefixes valid and not overlapping, by the same rules
+/// as the gateway's config file ([`tollgate_gateway::config`]).
+#[derive(Debug, Clone)]
+pub struct Upstreams(pub Vec<NamedMock>);
+
+impl<'de> Deserialize<'de> for Upstreams {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Upstreams, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = Upstreams;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of upstreams: `- {name: eks, tools: real}`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Upstreams, A::Error> {
+                let mut list = Vec::new();
+                while let Some(CheckedMock(m)) = seq.next_element()? {
+                    list.push(m);
+                }
+                check_upstreams(&list).map_err(A::Error::custom)?;
+                Ok(Upstreams(list))
+            }
+        }
+        d.deserialize_seq(ListVisitor)
+    }
+}
+
+/// One entry of `upstreams`, its own checks made while it is parsed (so an error points at it).
+struct CheckedMock(NamedMock);
+
+impl<'de> Deserialize<'de> for CheckedMock {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<CheckedMock, D::Error> {
+        struct MockVisitor;
+        impl<'de> Visitor<'de> for MockVisitor {
+            type Value = CheckedMock;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an upstream: a mapping with `name` and its mock's settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CheckedMock, A::Error> {
+                use tollgate_gateway::config::{valid_prefix, valid_upstream_name};
+                let m = NamedMock::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if !valid_upstream_name(&m.name) {
+                    return Err(A::Error::custom(format!(
+                        "`{}` is not an upstream name: use letters, digits, `_` and `-` (at most 64), e.g. `eks`",
+                        m.name
+                    )));
+                }
+                if let Some(p) = &m.prefix
+                    && !valid_prefix(p)
+                {
+                    return Err(A::Error::custom(format!(
+                        "`{p}` is not a prefix: use 1 to 64 of letters, digits, `_`, `.` and `-` (tool names allow no others)"
+                    )));
+                }
+                Ok(CheckedMock(m))
+            }
+        }
+        d.deserialize_map(MockVisitor)
+    }
+}
+
+/// The checks of the list as a whole (each entry's own were made while it was parsed).
+fn check_upstreams(list: &[NamedMock]) -> Result<(), String> {
+    use tollgate_gateway::config::{overlapping_prefixes, prefix_overlap_message};
+    use tollgate_mock_eks::faults::EffectKind;
+    if list.is_empty() {
+        return Err("`upstreams` lists at least one upstream: `- {name: eks, tools: real}`".into());
+    }
+    let several = list.len() > 1;
+    for (i, u) in list.iter().enumerate() {
+        if list[..i].iter().any(|o| o.name == u.name) {
+            return Err(format!(
+                "upstreams[{i}]: two upstreams are named `{}`: give each a name of its own",
+                u.name
+            ));
+        }
+        if u.down && !several {
+            return Err(format!(
+                "upstreams[{i}]: `down` applies only with several upstreams (the others serve while it is down); a lone upstream that is down leaves nothing to run"
+            ));
+        }
+        if u.prefix.is_some() && !several {
+            return Err(format!(
+                "upstreams[{i}]: a `prefix` applies only with several upstreams (one upstream's names are exposed as they are): remove it"
+            ));
+        }
+        if several
+            && let Some(plan) = &u.faults
+            && let Some(kind) = plan.faults.iter().find_map(|r| {
+                r.effect.filter(|k| {
+                    matches!(
+                        k,
+                        EffectKind::Malformed
+                            | EffectKind::Trickle
+                            | EffectKind::Crash
+                            | EffectKind::RugPull
+                    )
+                })
+            })
+        {
+            return Err(format!(
+                "upstreams[{i}] (`{}`): the fault effect `{}` is not modelled behind several upstreams (the router restarts or re-lists an upstream on the wall clock, which virtual time does not follow); use `is_error`, `rpc_error`, `latency_ms` or `hang`, or `down: true` for an upstream that is not there",
+                u.name,
+                serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let mocks = mock_specs(list);
+    let named: Vec<(&str, &str)> = mocks
+        .iter()
+        .map(|m| (m.name.as_str(), m.prefix.as_str()))
+        .collect();
+    if let Some((a, b)) = overlapping_prefixes(&named).first() {
+        return Err(format!(
+            "upstreams: {}; give each upstream a prefix that does not start another's",
+            prefix_overlap_message(named[*a], named[*b])
+        ));
+    }
+    Ok(())
+}
+
+/// One mock upstream of a run, resolved: its name, the prefix of its exposed names (empty for
+/// a scenario's only upstream) and its settings.
+#[derive(Debug, Clone)]
+pub struct MockSpec {
+    pub name: String,
+    pub prefix: String,
+    pub down: bool,
+    pub upstream: Upstream,
+}
+
+/// The name a scenario's only upstream has (as the gateway's `--lock` names the one upstream
+/// given on its command line).
+pub const SINGLE_UPSTREAM: &str = tollgate_gateway::pin::DEFAULT_UPSTREAM;
+
+fn mock_specs(list: &[NamedMock]) -> Vec<MockSpec> {
+    let several = list.len() > 1;
+    list.iter()
+        .map(|u| MockSpec {
+            name: u.name.clone(),
+            prefix: tollgate_gateway::config::exposed_prefix(&u.name, u.prefix.as_deref(), several),
+            down: u.down,
+            upstream: Upstream {
+                tools: u.tools.clone(),
+                allow_write: u.allow_write,
+                allow_sensitive_data_access: u.allow_sensitive_data_access,
+                page_size: u.page_size,
+                faults: u.faults.clone(),
+            },
+        })
+        .collect()
+}
+
+impl Scenario {
+    /// The mock upstreams of the run, in their order: `upstreams`, or the one `upstream` (named
+    /// [`SINGLE_UPSTREAM`], no prefix), or the default mock.
+    pub fn mocks(&self) -> Vec<MockSpec> {
+        match &self.upstreams {
+            Some(list) => mock_specs(&list.0),
+            None => vec![MockSpec {
+                name: SINGLE_UPSTREAM.to_owned(),
+                prefix: String::new(),
+                down: false,
+                upstream: self.upstream.clone().unwrap_or_default(),
+            }],
+        }
+    }
+
+    /// Whether the run has several upstreams (their tools namespaced).
+    pub fn several_upstreams(&self) -> bool {
+        self.upstreams.as_ref().is_some_and(|l| l.0.len() > 1)
     }
 }
 
@@ -592,6 +818,11 @@ pub struct Totals {
 /// names, so the message points at the step.
 pub fn parse(text: &str) -> Result<Scenario, serde_norway::Error> {
     let scenario: Scenario = serde_norway::from_str(text)?;
+    if scenario.upstream.is_some() && scenario.upstreams.is_some() {
+        return Err(serde_norway::Error::custom(
+            "a scenario has `upstream` (one mock) or `upstreams` (several), not both",
+        ));
+    }
     let known = Known {
         agents: scenario.agents.keys().cloned().collect(),
         approvers: scenario.approvers.clone(),

@@ -31,8 +31,6 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tollgate_gateway::core::{Gateway, GatewayOptions, Out, SessionCore, call_meta};
-use tollgate_mock_eks::world::Flags;
-use tollgate_mock_eks::{MockConfig, MockEks};
 use tollgate_policy::{Action, Call, CounterStore, Engine, Policy};
 
 /// How to fuzz.
@@ -135,6 +133,18 @@ struct Pool {
     /// Tool → argument → values at the edges of the policy's own argument rules and `when`
     /// branches (for the tools it names exactly).
     edges: HashMap<String, BTreeMap<String, Vec<Value>>>,
+    /// Behind several upstreams: each one's (name, prefix); empty with one.
+    upstreams: Vec<(String, String)>,
+}
+
+impl Pool {
+    /// A tool's own name (its upstream's prefix taken off), as the catalogue names it.
+    fn own<'a>(&self, tool: &'a str) -> &'a str {
+        self.upstreams
+            .iter()
+            .find_map(|(_, p)| tool.strip_prefix(p.as_str()))
+            .unwrap_or(tool)
+    }
 }
 
 /// A number as JSON: an integer when it is one (so the value path stays exact).
@@ -387,14 +397,48 @@ fn pool(policy: &Policy) -> Pool {
         spec,
         focus,
         edges,
+        upstreams: Vec::new(),
     }
+}
+
+/// The pool behind several upstreams (`upstreams`: (name, prefix)): the policy's names as it
+/// writes them (exposed names, near misses and unprefixed names, which no upstream lists), and
+/// the union of every upstream's exposed names of the tools drawn; each mock offers the own
+/// names (`spec`).
+fn pool_several(policy: &Policy, upstreams: &[(String, String)]) -> Pool {
+    let mut base = pool(policy);
+    base.upstreams = upstreams.to_vec();
+    let catalog = tollgate_catalog::Catalog::embedded();
+    let own: BTreeSet<String> = base
+        .tools
+        .iter()
+        .map(|t| base.own(t).to_owned())
+        .filter(|t| catalog.get(t).is_some())
+        .collect();
+    let mut tools: BTreeSet<String> = base.tools.iter().cloned().collect();
+    for (_, prefix) in upstreams {
+        tools.extend(own.iter().map(|t| format!("{prefix}{t}")));
+    }
+    base.spec = own.iter().cloned().collect::<Vec<_>>().join(",");
+    base.tools = tools.into_iter().collect();
+    base.focus = base
+        .tools
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| policy.doc.tools.contains_key(*t))
+        .map(|(i, _)| i)
+        .collect();
+    if base.focus.is_empty() {
+        base.focus = (0..base.tools.len()).collect();
+    }
+    base
 }
 
 /// Arguments for `tool` drawn from `seed`: its schema's required properties (and sometimes the
 /// optional ones) with boundary values, enum members and one value outside the enum; then, for
 /// the arguments the policy checks, often a value at the edge of the policy's check (or none).
 fn arguments(pool: &Pool, tool: &str, seed: u64) -> Value {
-    let mut out = schema_arguments(tool, seed);
+    let mut out = schema_arguments(pool.own(tool), seed);
     let (Some(edges), Value::Object(args)) = (pool.edges.get(tool), &mut out) else {
         return out;
     };
@@ -471,14 +515,23 @@ fn schema_arguments(tool: &str, seed: u64) -> Value {
 /// One session through the core and the mock.
 struct Rig {
     gateway: Arc<Gateway>,
-    mock: MockEks,
+    mock: crate::Mocks,
     cores: Vec<SessionCore>,
 }
 
 impl Rig {
-    fn new(policy: &Arc<Policy>, store: Arc<dyn CounterStore>, template: &MockEks) -> Rig {
+    fn new(
+        policy: &Arc<Policy>,
+        store: Arc<dyn CounterStore>,
+        template: &crate::Mocks,
+        upstreams: &Arc<Vec<tollgate_gateway::upstream::NamedUpstream>>,
+    ) -> Rig {
         let engine = Engine::new(Arc::clone(policy), store);
-        let gateway = Gateway::new(engine, None, GatewayOptions::default());
+        let options = GatewayOptions {
+            upstreams: Arc::clone(upstreams),
+            ..GatewayOptions::default()
+        };
+        let gateway = Gateway::new(engine, None, options);
         let mock = template.fresh();
         let cores = AGENTS
             .iter()
@@ -511,9 +564,10 @@ impl Rig {
             match outs.remove(0) {
                 Out::Client(v) => to_client.push(v),
                 Out::Upstream(v) => {
-                    let h = self.mock.handle_value(session, v, now);
-                    if let Some(r) = h.response {
-                        outs.extend(self.cores[agent].from_upstream_value(r, now));
+                    for h in self.mock.handle_value(session, v, now) {
+                        if let Some(r) = h.response {
+                            outs.extend(self.cores[agent].from_upstream_value(r, now));
+                        }
                     }
                 }
             }
@@ -521,15 +575,10 @@ impl Rig {
         to_client
     }
 
-    /// The journal's `tools/call` entries since entry `from`: how many, and the last one's
-    /// tool.
+    /// The `tools/call` requests the upstreams received since mark `from`: how many, and the
+    /// last one's tool (by exposed name behind several upstreams).
     fn journal_calls(&self, from: usize) -> (usize, Option<&str>) {
-        let calls = self.mock.journal().get(from..).unwrap_or_default();
-        let mut calls = calls.iter().filter(|e| e.method == "tools/call");
-        let last = calls
-            .next_back()
-            .map(|e| e.tool.as_deref().unwrap_or_default());
-        (calls.count() + usize::from(last.is_some()), last)
+        self.mock.calls_since(from)
     }
 }
 
@@ -577,25 +626,28 @@ fn check_session(
     calls: &[TimedCall],
 ) -> Result<(CaseStats, Vec<Value>), String> {
     let policy = ctx.policy;
-    let mut rig = Rig::new(policy, (ctx.store)(), ctx.template);
+    let mut rig = Rig::new(policy, (ctx.store)(), ctx.template, ctx.upstreams);
     let mut stats = CaseStats::default();
     let mut answers = Vec::new();
     // The reference model: admitted instants per counter key.
     let mut admitted: HashMap<(String, String), Vec<Duration>> = HashMap::new();
     let mut allowed = 0usize;
     // The setup (initialize) sent no `tools/call`.
-    let (mut received, mut journal_seen) = (0usize, rig.mock.journal().len());
+    let (mut received, mut journal_seen) = (0usize, rig.mock.received());
     stats.calls = calls.len();
     for (i, (now, agent, tool, args)) in calls.iter().cloned().enumerate() {
         let id = json!(i + 1);
         let (grant, session_id) = AGENTS[agent];
         let predicted = ctx.offered.get(&tool).map(|listed| {
+            let mut meta = call_meta(listed, &args);
+            meta.upstream = tollgate_gateway::multi::upstream_of(ctx.upstreams, &tool)
+                .map(|u| Arc::from(u.name.as_str()));
             let call = Call {
                 tool: Arc::from(tool.as_str()),
                 arguments: args.clone().into(),
                 grant: grant.into(),
                 session: session_id.into(),
-                meta: call_meta(listed, &args),
+                meta,
             };
             rig.gateway.engine().explain(&call, now)
         });
@@ -618,7 +670,7 @@ fn check_session(
         }
         // Counted from where the previous call left the journal, so each check is O(1).
         let (new_calls, last) = rig.journal_calls(journal_seen);
-        journal_seen = rig.mock.journal().len();
+        journal_seen = rig.mock.received();
         received += new_calls;
         if received != allowed {
             return Err(format!(
@@ -798,10 +850,22 @@ fn scenario_file(
         "policy: {}\n",
         serde_json::to_string(&policy_path.display().to_string()).unwrap_or_default()
     ));
-    out.push_str(&format!(
-        "upstream: {{tools: {}, allow_write: true, allow_sensitive_data_access: true}}\n",
+    let mock = format!(
+        "tools: {}, allow_write: true, allow_sensitive_data_access: true",
         serde_json::to_string(&pool.spec).unwrap_or_default()
-    ));
+    );
+    if pool.upstreams.len() > 1 {
+        out.push_str("upstreams:\n");
+        for (name, prefix) in &pool.upstreams {
+            out.push_str(&format!(
+                "  - {{name: {}, prefix: {}, {mock}}}\n",
+                serde_json::to_string(name).unwrap_or_default(),
+                serde_json::to_string(prefix).unwrap_or_default()
+            ));
+        }
+    } else {
+        out.push_str(&format!("upstream: {{{mock}}}\n"));
+    }
     out.push_str("agents:\n");
     for (grant, session) in AGENTS {
         out.push_str(&format!("  {session}: {{grant: {grant}}}\n"));
@@ -950,17 +1014,57 @@ pub fn fuzz(
     options: &FuzzOptions,
     progress: impl Fn(u64) + Sync,
 ) -> FuzzReport {
-    let pool = pool(&policy);
+    fuzz_several(policy_path, policy, store, options, &[], progress)
+}
+
+/// [`fuzz`] behind the gateway's upstreams, given as (name, prefix) as a config file of several
+/// has them (`tollgate fuzz --config`; fewer than two: one upstream). Each upstream is a mock
+/// of the tools drawn; the sessions draw names from the union of their exposed names (and the
+/// policy's own, prefixed or not), go through a model of the router
+/// (`crates/scenario/src/mocks.rs`), and are checked against the same model, `upstream:`
+/// rules included; what reached the upstreams is checked by exposed name.
+pub fn fuzz_several(
+    policy_path: &Path,
+    policy: Arc<Policy>,
+    store: &(dyn Fn() -> Arc<dyn CounterStore> + Sync),
+    options: &FuzzOptions,
+    upstreams: &[(String, String)],
+    progress: impl Fn(u64) + Sync,
+) -> FuzzReport {
+    let several = upstreams.len() > 1;
+    let pool = if several {
+        pool_several(&policy, upstreams)
+    } else {
+        pool(&policy)
+    };
     let mut report = FuzzReport::default();
-    // The mock every session starts afresh from (its tool set is built once).
-    let template = match MockEks::new(MockConfig {
-        tools: pool.spec.clone(),
-        flags: Flags {
-            allow_write: true,
-            allow_sensitive_data_access: true,
-        },
-        ..MockConfig::default()
-    }) {
+    let mock = crate::format::Upstream {
+        tools: crate::format::ToolSelection::Spec(pool.spec.clone()),
+        allow_write: true,
+        allow_sensitive_data_access: true,
+        page_size: None,
+        faults: None,
+    };
+    let specs: Vec<crate::format::MockSpec> = if several {
+        upstreams
+            .iter()
+            .map(|(name, prefix)| crate::format::MockSpec {
+                name: name.clone(),
+                prefix: prefix.clone(),
+                down: false,
+                upstream: mock.clone(),
+            })
+            .collect()
+    } else {
+        vec![crate::format::MockSpec {
+            name: crate::format::SINGLE_UPSTREAM.to_owned(),
+            prefix: String::new(),
+            down: false,
+            upstream: mock,
+        }]
+    };
+    // The mocks every session starts afresh from (their tool sets are built once).
+    let template = match crate::Mocks::with_journals(&specs) {
         Ok(m) => m,
         Err(e) => {
             report.violation = Some(Violation {
@@ -971,11 +1075,12 @@ pub fn fuzz(
             return report;
         }
     };
-    let offered: HashMap<String, Value> = template
-        .tools()
-        .iter()
-        .map(|t| (t.name.clone(), t.to_mcp()))
-        .collect();
+    let offered = template.offered();
+    let named = Arc::new(if several {
+        crate::named_mocks(&specs)
+    } else {
+        Vec::new()
+    });
     let started = Instant::now();
     let done = AtomicU64::new(0);
     // Shards above the lowest one that failed stop early; the ones below it run to the end,
@@ -989,6 +1094,7 @@ pub fn fuzz(
         store,
         pool: &pool,
         template: &template,
+        upstreams: &named,
         offered: &offered,
         options,
         started,
@@ -1089,7 +1195,9 @@ struct ShardCtx<'a, P: Fn(u64) + Sync> {
     policy: &'a Arc<Policy>,
     store: &'a (dyn Fn() -> Arc<dyn CounterStore> + Sync),
     pool: &'a Pool,
-    template: &'a MockEks,
+    template: &'a crate::Mocks,
+    /// The upstreams the gateway is told of (several only).
+    upstreams: &'a Arc<Vec<tollgate_gateway::upstream::NamedUpstream>>,
     /// The mock's tools as its `tools/list` gives them, by name (what the gateway knows of a
     /// tool it decides; taken from the mock itself, since the client's listing may hide some).
     offered: &'a HashMap<String, Value>,

@@ -52,6 +52,7 @@ pub use format::Scenario;
 use format::{Decide, PolicySource, ReloadExpect, StepExpect, StepKind, Switch};
 
 mod load;
+mod mocks;
 mod run;
 mod schedule;
 mod transcript;
@@ -62,6 +63,9 @@ pub use run::*;
 pub use schedule::*;
 pub use transcript::*;
 pub use wire::*;
+
+use mocks::Mocks;
+use run::named_mocks;
 
 /// The result of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +88,9 @@ pub struct CallDecision {
     pub id: Option<IdText>,
     pub agent: Arc<str>,
     pub tool: Arc<str>,
+    /// The upstream the tool's name routes to, with several upstreams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Arc<str>>,
     pub decision: Arc<str>,
 }
 

@@ -59,13 +59,20 @@ pub fn load_text(path: &Path, text: &str) -> Result<Loaded, ScenarioError> {
             message,
         }
     })?;
-    let spec = scenario.upstream.tools.spec();
-    tollgate_catalog::Catalog::embedded()
-        .select(&spec)
-        .map_err(|e| ScenarioError::Bad {
-            path: name.clone(),
-            message: format!("upstream.tools `{spec}`: {e}"),
-        })?;
+    let several = scenario.several_upstreams();
+    for m in scenario.mocks() {
+        let spec = m.upstream.tools.spec();
+        tollgate_catalog::Catalog::embedded()
+            .select(&spec)
+            .map_err(|e| ScenarioError::Bad {
+                path: name.clone(),
+                message: if several {
+                    format!("upstreams `{}` tools `{spec}`: {e}", m.name)
+                } else {
+                    format!("upstream.tools `{spec}`: {e}")
+                },
+            })?;
+    }
     let policy = compile(path, &scenario.policy, "the scenario's policy").map_err(|d| {
         ScenarioError::Policy {
             path: name.clone(),

@@ -17,6 +17,9 @@ pub struct RecordedCall {
     pub grant: String,
     pub tool: String,
     pub arguments: Value,
+    /// The upstream the call's name routed to, when the recording was made through a gateway
+    /// of several upstreams (its line's `upstream`).
+    pub upstream: Option<String>,
     /// The decision the agent saw (`unanswered` when the recording has no answer).
     pub decision: String,
 }
@@ -130,6 +133,7 @@ pub fn parse_text(name: &str, text: &str) -> Result<Recording, String> {
                             .get("arguments")
                             .cloned()
                             .unwrap_or_else(|| json!({})),
+                        upstream: record["upstream"].as_str().map(str::to_owned),
                         decision: "unanswered".into(),
                     });
                 }
@@ -178,9 +182,47 @@ pub fn parse_text(name: &str, text: &str) -> Result<Recording, String> {
 /// A regression scenario from a recording: one agent per session, one step per call at its
 /// recorded instant, each expecting the recorded decision. `policy` is written as given.
 pub fn to_scenario(recording: &Recording, name: &str, policy: &str) -> String {
+    to_scenario_with_upstreams(recording, name, policy, &[])
+}
+
+/// The upstreams a recording's calls name (their lines' `upstream`), sorted: none when it was
+/// made through a gateway of one upstream.
+pub fn upstreams_named(recording: &Recording) -> Vec<&str> {
+    let names: std::collections::BTreeSet<&str> = recording
+        .calls
+        .iter()
+        .filter_map(|c| c.upstream.as_deref())
+        .collect();
+    names.into_iter().collect()
+}
+
+/// [`to_scenario`] for a gateway of several upstreams, given as (name, prefix) as its config
+/// file has them (`tollgate_gateway::config::Config::upstreams`): the scenario declares them as
+/// `upstreams:`, each a mock of every catalogue tool, so the calls' exposed names route (and
+/// `upstream:` rules select) as they did. With fewer than two, the one-upstream form.
+pub fn to_scenario_with_upstreams(
+    recording: &Recording,
+    name: &str,
+    policy: &str,
+    upstreams: &[(String, String)],
+) -> String {
     let q = |s: &str| Value::String(s.to_owned()).to_string();
+    let mocks = "tools: full, allow_write: true, allow_sensitive_data_access: true";
+    let upstream = if upstreams.len() < 2 {
+        format!("upstream: {{{mocks}}}\n")
+    } else {
+        let mut y = "upstreams:\n".to_owned();
+        for (n, prefix) in upstreams {
+            y.push_str(&format!(
+                "  - {{name: {}, prefix: {}, {mocks}}}\n",
+                q(n),
+                q(prefix)
+            ));
+        }
+        y
+    };
     let mut y = format!(
-        "name: {}\ndescription: >\n  Made by `tollgate scenario from-recording` from {}: {} calls; each step expects the\n  decision the gateway made when it was recorded.\npolicy: {}\nupstream: {{tools: full, allow_write: true, allow_sensitive_data_access: true}}\nagents:\n",
+        "name: {}\ndescription: >\n  Made by `tollgate scenario from-recording` from {}: {} calls; each step expects the\n  decision the gateway made when it was recorded.\npolicy: {}\n{upstream}agents:\n",
         q(name),
         q(name),
         recording.calls.len(),
@@ -229,6 +271,9 @@ pub struct Change {
     pub session: String,
     pub grant: String,
     pub tool: String,
+    /// With several upstreams: the one the call's name routes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     pub recorded: String,
     pub replayed: String,
 }
@@ -262,11 +307,39 @@ pub enum Against {
 }
 
 /// Replays a recording under the policy at `policy` (a path) in virtual time from the
-/// recorded timestamps, and compares every decision with the recorded one.
-pub fn replay(recording: Recording, policy: &Path, against: Against) -> Result<Replay, String> {
+/// recorded timestamps, and compares every decision with the recorded one. `upstreams` are the
+/// gateway's upstreams as (name, prefix), from its config file (empty: one upstream); a
+/// recording whose calls name upstreams needs them (an error otherwise: its `upstream:` rules
+/// could not select what they did).
+pub fn replay(
+    recording: Recording,
+    policy: &Path,
+    against: Against,
+    upstreams: &[(String, String)],
+) -> Result<Replay, String> {
+    let named = upstreams_named(&recording);
+    if !named.is_empty() && upstreams.len() < 2 {
+        return Err(format!(
+            "the recording was made through a gateway of several upstreams (its calls name {}): replay it with that gateway's config file, `--config FILE`, so the calls route and `upstream:` rules select as they did",
+            named
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(missing) = named
+        .iter()
+        .find(|n| !upstreams.iter().any(|(u, _)| u == *n))
+    {
+        return Err(format!(
+            "the recording's calls name the upstream `{missing}`, which the config does not declare: give the config file of the gateway that made the recording"
+        ));
+    }
     let policy = std::path::absolute(policy)
         .map_err(|e| format!("cannot resolve `{}`: {e}", policy.display()))?;
-    let text = to_scenario(&recording, "replay", &policy.to_string_lossy());
+    let text =
+        to_scenario_with_upstreams(&recording, "replay", &policy.to_string_lossy(), upstreams);
     let loaded = crate::load_text(Path::new("replay.yaml"), &text).map_err(|e| e.to_string())?;
     let Recording { calls, answers } = recording;
     let outcome = crate::run_replay(
@@ -285,6 +358,7 @@ pub fn replay(recording: Recording, policy: &Path, against: Against) -> Result<R
                 session: c.session.clone(),
                 grant: c.grant.clone(),
                 tool: c.tool.clone(),
+                upstream: d.upstream.as_deref().map(str::to_owned),
                 recorded: c.decision.clone(),
                 replayed: d.decision.to_string(),
             });

@@ -81,7 +81,8 @@ pub(super) type OpenIds = HashMap<IdText, usize, foldhash::fast::RandomState>;
 
 pub(super) struct Run {
     pub(super) gateway: Arc<Gateway>,
-    pub(super) mock: MockEks,
+    /// The upstream mock, or several behind the router's model.
+    pub(super) mocks: Mocks,
     pub(super) base: PathBuf,
     /// By name; the names are shared with the deliveries on their way to them.
     pub(super) agents: BTreeMap<Arc<str>, AgentState>,
@@ -216,22 +217,18 @@ pub(super) fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         },
         ..GatewayOptions::default()
     };
+    let specs = scenario.mocks();
+    let options = GatewayOptions {
+        upstreams: Arc::new(named_upstreams(&scenario, &specs)),
+        ..options
+    };
     let gateway = Gateway::new(engine, audit, options);
-    let mut mock = match MockEks::new(MockConfig {
-        tools: scenario.upstream.tools.spec(),
-        page_size: scenario.upstream.page_size,
-        flags: Flags {
-            allow_write: scenario.upstream.allow_write,
-            allow_sensitive_data_access: scenario.upstream.allow_sensitive_data_access,
-        },
-        faults: scenario.upstream.faults.clone().unwrap_or_default(),
-        ..MockConfig::default()
-    }) {
+    let mocks = match Mocks::new(&specs) {
         Ok(m) => m,
         Err(e) => {
             let outcome = Outcome {
                 transcript: String::new(),
-                failures: vec![format!("upstream.tools: {e}")],
+                failures: vec![e],
                 calls: 0,
                 decisions: Vec::new(),
             };
@@ -239,11 +236,9 @@ pub(super) fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
         }
     };
     let mut actions = Schedule::new(&scenario);
-    // The run reads only how many calls reached each tool.
-    mock.keep_only_counts();
     let mut run = Run {
         gateway,
-        mock,
+        mocks,
         base: path,
         agents: BTreeMap::new(),
         deliveries: std::collections::BinaryHeap::new(),
@@ -289,6 +284,36 @@ pub(super) fn run_inner(loaded: Loaded, setup: Setup) -> (Outcome, String) {
     (outcome, gateway.metrics.encode())
 }
 
+/// The upstreams the gateway is told of (their names and prefixes, for `upstream:` selectors
+/// and the audit log's `upstream`): none with one upstream, as the gateway is.
+fn named_upstreams(
+    scenario: &Scenario,
+    specs: &[format::MockSpec],
+) -> Vec<tollgate_gateway::upstream::NamedUpstream> {
+    if !scenario.several_upstreams() {
+        return Vec::new();
+    }
+    named_mocks(specs)
+}
+
+/// Mock upstreams as the gateway's [`tollgate_gateway::upstream::NamedUpstream`]s.
+pub(super) fn named_mocks(
+    specs: &[format::MockSpec],
+) -> Vec<tollgate_gateway::upstream::NamedUpstream> {
+    specs
+        .iter()
+        .map(|m| tollgate_gateway::upstream::NamedUpstream {
+            name: m.name.clone(),
+            prefix: m.prefix.clone(),
+            // In-process: never started; a live run starts `tollgate mock-eks` for it.
+            spec: tollgate_gateway::upstream::UpstreamSpec::Command {
+                program: "tollgate".into(),
+                args: vec!["mock-eks".into()],
+            },
+        })
+        .collect()
+}
+
 impl Run {
     pub(super) fn schedule(&mut self, agent: &str, at: Duration, what: Delivery) {
         self.next_seq += 1;
@@ -324,14 +349,17 @@ impl Run {
                     .upstream_closed(now, "the upstream process exited");
                 // The gateway restarts a crashed child upstream and initializes it again with
                 // the client's own `initialize`; in virtual time the restart is immediate.
-                self.mock.end_session(&state.session);
-                if let Some(init) = &state.initialize {
+                // (A crash is a fault of a scenario's only upstream: `upstreams` refuses it.)
+                if let Some(mock) = self.mocks.single() {
+                    mock.end_session(&state.session);
+                }
+                if let Some(init) = &state.initialize
+                    && let Some(mock) = self.mocks.single()
+                {
                     let mut again = init.clone();
                     again["id"] = json!("tollgate-reinit");
-                    let _ = self
-                        .mock
-                        .handle(&state.session, again.to_string().as_bytes(), now);
-                    let _ = self.mock.handle(
+                    let _ = mock.handle(&state.session, again.to_string().as_bytes(), now);
+                    let _ = mock.handle(
                         &state.session,
                         br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
                         now,
@@ -398,12 +426,15 @@ impl Run {
                     }
                     // Values, not text, between the core and the mock: each hop skips the
                     // text exactly when it would parse back to the same value.
-                    let Handled {
+                    for Handled {
                         response,
                         latency,
                         effect,
-                    } = self.mock.handle_value(&session, v, now);
-                    self.upstream_answer(agent, response.map(Reply::Value), latency, effect, now);
+                    } in self.mocks.handle_value(&session, v, now)
+                    {
+                        let reply = response.map(Reply::Value);
+                        self.upstream_answer(agent, reply, latency, effect, now);
+                    }
                 }
             }
         }
@@ -819,7 +850,7 @@ impl Run {
             ActionKind::Decide { approve, decide } => self.decide(a, *approve, decide),
             ActionKind::Faults(switch) => {
                 let on = *switch == Switch::On;
-                self.mock.set_faults_enabled(on);
+                self.mocks.set_faults_enabled(on);
                 self.entries.push(Entry::Note {
                     at: now,
                     text: format!("upstream faults {}", if on { "on" } else { "off" }),
@@ -873,7 +904,7 @@ impl Run {
             return true;
         };
         let session = self.agents.get(&**agent).map_or("", |s| s.session.as_str());
-        let handled = self.mock.call_direct(session, id, tool, &arguments, now);
+        let handled = self.mocks.call_direct(session, id, tool, &arguments, now);
         // An answer with no latency and no fault, when no other answer is due by now, is the
         // next thing the run would deliver (deliveries come before actions and deadlines at
         // the same instant): it is given at once, with no trip through the heap, and the call

@@ -165,12 +165,20 @@ impl Run {
             .get(&*record.agent)
             .map(|s| (s.grant.as_str(), s.session.as_str()))
             .unwrap_or_default();
+        // With several upstreams, the upstream the call's name routes to (none for a name no
+        // upstream's prefix starts).
+        let upstream =
+            tollgate_gateway::multi::upstream_of(&self.gateway.options().upstreams, &record.tool)
+                .map(|u| u.name.as_str());
+        let on = upstream
+            .map(|u| format!(" upstream={u}"))
+            .unwrap_or_default();
         if let Some(approval) = record.held {
             // Held for a human: the outcome is its own line when it comes.
             push_instant(&mut w.transcript, record.at);
             let _ = writeln!(
                 w.transcript,
-                " grant={grant} session={session} {}{} -> held (approval {approval})",
+                " grant={grant} session={session}{on} {}{} -> held (approval {approval})",
                 if record.in_batch { "[batch] " } else { "" },
                 record.tool,
             );
@@ -229,6 +237,8 @@ impl Run {
             grant,
             " session=",
             session,
+            if upstream.is_some() { " upstream=" } else { "" },
+            upstream.unwrap_or_default(),
             " ",
             if record.in_batch { "[batch] " } else { "" },
             &record.tool,
@@ -278,6 +288,7 @@ impl Run {
             id: record.id,
             agent: record.agent,
             tool: record.tool,
+            upstream: upstream.map(Arc::from),
             decision,
         });
     }
@@ -297,7 +308,7 @@ impl Run {
         let totals: BTreeMap<Arc<str>, u64> = counted.into_iter().collect();
         // The run's own failures first, then each call's in the order of the transcript.
         self.failures.extend(per_call);
-        let journal = self.mock.calls_by_tool();
+        let journal = self.mocks.calls_by_tool();
         transcript.push_str("\ntotals:\n");
         for (k, v) in &totals {
             let _ = writeln!(transcript, "  {k:<18} {v}");

@@ -74,6 +74,8 @@ struct Step {
     every_ms: u64,
     /// 0: a call; 1: approve the tool's held call; 2: deny it; 3: faults off; 4: faults on.
     kind: u8,
+    /// Behind several upstreams: which upstream's prefix the tool's name gets (`PREFIXES`).
+    prefix: usize,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -85,20 +87,42 @@ fn step() -> impl Strategy<Value = Step> {
         prop_oneof![4 => Just(1u32), 1 => 2..12u32],
         prop_oneof![Just(0u64), Just(1), 1..1_500u64],
         prop_oneof![12 => Just(0u8), 1 => 1..5u8],
+        0..PREFIXES.len(),
     )
-        .prop_map(|(gap_ms, agent, tool, args, repeat, every_ms, kind)| Step {
-            gap_ms,
-            agent,
-            tool,
-            args,
-            repeat,
-            every_ms,
-            kind,
-        })
+        .prop_map(
+            |(gap_ms, agent, tool, args, repeat, every_ms, kind, prefix)| Step {
+                gap_ms,
+                agent,
+                tool,
+                args,
+                repeat,
+                every_ms,
+                kind,
+                prefix,
+            },
+        )
 }
+
+/// Behind several upstreams: the exposed names' prefixes (`eks`'s default, `omics`'s own, the
+/// `down` upstream's) and no prefix (a name no upstream lists).
+const PREFIXES: &[&str] = &["eks__", "o.", "spare__", ""];
+
+/// Policies for several upstreams: `upstream:` rules, prefixed names and patterns, and one
+/// written for a single upstream (its names never match: the default decides).
+const SEVERAL_POLICIES: &[&str] = &[
+    "policy: {version: \"1\", default: deny, tools: {\"upstream:eks\": {limits: [{counter: e, window: second, max: 2, scope: session}]}, \"o.*\": {limits: [{counter: o, window: minute, max: 3, scope: grant}]}, eks__get_pod_logs: {action: deny, reason: not here}, \"upstream:omics\": {action: require_approval}}}",
+    "policy: {version: \"1\", default: allow, tools: {\"upstream:omics\": {limits: [{counter: errs, window: minute, max: 2, scope: global, counts: errors}]}, \"eks__*\": {limits: [{counter: all, window: second, max: 3, scope: grant}]}}}",
+    "policy: ../../../../examples/policies/seed.json",
+    "policy: {version: \"1\", default: allow}",
+];
+
+/// The faults that behind several upstreams virtual time models (no connection effects).
+const SEVERAL_FAULTS: &[usize] = &[0, 1, 2, 4, 7];
 
 #[derive(Debug, Clone)]
 struct Case {
+    /// Several upstreams (`eks`, `omics` with prefix `o.`, and `spare` down when `down`).
+    several: Option<bool>,
     policy: usize,
     approvers: bool,
     allow_write: bool,
@@ -120,6 +144,7 @@ fn case() -> impl Strategy<Value = Case> {
     )
         .prop_map(
             |(policy, approvers, allow_write, timeout_s, faults, protocols, steps)| Case {
+                several: None,
                 policy,
                 approvers,
                 allow_write,
@@ -133,17 +158,31 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn scenario(c: &Case) -> String {
     let mut s = String::from("name: generated\n");
-    let _ = writeln!(s, "{}", POLICIES[c.policy]);
+    match c.several {
+        Some(_) => writeln!(s, "{}", SEVERAL_POLICIES[c.policy % SEVERAL_POLICIES.len()]),
+        None => writeln!(s, "{}", POLICIES[c.policy]),
+    }
+    .unwrap();
     if let Some(t) = c.timeout_s {
         let _ = writeln!(s, "gateway: {{timeout: {t}s}}");
     }
     let faults: Vec<&str> = c.faults.iter().map(|&f| FAULTS[f]).collect();
-    let _ = writeln!(
-        s,
-        "upstream: {{tools: default, allow_write: {}, faults: {{seed: 7, faults: [{}]}}}}",
-        c.allow_write,
-        faults.join(", ")
-    );
+    match c.several {
+        None => writeln!(
+            s,
+            "upstream: {{tools: default, allow_write: {}, faults: {{seed: 7, faults: [{}]}}}}",
+            c.allow_write,
+            faults.join(", ")
+        ),
+        Some(down) => writeln!(
+            s,
+            "upstreams:\n  - {{name: eks, tools: default, allow_write: {}, faults: {{seed: 7, faults: [{}]}}}}\n  - {{name: omics, prefix: o., tools: \"*AHO*Batch*\", faults: {{seed: 3, faults: [{}]}}}}\n  - {{name: spare, tools: real, down: {down}}}",
+            c.allow_write,
+            faults.join(", "),
+            faults.iter().rev().copied().collect::<Vec<_>>().join(", ")
+        ),
+    }
+    .unwrap();
     if c.approvers {
         s.push_str("approvers: [alice]\n");
     }
@@ -162,7 +201,10 @@ fn scenario(c: &Case) -> String {
     for st in &c.steps {
         at += st.gap_ms;
         let when = format!("{}.{:03}s", at / 1000, at % 1000);
-        let tool = TOOLS[st.tool];
+        let tool = match c.several {
+            Some(_) => format!("{}{}", PREFIXES[st.prefix], TOOLS[st.tool]),
+            None => TOOLS[st.tool].to_owned(),
+        };
         // Approve and deny steps need an approver; without one they are calls.
         let kind = if c.approvers || !matches!(st.kind, 1 | 2) {
             st.kind
@@ -202,6 +244,29 @@ proptest! {
     /// same transcript, expectation failures and decisions, call by call).
     #[test]
     fn direct_path_outcome_equals_value_path_outcome(c in case()) {
+        let text = scenario(&c);
+        let load = || match tollgate_scenario::load_text(&path(), &text) {
+            Ok(l) => l,
+            Err(e) => panic!("generated scenario does not load: {e}\n{text}"),
+        };
+        let (direct, value) = (observed(load(), true), observed(load(), false));
+        prop_assert_eq!(&direct.outcome.transcript, &value.outcome.transcript, "{}", text);
+        prop_assert_eq!(&direct.outcome, &value.outcome, "{}", text);
+        prop_assert_eq!(&direct.audit, &value.audit, "the audit logs differ:\n{}", text);
+        prop_assert_eq!(&direct.metrics, &value.metrics, "the metrics differ:\n{}", text);
+    }
+
+    /// Invariant: behind several upstreams (two mocks with their own tool sets and faults, a
+    /// third down or up; names drawn from the union of exposed names, unprefixed ones too;
+    /// policies with `upstream:` rules, prefixed patterns and per-upstream budgets), the direct
+    /// path and the value path give the same outcome, audit log and metrics.
+    #[test]
+    fn direct_path_equals_value_path_behind_several_upstreams(
+        c in case(),
+        down in any::<bool>(),
+        faults in prop::collection::vec(prop::sample::select(SEVERAL_FAULTS), 0..3),
+    ) {
+        let c = Case { several: Some(down), faults, ..c };
         let text = scenario(&c);
         let load = || match tollgate_scenario::load_text(&path(), &text) {
             Ok(l) => l,

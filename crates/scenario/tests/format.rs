@@ -69,3 +69,55 @@ fn concurrent_members_interleave_round_robin() {
     let agents: Vec<&str> = out.decisions.iter().map(|d| &*d.agent).collect();
     assert_eq!(agents, ["a", "b", "a", "b"]);
 }
+
+/// `upstreams:` follows the gateway's config rules, and each refusal says where and what:
+/// both `upstream` and `upstreams`, a name used twice, overlapping prefixes (naming both
+/// upstreams), a prefix on a lone upstream, a fault that virtual time cannot model behind
+/// several upstreams, a tool selection that names nothing (naming the upstream).
+#[test]
+fn upstreams_are_checked_by_the_gateways_rules() {
+    let with = |upstreams: &str| format!("{HEAD}  - {{agent: a, call: x}}\n{upstreams}");
+    let e = error_of(&with("upstream: {tools: real}\nupstreams: [{name: a}]\n"));
+    assert!(e.contains("not both"), "{e}");
+    let e = error_of(&with("upstreams: [{name: eks}, {name: eks}]\n"));
+    assert!(
+        e.starts_with("s.yaml:6:") && e.contains("two upstreams are named `eks`"),
+        "{e}"
+    );
+    let e = error_of(&with(
+        "upstreams: [{name: a, prefix: k_}, {name: b, prefix: k_v_}]\n",
+    ));
+    assert!(
+        e.contains("upstream `a`") && e.contains("upstream `b`") && e.contains("overlap"),
+        "{e}"
+    );
+    let e = error_of(&with("upstreams: [{name: a, prefix: k_}]\n"));
+    assert!(e.contains("only with several upstreams"), "{e}");
+    let e = error_of(&with("upstreams: [{name: a, down: true}]\n"));
+    assert!(
+        e.contains("`down` applies only with several upstreams"),
+        "{e}"
+    );
+    let e = error_of(&with("upstreams: [{name: 'a b'}, {name: c}]\n"));
+    assert!(e.contains("not an upstream name"), "{e}");
+    let e = error_of(&with(
+        "upstreams:\n  - {name: a}\n  - {name: b, faults: {faults: [{tool: '*', effect: crash}]}}\n",
+    ));
+    assert!(
+        e.contains("upstreams[1] (`b`)") && e.contains("`crash` is not modelled"),
+        "{e}"
+    );
+    let e = error_of(&with(
+        "upstreams: [{name: a}, {name: b, tools: NoSuchTool}]\n",
+    ));
+    assert!(e.contains("upstreams `b` tools `NoSuchTool`"), "{e}");
+    // One upstream in the list is the single-upstream form: no prefix, no `upstream=`.
+    let loaded = tollgate_scenario::load_text(
+        Path::new("s.yaml"),
+        &with("upstreams: [{name: eks, tools: real}]\n"),
+    )
+    .unwrap();
+    let mocks = loaded.scenario.mocks();
+    assert_eq!((mocks.len(), mocks[0].prefix.as_str()), (1, ""));
+    assert!(!loaded.scenario.several_upstreams());
+}

@@ -232,3 +232,78 @@ fn argument_checks_agree_with_the_fuzzers_own_reading() {
     }
     assert!(report.never_fired.is_empty(), "{report:?}");
 }
+
+/// The upstreams of the several-upstreams fuzz: `eks` with the default prefix, `omics` with its
+/// own.
+fn two_upstreams() -> Vec<(String, String)> {
+    vec![
+        ("eks".into(), "eks__".into()),
+        ("omics".into(), "omics.".into()),
+    ]
+}
+
+/// Behind two upstreams the gateway keeps every property: sessions draw names from the union of
+/// the upstreams' exposed names (and the policy's unprefixed one, which no upstream lists), the
+/// model decides `upstream:` rules and prefixed patterns as the gateway does, and what reached
+/// the upstreams is checked by exposed name, call by call.
+#[test]
+fn several_upstreams_keep_every_property() {
+    let (path, policy) = policy_at("tests/fixtures/several-upstreams-policy.json");
+    let options = FuzzOptions {
+        cases: 48,
+        seed: 11,
+        ..FuzzOptions::default()
+    };
+    let report = tollgate_scenario::fuzz::fuzz_several(
+        &path,
+        policy,
+        &memory,
+        &options,
+        &two_upstreams(),
+        |_| {},
+    );
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    for rule in ["upstream:omics", "eks__list_*", "eks__manage_k8s_resource"] {
+        assert!(report.fired.contains(rule), "{rule}: {report:?}");
+    }
+    // The unprefixed name is no tool of this gateway: refused as unknown, never by its rule.
+    assert!(
+        report.never_fired.contains(&"GetAHOBatch".to_owned()),
+        "{report:?}"
+    );
+    for d in ["allow", "rate_limited", "deny", "unknown_tool"] {
+        assert!(report.decisions.contains_key(d), "{d}: {report:?}");
+    }
+}
+
+/// Behind two upstreams an over-admitting store is caught too, and the minimal session is a
+/// scenario of the same two upstreams that loads (and fails its run as the fuzzer said).
+#[test]
+fn several_upstreams_catch_an_over_admitting_store() {
+    let (path, policy) = policy_at("tests/fixtures/several-upstreams-policy.json");
+    let options = FuzzOptions {
+        cases: 64,
+        seed: 5,
+        ..FuzzOptions::default()
+    };
+    let store = || -> Arc<dyn CounterStore> { Arc::new(OverAdmitting::default()) };
+    let report = tollgate_scenario::fuzz::fuzz_several(
+        &path,
+        policy,
+        &store,
+        &options,
+        &two_upstreams(),
+        |_| {},
+    );
+    let v = report
+        .violation
+        .expect("the over-admitting store is caught");
+    assert!(
+        v.scenario
+            .contains("upstreams:\n  - {name: \"eks\", prefix: \"eks__\""),
+        "{}",
+        v.scenario
+    );
+    let loaded = tollgate_scenario::load_text(&path, &v.scenario).unwrap();
+    assert!(loaded.scenario.several_upstreams());
+}

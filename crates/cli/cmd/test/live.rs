@@ -16,6 +16,11 @@
 //!   the pending list before the next message goes; an `approve` or `deny` step decides it on
 //!   the admin API and waits for its answer. The decisions are returned with their request ids,
 //!   so a held call's late outcome is compared with the same call's in virtual time.
+//! - Several upstreams (`upstreams:`): the gateway is started with a config file of one
+//!   `[[upstream]]` per mock, with its name and prefix (`several_config`): over stdio each mock
+//!   is the gateway's child, over HTTP each is a `tollgate mock-eks --http` of its own reached by
+//!   `url`; a `down` one is a `mock-eks` that cannot start. A stdio run starts the scenario's
+//!   clock once `initialize` is answered (the router answers it after every upstream).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
-use tollgate_scenario::format::PolicySource;
+use tollgate_scenario::format::{MockSpec, PolicySource, Upstream};
 use tollgate_scenario::{Loaded, WirePlan, WireSend, WireStep};
 
 use crate::cmd::agent_http::{open_session, post};
@@ -37,11 +42,10 @@ pub struct Config {
     policy: PolicySource,
     base: PathBuf,
     grant: String,
-    tools: String,
-    allow_write: bool,
-    allow_sensitive: bool,
-    page_size: Option<usize>,
-    faults: Option<String>,
+    /// The scenario's upstreams: one mock, or several behind a config file's `[[upstream]]`
+    /// tables (each a `tollgate mock-eks` of its own).
+    mocks: Vec<MockSpec>,
+    several: bool,
     timeout: Option<Duration>,
     tool_timeouts: Vec<(String, Duration)>,
     max_held_per_grant: Option<usize>,
@@ -60,15 +64,8 @@ impl Config {
                 .next()
                 .map(|a| a.grant.clone())
                 .unwrap_or_default(),
-            tools: s.upstream.tools.spec(),
-            allow_write: s.upstream.allow_write,
-            allow_sensitive: s.upstream.allow_sensitive_data_access,
-            page_size: s.upstream.page_size,
-            faults: s
-                .upstream
-                .faults
-                .as_ref()
-                .and_then(|f| serde_json::to_string(f).ok()),
+            mocks: s.mocks(),
+            several: s.several_upstreams(),
             timeout: s.gateway.timeout,
             tool_timeouts: s
                 .gateway
@@ -169,24 +166,26 @@ fn switch_faults(switch: Option<&TempFile>, on: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write `{}`", file.0.display()))
 }
 
-/// The mock's arguments, and the temporary files they name.
+/// A mock's arguments (`tag` names its temporary files apart from another mock's), and the
+/// temporary files they name.
 fn mock_args(
-    config: &Config,
+    up: &Upstream,
+    tag: &str,
     switch: Option<&TempFile>,
 ) -> anyhow::Result<(Vec<String>, Vec<TempFile>)> {
     let mut temps = Vec::new();
-    let mut mock: Vec<String> = vec!["mock-eks".into(), "--tools".into(), config.tools.clone()];
-    if config.allow_write {
+    let mut mock: Vec<String> = vec!["mock-eks".into(), "--tools".into(), up.tools.spec()];
+    if up.allow_write {
         mock.push("--allow-write".into());
     }
-    if config.allow_sensitive {
+    if up.allow_sensitive_data_access {
         mock.push("--allow-sensitive-data-access".into());
     }
-    if let Some(n) = config.page_size {
+    if let Some(n) = up.page_size {
         mock.extend(["--page-size".into(), n.to_string()]);
     }
-    if let Some(f) = &config.faults {
-        let t = TempFile::new("faults.json", f)?;
+    if let Some(f) = &up.faults {
+        let t = TempFile::new(&format!("faults{tag}.json"), &serde_json::to_string(f)?)?;
         mock.extend(["--faults".into(), t.0.display().to_string()]);
         temps.push(t);
     }
@@ -194,6 +193,68 @@ fn mock_args(
         mock.extend(["--faults-switch".into(), s.0.display().to_string()]);
     }
     Ok((mock, temps))
+}
+
+/// The arguments of a scenario's only mock.
+fn single_mock_args(
+    config: &Config,
+    switch: Option<&TempFile>,
+) -> anyhow::Result<(Vec<String>, Vec<TempFile>)> {
+    let up = config
+        .mocks
+        .first()
+        .map(|m| m.upstream.clone())
+        .unwrap_or_default();
+    mock_args(&up, "", switch)
+}
+
+/// A TOML string (a JSON string's escapes are TOML's basic string's).
+fn toml_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// Several upstreams: a config file (`tollgate gateway --config`) naming `policy` and one
+/// `[[upstream]]` per mock with its name and prefix. Over HTTP (`http`) each mock that is up
+/// is started here with `--http` and reached by its URL (every session of the gateway meets
+/// the same mock, as in virtual time); over stdio it is the gateway's child. A mock that is
+/// `down` is a `tollgate mock-eks` that cannot start (a tool selection that names nothing):
+/// the gateway's router sees it exit, and lists none of its tools.
+fn several_config(
+    config: &Config,
+    policy: &std::path::Path,
+    switch: Option<&TempFile>,
+    http: bool,
+) -> anyhow::Result<(TempFile, Vec<TempFile>, Vec<crate::cmd::procs::Proc>)> {
+    let exe = std::env::current_exe().context("cannot find this program to start it")?;
+    let mut temps = Vec::new();
+    let mut procs = Vec::new();
+    let mut text = format!("policy = {}\n", toml_string(&policy.display().to_string()));
+    for (i, m) in config.mocks.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[upstream]]\nname = {}\nprefix = {}\n",
+            toml_string(&m.name),
+            toml_string(&m.prefix)
+        ));
+        let (mut args, mut t) = if m.down {
+            let args = ["mock-eks", "--tools", "tollgate-live-down-upstream"];
+            (args.map(str::to_owned).to_vec(), Vec::new())
+        } else {
+            mock_args(&m.upstream, &format!("-{i}"), switch)?
+        };
+        temps.append(&mut t);
+        if http && !m.down {
+            args.extend(["--http".into(), "127.0.0.1:0".into()]);
+            let (proc, url) = spawn_listening(&exe, &args, Echo::Errors)?;
+            procs.push(proc);
+            text.push_str(&format!("url = {}\n", toml_string(&url)));
+        } else {
+            let mut command = vec![toml_string(&exe.display().to_string())];
+            command.extend(args.iter().map(|a| toml_string(a)));
+            text.push_str(&format!("command = [{}]\n", command.join(", ")));
+        }
+    }
+    let file = TempFile::new("config.toml", &text)?;
+    Ok((file, temps, procs))
 }
 
 /// The policy file to start the gateway with (a temporary one for an inline policy).
@@ -272,7 +333,6 @@ fn run_http(
     scale: f64,
 ) -> anyhow::Result<Vec<LiveDecision>> {
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
-    let (mut mock, temps) = mock_args(config, switch)?;
     // The gateway runs on a copy of the policy: a reload step writes the new policy there (and
     // sends SIGHUP), never into the scenario's own files.
     let source = config
@@ -281,8 +341,23 @@ fn run_http(
         .map_err(anyhow::Error::msg)?;
     let policy_copy = TempFile::new("policy-live.json", &source)?;
     let policy = policy_copy.0.clone();
-    mock.extend(["--http".into(), "127.0.0.1:0".into()]);
-    let (_mock, mock_url) = spawn_listening(&exe, &mock, Echo::Errors)?;
+    // The upstream(s): one `mock-eks --http`, or a config file of several.
+    let (upstream_args, temps, _mocks) = if config.several {
+        let (file, temps, procs) = several_config(config, &policy, switch, true)?;
+        let args = vec!["--config".to_owned(), file.0.display().to_string()];
+        (args, (temps, Some(file)), procs)
+    } else {
+        let (mut mock, temps) = single_mock_args(config, switch)?;
+        mock.extend(["--http".into(), "127.0.0.1:0".into()]);
+        let (proc, mock_url) = spawn_listening(&exe, &mock, Echo::Errors)?;
+        let args = vec![
+            "--policy".to_owned(),
+            policy.display().to_string(),
+            "--upstream-url".to_owned(),
+            mock_url,
+        ];
+        (args, (temps, None), vec![proc])
+    };
     let token_of = |agent: &str| format!("tollgate-live-run-{agent}");
     let tokens: String = plan
         .agents
@@ -299,8 +374,6 @@ fn run_http(
     let timeout = config.timeout.unwrap_or(Duration::from_secs(60));
     let mut gateway: Vec<String> = vec![
         "gateway".into(),
-        "--policy".into(),
-        policy.display().to_string(),
         "--tokens".into(),
         tokens.0.display().to_string(),
         "--listen".into(),
@@ -310,7 +383,7 @@ fn run_http(
         "--no-watch".into(),
     ];
     gateway.extend(config.tool_timeout_args());
-    gateway.extend(["--upstream-url".into(), mock_url]);
+    gateway.extend(upstream_args);
     gateway.extend(scale_args(scale));
     // Approvers get the admin API (and with it the approval channel); without them a call that
     // needs approval is refused at once, as in the virtual-time run.
@@ -504,20 +577,34 @@ fn run_stdio(
 ) -> anyhow::Result<Vec<LiveDecision>> {
     let sends: Vec<&WireSend> = plan.sends().collect();
     let exe = std::env::current_exe().context("cannot find this program to start it")?;
-    let (mock, mut temps) = mock_args(config, switch)?;
+    let mut temps = Vec::new();
     let policy = policy_file(config, &mut temps)?;
+    // The upstream(s): the one mock as the gateway's child, or a config file of several.
+    let (upstream_args, _config_file) = if config.several {
+        let (file, mut t, _) = several_config(config, &policy, switch, false)?;
+        temps.append(&mut t);
+        let args = vec!["--config".to_owned(), file.0.display().to_string()];
+        (args, Some(file))
+    } else {
+        let (mock, mut t) = single_mock_args(config, switch)?;
+        temps.append(&mut t);
+        let mut args = vec![
+            "--policy".to_owned(),
+            policy.display().to_string(),
+            "--".into(),
+        ];
+        args.push(exe.display().to_string());
+        args.extend(mock);
+        (args, None)
+    };
     let timeout = config.timeout.unwrap_or(Duration::from_secs(60));
     let mut child = Command::new(&exe)
         .arg("gateway")
-        .arg("--policy")
-        .arg(&policy)
         .args(["--grant", &config.grant])
         .args(["--call-timeout", &timeout.as_secs_f64().to_string()])
         .args(config.tool_timeout_args())
         .args(scale_args(scale))
-        .arg("--")
-        .arg(&exe)
-        .args(&mock)
+        .args(&upstream_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -549,7 +636,6 @@ fn run_stdio(
             r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
         )?;
     }
-    let start = Instant::now();
     let mut answers: HashMap<String, Value> = HashMap::new();
     let mut idless: Vec<Value> = Vec::new();
     let take = |v: Value, answers: &mut HashMap<String, Value>, idless: &mut Vec<Value>| {
@@ -578,6 +664,11 @@ fn run_stdio(
             }
         };
     let mut sent = usize::from(init.is_some());
+    // The scenario's time starts once `initialize` is answered (as in virtual time, where it
+    // is answered at once): a gateway that starts several upstreams answers it only when they
+    // have, and a call sent meanwhile would wait for them and come late.
+    wait_for(sent, &mut answers, &mut idless);
+    let start = Instant::now();
     for step in &plan.steps {
         let at = match step {
             WireStep::Send(s) => s.at,

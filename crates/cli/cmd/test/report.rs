@@ -90,6 +90,10 @@ fn call_json(d: &CallDecision, id: &str, found: Option<&Decided>) -> Value {
         "reason": Value::Null,
         "retry_after_seconds": Value::Null,
     });
+    // With several upstreams: the one the tool's name routes to.
+    if let Some(upstream) = &d.upstream {
+        call["upstream"] = json!(&**upstream);
+    }
     let Some(found) = found else {
         return call;
     };

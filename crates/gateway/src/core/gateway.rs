@@ -58,7 +58,15 @@ impl Gateway {
         message: Value,
     ) {
         if let Some(r) = &self.recorder {
-            let line = json!({"t_ms": ms(now), "session": session, "grant": grant, "dir": dir, "message": message});
+            let mut line = json!({"t_ms": ms(now), "session": session, "grant": grant, "dir": dir, "message": message});
+            // With several upstreams, a call's line names the upstream its name routes to (as
+            // its audit record does), so a replay can be held to the same routing.
+            if line["message"]["method"] == "tools/call"
+                && let Some(name) = line["message"]["params"]["name"].as_str()
+                && let Some(u) = crate::multi::upstream_of(&self.options.upstreams, name)
+            {
+                line["upstream"] = json!(u.name);
+            }
             r.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .write(&line);

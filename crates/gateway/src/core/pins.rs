@@ -29,7 +29,7 @@ impl SessionCore {
             return true;
         };
         if drifted.first {
-            let mut fields = drifted.audit_fields(pins.upstream(), pins.mode());
+            let mut fields = drifted.audit_fields(&drifted.upstream, pins.mode());
             fields["session"] = json!(self.session);
             if let Err(e) = self.gateway.audit(now, "pin_drift", fields) {
                 tracing::error!(
@@ -38,14 +38,14 @@ impl SessionCore {
                 );
             }
             self.gateway.metrics.observe_pin_drift(
-                pins.upstream(),
+                &drifted.upstream,
                 &drifted.tool,
                 drifted.kind.name(),
             );
             tracing::warn!(
                 "tool `{}` of upstream `{}` does not match the lock file ({}: listed {}); {}",
                 tollgate_mcp::display::ident(&drifted.tool),
-                pins.upstream(),
+                drifted.upstream,
                 drifted.kind.name(),
                 drifted.listed,
                 match pins.mode() {
