@@ -830,19 +830,6 @@ mod tests {
         assert!(e[0].contains("names no upstream"), "{}", e[0]);
     }
 
-    /// `lock_mode` without `lock` would apply to nothing: an error at the `lock_mode` line,
-    /// saying what to add.
-    #[test]
-    fn lock_mode_without_a_lock_is_an_error_at_its_place() {
-        let e = errors(
-            "policy = \"p\"\nlock_mode = \"warn\"\n[[upstream]]\nname = \"a\"\ncommand = [\"x\"]\n",
-        );
-        assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].contains("t.toml:2:13"), "{}", e[0]);
-        assert!(e[0].contains("without `lock`"), "{}", e[0]);
-        assert!(e[0].contains("tollgate pin --config"), "{}", e[0]);
-    }
-
     /// The exposed-name rule: one upstream has no prefix (even when one is given), several get
     /// the given one or `<name>__`; two prefixes overlap exactly when one starts the other.
     #[test]
