@@ -268,7 +268,8 @@ fn check_config_of_several_upstreams_warns_of_rules_that_never_match() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("tollgate.toml:2:13") && stderr.contains("without `lock`"),
+        stderr.contains("tollgate.toml:2:13")
+            && stderr.contains("`lock_mode` is given but `lock` is not"),
         "{stderr}"
     );
     let out = check(&["--config", "tests/check/multi/ok.toml"]);
