@@ -201,15 +201,31 @@ fn stdio_gateway_routes_each_call_to_its_upstream() {
     check_routed(&out, dir.path());
 }
 
-/// Over HTTP, with the Python SDK's default (stateless) mode: the same routing.
+/// Over HTTP, with the Python SDK's default (stateless) mode: the same routing, and metrics
+/// that name the upstream of each decision and latency.
 #[test]
 fn http_gateway_routes_each_call_to_its_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), true);
     let (_gateway, url) =
         crate::mock_eks::start_listening(&["gateway", "--config", config.to_str().unwrap()]);
-    let out = run(client("auto", &["--url".to_owned(), url], &[]));
+    let out = run(client("auto", &["--url".to_owned(), url.clone()], &[]));
     check_routed(&out, dir.path());
+    // The metrics name each decision's and each latency's upstream.
+    let metrics = crate::approvals::rt().block_on(async {
+        reqwest::get(url.replace("/mcp", "/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    for series in [
+        r#"tollgate_decisions_total{tool="omics__CancelAHORunBatch",decision="allow",rule="default",upstream="omics"} 1"#,
+        r#"tollgate_upstream_latency_seconds_count{tool="eks__list_k8s_resources",upstream="eks"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} not in {metrics}");
+    }
 }
 
 /// An upstream killed mid-session takes only its own tools away: the other's stay callable,

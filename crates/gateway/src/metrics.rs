@@ -1,13 +1,14 @@
 //! Prometheus metrics (`GET /metrics` on the HTTP front): decisions by tool, decision and rule;
 //! upstream latency by tool; calls in flight; calls waiting for approval; how full each counter
-//! is.
+//! is. Behind several upstreams, decisions and latencies also carry the tool's `upstream` (a
+//! gateway of one upstream leaves the label out, so its series are as they were).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,11 +16,33 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tollgate_mcp::Recent;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct DecisionLabels {
     pub tool: String,
     pub decision: String,
     pub rule: String,
+    /// The upstream the tool is routed to; `None` (no label) for a gateway of one upstream.
+    pub upstream: Option<String>,
+}
+
+impl EncodeLabelSet for DecisionLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("tool", self.tool.as_str()).encode(encoder.encode_label())?;
+        ("decision", self.decision.as_str()).encode(encoder.encode_label())?;
+        ("rule", self.rule.as_str()).encode(encoder.encode_label())?;
+        encode_upstream(self.upstream.as_deref(), encoder)
+    }
+}
+
+/// The `upstream` label, only when there is one to name.
+fn encode_upstream(
+    upstream: Option<&str>,
+    encoder: &mut LabelSetEncoder,
+) -> Result<(), std::fmt::Error> {
+    match upstream {
+        Some(name) => ("upstream", name).encode(encoder.encode_label()),
+        None => Ok(()),
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,9 +63,18 @@ pub struct PinDriftLabels {
     pub change: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ToolLabels {
     pub tool: String,
+    /// As [`DecisionLabels::upstream`].
+    pub upstream: Option<String>,
+}
+
+impl EncodeLabelSet for ToolLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("tool", self.tool.as_str()).encode(encoder.encode_label())?;
+        encode_upstream(self.upstream.as_deref(), encoder)
+    }
 }
 
 /// The gateway's metrics.
@@ -244,6 +276,7 @@ impl Metrics {
         &self,
         handles: &mut MetricHandles,
         tool: &Arc<str>,
+        upstream: Option<&str>,
         decision: &tollgate_policy::Decision,
     ) {
         let MetricHandles {
@@ -275,6 +308,7 @@ impl Metrics {
                         tool: tool_name.to_owned(),
                         decision: kind.to_owned(),
                         rule: rule_name.to_owned(),
+                        upstream: upstream.map(str::to_owned),
                     };
                     let counter = self.decisions.get_or_create(&labels).clone();
                     (labels, counter)
@@ -341,6 +375,7 @@ impl Metrics {
         &self,
         handles: &mut MetricHandles,
         tool: &Arc<str>,
+        upstream: Option<&str>,
         took: std::time::Duration,
     ) {
         let MetricHandles {
@@ -360,6 +395,7 @@ impl Metrics {
             || {
                 let labels = ToolLabels {
                     tool: tool.to_string(),
+                    upstream: upstream.map(str::to_owned),
                 };
                 let histogram = self.upstream_latency.get_or_create(&labels).clone();
                 (tool.to_string(), histogram)
@@ -420,19 +456,19 @@ mod tests {
         };
         let (mut a, mut b) = (MetricHandles::default(), MetricHandles::default());
         let tool: Arc<str> = Arc::from("CancelRun");
-        metrics.observe_decision(&mut a, &tool, &decision);
-        metrics.observe_decision(&mut b, &tool, &decision);
-        metrics.observe_decision(&mut a, &tool, &decision);
+        metrics.observe_decision(&mut a, &tool, None, &decision);
+        metrics.observe_decision(&mut b, &tool, None, &decision);
+        metrics.observe_decision(&mut a, &tool, None, &decision);
         // Equal names in other allocations find the same series.
         let mut alike = decision.clone();
         alike.rule.selector = Arc::from("Cancel*");
         alike.limits[0].counter = Arc::from("cancels");
-        metrics.observe_decision(&mut a, &Arc::from("CancelRun"), &alike);
+        metrics.observe_decision(&mut a, &Arc::from("CancelRun"), None, &alike);
         let read: Arc<str> = Arc::from("GetRun");
-        metrics.observe_latency(&mut a, &read, Duration::from_millis(3));
-        metrics.observe_latency(&mut b, &read, Duration::from_millis(5));
-        metrics.observe_latency(&mut a, &read, Duration::from_millis(4));
-        metrics.observe_latency(&mut a, &Arc::from("GetRun"), Duration::from_millis(4));
+        metrics.observe_latency(&mut a, &read, None, Duration::from_millis(3));
+        metrics.observe_latency(&mut b, &read, None, Duration::from_millis(5));
+        metrics.observe_latency(&mut a, &read, None, Duration::from_millis(4));
+        metrics.observe_latency(&mut a, &Arc::from("GetRun"), None, Duration::from_millis(4));
         let text = metrics.encode();
         let line = |start: &str| {
             text.lines()
@@ -451,6 +487,19 @@ mod tests {
         assert_eq!(
             line("tollgate_upstream_latency_seconds_count{"),
             r#"tollgate_upstream_latency_seconds_count{tool="GetRun"} 4"#
+        );
+        // Behind several upstreams the series name the tool's upstream too.
+        let routed: Arc<str> = Arc::from("eks__list_k8s_resources");
+        metrics.observe_decision(&mut a, &routed, Some("eks"), &decision);
+        metrics.observe_latency(&mut a, &routed, Some("eks"), Duration::from_millis(2));
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"tollgate_decisions_total{tool="eks__list_k8s_resources",decision="rate_limited",rule="Cancel*",upstream="eks"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tollgate_upstream_latency_seconds_count{tool="eks__list_k8s_resources",upstream="eks"} 1"#),
+            "{text}"
         );
     }
 }

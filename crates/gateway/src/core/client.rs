@@ -267,6 +267,7 @@ impl SessionCore {
                     key,
                     Pending {
                         tool: Arc::from(""),
+                        upstream: None,
                         audit_seq: None,
                         on_error: Vec::new(),
                         started: now,

@@ -151,9 +151,12 @@ impl SessionCore {
             let upstream = crate::multi::upstream_of(&self.gateway.options.upstreams, name);
             t.decision(&id_key(id), &decision, upstream.map(|u| u.name.as_str()));
         }
-        self.gateway
-            .metrics
-            .observe_decision(&mut self.metric_handles, &call.tool, &decision);
+        self.gateway.metrics.observe_decision(
+            &mut self.metric_handles,
+            &call.tool,
+            call.meta.upstream.as_deref(),
+            &decision,
+        );
         // A call that requires approval is held when somebody can approve it, and when its
         // grant has room in the queue; the decision record says which.
         let mut approval_note = None;
@@ -238,7 +241,7 @@ impl SessionCore {
             };
         }
         let on_error = std::mem::take(&mut decision.on_error);
-        self.forward(id, &call.tool, seq, batch, on_error, now);
+        self.forward(id, &call, seq, batch, on_error, now);
         Called::Admitted {
             arguments: call.arguments,
         }
@@ -331,7 +334,7 @@ impl SessionCore {
     pub(super) fn forward(
         &mut self,
         id: &Value,
-        name: &Arc<str>,
+        call: &Call,
         seq: Option<u64>,
         batch: Option<u64>,
         on_error: Vec<(CounterKey, LimitSpec)>,
@@ -341,13 +344,14 @@ impl SessionCore {
             .gateway
             .options
             .tool_timeouts
-            .get(&**name)
+            .get(&*call.tool)
             .copied()
             .unwrap_or(self.gateway.options.call_timeout);
         self.pending.insert(
             id_key(&escape_id(id)),
             Pending {
-                tool: Arc::clone(name),
+                tool: Arc::clone(&call.tool),
+                upstream: call.meta.upstream.clone(),
                 audit_seq: seq,
                 on_error,
                 started: now,

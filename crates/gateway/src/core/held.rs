@@ -340,9 +340,12 @@ impl SessionCore {
         // Admitted by a human (or by the timeout): the limits are taken now, and the release
         // is a decision of its own, audited before the call is forwarded.
         let mut decision = h.engine.admit_approved(&h.call, now);
-        self.gateway
-            .metrics
-            .observe_decision(&mut self.metric_handles, &h.call.tool, &decision);
+        self.gateway.metrics.observe_decision(
+            &mut self.metric_handles,
+            &h.call.tool,
+            h.call.meta.upstream.as_deref(),
+            &decision,
+        );
         let record = json!({
             "session": self.session, "grant": self.grant, "id": h.id, "tool": h.call.tool,
             "arguments": h.redacted, "decision": decision, "approval_id": approval,
@@ -367,7 +370,7 @@ impl SessionCore {
         // A held call of a batch is answered on its own (the batch's other answers went
         // earlier), so it forwards as a single message.
         let on_error = std::mem::take(&mut decision.on_error);
-        self.forward(&id, &call.tool, seq, None, on_error, now);
+        self.forward(&id, &call, seq, None, on_error, now);
         out.push(forwarded(original, call.arguments));
     }
 

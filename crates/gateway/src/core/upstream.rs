@@ -12,6 +12,8 @@ pub(super) const MAX_EXPIRED_IDS: usize = 4096;
 pub(super) struct Pending {
     /// The call's tool, shared with its policy `Call`; empty for the gateway's own requests.
     pub(super) tool: Arc<str>,
+    /// The upstream the call was routed to (behind several upstreams), for its metrics.
+    pub(super) upstream: Option<Arc<str>>,
     pub(super) audit_seq: Option<u64>,
     /// The errors limits its decision charges if its answer is an upstream error
     /// ([`tollgate_policy::Decision::on_error`]); empty for most calls.
@@ -271,6 +273,7 @@ impl SessionCore {
         self.gateway.metrics.observe_latency(
             &mut self.metric_handles,
             &p.tool,
+            p.upstream.as_deref(),
             now.saturating_sub(p.started),
         );
         let charged = self.charge_error(&p, is_error || error.is_some(), now);
