@@ -394,26 +394,25 @@ fn a_lowered_limit_and_a_new_deny_are_reported() {
     assert!(report.changed_calls.iter().all(|c| c.tool == "manage"));
 }
 
+/// Each call `diff` reports changed between two policy texts, as "ARGUMENTS OLD -> NEW".
+fn changed_arguments(old: &str, new: &str) -> Vec<String> {
+    let old = Policy::parse("old.json", old).unwrap();
+    let new = Policy::parse("new.json", new).unwrap();
+    diff::diff(&Arc::new(old), &Arc::new(new), &probe_tools(), &prepare)
+        .changed_calls
+        .iter()
+        .map(|c| format!("{} {} -> {}", c.arguments, c.old.decision, c.new.decision))
+        .collect()
+}
+
 /// A change only between two bounds (a range narrowed to its two ends) is found: the probes
 /// include a value between every two bounds, not only the bounds.
 #[test]
 fn a_change_only_between_two_bounds_is_found() {
-    let old = Policy::parse(
-        "old.json",
+    let calls = changed_arguments(
         r#"{"version":"1","default":"deny","tools":{"get_logs":{"arguments":{"n":{"min":2.5,"max":3}}}}}"#,
-    )
-    .unwrap();
-    let new = Policy::parse(
-        "new.json",
         r#"{"version":"1","default":"deny","tools":{"get_logs":{"arguments":{"n":{"enum":[2.5,3]}}}}}"#,
-    )
-    .unwrap();
-    let report = diff::diff(&Arc::new(old), &Arc::new(new), &probe_tools(), &prepare);
-    let calls: Vec<String> = report
-        .changed_calls
-        .iter()
-        .map(|c| format!("{} {} -> {}", c.arguments, c.old.decision, c.new.decision))
-        .collect();
+    );
     assert_eq!(calls, [r#"{"n":2.75} allow -> invalid_arguments"#]);
 }
 
@@ -486,21 +485,9 @@ fn the_probed_tools_add_every_named_tool_a_glob_witness_and_an_unnamed_tool() {
 /// are whole are integers in the counterexamples (`8`, not `8.0`).
 #[test]
 fn whole_probe_numbers_are_reported_as_integers() {
-    let old = Policy::parse(
-        "old.json",
+    let calls = changed_arguments(
         r#"{"version":"1","default":"deny","tools":{"get_logs":{"arguments":{"n":{"max":10}}}}}"#,
-    )
-    .unwrap();
-    let new = Policy::parse(
-        "new.json",
         r#"{"version":"1","default":"deny","tools":{"get_logs":{"arguments":{"n":{"max":6}}}}}"#,
-    )
-    .unwrap();
-    let report = diff::diff(&Arc::new(old), &Arc::new(new), &probe_tools(), &prepare);
-    let calls: Vec<String> = report
-        .changed_calls
-        .iter()
-        .map(|c| format!("{} {} -> {}", c.arguments, c.old.decision, c.new.decision))
-        .collect();
+    );
     assert_eq!(calls, [r#"{"n":8} allow -> invalid_arguments"#]);
 }
