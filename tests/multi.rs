@@ -5,12 +5,11 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::mock_eks::python;
-use crate::util::{root, tollgate};
+use crate::util::{root, tollgate, wait_for_file};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
@@ -266,13 +265,7 @@ fn a_killed_upstream_leaves_the_others_callable_and_comes_back() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let wait_for = |name: &str| {
-        let start = Instant::now();
-        while !d.join(name).exists() {
-            assert!(start.elapsed() < Duration::from_secs(60), "no {name}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_for = |name: &str| wait_for_file(&d.join(name));
     wait_for("ready");
     // Restarts fail while `omics.down` exists.
     std::fs::write(d.join("omics.down"), "").unwrap();

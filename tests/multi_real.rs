@@ -8,13 +8,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 
 use crate::mock_eks::{Guard, conformance_bin, python, start_http};
-use crate::util::root;
+use crate::util::{root, wait_for_file};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
@@ -340,13 +339,7 @@ fn a_killed_upstream_leaves_three_real_ones_serving() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let wait_for = |name: &str| {
-        let start = Instant::now();
-        while !d.join(name).exists() {
-            assert!(start.elapsed() < Duration::from_secs(60), "no {name}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_for = |name: &str| wait_for_file(&d.join(name));
     wait_for("ready");
     std::fs::write(d.join("eks.down"), "").unwrap();
     let pid = std::fs::read_to_string(d.join("eks.pid")).unwrap();

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The `tollgate` binary that cargo built for this test run.
 pub fn tollgate() -> Command {
@@ -28,4 +29,18 @@ pub fn assert_audit_verifies(audit: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Waits (at most 60 s, polling every 50 ms) until `path` exists: a file a client or an
+/// upstream writes to say it reached a step.
+pub fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
