@@ -140,6 +140,14 @@ fn error_of(body: &Value) -> &str {
     body["error"].as_str().unwrap_or_default()
 }
 
+/// Sends `add_inline_policy` (role `r{id}`) as request `id` without waiting for it: the call is
+/// held for approval, and its answer comes once a verdict is taken.
+fn held_call(agent: &Agent, id: u64) -> tokio::task::JoinHandle<Value> {
+    let agent = agent.clone();
+    let args = inline_policy_args(&format!("r{id}"));
+    tokio::spawn(async move { agent.call(id, "add_inline_policy", args).await })
+}
+
 /// A call held on `a` is listed on `b` (its id `1@a`, its arguments redacted as `a` shows them,
 /// its deadline on `b`'s clock), approved on `b`, run once by `a`'s upstream and audited once in
 /// `a`'s log with the replica and the operator; a second is denied on `b`; a third is decided
@@ -159,14 +167,7 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
         let agent = Agent::open(&a.url, AGENT_TOKEN).await;
 
         // Approved on b.
-        let call = tokio::spawn({
-            let agent = agent.clone();
-            async move {
-                agent
-                    .call(1, "add_inline_policy", inline_policy_args("r1"))
-                    .await
-            }
-        });
+        let call = held_call(&agent, 1);
         let on_b = b.pending(&http, 1).await;
         assert_eq!(on_b[0]["id"], "1@a", "{on_b:?}");
         assert_eq!(on_b[0]["replica"], "a");
@@ -207,14 +208,7 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
 
         // Denied on b with `tollgate approvals`: the agent is told who and why; nothing reaches
         // the upstream.
-        let call = tokio::spawn({
-            let agent = agent.clone();
-            async move {
-                agent
-                    .call(2, "add_inline_policy", inline_policy_args("r2"))
-                    .await
-            }
-        });
+        let call = held_call(&agent, 2);
         b.pending(&http, 1).await;
         let cli = |args: &'static [&'static str]| {
             let url = b.url.clone();
@@ -249,14 +243,7 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
         assert_eq!(a.journal_calls("add_inline_policy"), 1);
 
         // Two operators at once, one on each replica: one verdict stands.
-        let call = tokio::spawn({
-            let agent = agent.clone();
-            async move {
-                agent
-                    .call(3, "add_inline_policy", inline_policy_args("r3"))
-                    .await
-            }
-        });
+        let call = held_call(&agent, 3);
         b.pending(&http, 1).await;
         let (on_a, on_b) = tokio::join!(
             a.decide(&http, ADMIN_TOKEN, "3", "approve", None),
@@ -294,14 +281,7 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
 
         // Redis stops: b lists its own calls only and says why; a verdict it cannot carry is
         // refused (fail closed); a still decides the calls it holds.
-        let call = tokio::spawn({
-            let agent = agent.clone();
-            async move {
-                agent
-                    .call(5, "add_inline_policy", inline_policy_args("r5"))
-                    .await
-            }
-        });
+        let call = held_call(&agent, 5);
         b.pending(&http, 1).await;
         redis.kill();
         let list = b.list(&http).await;
@@ -323,14 +303,7 @@ fn a_call_held_on_one_replica_is_decided_from_the_other() {
 
         // A call held while Redis is down is published once it is back (restarted empty, it
         // lost every entry): b lists it and decides it.
-        let call = tokio::spawn({
-            let agent = agent.clone();
-            async move {
-                agent
-                    .call(6, "add_inline_policy", inline_policy_args("r6"))
-                    .await
-            }
-        });
+        let call = held_call(&agent, 6);
         a.pending(&http, 1).await;
         redis.restart().unwrap();
         let on_b = b.pending(&http, 1).await;
