@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::mock_eks::{Guard, start_http, start_listening};
-use crate::util::tollgate;
+use crate::util::{json_lines, tollgate};
 
 pub(crate) const AGENT_TOKEN: &str = "ci-bot-token-000000";
 pub(crate) const ANALYST_TOKEN: &str = "analyst-token-00000";
@@ -75,14 +75,14 @@ impl Stack {
     }
 
     pub(crate) fn journal_calls(&self, tool: &str) -> usize {
-        lines(&self.dir.path().join("journal.jsonl"))
+        json_lines(&self.dir.path().join("journal.jsonl"))
             .iter()
             .filter(|e| e["tool"] == tool)
             .count()
     }
 
     pub(crate) fn audit(&self) -> Vec<Value> {
-        lines(&self.dir.path().join("audit.jsonl"))
+        json_lines(&self.dir.path().join("audit.jsonl"))
     }
 
     /// `tollgate approvals --url BASE ARGS` with `token` in TOLLGATE_ADMIN_TOKEN.
@@ -119,14 +119,6 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 pub(crate) fn rt() -> tokio::runtime::Runtime {
@@ -760,7 +752,7 @@ fn elicitation_asks_the_python_sdk_clients_user() {
             "{summary}"
         );
         drop(servers);
-        let journal = lines(&dir.path().join("journal.jsonl"));
+        let journal = json_lines(&dir.path().join("journal.jsonl"));
         assert_eq!(
             journal
                 .iter()
@@ -769,7 +761,7 @@ fn elicitation_asks_the_python_sdk_clients_user() {
             1,
             "{transport}"
         );
-        let verdicts: Vec<(Value, Value)> = lines(&dir.path().join("audit.jsonl"))
+        let verdicts: Vec<(Value, Value)> = json_lines(&dir.path().join("audit.jsonl"))
             .iter()
             .filter(|r| r["kind"] == "approval")
             .map(|r| (r["verdict"].clone(), r["approver"].clone()))

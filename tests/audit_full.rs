@@ -10,10 +10,12 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::approvals::decision;
 use crate::mock_eks::{Guard, start_http};
-use crate::util::{assert_audit_verifies, tollgate};
+use crate::redis_store::post;
+use crate::util::{assert_audit_verifies, json_lines, tollgate};
 
 const ALLOW_ALL: &str = r#"{"version": "1", "default": "allow"}"#;
 
@@ -64,16 +66,8 @@ fn start_logged(prelude: &str, args: &[&str]) -> Logged {
     }
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn journal_count(journal: &Path) -> usize {
-    lines(journal)
+    json_lines(journal)
         .iter()
         .filter(|e| e["tool"] == "GetAHOBatch")
         .count()
@@ -81,7 +75,7 @@ fn journal_count(journal: &Path) -> usize {
 
 /// The calls the log allowed (decision records of `allow`).
 fn audited_allows(audit: &Path) -> usize {
-    lines(audit)
+    json_lines(audit)
         .iter()
         .filter(|r| {
             r["kind"] == "decision"
@@ -89,34 +83,6 @@ fn audited_allows(audit: &Path) -> usize {
                 && r["decision"]["decision"] == "allow"
         })
         .count()
-}
-
-async fn post(
-    http: &reqwest::Client,
-    url: &str,
-    session: Option<&str>,
-    body: Value,
-) -> (Option<String>, Value) {
-    let mut r = http
-        .post(url)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json");
-    if let Some(s) = session {
-        r = r.header("mcp-session-id", s);
-    }
-    let r = r.body(body.to_string()).send().await.unwrap();
-    let session = r
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (session, r.json().await.unwrap())
-}
-
-fn decision(answer: &Value) -> String {
-    answer["result"]["_meta"]["dev.tollgate/decision"]["decision"]
-        .as_str()
-        .unwrap_or("forwarded")
-        .to_owned()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -279,7 +245,7 @@ fn a_failed_rotation_keeps_every_forwarded_call_audited() {
     assert_eq!(journal_count(&journal), forwarded);
     assert_eq!(audited_allows(&audit), forwarded);
     assert!(
-        lines(&audit).iter().any(|r| r["kind"] == "rotate"),
+        json_lines(&audit).iter().any(|r| r["kind"] == "rotate"),
         "a rotation was attempted"
     );
     assert!(

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tollgate_store_redis::testing::RedisServer;
 
 use crate::mock_eks::{Guard, start_http, start_listening};
+use crate::util::json_lines;
 
 const WINDOW_US: u64 = 1_000_000;
 const MAX: usize = 5;
@@ -23,14 +24,6 @@ const MAX: usize = 5;
 const POLICY: &str = r#"{"version": "1", "default": "deny", "tools": {
     "GetAHOBatch": {"limits": [{"counter": "reads", "window": "second", "max": 5, "scope": "global"}]},
     "ListAHOBatch": {}}}"#;
-
-fn lines_of(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// A mock and a gateway in front of it, sharing the store `redis`, with `extra` flags.
 struct Replica {
@@ -82,7 +75,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     url: &str,
     session: Option<&str>,
@@ -130,7 +123,7 @@ fn text(answer: &Value) -> String {
 
 /// The audit log's decision records for `tool`.
 fn decisions(audit: &Path, tool: &str) -> Vec<Value> {
-    lines_of(audit)
+    json_lines(audit)
         .into_iter()
         .filter(|r| r["kind"] == "decision" && r["tool"] == tool)
         .map(|r| r["decision"].clone())
@@ -138,7 +131,7 @@ fn decisions(audit: &Path, tool: &str) -> Vec<Value> {
 }
 
 fn journal_count(journal: &Path, tool: &str) -> usize {
-    lines_of(journal)
+    json_lines(journal)
         .iter()
         .filter(|e| e["tool"] == tool)
         .count()

@@ -14,6 +14,7 @@ use tollgate_store_redis::testing::RedisServer;
 
 use crate::approvals::{ADMIN_TOKEN, AGENT_TOKEN, Agent, POLICY, decision, inline_policy_args, rt};
 use crate::mock_eks::{Guard, start_http, start_listening};
+use crate::util::json_lines;
 
 const BOB_TOKEN: &str = "bob-admin-token-00000000";
 
@@ -69,24 +70,16 @@ fn replica(dir: &Path, name: &str, redis: &str, policy: &str) -> Replica {
     }
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 impl Replica {
     fn journal_calls(&self, tool: &str) -> usize {
-        lines(&self.journal)
+        json_lines(&self.journal)
             .iter()
             .filter(|e| e["tool"] == tool)
             .count()
     }
 
     fn records(&self, kind: &str) -> Vec<Value> {
-        lines(&self.audit)
+        json_lines(&self.audit)
             .into_iter()
             .filter(|r| r["kind"] == kind)
             .collect()

@@ -44,3 +44,13 @@ pub fn wait_for_file(path: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The JSON lines of `path` (an audit log, a journal, a recording), each parsed; none when the
+/// file does not exist yet.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
